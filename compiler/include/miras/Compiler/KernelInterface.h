@@ -1,0 +1,60 @@
+//===- KernelInterface.h - What a compiled module exposes -------*- C++ -*-===//
+//
+// Everything the library emitter needs to wrap the MLIR kernel into
+// lib<name>.so + <name>.h: the metadata of miras_abi.h and the kernel's
+// calling convention. Built by the driver from the derived module.
+//
+// Kernel calling convention (the MLIR function `<name>_kernel`, compiled with
+// `llvm.emit_c_interface`, so C calls `_mlir_ciface_<name>_kernel`): one
+// pointer to a strided memref descriptor per argument, in this order, all f32,
+// identity (C-contiguous) layout, B/T/H dynamic, widths static:
+//   q [B,T,H,Dk], k [B,T,H,Dk], v [B,T,H,Dv],
+//   each gate in `gates` order: scalar [B,T,H], channel [B,T,H,dim],
+//   each state in `states` order: [B,H,shape...] (read and updated in place),
+//   o [B,T,H,Dv].
+// The kernel returns nothing; the state buffers hold the final state on return.
+//
+//===----------------------------------------------------------------------===//
+#ifndef MIRAS_COMPILER_KERNELINTERFACE_H
+#define MIRAS_COMPILER_KERNELINTERFACE_H
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+namespace miras {
+
+struct KernelInterface {
+  struct Param {
+    std::string name;
+    double value = 0.0;
+    bool isInteger = true;
+  };
+  struct Gate {
+    std::string name;
+    bool channel = false;
+    std::string axis; // "dk" | "dv" for channel gates
+    int64_t dim = 1;
+  };
+  struct State {
+    std::string name;            // "W"
+    std::vector<int64_t> shape;  // per (batch, head), e.g. {dv, dk}
+  };
+
+  std::string moduleName;  // C identifier; prefixes every exported symbol
+  std::string sourcePath;  // .miras file it came from
+  int64_t dk = 0, dv = 0;
+  int64_t chunk = 1;
+  bool readAfterWrite = true;
+  std::vector<Param> params;
+  std::vector<Gate> gates;
+  std::vector<State> states;
+  std::string rule; // derived update rule, one line per state tensor
+  std::vector<std::string> targets{"cpu"};
+
+  std::string kernelName() const { return moduleName + "_kernel"; }
+};
+
+} // namespace miras
+
+#endif // MIRAS_COMPILER_KERNELINTERFACE_H

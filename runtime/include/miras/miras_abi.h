@@ -1,0 +1,126 @@
+/*
+ * miras_abi.h: the binary interface between a compiled miras module (lib<name>.so)
+ * and whoever loads it (the miras runtime, or a host program that links it directly).
+ *
+ * This header is self-contained C99 and is copied verbatim into every generated
+ * <name>.h, so it must not include any other miras header. Bump MIRAS_ABI_VERSION on
+ * any change to the structs or entry-point signatures below.
+ *
+ * Tensor layout (SPEC.md section 8), all C-contiguous float32:
+ *   q, k          [B, T, H, Dk]
+ *   v, o          [B, T, H, Dv]
+ *   scalar gate   [B, T, H]
+ *   channel gate  [B, T, H, Dk] or [B, T, H, Dv] (see miras_gate_info.axis)
+ *   state tensor  [B, H, <state shape>]
+ */
+#ifndef MIRAS_ABI_H
+#define MIRAS_ABI_H
+
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#define MIRAS_ABI_VERSION 1u
+
+/* Status codes returned by every entry point (0 is success). */
+typedef enum miras_status {
+  MIRAS_OK = 0,
+  MIRAS_ERR_NULL_POINTER = 1,   /* a required pointer argument is NULL */
+  MIRAS_ERR_SHAPE = 2,          /* a dimension is non-positive or mismatched */
+  MIRAS_ERR_DTYPE = 3,          /* a tensor has an unsupported element type */
+  MIRAS_ERR_ABI_VERSION = 4,    /* library and loader disagree on MIRAS_ABI_VERSION */
+  MIRAS_ERR_LOAD = 5,           /* the library could not be opened or is not a miras module */
+  MIRAS_ERR_IO = 6,             /* a file could not be read or written */
+  MIRAS_ERR_DEVICE = 7,         /* the requested device is not available */
+  MIRAS_ERR_INVALID_ARGUMENT = 8 /* any other invalid argument */
+} miras_status;
+
+/* Kind of a gate (per-token input computed by the host model). */
+typedef enum miras_gate_kind {
+  MIRAS_GATE_SCALAR = 0, /* [B, T, H] */
+  MIRAS_GATE_CHANNEL = 1 /* [B, T, H, dim] */
+} miras_gate_kind;
+
+/* Which memory axis a channel gate runs along. */
+typedef enum miras_axis {
+  MIRAS_AXIS_NONE = 0,
+  MIRAS_AXIS_KEY = 1,   /* length Dk */
+  MIRAS_AXIS_VALUE = 2  /* length Dv */
+} miras_axis;
+
+typedef struct miras_param_info {
+  const char *name;
+  double value;       /* value the module was compiled with (after -D overrides) */
+  int32_t is_integer; /* 1 when declared with an integer literal */
+} miras_param_info;
+
+typedef struct miras_gate_info {
+  const char *name;
+  int32_t kind;  /* miras_gate_kind */
+  int32_t axis;  /* miras_axis; MIRAS_AXIS_NONE for scalar gates */
+  int64_t dim;   /* channel length; 1 for scalar gates */
+} miras_gate_info;
+
+#define MIRAS_MAX_STATE_RANK 4
+
+typedef struct miras_state_info {
+  const char *name;                     /* "W", "A", "S", "W1", ... */
+  int32_t rank;                         /* rank of the per-(batch, head) shape */
+  int64_t shape[MIRAS_MAX_STATE_RANK];  /* per-(batch, head) shape, e.g. {Dv, Dk} */
+} miras_state_info;
+
+typedef struct miras_module_metadata {
+  uint32_t abi_version;      /* MIRAS_ABI_VERSION the library was built for */
+  const char *name;          /* module name from the .miras file */
+  const char *source;        /* path of the .miras file it was compiled from */
+  const char *compiler;      /* "mirasc <version>" */
+  int64_t dk;                /* key/query width */
+  int64_t dv;                /* value/output width */
+  int64_t chunk;             /* chunk size C of SPEC section 7 (1 = exact sequential) */
+  int32_t read_after_write;  /* 1: o_t = f(W_t; q_t); 0: o_t = f(W_{t-1}; q_t) */
+  int32_t num_params;
+  const miras_param_info *params;
+  int32_t num_gates;
+  const miras_gate_info *gates;   /* order of miras_forward_args.gates */
+  int32_t num_states;
+  const miras_state_info *states; /* order of state_in / state_out */
+  const char *targets;       /* comma separated, e.g. "cpu" */
+  const char *rule;          /* the derived update rule, one line per state tensor */
+} miras_module_metadata;
+
+/*
+ * Arguments of one forward call over a whole sequence (T = 1 is a decode step).
+ * gates[i] follows metadata->gates[i]; state_in[i] / state_out[i] follow
+ * metadata->states[i]. state_in[i] may equal state_out[i] (in-place continuation);
+ * a NULL state_in[i] means a zero initial state.
+ */
+typedef struct miras_forward_args {
+  int64_t batch;  /* B */
+  int64_t length; /* T */
+  int64_t heads;  /* H */
+  const float *q;
+  const float *k;
+  const float *v;
+  const float *const *gates;
+  const float *const *state_in;
+  float *const *state_out;
+  float *o;
+} miras_forward_args;
+
+/* Every compiled module exports, next to its named entry points, this table under the
+ * fixed symbol "miras_module_v1" so that a loader can find it without knowing the name. */
+typedef struct miras_module_entry {
+  uint32_t abi_version;
+  const miras_module_metadata *(*metadata)(void);
+  int32_t (*forward)(const miras_forward_args *args); /* returns miras_status */
+} miras_module_entry;
+
+#define MIRAS_MODULE_ENTRY_SYMBOL "miras_module_v1"
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif /* MIRAS_ABI_H */
