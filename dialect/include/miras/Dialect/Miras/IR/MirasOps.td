@@ -1,0 +1,311 @@
+//===- MirasOps.td - miras dialect operations ---------------*- tablegen -*-===//
+#ifndef MIRAS_OPS_TD
+#define MIRAS_OPS_TD
+
+include "miras/Dialect/Miras/IR/MirasDialect.td"
+include "mlir/IR/SymbolInterfaces.td"
+include "mlir/IR/RegionKindInterface.td"
+include "mlir/Interfaces/SideEffectInterfaces.td"
+include "mlir/IR/BuiltinAttributes.td"
+include "mlir/IR/CommonTypeConstraints.td"
+include "mlir/IR/CommonAttrConstraints.td"
+include "mlir/Interfaces/InferTypeOpInterface.td"
+
+//===----------------------------------------------------------------------===//
+// Spec level
+//===----------------------------------------------------------------------===//
+
+def Miras_MemoryModuleOp : Miras_Op<"module", [
+    SymbolTable, Symbol, IsolatedFromAbove, NoTerminator, SingleBlock,
+    NoRegionArguments]> {
+  let summary = "A memory module: the four MIRAS choices and their inputs";
+  let description = [{
+    Holds one `miras.memory`, `miras.bias`, `miras.retention` and
+    `miras.optimizer`, any number of `miras.param` and `miras.gate`, and (after
+    `miras-derive-update`) the derived `func.func @step`. `dk` and `dv` are the
+    key and value widths, `chunk` the chunk size of SPEC section 7, and
+    `read_after_write` selects `o_t = f(W_t; q_t)` over `o_t = f(W_{t-1}; q_t)`.
+
+    Example:
+
+    ```mlir
+    miras.module @deltanet attributes {chunk = 1 : i64, dk = 16 : i64,
+                                       dv = 16 : i64, read_after_write = true} {
+      miras.param @D = 16 : i64
+      miras.gate @eta : scalar
+      miras.memory "linear" {dk = 16 : i64, dv = 16 : i64}
+      miras.bias "l2" loss {
+      ^bb0(%y: tensor<16xf32>, %v: tensor<16xf32>):
+        %e = arith.subf %y, %v : tensor<16xf32>
+        %sq = arith.mulf %e, %e : tensor<16xf32>
+        %s = miras.sum %sq : tensor<16xf32>
+        %half = arith.constant 5.000000e-01 : f32
+        %l = arith.mulf %half, %s : f32
+        miras.yield %l : f32
+      }
+      miras.retention "none" {}
+      miras.optimizer "gd" {lr = @eta}
+    }
+    ```
+  }];
+  let arguments = (ins SymbolNameAttr:$sym_name, I64Attr:$dk, I64Attr:$dv,
+                       I64Attr:$chunk, BoolAttr:$read_after_write);
+  let regions = (region SizedRegion<1>:$body);
+  let assemblyFormat = "$sym_name attr-dict-with-keyword $body";
+  let hasVerifier = 1;
+  let extraClassDeclaration = [{
+    /// The single op of type OpTy in the body, or null.
+    template <typename OpTy> OpTy getComponent() {
+      for (mlir::Operation &op : getBody().front())
+        if (auto typed = llvm::dyn_cast<OpTy>(op))
+          return typed;
+      return nullptr;
+    }
+    /// The gate declarations in declaration (= ABI) order.
+    llvm::SmallVector<class GateOp> getGates();
+  }];
+}
+
+def Miras_ParamOp : Miras_Op<"param", [Symbol, HasParent<"MemoryModuleOp">]> {
+  let summary = "A compile-time parameter and the value it was compiled with";
+  let description = [{
+    Kept for metadata and readability; MLIRGen has already substituted the
+    value wherever the parameter is used.
+
+    ```mlir
+    miras.param @D = 64 : i64
+    miras.param @gamma = 0.96875 : f64
+    ```
+  }];
+  let arguments = (ins SymbolNameAttr:$sym_name, TypedAttrInterface:$value);
+  let assemblyFormat = "$sym_name `=` $value attr-dict";
+}
+
+def Miras_GateOp : Miras_Op<"gate", [Symbol, HasParent<"MemoryModuleOp">]> {
+  let summary = "A per-token input computed by the host model";
+  let description = [{
+    A scalar gate is one f32 per (batch, token, head); a channel gate is a
+    vector along the key (`dk`) or value (`dv`) axis of the memory.
+
+    ```mlir
+    miras.gate @eta : scalar
+    miras.gate @alpha : channel along "dk" dim 64
+    ```
+  }];
+  let arguments = (ins SymbolNameAttr:$sym_name, UnitAttr:$channel,
+                       OptionalAttr<StrAttr>:$axis, I64Attr:$dim);
+  let hasCustomAssemblyFormat = 1;
+  let hasVerifier = 1;
+  let extraClassDeclaration = [{
+    /// The type of one token's value: f32 or tensor<dim x f32>.
+    mlir::Type getValueType();
+  }];
+}
+
+def Miras_MemoryOp : Miras_Op<"memory", [HasParent<"MemoryModuleOp">]> {
+  let summary = "The memory architecture f(W; z)";
+  let description = [{
+    `linear`: `f(W; z) = W z` with `W : [dv, dk]`.
+
+    ```mlir
+    miras.memory "linear" {dk = 64 : i64, dv = 64 : i64}
+    ```
+  }];
+  let arguments = (ins StrAttr:$kind, DictionaryAttr:$args);
+  let assemblyFormat = "$kind $args attr-dict";
+  let hasVerifier = 1;
+}
+
+def Miras_BiasOp : Miras_Op<"bias", [HasParent<"MemoryModuleOp">]> {
+  let summary = "The attentional bias, as a loss or as an error signal";
+  let description = [{
+    The region takes the prediction `y = f(W; k)` and the target `v` (both
+    `tensor<dv x f32>`). With `loss` it yields the scalar inner loss `L(y, v)`,
+    which `miras-derive-update` differentiates; with `error_signal` it yields
+    `psi(y, v)` directly (for signals that are not the gradient of a simple
+    loss, such as the smoothed lp). `name` is the built-in it came from, or
+    `expression` for a user-written bias.
+
+    ```mlir
+    miras.bias "l2" loss {
+    ^bb0(%y: tensor<4xf32>, %v: tensor<4xf32>):
+      %e = arith.subf %y, %v : tensor<4xf32>
+      %p = arith.constant dense<2.0> : tensor<4xf32>
+      %sq = math.powf %e, %p : tensor<4xf32>
+      %s = miras.sum %sq : tensor<4xf32>
+      %h = arith.constant 0.5 : f32
+      %l = arith.mulf %h, %s : f32
+      miras.yield %l : f32
+    }
+    ```
+  }];
+  let arguments = (ins StrAttr:$name, UnitAttr:$error_signal);
+  let regions = (region SizedRegion<1>:$body);
+  let hasCustomAssemblyFormat = 1;
+  let hasRegionVerifier = 1;
+}
+
+def Miras_RetentionOp : Miras_Op<"retention", [HasParent<"MemoryModuleOp">]> {
+  let summary = "How the old state is kept (SPEC section 5)";
+  let description = [{
+    `none`; `l2` with `decay` (a number, or a gate symbol: scalar, or channel
+    scaling the columns (`dk`) or rows (`dv`) of W) and `order` (`decoupled`:
+    `W_t = a W_{t-1} - eta g(W_{t-1})`, or `before_gradient`:
+    `W_t = a W_{t-1} - eta g(a W_{t-1})`); `l2_coupled` with `strength` s:
+    `W_t = s/(s+eta) W_{t-1} - s eta/(s+eta) g`.
+
+    ```mlir
+    miras.retention "l2" {decay = @alpha, order = "before_gradient"}
+    ```
+  }];
+  let arguments = (ins StrAttr:$kind, DictionaryAttr:$args);
+  let assemblyFormat = "$kind $args attr-dict";
+  let hasVerifier = 1;
+}
+
+def Miras_OptimizerOp : Miras_Op<"optimizer", [HasParent<"MemoryModuleOp">]> {
+  let summary = "The memory algorithm: how one step is taken";
+  let description = [{
+    `gd` with learning rate `lr`; `implicit` (Longhorn; linear memory and l2
+    bias only): the exact implicit step `W_t = W_{t-1} - c (W_{t-1} k - v) k^T`
+    with `c = lr / (1 + lr ||k||^2)`. `lr` is a number or a scalar gate.
+
+    ```mlir
+    miras.optimizer "gd" {lr = @eta}
+    miras.optimizer "gd" {lr = 5.000000e-01 : f64}
+    ```
+  }];
+  let arguments = (ins StrAttr:$kind, DictionaryAttr:$args);
+  let assemblyFormat = "$kind $args attr-dict";
+  let hasVerifier = 1;
+}
+
+def Miras_YieldOp : Miras_Op<"yield", [Pure, Terminator,
+    HasParent<"BiasOp">]> {
+  let summary = "Yields the value of a miras.bias region";
+  let description = [{
+    ```mlir
+    miras.yield %loss : f32
+    ```
+  }];
+  let arguments = (ins AnyType:$value);
+  let assemblyFormat = "$value attr-dict `:` type($value)";
+}
+
+def Miras_GateValueOp : Miras_Op<"gate_value", [Pure,
+    DeclareOpInterfaceMethods<SymbolUserOpInterface>]> {
+  let summary = "The current token's value of a gate, inside a bias region";
+  let description = [{
+    Lets a bias depend on a gate (a per-token Huber threshold, say).
+    `miras-derive-update` replaces it by the step function's gate argument.
+
+    ```mlir
+    %delta = miras.gate_value @delta : f32
+    ```
+  }];
+  let arguments = (ins FlatSymbolRefAttr:$gate);
+  let results = (outs AnyTypeOf<[F32, RankedTensorOf<[F32]>]>:$result);
+  let assemblyFormat = "$gate attr-dict `:` type($result)";
+}
+
+//===----------------------------------------------------------------------===//
+// Step level: tensor math on one token
+//===----------------------------------------------------------------------===//
+
+def F32Vector : 1DTensorOf<[F32]>;
+def F32Matrix : 2DTensorOf<[F32]>;
+
+def Miras_MatVecOp : Miras_Op<"matvec", [Pure]> {
+  let summary = "Matrix-vector product A x";
+  let description = [{
+    Applies a linear memory to a key or query: `y_i = sum_j A_ij x_j`.
+
+    ```mlir
+    %y = miras.matvec %W, %k : tensor<4x8xf32>, tensor<8xf32> -> tensor<4xf32>
+    ```
+  }];
+  let arguments = (ins F32Matrix:$matrix, F32Vector:$vector);
+  let results = (outs F32Vector:$result);
+  let assemblyFormat = [{
+    $matrix `,` $vector attr-dict `:` type($matrix) `,` type($vector) `->` type($result)
+  }];
+  let hasVerifier = 1;
+}
+
+def Miras_OuterOp : Miras_Op<"outer", [Pure]> {
+  let summary = "Outer product a b^T";
+  let description = [{
+    The rank-1 gradient of a linear memory, `g = psi k^T`. Lowering never
+    materialises it: it is fused into the state update.
+
+    ```mlir
+    %g = miras.outer %psi, %k : tensor<4xf32>, tensor<8xf32> -> tensor<4x8xf32>
+    ```
+  }];
+  let arguments = (ins F32Vector:$lhs, F32Vector:$rhs);
+  let results = (outs F32Matrix:$result);
+  let assemblyFormat = [{
+    $lhs `,` $rhs attr-dict `:` type($lhs) `,` type($rhs) `->` type($result)
+  }];
+  let hasVerifier = 1;
+}
+
+def Miras_BroadcastOp : Miras_Op<"broadcast", [Pure]> {
+  let summary = "Broadcasts a scalar or vector to a larger tensor";
+  let description = [{
+    `dims` lists, for each input dimension, the result dimension it runs
+    along (empty for a scalar input). A key-axis channel gate scaling the
+    columns of W is broadcast with `dims = [1]`.
+
+    ```mlir
+    %s = miras.broadcast %eta [] : f32 -> tensor<8xf32>
+    %c = miras.broadcast %alpha [1] : tensor<8xf32> -> tensor<4x8xf32>
+    ```
+  }];
+  let arguments = (ins AnyTypeOf<[F32, F32Vector]>:$input,
+                       DenseI64ArrayAttr:$dims);
+  let results = (outs AnyTypeOf<[F32Vector, F32Matrix]>:$result);
+  let assemblyFormat = [{
+    $input $dims attr-dict `:` type($input) `->` type($result)
+  }];
+  let hasVerifier = 1;
+}
+
+class Miras_ReductionOp<string mnemonic> : Miras_Op<mnemonic, [Pure]> {
+  let arguments = (ins F32Vector:$input);
+  let results = (outs F32:$result);
+  let assemblyFormat = "$input attr-dict `:` type($input)";
+}
+
+def Miras_SumOp : Miras_ReductionOp<"sum"> {
+  let summary = "Sum of the elements of a vector";
+  let description = [{
+    ```mlir
+    %s = miras.sum %x : tensor<8xf32>
+    ```
+  }];
+}
+
+def Miras_NormOp : Miras_ReductionOp<"norm"> {
+  let summary = "Euclidean norm of a vector";
+  let description = [{
+    ```mlir
+    %n = miras.norm %e : tensor<8xf32>
+    ```
+  }];
+}
+
+def Miras_SignOp : Miras_Op<"sign", [Pure, SameOperandsAndResultType,
+    Elementwise]> {
+  let summary = "Element-wise sign: -1, 0 or +1";
+  let description = [{
+    ```mlir
+    %s = miras.sign %e : tensor<8xf32>
+    ```
+  }];
+  let arguments = (ins AnyTypeOf<[F32, F32Vector, F32Matrix]>:$input);
+  let results = (outs AnyTypeOf<[F32, F32Vector, F32Matrix]>:$result);
+  let assemblyFormat = "$input attr-dict `:` type($input)";
+}
+
+#endif // MIRAS_OPS_TD

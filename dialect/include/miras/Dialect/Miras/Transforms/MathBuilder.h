@@ -1,0 +1,62 @@
+//===- MathBuilder.h - Simplifying builder for step-level math --*- C++ -*-===//
+//
+// Builds the element-wise arith/math ops of the step level on f32 scalars and
+// f32 tensors, folding as it goes: constants are combined, `x * 1`, `x + 0`,
+// `x ^ 1`, `-(-x)` disappear, and scalars are broadcast to the tensor operand's
+// type. Both the derivation (retention and optimizer algebra) and reverse-mode
+// differentiation build through it, so what `--emit=derived` prints is already
+// close to the closed form a researcher would write.
+//
+//===----------------------------------------------------------------------===//
+#ifndef MIRAS_DIALECT_MIRAS_TRANSFORMS_MATHBUILDER_H
+#define MIRAS_DIALECT_MIRAS_TRANSFORMS_MATHBUILDER_H
+
+#include "mlir/IR/Builders.h"
+#include <optional>
+
+namespace miras {
+
+class MathBuilder {
+public:
+  MathBuilder(mlir::OpBuilder &builder, mlir::Location loc)
+      : b(builder), loc(loc) {}
+
+  mlir::Location getLoc() const { return loc; }
+  void setLoc(mlir::Location newLoc) { loc = newLoc; }
+  mlir::OpBuilder &getBuilder() { return b; }
+
+  /// The constant value of `v` if it is a scalar constant, a splat constant or
+  /// a broadcast of a constant.
+  static std::optional<double> matchConstant(mlir::Value v);
+
+  mlir::Value constant(mlir::Type type, double value);
+  /// `v` broadcast to `type` (f32 -> any tensor; a vector -> a matrix along
+  /// result dimension `axis`). Returns `v` itself when it already has `type`.
+  mlir::Value broadcast(mlir::Value v, mlir::Type type, int64_t axis = -1);
+
+  mlir::Value add(mlir::Value a, mlir::Value b);
+  mlir::Value sub(mlir::Value a, mlir::Value b);
+  mlir::Value mul(mlir::Value a, mlir::Value b);
+  mlir::Value div(mlir::Value a, mlir::Value b);
+  mlir::Value neg(mlir::Value a);
+  mlir::Value pow(mlir::Value a, mlir::Value p);
+  mlir::Value sign(mlir::Value a);
+  mlir::Value log(mlir::Value a);
+  mlir::Value sinh(mlir::Value a);
+  /// `cond ? a : b` element-wise, `cond` from an ordered float comparison.
+  mlir::Value select(mlir::Value cond, mlir::Value a, mlir::Value b);
+  mlir::Value sum(mlir::Value vector);
+  mlir::Value matvec(mlir::Value matrix, mlir::Value vector);
+  mlir::Value outer(mlir::Value lhs, mlir::Value rhs);
+
+private:
+  /// Brings a scalar operand to the other operand's tensor type.
+  std::pair<mlir::Value, mlir::Value> unify(mlir::Value a, mlir::Value b);
+
+  mlir::OpBuilder &b;
+  mlir::Location loc;
+};
+
+} // namespace miras
+
+#endif

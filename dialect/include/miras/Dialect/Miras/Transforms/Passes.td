@@ -1,0 +1,40 @@
+//===- Passes.td - miras dialect passes ---------------------*- tablegen -*-===//
+#ifndef MIRAS_TRANSFORMS_PASSES_TD
+#define MIRAS_TRANSFORMS_PASSES_TD
+
+include "mlir/Pass/PassBase.td"
+
+def MirasDeriveUpdate : Pass<"miras-derive-update", "::mlir::ModuleOp"> {
+  let summary = "Derives the per-token update rule of every miras.module";
+  let description = [{
+    Turns the four choices of a `miras.module` into an explicit step function
+    `func.func @step` inside it: the error signal `psi` by reverse-mode
+    differentiation of the bias region (or taken as written for an
+    `error_signal` bias), the gradient `psi k^T` of the linear memory,
+    retention and optimizer folded into the state update, and the read.
+
+    Signature: states, (anchor states when chunk > 1), q, k, v, one argument
+    per gate in declaration order; results: next states, then `o`.
+
+    ```mlir
+    // miras.optimizer "gd" {lr = @eta}, miras.retention "none", l2 bias:
+    func.func private @step(%W: tensor<4x4xf32>, %q: tensor<4xf32>,
+        %k: tensor<4xf32>, %v: tensor<4xf32>, %eta: f32)
+        -> (tensor<4x4xf32>, tensor<4xf32>) {
+      %y = miras.matvec %W, %k : tensor<4x4xf32>, tensor<4xf32> -> tensor<4xf32>
+      %e = arith.subf %y, %v : tensor<4xf32>
+      %lr = miras.broadcast %eta [] : f32 -> tensor<4xf32>
+      %u = arith.mulf %lr, %e : tensor<4xf32>
+      %g = miras.outer %u, %k : tensor<4xf32>, tensor<4xf32> -> tensor<4x4xf32>
+      %Wn = arith.subf %W, %g : tensor<4x4xf32>
+      %o = miras.matvec %Wn, %q : tensor<4x4xf32>, tensor<4xf32> -> tensor<4xf32>
+      return %Wn, %o : tensor<4x4xf32>, tensor<4xf32>
+    }
+    ```
+  }];
+  let dependentDialects = ["::mlir::func::FuncDialect",
+                           "::mlir::arith::ArithDialect",
+                           "::mlir::math::MathDialect"];
+}
+
+#endif

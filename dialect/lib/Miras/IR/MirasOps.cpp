@@ -1,0 +1,321 @@
+//===- MirasOps.cpp - miras dialect operations ----------------------------===//
+#include "miras/Dialect/Miras/IR/MirasOps.h"
+
+#include "mlir/IR/Builders.h"
+#include "mlir/IR/OpImplementation.h"
+#include "llvm/ADT/STLExtras.h"
+
+using namespace mlir;
+using namespace miras;
+
+//===----------------------------------------------------------------------===//
+// MemoryModuleOp
+//===----------------------------------------------------------------------===//
+
+SmallVector<GateOp> MemoryModuleOp::getGates() {
+  SmallVector<GateOp> gates;
+  for (Operation &op : getBody().front())
+    if (auto gate = dyn_cast<GateOp>(op))
+      gates.push_back(gate);
+  return gates;
+}
+
+/// Checks a component argument that must be a number or a gate reference.
+/// `allowChannel` admits channel gates (a per-channel decay); `positive` and
+/// `atMostOne` bound a numeric value.
+static LogicalResult verifyRateArg(Operation *component, MemoryModuleOp module,
+                                   StringRef argName, bool allowChannel,
+                                   bool atMostOne) {
+  auto args = component->getAttrOfType<DictionaryAttr>("args");
+  Attribute value = args ? args.get(argName) : Attribute();
+  if (!value)
+    return component->emitOpError("requires argument '") << argName << "'";
+  if (auto number = dyn_cast<FloatAttr>(value)) {
+    double x = number.getValueAsDouble();
+    if (!(x > 0.0) || (atMostOne && x > 1.0))
+      return component->emitOpError("argument '")
+             << argName << "' must be in " << (atMostOne ? "(0, 1]" : "(0, inf)")
+             << ", got " << x;
+    return success();
+  }
+  auto ref = dyn_cast<FlatSymbolRefAttr>(value);
+  if (!ref)
+    return component->emitOpError("argument '")
+           << argName << "' must be a number or a gate symbol";
+  auto gate = dyn_cast_or_null<GateOp>(
+      SymbolTable::lookupSymbolIn(module, ref.getAttr()));
+  if (!gate)
+    return component->emitOpError("argument '")
+           << argName << "' refers to undeclared gate " << ref;
+  if (gate.getChannel() && !allowChannel)
+    return component->emitOpError("argument '")
+           << argName << "' needs a scalar gate, but " << ref
+           << " is a channel gate";
+  return success();
+}
+
+LogicalResult MemoryModuleOp::verify() {
+  if (getDk() <= 0 || getDv() <= 0)
+    return emitOpError("widths must be positive, got dk = ")
+           << getDk() << ", dv = " << getDv();
+  if (getChunk() < 1)
+    return emitOpError("chunk must be at least 1, got ") << getChunk();
+
+  auto requireOne = [&](auto component, StringRef what) -> LogicalResult {
+    unsigned count = 0;
+    for (Operation &op : getBody().front())
+      if (isa<decltype(component)>(op))
+        ++count;
+    if (count == 1)
+      return success();
+    return emitOpError("must contain exactly one ")
+           << what << ", found " << count;
+  };
+  if (failed(requireOne(MemoryOp(), "miras.memory")) ||
+      failed(requireOne(BiasOp(), "miras.bias")) ||
+      failed(requireOne(RetentionOp(), "miras.retention")) ||
+      failed(requireOne(OptimizerOp(), "miras.optimizer")))
+    return failure();
+
+  MemoryOp memory = getComponent<MemoryOp>();
+  auto dk = memory.getArgs().getAs<IntegerAttr>("dk");
+  auto dv = memory.getArgs().getAs<IntegerAttr>("dv");
+  if (!dk || !dv || dk.getInt() != getDk() || dv.getInt() != getDv())
+    return memory.emitOpError("dk/dv must match the module's (")
+           << getDk() << ", " << getDv() << ")";
+
+  for (GateOp gate : getGates()) {
+    if (!gate.getChannel())
+      continue;
+    int64_t expected = gate.getAxis() == "dk" ? getDk() : getDv();
+    if (gate.getDim() != expected)
+      return gate.emitOpError("channel gate along ")
+             << *gate.getAxis() << " must have dim " << expected << ", got "
+             << gate.getDim();
+  }
+
+  auto yType = RankedTensorType::get({getDv()}, Float32Type::get(getContext()));
+  BiasOp bias = getComponent<BiasOp>();
+  Block &biasBlock = bias.getBody().front();
+  for (BlockArgument arg : biasBlock.getArguments())
+    if (arg.getType() != yType)
+      return bias.emitOpError("region arguments must be ")
+             << yType << " (dv = " << getDv() << "), got " << arg.getType();
+
+  RetentionOp retention = getComponent<RetentionOp>();
+  StringRef kind = retention.getKind();
+  if (kind == "l2" &&
+      failed(verifyRateArg(retention, *this, "decay", /*allowChannel=*/true,
+                           /*atMostOne=*/true)))
+    return failure();
+  if (kind == "l2_coupled" &&
+      failed(verifyRateArg(retention, *this, "strength", false, false)))
+    return failure();
+
+  OptimizerOp optimizer = getComponent<OptimizerOp>();
+  if (failed(verifyRateArg(optimizer, *this, "lr", false, false)))
+    return failure();
+  if (optimizer.getKind() == "implicit" &&
+      (memory.getKind() != "linear" || bias.getName() != "l2"))
+    return optimizer.emitOpError(
+        "'implicit' has a closed form only for a linear memory with the l2 "
+        "bias");
+  return success();
+}
+
+//===----------------------------------------------------------------------===//
+// GateOp
+//===----------------------------------------------------------------------===//
+
+Type GateOp::getValueType() {
+  Type f32 = Float32Type::get(getContext());
+  if (!getChannel())
+    return f32;
+  return RankedTensorType::get({getDim()}, f32);
+}
+
+LogicalResult GateOp::verify() {
+  if (!getChannel())
+    return getAxis() ? emitOpError("a scalar gate has no axis") : success();
+  if (!getAxis() || (*getAxis() != "dk" && *getAxis() != "dv"))
+    return emitOpError("a channel gate needs axis \"dk\" or \"dv\"");
+  if (getDim() <= 0)
+    return emitOpError("channel dim must be positive");
+  return success();
+}
+
+// miras.gate @name : scalar
+// miras.gate @name : channel along "dk" dim 64
+ParseResult GateOp::parse(OpAsmParser &parser, OperationState &result) {
+  StringAttr name;
+  if (parser.parseSymbolName(name, getSymNameAttrName(result.name),
+                             result.attributes) ||
+      parser.parseColon())
+    return failure();
+  Builder &b = parser.getBuilder();
+  int64_t dim = 1;
+  if (succeeded(parser.parseOptionalKeyword("channel"))) {
+    std::string axis;
+    if (parser.parseKeyword("along") || parser.parseString(&axis) ||
+        parser.parseKeyword("dim") || parser.parseInteger(dim))
+      return failure();
+    result.addAttribute(getChannelAttrName(result.name), b.getUnitAttr());
+    result.addAttribute(getAxisAttrName(result.name), b.getStringAttr(axis));
+  } else if (parser.parseKeyword("scalar")) {
+    return failure();
+  }
+  result.addAttribute(getDimAttrName(result.name), b.getI64IntegerAttr(dim));
+  return parser.parseOptionalAttrDict(result.attributes);
+}
+
+void GateOp::print(OpAsmPrinter &p) {
+  p << ' ';
+  p.printSymbolName(getSymName());
+  p << " : ";
+  if (getChannel())
+    p << "channel along \"" << *getAxis() << "\" dim " << getDim();
+  else
+    p << "scalar";
+  p.printOptionalAttrDict((*this)->getAttrs(),
+                          {getSymNameAttrName(), getChannelAttrName(),
+                           getAxisAttrName(), getDimAttrName()});
+}
+
+//===----------------------------------------------------------------------===//
+// Components
+//===----------------------------------------------------------------------===//
+
+LogicalResult MemoryOp::verify() {
+  if (getKind() != "linear")
+    return emitOpError("unknown memory architecture '")
+           << getKind() << "' (supported: linear)";
+  return success();
+}
+
+LogicalResult RetentionOp::verify() {
+  StringRef kind = getKind();
+  if (kind != "none" && kind != "l2" && kind != "l2_coupled")
+    return emitOpError("unknown retention '")
+           << kind << "' (supported: none, l2, l2_coupled)";
+  if (kind == "l2") {
+    auto order = getArgs().getAs<StringAttr>("order");
+    if (order && order.getValue() != "decoupled" &&
+        order.getValue() != "before_gradient")
+      return emitOpError("order must be \"decoupled\" or \"before_gradient\"");
+  }
+  return success();
+}
+
+LogicalResult OptimizerOp::verify() {
+  if (getKind() != "gd" && getKind() != "implicit")
+    return emitOpError("unknown optimizer '")
+           << getKind() << "' (supported: gd, implicit)";
+  return success();
+}
+
+// miras.bias "l2" loss { ... }   /   miras.bias "lp" error_signal { ... }
+ParseResult BiasOp::parse(OpAsmParser &parser, OperationState &result) {
+  StringAttr name;
+  if (parser.parseAttribute(name, getNameAttrName(result.name),
+                            result.attributes))
+    return failure();
+  if (succeeded(parser.parseOptionalKeyword("error_signal")))
+    result.addAttribute(getErrorSignalAttrName(result.name),
+                        parser.getBuilder().getUnitAttr());
+  else if (parser.parseKeyword("loss"))
+    return failure();
+  if (parser.parseOptionalAttrDictWithKeyword(result.attributes))
+    return failure();
+  Region *body = result.addRegion();
+  return parser.parseRegion(*body, /*arguments=*/{});
+}
+
+void BiasOp::print(OpAsmPrinter &p) {
+  p << ' ';
+  p.printAttribute(getNameAttr());
+  p << (getErrorSignal() ? " error_signal" : " loss");
+  p.printOptionalAttrDictWithKeyword(
+      (*this)->getAttrs(), {getNameAttrName(), getErrorSignalAttrName()});
+  p << ' ';
+  p.printRegion(getBody(), /*printEntryBlockArgs=*/true);
+}
+
+LogicalResult BiasOp::verifyRegions() {
+  Block &block = getBody().front();
+  if (block.getNumArguments() != 2 ||
+      block.getArgument(0).getType() != block.getArgument(1).getType() ||
+      !isa<RankedTensorType>(block.getArgument(0).getType()))
+    return emitOpError("region must take the prediction y and the target v, "
+                       "two vectors of the same type");
+  auto yield = dyn_cast<YieldOp>(block.back());
+  if (!yield)
+    return emitOpError("region must end with miras.yield");
+  Type yielded = yield.getValue().getType();
+  if (getErrorSignal() && yielded != block.getArgument(0).getType())
+    return emitOpError("an error_signal bias must yield a vector like y, got ")
+           << yielded;
+  if (!getErrorSignal() && !yielded.isF32())
+    return emitOpError("a loss bias must yield a scalar f32, got ") << yielded;
+  return success();
+}
+
+LogicalResult
+GateValueOp::verifySymbolUses(SymbolTableCollection &symbolTable) {
+  auto module = (*this)->getParentOfType<MemoryModuleOp>();
+  auto gate = module ? symbolTable.lookupNearestSymbolFrom<GateOp>(
+                           module, getGateAttr())
+                     : GateOp();
+  if (!gate)
+    return emitOpError("refers to undeclared gate ") << getGateAttr();
+  if (gate.getValueType() != getType())
+    return emitOpError("gate ") << getGateAttr() << " has type "
+                                << gate.getValueType() << ", not " << getType();
+  return success();
+}
+
+//===----------------------------------------------------------------------===//
+// Step-level ops
+//===----------------------------------------------------------------------===//
+
+LogicalResult MatVecOp::verify() {
+  auto a = getMatrix().getType().getShape();
+  auto x = getVector().getType().getShape();
+  auto y = getResult().getType().getShape();
+  if (a[1] != x[0] || a[0] != y[0])
+    return emitOpError("shape mismatch: [")
+           << a[0] << "x" << a[1] << "] times [" << x[0] << "] gives ["
+           << a[0] << "], not [" << y[0] << "]";
+  return success();
+}
+
+LogicalResult OuterOp::verify() {
+  auto r = getResult().getType().getShape();
+  if (r[0] != getLhs().getType().getDimSize(0) ||
+      r[1] != getRhs().getType().getDimSize(0))
+    return emitOpError("result must be [")
+           << getLhs().getType().getDimSize(0) << "x"
+           << getRhs().getType().getDimSize(0) << "]";
+  return success();
+}
+
+LogicalResult BroadcastOp::verify() {
+  auto resultType = cast<RankedTensorType>(getResult().getType());
+  ArrayRef<int64_t> dims = getDims();
+  auto inputType = dyn_cast<RankedTensorType>(getInput().getType());
+  int64_t inputRank = inputType ? inputType.getRank() : 0;
+  if (static_cast<int64_t>(dims.size()) != inputRank)
+    return emitOpError("needs one entry in dims per input dimension");
+  if (inputRank >= resultType.getRank())
+    return emitOpError("must broadcast to a tensor of higher rank");
+  for (auto [i, d] : llvm::enumerate(dims)) {
+    if (d < 0 || d >= resultType.getRank())
+      return emitOpError("dims entry ") << d << " out of range";
+    if (inputType.getDimSize(i) != resultType.getDimSize(d))
+      return emitOpError("input dim ") << i << " does not match result dim "
+                                       << d;
+  }
+  return success();
+}
+
+#define GET_OP_CLASSES
+#include "miras/Dialect/Miras/IR/MirasOps.cpp.inc"

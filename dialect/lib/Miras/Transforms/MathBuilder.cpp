@@ -1,0 +1,173 @@
+//===- MathBuilder.cpp - Simplifying builder for step-level math ----------===//
+#include "miras/Dialect/Miras/Transforms/MathBuilder.h"
+#include "miras/Dialect/Miras/IR/MirasOps.h"
+
+#include "mlir/IR/BuiltinAttributes.h"
+
+#include <cmath>
+
+using namespace mlir;
+using namespace miras;
+
+std::optional<double> MathBuilder::matchConstant(Value v) {
+  if (auto bcast = v.getDefiningOp<BroadcastOp>())
+    return matchConstant(bcast.getInput());
+  auto cst = v.getDefiningOp<arith::ConstantOp>();
+  if (!cst)
+    return std::nullopt;
+  if (auto f = dyn_cast<FloatAttr>(cst.getValue()))
+    return f.getValueAsDouble();
+  if (auto dense = dyn_cast<DenseFPElementsAttr>(cst.getValue()))
+    if (dense.isSplat())
+      return dense.getSplatValue<APFloat>().convertToDouble();
+  return std::nullopt;
+}
+
+static bool isConstant(Value v, double x) {
+  std::optional<double> c = MathBuilder::matchConstant(v);
+  return c && *c == x;
+}
+
+Value MathBuilder::constant(Type type, double value) {
+  Type f32 = b.getF32Type();
+  if (auto tensor = dyn_cast<RankedTensorType>(type))
+    return arith::ConstantOp::create(
+        b, loc, DenseElementsAttr::get(tensor, b.getFloatAttr(f32, value)));
+  return arith::ConstantOp::create(b, loc, b.getFloatAttr(f32, value));
+}
+
+Value MathBuilder::broadcast(Value v, Type type, int64_t axis) {
+  if (v.getType() == type)
+    return v;
+  if (std::optional<double> c = matchConstant(v))
+    return constant(type, *c);
+  SmallVector<int64_t> dims;
+  if (isa<RankedTensorType>(v.getType()))
+    dims.push_back(axis);
+  return BroadcastOp::create(b, loc, type, v, b.getDenseI64ArrayAttr(dims));
+}
+
+std::pair<Value, Value> MathBuilder::unify(Value x, Value y) {
+  if (x.getType() == y.getType())
+    return {x, y};
+  if (isa<RankedTensorType>(x.getType()))
+    return {x, broadcast(y, x.getType())};
+  return {broadcast(x, y.getType()), y};
+}
+
+Value MathBuilder::add(Value x, Value y) {
+  std::tie(x, y) = unify(x, y);
+  auto cx = matchConstant(x), cy = matchConstant(y);
+  if (cx && cy)
+    return constant(x.getType(), *cx + *cy);
+  if (cx && *cx == 0.0)
+    return y;
+  if (cy && *cy == 0.0)
+    return x;
+  return arith::AddFOp::create(b, loc, x, y);
+}
+
+Value MathBuilder::sub(Value x, Value y) {
+  std::tie(x, y) = unify(x, y);
+  auto cx = matchConstant(x), cy = matchConstant(y);
+  if (cx && cy)
+    return constant(x.getType(), *cx - *cy);
+  if (cy && *cy == 0.0)
+    return x;
+  if (cx && *cx == 0.0)
+    return neg(y);
+  return arith::SubFOp::create(b, loc, x, y);
+}
+
+Value MathBuilder::mul(Value x, Value y) {
+  std::tie(x, y) = unify(x, y);
+  auto cx = matchConstant(x), cy = matchConstant(y);
+  if (cx && cy)
+    return constant(x.getType(), *cx * *cy);
+  // Keep constants on the left, and merge them: c1 * (c2 * z) = (c1 c2) * z.
+  if (cy) {
+    std::swap(x, y);
+    std::swap(cx, cy);
+  }
+  if (cx) {
+    if (*cx == 1.0)
+      return y;
+    if (*cx == 0.0)
+      return constant(y.getType(), 0.0);
+    if (*cx == -1.0)
+      return neg(y);
+    if (auto inner = y.getDefiningOp<arith::MulFOp>())
+      if (auto c2 = matchConstant(inner.getLhs()))
+        return mul(constant(y.getType(), *cx * *c2), inner.getRhs());
+  }
+  return arith::MulFOp::create(b, loc, x, y);
+}
+
+Value MathBuilder::div(Value x, Value y) {
+  std::tie(x, y) = unify(x, y);
+  auto cx = matchConstant(x), cy = matchConstant(y);
+  if (cx && cy && *cy != 0.0)
+    return constant(x.getType(), *cx / *cy);
+  if (cy && *cy == 1.0)
+    return x;
+  if (cx && *cx == 0.0)
+    return x;
+  return arith::DivFOp::create(b, loc, x, y);
+}
+
+Value MathBuilder::neg(Value x) {
+  if (auto c = matchConstant(x))
+    return constant(x.getType(), -*c);
+  if (auto inner = x.getDefiningOp<arith::NegFOp>())
+    return inner.getOperand();
+  return arith::NegFOp::create(b, loc, x);
+}
+
+Value MathBuilder::pow(Value x, Value p) {
+  std::tie(x, p) = unify(x, p);
+  auto cp = matchConstant(p);
+  if (cp && *cp == 1.0)
+    return x;
+  if (cp && *cp == 0.0)
+    return constant(x.getType(), 1.0);
+  if (cp && *cp == 2.0)
+    return mul(x, x);
+  if (auto cx = matchConstant(x); cx && cp)
+    return constant(x.getType(), std::pow(*cx, *cp));
+  return math::PowFOp::create(b, loc, x, p);
+}
+
+Value MathBuilder::sign(Value x) {
+  if (auto c = matchConstant(x))
+    return constant(x.getType(), (*c > 0) - (*c < 0));
+  return SignOp::create(b, loc, x);
+}
+
+Value MathBuilder::log(Value x) { return math::LogOp::create(b, loc, x); }
+Value MathBuilder::sinh(Value x) { return math::SinhOp::create(b, loc, x); }
+
+Value MathBuilder::select(Value cond, Value x, Value y) {
+  std::tie(x, y) = unify(x, y);
+  return arith::SelectOp::create(b, loc, cond, x, y);
+}
+
+Value MathBuilder::sum(Value vector) {
+  if (auto c = matchConstant(vector))
+    return constant(b.getF32Type(),
+                    *c * cast<RankedTensorType>(vector.getType()).getNumElements());
+  return SumOp::create(b, loc, vector);
+}
+
+Value MathBuilder::matvec(Value matrix, Value vector) {
+  int64_t rows = cast<RankedTensorType>(matrix.getType()).getDimSize(0);
+  auto type = RankedTensorType::get({rows}, b.getF32Type());
+  return MatVecOp::create(b, loc, type, matrix, vector);
+}
+
+Value MathBuilder::outer(Value lhs, Value rhs) {
+  auto type = RankedTensorType::get(
+      {cast<RankedTensorType>(lhs.getType()).getDimSize(0),
+       cast<RankedTensorType>(rhs.getType()).getDimSize(0)},
+      b.getF32Type());
+  return OuterOp::create(b, loc, type, lhs, rhs);
+}
