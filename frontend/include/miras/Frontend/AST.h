@@ -52,6 +52,9 @@ struct Expr {
   std::string name; // Name: identifier; Call: callee
   std::string op;   // Unary / Binary operator spelling
   std::vector<ExprPtr> operands;
+  /// Number: written without '.' or exponent (`64`), so it may size a dimension.
+  /// (Added by the frontend; params take their integer-ness from it.)
+  bool isInteger = false;
 };
 
 //===----------------------------------------------------------------------===//

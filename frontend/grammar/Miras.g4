@@ -1,0 +1,55 @@
+// Grammar of .miras files: one `module` with items in any order.
+//
+// Item keywords are reserved; everything a user may extend (component names,
+// gate kinds, argument keywords, `read` modes) is a plain identifier, checked by
+// Sema against its registry, so new built-ins need no grammar change and get
+// "unknown X, expected one of ..." messages instead of parser noise.
+// Decisions are LL(1) after the item keyword so syntax errors name what was
+// expected at the right token.
+grammar Miras;
+
+file      : moduleDecl EOF ;
+exprOnly  : expr EOF ;              // entry for built-in bias definitions
+
+moduleDecl : 'module' ID '{' item* '}' ;
+
+item
+  : paramDecl | gateDecl | memoryDecl | biasDecl
+  | retentionDecl | optimizerDecl | readDecl | chunkDecl
+  ;
+
+paramDecl     : 'param' ID '=' expr ';' ;
+gateDecl      : 'gate' ID ':' kind=ID ( '(' axis=ID ')' )? ';' ;
+memoryDecl    : 'memory' component ';' ;
+biasDecl      : 'bias' ( '(' pred=ID ',' target=ID ')' '=' expr | component ) ';' ;
+retentionDecl : 'retention' component ';' ;
+optimizerDecl : 'optimizer' component ';' ;
+readDecl      : 'read' ID ';' ;
+chunkDecl     : 'chunk' expr ';' ;
+
+component : ID ( '(' ( arg ( ',' arg )* )? ')' )? ;
+arg       : ( ID '=' )? expr ;
+
+// Precedence, loosest first: + -, * /, unary -, ^ (right-assoc). The exponent
+// is a `unary` so `2^-1` parses, and `-x^2` is `-(x^2)`.
+expr  : term ( ( '+' | '-' ) term )* ;
+term  : unary ( ( '*' | '/' ) unary )* ;
+unary : '-' unary | power ;
+power : atom ( '^' unary )? ;
+atom
+  : NUMBER
+  | ID ( '(' ( expr ( ',' expr )* )? ')' )?
+  | '(' expr ')'
+  ;
+
+NUMBER : DIGIT+ ( '.' DIGIT* )? EXPONENT? | '.' DIGIT+ EXPONENT? ;
+ID     : [a-zA-Z_] [a-zA-Z_0-9]* ;
+fragment DIGIT    : [0-9] ;
+fragment EXPONENT : [eE] [+-]? DIGIT+ ;
+
+LINE_COMMENT  : '//' ~[\r\n]* -> skip ;
+BLOCK_COMMENT : '/*' .*? '*/' -> skip ;
+// Kept as a token (hidden) so the driver can say "unterminated comment" instead
+// of lexing `/*` as a division and a product.
+UNTERMINATED_COMMENT : '/*' .*? EOF -> channel(HIDDEN) ;
+WS : [ \t\r\n\f]+ -> skip ;

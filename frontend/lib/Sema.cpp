@@ -1,0 +1,811 @@
+//===- Sema.cpp - Semantic analysis: ast::Module -> ast::ResolvedModule ----===//
+//
+// Substitutes params, checks every component against the registry below,
+// expands built-in biases from their DSL definitions, and type-checks bias
+// expressions (scalar vs vector). Reports every error it can find and keeps
+// going; the result is returned only when there were none.
+//
+//===----------------------------------------------------------------------===//
+#include "FrontendImpl.h"
+
+#include <cmath>
+#include <functional>
+#include <set>
+
+using namespace miras;
+using namespace miras::frontend;
+using namespace miras::frontend::detail;
+using ast::Expr;
+using ast::ExprPtr;
+
+namespace {
+
+//===----------------------------------------------------------------------===//
+// Component registry: the single place that defines the built-ins.
+//===----------------------------------------------------------------------===//
+
+/// What an argument accepts (a bit set).
+enum Accept : unsigned {
+  kNumber = 1,      // a constant expression of numbers and params
+  kScalarGate = 2,  // a scalar gate's name
+  kChannelGate = 4, // a channel gate's name
+  kKeyword = 8,     // one of ArgSpec::keywords
+  kFlag = 16,       // 0/1; a bare positional `name` sets it
+  kPosInt = 32,     // a positive integer constant
+};
+
+/// Constraint on a number (checked after evaluation).
+enum class Range { Any, Positive, NonNegative, UnitInterval };
+
+struct ArgSpec {
+  const char *name;
+  unsigned accepts;
+  const char *defaultValue = nullptr; // nullptr: required
+  Range range = Range::Any;
+  std::vector<const char *> keywords = {};
+};
+
+/// A built-in of one role. Biases carry their definition as DSL text over
+/// `y`, `v` and their argument names, parsed with the file's own grammar; `e`
+/// in the spec's table is written `(y - v)`. `signal`, when set, is the error
+/// signal psi(y, v) used instead of differentiating `loss` (lp smoothing).
+struct ComponentSpec {
+  const char *role;
+  const char *name;
+  std::vector<ArgSpec> args;
+  const char *loss = nullptr;
+  const char *signal = nullptr;
+};
+
+const std::vector<ComponentSpec> &registry() {
+  static const std::vector<ComponentSpec> specs = {
+      {"memory", "linear", {{"dk", kPosInt}, {"dv", kPosInt}}},
+
+      {"bias", "dot", {}, "-2 * sum(y * v)"},
+      {"bias", "l2", {}, "0.5 * sum((y - v)^2)"},
+      {"bias",
+       "lp",
+       {{"p", kNumber, nullptr, Range::Positive},
+        {"smooth", kFlag, "0"},
+        {"kappa", kNumber, "10", Range::Positive},
+        {"eps", kNumber, "1e-6", Range::NonNegative}},
+       "sum(abs(y - v)^p)",
+       "p * tanh(kappa * (y - v)) * ((y - v)^2 + eps)^((p - 1) / 2)"},
+      // The gradient of this loss is exactly clip(y - v, -delta, delta).
+      {"bias",
+       "huber",
+       {{"delta", kNumber | kScalarGate, nullptr, Range::Positive}},
+       "sum(min(max(y - v, -delta), delta) * "
+       "((y - v) - min(max(y - v, -delta), delta) / 2))"},
+      {"bias",
+       "huber_norm",
+       {{"delta", kNumber | kScalarGate, nullptr, Range::Positive}},
+       "min(norm(y - v), delta) * (norm(y - v) - min(norm(y - v), delta) / 2)"},
+      {"bias",
+       "value_shift",
+       {{"delta", kNumber | kScalarGate, nullptr, Range::Positive}},
+       "0.5 * sum((y - v)^2) + delta * norm(y - v)"},
+
+      {"retention", "none", {}},
+      {"retention",
+       "l2",
+       {{"decay", kNumber | kScalarGate | kChannelGate, nullptr,
+         Range::UnitInterval},
+        {"order", kKeyword, "decoupled", Range::Any,
+         {"decoupled", "before_gradient"}}}},
+      {"retention",
+       "l2_coupled",
+       {{"strength", kNumber | kScalarGate, nullptr, Range::Positive}}},
+
+      {"optimizer", "gd", {{"lr", kNumber | kScalarGate}}},
+      {"optimizer", "implicit", {{"lr", kNumber | kScalarGate}}},
+  };
+  return specs;
+}
+
+const ComponentSpec *findSpec(const std::string &role, const std::string &name) {
+  for (const ComponentSpec &s : registry())
+    if (role == s.role && name == s.name)
+      return &s;
+  return nullptr;
+}
+
+std::string quotedList(const std::vector<std::string> &items) {
+  std::string out;
+  for (size_t i = 0; i < items.size(); ++i)
+    out += (i == 0 ? "" : i + 1 == items.size() ? " or " : ", ") +
+           ("'" + items[i] + "'");
+  return out;
+}
+
+std::string describeAccepts(const ArgSpec &spec) {
+  if (spec.accepts & kPosInt)
+    return "a positive integer";
+  if (spec.accepts & kFlag)
+    return "0 or 1";
+  if (spec.accepts & kKeyword)
+    return quotedList({spec.keywords.begin(), spec.keywords.end()});
+  std::string num = "a number";
+  if (spec.range == Range::Positive)
+    num = "a number > 0";
+  else if (spec.range == Range::NonNegative)
+    num = "a number >= 0";
+  else if (spec.range == Range::UnitInterval)
+    num = "a number in (0, 1]";
+  if (spec.accepts & kChannelGate)
+    return num + ", a scalar gate or a channel gate";
+  if (spec.accepts & kScalarGate)
+    return num + " or a scalar gate";
+  return num;
+}
+
+bool inRange(Range r, double v) {
+  switch (r) {
+  case Range::Any:
+    return true;
+  case Range::Positive:
+    return v > 0;
+  case Range::NonNegative:
+    return v >= 0;
+  case Range::UnitInterval:
+    return v > 0 && v <= 1;
+  }
+  return true;
+}
+
+ExprPtr makeNumber(double value, bool isInteger, const ast::SourceLoc &loc) {
+  auto e = std::make_shared<Expr>();
+  e->kind = Expr::Kind::Number;
+  e->number = value;
+  e->isInteger = isInteger;
+  e->loc = loc;
+  return e;
+}
+
+ExprPtr makeName(const std::string &name, const ast::SourceLoc &loc) {
+  auto e = std::make_shared<Expr>();
+  e->kind = Expr::Kind::Name;
+  e->name = name;
+  e->loc = loc;
+  return e;
+}
+
+/// Bias functions: name -> arity and whether it reduces a vector to a scalar.
+struct FunctionSpec {
+  int arity;
+  bool reduces;
+};
+const std::map<std::string, FunctionSpec> &functions() {
+  static const std::map<std::string, FunctionSpec> fns = {
+      {"abs", {1, false}},  {"sign", {1, false}}, {"tanh", {1, false}},
+      {"sqrt", {1, false}}, {"exp", {1, false}},  {"log", {1, false}},
+      {"cosh", {1, false}}, {"min", {2, false}},  {"max", {2, false}},
+      {"sum", {1, true}},   {"norm", {1, true}},
+  };
+  return fns;
+}
+
+std::string functionNames() {
+  std::vector<std::string> names;
+  for (const auto &[name, spec] : functions())
+    names.push_back(name);
+  return quotedList(names);
+}
+
+enum class Shape { Scalar, Vector };
+
+//===----------------------------------------------------------------------===//
+// The analysis
+//===----------------------------------------------------------------------===//
+
+class Sema {
+public:
+  Sema(const ast::Module &m, Diags &diags) : m(m), diags(diags) {}
+
+  std::optional<ast::ResolvedModule>
+  run(const std::map<std::string, std::string> &defines) {
+    int before = diags.errors;
+    r.name = m.name;
+    r.loc = m.loc;
+    resolveParams(defines);
+    checkBiasNames();
+    resolveGateNames();
+
+    bool memoryOk = false, biasOk = false, optimizerOk = false;
+    if (!m.memory)
+      missing("memory", "memory linear(dk = 64, dv = 64);");
+    else if (auto c = resolveComponent(*m.memory, "memory")) {
+      r.memory = *c;
+      r.dk = static_cast<int64_t>(c->args.at("dk").number);
+      r.dv = static_cast<int64_t>(c->args.at("dv").number);
+      memoryOk = true;
+    }
+    resolveGateDims(memoryOk);
+    if (!m.bias)
+      missing("bias", "bias l2;");
+    else
+      biasOk = resolveBias(*m.bias);
+    if (!m.retention)
+      missing("retention", "retention none;");
+    else if (auto c = resolveComponent(*m.retention, "retention"))
+      r.retention = *c;
+    if (!m.optimizer)
+      missing("optimizer", "optimizer gd(lr = eta);");
+    else if (auto c = resolveComponent(*m.optimizer, "optimizer")) {
+      r.optimizer = *c;
+      optimizerOk = true;
+    }
+    if (optimizerOk && memoryOk && biasOk && r.optimizer.name == "implicit" &&
+        (r.memory.name != "linear" || r.bias.name != "l2"))
+      diags.error(r.optimizer.loc,
+                  "optimizer 'implicit' requires a linear memory and the 'l2' "
+                  "bias (its closed-form step solves the l2 problem exactly), "
+                  "but this module has memory '" +
+                      r.memory.name + "' and bias '" + r.bias.name + "'");
+
+    if (m.read) {
+      if (*m.read == "after_write" || *m.read == "before_write")
+        r.readAfterWrite = *m.read == "after_write";
+      else
+        diags.error(m.readLoc, "unknown read mode '" + *m.read +
+                                   "': expected 'after_write' or "
+                                   "'before_write'");
+    }
+    r.chunkLoc = m.chunk ? m.chunkLoc : m.loc;
+    if (m.chunk) {
+      if (auto v = evalConstant(*m.chunk, "chunk")) {
+        if (!v->second || v->first < 1 || v->first > kMaxDim)
+          diags.error(m.chunk->loc, "chunk must be a positive integer, got " +
+                                        formatNumber(v->first));
+        else
+          r.chunk = static_cast<int64_t>(v->first);
+      }
+    }
+    if (diags.errors != before)
+      return std::nullopt;
+    return r;
+  }
+
+private:
+  /// Dimensions and chunk sizes beyond this are certainly typos.
+  static constexpr double kMaxDim = 1 << 24;
+
+  void missing(const char *what, const char *example) {
+    diags.error(m.loc, std::string("module '") + m.name + "' has no " + what +
+                           " declaration (e.g. '" + example + "')");
+  }
+
+  //--- params and names -----------------------------------------------------
+
+  void resolveParams(const std::map<std::string, std::string> &defines) {
+    for (const ast::ParamDecl &p : m.params) {
+      if (const ast::ResolvedParam *first = findParam(p.name)) {
+        diags.error(p.loc, "duplicate param '" + p.name + "'");
+        diags.note(first->loc, "first declaration of '" + p.name + "' is here");
+        continue;
+      }
+      ast::ResolvedParam rp;
+      rp.name = p.name;
+      rp.loc = p.loc;
+      const Expr *e = p.value.get();
+      bool negate = false;
+      if (e && e->kind == Expr::Kind::Unary && e->operands.size() == 1) {
+        negate = true;
+        e = e->operands[0].get();
+      }
+      if (!e || e->kind != Expr::Kind::Number) {
+        diags.error(p.value ? p.value->loc : p.loc,
+                    "value of param '" + p.name +
+                        "' must be a number literal (e.g. 64, -0.5, 1e-6)");
+      } else {
+        rp.value = negate ? -e->number : e->number;
+        rp.isInteger = e->isInteger;
+      }
+      r.params.push_back(rp);
+    }
+    for (const auto &[name, text] : defines) {
+      ast::ResolvedParam *p = nullptr;
+      for (ast::ResolvedParam &rp : r.params)
+        if (rp.name == name)
+          p = &rp;
+      if (!p) {
+        diags.error(m.loc, "-D" + name + "=" + text +
+                               " overrides param '" + name +
+                               "', which module '" + m.name +
+                               "' does not declare");
+        continue;
+      }
+      double value;
+      bool isInteger;
+      if (!parseNumber(text, value, isInteger)) {
+        diags.error(p->loc, "invalid value '" + text + "' for -D" + name +
+                                ": expected a number");
+        continue;
+      }
+      p->value = value;
+      p->isInteger = isInteger;
+      p->overridden = true;
+    }
+  }
+
+  const ast::ResolvedParam *findParam(const std::string &name) const {
+    for (const ast::ResolvedParam &p : r.params)
+      if (p.name == name)
+        return &p;
+    return nullptr;
+  }
+
+  void checkBiasNames() {
+    if (!m.bias || !m.bias->isExpression)
+      return;
+    const ast::BiasDecl &b = *m.bias;
+    if (b.predictionName == b.targetName)
+      diags.error(b.loc, "the bias's prediction and target need different "
+                         "names, both are '" +
+                             b.predictionName + "'");
+    for (const std::string &n : {b.predictionName, b.targetName})
+      if (const ast::ResolvedParam *p = findParam(n)) {
+        diags.error(b.loc, "bias argument '" + n + "' has the same name as a param");
+        diags.note(p->loc, "param '" + n + "' is declared here");
+      }
+  }
+
+  void resolveGateNames() {
+    std::set<std::string> reserved = {"y", "v"};
+    if (m.bias && m.bias->isExpression)
+      reserved.insert({m.bias->predictionName, m.bias->targetName});
+    for (const ast::GateDecl &g : m.gates) {
+      if (const ast::ResolvedGate *first = r.findGate(g.name)) {
+        diags.error(g.loc, "duplicate gate '" + g.name + "'");
+        diags.note(first->loc, "first declaration of '" + g.name + "' is here");
+        continue;
+      }
+      if (const ast::ResolvedParam *p = findParam(g.name)) {
+        diags.error(g.loc, "gate '" + g.name + "' has the same name as a param");
+        diags.note(p->loc, "param '" + g.name + "' is declared here");
+      } else if (reserved.count(g.name)) {
+        diags.error(g.loc, "gate name '" + g.name +
+                               "' is reserved for the bias's prediction and "
+                               "target");
+      }
+      if (g.channel && g.axis != "dk" && g.axis != "dv" && !g.axis.empty())
+        diags.error(g.axisLoc, "unknown channel axis '" + g.axis +
+                                   "': expected 'dk' (keys) or 'dv' (values)");
+      ast::ResolvedGate rg;
+      rg.name = g.name;
+      rg.channel = g.channel;
+      rg.axis = g.channel ? g.axis : "";
+      rg.loc = g.loc;
+      r.gates.push_back(rg);
+    }
+  }
+
+  void resolveGateDims(bool memoryOk) {
+    for (ast::ResolvedGate &g : r.gates)
+      g.dim = !g.channel || !memoryOk ? 1 : g.axis == "dk" ? r.dk : r.dv;
+  }
+
+  //--- constants ------------------------------------------------------------
+
+  /// Evaluates a constant expression of numbers and params. Returns the value
+  /// and whether it is an integer (integer literals and params, closed under
+  /// + - * and exact / and ^). `what` names the context for messages.
+  std::optional<std::pair<double, bool>> evalConstant(const Expr &e,
+                                                      const std::string &what) {
+    using Result = std::optional<std::pair<double, bool>>;
+    switch (e.kind) {
+    case Expr::Kind::Number:
+      return std::make_pair(e.number, e.isInteger);
+    case Expr::Kind::Name: {
+      if (const ast::ResolvedParam *p = findParam(e.name))
+        return std::make_pair(p->value, p->isInteger);
+      if (r.findGate(e.name))
+        diags.error(e.loc, "gate '" + e.name + "' is a per-token value and "
+                           "cannot be used in the constant expression of " +
+                               what);
+      else
+        diags.error(e.loc, "unknown name '" + e.name + "' in " + what +
+                               " (expected a param or a number)");
+      return std::nullopt;
+    }
+    case Expr::Kind::Unary: {
+      Result a = evalConstant(*e.operands.at(0), what);
+      if (!a)
+        return std::nullopt;
+      return std::make_pair(-a->first, a->second);
+    }
+    case Expr::Kind::Binary: {
+      Result a = evalConstant(*e.operands.at(0), what);
+      Result b = evalConstant(*e.operands.at(1), what);
+      if (!a || !b)
+        return std::nullopt;
+      double x = a->first, y = b->first, v = 0;
+      bool ints = a->second && b->second;
+      if (e.op == "+")
+        v = x + y;
+      else if (e.op == "-")
+        v = x - y;
+      else if (e.op == "*")
+        v = x * y;
+      else if (e.op == "/")
+        v = x / y;
+      else
+        v = std::pow(x, y);
+      return finite(e, what, v, ints && v == std::floor(v));
+    }
+    case Expr::Kind::Call: {
+      auto fn = functions().find(e.name);
+      if (fn == functions().end() || fn->second.reduces) {
+        diags.error(e.loc, "function '" + e.name +
+                               "' cannot be used in the constant expression "
+                               "of " + what);
+        return std::nullopt;
+      }
+      if (static_cast<int>(e.operands.size()) != fn->second.arity) {
+        arityError(e, fn->second.arity);
+        return std::nullopt;
+      }
+      std::vector<double> xs;
+      bool ints = true;
+      for (const ExprPtr &op : e.operands) {
+        Result a = evalConstant(*op, what);
+        if (!a)
+          return std::nullopt;
+        xs.push_back(a->first);
+        ints = ints && a->second;
+      }
+      static const std::map<std::string, double (*)(double)> unary = {
+          {"abs", [](double x) { return std::fabs(x); }},
+          {"sign", [](double x) { return double((x > 0) - (x < 0)); }},
+          {"tanh", [](double x) { return std::tanh(x); }},
+          {"sqrt", [](double x) { return std::sqrt(x); }},
+          {"exp", [](double x) { return std::exp(x); }},
+          {"log", [](double x) { return std::log(x); }},
+          {"cosh", [](double x) { return std::cosh(x); }}};
+      double v = e.name == "min"   ? std::min(xs[0], xs[1])
+                 : e.name == "max" ? std::max(xs[0], xs[1])
+                                   : unary.at(e.name)(xs[0]);
+      bool keepsInt = e.name == "min" || e.name == "max" || e.name == "abs" ||
+                      e.name == "sign";
+      return finite(e, what, v, ints && keepsInt);
+    }
+    }
+    return std::nullopt;
+  }
+
+  std::optional<std::pair<double, bool>>
+  finite(const Expr &e, const std::string &what, double v, bool isInt) {
+    if (!std::isfinite(v)) {
+      diags.error(e.loc, "the constant expression of " + what +
+                             " is not a finite number");
+      return std::nullopt;
+    }
+    return std::make_pair(v, isInt);
+  }
+
+  void arityError(const Expr &call, int arity) {
+    diags.error(call.loc, "function '" + call.name + "' takes " +
+                              std::to_string(arity) + " argument" +
+                              (arity == 1 ? "" : "s") + ", got " +
+                              std::to_string(call.operands.size()));
+  }
+
+  //--- components -----------------------------------------------------------
+
+  std::optional<ast::ResolvedComponent>
+  resolveComponent(const ast::Component &c, const std::string &role) {
+    const ComponentSpec *spec = findSpec(role, c.name);
+    if (!spec) {
+      std::vector<std::string> names;
+      for (const ComponentSpec &s : registry())
+        if (role == s.role)
+          names.push_back(s.name);
+      diags.error(c.loc, "unknown " + role + " '" + c.name +
+                             "': expected " + quotedList(names));
+      return std::nullopt;
+    }
+    int before = diags.errors;
+    std::string title = role + " '" + c.name + "'";
+    // Bind written arguments to the spec's slots.
+    std::vector<const ast::Arg *> bound(spec->args.size(), nullptr);
+    std::vector<bool> flagSet(spec->args.size(), false);
+    std::vector<ast::SourceLoc> flagLocs(spec->args.size());
+    size_t positional = 0;
+    bool sawNamed = false;
+    auto slotOf = [&](const std::string &name) -> int {
+      for (size_t i = 0; i < spec->args.size(); ++i)
+        if (name == spec->args[i].name)
+          return static_cast<int>(i);
+      return -1;
+    };
+    auto bind = [&](int slot, const ast::Arg &a) {
+      if (bound[slot] || flagSet[slot]) {
+        diags.error(a.loc, "argument '" + std::string(spec->args[slot].name) +
+                               "' of " + title + " is given twice");
+        if (bound[slot])
+          diags.note(bound[slot]->loc, "first given here");
+        return;
+      }
+      bound[slot] = &a;
+    };
+    for (const ast::Arg &a : c.args) {
+      if (!a.name.empty()) {
+        sawNamed = true;
+        int slot = slotOf(a.name);
+        if (slot < 0) {
+          std::vector<std::string> names;
+          for (const ArgSpec &s : spec->args)
+            names.push_back(s.name);
+          diags.error(a.loc, title + " has no argument '" + a.name + "'" +
+                                 (names.empty() ? " (it takes none)"
+                                                : "; expected " + quotedList(names)));
+          continue;
+        }
+        bind(slot, a);
+        continue;
+      }
+      // A bare flag name sets the flag wherever it stands (`lp(3, smooth)`).
+      if (a.value && a.value->kind == Expr::Kind::Name) {
+        int slot = slotOf(a.value->name);
+        if (slot >= 0 && (spec->args[slot].accepts & kFlag)) {
+          if (bound[slot] || flagSet[slot])
+            diags.error(a.loc, "flag '" + a.value->name + "' of " + title +
+                                   " is given twice");
+          flagSet[slot] = true;
+          flagLocs[slot] = a.loc;
+          continue;
+        }
+      }
+      if (sawNamed) {
+        diags.error(a.loc, "positional argument after a named argument in " +
+                               title);
+        continue;
+      }
+      if (positional >= spec->args.size()) {
+        diags.error(a.loc, "too many arguments for " + title + " (it takes " +
+                               std::to_string(spec->args.size()) + ")");
+        continue;
+      }
+      bind(static_cast<int>(positional++), a);
+    }
+
+    ast::ResolvedComponent out;
+    out.name = c.name;
+    out.loc = c.loc;
+    for (size_t i = 0; i < spec->args.size(); ++i) {
+      const ArgSpec &as = spec->args[i];
+      ast::ArgValue v;
+      if (flagSet[i]) {
+        v.number = 1;
+        v.loc = flagLocs[i];
+      } else if (bound[i]) {
+        auto value = resolveArg(as, *bound[i]->value, title);
+        if (!value)
+          continue;
+        v = *value;
+      } else if (as.defaultValue) {
+        v.loc = c.loc;
+        bool isInt;
+        if (as.accepts & kKeyword) {
+          v.kind = ast::ArgValue::Kind::Keyword;
+          v.name = as.defaultValue;
+        } else {
+          parseNumber(as.defaultValue, v.number, isInt);
+        }
+      } else {
+        diags.error(c.loc, title + " requires argument '" + as.name + "' (" +
+                               describeAccepts(as) + ")");
+        continue;
+      }
+      out.args[as.name] = v;
+    }
+    if (diags.errors != before)
+      return std::nullopt;
+    return out;
+  }
+
+  std::optional<ast::ArgValue> resolveArg(const ArgSpec &spec, const Expr &e,
+                                          const std::string &title) {
+    std::string what = "argument '" + std::string(spec.name) + "' of " + title;
+    auto wrong = [&](const std::string &found) {
+      diags.error(e.loc, what + " must be " + describeAccepts(spec) +
+                             ", found " + found);
+      return std::nullopt;
+    };
+    ast::ArgValue v;
+    v.loc = e.loc;
+    if (e.kind == Expr::Kind::Name && !findParam(e.name)) {
+      if (const ast::ResolvedGate *g = r.findGate(e.name)) {
+        if (!(spec.accepts & (g->channel ? kChannelGate : kScalarGate)))
+          return wrong((g->channel ? "channel gate '" : "scalar gate '") +
+                       e.name + "'");
+        v.kind = ast::ArgValue::Kind::Gate;
+        v.name = e.name;
+        return v;
+      }
+      if (spec.accepts & kKeyword) {
+        for (const char *k : spec.keywords)
+          if (e.name == k) {
+            v.kind = ast::ArgValue::Kind::Keyword;
+            v.name = e.name;
+            return v;
+          }
+        return wrong("'" + e.name + "'");
+      }
+      return wrong("unknown name '" + e.name + "'");
+    }
+    if (!(spec.accepts & (kNumber | kPosInt | kFlag)))
+      return wrong("'" + printExpr(e) + "'");
+    auto value = evalConstant(e, what);
+    if (!value)
+      return std::nullopt;
+    v.number = value->first;
+    if ((spec.accepts & kPosInt) &&
+        (!value->second || v.number < 1 || v.number > kMaxDim))
+      return wrong(formatNumber(v.number) + (value->second ? "" : " (not an integer)"));
+    if ((spec.accepts & kFlag) && v.number != 0 && v.number != 1)
+      return wrong(formatNumber(v.number));
+    if (!inRange(spec.range, v.number))
+      return wrong(formatNumber(v.number));
+    return v;
+  }
+
+  //--- bias -------------------------------------------------------------------
+
+  bool resolveBias(const ast::BiasDecl &b) {
+    int before = diags.errors;
+    r.bias.loc = b.loc;
+    std::map<std::string, std::string> rename = {{"y", "y"}, {"v", "v"}};
+    ExprPtr source;
+    if (b.isExpression) {
+      r.bias.name = "expression";
+      r.bias.kind = ast::ResolvedBias::Kind::Loss;
+      rename = {{b.predictionName, "y"}, {b.targetName, "v"}};
+      source = b.expr;
+    } else {
+      auto c = resolveComponent(b.builtin, "bias");
+      if (!c)
+        return false;
+      const ComponentSpec &spec = *findSpec("bias", c->name);
+      r.bias.name = c->name;
+      r.bias.args = c->args;
+      bool useSignal =
+          spec.signal && (!spec.loss || (c->args.count("smooth") &&
+                                         c->args.at("smooth").number != 0) ||
+                          (c->args.count("p") && c->args.at("p").number < 2));
+      r.bias.kind = useSignal ? ast::ResolvedBias::Kind::ErrorSignal
+                              : ast::ResolvedBias::Kind::Loss;
+      std::string text = useSignal ? spec.signal : spec.loss;
+      source = parseExpression("<builtin " + c->name + ">", text, diags);
+      if (!source)
+        return false;
+      source = substituteArgs(*source, c->args, b.builtin.loc);
+    }
+    Shape shape;
+    ExprPtr expr = checkBiasExpr(*source, rename, shape);
+    if (!expr || diags.errors != before)
+      return false;
+    if (r.bias.kind == ast::ResolvedBias::Kind::Loss && shape != Shape::Scalar) {
+      diags.error(b.isExpression ? expr->loc : b.loc,
+                  "bias must reduce to a scalar: wrap it in sum(...)");
+      return false;
+    }
+    if (r.bias.kind == ast::ResolvedBias::Kind::ErrorSignal &&
+        shape != Shape::Vector) {
+      diags.error(b.loc, "the error signal of bias '" + r.bias.name +
+                             "' must be a vector");
+      return false;
+    }
+    r.bias.expr = expr;
+    return true;
+  }
+
+  /// Replaces a built-in's argument names by their values; every node takes
+  /// the user's location (the component name, or the argument's own).
+  ExprPtr substituteArgs(const Expr &e,
+                         const std::map<std::string, ast::ArgValue> &args,
+                         const ast::SourceLoc &loc) {
+    if (e.kind == Expr::Kind::Name) {
+      auto it = args.find(e.name);
+      if (it != args.end()) {
+        const ast::ArgValue &a = it->second;
+        if (a.kind == ast::ArgValue::Kind::Gate)
+          return makeName(a.name, a.loc);
+        return makeNumber(a.number, a.number == std::floor(a.number), a.loc);
+      }
+    }
+    auto out = std::make_shared<Expr>(e);
+    out->loc = loc;
+    for (ExprPtr &op : out->operands)
+      op = substituteArgs(*op, args, loc);
+    return out;
+  }
+
+  /// Copies a bias expression with params substituted and y/v renamed, and
+  /// computes its shape. Returns nullptr after reporting errors (it still
+  /// visits every operand, so all of them are reported).
+  ExprPtr checkBiasExpr(const Expr &e,
+                        const std::map<std::string, std::string> &rename,
+                        Shape &shape) {
+    shape = Shape::Scalar;
+    switch (e.kind) {
+    case Expr::Kind::Number:
+      return std::make_shared<Expr>(e);
+    case Expr::Kind::Name: {
+      auto it = rename.find(e.name);
+      if (it != rename.end()) {
+        shape = Shape::Vector;
+        return makeName(it->second, e.loc);
+      }
+      if (const ast::ResolvedGate *g = r.findGate(e.name)) {
+        if (g->channel && g->axis == "dk") {
+          diags.error(e.loc, "channel gate '" + e.name +
+                                 "' runs along the keys (dk) and cannot be "
+                                 "used in the bias, which acts on values (dv)");
+          return nullptr;
+        }
+        shape = g->channel ? Shape::Vector : Shape::Scalar;
+        return makeName(e.name, e.loc);
+      }
+      if (const ast::ResolvedParam *p = findParam(e.name))
+        return makeNumber(p->value, p->isInteger, e.loc);
+      std::vector<std::string> names;
+      for (const auto &[from, to] : rename)
+        names.push_back(from);
+      diags.error(e.loc, "unknown name '" + e.name + "' in the bias (expected " +
+                             quotedList(names) + ", a param or a gate)");
+      return nullptr;
+    }
+    case Expr::Kind::Unary:
+    case Expr::Kind::Binary:
+    case Expr::Kind::Call: {
+      const FunctionSpec *fn = nullptr;
+      if (e.kind == Expr::Kind::Call) {
+        auto it = functions().find(e.name);
+        if (it == functions().end()) {
+          diags.error(e.loc, "unknown function '" + e.name + "': expected " +
+                                 functionNames());
+          return nullptr;
+        }
+        fn = &it->second;
+        if (static_cast<int>(e.operands.size()) != fn->arity) {
+          arityError(e, fn->arity);
+          return nullptr;
+        }
+      }
+      auto out = std::make_shared<Expr>(e);
+      bool ok = true, anyVector = false;
+      for (ExprPtr &op : out->operands) {
+        Shape s;
+        op = checkBiasExpr(*op, rename, s);
+        ok = ok && op;
+        anyVector = anyVector || s == Shape::Vector;
+      }
+      if (!ok)
+        return nullptr;
+      if (fn && fn->reduces && !anyVector) {
+        diags.error(e.loc, "'" + e.name +
+                               "' reduces a vector to a scalar, but its "
+                               "argument is already a scalar");
+        return nullptr;
+      }
+      shape = anyVector && !(fn && fn->reduces) ? Shape::Vector : Shape::Scalar;
+      return out;
+    }
+    }
+    return nullptr;
+  }
+
+  const ast::Module &m;
+  Diags &diags;
+  ast::ResolvedModule r;
+};
+
+} // namespace
+
+std::optional<ast::ResolvedModule>
+detail::resolveModule(const ast::Module &module,
+                      const std::map<std::string, std::string> &defines,
+                      Diags &diags) {
+  return Sema(module, diags).run(defines);
+}
