@@ -370,8 +370,11 @@ private:
       e->kind = ast::Expr::Kind::Number;
       e->loc = loc(num->getSymbol());
       std::string text = num->getText();
-      if (!parseNumber(text, e->number, e->isInteger))
+      if (!parseNumber(text, e->number, e->isInteger)) {
         diags.error(e->loc, "number '" + text + "' is out of range");
+        e->number = 1; // placeholder that passes later checks: no cascade
+        e->isInteger = true;
+      }
       return e;
     }
     e->name = ctx->ID()->getText();

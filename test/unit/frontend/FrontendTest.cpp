@@ -1,2 +1,286 @@
+//===- FrontendTest.cpp - Resolution results and no-crash fuzz -------------===//
+#include "miras/Frontend/Frontend.h"
+
 #include <gtest/gtest.h>
-TEST(X, Y) {}
+
+#include <random>
+#include <sstream>
+
+using namespace miras;
+using namespace miras::frontend;
+
+namespace {
+
+const char *kGatedDeltaNet = R"(// Gated DeltaNet
+module gated_deltanet {
+  param D = 64;
+  gate eta   : scalar;
+  gate alpha : channel(dk);
+  gate beta  : channel(dv);
+  memory    linear(dk = D, dv = D / 2);
+  bias      l2;
+  retention l2(decay = alpha, order = before_gradient);
+  optimizer gd(lr = eta);
+  read      before_write;
+  chunk     D / 4;
+}
+)";
+
+LoadResult load(const std::string &src,
+                const std::map<std::string, std::string> &defines = {}) {
+  return loadModule("t.miras", src, defines);
+}
+
+std::string errors(const LoadResult &r) {
+  std::ostringstream os;
+  printDiagnostics(os, r.diagnostics, "");
+  return os.str();
+}
+
+/// A complete module around one bias line.
+std::string withBias(const std::string &bias,
+                     const std::string &optimizer = "gd(lr = eta)") {
+  return "module m {\n  param D = 8;\n  gate eta : scalar;\n"
+         "  gate w : channel(dv);\n  memory linear(D, D);\n  " +
+         bias + "\n  retention none;\n  optimizer " + optimizer + ";\n}\n";
+}
+
+const ast::ResolvedBias &bias(const LoadResult &r) { return r.resolved->bias; }
+
+} // namespace
+
+TEST(Frontend, ResolvesGatedDeltaNet) {
+  LoadResult r = load(kGatedDeltaNet);
+  ASSERT_TRUE(r.ok()) << errors(r);
+  const ast::ResolvedModule &m = *r.resolved;
+  EXPECT_EQ(m.name, "gated_deltanet");
+  EXPECT_EQ(m.loc.line, 2);
+  EXPECT_EQ(m.loc.col, 8);
+  EXPECT_EQ(m.dk, 64);
+  EXPECT_EQ(m.dv, 32);
+  ASSERT_EQ(m.gates.size(), 3u);
+  EXPECT_EQ(m.gates[0].dim, 1);
+  EXPECT_EQ(m.findGate("alpha")->dim, 64);
+  EXPECT_EQ(m.findGate("beta")->dim, 32);
+  EXPECT_EQ(m.findGate("beta")->axis, "dv");
+  EXPECT_EQ(m.retention.name, "l2");
+  EXPECT_EQ(m.retention.args.at("decay").kind, ast::ArgValue::Kind::Gate);
+  EXPECT_EQ(m.retention.args.at("decay").name, "alpha");
+  EXPECT_EQ(m.retention.args.at("order").kind, ast::ArgValue::Kind::Keyword);
+  EXPECT_EQ(m.retention.args.at("order").name, "before_gradient");
+  EXPECT_EQ(m.optimizer.args.at("lr").name, "eta");
+  EXPECT_FALSE(m.readAfterWrite);
+  EXPECT_EQ(m.chunk, 16);
+  EXPECT_EQ(m.bias.name, "l2");
+  EXPECT_EQ(m.bias.kind, ast::ResolvedBias::Kind::Loss);
+  EXPECT_EQ(printExpr(*m.bias.expr), "0.5 * sum((y - v) ^ 2)");
+  ASSERT_EQ(m.params.size(), 1u);
+  EXPECT_TRUE(m.params[0].isInteger);
+  EXPECT_FALSE(m.params[0].overridden);
+}
+
+TEST(Frontend, DefaultsAreFilled) {
+  LoadResult r = load(withBias("bias lp(p = 3);"));
+  ASSERT_TRUE(r.ok()) << errors(r);
+  const auto &args = bias(r).args;
+  EXPECT_EQ(args.at("p").number, 3);
+  EXPECT_EQ(args.at("smooth").number, 0);
+  EXPECT_EQ(args.at("kappa").number, 10);
+  EXPECT_EQ(args.at("eps").number, 1e-6);
+  EXPECT_EQ(r.resolved->chunk, 1);
+  EXPECT_TRUE(r.resolved->readAfterWrite);
+  EXPECT_TRUE(r.resolved->retention.args.empty());
+
+  LoadResult ret = load(
+      "module m { memory linear(2, 2); bias dot; retention l2(0.5);"
+      " optimizer gd(0.1); }");
+  ASSERT_TRUE(ret.ok()) << errors(ret);
+  EXPECT_EQ(ret.resolved->retention.args.at("decay").number, 0.5);
+  EXPECT_EQ(ret.resolved->retention.args.at("order").name, "decoupled");
+  EXPECT_EQ(ret.resolved->optimizer.args.at("lr").kind,
+            ast::ArgValue::Kind::Number);
+}
+
+TEST(Frontend, LpExactVersusSmooth) {
+  LoadResult exact = load(withBias("bias lp(3);"));
+  ASSERT_TRUE(exact.ok()) << errors(exact);
+  EXPECT_EQ(bias(exact).kind, ast::ResolvedBias::Kind::Loss);
+  EXPECT_EQ(printExpr(*bias(exact).expr), "sum(abs(y - v) ^ 3)");
+
+  LoadResult smooth = load(withBias("bias lp(3, smooth, kappa = 4);"));
+  ASSERT_TRUE(smooth.ok()) << errors(smooth);
+  EXPECT_EQ(bias(smooth).kind, ast::ResolvedBias::Kind::ErrorSignal);
+  EXPECT_EQ(bias(smooth).args.at("smooth").number, 1);
+  EXPECT_EQ(printExpr(*bias(smooth).expr),
+            "3 * tanh(4 * (y - v)) * ((y - v) ^ 2 + 1e-06) ^ ((3 - 1) / 2)");
+
+  LoadResult named = load(withBias("bias lp(p = 3, smooth = 1);"));
+  ASSERT_TRUE(named.ok()) << errors(named);
+  EXPECT_EQ(bias(named).kind, ast::ResolvedBias::Kind::ErrorSignal);
+
+  // p < 2 is always smoothed (Sign is not differentiable at 0).
+  LoadResult small = load(withBias("bias lp(p = 1.5);"));
+  ASSERT_TRUE(small.ok()) << errors(small);
+  EXPECT_EQ(bias(small).kind, ast::ResolvedBias::Kind::ErrorSignal);
+}
+
+TEST(Frontend, BuiltinBiasesExpandWithGates) {
+  LoadResult r = load(withBias("bias huber(delta = eta);"));
+  ASSERT_TRUE(r.ok()) << errors(r);
+  EXPECT_EQ(bias(r).args.at("delta").kind, ast::ArgValue::Kind::Gate);
+  EXPECT_EQ(printExpr(*bias(r).expr),
+            "sum(min(max(y - v, -eta), eta) * (y - v - min(max(y - v, -eta), "
+            "eta) / 2))");
+  // Every built-in definition parses and type-checks.
+  for (const char *b : {"bias dot;", "bias l2;", "bias lp(3);", "bias lp(1);",
+                        "bias huber(0.5);", "bias huber_norm(eta);",
+                        "bias value_shift(delta = 0.1);"}) {
+    LoadResult x = load(withBias(b));
+    EXPECT_TRUE(x.ok()) << b << "\n" << errors(x);
+  }
+}
+
+TEST(Frontend, ExpressionBiasIsRenamedAndSubstituted) {
+  LoadResult r = load(
+      withBias("bias(pred, target) = sum(w * abs(pred - target)^D) / D;"));
+  ASSERT_TRUE(r.ok()) << errors(r);
+  EXPECT_EQ(bias(r).name, "expression");
+  EXPECT_TRUE(bias(r).args.empty());
+  EXPECT_EQ(printExpr(*bias(r).expr), "sum(w * abs(y - v) ^ 8) / 8");
+  EXPECT_EQ(bias(r).expr->loc.line, 6);
+}
+
+TEST(Frontend, Overrides) {
+  LoadResult r = load(kGatedDeltaNet, {{"D", "128"}});
+  ASSERT_TRUE(r.ok()) << errors(r);
+  EXPECT_EQ(r.resolved->dk, 128);
+  EXPECT_EQ(r.resolved->dv, 64);
+  EXPECT_EQ(r.resolved->chunk, 32);
+  EXPECT_TRUE(r.resolved->params[0].overridden);
+  // The syntax tree keeps what was written.
+  EXPECT_EQ(printExpr(*r.syntax->params[0].value), "64");
+
+  LoadResult bad = load(kGatedDeltaNet, {{"X", "1"}, {"D", "6x"}});
+  EXPECT_FALSE(bad.ok());
+  std::string e = errors(bad);
+  EXPECT_NE(e.find("param 'X'"), std::string::npos) << e;
+  EXPECT_NE(e.find("invalid value '6x' for -DD"), std::string::npos) << e;
+
+  // A non-integer override cannot size a dimension.
+  LoadResult frac = load(kGatedDeltaNet, {{"D", "64.0"}});
+  EXPECT_FALSE(frac.ok());
+}
+
+TEST(Frontend, ImplicitNeedsLinearAndL2) {
+  EXPECT_TRUE(load(withBias("bias l2;", "implicit(lr = eta)")).ok());
+  LoadResult r = load(withBias("bias dot;", "implicit(lr = eta)"));
+  EXPECT_FALSE(r.ok());
+  EXPECT_NE(errors(r).find("optimizer 'implicit' requires"), std::string::npos);
+}
+
+TEST(Frontend, ReportsEveryErrorInOneRun) {
+  LoadResult r = load("module m {\n  param D = 4;\n  param D = 5;\n"
+                      "  gate g : channel(dx);\n  memory linear(D, 0);\n"
+                      "  bias(y, v) = (y - v)^2;\n  retention l2(2);\n"
+                      "  optimizer sgd(1);\n  read later;\n  chunk -1;\n}\n");
+  EXPECT_FALSE(r.ok());
+  ASSERT_TRUE(r.syntax.has_value());
+  int errorCount = 0;
+  for (const Diagnostic &d : r.diagnostics)
+    errorCount += d.severity == Diagnostic::Severity::Error;
+  EXPECT_EQ(errorCount, 8) << errors(r);
+  // Sorted by position.
+  for (size_t i = 1; i < r.diagnostics.size(); ++i) {
+    if (r.diagnostics[i].severity == Diagnostic::Severity::Error) {
+      EXPECT_LE(r.diagnostics[i - 1].loc.line, r.diagnostics[i].loc.line);
+    }
+  }
+}
+
+TEST(Frontend, DiagnosticFormat) {
+  std::string src = "module m {\n  param D = 64\n}\n";
+  LoadResult r = load(src);
+  ASSERT_FALSE(r.ok());
+  EXPECT_FALSE(r.syntax.has_value());
+  std::ostringstream os;
+  printDiagnostics(os, r.diagnostics, src);
+  EXPECT_EQ(os.str(), "t.miras:2:15: error: expected ';' before '}'\n"
+                      "  param D = 64\n"
+                      "              ^\n");
+}
+
+TEST(Frontend, PrintExprRoundTrips) {
+  for (const char *e :
+       {"-x ^ 2", "(-x) ^ 2", "2 ^ 3 ^ 2", "(2 ^ 3) ^ 2", "2 ^ -1",
+        "a - (b - c)", "a - b - c", "a / (b * c)", "-(a + b) * c",
+        "min(a, b) ^ (1 / 2)", "--a", "1e-06 + 2500"}) {
+    LoadResult r = load(std::string("module m { chunk ") + e + "; }");
+    ASSERT_TRUE(r.syntax.has_value()) << e << errors(r);
+    EXPECT_EQ(printExpr(*r.syntax->chunk), e);
+  }
+  LoadResult r = load("module m { chunk -x^2; }");
+  ASSERT_TRUE(r.syntax.has_value());
+  EXPECT_EQ(r.syntax->chunk->kind, ast::Expr::Kind::Unary);
+}
+
+TEST(Frontend, DumpAST) {
+  LoadResult r = load(kGatedDeltaNet);
+  ASSERT_TRUE(r.syntax.has_value());
+  std::string dump = dumpAST(*r.syntax);
+  EXPECT_NE(dump.find("module gated_deltanet <t.miras:2:8>"), std::string::npos);
+  EXPECT_NE(dump.find("  memory linear(dk = D, dv = D / 2) <7:13>"),
+            std::string::npos)
+      << dump;
+}
+
+TEST(Frontend, HostileInputs) {
+  for (const std::string &src :
+       {std::string(), std::string("\0\0\0", 3), std::string("\xff\xfe{}"),
+        std::string("module m { chunk 1e99999; }"),
+        std::string("module m { chunk ") + std::string(5000, '(') + "1" +
+            std::string(5000, ')') + "; }",
+        std::string("module m { chunk ") + std::string(100000, '-') + "1; }",
+        std::string(20000, '@'), std::string("/* never closed")}) {
+    LoadResult r;
+    EXPECT_NO_THROW(r = load(src));
+    EXPECT_FALSE(r.ok());
+    EXPECT_FALSE(r.diagnostics.empty());
+    EXPECT_LE(r.diagnostics.size(), 40u); // error cap
+  }
+}
+
+/// Truncations at every offset and random byte flips: must never throw or
+/// crash, and a failed load always says why.
+TEST(Frontend, FuzzNoCrash) {
+  std::string base = std::string(kGatedDeltaNet) +
+                     "// bias(y, v) = sum(log(cosh(y - v))) + 2^-x;\n";
+  std::vector<std::string> inputs;
+  for (size_t n = 0; n <= base.size(); ++n)
+    inputs.push_back(base.substr(0, n));
+  std::mt19937 rng(1234);
+  const std::string alphabet = "(){};:=,+-*/^.eE0123456789xyzv_ \n\t@#\"\\";
+  for (int i = 0; i < 1500; ++i) {
+    std::string s = base;
+    int flips = 1 + static_cast<int>(rng() % 4);
+    for (int f = 0; f < flips; ++f) {
+      size_t pos = rng() % s.size();
+      s[pos] = rng() % 3 ? alphabet[rng() % alphabet.size()]
+                         : static_cast<char>(rng() % 256);
+    }
+    inputs.push_back(s);
+  }
+  for (const std::string &s : inputs) {
+    LoadResult r;
+    EXPECT_NO_THROW(r = load(s, {{"D", "32"}}));
+    if (!r.ok()) {
+      bool hasError = false;
+      for (const Diagnostic &d : r.diagnostics)
+        hasError |= d.severity == Diagnostic::Severity::Error;
+      EXPECT_TRUE(hasError) << s;
+    }
+    std::ostringstream sink;
+    printDiagnostics(sink, r.diagnostics, s);
+    if (r.syntax)
+      (void)dumpAST(*r.syntax);
+  }
+}
