@@ -1,0 +1,98 @@
+#!/usr/bin/python3
+"""miras demo: compile every examples/*.miras, run it on random data, check it.
+
+    scripts/demo.py [--build BUILD_DIR] [--B 2 --T 1024 --H 4 --D 64] [--tol 1e-4]
+
+Tools are BUILD_DIR/bin/mirasc and BUILD_DIR/bin/miras; libraries go to BUILD_DIR/demo/,
+inputs/outputs to BUILD_DIR/demo/data/<module>/. Each output is compared with the
+independent float64 numpy reference of test/numeric/reference.py (SPEC section 6 closed
+forms). Prints a table; exits 1 if any module fails to build/run or exceeds the tolerance.
+
+Timing columns: "fwd ms" is the time `miras run` itself reports (blank when it prints none
+we recognise); "process ms" is the wall time of the whole `miras run` process (loading the
+library, reading and writing .npy files included), measured here.
+"""
+
+import argparse
+import glob
+import os
+import sys
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, os.path.join(ROOT, "test", "numeric"))
+import check_module as C  # noqa: E402
+import reference as R  # noqa: E402
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description="compile, run and check every example")
+    p.add_argument("--build", default="build")
+    p.add_argument("--B", type=int, default=2)
+    p.add_argument("--T", type=int, default=1024)
+    p.add_argument("--H", type=int, default=4)
+    p.add_argument("--D", type=int, default=64)
+    p.add_argument("--seed", type=int, default=0)
+    # fp32 over T = 1024 steps: the float32-vs-float64 gap of the reference itself is
+    # ~1e-6 here (see check_module.py --self-test for T = 48); 1e-4 leaves headroom for
+    # a different summation order (parallel/chunked kernels) without hiding real bugs,
+    # which show up as errors of 1e-3 and more.
+    p.add_argument("--tol", type=float, default=1e-4)
+    p.add_argument("--examples", default=os.path.join(ROOT, "examples"))
+    a = p.parse_args(argv)
+
+    build = os.path.abspath(a.build)
+    mirasc = os.path.join(build, "bin", "mirasc")
+    miras = os.path.join(build, "bin", "miras")
+    for tool in (mirasc, miras):
+        if not os.access(tool, os.X_OK):
+            print("demo: %s not found; build first (make build)" % tool, file=sys.stderr)
+            return 1
+    demo = os.path.join(build, "demo")
+    files = sorted(glob.glob(os.path.join(a.examples, "*.miras")))
+    if not files:
+        print("demo: no examples in %s" % a.examples, file=sys.stderr)
+        return 1
+
+    print("miras demo: B=%d T=%d H=%d D=%d, float32, tolerance %.0e (max rel err vs float64 "
+          "numpy reference)" % (a.B, a.T, a.H, a.D, a.tol))
+    hdr = "%-18s %9s %9s %11s %10s %10s  %s" % ("module", "tokens", "fwd ms", "process ms",
+                                                 "err o", "err W", "status")
+    print(hdr)
+    print("-" * len(hdr))
+    failures = []
+    tokens = a.B * a.T * a.H
+    for f in files:
+        stem = os.path.splitext(os.path.basename(f))[0]
+        row = "%-18s %9d" % (stem, tokens)
+        try:
+            name = C.module_name(f)
+            if name not in R.MODELS:
+                raise C.CheckError("no reference model named '%s'" % name)
+            model = R.MODELS[name]
+            res, tm = C.prepare_and_run(mirasc, miras, f, model, "closed", ["D=%d" % a.D],
+                                        a.B, a.T, a.H, a.seed,
+                                        os.path.join(demo, "data", name), libdir=demo)
+            eo = R.rel_err(*res["o"])
+            eW = R.rel_err(*res["W"])
+            ok = eo < a.tol and eW < a.tol
+            fwd = "%.2f" % tm["wall_ms"] if tm["wall_ms"] is not None else "-"
+            print("%s %9s %11.1f %10.2e %10.2e  %s" % (row, fwd, tm["proc_ms"], eo, eW,
+                                                      "ok" if ok else "FAIL (tol)"))
+            if not ok:
+                failures.append("%s: error above tolerance" % stem)
+        except C.CheckError as e:
+            print("%s %9s %11s %10s %10s  FAIL" % (row, "-", "-", "-", "-"))
+            failures.append("%s: %s" % (stem, e))
+        sys.stdout.flush()
+    print("-" * len(hdr))
+    if failures:
+        print("demo: %d of %d modules failed" % (len(failures), len(files)))
+        for msg in failures:
+            print("  " + msg, file=sys.stderr)
+        return 1
+    print("demo: all %d modules match the reference" % len(files))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

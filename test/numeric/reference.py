@@ -1,0 +1,654 @@
+"""Independent float64 numpy references for miras memory modules.
+
+Written from /work/shared/SPEC.md (sections 3, 5, 6, 7) without looking at the compiler.
+Two families of references live here, on purpose written differently:
+
+1. ``CLOSED``: the recurrences of the SPEC section 6 table, typed in as matrix formulas
+   (DeltaNet as ``W (I - eta k k^T) + eta v k^T``, never through an error signal), plus
+   parallel (attention-like / chunk matmul) forms for a few of them.
+2. ``run_generic``: the MIRAS composition bias -> error signal psi -> gradient
+   ``g = psi k^T`` -> retention + optimizer -> read, per token, with the chunk anchor
+   rule of section 7. psi comes either from a closed form (``PSI``) or from central finite
+   differences of the loss function written in numpy (``LOSSES``), which is how the
+   compiler's symbolic differentiation of user biases is verified.
+
+Layout (SPEC section 8): q, k [B,T,H,Dk]; v [B,T,H,Dv]; scalar gate [B,T,H]; channel gate
+[B,T,H,Dk|Dv]; state W [B,H,Dv,Dk]. All references return (o [B,T,H,Dv], W_final).
+
+Conventions fixed here where the SPEC is silent (see ``CONVENTIONS``):
+* chunk C > 1 with order = before_gradient: the gradient of token t is evaluated at
+  ``y = a_t (.) W_anchor k_t`` (the current token's decay applied to the anchor).
+* chunk C > 1 with implicit: the residual is ``W_anchor k_t - v_t``.
+* chunks are t = 0..C-1, C..2C-1, ... of every sequence; the last one may be partial.
+"""
+
+import numpy as np
+
+CONVENTIONS = __doc__
+
+# --------------------------------------------------------------------------------------
+# small helpers (everything is vectorised over the leading [B, H] axes)
+
+
+def _outer(a, b):
+    """a [..., Dv], b [..., Dk] -> [..., Dv, Dk]"""
+    return a[..., :, None] * b[..., None, :]
+
+
+def _mv(W, x):
+    """W [..., Dv, Dk], x [..., Dk] -> [..., Dv]"""
+    return np.einsum("...ij,...j->...i", W, x)
+
+
+def _eye(n):
+    return np.eye(n, dtype=np.float64)
+
+
+def _as64(inputs):
+    return {k: np.asarray(v, dtype=np.float64) for k, v in inputs.items()}
+
+
+def _init_state(inp):
+    B, T, H, Dk = inp["k"].shape
+    Dv = inp["v"].shape[-1]
+    W0 = inp.get("W")
+    if W0 is None:
+        return np.zeros((B, H, Dv, Dk))
+    return np.array(W0, dtype=np.float64, copy=True)
+
+
+def _tok(x, t):
+    """token t of a [B,T,H,...] tensor -> [B,H,...]"""
+    return x[:, t]
+
+
+# --------------------------------------------------------------------------------------
+# 1. Closed forms of the SPEC section 6 table (sequential, one formula per model)
+
+
+def _closed_loop(inp, step, read_after=True):
+    inp = _as64(inp)
+    q, k, v = inp["q"], inp["k"], inp["v"]
+    B, T, H, _ = q.shape
+    W = _init_state(inp)
+    o = np.zeros(v.shape)
+    for t in range(T):
+        Wn = step(W, t, inp)
+        o[:, t] = _mv(Wn if read_after else W, q[:, t])
+        W = Wn
+    return o, W
+
+
+def closed_linear_attention(inp, params):
+    # W_t = W_{t-1} + v k^T
+    return _closed_loop(inp, lambda W, t, x: W + _outer(x["v"][:, t], x["k"][:, t]))
+
+
+def closed_retnet(inp, params):
+    # W_t = a W_{t-1} + v k^T   (a = gamma, constant)
+    a = float(params["gamma"])
+    return _closed_loop(inp, lambda W, t, x: a * W + _outer(x["v"][:, t], x["k"][:, t]))
+
+
+def closed_mamba2(inp, params):
+    # W_t = alpha_t W_{t-1} + v k^T
+    def step(W, t, x):
+        return x["alpha"][:, t][..., None, None] * W + _outer(x["v"][:, t], x["k"][:, t])
+    return _closed_loop(inp, step)
+
+
+def closed_gla(inp, params):
+    # W_t = W_{t-1} Diag(alpha_t) + v k^T    (alpha along Dk)
+    def step(W, t, x):
+        D = np.einsum("...k,kl->...kl", x["alpha"][:, t], _eye(W.shape[-1]))
+        return W @ D + _outer(x["v"][:, t], x["k"][:, t])
+    return _closed_loop(inp, step)
+
+
+def closed_gla_dv(inp, params):
+    # W_t = Diag(alpha_t) W_{t-1} + v k^T    (alpha along Dv)
+    def step(W, t, x):
+        D = np.einsum("...k,kl->...kl", x["alpha"][:, t], _eye(W.shape[-2]))
+        return D @ W + _outer(x["v"][:, t], x["k"][:, t])
+    return _closed_loop(inp, step)
+
+
+def _delta_matrices(k, eta):
+    """(I - eta k k^T) for k [B,H,Dk], eta [B,H]"""
+    Dk = k.shape[-1]
+    return _eye(Dk) - eta[..., None, None] * _outer(k, k)
+
+
+def closed_deltanet(inp, params, read_after=True):
+    # W_t = W_{t-1} (I - eta_t k k^T) + eta_t v k^T
+    def step(W, t, x):
+        k, v, eta = x["k"][:, t], x["v"][:, t], x["eta"][:, t]
+        return W @ _delta_matrices(k, eta) + eta[..., None, None] * _outer(v, k)
+    return _closed_loop(inp, step, read_after)
+
+
+def closed_before_write(inp, params):
+    # DeltaNet, o_t = W_{t-1} q_t
+    return closed_deltanet(inp, params, read_after=False)
+
+
+def closed_gated_deltanet(inp, params):
+    # W_t = alpha_t W_{t-1} (I - eta_t k k^T) + eta_t v k^T
+    def step(W, t, x):
+        k, v, eta, a = x["k"][:, t], x["v"][:, t], x["eta"][:, t], x["alpha"][:, t]
+        return a[..., None, None] * W @ _delta_matrices(k, eta) + eta[..., None, None] * _outer(v, k)
+    return _closed_loop(inp, step)
+
+
+def closed_rwkv7_simple(inp, params):
+    # W_t = W_{t-1} Diag(alpha_t) (I - eta_t k k^T) + eta_t v k^T
+    def step(W, t, x):
+        k, v, eta, a = x["k"][:, t], x["v"][:, t], x["eta"][:, t], x["alpha"][:, t]
+        D = np.einsum("...k,kl->...kl", a, _eye(W.shape[-1]))
+        return W @ D @ _delta_matrices(k, eta) + eta[..., None, None] * _outer(v, k)
+    return _closed_loop(inp, step)
+
+
+def closed_ttt_linear(inp, params):
+    # W_t = W_{t-1} - eta (W_{t-1} k - v) k^T, eta constant
+    lr = float(params["inner_lr"])
+    def step(W, t, x):
+        k, v = x["k"][:, t], x["v"][:, t]
+        return W - lr * _outer(_mv(W, k) - v, k)
+    return _closed_loop(inp, step)
+
+
+def closed_longhorn(inp, params):
+    # W_t = W_{t-1} (I - c k k^T) + c v k^T,  c = beta / (1 + beta ||k||^2)
+    def step(W, t, x):
+        k, v, b = x["k"][:, t], x["v"][:, t], x["eta"][:, t]
+        c = b / (1.0 + b * np.sum(k * k, axis=-1))
+        return W @ _delta_matrices(k, c) + c[..., None, None] * _outer(v, k)
+    return _closed_loop(inp, step)
+
+
+def closed_coupled(inp, params):
+    # W_t = s/(s+eta) W_{t-1} - s eta/(s+eta) (W_{t-1} k - v) k^T
+    #     = W_{t-1} (lam I - zeta k k^T) + zeta v k^T,  lam = s/(s+eta), zeta = eta lam
+    s = float(params["s"])
+    def step(W, t, x):
+        k, v, eta = x["k"][:, t], x["v"][:, t], x["eta"][:, t]
+        lam = s / (s + eta)
+        zeta = eta * lam
+        M = lam[..., None, None] * _eye(k.shape[-1]) - zeta[..., None, None] * _outer(k, k)
+        return W @ M + zeta[..., None, None] * _outer(v, k)
+    return _closed_loop(inp, step)
+
+
+def _closed_chunk_parallel(inp, chunk, decay_anchor):
+    """Chunked l2/gd with a scalar decay, in a parallel (matmul) form per chunk.
+
+    Sequential rule (SPEC section 7): W_t = a_t W_{t-1} - eta_t r_t k_t^T with
+    r_t = (a_t if decay_anchor else 1) W_a k_t - v_t, W_a the chunk anchor. Unrolled inside
+    a chunk with A_t = prod_{s<=t} a_s (products inside the chunk):
+        W_t = A_t W_a - sum_{s<=t} (A_t / A_s) eta_s r_s k_s^T
+        o_t = A_t W_a q_t - sum_{s<=t} (A_t / A_s) (k_s . q_t) eta_s r_s
+    """
+    inp = _as64(inp)
+    q, k, v, eta, a = inp["q"], inp["k"], inp["v"], inp["eta"], inp["alpha"]
+    B, T, H, _ = q.shape
+    W = _init_state(inp)
+    o = np.zeros(v.shape)
+    for c0 in range(0, T, chunk):
+        sl = slice(c0, min(T, c0 + chunk))
+        L = sl.stop - sl.start
+        # move to [B, H, L, D]
+        Q = q[:, sl].transpose(0, 2, 1, 3)
+        K = k[:, sl].transpose(0, 2, 1, 3)
+        V = v[:, sl].transpose(0, 2, 1, 3)
+        E = eta[:, sl].transpose(0, 2, 1)
+        Aa = a[:, sl].transpose(0, 2, 1)
+        logA = np.cumsum(np.log(Aa), axis=-1)              # [B,H,L]
+        A = np.exp(logA)
+        Y = np.einsum("bhvk,bhlk->bhlv", W, K)               # W_a k_s
+        R = (Aa[..., None] if decay_anchor else 1.0) * Y - V  # r_s
+        ratio = np.exp(logA[..., :, None] - logA[..., None, :])  # A_t / A_s
+        mask = np.tril(np.ones((L, L)))
+        S = ratio * mask * np.einsum("bhtk,bhsk->bhts", Q, K)  # [B,H,t,s]
+        O = A[..., None] * np.einsum("bhvk,bhtk->bhtv", W, Q) - np.einsum(
+            "bhts,bhsv->bhtv", S, E[..., None] * R)
+        o[:, sl] = O.transpose(0, 2, 1, 3)
+        wl = np.exp(logA[..., -1:] - logA) * E                # A_L / A_s * eta_s
+        W = A[..., -1][..., None, None] * W - np.einsum("bhs,bhsv,bhsk->bhvk", wl, R, K)
+    return o, W
+
+
+def closed_chunked(inp, params):
+    return _closed_chunk_parallel(inp, 4, decay_anchor=True)
+
+
+def closed_chunked_decoupled(inp, params):
+    return _closed_chunk_parallel(inp, 8, decay_anchor=False)
+
+
+# Parallel (attention) forms of the dot-bias models, a third formulation for the self-test:
+# o_t = D_t W_0 q_t + sum_{s<=t} (prod_{s<r<=t} a_r) (k_s . q_t) v_s
+def parallel_decay_attention(inp, alpha=None):
+    inp = _as64(inp)
+    q, k, v = inp["q"], inp["k"], inp["v"]
+    B, T, H, _ = q.shape
+    W0 = _init_state(inp)
+    a = np.ones((B, T, H)) if alpha is None else np.broadcast_to(alpha, (B, T, H))
+    logA = np.cumsum(np.log(a), axis=1).transpose(0, 2, 1)   # [B,H,T]
+    ratio = np.exp(logA[..., :, None] - logA[..., None, :]) * np.tril(np.ones((T, T)))
+    S = ratio * np.einsum("bthk,bshk->bhts", q, k)
+    o = np.einsum("bhts,bshv->bthv", S, v) + np.exp(logA).transpose(0, 2, 1)[..., None] * \
+        np.einsum("bhvk,bthk->bthv", W0, q)
+    WT = np.exp(logA[..., -1])[..., None, None] * W0 + np.einsum(
+        "bhs,bshv,bshk->bhvk", np.exp(logA[..., -1:] - logA), v, k)
+    return o, WT
+
+
+CLOSED = {
+    "linear_attention": closed_linear_attention,
+    "retnet": closed_retnet,
+    "mamba2": closed_mamba2,
+    "gla": closed_gla,
+    "gla_dv": closed_gla_dv,
+    "deltanet": closed_deltanet,
+    "gated_deltanet": closed_gated_deltanet,
+    "rwkv7_simple": closed_rwkv7_simple,
+    "ttt_linear": closed_ttt_linear,
+    "longhorn": closed_longhorn,
+    "before_write": closed_before_write,
+    "coupled": closed_coupled,
+    "chunked": closed_chunked,
+    "chunked_decoupled": closed_chunked_decoupled,
+}
+
+# --------------------------------------------------------------------------------------
+# 2. Generic composition: bias (psi) + retention + optimizer + read + chunk
+#
+# psi functions take (y, v, g) with y, v [..., Dv] and g a dict of bias arguments, each
+# already broadcastable against y (scalars, or [..., 1]). Loss functions take the same and
+# return [...] (the sum over the last axis is part of the loss).
+
+
+def _nrm(e):
+    return np.sqrt(np.sum(e * e, axis=-1, keepdims=True))
+
+
+def psi_dot(y, v, g):
+    return -2.0 * v
+
+
+def psi_l2(y, v, g):
+    return y - v
+
+
+def psi_lp(y, v, g):
+    p = g["p"]
+    e = y - v
+    return p * np.sign(e) * np.abs(e) ** (p - 1)
+
+
+def psi_lp_smooth(y, v, g):
+    p, kappa, eps = g["p"], g.get("kappa", 10.0), g.get("eps", 1e-6)
+    e = y - v
+    return p * np.tanh(kappa * e) * (e * e + eps) ** ((p - 1) / 2)
+
+
+def psi_huber(y, v, g):
+    d = g["delta"]
+    return np.clip(y - v, -d, d)
+
+
+def psi_huber_norm(y, v, g):
+    e = y - v
+    return e * np.minimum(1.0, g["delta"] / _nrm(e))
+
+
+def psi_value_shift(y, v, g):
+    e = y - v
+    return e + g["delta"] * e / _nrm(e)
+
+
+def psi_logcosh(y, v, g):
+    return np.tanh(y - v)
+
+
+def psi_pseudo_huber(y, v, g):
+    e = y - v
+    return e / np.sqrt(e * e + g["c"])
+
+
+PSI = {
+    "dot": psi_dot, "l2": psi_l2, "lp": psi_lp, "lp_smooth": psi_lp_smooth,
+    "huber": psi_huber, "huber_norm": psi_huber_norm, "value_shift": psi_value_shift,
+    "logcosh": psi_logcosh, "pseudo_huber": psi_pseudo_huber,
+}
+
+
+# Losses (SPEC section 3), written as plain functions of y and v; they are differentiated
+# numerically. They must work for np.longdouble.
+def _H(a, d):
+    a = np.abs(a)
+    return np.where(a <= d, 0.5 * a * a, d * (a - 0.5 * d))
+
+
+def loss_dot(y, v, g):
+    return -2.0 * np.sum(y * v, axis=-1)
+
+
+def loss_l2(y, v, g):
+    return 0.5 * np.sum((y - v) ** 2, axis=-1)
+
+
+def loss_lp(y, v, g):
+    return np.sum(np.abs(y - v) ** g["p"], axis=-1)
+
+
+def loss_huber(y, v, g):
+    return np.sum(_H(y - v, g["delta"]), axis=-1)
+
+
+def loss_huber_norm(y, v, g):
+    return _H(_nrm(y - v), g["delta"])[..., 0]
+
+
+def loss_value_shift(y, v, g):
+    # max_{||dv|| <= delta} 1/2 ||y - v - dv||^2, attained at dv = -delta e/||e||
+    return 0.5 * ((_nrm(y - v) + g["delta"]) ** 2)[..., 0]
+
+
+def loss_logcosh(y, v, g):
+    return np.sum(np.log(np.cosh(y - v)), axis=-1)
+
+
+def loss_pseudo_huber(y, v, g):
+    return np.sum(np.sqrt((y - v) ** 2 + g["c"]), axis=-1)
+
+
+LOSSES = {
+    "dot": loss_dot, "l2": loss_l2, "lp": loss_lp, "huber": loss_huber,
+    "huber_norm": loss_huber_norm, "value_shift": loss_value_shift,
+    "logcosh": loss_logcosh, "pseudo_huber": loss_pseudo_huber,
+}
+
+FD_STEP = 1e-6
+
+
+def fd_psi(loss, y, v, g, h=FD_STEP):
+    """psi = dL/dy by central differences, (L(y + h e_j) - L(y - h e_j)) / 2h.
+
+    Evaluated in extended precision (np.longdouble, 64-bit mantissa on x86-64) so that the
+    cancellation error eps*|L|/h stays ~1e-11 even with h = 1e-6; the result is float64.
+    """
+    ld = np.longdouble
+    y = np.asarray(y, dtype=ld)
+    v = np.asarray(v, dtype=ld)
+    n = y.shape[-1]
+    I = np.eye(n, dtype=ld) * ld(h)
+    Yp = y[..., None, :] + I      # [..., j, Dv]: coordinate j perturbed
+    Ym = y[..., None, :] - I
+    V = np.broadcast_to(v[..., None, :], Yp.shape)
+    G = {}
+    for name, val in g.items():
+        val = np.asarray(val, dtype=ld)
+        G[name] = val[..., None, :] if val.ndim >= 1 else val
+    d = (loss(Yp, V, G) - loss(Ym, V, G)) / (2 * ld(h))
+    return np.asarray(d, dtype=np.float64)
+
+
+class Rule:
+    """A MIRAS rule for a linear memory. Value specs are floats or ("gate", name)."""
+
+    def __init__(self, bias, bias_args=None, retention="none", decay=None, decay_axis=None,
+                 order="decoupled", optimizer="gd", lr=None, strength=None,
+                 read="after_write", chunk=1):
+        self.bias = bias                  # key of PSI / LOSSES
+        self.bias_args = dict(bias_args or {})
+        self.retention = retention        # none | l2 | l2_coupled
+        self.decay = decay
+        self.decay_axis = decay_axis      # None (scalar / constant) | "dk" | "dv"
+        self.order = order                # decoupled | before_gradient
+        self.optimizer = optimizer        # gd | implicit
+        self.lr = lr
+        self.strength = strength
+        self.read = read
+        self.chunk = int(chunk)
+
+
+def _value(spec, inp, t, dtype):
+    """scalar [B,H] (gate) or python float"""
+    if isinstance(spec, tuple) and spec[0] == "gate":
+        return np.asarray(inp[spec[1]][:, t], dtype=dtype)
+    return float(spec)
+
+
+def _decay(W, a, axis):
+    if np.ndim(a) == 0:
+        return a * W
+    if axis == "dk":        # W Diag(a): scale columns
+        return W * a[..., None, :]
+    if axis == "dv":        # Diag(a) W: scale rows
+        return W * a[..., :, None]
+    return W * a[..., None, None]
+
+
+def _mat(x):
+    return x if np.ndim(x) == 0 else x[..., None, None]
+
+
+def run_generic(rule, inp, psi_mode="closed", dtype=np.float64):
+    """The generic MIRAS recurrence (SPEC sections 3, 5, 7).
+
+    psi_mode: "closed" (PSI table) or "fd" (finite differences of LOSSES).
+    dtype: float64 normally; float32 to estimate the fp32 conditioning of a test.
+    """
+    q = np.asarray(inp["q"], dtype=dtype)
+    k = np.asarray(inp["k"], dtype=dtype)
+    v = np.asarray(inp["v"], dtype=dtype)
+    B, T, H, Dk = k.shape
+    Dv = v.shape[-1]
+    W = np.zeros((B, H, Dv, Dk), dtype) if inp.get("W") is None else \
+        np.array(inp["W"], dtype=dtype, copy=True)
+    o = np.zeros((B, T, H, Dv), dtype)
+    if psi_mode == "closed":
+        psi_f = PSI[rule.bias]
+    elif psi_mode == "fd":
+        loss = LOSSES[rule.bias]
+        psi_f = lambda y, vv, g: fd_psi(loss, y, vv, g).astype(dtype)
+    else:
+        raise ValueError(psi_mode)
+    W_anchor = W
+    for t in range(T):
+        if t % rule.chunk == 0:
+            W_anchor = W
+        kt, vt, qt = k[:, t], v[:, t], q[:, t]
+        # bias arguments: numbers, or scalar gates as [B, H, 1]
+        g = {}
+        for name, spec in rule.bias_args.items():
+            val = _value(spec, inp, t, dtype)
+            g[name] = val[..., None] if np.ndim(val) else val
+        lr = _value(rule.lr, inp, t, dtype) if rule.lr is not None else None
+        a = None
+        if rule.retention == "l2":
+            if isinstance(rule.decay, tuple):
+                a = np.asarray(inp[rule.decay[1]][:, t], dtype=dtype)
+            else:
+                a = float(rule.decay)
+        W_prev = W
+        # where the gradient is evaluated (SPEC section 7: at the chunk anchor)
+        if rule.retention == "l2" and rule.order == "before_gradient":
+            W_tilde = _decay(W_prev, a, rule.decay_axis)
+            W_eval = _decay(W_anchor, a, rule.decay_axis)
+        else:
+            W_tilde = None
+            W_eval = W_anchor
+        y = _mv(W_eval, kt)
+        if rule.optimizer == "implicit":
+            if rule.bias != "l2":
+                raise ValueError("implicit optimizer is defined for the l2 bias only")
+            base = W_prev if W_tilde is None else W_tilde
+            if rule.retention == "l2" and rule.order != "before_gradient":
+                base = _decay(W_prev, a, rule.decay_axis)
+            if rule.retention == "l2_coupled":
+                raise ValueError("implicit + l2_coupled is not defined")
+            c = lr / (1.0 + lr * np.sum(kt * kt, axis=-1))
+            W = base - _mat(c) * _outer(y - vt, kt)
+        else:
+            grad = _outer(psi_f(y, vt, g), kt)
+            if rule.retention == "none":
+                W = W_prev - _mat(lr) * grad
+            elif rule.retention == "l2":
+                base = W_tilde if W_tilde is not None else _decay(W_prev, a, rule.decay_axis)
+                W = base - _mat(lr) * grad
+            elif rule.retention == "l2_coupled":
+                s = _value(rule.strength, inp, t, dtype)
+                W = _mat(s / (s + lr)) * W_prev - _mat(s * lr / (s + lr)) * grad
+            else:
+                raise ValueError(rule.retention)
+        o[:, t] = _mv(W if rule.read == "after_write" else W_prev, qt)
+    return o, W
+
+
+# --------------------------------------------------------------------------------------
+# 3. Model registry: the rules of every example and test module, by name.
+#
+# gates: name -> (kind, axis); params: compile-time params the reference needs, with the
+# defaults of the .miras files (overridden by `miras info` / -D); rule(params) -> Rule;
+# primary: which reference check_module uses ("closed", "fd" or "generic").
+
+G = lambda name: ("gate", name)
+
+
+class Model:
+    def __init__(self, name, gates, rule, params=None, primary="closed", gate_ranges=None,
+                 fd=False):
+        self.name = name
+        self.gates = gates
+        self.params = dict(params or {})
+        self.rule = rule
+        self.primary = primary
+        self.gate_ranges = dict(gate_ranges or {})
+        self.fd = fd             # the bias is a loss: an FD psi exists
+
+    def reference(self, inp, params, mode=None):
+        mode = mode or self.primary
+        r = self.rule(params)
+        if mode == "closed":
+            return CLOSED[self.name](inp, params)
+        if mode == "generic":
+            return run_generic(r, inp, "closed")
+        if mode == "fd":
+            return run_generic(r, inp, "fd")
+        raise ValueError(mode)
+
+
+SCALAR = ("scalar", None)
+CH_DK = ("channel", "dk")
+CH_DV = ("channel", "dv")
+
+MODELS = {}
+
+
+def _add(m):
+    MODELS[m.name] = m
+
+
+# SPEC section 6 models (examples/)
+_add(Model("linear_attention", {}, lambda P: Rule("dot", lr=0.5)))
+_add(Model("retnet", {}, lambda P: Rule("dot", retention="l2", decay=P["gamma"], lr=0.5),
+           params={"gamma": 0.96875}))
+_add(Model("mamba2", {"alpha": SCALAR},
+           lambda P: Rule("dot", retention="l2", decay=G("alpha"), lr=0.5)))
+_add(Model("gla", {"alpha": CH_DK},
+           lambda P: Rule("dot", retention="l2", decay=G("alpha"), decay_axis="dk", lr=0.5)))
+_add(Model("deltanet", {"eta": SCALAR}, lambda P: Rule("l2", lr=G("eta"))))
+_add(Model("gated_deltanet", {"eta": SCALAR, "alpha": SCALAR},
+           lambda P: Rule("l2", retention="l2", decay=G("alpha"), order="before_gradient",
+                          lr=G("eta"))))
+_add(Model("ttt_linear", {}, lambda P: Rule("l2", lr=P["inner_lr"]),
+           params={"inner_lr": 0.1}))
+_add(Model("longhorn", {"eta": SCALAR}, lambda P: Rule("l2", optimizer="implicit",
+                                                       lr=G("eta"))))
+
+# test modules (test/numeric/modules/)
+_add(Model("gla_dv", {"alpha": CH_DV},
+           lambda P: Rule("dot", retention="l2", decay=G("alpha"), decay_axis="dv", lr=0.5)))
+_add(Model("rwkv7_simple", {"eta": SCALAR, "alpha": CH_DK},
+           lambda P: Rule("l2", retention="l2", decay=G("alpha"), decay_axis="dk",
+                          order="before_gradient", lr=G("eta"))))
+_add(Model("before_write", {"eta": SCALAR},
+           lambda P: Rule("l2", lr=G("eta"), read="before_write")))
+_add(Model("chunked", {"eta": SCALAR, "alpha": SCALAR},
+           lambda P: Rule("l2", retention="l2", decay=G("alpha"), order="before_gradient",
+                          lr=G("eta"), chunk=4)))
+_add(Model("chunked_decoupled", {"eta": SCALAR, "alpha": SCALAR},
+           lambda P: Rule("l2", retention="l2", decay=G("alpha"), lr=G("eta"), chunk=8)))
+_add(Model("coupled", {"eta": SCALAR},
+           lambda P: Rule("l2", retention="l2_coupled", strength=P["s"], lr=G("eta")),
+           params={"s": 4.0}))
+_add(Model("user_l2", {"eta": SCALAR}, lambda P: Rule("l2", lr=G("eta")),
+           primary="fd", fd=True))
+_add(Model("logcosh", {"eta": SCALAR}, lambda P: Rule("logcosh", lr=G("eta")),
+           primary="fd", fd=True))
+_add(Model("pseudo_huber", {"eta": SCALAR},
+           lambda P: Rule("pseudo_huber", {"c": P["c"]}, lr=G("eta")),
+           params={"c": 0.25}, primary="fd", fd=True))
+_add(Model("user_value_shift", {"eta": SCALAR},
+           lambda P: Rule("value_shift", {"delta": 0.5}, lr=G("eta")),
+           primary="fd", fd=True))
+# psi = 3 e|e| grows quadratically: smaller steps keep the recurrence well conditioned
+_add(Model("lp3", {"eta": SCALAR, "alpha": SCALAR},
+           lambda P: Rule("lp", {"p": 3.0}, retention="l2", decay=G("alpha"), lr=G("eta")),
+           primary="fd", fd=True, gate_ranges={"eta": (0.02, 0.1)}))
+_add(Model("lp_smooth", {"eta": SCALAR},
+           lambda P: Rule("lp_smooth", {"p": 1.5, "kappa": 10.0, "eps": 1e-6}, lr=G("eta")),
+           primary="generic"))
+_add(Model("huber", {"eta": SCALAR, "delta": SCALAR},
+           lambda P: Rule("huber", {"delta": G("delta")}, lr=G("eta")),
+           primary="fd", fd=True))
+_add(Model("huber_norm", {"eta": SCALAR},
+           lambda P: Rule("huber_norm", {"delta": 3.0}, lr=G("eta")),
+           primary="fd", fd=True))
+_add(Model("value_shift", {"eta": SCALAR, "delta": SCALAR},
+           lambda P: Rule("value_shift", {"delta": G("delta")}, lr=G("eta")),
+           primary="fd", fd=True))
+
+# --------------------------------------------------------------------------------------
+# inputs
+
+DEFAULT_GATE_RANGES = {"eta": (0.05, 0.5), "alpha": (0.85, 1.0), "delta": (0.2, 1.0)}
+OTHER_GATE_RANGE = (0.1, 0.9)
+
+
+def gate_range(model, name):
+    if model is not None and name in model.gate_ranges:
+        return model.gate_ranges[name]
+    return DEFAULT_GATE_RANGES.get(name, OTHER_GATE_RANGE)
+
+
+def make_inputs(B, T, H, Dk, Dv, gates, seed=0, model=None, w0_scale=0.05, states=None):
+    """Random inputs of SPEC section 8 (float32, C order).
+
+    gates: list of (name, kind, axis, dim); states: list of (name, shape) per (B, H).
+    k is L2-normalised per token; q, v ~ N(0, 1); gates uniform in their range; the
+    initial state is small and non-zero.
+    """
+    rng = np.random.default_rng(seed)
+    f32 = np.float32
+    inp = {}
+    inp["q"] = rng.standard_normal((B, T, H, Dk)).astype(f32)
+    k = rng.standard_normal((B, T, H, Dk))
+    inp["k"] = (k / np.linalg.norm(k, axis=-1, keepdims=True)).astype(f32)
+    inp["v"] = rng.standard_normal((B, T, H, Dv)).astype(f32)
+    for name, kind, axis, dim in gates:
+        lo, hi = gate_range(model, name)
+        shape = (B, T, H) if kind == "scalar" else (B, T, H, dim)
+        inp[name] = rng.uniform(lo, hi, size=shape).astype(f32)
+    for name, shape in (states if states is not None else [("W", (Dv, Dk))]):
+        inp[name] = (w0_scale * rng.standard_normal((B, H) + tuple(shape))).astype(f32)
+    return {n: np.ascontiguousarray(x) for n, x in inp.items()}
+
+
+def rel_err(x, ref):
+    x = np.asarray(x, dtype=np.float64)
+    ref = np.asarray(ref, dtype=np.float64)
+    return float(np.max(np.abs(x - ref)) / max(float(np.max(np.abs(ref))), 1e-6))
