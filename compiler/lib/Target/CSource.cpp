@@ -1,0 +1,460 @@
+//===- CSource.cpp - Generated <name>.h and ABI glue C source -------------===//
+//
+// Text generation only: no LLVM/MLIR IR here. The glue is plain C99 (plus the
+// GCC/Clang builtins __builtin_mul_overflow and visibility attributes) so any
+// system C compiler on the host can build it.
+//
+//===----------------------------------------------------------------------===//
+
+#include "miras/Compiler/Target.h"
+
+#include "llvm/ADT/STLExtras.h"
+#include "llvm/ADT/StringExtras.h"
+#include "llvm/ADT/StringSet.h"
+#include "llvm/Support/Format.h"
+#include "llvm/Support/raw_ostream.h"
+
+#include <cmath>
+#include <set>
+
+using namespace llvm;
+
+namespace miras {
+namespace {
+
+// miras_abi.h, embedded at build time (see CMakeLists.txt) so the generated
+// header can never drift from the runtime's copy.
+const char *const kAbiHeaderText =
+#include "MirasAbiHeader.inc"
+    ;
+
+constexpr int kMaxStateRank = 4; // MIRAS_MAX_STATE_RANK in miras_abi.h
+constexpr const char *kCompilerId = "mirasc 0.1";
+
+Error fail(const Twine &msg) {
+  return createStringError(inconvertibleErrorCode(), msg);
+}
+
+bool isCIdentifier(StringRef s) {
+  if (s.empty() || isDigit(s.front()))
+    return false;
+  return all_of(s, [](char c) { return isAlnum(c) || c == '_'; });
+}
+
+bool isCKeyword(StringRef s) {
+  static const StringSet<> keywords = {
+      "auto",     "break",    "case",     "char",     "const",    "continue",
+      "default",  "do",       "double",   "else",     "enum",     "extern",
+      "float",    "for",      "goto",     "if",       "inline",   "int",
+      "long",     "register", "restrict", "return",   "short",    "signed",
+      "sizeof",   "static",   "struct",   "switch",   "typedef",  "union",
+      "unsigned", "void",     "volatile", "while",    "_Bool",    "_Complex",
+      "bool",     "true",     "false",    "NULL",     "alignas",  "alignof",
+      "nullptr",  "typeof",   "class",    "this",     "new",      "delete"};
+  return keywords.contains(s);
+}
+
+/// A C string literal with the exact bytes of `s`. Octal escapes are always 3
+/// digits so a following digit cannot extend them; '?' is escaped against
+/// trigraphs.
+std::string cString(StringRef s) {
+  std::string out = "\"";
+  for (unsigned char c : s) {
+    switch (c) {
+    case '"':  out += "\\\""; break;
+    case '\\': out += "\\\\"; break;
+    case '?':  out += "\\?"; break;
+    case '\n': out += "\\n"; break;
+    case '\t': out += "\\t"; break;
+    default:
+      if (c >= 0x20 && c < 0x7f) {
+        out += static_cast<char>(c);
+      } else {
+        char buf[5];
+        snprintf(buf, sizeof buf, "\\%03o", c);
+        out += buf;
+      }
+    }
+  }
+  return out + "\"";
+}
+
+/// Text safe inside a one-line /* */ comment: no comment terminator, no
+/// nested opener, no line breaks.
+std::string commentText(StringRef s) {
+  std::string out;
+  for (size_t i = 0; i < s.size(); ++i) {
+    out += s[i] == '\n' || s[i] == '\r' ? ' ' : s[i];
+    if ((s[i] == '*' && i + 1 < s.size() && s[i + 1] == '/') ||
+        (s[i] == '/' && i + 1 < s.size() && s[i + 1] == '*'))
+      out += ' ';
+  }
+  return out;
+}
+
+/// A double as a C expression that round-trips exactly.
+std::string cDouble(double v) {
+  if (std::isnan(v))
+    return "NAN";
+  if (std::isinf(v))
+    return v > 0 ? "HUGE_VAL" : "(-HUGE_VAL)";
+  std::string s;
+  raw_string_ostream(s) << format("%.17g", v);
+  if (StringRef(s).find_first_of(".eE") == StringRef::npos)
+    s += ".0";
+  return s;
+}
+
+std::string joinInts(ArrayRef<int64_t> values) {
+  std::string s;
+  for (auto [i, v] : enumerate(values))
+    s += (i ? ", " : "") + std::to_string(v);
+  return s;
+}
+
+/// Everything both generators derive from the interface: the C parameter
+/// names of <name>_forward_explicit and each tensor's shape.
+struct Tensor {
+  std::string cName;          // parameter name in <name>_forward_explicit
+  std::string shapeText;      // "[B, T, H, 64]"
+  std::vector<std::string> sizes; // C expressions of the sizes
+  std::string role;           // doc comment
+};
+
+struct Layout {
+  Tensor q, k, v, o;
+  std::vector<Tensor> gates;
+  std::vector<Tensor> statesIn, statesOut;
+};
+
+Tensor makeTensor(std::string cName, std::vector<std::string> sizes,
+                  std::string role) {
+  Tensor t{std::move(cName), "[", std::move(sizes), std::move(role)};
+  for (auto [i, s] : enumerate(t.sizes))
+    t.shapeText += (i ? ", " : "") + s;
+  t.shapeText += "]";
+  return t;
+}
+
+Layout computeLayout(const KernelInterface &iface) {
+  // User names become C parameter names; keep them readable but never let
+  // them collide with each other, the fixed parameters or C keywords.
+  StringSet<> used = {"B", "T", "H", "q", "k", "v", "o"};
+  auto unique = [&](std::string name) {
+    std::string s;
+    for (char c : name)
+      s += isAlnum(c) || c == '_' ? c : '_';
+    if (s.empty() || isDigit(s.front()))
+      s = "_" + s;
+    while (isCKeyword(s) || used.contains(s) || StringRef(s).starts_with("miras_"))
+      s += "_";
+    used.insert(s);
+    return s;
+  };
+  auto btx = [](int64_t d) {
+    return std::vector<std::string>{"B", "T", "H", std::to_string(d)};
+  };
+  Layout l;
+  l.q = makeTensor("q", btx(iface.dk), "queries");
+  l.k = makeTensor("k", btx(iface.dk), "keys");
+  l.v = makeTensor("v", btx(iface.dv), "values");
+  for (const auto &g : iface.gates) {
+    auto sizes = g.channel ? btx(g.dim) : std::vector<std::string>{"B", "T", "H"};
+    l.gates.push_back(makeTensor(
+        unique(g.name), std::move(sizes),
+        g.channel ? "channel gate `" + g.name + "` along " + g.axis
+                  : "scalar gate `" + g.name + "`"));
+  }
+  for (const auto &s : iface.states) {
+    std::vector<std::string> sizes{"B", "H"};
+    for (int64_t d : s.shape)
+      sizes.push_back(std::to_string(d));
+    l.statesIn.push_back(makeTensor(unique(s.name + "_in"), sizes,
+                                    "initial state `" + s.name +
+                                        "` (NULL: zeros; may equal " +
+                                        s.name + "_out)"));
+    l.statesOut.push_back(makeTensor(unique(s.name + "_out"), sizes,
+                                     "final state `" + s.name + "`"));
+  }
+  l.o = makeTensor("o", btx(iface.dv), "output");
+  return l;
+}
+
+std::string explicitSignature(const KernelInterface &iface, const Layout &l) {
+  std::string s = "int32_t " + iface.moduleName +
+                  "_forward_explicit(\n    int64_t B, int64_t T, int64_t H, "
+                  "const float *q, const float *k, const float *v";
+  for (const auto &g : l.gates)
+    s += ",\n    const float *" + g.cName;
+  for (size_t i = 0; i < l.statesIn.size(); ++i)
+    s += ",\n    const float *" + l.statesIn[i].cName + ", float *" +
+         l.statesOut[i].cName;
+  return s + ",\n    float *o)";
+}
+
+} // namespace
+
+Error validateInterface(const KernelInterface &iface) {
+  const std::string &n = iface.moduleName;
+  if (!isCIdentifier(n) || isCKeyword(n))
+    return fail("module name '" + n + "' is not a valid C identifier");
+  if (iface.dk <= 0 || iface.dv <= 0)
+    return fail("module '" + n + "': dk and dv must be positive (got " +
+                Twine(iface.dk) + ", " + Twine(iface.dv) + ")");
+  if (iface.chunk <= 0)
+    return fail("module '" + n + "': chunk must be positive");
+  StringSet<> params, gates, states;
+  for (const auto &p : iface.params)
+    if (p.name.empty() || !params.insert(p.name).second)
+      return fail("module '" + n + "': empty or duplicate param '" + p.name + "'");
+  for (const auto &g : iface.gates) {
+    if (g.name.empty() || !gates.insert(g.name).second)
+      return fail("module '" + n + "': empty or duplicate gate '" + g.name + "'");
+    if (!g.channel) {
+      if (g.dim != 1)
+        return fail("scalar gate '" + g.name + "' must have dim 1");
+      continue;
+    }
+    int64_t expect = g.axis == "dk" ? iface.dk : g.axis == "dv" ? iface.dv : -1;
+    if (expect < 0)
+      return fail("channel gate '" + g.name + "': axis must be \"dk\" or \"dv\"");
+    if (g.dim != expect)
+      return fail("channel gate '" + g.name + "': dim " + Twine(g.dim) +
+                  " does not match " + g.axis + " = " + Twine(expect));
+  }
+  for (const auto &s : iface.states) {
+    if (s.name.empty() || !states.insert(s.name).second)
+      return fail("module '" + n + "': empty or duplicate state '" + s.name + "'");
+    if (s.shape.empty() || s.shape.size() > kMaxStateRank)
+      return fail("state '" + s.name + "': rank must be 1.." + Twine(kMaxStateRank));
+    if (any_of(s.shape, [](int64_t d) { return d <= 0; }))
+      return fail("state '" + s.name + "': shape must be positive");
+  }
+  return Error::success();
+}
+
+std::string generateHeader(const KernelInterface &iface) {
+  const std::string &n = iface.moduleName;
+  Layout l = computeLayout(iface);
+  std::string guard = "MIRAS_MODULE_" + StringRef(n).upper() + "_H";
+  std::string s;
+  raw_string_ostream os(s);
+  os << "/* " << n << ".h: generated by " << kCompilerId << " from "
+     << commentText(iface.sourcePath) << ". Do not edit. */\n"
+     << "#ifndef " << guard << "\n#define " << guard << "\n\n"
+     << kAbiHeaderText << "\n"
+     << "#ifdef __cplusplus\nextern \"C\" {\n#endif\n\n";
+
+  os << "/*\n * Module " << n << ": Dk = " << iface.dk << ", Dv = " << iface.dv
+     << ", chunk = " << iface.chunk << ", "
+     << (iface.readAfterWrite ? "read after write" : "read before write")
+     << ", targets: " << commentText(join(iface.targets, ",")) << ".\n";
+  if (!iface.params.empty()) {
+    os << " * Parameters:";
+    for (const auto &p : iface.params)
+      os << " " << commentText(p.name) << " = " << cDouble(p.value) << ";";
+    os << "\n";
+  }
+  os << " * Update rule:\n";
+  SmallVector<StringRef> ruleLines;
+  StringRef(iface.rule).split(ruleLines, '\n', -1, /*KeepEmpty=*/false);
+  for (StringRef line : ruleLines)
+    os << " *   " << commentText(line.rtrim()) << "\n";
+  os << " *\n * Tensors (C-contiguous float32; B batch, T length, H heads):\n";
+  auto row = [&](const Tensor &t) {
+    os << " *   " << left_justify(t.cName, 10) << " "
+       << left_justify(t.shapeText, 18) << " " << commentText(t.role) << "\n";
+  };
+  row(l.q), row(l.k), row(l.v);
+  for (const auto &g : l.gates)
+    row(g);
+  for (size_t i = 0; i < l.statesIn.size(); ++i)
+    row(l.statesIn[i]), row(l.statesOut[i]);
+  row(l.o);
+  os << " *\n * " << n << "_forward takes the same tensors through miras_forward_args "
+     << "(gates, state_in and\n * state_out in the order above). Both return MIRAS_OK "
+     << "or a miras_status error code.\n */\n"
+     << "const miras_module_metadata *" << n << "_metadata(void);\n"
+     << "int32_t " << n << "_forward(const miras_forward_args *args);\n"
+     << explicitSignature(iface, l) << ";\n\n"
+     << "#ifdef __cplusplus\n}\n#endif\n\n#endif /* " << guard << " */\n";
+  return s;
+}
+
+std::string generateGlue(const KernelInterface &iface) {
+  const std::string &n = iface.moduleName;
+  Layout l = computeLayout(iface);
+  std::string s;
+  raw_string_ostream os(s);
+  os << "/* ABI glue of miras module " << n << ", generated by " << kCompilerId
+     << ". Do not edit. */\n"
+     << "#include <math.h>\n#include <stddef.h>\n#include <stdint.h>\n"
+     << "#include <string.h>\n\n"
+     << generateHeader(iface) << "\n"
+     << "#define MIRAS_EXPORT __attribute__((visibility(\"default\")))\n\n";
+
+  // One descriptor type per rank in use (StridedMemRefType<float, R>).
+  std::set<size_t> ranks = {3, 4};
+  for (const auto &t : l.statesIn)
+    ranks.insert(t.sizes.size());
+  for (size_t r : ranks)
+    os << "typedef struct { float *allocated; float *aligned; int64_t offset; "
+       << "int64_t sizes[" << r << "]; int64_t strides[" << r << "]; } miras_memref"
+       << r << ";\n";
+
+  // Kernel prototype: argument order of KernelInterface.h.
+  std::vector<const Tensor *> kernelArgs = {&l.q, &l.k, &l.v};
+  for (const auto &g : l.gates)
+    kernelArgs.push_back(&g);
+  for (const auto &t : l.statesOut)
+    kernelArgs.push_back(&t);
+  kernelArgs.push_back(&l.o);
+  os << "\nextern void _mlir_ciface_" << n << "_kernel(";
+  for (auto [i, t] : enumerate(kernelArgs))
+    os << (i ? ", " : "") << "miras_memref" << t->sizes.size() << " *";
+  os << ");\n\n";
+
+  // Metadata tables. C forbids empty arrays, so absent tables are NULL.
+  auto table = [&](StringRef type, StringRef var, size_t count, auto &&emitRow) {
+    if (count == 0)
+      return;
+    os << "static const " << type << " " << var << "[" << count << "] = {\n";
+    for (size_t i = 0; i < count; ++i) {
+      os << "  ";
+      emitRow(i);
+      os << ",\n";
+    }
+    os << "};\n";
+  };
+  table("miras_param_info", "miras_params", iface.params.size(), [&](size_t i) {
+    const auto &p = iface.params[i];
+    os << "{" << cString(p.name) << ", " << cDouble(p.value) << ", "
+       << (p.isInteger ? 1 : 0) << "}";
+  });
+  table("miras_gate_info", "miras_gates", iface.gates.size(), [&](size_t i) {
+    const auto &g = iface.gates[i];
+    os << "{" << cString(g.name) << ", "
+       << (g.channel ? "MIRAS_GATE_CHANNEL" : "MIRAS_GATE_SCALAR") << ", "
+       << (!g.channel ? "MIRAS_AXIS_NONE"
+                      : g.axis == "dk" ? "MIRAS_AXIS_KEY" : "MIRAS_AXIS_VALUE")
+       << ", " << (g.channel ? g.dim : 1) << "}";
+  });
+  table("miras_state_info", "miras_states", iface.states.size(), [&](size_t i) {
+    const auto &st = iface.states[i];
+    os << "{" << cString(st.name) << ", " << st.shape.size() << ", {"
+       << joinInts(st.shape) << "}}";
+  });
+  auto tableRef = [](bool present, StringRef var) {
+    return present ? var.str() : std::string("NULL");
+  };
+  os << "\nstatic const miras_module_metadata miras_metadata_table = {\n"
+     << "  MIRAS_ABI_VERSION, " << cString(n) << ", " << cString(iface.sourcePath)
+     << ", " << cString(kCompilerId) << ",\n  " << iface.dk << ", " << iface.dv
+     << ", " << iface.chunk << ", " << (iface.readAfterWrite ? 1 : 0) << ",\n  "
+     << iface.params.size() << ", "
+     << tableRef(!iface.params.empty(), "miras_params") << ", "
+     << iface.gates.size() << ", " << tableRef(!iface.gates.empty(), "miras_gates")
+     << ", " << iface.states.size() << ", "
+     << tableRef(!iface.states.empty(), "miras_states") << ",\n  "
+     << cString(join(iface.targets, ",")) << ",\n  " << cString(iface.rule)
+     << "};\n\n"
+     << "MIRAS_EXPORT const miras_module_metadata *" << n << "_metadata(void) {\n"
+     << "  return &miras_metadata_table;\n}\n\n";
+
+  // C-contiguous strides; 0 when the element count (or its byte size)
+  // overflows, which we report as a shape error instead of corrupting memory.
+  os << "static int miras_contiguous(int rank, const int64_t *sizes, int64_t "
+        "*strides, int64_t *count) {\n"
+        "  int64_t n = 1;\n"
+        "  for (int i = rank - 1; i >= 0; --i) {\n"
+        "    strides[i] = n;\n"
+        "    if (__builtin_mul_overflow(n, sizes[i], &n)) return 0;\n"
+        "  }\n"
+        "  if (n > (int64_t)(PTRDIFF_MAX / sizeof(float))) return 0;\n"
+        "  *count = n;\n  return 1;\n}\n\n";
+
+  os << "MIRAS_EXPORT int32_t " << n
+     << "_forward(const miras_forward_args *args) {\n"
+     << "  if (args == NULL) return MIRAS_ERR_NULL_POINTER;\n"
+     << "  const int64_t B = args->batch, T = args->length, H = args->heads;\n"
+     << "  if (B <= 0 || T <= 0 || H <= 0) return MIRAS_ERR_SHAPE;\n"
+     << "  if (args->q == NULL || args->k == NULL || args->v == NULL || "
+        "args->o == NULL)\n    return MIRAS_ERR_NULL_POINTER;\n";
+  if (!l.gates.empty()) {
+    os << "  if (args->gates == NULL) return MIRAS_ERR_NULL_POINTER;\n";
+    for (size_t i = 0; i < l.gates.size(); ++i)
+      os << "  if (args->gates[" << i << "] == NULL) return MIRAS_ERR_NULL_POINTER;\n";
+  }
+  if (!l.statesOut.empty()) {
+    os << "  if (args->state_out == NULL) return MIRAS_ERR_NULL_POINTER;\n";
+    for (size_t i = 0; i < l.statesOut.size(); ++i)
+      os << "  if (args->state_out[" << i
+         << "] == NULL) return MIRAS_ERR_NULL_POINTER;\n";
+  }
+  // Descriptors; every shape is checked before anything is written.
+  os << "  int64_t count;\n";
+  auto desc = [&](StringRef var, const Tensor &t, StringRef ptr,
+                  StringRef countVar = "count") {
+    size_t r = t.sizes.size();
+    os << "  miras_memref" << r << " " << var << " = {(float *)" << ptr
+       << ", (float *)" << ptr << ", 0, {" << join(t.sizes, ", ") << "}, {0}};\n"
+       << "  if (!miras_contiguous(" << r << ", " << var << ".sizes, " << var
+       << ".strides, &" << countVar << ")) return MIRAS_ERR_SHAPE;\n";
+  };
+  desc("d_q", l.q, "args->q");
+  desc("d_k", l.k, "args->k");
+  desc("d_v", l.v, "args->v");
+  for (size_t i = 0; i < l.gates.size(); ++i)
+    desc("d_g" + std::to_string(i), l.gates[i],
+         "args->gates[" + std::to_string(i) + "]");
+  for (size_t i = 0; i < l.statesOut.size(); ++i) {
+    std::string c = "n_s" + std::to_string(i);
+    os << "  int64_t " << c << ";\n";
+    desc("d_s" + std::to_string(i), l.statesOut[i],
+         "args->state_out[" + std::to_string(i) + "]", c);
+  }
+  desc("d_o", l.o, "args->o");
+  // The kernel updates the state in place, so the initial state goes into
+  // state_out first. memmove: the caller may pass overlapping buffers.
+  for (size_t i = 0; i < l.statesOut.size(); ++i) {
+    std::string idx = std::to_string(i);
+    os << "  {\n    const float *src = args->state_in ? args->state_in[" << idx
+       << "] : NULL;\n    float *dst = args->state_out[" << idx << "];\n"
+       << "    size_t bytes = (size_t)n_s" << idx << " * sizeof(float);\n"
+       << "    if (src == NULL) memset(dst, 0, bytes);\n"
+       << "    else if (src != dst) memmove(dst, src, bytes);\n  }\n";
+  }
+  os << "  _mlir_ciface_" << n << "_kernel(&d_q, &d_k, &d_v";
+  for (size_t i = 0; i < l.gates.size(); ++i)
+    os << ", &d_g" << i;
+  for (size_t i = 0; i < l.statesOut.size(); ++i)
+    os << ", &d_s" << i;
+  os << ", &d_o);\n  return MIRAS_OK;\n}\n\n";
+
+  os << "MIRAS_EXPORT " << explicitSignature(iface, l) << " {\n";
+  auto array = [&](StringRef type, StringRef var, const std::vector<Tensor> &ts) {
+    if (ts.empty())
+      return std::string("NULL");
+    os << "  " << type << var << "[" << ts.size() << "] = {";
+    for (auto [i, t] : enumerate(ts))
+      os << (i ? ", " : "") << t.cName;
+    os << "};\n";
+    return var.str();
+  };
+  std::string gatesVar = array("const float *", "miras_g", l.gates);
+  std::string inVar = array("const float *", "miras_in", l.statesIn);
+  std::string outVar = array("float *", "miras_out", l.statesOut);
+  os << "  miras_forward_args miras_a;\n"
+     << "  miras_a.batch = B;\n  miras_a.length = T;\n  miras_a.heads = H;\n"
+     << "  miras_a.q = q;\n  miras_a.k = k;\n  miras_a.v = v;\n"
+     << "  miras_a.gates = " << gatesVar << ";\n"
+     << "  miras_a.state_in = " << inVar << ";\n"
+     << "  miras_a.state_out = " << outVar << ";\n"
+     << "  miras_a.o = o;\n  return " << n << "_forward(&miras_a);\n}\n\n";
+
+  os << "MIRAS_EXPORT const miras_module_entry miras_module_v1 = {\n"
+     << "  MIRAS_ABI_VERSION, " << n << "_metadata, " << n << "_forward};\n";
+  return s;
+}
+
+} // namespace miras
