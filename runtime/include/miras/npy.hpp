@@ -1,0 +1,25 @@
+// npy.hpp: reading and writing NumPy .npy files as miras::Tensor.
+//
+// Supported: format versions 1.0 and 2.0, C order, little-endian float32 ('<f4');
+// float64 ('<f8') is read and rounded to float32 because NumPy's default dtype is
+// float64. Everything else (Fortran order, other dtypes, truncated data) is rejected
+// with an Error(MIRAS_ERR_IO) whose message names the file and the problem.
+#ifndef MIRAS_NPY_HPP
+#define MIRAS_NPY_HPP
+
+#include <string>
+
+#include "miras/runtime.hpp"
+
+namespace miras {
+
+MIRAS_RUNTIME_API Tensor readNpy(const std::string &path);
+
+// Writes version 1.0, '<f4'. The data goes to a temporary file in the same directory
+// that is renamed over `path` only once complete, so a failure never leaves a partial
+// file where a good one was.
+MIRAS_RUNTIME_API void writeNpy(const std::string &path, const Tensor &tensor);
+
+} // namespace miras
+
+#endif // MIRAS_NPY_HPP

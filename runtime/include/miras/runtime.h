@@ -1,0 +1,118 @@
+/*
+ * runtime.h: C API of the miras runtime (libmiras_runtime.so).
+ *
+ * The runtime loads a compiled module (lib<name>.so, see miras_abi.h), checks that it
+ * speaks this ABI version, validates its metadata once, and runs it over named,
+ * shape-checked tensors. It depends on libc, libdl and libm only (no MLIR/LLVM).
+ *
+ * Error handling: every function that can fail returns a miras_status and, on failure,
+ * stores a human-readable message in a thread-local buffer (miras_last_error). No
+ * function here aborts or throws on bad input.
+ */
+#ifndef MIRAS_RUNTIME_H
+#define MIRAS_RUNTIME_H
+
+#include <stdint.h>
+
+#include "miras/miras_abi.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#if defined(__GNUC__)
+#define MIRAS_RUNTIME_API __attribute__((visibility("default")))
+#else
+#define MIRAS_RUNTIME_API
+#endif
+
+/* Element types a miras_tensor may carry. Only float32 is accepted for now; the enum
+ * exists so that callers state the type explicitly and bf16 can be added without
+ * an API break. */
+typedef enum miras_dtype {
+  MIRAS_DTYPE_F32 = 0
+} miras_dtype;
+
+#define MIRAS_TENSOR_MAX_RANK 8
+
+/* A named, C-contiguous view of caller-owned memory. The runtime never keeps it. */
+typedef struct miras_tensor {
+  const char *name;                      /* "q", "k", "v", "o", a gate or a state name */
+  void *data;
+  int32_t dtype;                         /* miras_dtype */
+  int32_t rank;
+  int64_t shape[MIRAS_TENSOR_MAX_RANK];
+} miras_tensor;
+
+/* An opened module. Opaque; one per miras_library_open call. */
+typedef struct miras_library miras_library;
+
+/* Message of the last failing runtime call in this thread ("" when none failed yet).
+ * Successful calls leave it unchanged. The pointer stays valid until the next failing
+ * call in the same thread. */
+MIRAS_RUNTIME_API const char *miras_last_error(void);
+
+/* Static name of a status code, e.g. "shape error". Never NULL. */
+MIRAS_RUNTIME_API const char *miras_status_string(miras_status status);
+
+/* dlopens a compiled module, checks MIRAS_ABI_VERSION in its entry table and metadata,
+ * and validates the metadata. A path without '/' is taken relative to the current
+ * directory (not searched on the library path). On success *out owns the library.
+ * Errors: MIRAS_ERR_NULL_POINTER, MIRAS_ERR_LOAD (missing file, not a miras module,
+ * malformed metadata), MIRAS_ERR_ABI_VERSION. */
+MIRAS_RUNTIME_API miras_status miras_library_open(const char *path, miras_library **out);
+
+/* Unloads the module. NULL is ignored. */
+MIRAS_RUNTIME_API void miras_library_close(miras_library *lib);
+
+/* Validated metadata of an opened module (NULL for a NULL library). It lives as long
+ * as the library. */
+MIRAS_RUNTIME_API const miras_module_metadata *miras_library_metadata(const miras_library *lib);
+
+/* Number of elements of state `state_index` for the given batch and heads
+ * (B * H * prod(shape)); -1 when an argument is invalid or the count overflows. */
+MIRAS_RUNTIME_API int64_t miras_state_numel(const miras_module_metadata *meta,
+                                            int32_t state_index, int64_t batch,
+                                            int64_t heads);
+
+/* Number of elements of gate `gate_index` (B * T * H * dim); -1 as above. */
+MIRAS_RUNTIME_API int64_t miras_gate_numel(const miras_module_metadata *meta,
+                                           int32_t gate_index, int64_t batch,
+                                           int64_t length, int64_t heads);
+
+/* Expected shape of the named tensor ("q", "k", "v", "o", a gate or a state) for the
+ * given B, T, H; SPEC.md section 8 is the single source of truth for these shapes.
+ * Errors: MIRAS_ERR_NULL_POINTER, MIRAS_ERR_SHAPE (B, T or H not positive),
+ * MIRAS_ERR_INVALID_ARGUMENT (unknown name). */
+MIRAS_RUNTIME_API miras_status miras_library_tensor_shape(const miras_library *lib,
+                                                          const char *name, int64_t batch,
+                                                          int64_t length, int64_t heads,
+                                                          int32_t *rank,
+                                                          int64_t shape[MIRAS_TENSOR_MAX_RANK]);
+
+/* Runs the module over named tensors.
+ *   inputs:  q, k, v and every gate (required); every state (optional: an absent state
+ *            starts from zeros). B, T, H are taken from q.
+ *   outputs: o and every state (the final state); all required.
+ * Every tensor is checked (name, null data, dtype, rank, each dimension) before the
+ * module runs; an input state and its output may share memory (in-place continuation).
+ * Errors: MIRAS_ERR_NULL_POINTER, MIRAS_ERR_SHAPE, MIRAS_ERR_DTYPE,
+ * MIRAS_ERR_INVALID_ARGUMENT (unknown, duplicate or missing name), or the module's own
+ * status. */
+MIRAS_RUNTIME_API miras_status miras_library_forward(miras_library *lib,
+                                                     const miras_tensor *inputs,
+                                                     int32_t num_inputs,
+                                                     const miras_tensor *outputs,
+                                                     int32_t num_outputs);
+
+/* Pass-through to the module's forward for callers that build miras_forward_args
+ * themselves. Only null pointers and B, T, H > 0 are checked: the buffer sizes are the
+ * caller's responsibility. */
+MIRAS_RUNTIME_API miras_status miras_library_forward_args(miras_library *lib,
+                                                          const miras_forward_args *args);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif /* MIRAS_RUNTIME_H */

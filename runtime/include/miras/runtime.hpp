@@ -1,0 +1,92 @@
+// runtime.hpp: C++ wrapper over the miras runtime C API (runtime.h).
+//
+// Owning float32 tensors, an RAII module handle, and exceptions (miras::Error) instead of
+// status codes. Everything here is a thin layer: shape rules and validation live in the
+// C API so that C, C++ and the CLI agree on them.
+#ifndef MIRAS_RUNTIME_HPP
+#define MIRAS_RUNTIME_HPP
+
+#include <cstdint>
+#include <map>
+#include <stdexcept>
+#include <string>
+#include <vector>
+
+#include "miras/runtime.h"
+
+namespace miras {
+
+// A failed runtime operation: the C status plus the message of miras_last_error().
+class MIRAS_RUNTIME_API Error : public std::runtime_error {
+public:
+  Error(miras_status status, const std::string &message)
+      : std::runtime_error(message), status_(status) {}
+  miras_status status() const { return status_; }
+
+private:
+  miras_status status_;
+};
+
+// A C-contiguous float32 tensor that owns its buffer.
+class MIRAS_RUNTIME_API Tensor {
+public:
+  Tensor() = default;
+  // Zero-filled tensor; throws Error(MIRAS_ERR_SHAPE) on a negative or overflowing shape.
+  explicit Tensor(std::vector<int64_t> shape);
+  // Takes `data`, whose size must equal the product of `shape`.
+  Tensor(std::vector<int64_t> shape, std::vector<float> data);
+
+  const std::vector<int64_t> &shape() const { return shape_; }
+  int64_t numel() const { return static_cast<int64_t>(data_.size()); }
+  float *data() { return data_.data(); }
+  const float *data() const { return data_.data(); }
+  std::vector<float> &values() { return data_; }
+  const std::vector<float> &values() const { return data_; }
+
+  // Number of elements of `shape`; throws Error(MIRAS_ERR_SHAPE) when invalid.
+  static int64_t numelOf(const std::vector<int64_t> &shape);
+
+private:
+  std::vector<int64_t> shape_;
+  std::vector<float> data_;
+};
+
+using TensorMap = std::map<std::string, Tensor>;
+
+// "[2, 3, 4]", for messages.
+MIRAS_RUNTIME_API std::string formatShape(const std::vector<int64_t> &shape);
+
+// An opened module (move-only).
+class MIRAS_RUNTIME_API Library {
+public:
+  // Throws Error with the C API's status and message.
+  static Library open(const std::string &path);
+
+  Library(Library &&other) noexcept;
+  Library &operator=(Library &&other) noexcept;
+  Library(const Library &) = delete;
+  Library &operator=(const Library &) = delete;
+  ~Library();
+
+  const miras_module_metadata &metadata() const;
+  miras_library *handle() const { return lib_; }
+
+  // Expected shape of a named tensor for the given B, T, H (see runtime.h).
+  std::vector<int64_t> shapeOf(const std::string &name, int64_t batch, int64_t length,
+                               int64_t heads) const;
+
+  // A zero state tensor [B, H, ...] for the named state.
+  Tensor zeroState(const std::string &name, int64_t batch, int64_t heads) const;
+
+  // Runs the module. `inputs` holds q, k, v, every gate and optionally initial states;
+  // the result holds o and every final state. Throws Error on any invalid tensor.
+  TensorMap forward(const TensorMap &inputs) const;
+
+private:
+  explicit Library(miras_library *lib) : lib_(lib) {}
+  miras_library *lib_ = nullptr;
+};
+
+} // namespace miras
+
+#endif // MIRAS_RUNTIME_HPP

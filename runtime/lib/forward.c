@@ -1,0 +1,233 @@
+/* forward.c: running a module over named, validated tensors (miras_library_forward) or
+ * over caller-built arguments (miras_library_forward_args). */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "internal.h"
+
+/*
+ * The named interface maps each tensor name to a "slot", the position of its pointer in
+ * miras_forward_args. Inputs: q, k, v, gates..., initial states...; outputs: o, final
+ * states.... Slots keep the metadata order, so the gate and state pointer arrays of
+ * miras_forward_args are contiguous ranges of the slot array.
+ */
+enum { NUM_FIXED_INPUTS = 3 };
+
+static int32_t slot_count(const miras_module_metadata *m, int is_output) {
+  return is_output ? 1 + m->num_states : NUM_FIXED_INPUTS + m->num_gates + m->num_states;
+}
+
+static const char *slot_name(const miras_module_metadata *m, int is_output, int32_t i) {
+  static const char *const fixed[NUM_FIXED_INPUTS] = {"q", "k", "v"};
+  if (is_output)
+    return i == 0 ? "o" : m->states[i - 1].name;
+  if (i < NUM_FIXED_INPUTS)
+    return fixed[i];
+  i -= NUM_FIXED_INPUTS;
+  return i < m->num_gates ? m->gates[i].name : m->states[i - m->num_gates].name;
+}
+
+/* Initial states are the only optional tensors (absent means zeros). */
+static int slot_required(const miras_module_metadata *m, int is_output, int32_t i) {
+  return is_output || i < NUM_FIXED_INPUTS + m->num_gates;
+}
+
+static int32_t find_slot(const miras_module_metadata *m, int is_output, const char *name) {
+  for (int32_t i = 0; i < slot_count(m, is_output); ++i)
+    if (strcmp(slot_name(m, is_output, i), name) == 0)
+      return i;
+  return -1;
+}
+
+/* "q, k, v, alpha, W": the accepted names, for error messages. */
+static void list_names(char *buf, size_t size, const miras_module_metadata *m, int is_output) {
+  size_t used = 0;
+  buf[0] = '\0';
+  for (int32_t i = 0; i < slot_count(m, is_output); ++i) {
+    int n = snprintf(buf + used, size - used, "%s%s", i ? ", " : "", slot_name(m, is_output, i));
+    if (n < 0 || (size_t)n >= size - used)
+      break;
+    used += (size_t)n;
+  }
+}
+
+/* Checks everything about one tensor that does not depend on the module. */
+static miras_status check_tensor_fields(const miras_tensor *t, const char *role, int32_t index) {
+  if (t->name == NULL)
+    return miras_fail(MIRAS_ERR_NULL_POINTER, "%s tensor #%d has a NULL name", role, (int)index);
+  if (t->data == NULL)
+    return miras_fail(MIRAS_ERR_NULL_POINTER, "%s tensor '%s' has NULL data", role, t->name);
+  if (t->dtype != MIRAS_DTYPE_F32)
+    return miras_fail(MIRAS_ERR_DTYPE,
+                      "%s tensor '%s' has dtype %d; only float32 (%d) is supported", role, t->name, (int)t->dtype, (int)MIRAS_DTYPE_F32);
+  if (t->rank < 0 || t->rank > MIRAS_TENSOR_MAX_RANK)
+    return miras_fail(MIRAS_ERR_SHAPE, "%s tensor '%s' has rank %d (allowed 0..%d)", role,
+                      t->name, (int)t->rank, MIRAS_TENSOR_MAX_RANK);
+  return MIRAS_OK;
+}
+
+static miras_status check_shape(const miras_library *lib, const miras_tensor *t,
+                                const char *role, const int64_t bth[3]) {
+  int32_t rank;
+  int64_t want[MIRAS_TENSOR_MAX_RANK];
+  miras_status st = miras_library_tensor_shape(lib, t->name, bth[0], bth[1], bth[2], &rank, want);
+  if (st != MIRAS_OK)
+    return st;
+  int same = rank == t->rank;
+  for (int32_t i = 0; same && i < rank; ++i)
+    same = want[i] == t->shape[i];
+  if (same)
+    return MIRAS_OK;
+  char want_s[128], got_s[128];
+  miras_format_shape(want_s, sizeof want_s, want, rank);
+  miras_format_shape(got_s, sizeof got_s, t->shape, t->rank);
+  return miras_fail(MIRAS_ERR_SHAPE, "%s tensor '%s': expected shape %s, got %s", role, t->name,
+                    want_s, got_s);
+}
+
+/* B, T, H come from q, the one tensor every module has; q's own last dimension is
+ * checked later like any other tensor. */
+static miras_status batch_dims(const miras_tensor *inputs, int32_t n, int64_t bth[3]) {
+  for (int32_t i = 0; i < n; ++i) {
+    const miras_tensor *t = &inputs[i];
+    if (strcmp(t->name, "q") != 0)
+      continue;
+    if (t->rank != 4 || t->shape[0] <= 0 || t->shape[1] <= 0 || t->shape[2] <= 0) {
+      char got[128];
+      miras_format_shape(got, sizeof got, t->shape, t->rank);
+      return miras_fail(MIRAS_ERR_SHAPE,
+                        "input tensor 'q': expected shape [B, T, H, Dk] with B, T, H > 0, got %s",
+                        got);
+    }
+    memcpy(bth, t->shape, 3 * sizeof *bth);
+    return MIRAS_OK;
+  }
+  return miras_fail(MIRAS_ERR_INVALID_ARGUMENT, "missing input tensor 'q'");
+}
+
+/* Validates one list (inputs or outputs) and stores each data pointer in its slot. */
+static miras_status bind_tensors(const miras_library *lib, const miras_tensor *ts, int32_t n,
+                                 int is_output, const int64_t bth[3], float **slots) {
+  const miras_module_metadata *m = lib->meta;
+  const char *role = is_output ? "output" : "input";
+  for (int32_t i = 0; i < n; ++i) {
+    const miras_tensor *t = &ts[i];
+    int32_t slot = find_slot(m, is_output, t->name);
+    if (slot < 0) {
+      char names[512];
+      list_names(names, sizeof names, m, is_output);
+      return miras_fail(MIRAS_ERR_INVALID_ARGUMENT,
+                        "unknown %s tensor '%s' (module '%s' takes %s)", role, t->name, m->name,
+                        names);
+    }
+    if (slots[slot] != NULL)
+      return miras_fail(MIRAS_ERR_INVALID_ARGUMENT, "%s tensor '%s' is given twice", role,
+                        t->name);
+    miras_status st = check_shape(lib, t, role, bth);
+    if (st != MIRAS_OK)
+      return st;
+    slots[slot] = t->data;
+  }
+  for (int32_t i = 0; i < slot_count(m, is_output); ++i)
+    if (slots[i] == NULL && slot_required(m, is_output, i))
+      return miras_fail(MIRAS_ERR_INVALID_ARGUMENT, "missing %s tensor '%s'", role,
+                        slot_name(m, is_output, i));
+  return MIRAS_OK;
+}
+
+static miras_status check_list(const miras_tensor *ts, int32_t n, const char *role) {
+  if (n < 0)
+    return miras_fail(MIRAS_ERR_INVALID_ARGUMENT, "negative number of %s tensors (%d)", role,
+                      (int)n);
+  if (n > 0 && ts == NULL)
+    return miras_fail(MIRAS_ERR_NULL_POINTER, "%s tensor array is NULL", role);
+  for (int32_t i = 0; i < n; ++i) {
+    miras_status st = check_tensor_fields(&ts[i], role, i);
+    if (st != MIRAS_OK)
+      return st;
+  }
+  return MIRAS_OK;
+}
+
+/* Calls the module; a failing module cannot set our message, so we do. */
+static miras_status call_module(const miras_library *lib, const miras_forward_args *args) {
+  int32_t rc = lib->entry->forward(args);
+  if (rc == MIRAS_OK)
+    return MIRAS_OK;
+  miras_status st = rc >= MIRAS_ERR_NULL_POINTER && rc <= MIRAS_ERR_INVALID_ARGUMENT
+                        ? (miras_status)rc
+                        : MIRAS_ERR_INVALID_ARGUMENT;
+  return miras_fail(st, "module '%s' forward failed with status %d (%s)", lib->meta->name,
+                    (int)rc, miras_status_string((miras_status)rc));
+}
+
+miras_status miras_library_forward(miras_library *lib, const miras_tensor *inputs,
+                                   int32_t num_inputs, const miras_tensor *outputs,
+                                   int32_t num_outputs) {
+  if (lib == NULL)
+    return miras_fail(MIRAS_ERR_NULL_POINTER, "miras_library_forward: library is NULL");
+  miras_status st = check_list(inputs, num_inputs, "input");
+  if (st == MIRAS_OK)
+    st = check_list(outputs, num_outputs, "output");
+  int64_t bth[3];
+  if (st == MIRAS_OK)
+    st = batch_dims(inputs, num_inputs, bth);
+  if (st != MIRAS_OK)
+    return st;
+
+  const miras_module_metadata *m = lib->meta;
+  int32_t n_in = slot_count(m, 0), n_out = slot_count(m, 1);
+  float **slots = calloc((size_t)(n_in + n_out), sizeof *slots);
+  if (slots == NULL)
+    return miras_fail(MIRAS_ERR_INVALID_ARGUMENT, "miras_library_forward: out of memory");
+  float **in = slots, **out = slots + n_in;
+  st = bind_tensors(lib, inputs, num_inputs, 0, bth, in);
+  if (st == MIRAS_OK)
+    st = bind_tensors(lib, outputs, num_outputs, 1, bth, out);
+  if (st == MIRAS_OK) {
+    miras_forward_args args = {
+        .batch = bth[0], .length = bth[1], .heads = bth[2],
+        .q = in[0], .k = in[1], .v = in[2],
+        .gates = (const float *const *)(in + NUM_FIXED_INPUTS),
+        .state_in = (const float *const *)(in + NUM_FIXED_INPUTS + m->num_gates),
+        .state_out = out + 1,
+        .o = out[0],
+    };
+    st = call_module(lib, &args);
+  }
+  free(slots);
+  return st;
+}
+
+static int all_set(const void *const *ptrs, int32_t n) {
+  for (int32_t i = 0; i < n; ++i)
+    if (ptrs[i] == NULL)
+      return 0;
+  return 1;
+}
+
+miras_status miras_library_forward_args(miras_library *lib, const miras_forward_args *args) {
+  if (lib == NULL || args == NULL)
+    return miras_fail(MIRAS_ERR_NULL_POINTER, "miras_library_forward_args: %s is NULL",
+                      lib == NULL ? "library" : "args");
+  const miras_module_metadata *m = lib->meta;
+  if (!args->q || !args->k || !args->v || !args->o)
+    return miras_fail(MIRAS_ERR_NULL_POINTER, "forward args: q, k, v and o must not be NULL");
+  if (m->num_gates > 0 &&
+      (!args->gates || !all_set((const void *const *)args->gates, m->num_gates)))
+    return miras_fail(MIRAS_ERR_NULL_POINTER, "forward args: module '%s' needs %d gate pointers",
+                      m->name, (int)m->num_gates);
+  /* state_in entries may be NULL (zero state), the array itself may not. */
+  if (m->num_states > 0 &&
+      (!args->state_in || !args->state_out ||
+       !all_set((const void *const *)args->state_out, m->num_states)))
+    return miras_fail(MIRAS_ERR_NULL_POINTER,
+                      "forward args: module '%s' needs state_in and %d state_out pointers",
+                      m->name, (int)m->num_states);
+  if (args->batch <= 0 || args->length <= 0 || args->heads <= 0)
+    return miras_fail(MIRAS_ERR_SHAPE,
+                      "forward args: B, T and H must be positive (got %lld, %lld, %lld)",
+                      (long long)args->batch, (long long)args->length, (long long)args->heads);
+  return call_module(lib, args);
+}

@@ -1,0 +1,264 @@
+/* library.c: loading a compiled module, validating its metadata, shape queries. */
+#include <dlfcn.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "internal.h"
+
+/* Names the named-tensor interface uses for the fixed tensors; gate and state names
+ * must differ from them and from each other, or miras_library_forward would be
+ * ambiguous. */
+static const char *const fixed_names[] = {"q", "k", "v", "o"};
+
+static miras_status bad_metadata(const char *path, const char *what) {
+  return miras_fail(MIRAS_ERR_LOAD, "'%s': malformed module metadata: %s", path, what);
+}
+
+static int is_name(const char *s) { return s != NULL && s[0] != '\0'; }
+
+/* Counts are int32_t in the ABI; a negative count or a NULL array behind a positive
+ * count would make every later loop read garbage. */
+static int valid_array(int32_t count, const void *array) {
+  return count >= 0 && (count == 0 || array != NULL);
+}
+
+static miras_status check_gate(const char *path, const miras_module_metadata *m,
+                               const miras_gate_info *g) {
+  char msg[256];
+  if (!is_name(g->name))
+    return bad_metadata(path, "a gate has no name");
+  if (g->kind == MIRAS_GATE_SCALAR) {
+    if (g->axis != MIRAS_AXIS_NONE || g->dim != 1) {
+      snprintf(msg, sizeof msg, "scalar gate '%s' must have axis none and dim 1", g->name);
+      return bad_metadata(path, msg);
+    }
+    return MIRAS_OK;
+  }
+  if (g->kind != MIRAS_GATE_CHANNEL) {
+    snprintf(msg, sizeof msg, "gate '%s' has unknown kind %d", g->name, (int)g->kind);
+    return bad_metadata(path, msg);
+  }
+  int64_t want = g->axis == MIRAS_AXIS_KEY ? m->dk : g->axis == MIRAS_AXIS_VALUE ? m->dv : -1;
+  if (want < 0 || g->dim != want) {
+    snprintf(msg, sizeof msg,
+             "channel gate '%s' must run along dk or dv with the matching dim (axis %d, dim %lld)",
+             g->name, (int)g->axis, (long long)g->dim);
+    return bad_metadata(path, msg);
+  }
+  return MIRAS_OK;
+}
+
+static miras_status check_state(const char *path, const miras_state_info *s) {
+  char msg[256];
+  if (!is_name(s->name))
+    return bad_metadata(path, "a state has no name");
+  if (s->rank < 0 || s->rank > MIRAS_MAX_STATE_RANK) {
+    snprintf(msg, sizeof msg, "state '%s' has rank %d (allowed 0..%d)", s->name, (int)s->rank,
+             MIRAS_MAX_STATE_RANK);
+    return bad_metadata(path, msg);
+  }
+  for (int32_t i = 0; i < s->rank; ++i) {
+    if (s->shape[i] <= 0) {
+      snprintf(msg, sizeof msg, "state '%s' has non-positive dimension %lld", s->name,
+               (long long)s->shape[i]);
+      return bad_metadata(path, msg);
+    }
+  }
+  return MIRAS_OK;
+}
+
+/* Collects fixed, gate and state names and rejects any repeated one. */
+static miras_status check_unique_names(const char *path, const miras_module_metadata *m) {
+  int32_t n = 4 + m->num_gates + m->num_states;
+  const char **names = malloc((size_t)n * sizeof *names);
+  if (names == NULL)
+    return miras_fail(MIRAS_ERR_LOAD, "'%s': out of memory", path);
+  int32_t k = 0;
+  for (int32_t i = 0; i < 4; ++i) names[k++] = fixed_names[i];
+  for (int32_t i = 0; i < m->num_gates; ++i) names[k++] = m->gates[i].name;
+  for (int32_t i = 0; i < m->num_states; ++i) names[k++] = m->states[i].name;
+  miras_status st = MIRAS_OK;
+  for (int32_t i = 0; i < n && st == MIRAS_OK; ++i) {
+    for (int32_t j = 0; j < i; ++j) {
+      if (strcmp(names[i], names[j]) == 0) {
+        char msg[256];
+        snprintf(msg, sizeof msg, "tensor name '%s' is used twice (gates, states, q/k/v/o)",
+                 names[i]);
+        st = bad_metadata(path, msg);
+        break;
+      }
+    }
+  }
+  free(names);
+  return st;
+}
+
+static miras_status check_metadata(const char *path, const miras_module_metadata *m) {
+  if (m->abi_version != MIRAS_ABI_VERSION)
+    return miras_fail(MIRAS_ERR_ABI_VERSION,
+                      "'%s': module metadata has ABI version %u, runtime expects %u", path,
+                      (unsigned)m->abi_version, (unsigned)MIRAS_ABI_VERSION);
+  if (!is_name(m->name))
+    return bad_metadata(path, "module has no name");
+  if (!m->source || !m->compiler || !m->targets || !m->rule)
+    return bad_metadata(path, "source, compiler, targets and rule must not be NULL");
+  if (m->dk <= 0 || m->dv <= 0 || m->chunk <= 0)
+    return bad_metadata(path, "dk, dv and chunk must be positive");
+  if (m->read_after_write != 0 && m->read_after_write != 1)
+    return bad_metadata(path, "read_after_write must be 0 or 1");
+  if (!valid_array(m->num_params, m->params) || !valid_array(m->num_gates, m->gates) ||
+      !valid_array(m->num_states, m->states))
+    return bad_metadata(path, "a negative count or a NULL params/gates/states array");
+  for (int32_t i = 0; i < m->num_params; ++i)
+    if (!is_name(m->params[i].name))
+      return bad_metadata(path, "a parameter has no name");
+  for (int32_t i = 0; i < m->num_gates; ++i) {
+    miras_status st = check_gate(path, m, &m->gates[i]);
+    if (st != MIRAS_OK) return st;
+  }
+  for (int32_t i = 0; i < m->num_states; ++i) {
+    miras_status st = check_state(path, &m->states[i]);
+    if (st != MIRAS_OK) return st;
+  }
+  return check_unique_names(path, m);
+}
+
+/* Checks the entry table before calling into it: with another ABI version even the
+ * layout of the metadata struct may differ, so nothing else may be touched. */
+static miras_status check_entry(const char *path, const miras_module_entry *e,
+                                const miras_module_metadata **meta) {
+  if (e->abi_version != MIRAS_ABI_VERSION)
+    return miras_fail(MIRAS_ERR_ABI_VERSION,
+                      "'%s' was built for miras ABI version %u, runtime expects %u", path,
+                      (unsigned)e->abi_version, (unsigned)MIRAS_ABI_VERSION);
+  if (e->metadata == NULL || e->forward == NULL)
+    return miras_fail(MIRAS_ERR_LOAD, "'%s': entry table has a NULL metadata or forward",
+                      path);
+  *meta = e->metadata();
+  if (*meta == NULL)
+    return miras_fail(MIRAS_ERR_LOAD, "'%s': metadata() returned NULL", path);
+  return check_metadata(path, *meta);
+}
+
+/* dlopen searches the library path for a bare file name; a module path on the command
+ * line means a file, so make it explicit. */
+static void *open_handle(const char *path) {
+  if (strchr(path, '/') != NULL)
+    return dlopen(path, RTLD_NOW | RTLD_LOCAL);
+  size_t n = strlen(path) + 3;
+  char *local = malloc(n);
+  if (local == NULL)
+    return NULL;
+  snprintf(local, n, "./%s", path);
+  void *handle = dlopen(local, RTLD_NOW | RTLD_LOCAL);
+  free(local);
+  return handle;
+}
+
+miras_status miras_library_open(const char *path, miras_library **out) {
+  if (out == NULL)
+    return miras_fail(MIRAS_ERR_NULL_POINTER, "miras_library_open: out is NULL");
+  *out = NULL;
+  if (path == NULL)
+    return miras_fail(MIRAS_ERR_NULL_POINTER, "miras_library_open: path is NULL");
+  dlerror(); /* clear any stale message */
+  void *handle = open_handle(path);
+  if (handle == NULL) {
+    const char *why = dlerror();
+    return miras_fail(MIRAS_ERR_LOAD, "cannot load '%s': %s", path, why ? why : "unknown error");
+  }
+  const miras_module_entry *entry = dlsym(handle, MIRAS_MODULE_ENTRY_SYMBOL);
+  const miras_module_metadata *meta = NULL;
+  miras_status st = entry != NULL ? check_entry(path, entry, &meta)
+                                  : miras_fail(MIRAS_ERR_LOAD,
+                                               "'%s' is not a miras module (no symbol '%s')",
+                                               path, MIRAS_MODULE_ENTRY_SYMBOL);
+  miras_library *lib = NULL;
+  if (st == MIRAS_OK && (lib = malloc(sizeof *lib)) == NULL)
+    st = miras_fail(MIRAS_ERR_LOAD, "'%s': out of memory", path);
+  if (st != MIRAS_OK) {
+    dlclose(handle);
+    return st;
+  }
+  lib->handle = handle;
+  lib->entry = entry;
+  lib->meta = meta;
+  *out = lib;
+  return MIRAS_OK;
+}
+
+void miras_library_close(miras_library *lib) {
+  if (lib == NULL)
+    return;
+  dlclose(lib->handle);
+  free(lib);
+}
+
+const miras_module_metadata *miras_library_metadata(const miras_library *lib) {
+  return lib ? lib->meta : NULL;
+}
+
+int64_t miras_state_numel(const miras_module_metadata *meta, int32_t state_index,
+                          int64_t batch, int64_t heads) {
+  if (meta == NULL || state_index < 0 || state_index >= meta->num_states || batch <= 0 ||
+      heads <= 0)
+    return -1;
+  const miras_state_info *s = &meta->states[state_index];
+  int64_t n = miras_mul_checked(batch, heads);
+  for (int32_t i = 0; i < s->rank && n >= 0; ++i)
+    n = miras_mul_checked(n, s->shape[i]);
+  return n;
+}
+
+int64_t miras_gate_numel(const miras_module_metadata *meta, int32_t gate_index, int64_t batch,
+                         int64_t length, int64_t heads) {
+  if (meta == NULL || gate_index < 0 || gate_index >= meta->num_gates || batch <= 0 ||
+      length <= 0 || heads <= 0)
+    return -1;
+  int64_t n = miras_mul_checked(miras_mul_checked(batch, length), heads);
+  return n < 0 ? -1 : miras_mul_checked(n, meta->gates[gate_index].dim);
+}
+
+static void set_shape(int32_t *rank, int64_t *shape, int32_t n, const int64_t *dims) {
+  *rank = n;
+  memcpy(shape, dims, (size_t)n * sizeof *dims);
+}
+
+miras_status miras_library_tensor_shape(const miras_library *lib, const char *name,
+                                        int64_t batch, int64_t length, int64_t heads,
+                                        int32_t *rank, int64_t shape[MIRAS_TENSOR_MAX_RANK]) {
+  if (lib == NULL || name == NULL || rank == NULL || shape == NULL)
+    return miras_fail(MIRAS_ERR_NULL_POINTER, "miras_library_tensor_shape: NULL argument");
+  if (batch <= 0 || length <= 0 || heads <= 0)
+    return miras_fail(MIRAS_ERR_SHAPE, "B, T and H must be positive (got %lld, %lld, %lld)",
+                      (long long)batch, (long long)length, (long long)heads);
+  const miras_module_metadata *m = lib->meta;
+  if (strcmp(name, "q") == 0 || strcmp(name, "k") == 0) {
+    set_shape(rank, shape, 4, (const int64_t[]){batch, length, heads, m->dk});
+    return MIRAS_OK;
+  }
+  if (strcmp(name, "v") == 0 || strcmp(name, "o") == 0) {
+    set_shape(rank, shape, 4, (const int64_t[]){batch, length, heads, m->dv});
+    return MIRAS_OK;
+  }
+  for (int32_t i = 0; i < m->num_gates; ++i) {
+    const miras_gate_info *g = &m->gates[i];
+    if (strcmp(name, g->name) != 0)
+      continue;
+    set_shape(rank, shape, g->kind == MIRAS_GATE_SCALAR ? 3 : 4,
+              (const int64_t[]){batch, length, heads, g->dim});
+    return MIRAS_OK;
+  }
+  for (int32_t i = 0; i < m->num_states; ++i) {
+    const miras_state_info *s = &m->states[i];
+    if (strcmp(name, s->name) != 0)
+      continue;
+    set_shape(rank, shape, 2, (const int64_t[]){batch, heads});
+    memcpy(shape + 2, s->shape, (size_t)s->rank * sizeof *shape);
+    *rank = 2 + s->rank;
+    return MIRAS_OK;
+  }
+  return miras_fail(MIRAS_ERR_INVALID_ARGUMENT, "module '%s' has no tensor named '%s'",
+                    m->name, name);
+}

@@ -1,0 +1,122 @@
+// runtime.cpp: the C++ wrapper (runtime.hpp) over the C API.
+#include "miras/runtime.hpp"
+
+#include <algorithm>
+#include <utility>
+
+namespace miras {
+namespace {
+
+void check(miras_status status) {
+  if (status != MIRAS_OK)
+    throw Error(status, miras_last_error());
+}
+
+// A C view of a tensor. Inputs are passed through a non-const pointer because
+// miras_tensor serves both directions; the module only reads inputs.
+miras_tensor viewOf(const std::string &name, const Tensor &t) {
+  miras_tensor v{};
+  v.name = name.c_str();
+  v.data = const_cast<float *>(t.data());
+  v.dtype = MIRAS_DTYPE_F32;
+  // An over-long shape keeps its true rank so that the C API reports it.
+  v.rank = static_cast<int32_t>(t.shape().size());
+  std::copy_n(t.shape().begin(), std::min<size_t>(t.shape().size(), MIRAS_TENSOR_MAX_RANK),
+              v.shape);
+  return v;
+}
+
+} // namespace
+
+int64_t Tensor::numelOf(const std::vector<int64_t> &shape) {
+  int64_t n = 1;
+  for (int64_t d : shape) {
+    if (d < 0 || __builtin_mul_overflow(n, d, &n))
+      throw Error(MIRAS_ERR_SHAPE, "invalid tensor shape " + formatShape(shape));
+  }
+  return n;
+}
+
+Tensor::Tensor(std::vector<int64_t> shape)
+    : shape_(std::move(shape)), data_(static_cast<size_t>(numelOf(shape_)), 0.0f) {}
+
+Tensor::Tensor(std::vector<int64_t> shape, std::vector<float> data)
+    : shape_(std::move(shape)), data_(std::move(data)) {
+  if (numelOf(shape_) != numel())
+    throw Error(MIRAS_ERR_SHAPE, "tensor of shape " + formatShape(shape_) + " given " +
+                                     std::to_string(numel()) + " values");
+}
+
+std::string formatShape(const std::vector<int64_t> &shape) {
+  std::string s = "[";
+  for (size_t i = 0; i < shape.size(); ++i)
+    s += (i ? ", " : "") + std::to_string(shape[i]);
+  return s + "]";
+}
+
+Library Library::open(const std::string &path) {
+  miras_library *lib = nullptr;
+  check(miras_library_open(path.c_str(), &lib));
+  return Library(lib);
+}
+
+Library::Library(Library &&other) noexcept : lib_(std::exchange(other.lib_, nullptr)) {}
+
+Library &Library::operator=(Library &&other) noexcept {
+  if (this != &other) {
+    miras_library_close(lib_);
+    lib_ = std::exchange(other.lib_, nullptr);
+  }
+  return *this;
+}
+
+Library::~Library() { miras_library_close(lib_); }
+
+const miras_module_metadata &Library::metadata() const {
+  if (lib_ == nullptr)
+    throw Error(MIRAS_ERR_NULL_POINTER, "use of a moved-from miras::Library");
+  return *miras_library_metadata(lib_);
+}
+
+std::vector<int64_t> Library::shapeOf(const std::string &name, int64_t batch, int64_t length,
+                                      int64_t heads) const {
+  int32_t rank = 0;
+  int64_t shape[MIRAS_TENSOR_MAX_RANK];
+  check(miras_library_tensor_shape(lib_, name.c_str(), batch, length, heads, &rank, shape));
+  return std::vector<int64_t>(shape, shape + rank);
+}
+
+Tensor Library::zeroState(const std::string &name, int64_t batch, int64_t heads) const {
+  const miras_module_metadata &m = metadata();
+  for (int32_t i = 0; i < m.num_states; ++i)
+    if (name == m.states[i].name)
+      return Tensor(shapeOf(name, batch, 1, heads));
+  throw Error(MIRAS_ERR_INVALID_ARGUMENT,
+              "module '" + std::string(m.name) + "' has no state named '" + name + "'");
+}
+
+TensorMap Library::forward(const TensorMap &inputs) const {
+  const miras_module_metadata &m = metadata();
+  // Outputs are sized from q's B, T, H. A missing or malformed q allocates nothing and
+  // is then reported by the C API, which owns all validation messages.
+  TensorMap outputs;
+  auto q = inputs.find("q");
+  if (q != inputs.end() && q->second.shape().size() == 4 &&
+      std::all_of(q->second.shape().begin(), q->second.shape().begin() + 3,
+                  [](int64_t d) { return d > 0; })) {
+    const std::vector<int64_t> &s = q->second.shape();
+    outputs.emplace("o", Tensor(shapeOf("o", s[0], s[1], s[2])));
+    for (int32_t i = 0; i < m.num_states; ++i)
+      outputs.emplace(m.states[i].name, Tensor(shapeOf(m.states[i].name, s[0], s[1], s[2])));
+  }
+  std::vector<miras_tensor> in, out;
+  for (const auto &[name, t] : inputs)
+    in.push_back(viewOf(name, t));
+  for (const auto &[name, t] : outputs)
+    out.push_back(viewOf(name, t));
+  check(miras_library_forward(lib_, in.data(), static_cast<int32_t>(in.size()), out.data(),
+                              static_cast<int32_t>(out.size())));
+  return outputs;
+}
+
+} // namespace miras

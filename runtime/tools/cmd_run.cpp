@@ -1,0 +1,126 @@
+// cmd_run.cpp: `miras run lib.so --inputs DIR --outputs DIR` runs a module on .npy files.
+#include <chrono>
+#include <cstdio>
+#include <filesystem>
+#include <string>
+
+#include "commands.hpp"
+#include "miras/npy.hpp"
+#include "miras/runtime.hpp"
+
+namespace miras::cli {
+
+const char kRunHelp[] =
+    "usage: miras run <lib.so> --inputs DIR --outputs DIR [--threads N]\n"
+    "\n"
+    "Read q.npy, k.npy, v.npy and <gate>.npy for every gate from --inputs, plus\n"
+    "<state>.npy for every state when present (a missing state starts from zeros).\n"
+    "Run the module and write o.npy and the final <state>.npy files to --outputs\n"
+    "(created if missing). Arrays are float32 (float64 is converted), C order.\n"
+    "\n"
+    "options:\n"
+    "  --inputs DIR    directory of input .npy files\n"
+    "  --outputs DIR   directory for the output .npy files\n"
+    "  --threads N     number of CPU threads (accepted; not used yet)\n";
+
+namespace fs = std::filesystem;
+
+namespace {
+
+struct RunOptions {
+  std::string library, inputs, outputs;
+};
+
+// Accepts "--opt VALUE" and "--opt=VALUE".
+RunOptions parseOptions(const Args &args) {
+  RunOptions opts;
+  std::string threads;
+  bool hasThreads = false;
+  for (size_t i = 0; i < args.size(); ++i) {
+    std::string arg = args[i], value;
+    size_t eq = arg.find('=');
+    bool isOption = arg.rfind("--", 0) == 0;
+    if (isOption && eq != std::string::npos) {
+      value = arg.substr(eq + 1);
+      arg.resize(eq);
+    } else if (isOption) {
+      if (i + 1 == args.size())
+        throw UsageError("option " + arg + " needs a value");
+      value = args[++i];
+    }
+    if (arg == "--inputs")
+      opts.inputs = value;
+    else if (arg == "--outputs")
+      opts.outputs = value;
+    else if (arg == "--threads") {
+      threads = value;
+      hasThreads = true;
+    } else if (isOption || arg.rfind("-", 0) == 0)
+      throw UsageError("unknown option '" + arg + "' for 'miras run'");
+    else if (opts.library.empty())
+      opts.library = arg;
+    else
+      throw UsageError("unexpected argument '" + arg + "'");
+  }
+  if (opts.library.empty() || opts.inputs.empty() || opts.outputs.empty())
+    throw UsageError("usage: miras run <lib.so> --inputs DIR --outputs DIR [--threads N]");
+  // Validated now so that scripts written today keep working once threads are used.
+  bool positive = !threads.empty() &&
+                  threads.find_first_not_of("0123456789") == std::string::npos &&
+                  threads.find_first_not_of('0') != std::string::npos;
+  if (hasThreads && !positive)
+    throw UsageError("--threads expects a positive integer, got '" + threads + "'");
+  return opts;
+}
+
+std::string npyPath(const std::string &dir, const std::string &name) {
+  return (fs::path(dir) / (name + ".npy")).string();
+}
+
+// q, k, v and gates are required; a state file is optional (zeros otherwise).
+TensorMap readInputs(const Library &lib, const std::string &dir) {
+  const miras_module_metadata &m = lib.metadata();
+  TensorMap inputs;
+  for (const char *name : {"q", "k", "v"})
+    inputs[name] = readNpy(npyPath(dir, name));
+  for (int32_t i = 0; i < m.num_gates; ++i)
+    inputs[m.gates[i].name] = readNpy(npyPath(dir, m.gates[i].name));
+  for (int32_t i = 0; i < m.num_states; ++i) {
+    std::string path = npyPath(dir, m.states[i].name);
+    std::error_code ec;
+    if (fs::exists(path, ec))
+      inputs[m.states[i].name] = readNpy(path);
+    else
+      std::fprintf(stderr, "miras: note: %s not found; state '%s' starts from zeros\n",
+                   path.c_str(), m.states[i].name);
+  }
+  return inputs;
+}
+
+void writeOutputs(const TensorMap &outputs, const std::string &dir) {
+  std::error_code ec;
+  fs::create_directories(dir, ec);
+  if (ec)
+    throw Error(MIRAS_ERR_IO, "cannot create output directory '" + dir + "': " + ec.message());
+  for (const auto &[name, tensor] : outputs)
+    writeNpy(npyPath(dir, name), tensor);
+}
+
+} // namespace
+
+int runRun(const Args &args) {
+  RunOptions opts = parseOptions(args);
+  Library lib = Library::open(opts.library);
+  TensorMap inputs = readInputs(lib, opts.inputs);
+  auto start = std::chrono::steady_clock::now();
+  TensorMap outputs = lib.forward(inputs);
+  std::chrono::duration<double, std::milli> ms = std::chrono::steady_clock::now() - start;
+  writeOutputs(outputs, opts.outputs);
+  const std::vector<int64_t> &q = inputs.at("q").shape(); // validated by forward
+  std::printf("%s: B=%lld T=%lld H=%lld forward %.3f ms, wrote %zu tensors to %s\n",
+              lib.metadata().name, (long long)q[0], (long long)q[1], (long long)q[2], ms.count(),
+              outputs.size(), opts.outputs.c_str());
+  return 0;
+}
+
+} // namespace miras::cli

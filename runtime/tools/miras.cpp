@@ -1,0 +1,75 @@
+// miras.cpp: entry point of the `miras` tool (inspect and run compiled modules).
+// Dispatch and error reporting only; each subcommand lives in its own file.
+#include <cstdio>
+#include <cstring>
+#include <exception>
+
+#include "commands.hpp"
+
+namespace {
+
+using namespace miras::cli;
+
+const char kHelp[] =
+    "usage: miras <command> [options]\n"
+    "\n"
+    "Inspect and run modules compiled by mirasc (lib<name>.so).\n"
+    "\n"
+    "commands:\n"
+    "  info   print a module's metadata as JSON\n"
+    "  run    run a module on .npy tensors from a directory\n"
+    "\n"
+    "Run 'miras <command> --help' for the options of a command.\n";
+
+struct Command {
+  const char *name;
+  const char *help;
+  int (*run)(const Args &);
+};
+
+// New subcommands (e.g. `bench`) are added here.
+const Command kCommands[] = {
+    {"info", kInfoHelp, runInfo},
+    {"run", kRunHelp, runRun},
+};
+
+bool isHelp(const std::string &arg) { return arg == "--help" || arg == "-h"; }
+
+int dispatch(const Args &args) {
+  if (args.empty())
+    throw UsageError("no command given (run 'miras --help')");
+  if (isHelp(args[0]) || args[0] == "help") {
+    std::fputs(kHelp, stdout);
+    return 0;
+  }
+  for (const Command &cmd : kCommands) {
+    if (args[0] != cmd.name)
+      continue;
+    Args rest(args.begin() + 1, args.end());
+    for (const std::string &arg : rest) {
+      if (isHelp(arg)) {
+        std::fputs(cmd.help, stdout);
+        return 0;
+      }
+    }
+    return cmd.run(rest);
+  }
+  throw UsageError("unknown command '" + args[0] + "' (run 'miras --help')");
+}
+
+} // namespace
+
+int main(int argc, char **argv) {
+  try {
+    return dispatch(Args(argv + 1, argv + argc));
+  } catch (const UsageError &e) {
+    std::fprintf(stderr, "miras: error: %s\n", e.what());
+    return 2;
+  } catch (const std::exception &e) {
+    std::fprintf(stderr, "miras: error: %s\n", e.what());
+    return 1;
+  } catch (...) {
+    std::fprintf(stderr, "miras: error: unexpected failure\n");
+    return 1;
+  }
+}

@@ -1,0 +1,130 @@
+// cli_test.cpp: the `miras` tool end to end (exit codes, JSON, run on .npy files).
+#include <algorithm>
+#include <fstream>
+#include <sstream>
+
+#include <sys/wait.h>
+
+#include "miras/npy.hpp"
+#include "test_util.hpp"
+
+namespace {
+
+using namespace miras::test;
+using miras::TensorMap;
+
+struct Result {
+  int code;
+  std::string out, err;
+};
+
+class Cli : public ::testing::Test {
+protected:
+  Result tool(const std::string &args) {
+    std::string out = dir_.file("stdout"), err = dir_.file("stderr");
+    int rc = std::system((std::string(MIRAS_TOOL) + " " + args + " >" + out + " 2>" + err).c_str());
+    return {WIFEXITED(rc) ? WEXITSTATUS(rc) : -1, read(out), read(err)};
+  }
+
+  static std::string read(const std::string &path) {
+    std::ifstream f(path);
+    std::stringstream s;
+    s << f.rdbuf();
+    return s.str();
+  }
+
+  // Exactly one line, "miras: error: ...".
+  static void expectOneErrorLine(const Result &r, const std::string &fragment) {
+    EXPECT_EQ(r.err.rfind("miras: error: ", 0), 0u) << r.err;
+    EXPECT_EQ(std::count(r.err.begin(), r.err.end(), '\n'), 1) << r.err;
+    EXPECT_NE(r.err.find(fragment), std::string::npos) << r.err;
+  }
+
+  ScratchDir dir_;
+};
+
+TEST_F(Cli, Help) {
+  Result r = tool("--help");
+  EXPECT_EQ(r.code, 0);
+  EXPECT_NE(r.out.find("usage: miras <command>"), std::string::npos);
+  r = tool("run --help");
+  EXPECT_EQ(r.code, 0);
+  EXPECT_NE(r.out.find("--inputs DIR"), std::string::npos);
+}
+
+TEST_F(Cli, UsageErrorsExitTwo) {
+  for (const char *args : {"", "frobnicate", "info", "info a.so b.so", "run x.so --inputs d",
+                           "run x.so --inputs d --outputs e --threads 0", "run x.so --bogus 1"}) {
+    Result r = tool(args);
+    EXPECT_EQ(r.code, 2) << args;
+    expectOneErrorLine(r, "");
+  }
+}
+
+TEST_F(Cli, InfoPrintsJson) {
+  Result r = tool(std::string("info ") + MIRAS_FAKE_MODULE);
+  ASSERT_EQ(r.code, 0) << r.err;
+  for (const char *fragment :
+       {"\"name\": \"fake_linear\"", "\"abi_version\": 1", "\"dk\": 3", "\"dv\": 4",
+        "\"read\": \"after_write\"", "{\"name\": \"steps\", \"value\": 2, \"integer\": true}",
+        "{\"name\": \"eta\", \"value\": 0.5, \"integer\": false}",
+        "{\"name\": \"alpha\", \"kind\": \"scalar\", \"axis\": null, \"dim\": 1, \"shape\": "
+        "\"[B,T,H]\"}",
+        "{\"name\": \"beta\", \"kind\": \"channel\", \"axis\": \"dv\", \"dim\": 4, \"shape\": "
+        "\"[B,T,H,Dv]\"}",
+        "{\"name\": \"W\", \"shape\": [4, 3]}", "\"targets\": [\"cpu\"]",
+        "\"rule\": \"W = alpha * W + (beta * v) k^T\""})
+    EXPECT_NE(r.out.find(fragment), std::string::npos) << fragment << "\n" << r.out;
+}
+
+TEST_F(Cli, InfoOnBadModuleFails) {
+  Result r = tool(std::string("info ") + MIRAS_FAKE_BAD_ENTRY_ABI);
+  EXPECT_EQ(r.code, 1);
+  expectOneErrorLine(r, "ABI version 99");
+}
+
+TEST_F(Cli, RunWritesReferenceOutputs) {
+  TensorMap in = fakeInputs(2, 4, 3, true, 11);
+  std::filesystem::create_directory(dir_.file("in"));
+  for (const auto &[name, t] : in)
+    miras::writeNpy(dir_.file("in/" + name + ".npy"), t);
+  Result r = tool(std::string("run ") + MIRAS_FAKE_MODULE + " --inputs " + dir_.file("in") +
+                  " --outputs=" + dir_.file("out/nested") + " --threads 2");
+  ASSERT_EQ(r.code, 0) << r.err;
+  EXPECT_NE(r.out.find("fake_linear: B=2 T=4 H=3"), std::string::npos) << r.out;
+  TensorMap want = reference(in);
+  expectNear(miras::readNpy(dir_.file("out/nested/o.npy")), want["o"]);
+  expectNear(miras::readNpy(dir_.file("out/nested/W.npy")), want["W"]);
+}
+
+TEST_F(Cli, RunWithoutStateStartsFromZeros) {
+  TensorMap in = fakeInputs(1, 3, 2, false, 5);
+  std::filesystem::create_directory(dir_.file("in"));
+  for (const auto &[name, t] : in)
+    miras::writeNpy(dir_.file("in/" + name + ".npy"), t);
+  Result r = tool(std::string("run ") + MIRAS_FAKE_MODULE + " --inputs " + dir_.file("in") +
+                  " --outputs " + dir_.file("out"));
+  ASSERT_EQ(r.code, 0) << r.err;
+  EXPECT_NE(r.err.find("starts from zeros"), std::string::npos) << r.err;
+  expectNear(miras::readNpy(dir_.file("out/o.npy")), reference(in)["o"]);
+}
+
+TEST_F(Cli, RunReportsMissingAndInvalidInputs) {
+  std::filesystem::create_directory(dir_.file("in"));
+  std::string cmd = std::string("run ") + MIRAS_FAKE_MODULE + " --inputs " + dir_.file("in") +
+                    " --outputs " + dir_.file("out");
+  Result r = tool(cmd);
+  EXPECT_EQ(r.code, 1);
+  expectOneErrorLine(r, "q.npy");
+
+  TensorMap in = fakeInputs(1, 3, 2, true); // with W: no "starts from zeros" note
+  in["k"] = randomTensor({1, 3, 2, kDv}, 9); // wrong Dk
+  for (const auto &[name, t] : in)
+    miras::writeNpy(dir_.file("in/" + name + ".npy"), t);
+  r = tool(cmd);
+  EXPECT_EQ(r.code, 1);
+  expectOneErrorLine(r, "input tensor 'k': expected shape [1, 3, 2, 3], got [1, 3, 2, 4]");
+  EXPECT_FALSE(std::filesystem::exists(dir_.file("out/o.npy")));
+}
+
+} // namespace
