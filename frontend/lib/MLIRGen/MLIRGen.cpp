@@ -86,9 +86,7 @@ Value Generator::emitCall(const ast::Expr &expr, ArrayRef<Value> args) {
     }
   }
   if (args.size() == 2 && (f == "min" || f == "max")) {
-    MathBuilder mb(b, l);
-    Value lhs = mb.broadcast(args[0], args[1].getType());
-    Value rhs = mb.broadcast(args[1], lhs.getType());
+    auto [lhs, rhs] = MathBuilder(b, l).unify(args[0], args[1]);
     if (f == "min")
       return arith::MinimumFOp::create(b, l, lhs, rhs);
     return arith::MaximumFOp::create(b, l, lhs, rhs);
@@ -129,9 +127,7 @@ Value Generator::emitExpr(const ast::Expr &expr) {
   case ast::Expr::Kind::Unary:
     return arith::NegFOp::create(b, l, operands[0]);
   case ast::Expr::Kind::Binary: {
-    MathBuilder mb(b, l);
-    Value lhs = mb.broadcast(operands[0], operands[1].getType());
-    Value rhs = mb.broadcast(operands[1], lhs.getType());
+    auto [lhs, rhs] = MathBuilder(b, l).unify(operands[0], operands[1]);
     if (expr.op == "+")
       return arith::AddFOp::create(b, l, lhs, rhs);
     if (expr.op == "-")

@@ -49,10 +49,10 @@ public:
   mlir::Value matvec(mlir::Value matrix, mlir::Value vector);
   mlir::Value outer(mlir::Value lhs, mlir::Value rhs);
 
-private:
   /// Brings a scalar operand to the other operand's tensor type.
   std::pair<mlir::Value, mlir::Value> unify(mlir::Value a, mlir::Value b);
 
+private:
   mlir::OpBuilder &b;
   mlir::Location loc;
 };

@@ -1,0 +1,554 @@
+//===- MirasToLinalg.cpp - Step function to a fused sequential kernel -----===//
+//
+// Each step-level value is lowered to one of:
+//   Scalar  an f32 SSA value in the time loop (gates, learning rates, sums);
+//   Splat   a tensor whose elements all equal one f32 SSA value;
+//   Buffer  a memref holding the tensor (inputs, the state, materialised
+//           vectors);
+//   Lazy    a matrix expression (decay * W - u k^T, ...) that is never
+//           materialised but evaluated element by element inside the generic
+//           that consumes it.
+// Element-wise evaluation composes indexing maps: a vector reached as the
+// left operand of an outer product runs along the row iterator, as the right
+// operand (or as a matvec's vector) along the column iterator.
+//
+//===----------------------------------------------------------------------===//
+#include "miras/Compiler/Passes.h"
+#include "miras/Dialect/Miras/IR/MirasOps.h"
+
+#include "mlir/Dialect/Utils/StructuredOpsUtils.h"
+#include "mlir/IR/AffineMap.h"
+#include "mlir/IR/Builders.h"
+#include "llvm/ADT/MapVector.h"
+
+namespace miras {
+#define GEN_PASS_DEF_MIRASLOWERTOLINALG
+#include "miras/Compiler/Passes.h.inc"
+} // namespace miras
+
+using namespace mlir;
+using namespace miras;
+
+namespace {
+
+struct Lowered {
+  enum class Kind { Scalar, Splat, Buffer, Lazy, Clobbered };
+  Kind kind = Kind::Clobbered;
+  Value value; // Scalar / Splat: the f32 value; Buffer: the memref
+};
+
+/// The inputs of one linalg.generic being built: distinct (buffer, map) pairs.
+struct Leaves {
+  llvm::MapVector<std::pair<Value, AffineMap>, unsigned> index;
+  SmallVector<Value> buffers() const {
+    SmallVector<Value> result;
+    for (auto &entry : index)
+      result.push_back(entry.first.first);
+    return result;
+  }
+  SmallVector<AffineMap> maps() const {
+    SmallVector<AffineMap> result;
+    for (auto &entry : index)
+      result.push_back(entry.first.second);
+    return result;
+  }
+};
+
+class KernelLowering {
+public:
+  KernelLowering(MemoryModuleOp module, func::FuncOp step)
+      : module(module), step(step), ctx(module.getContext()) {}
+
+  /// Builds `@<name>_kernel` before the miras.module.
+  LogicalResult run();
+
+private:
+  // Element-wise evaluation of a tensor value under `map` (iteration space ->
+  // the value's dimensions). With `leaves` set, only records the buffers read;
+  // with `args` set, emits scalar ops reading the generic's block arguments.
+  LogicalResult visitElement(Value tensor, AffineMap map, Leaves &leaves);
+  FailureOr<Value> emitElement(OpBuilder &b, Value tensor, AffineMap map,
+                               const Leaves &leaves, ValueRange args);
+
+  /// Writes `tensor` (any rank) into `dest` with one linalg.generic.
+  LogicalResult materialize(OpBuilder &b, Value tensor, Value dest);
+  /// `dest = matrix * vector` with one reduction generic.
+  LogicalResult lowerMatVec(OpBuilder &b, MatVecOp op, Value dest);
+  /// Sum (of squares, for a norm) of a vector, as a Scalar.
+  FailureOr<Value> lowerReduction(OpBuilder &b, Operation *op, bool squares);
+
+  LogicalResult lowerOp(OpBuilder &b, Operation &op);
+  LogicalResult lowerReturn(OpBuilder &b, func::ReturnOp ret);
+
+  /// A scratch buffer for a vector result, allocated once at kernel entry.
+  Value scratch(RankedTensorType type);
+  /// Where `v` should be materialised: the output slice for `o`, else scratch.
+  Value destinationFor(Value v) {
+    if (v == outputValue)
+      return outputSlice;
+    return scratch(cast<RankedTensorType>(v.getType()));
+  }
+
+  static Value emitScalarOp(OpBuilder &b, Operation *op, ValueRange operands);
+
+  MemoryModuleOp module;
+  func::FuncOp step;
+  MLIRContext *ctx;
+  DenseMap<Value, Lowered> lowered;
+  OpBuilder *entryBuilder = nullptr;
+  Value stateSlice, outputSlice, stateValue, outputValue;
+  Value oldState; // the step's W argument, clobbered once the new W is written
+};
+
+Value KernelLowering::scratch(RankedTensorType type) {
+  auto memrefType = MemRefType::get(type.getShape(), type.getElementType());
+  return memref::AllocaOp::create(*entryBuilder, module.getLoc(), memrefType);
+}
+
+Value KernelLowering::emitScalarOp(OpBuilder &b, Operation *op,
+                                   ValueRange operands) {
+  Location loc = op->getLoc();
+  if (isa<SignOp>(op)) {
+    // sign(x) = (x > 0) - (x < 0), with sign(0) = 0.
+    Value x = operands[0];
+    Type t = x.getType();
+    Value zero = arith::ConstantOp::create(b, loc, b.getFloatAttr(t, 0.0));
+    Value one = arith::ConstantOp::create(b, loc, b.getFloatAttr(t, 1.0));
+    Value minusOne = arith::ConstantOp::create(b, loc, b.getFloatAttr(t, -1.0));
+    Value pos = arith::CmpFOp::create(b, loc, arith::CmpFPredicate::OGT, x, zero);
+    Value negative =
+        arith::CmpFOp::create(b, loc, arith::CmpFPredicate::OLT, x, zero);
+    Value negOrZero = arith::SelectOp::create(b, loc, negative, minusOne, zero);
+    return arith::SelectOp::create(b, loc, pos, one, negOrZero);
+  }
+  OperationState state(loc, op->getName());
+  state.addOperands(operands);
+  state.addAttributes(op->getAttrs());
+  state.addTypes(getElementTypeOrSelf(op->getResult(0).getType()));
+  return b.create(state)->getResult(0);
+}
+
+/// Element-wise ops of the step level that lower by re-creating them on scalars.
+static bool isElementwise(Operation *op) {
+  return isa<SignOp>(op) ||
+         (op->getNumResults() == 1 && op->getNumRegions() == 0 &&
+          OpTrait::hasElementwiseMappableTraits(op) &&
+          isa<arith::ArithDialect, math::MathDialect>(op->getDialect()));
+}
+
+LogicalResult KernelLowering::visitElement(Value tensor, AffineMap map,
+                                           Leaves &leaves) {
+  Lowered l = lowered.lookup(tensor);
+  switch (l.kind) {
+  case Lowered::Kind::Scalar:
+  case Lowered::Kind::Splat:
+    return success();
+  case Lowered::Kind::Buffer:
+    leaves.index.insert({{l.value, map}, leaves.index.size()});
+    return success();
+  case Lowered::Kind::Clobbered:
+    return emitError(tensor.getLoc())
+           << "internal error: value read after the state was overwritten";
+  case Lowered::Kind::Lazy:
+    break;
+  }
+  Operation *op = tensor.getDefiningOp();
+  if (auto bcast = dyn_cast<BroadcastOp>(op)) {
+    SmallVector<AffineExpr> exprs;
+    for (int64_t d : bcast.getDims())
+      exprs.push_back(map.getResult(d));
+    return visitElement(bcast.getInput(),
+                        AffineMap::get(map.getNumDims(), 0, exprs, ctx), leaves);
+  }
+  if (auto outer = dyn_cast<OuterOp>(op)) {
+    if (failed(visitElement(outer.getLhs(), map.getSubMap({0}), leaves)))
+      return failure();
+    return visitElement(outer.getRhs(), map.getSubMap({1}), leaves);
+  }
+  for (Value operand : op->getOperands())
+    if (failed(visitElement(operand, map, leaves)))
+      return failure();
+  return success();
+}
+
+FailureOr<Value> KernelLowering::emitElement(OpBuilder &b, Value tensor,
+                                             AffineMap map,
+                                             const Leaves &leaves,
+                                             ValueRange args) {
+  Lowered l = lowered.lookup(tensor);
+  if (l.kind == Lowered::Kind::Scalar || l.kind == Lowered::Kind::Splat)
+    return l.value;
+  if (l.kind == Lowered::Kind::Buffer)
+    return Value(args[leaves.index.lookup({l.value, map})]);
+  Operation *op = tensor.getDefiningOp();
+  if (auto bcast = dyn_cast<BroadcastOp>(op)) {
+    SmallVector<AffineExpr> exprs;
+    for (int64_t d : bcast.getDims())
+      exprs.push_back(map.getResult(d));
+    return emitElement(b, bcast.getInput(),
+                       AffineMap::get(map.getNumDims(), 0, exprs, ctx), leaves,
+                       args);
+  }
+  if (auto outer = dyn_cast<OuterOp>(op)) {
+    FailureOr<Value> lhs =
+        emitElement(b, outer.getLhs(), map.getSubMap({0}), leaves, args);
+    FailureOr<Value> rhs =
+        emitElement(b, outer.getRhs(), map.getSubMap({1}), leaves, args);
+    if (failed(lhs) || failed(rhs))
+      return failure();
+    return Value(arith::MulFOp::create(b, op->getLoc(), *lhs, *rhs));
+  }
+  SmallVector<Value> operands;
+  for (Value operand : op->getOperands()) {
+    FailureOr<Value> element = emitElement(b, operand, map, leaves, args);
+    if (failed(element))
+      return failure();
+    operands.push_back(*element);
+  }
+  return emitScalarOp(b, op, operands);
+}
+
+static SmallVector<utils::IteratorType> parallel(unsigned n) {
+  return SmallVector<utils::IteratorType>(n, utils::IteratorType::parallel);
+}
+
+LogicalResult KernelLowering::materialize(OpBuilder &b, Value tensor,
+                                          Value dest) {
+  Location loc = tensor.getLoc();
+  unsigned rank = cast<RankedTensorType>(tensor.getType()).getRank();
+  AffineMap identity = AffineMap::getMultiDimIdentityMap(rank, ctx);
+  Leaves leaves;
+  if (failed(visitElement(tensor, identity, leaves)))
+    return failure();
+  SmallVector<AffineMap> maps = leaves.maps();
+  maps.push_back(identity);
+  bool ok = true;
+  linalg::GenericOp::create(
+      b, loc, leaves.buffers(), ValueRange{dest}, maps, parallel(rank),
+      [&](OpBuilder &nb, Location nloc, ValueRange args) {
+        FailureOr<Value> element = emitElement(nb, tensor, identity, leaves, args);
+        ok = succeeded(element);
+        linalg::YieldOp::create(nb, nloc, ok ? *element : args.back());
+      });
+  return success(ok);
+}
+
+LogicalResult KernelLowering::lowerMatVec(OpBuilder &b, MatVecOp op,
+                                          Value dest) {
+  Location loc = op.getLoc();
+  // The new state feeding a read-after-write: write it in place first, then
+  // read the buffer (the old state must not be read afterwards).
+  if (op.getMatrix() == stateValue &&
+      lowered[stateValue].kind == Lowered::Kind::Lazy) {
+    if (failed(materialize(b, stateValue, stateSlice)))
+      return failure();
+    lowered[stateValue] = {Lowered::Kind::Buffer, stateSlice};
+    lowered[oldState] = {Lowered::Kind::Clobbered, Value()};
+  }
+  AffineExpr i, j;
+  bindDims(ctx, i, j);
+  auto matrixMap = AffineMap::get(2, 0, {i, j}, ctx);
+  auto vectorMap = AffineMap::get(2, 0, {j}, ctx);
+  auto outMap = AffineMap::get(2, 0, {i}, ctx);
+  Leaves leaves;
+  if (failed(visitElement(op.getMatrix(), matrixMap, leaves)) ||
+      failed(visitElement(op.getVector(), vectorMap, leaves)))
+    return failure();
+  SmallVector<AffineMap> maps = leaves.maps();
+  maps.push_back(outMap);
+  Value zero = arith::ConstantOp::create(b, loc, b.getF32FloatAttr(0.0));
+  linalg::FillOp::create(b, loc, ValueRange{zero}, ValueRange{dest});
+  bool ok = true;
+  linalg::GenericOp::create(
+      b, loc, leaves.buffers(), ValueRange{dest}, maps,
+      {utils::IteratorType::parallel, utils::IteratorType::reduction},
+      [&](OpBuilder &nb, Location nloc, ValueRange args) {
+        FailureOr<Value> a =
+            emitElement(nb, op.getMatrix(), matrixMap, leaves, args);
+        FailureOr<Value> x =
+            emitElement(nb, op.getVector(), vectorMap, leaves, args);
+        ok = succeeded(a) && succeeded(x);
+        if (!ok) {
+          linalg::YieldOp::create(nb, nloc, args.back());
+          return;
+        }
+        Value prod = arith::MulFOp::create(nb, nloc, *a, *x);
+        linalg::YieldOp::create(
+            nb, nloc, Value(arith::AddFOp::create(nb, nloc, args.back(), prod)));
+      });
+  lowered[op.getResult()] = {Lowered::Kind::Buffer, dest};
+  return success(ok);
+}
+
+FailureOr<Value> KernelLowering::lowerReduction(OpBuilder &b, Operation *op,
+                                                bool squares) {
+  Location loc = op->getLoc();
+  Value input = op->getOperand(0);
+  AffineExpr i;
+  bindDims(ctx, i);
+  auto inMap = AffineMap::get(1, 0, {i}, ctx);
+  auto outMap = AffineMap::get(1, 0, {}, ctx);
+  Leaves leaves;
+  if (failed(visitElement(input, inMap, leaves)))
+    return failure();
+  SmallVector<AffineMap> maps = leaves.maps();
+  maps.push_back(outMap);
+  Value acc = memref::AllocaOp::create(*entryBuilder, loc,
+                                       MemRefType::get({}, b.getF32Type()));
+  Value zero = arith::ConstantOp::create(b, loc, b.getF32FloatAttr(0.0));
+  memref::StoreOp::create(b, loc, zero, acc);
+  bool ok = true;
+  linalg::GenericOp::create(
+      b, loc, leaves.buffers(), ValueRange{acc}, maps,
+      {utils::IteratorType::reduction},
+      [&](OpBuilder &nb, Location nloc, ValueRange args) {
+        FailureOr<Value> x = emitElement(nb, input, inMap, leaves, args);
+        ok = succeeded(x);
+        if (!ok) {
+          linalg::YieldOp::create(nb, nloc, args.back());
+          return;
+        }
+        Value term = squares ? arith::MulFOp::create(nb, nloc, *x, *x) : *x;
+        linalg::YieldOp::create(
+            nb, nloc, Value(arith::AddFOp::create(nb, nloc, args.back(), term)));
+      });
+  if (!ok)
+    return failure();
+  return Value(memref::LoadOp::create(b, loc, acc));
+}
+
+LogicalResult KernelLowering::lowerOp(OpBuilder &b, Operation &op) {
+  if (auto ret = dyn_cast<func::ReturnOp>(op))
+    return lowerReturn(b, ret);
+  Value result = op.getResult(0);
+  auto tensorType = dyn_cast<RankedTensorType>(result.getType());
+
+  if (auto cst = dyn_cast<arith::ConstantOp>(op)) {
+    std::optional<double> value;
+    if (auto f = dyn_cast<FloatAttr>(cst.getValue()))
+      value = f.getValueAsDouble();
+    else if (auto dense = dyn_cast<DenseFPElementsAttr>(cst.getValue());
+             dense && dense.isSplat())
+      value = dense.getSplatValue<APFloat>().convertToDouble();
+    if (!value)
+      return op.emitError("cannot lower a non-splat tensor constant");
+    Value scalar = arith::ConstantOp::create(
+        b, op.getLoc(), b.getFloatAttr(getElementTypeOrSelf(result.getType()),
+                                       *value));
+    lowered[result] = {tensorType ? Lowered::Kind::Splat : Lowered::Kind::Scalar,
+                       scalar};
+    return success();
+  }
+  if (auto sum = dyn_cast<SumOp>(op)) {
+    FailureOr<Value> s = lowerReduction(b, &op, /*squares=*/false);
+    if (failed(s))
+      return failure();
+    lowered[result] = {Lowered::Kind::Scalar, *s};
+    return success();
+  }
+  if (auto norm = dyn_cast<NormOp>(op)) {
+    FailureOr<Value> s = lowerReduction(b, &op, /*squares=*/true);
+    if (failed(s))
+      return failure();
+    lowered[result] = {Lowered::Kind::Scalar,
+                       math::SqrtOp::create(b, op.getLoc(), *s)};
+    return success();
+  }
+  if (auto matvec = dyn_cast<MatVecOp>(op))
+    return lowerMatVec(b, matvec, destinationFor(result));
+
+  // A broadcast of a scalar, or an element-wise op on scalars and splats only,
+  // stays a single scalar value.
+  auto scalarLike = [&](Value v) {
+    Lowered::Kind k = lowered.lookup(v).kind;
+    return k == Lowered::Kind::Scalar || k == Lowered::Kind::Splat;
+  };
+  if (llvm::all_of(op.getOperands(), scalarLike) &&
+      (isa<BroadcastOp>(op) || isElementwise(&op))) {
+    SmallVector<Value> operands;
+    for (Value operand : op.getOperands())
+      operands.push_back(lowered.lookup(operand).value);
+    Value scalar = isa<BroadcastOp>(op) ? operands[0]
+                                        : emitScalarOp(b, &op, operands);
+    lowered[result] = {tensorType ? Lowered::Kind::Splat : Lowered::Kind::Scalar,
+                       scalar};
+    return success();
+  }
+  if (!isElementwise(&op) && !isa<BroadcastOp, OuterOp>(op))
+    return op.emitError("cannot lower '") << op.getName() << "' to a kernel";
+  if (!tensorType)
+    return op.emitError("unexpected scalar op with tensor operands");
+  if (tensorType.getRank() == 2) {
+    lowered[result] = {Lowered::Kind::Lazy, Value()};
+    return success();
+  }
+  Value dest = destinationFor(result);
+  lowered[result] = {Lowered::Kind::Lazy, Value()};
+  if (failed(materialize(b, result, dest)))
+    return failure();
+  lowered[result] = {Lowered::Kind::Buffer, dest};
+  return success();
+}
+
+LogicalResult KernelLowering::lowerReturn(OpBuilder &b, func::ReturnOp ret) {
+  auto store = [&](Value v, Value dest) -> LogicalResult {
+    Lowered l = lowered.lookup(v);
+    if (l.kind == Lowered::Kind::Buffer && l.value == dest)
+      return success();
+    if (l.kind == Lowered::Kind::Buffer) {
+      memref::CopyOp::create(b, ret.getLoc(), l.value, dest);
+      return success();
+    }
+    return materialize(b, v, dest);
+  };
+  if (failed(store(stateValue, stateSlice)))
+    return failure();
+  return store(outputValue, outputSlice);
+}
+
+/// memref<?x?x?xD0x..xf32>: three dynamic leading dims then the static shape.
+static MemRefType sequenceType(MLIRContext *ctx, unsigned leading,
+                               ArrayRef<int64_t> shape) {
+  SmallVector<int64_t> dims(leading, ShapedType::kDynamic);
+  dims.append(shape.begin(), shape.end());
+  return MemRefType::get(dims, Float32Type::get(ctx));
+}
+
+/// The slice `source[prefix..., :, ...]` with the leading indices dropped.
+static Value slice(OpBuilder &b, Location loc, Value source, ValueRange prefix,
+                   ArrayRef<int64_t> shape) {
+  auto sourceType = cast<MemRefType>(source.getType());
+  SmallVector<OpFoldResult> offsets(prefix.begin(), prefix.end());
+  SmallVector<OpFoldResult> sizes(prefix.size(), b.getIndexAttr(1));
+  for (int64_t d : shape) {
+    offsets.push_back(b.getIndexAttr(0));
+    sizes.push_back(b.getIndexAttr(d));
+  }
+  SmallVector<OpFoldResult> strides(sourceType.getRank(), b.getIndexAttr(1));
+  auto type = memref::SubViewOp::inferRankReducedResultType(
+      shape, sourceType, offsets, sizes, strides);
+  return memref::SubViewOp::create(b, loc, cast<MemRefType>(type), source,
+                                   offsets, sizes, strides);
+}
+
+LogicalResult KernelLowering::run() {
+  Location loc = module.getLoc();
+  int64_t dk = module.getDk(), dv = module.getDv(), chunk = module.getChunk();
+  SmallVector<GateOp> gates = module.getGates();
+
+  SmallVector<Type> argTypes{sequenceType(ctx, 3, {dk}),
+                             sequenceType(ctx, 3, {dk}),
+                             sequenceType(ctx, 3, {dv})};
+  for (GateOp gate : gates)
+    argTypes.push_back(gate.getChannel()
+                           ? sequenceType(ctx, 3, {gate.getDim()})
+                           : sequenceType(ctx, 3, {}));
+  argTypes.push_back(sequenceType(ctx, 2, {dv, dk}));
+  argTypes.push_back(sequenceType(ctx, 3, {dv}));
+
+  OpBuilder b(module);
+  auto kernel = func::FuncOp::create(
+      b, loc, (module.getSymName() + "_kernel").str(),
+      b.getFunctionType(argTypes, {}));
+  kernel->setAttr("llvm.emit_c_interface", b.getUnitAttr());
+  Block *entry = kernel.addEntryBlock();
+  b.setInsertionPointToEnd(entry);
+
+  Value q = entry->getArgument(0), k = entry->getArgument(1),
+        v = entry->getArgument(2);
+  Value state = entry->getArgument(3 + gates.size());
+  Value out = entry->getArgument(4 + gates.size());
+  Value c0 = arith::ConstantIndexOp::create(b, loc, 0);
+  Value c1 = arith::ConstantIndexOp::create(b, loc, 1);
+  // Scratch buffers go first in the entry block, outside every loop.
+  OpBuilder eb(ctx);
+  eb.setInsertionPoint(c0.getDefiningOp());
+  entryBuilder = &eb;
+  Value batch = memref::DimOp::create(b, loc, q, 0);
+  Value length = memref::DimOp::create(b, loc, q, 1);
+  Value heads = memref::DimOp::create(b, loc, q, 2);
+  auto matType = MemRefType::get({dv, dk}, b.getF32Type());
+  // The anchor (SPEC section 7) can be large: heap, not stack.
+  Value anchor =
+      chunk > 1 ? Value(memref::AllocOp::create(b, loc, matType)) : Value();
+
+  auto bLoop = scf::ForOp::create(b, loc, c0, batch, c1);
+  b.setInsertionPointToStart(bLoop.getBody());
+  auto hLoop = scf::ForOp::create(b, loc, c0, heads, c1);
+  b.setInsertionPointToStart(hLoop.getBody());
+  Value bi = bLoop.getInductionVar(), hi = hLoop.getInductionVar();
+  stateSlice = slice(b, loc, state, {bi, hi}, {dv, dk});
+  auto tLoop = scf::ForOp::create(b, loc, c0, length, c1);
+  b.setInsertionPointToStart(tLoop.getBody());
+  Value ti = tLoop.getInductionVar();
+
+  if (anchor) {
+    Value chunkSize = arith::ConstantIndexOp::create(b, loc, chunk);
+    Value offset = arith::RemUIOp::create(b, loc, ti, chunkSize);
+    Value starts =
+        arith::CmpIOp::create(b, loc, arith::CmpIPredicate::eq, offset, c0);
+    auto ifOp = scf::IfOp::create(b, loc, starts, /*withElseRegion=*/false);
+    OpBuilder tb = ifOp.getThenBodyBuilder();
+    memref::CopyOp::create(tb, loc, stateSlice, anchor);
+  }
+
+  // Bind the step's arguments.
+  Block &body = step.getBody().front();
+  unsigned next = 0;
+  oldState = body.getArgument(next++);
+  lowered[oldState] = {Lowered::Kind::Buffer, stateSlice};
+  if (anchor)
+    lowered[body.getArgument(next++)] = {Lowered::Kind::Buffer, anchor};
+  SmallVector<Value> prefix{bi, ti, hi};
+  lowered[body.getArgument(next++)] = {Lowered::Kind::Buffer,
+                                       slice(b, loc, q, prefix, {dk})};
+  lowered[body.getArgument(next++)] = {Lowered::Kind::Buffer,
+                                       slice(b, loc, k, prefix, {dk})};
+  lowered[body.getArgument(next++)] = {Lowered::Kind::Buffer,
+                                       slice(b, loc, v, prefix, {dv})};
+  for (auto [i, gate] : llvm::enumerate(gates)) {
+    Value source = entry->getArgument(3 + i);
+    Value arg = body.getArgument(next++);
+    if (gate.getChannel())
+      lowered[arg] = {Lowered::Kind::Buffer,
+                      slice(b, loc, source, prefix, {gate.getDim()})};
+    else
+      lowered[arg] = {Lowered::Kind::Scalar,
+                      memref::LoadOp::create(b, loc, source, prefix)};
+  }
+  outputSlice = slice(b, loc, out, prefix, {dv});
+  auto ret = cast<func::ReturnOp>(body.getTerminator());
+  stateValue = ret.getOperand(0);
+  outputValue = ret.getOperand(1);
+
+  for (Operation &op : body)
+    if (failed(lowerOp(b, op)))
+      return failure();
+
+  b.setInsertionPointAfter(bLoop);
+  if (anchor)
+    memref::DeallocOp::create(b, loc, anchor);
+  func::ReturnOp::create(b, loc);
+  return success();
+}
+
+struct LowerToLinalgPass
+    : public miras::impl::MirasLowerToLinalgBase<LowerToLinalgPass> {
+  void runOnOperation() override {
+    for (auto module :
+         llvm::make_early_inc_range(getOperation().getOps<MemoryModuleOp>())) {
+      auto step = dyn_cast_or_null<func::FuncOp>(
+          SymbolTable::lookupSymbolIn(module, "step"));
+      if (!step) {
+        module.emitError("no derived step function: run miras-derive-update "
+                         "first");
+        return signalPassFailure();
+      }
+      if (failed(KernelLowering(module, step).run()))
+        return signalPassFailure();
+      module.erase();
+    }
+  }
+};
+
+} // namespace

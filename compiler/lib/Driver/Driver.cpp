@@ -1,0 +1,222 @@
+//===- Driver.cpp - The mirasc driver -------------------------------------===//
+//
+// Runs the stages in order and stops after the one named by --emit (Toy
+// chapter 7 style: the enum order is the pipeline order):
+//
+//   ast      syntax tree of the .miras file
+//   mlir     spec-level miras dialect (MLIRGen)
+//   derived  + the derived step function (miras-derive)
+//   rule     the derived update rule as math
+//   linalg   fused sequential kernel on memrefs (miras-to-linalg)
+//   llvm     LLVM IR (miras-linalg-to-llvm, then translation)
+//   obj      host object file
+//   lib      lib<name>.so + <name>.h (default)
+//
+//===----------------------------------------------------------------------===//
+#include "miras/Compiler/Driver.h"
+#include "miras/Compiler/KernelInterface.h"
+#include "miras/Compiler/Pipelines.h"
+#include "miras/Compiler/Target.h"
+#include "miras/Dialect/Miras/IR/MirasOps.h"
+#include "miras/Dialect/Miras/Transforms/RulePrinter.h"
+#include "miras/Frontend/Frontend.h"
+#include "miras/Frontend/MLIRGen.h"
+
+#include "mlir/IR/MLIRContext.h"
+#include "mlir/Pass/PassManager.h"
+#include "mlir/Support/FileUtilities.h"
+#include "llvm/IR/LLVMContext.h"
+#include "llvm/IR/Module.h"
+#include "llvm/Support/CommandLine.h"
+#include "llvm/Support/InitLLVM.h"
+#include "llvm/Support/MemoryBuffer.h"
+#include "llvm/Support/Path.h"
+#include "llvm/Support/SourceMgr.h"
+#include "llvm/Support/ToolOutputFile.h"
+#include "llvm/Support/raw_ostream.h"
+
+#include <iostream>
+
+using namespace mlir;
+using namespace miras;
+namespace cl = llvm::cl;
+
+namespace {
+
+enum class Stage { AST, MLIR, Derived, Rule, Linalg, LLVM, Obj, Lib };
+
+cl::OptionCategory category("mirasc options");
+
+cl::opt<std::string> inputFile(cl::Positional, cl::desc("<file.miras>"),
+                               cl::Required, cl::cat(category));
+cl::opt<std::string>
+    outputFile("o", cl::desc("Output file (default: lib<name>.so for the "
+                             "library, <name>.o for --emit=obj, stdout for "
+                             "text stages)"),
+               cl::value_desc("path"), cl::cat(category));
+cl::opt<Stage> emit(
+    "emit", cl::desc("Stop after this stage and write its output"),
+    cl::init(Stage::Lib),
+    cl::values(
+        clEnumValN(Stage::AST, "ast", "syntax tree of the .miras file"),
+        clEnumValN(Stage::MLIR, "mlir", "spec-level miras dialect"),
+        clEnumValN(Stage::Derived, "derived", "after deriving the update rule"),
+        clEnumValN(Stage::Rule, "rule", "the derived update rule as math"),
+        clEnumValN(Stage::Linalg, "linalg", "fused kernel in linalg on memrefs"),
+        clEnumValN(Stage::LLVM, "llvm", "LLVM IR"),
+        clEnumValN(Stage::Obj, "obj", "host object file"),
+        clEnumValN(Stage::Lib, "lib", "shared library and C header")),
+    cl::cat(category));
+cl::list<std::string> defines("D", cl::Prefix,
+                              cl::desc("Override a param: -DNAME=VALUE"),
+                              cl::value_desc("NAME=VALUE"), cl::cat(category));
+cl::opt<std::string> targetCpu(
+    "mcpu",
+    cl::desc("CPU to generate code for (default: this machine; 'generic' for "
+             "a portable library)"),
+    cl::cat(category));
+cl::opt<bool> keepTemps("keep-temps",
+                        cl::desc("Keep the generated glue and object files"),
+                        cl::cat(category));
+
+int fail(const llvm::Twine &message) {
+  llvm::errs() << "mirasc: error: " << message << "\n";
+  return 1;
+}
+
+/// Writes `text` to the -o file or stdout.
+int writeText(llvm::function_ref<void(llvm::raw_ostream &)> print) {
+  std::string error;
+  auto out = openOutputFile(outputFile.empty() ? std::string("-") : outputFile.getValue(), &error);
+  if (!out)
+    return fail(error);
+  print(out->os());
+  out->keep();
+  return 0;
+}
+
+/// The ABI description of the module, read from the derived IR.
+KernelInterface describe(MemoryModuleOp module, func::FuncOp step) {
+  KernelInterface iface;
+  iface.moduleName = module.getSymName().str();
+  iface.sourcePath = inputFile.getValue();
+  iface.dk = module.getDk();
+  iface.dv = module.getDv();
+  iface.chunk = module.getChunk();
+  iface.readAfterWrite = module.getReadAfterWrite();
+  for (Operation &op : module.getBody().front()) {
+    if (auto param = dyn_cast<ParamOp>(op)) {
+      KernelInterface::Param p{param.getSymName().str(), 0.0, true};
+      if (auto i = dyn_cast<IntegerAttr>(param.getValue()))
+        p.value = static_cast<double>(i.getInt());
+      else if (auto f = dyn_cast<FloatAttr>(param.getValue())) {
+        p.value = f.getValueAsDouble();
+        p.isInteger = false;
+      }
+      iface.params.push_back(p);
+    }
+  }
+  for (GateOp gate : module.getGates())
+    iface.gates.push_back({gate.getSymName().str(), gate.getChannel(),
+                           gate.getAxis() ? gate.getAxis()->str() : "",
+                           static_cast<int64_t>(gate.getDim())});
+  iface.states.push_back({"W", {module.getDv(), module.getDk()}});
+  iface.rule = printUpdateRule(step);
+  return iface;
+}
+
+int compile(const std::string &source) {
+  std::map<std::string, std::string> defineMap;
+  for (const std::string &d : defines) {
+    size_t eq = d.find('=');
+    if (eq == std::string::npos || eq == 0)
+      return fail("-D expects NAME=VALUE, got '-D" + d + "'");
+    defineMap[d.substr(0, eq)] = d.substr(eq + 1);
+  }
+
+  frontend::LoadResult loaded = frontend::loadModule(inputFile, source, defineMap);
+  frontend::printDiagnostics(std::cerr, loaded.diagnostics, source);
+  if (!loaded.ok())
+    return 1;
+  if (emit == Stage::AST)
+    return writeText([&](llvm::raw_ostream &os) {
+      os << frontend::dumpAST(*loaded.syntax);
+    });
+
+  DialectRegistry registry;
+  registerMirasDialects(registry);
+  MLIRContext context(registry);
+  llvm::SourceMgr sourceMgr;
+  sourceMgr.AddNewSourceBuffer(
+      llvm::MemoryBuffer::getMemBufferCopy(source, inputFile), llvm::SMLoc());
+  SourceMgrDiagnosticHandler diagnostics(sourceMgr, &context);
+
+  OwningOpRef<ModuleOp> module = mlirGen(context, *loaded.resolved);
+  if (!module)
+    return 1;
+  auto print = [&](llvm::raw_ostream &os) { module->print(os); };
+  if (emit == Stage::MLIR)
+    return writeText(print);
+
+  PassManager derive(&context);
+  buildDerivePipeline(derive);
+  if (failed(derive.run(*module)))
+    return 1;
+  if (emit == Stage::Derived)
+    return writeText(print);
+  auto memoryModule = *module->getOps<MemoryModuleOp>().begin();
+  auto step = cast<func::FuncOp>(SymbolTable::lookupSymbolIn(memoryModule, "step"));
+  KernelInterface iface = describe(memoryModule, step);
+  if (emit == Stage::Rule)
+    return writeText([&](llvm::raw_ostream &os) { os << iface.rule; });
+
+  PassManager toLinalg(&context);
+  buildToLinalgPipeline(toLinalg);
+  if (failed(toLinalg.run(*module)))
+    return 1;
+  if (emit == Stage::Linalg)
+    return writeText(print);
+
+  PassManager toLLVM(&context);
+  buildLinalgToLLVMPipeline(toLLVM);
+  if (failed(toLLVM.run(*module)))
+    return 1;
+
+  CodegenOptions codegen;
+  codegen.cpu = targetCpu;
+  codegen.keepTemps = keepTemps;
+  if (emit == Stage::LLVM || emit == Stage::Obj) {
+    llvm::LLVMContext llvmContext;
+    auto llvmModule = translateToLLVMIR(*module, llvmContext);
+    if (!llvmModule)
+      return fail(llvm::toString(llvmModule.takeError()));
+    if (emit == Stage::LLVM)
+      return writeText([&](llvm::raw_ostream &os) { (*llvmModule)->print(os, nullptr); });
+    std::string path = outputFile.empty() ? iface.moduleName + ".o" : outputFile;
+    if (llvm::Error err = emitObjectFile(**llvmModule, path, codegen))
+      return fail(llvm::toString(std::move(err)));
+    return 0;
+  }
+
+  std::string path =
+      outputFile.empty() ? "lib" + iface.moduleName + ".so" : outputFile;
+  if (llvm::Error err = writeLibrary(*module, iface, path, codegen))
+    return fail(llvm::toString(std::move(err)));
+  return 0;
+}
+
+} // namespace
+
+int miras::runMirasc(int argc, char **argv) {
+  llvm::InitLLVM init(argc, argv);
+  cl::HideUnrelatedOptions(category);
+  cl::ParseCommandLineOptions(
+      argc, argv,
+      "mirasc: compiles a .miras memory module to a shared library\n\n"
+      "  mirasc deltanet.miras -o libdeltanet.so     library + deltanet.h\n"
+      "  mirasc deltanet.miras --emit=derived -DD=16  inspect a stage\n");
+  auto buffer = llvm::MemoryBuffer::getFileOrSTDIN(inputFile, /*IsText=*/true);
+  if (!buffer)
+    return fail("cannot read '" + inputFile + "': " + buffer.getError().message());
+  return compile((*buffer)->getBuffer().str());
+}

@@ -1,0 +1,146 @@
+//===- RulePrinter.cpp - The derived update rule as math ------------------===//
+#include "miras/Dialect/Miras/Transforms/RulePrinter.h"
+#include "miras/Dialect/Miras/IR/MirasOps.h"
+#include "miras/Dialect/Miras/Transforms/MathBuilder.h"
+
+#include "llvm/ADT/TypeSwitch.h"
+#include "llvm/Support/Format.h"
+#include "llvm/Support/raw_ostream.h"
+
+using namespace mlir;
+using namespace miras;
+
+namespace {
+
+/// Binding strength of the printed form; a child binding less tightly than its
+/// context needs parentheses.
+enum Precedence { Sum = 1, Product = 2, Unary = 3, Power = 4, Atom = 5 };
+
+struct Rendered {
+  std::string text;
+  Precedence prec;
+};
+
+class RulePrinter {
+public:
+  explicit RulePrinter(func::FuncOp step) {
+    for (unsigned i = 0; i < step.getNumArguments(); ++i)
+      if (auto name = step.getArgAttrOfType<StringAttr>(i, "miras.name"))
+        names[step.getArgument(i)] = name.str();
+    auto ret = cast<func::ReturnOp>(step.getBody().front().getTerminator());
+    // Reads after the write refer to the new state by its primed name.
+    stateResult = ret.getOperand(0);
+  }
+
+  Rendered render(Value v, bool top = false);
+
+  std::string wrap(Value v, Precedence need) {
+    Rendered r = render(v);
+    return r.prec < need ? "(" + r.text + ")" : r.text;
+  }
+
+  llvm::DenseMap<Value, std::string> names;
+  Value stateResult;
+};
+
+static std::string number(double x) {
+  std::string s;
+  llvm::raw_string_ostream os(s);
+  os << llvm::format("%g", x);
+  return s;
+}
+
+Rendered RulePrinter::render(Value v, bool top) {
+  if (auto it = names.find(v); it != names.end())
+    return {it->second, Atom};
+  if (v == stateResult && !top)
+    return {names.lookup(cast<func::FuncOp>(
+                             v.getParentRegion()->getParentOp())
+                             .getArgument(0)) + "'",
+            Atom};
+  if (std::optional<double> c = MathBuilder::matchConstant(v))
+    return {number(*c), *c < 0 ? Unary : Atom};
+  Operation *op = v.getDefiningOp();
+  auto binary = [&](StringRef sym, Precedence p, bool rightStrict) {
+    Precedence rhsNeed = rightStrict ? Precedence(p + 1) : p;
+    return Rendered{wrap(op->getOperand(0), p) + " " + sym.str() + " " +
+                        wrap(op->getOperand(1), rhsNeed),
+                    p};
+  };
+  auto call = [&](StringRef fn) {
+    std::string args;
+    for (Value operand : op->getOperands())
+      args += (args.empty() ? "" : ", ") + render(operand).text;
+    return Rendered{fn.str() + "(" + args + ")", Atom};
+  };
+  return TypeSwitch<Operation *, Rendered>(op)
+      .Case([&](arith::AddFOp) { return binary("+", Sum, false); })
+      .Case([&](arith::SubFOp) { return binary("-", Sum, true); })
+      .Case([&](arith::MulFOp) { return binary("*", Product, false); })
+      .Case([&](arith::DivFOp) { return binary("/", Product, true); })
+      .Case([&](arith::NegFOp o) {
+        return Rendered{"-" + wrap(o.getOperand(), Power), Unary};
+      })
+      .Case([&](math::PowFOp o) {
+        return Rendered{wrap(o.getLhs(), Atom) + "^" + wrap(o.getRhs(), Atom),
+                        Power};
+      })
+      .Case([&](math::AbsFOp o) {
+        return Rendered{"|" + render(o.getOperand()).text + "|", Atom};
+      })
+      .Case([&](NormOp o) {
+        return Rendered{"||" + render(o.getInput()).text + "||", Atom};
+      })
+      .Case([&](MatVecOp o) {
+        return Rendered{wrap(o.getMatrix(), Atom) + " " +
+                            wrap(o.getVector(), Atom),
+                        Product};
+      })
+      .Case([&](OuterOp o) {
+        return Rendered{wrap(o.getLhs(), Atom) + " " +
+                            wrap(o.getRhs(), Atom) + "^T",
+                        Product};
+      })
+      .Case([&](BroadcastOp o) {
+        Rendered in = render(o.getInput());
+        if (o.getDims().empty())
+          return in;
+        // A vector spread over a matrix: index it by the axis it runs along.
+        std::string text = in.prec < Atom ? "(" + in.text + ")" : in.text;
+        return Rendered{text + (o.getDims()[0] == 0 ? "[i]" : "[j]"), Atom};
+      })
+      .Case([&](arith::CmpFOp o) {
+        StringRef sym = o.getPredicate() == arith::CmpFPredicate::OGE ? ">="
+                        : o.getPredicate() == arith::CmpFPredicate::OLE
+                            ? "<="
+                            : arith::stringifyCmpFPredicate(o.getPredicate());
+        return Rendered{wrap(o.getLhs(), Product) + " " + sym.str() + " " +
+                            wrap(o.getRhs(), Product),
+                        Sum};
+      })
+      .Case([&](arith::SelectOp) { return call("select"); })
+      .Case([&](arith::MinimumFOp) { return call("min"); })
+      .Case([&](arith::MaximumFOp) { return call("max"); })
+      .Case([&](SumOp) { return call("sum"); })
+      .Case([&](SignOp) { return call("sign"); })
+      .Default([&](Operation *other) {
+        StringRef fn = other->getName().stripDialect();
+        return call(fn);
+      });
+}
+
+} // namespace
+
+std::string miras::printUpdateRule(func::FuncOp step) {
+  RulePrinter printer(step);
+  auto ret = cast<func::ReturnOp>(step.getBody().front().getTerminator());
+  std::string out;
+  for (auto [i, value] : llvm::enumerate(ret.getOperands())) {
+    auto name = step.getResultAttrOfType<StringAttr>(i, "miras.name");
+    std::string lhs = name ? name.str() : ("r" + std::to_string(i));
+    if (i == 0)
+      lhs += "'";
+    out += lhs + " = " + printer.render(value, /*top=*/true).text + "\n";
+  }
+  return out;
+}
