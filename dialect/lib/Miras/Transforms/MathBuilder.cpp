@@ -64,6 +64,18 @@ Value MathBuilder::add(Value x, Value y) {
     return y;
   if (cy && *cy == 0.0)
     return x;
+  // Collect like terms, c1 z + c2 z = (c1 + c2) z: reverse mode produces them
+  // whenever a value is used twice (e * e).
+  auto split = [](Value v) -> std::pair<double, Value> {
+    if (auto m = v.getDefiningOp<arith::MulFOp>())
+      if (auto c = matchConstant(m.getLhs()))
+        return {*c, m.getRhs()};
+    return {1.0, v};
+  };
+  auto [c1, t1] = split(x);
+  auto [c2, t2] = split(y);
+  if (t1 == t2)
+    return mul(constant(x.getType(), c1 + c2), t1);
   return arith::AddFOp::create(b, loc, x, y);
 }
 

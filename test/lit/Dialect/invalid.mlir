@@ -1,0 +1,135 @@
+// The verifier rejects ill-formed modules with located errors.
+// RUN: miras-opt %s -split-input-file -verify-diagnostics
+
+// expected-error @+1 {{must contain exactly one miras.optimizer, found 0}}
+miras.module @no_optimizer attributes {chunk = 1 : i64, dk = 4 : i64, dv = 4 : i64, read_after_write = true} {
+  miras.memory "linear" {dk = 4 : i64, dv = 4 : i64}
+  miras.bias "dot" loss {
+  ^bb0(%y: tensor<4xf32>, %v: tensor<4xf32>):
+    %p = arith.mulf %y, %v : tensor<4xf32>
+    %s = miras.sum %p : tensor<4xf32>
+    miras.yield %s : f32
+  }
+  miras.retention "none" {}
+}
+
+// -----
+
+miras.module @bad_gate_ref attributes {chunk = 1 : i64, dk = 4 : i64, dv = 4 : i64, read_after_write = true} {
+  miras.memory "linear" {dk = 4 : i64, dv = 4 : i64}
+  miras.bias "dot" loss {
+  ^bb0(%y: tensor<4xf32>, %v: tensor<4xf32>):
+    %p = arith.mulf %y, %v : tensor<4xf32>
+    %s = miras.sum %p : tensor<4xf32>
+    miras.yield %s : f32
+  }
+  miras.retention "none" {}
+  // expected-error @+1 {{argument 'lr' refers to undeclared gate @eta}}
+  miras.optimizer "gd" {lr = @eta}
+}
+
+// -----
+
+miras.module @bad_decay attributes {chunk = 1 : i64, dk = 4 : i64, dv = 4 : i64, read_after_write = true} {
+  miras.memory "linear" {dk = 4 : i64, dv = 4 : i64}
+  miras.bias "dot" loss {
+  ^bb0(%y: tensor<4xf32>, %v: tensor<4xf32>):
+    %p = arith.mulf %y, %v : tensor<4xf32>
+    %s = miras.sum %p : tensor<4xf32>
+    miras.yield %s : f32
+  }
+  // expected-error @+1 {{argument 'decay' must be in (0, 1], got 1.5}}
+  miras.retention "l2" {decay = 1.5 : f64}
+  miras.optimizer "gd" {lr = 0.5 : f64}
+}
+
+// -----
+
+miras.module @channel_lr attributes {chunk = 1 : i64, dk = 4 : i64, dv = 4 : i64, read_after_write = true} {
+  miras.gate @eta : channel along "dk" dim 4
+  miras.memory "linear" {dk = 4 : i64, dv = 4 : i64}
+  miras.bias "dot" loss {
+  ^bb0(%y: tensor<4xf32>, %v: tensor<4xf32>):
+    %p = arith.mulf %y, %v : tensor<4xf32>
+    %s = miras.sum %p : tensor<4xf32>
+    miras.yield %s : f32
+  }
+  miras.retention "none" {}
+  // expected-error @+1 {{argument 'lr' needs a scalar gate, but @eta is a channel gate}}
+  miras.optimizer "gd" {lr = @eta}
+}
+
+// -----
+
+miras.module @implicit_needs_l2 attributes {chunk = 1 : i64, dk = 4 : i64, dv = 4 : i64, read_after_write = true} {
+  miras.memory "linear" {dk = 4 : i64, dv = 4 : i64}
+  miras.bias "dot" loss {
+  ^bb0(%y: tensor<4xf32>, %v: tensor<4xf32>):
+    %p = arith.mulf %y, %v : tensor<4xf32>
+    %s = miras.sum %p : tensor<4xf32>
+    miras.yield %s : f32
+  }
+  miras.retention "none" {}
+  // expected-error @+1 {{'implicit' has a closed form only for a linear memory with the l2 bias}}
+  miras.optimizer "implicit" {lr = 0.5 : f64}
+}
+
+// -----
+
+miras.module @bias_arity attributes {chunk = 1 : i64, dk = 4 : i64, dv = 8 : i64, read_after_write = true} {
+  miras.memory "linear" {dk = 4 : i64, dv = 8 : i64}
+  // expected-error @+1 {{region arguments must be 'tensor<8xf32>' (dv = 8)}}
+  miras.bias "dot" loss {
+  ^bb0(%y: tensor<4xf32>, %v: tensor<4xf32>):
+    %p = arith.mulf %y, %v : tensor<4xf32>
+    %s = miras.sum %p : tensor<4xf32>
+    miras.yield %s : f32
+  }
+  miras.retention "none" {}
+  miras.optimizer "gd" {lr = 0.5 : f64}
+}
+
+// -----
+
+miras.module @loss_not_scalar attributes {chunk = 1 : i64, dk = 4 : i64, dv = 4 : i64, read_after_write = true} {
+  miras.memory "linear" {dk = 4 : i64, dv = 4 : i64}
+  // expected-error @+1 {{a loss bias must yield a scalar f32, got 'tensor<4xf32>'}}
+  miras.bias "expression" loss {
+  ^bb0(%y: tensor<4xf32>, %v: tensor<4xf32>):
+    %e = arith.subf %y, %v : tensor<4xf32>
+    miras.yield %e : tensor<4xf32>
+  }
+  miras.retention "none" {}
+  miras.optimizer "gd" {lr = 0.5 : f64}
+}
+
+// -----
+
+miras.module @unknown_memory attributes {chunk = 1 : i64, dk = 4 : i64, dv = 4 : i64, read_after_write = true} {
+  // expected-error @+1 {{unknown memory architecture 'mlp' (supported: linear)}}
+  miras.memory "mlp" {dk = 4 : i64, dv = 4 : i64}
+  miras.bias "dot" loss {
+  ^bb0(%y: tensor<4xf32>, %v: tensor<4xf32>):
+    %p = arith.mulf %y, %v : tensor<4xf32>
+    %s = miras.sum %p : tensor<4xf32>
+    miras.yield %s : f32
+  }
+  miras.retention "none" {}
+  miras.optimizer "gd" {lr = 0.5 : f64}
+}
+
+// -----
+
+func.func @matvec_shape(%W: tensor<4x8xf32>, %k: tensor<4xf32>) -> tensor<4xf32> {
+  // expected-error @+1 {{shape mismatch: [4x8] times [4] gives [4], not [4]}}
+  %y = miras.matvec %W, %k : tensor<4x8xf32>, tensor<4xf32> -> tensor<4xf32>
+  return %y : tensor<4xf32>
+}
+
+// -----
+
+func.func @broadcast_dims(%k: tensor<8xf32>) -> tensor<4x8xf32> {
+  // expected-error @+1 {{input dim 0 does not match result dim 0}}
+  %c = miras.broadcast %k [0] : tensor<8xf32> -> tensor<4x8xf32>
+  return %c : tensor<4x8xf32>
+}
