@@ -1,0 +1,42 @@
+// miras-lower-to-linalg: one fused kernel; the new state is written in place by
+// a single generic that reads W, the scaled error and k (no D x D temporary).
+// RUN: miras-opt %s --miras-derive --miras-lower-to-linalg | FileCheck %s
+
+// CHECK-DAG: #[[MAT:.*]] = affine_map<(d0, d1) -> (d0, d1)>
+// CHECK-DAG: #[[COL:.*]] = affine_map<(d0, d1) -> (d1)>
+// CHECK-DAG: #[[ROW:.*]] = affine_map<(d0, d1) -> (d0)>
+// CHECK-NOT: miras.
+// CHECK-LABEL: func.func @gdn_kernel(
+// CHECK-SAME: %[[Q:.*]]: memref<?x?x?x4xf32>, %[[K:.*]]: memref<?x?x?x4xf32>, %[[V:.*]]: memref<?x?x?x4xf32>, %[[ETA:.*]]: memref<?x?x?xf32>, %[[ALPHA:.*]]: memref<?x?x?xf32>, %[[W:.*]]: memref<?x?x4x4xf32>, %[[O:.*]]: memref<?x?x?x4xf32>)
+// CHECK-SAME: attributes {llvm.emit_c_interface}
+// CHECK-NOT: memref.alloc()
+// CHECK: scf.for %[[B:.*]] =
+// CHECK: scf.for %[[H:.*]] =
+// CHECK: %[[WBH:.*]] = memref.subview %[[W]][%[[B]], %[[H]], 0, 0] [1, 1, 4, 4]
+// CHECK: scf.for %[[T:.*]] =
+// CHECK-DAG: %[[A:.*]] = memref.load %[[ALPHA]][%[[B]], %[[T]], %[[H]]]
+// CHECK-DAG: %[[KT:.*]] = memref.subview %[[K]][%[[B]], %[[T]], %[[H]], 0]
+// CHECK-DAG: %[[OT:.*]] = memref.subview %[[O]][%[[B]], %[[T]], %[[H]], 0]
+// y = (alpha W) k, with the decay fused into the matvec
+// CHECK: linalg.generic {indexing_maps = [#[[MAT]], #[[COL]], #[[ROW]]], iterator_types = ["parallel", "reduction"]} ins(%[[WBH]], %[[KT]]
+// CHECK: arith.mulf %[[A]]
+// The update: one parallel generic over [4, 4], in place.
+// CHECK: linalg.generic {indexing_maps = [#[[MAT]], #[[ROW]], #[[COL]], #[[MAT]]], iterator_types = ["parallel", "parallel"]} ins(%[[WBH]], %{{.*}}, %[[KT]] : {{.*}}) outs(%[[WBH]] :
+// o = W' q, written straight into the output slice
+// CHECK: linalg.generic {{.*}} outs(%[[OT]]
+miras.module @gdn attributes {chunk = 1 : i64, dk = 4 : i64, dv = 4 : i64, read_after_write = true} {
+  miras.gate @eta : scalar
+  miras.gate @alpha : scalar
+  miras.memory "linear" {dk = 4 : i64, dv = 4 : i64}
+  miras.bias "l2" loss {
+  ^bb0(%y: tensor<4xf32>, %v: tensor<4xf32>):
+    %e = arith.subf %y, %v : tensor<4xf32>
+    %sq = arith.mulf %e, %e : tensor<4xf32>
+    %s = miras.sum %sq : tensor<4xf32>
+    %h = arith.constant 0.5 : f32
+    %l = arith.mulf %h, %s : f32
+    miras.yield %l : f32
+  }
+  miras.retention "l2" {decay = @alpha, order = "before_gradient"}
+  miras.optimizer "gd" {lr = @eta}
+}
