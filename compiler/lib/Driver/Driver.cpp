@@ -22,6 +22,7 @@
 #include "miras/Frontend/Frontend.h"
 #include "miras/Frontend/MLIRGen.h"
 
+#include "mlir/IR/AsmState.h"
 #include "mlir/IR/MLIRContext.h"
 #include "mlir/Pass/PassManager.h"
 #include "mlir/Support/FileUtilities.h"
@@ -160,7 +161,7 @@ int compile(const std::string &source) {
 
   PassManager derive(&context);
   buildDerivePipeline(derive);
-  if (failed(derive.run(*module)))
+  if (failed(applyPassManagerCLOptions(derive)) || failed(derive.run(*module)))
     return 1;
   if (emit == Stage::Derived)
     return writeText(print);
@@ -172,14 +173,15 @@ int compile(const std::string &source) {
 
   PassManager toLinalg(&context);
   buildToLinalgPipeline(toLinalg);
-  if (failed(toLinalg.run(*module)))
+  if (failed(applyPassManagerCLOptions(toLinalg)) ||
+      failed(toLinalg.run(*module)))
     return 1;
   if (emit == Stage::Linalg)
     return writeText(print);
 
   PassManager toLLVM(&context);
   buildLinalgToLLVMPipeline(toLLVM);
-  if (failed(toLLVM.run(*module)))
+  if (failed(applyPassManagerCLOptions(toLLVM)) || failed(toLLVM.run(*module)))
     return 1;
 
   CodegenOptions codegen;
@@ -209,7 +211,10 @@ int compile(const std::string &source) {
 
 int miras::runMirasc(int argc, char **argv) {
   llvm::InitLLVM init(argc, argv);
-  cl::HideUnrelatedOptions(category);
+  // --mlir-print-debuginfo, --mlir-print-ir-after-all, ... for looking inside.
+  registerAsmPrinterCLOptions();
+  registerMLIRContextCLOptions();
+  registerPassManagerCLOptions();
   cl::ParseCommandLineOptions(
       argc, argv,
       "mirasc: compiles a .miras memory module to a shared library\n\n"
