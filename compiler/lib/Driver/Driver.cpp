@@ -96,6 +96,14 @@ int writeText(llvm::function_ref<void(llvm::raw_ostream &)> print) {
   return 0;
 }
 
+/// Runs one named pipeline; false once its errors have been reported.
+bool runStage(MLIRContext &context, ModuleOp module,
+              void (*buildPipeline)(OpPassManager &)) {
+  PassManager pm(&context);
+  buildPipeline(pm);
+  return succeeded(applyPassManagerCLOptions(pm)) && succeeded(pm.run(module));
+}
+
 /// The ABI description of the module, read from the derived IR.
 KernelInterface describe(MemoryModuleOp module, func::FuncOp step) {
   KernelInterface iface;
@@ -159,9 +167,7 @@ int compile(const std::string &source) {
   if (emit == Stage::MLIR)
     return writeText(print);
 
-  PassManager derive(&context);
-  buildDerivePipeline(derive);
-  if (failed(applyPassManagerCLOptions(derive)) || failed(derive.run(*module)))
+  if (!runStage(context, *module, buildDerivePipeline))
     return 1;
   if (emit == Stage::Derived)
     return writeText(print);
@@ -171,17 +177,12 @@ int compile(const std::string &source) {
   if (emit == Stage::Rule)
     return writeText([&](llvm::raw_ostream &os) { os << iface.rule; });
 
-  PassManager toLinalg(&context);
-  buildToLinalgPipeline(toLinalg);
-  if (failed(applyPassManagerCLOptions(toLinalg)) ||
-      failed(toLinalg.run(*module)))
+  if (!runStage(context, *module, buildToLinalgPipeline))
     return 1;
   if (emit == Stage::Linalg)
     return writeText(print);
 
-  PassManager toLLVM(&context);
-  buildLinalgToLLVMPipeline(toLLVM);
-  if (failed(applyPassManagerCLOptions(toLLVM)) || failed(toLLVM.run(*module)))
+  if (!runStage(context, *module, buildLinalgToLLVMPipeline))
     return 1;
 
   CodegenOptions codegen;
