@@ -51,5 +51,7 @@ LINE_COMMENT  : '//' ~[\r\n]* -> skip ;
 BLOCK_COMMENT : '/*' .*? '*/' -> skip ;
 // Kept as a token (hidden) so the driver can say "unterminated comment" instead
 // of lexing `/*` as a division and a product.
-UNTERMINATED_COMMENT : '/*' .*? EOF -> channel(HIDDEN) ;
+// No `*/` inside, so a closed comment (BLOCK_COMMENT) never matches this
+// longer alternative.
+UNTERMINATED_COMMENT : '/*' ( ~'*' | '*'+ ~[*/] )* '*'* EOF -> channel(HIDDEN) ;
 WS : [ \t\r\n\f]+ -> skip ;

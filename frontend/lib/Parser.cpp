@@ -15,6 +15,7 @@
 #include <charconv>
 #include <cmath>
 #include <cstring>
+#include <set>
 
 using namespace miras;
 using namespace miras::frontend;
@@ -109,10 +110,60 @@ protected:
   }
   void reportInputMismatch(antlr4::Parser *p,
                            const antlr4::InputMismatchException &e) override {
-    diags.error(locOf(file, e.getOffendingToken()),
+    antlr4::Token *found = e.getOffendingToken();
+    antlr4::Token *prev = p->getTokenStream()->LT(-1);
+    // A statement that stops at the end of its line almost always lacks ';'.
+    if (found && prev && found->getLine() > prev->getLine() &&
+        e.getExpectedTokens().contains(semicolon(p))) {
+      ast::SourceLoc loc = locOf(file, prev);
+      loc.col += static_cast<int>(prev->getText().size());
+      diags.error(loc, "expected ';' after " + quoteToken(prev));
+      return;
+    }
+    diags.error(locOf(file, found),
                 "expected " +
                     describeExpected(e.getExpectedTokens(), p->getVocabulary()) +
-                    ", found " + quoteToken(e.getOffendingToken()));
+                    ", found " + quoteToken(found));
+  }
+  /// Between module items a statement has been recovered: report errors
+  /// again, and skip junk items instead of giving up on the whole module
+  /// (ANTLR throws out of the rule when the first item is bad).
+  void sync(antlr4::Parser *p) override {
+    if (p->getContext()->getRuleIndex() != MirasParser::RuleModuleDecl)
+      return DefaultErrorStrategy::sync(p);
+    if (inErrorRecoveryMode(p))
+      endErrorCondition(p);
+    antlr4::atn::ATNState *state = p->getATN().states[p->getState()];
+    size_t type = state->getStateType();
+    if (type != antlr4::atn::ATNState::STAR_LOOP_ENTRY &&
+        type != antlr4::atn::ATNState::STAR_LOOP_BACK)
+      return DefaultErrorStrategy::sync(p);
+    size_t la = p->getTokenStream()->LA(1);
+    antlr4::misc::IntervalSet next = p->getATN().nextTokens(state);
+    if (next.contains(la) || next.contains(antlr4::Token::EPSILON))
+      return;
+    reportUnwantedToken(p);
+    consumeUntil(p, p->getExpectedTokens().Or(getErrorRecoverySet(p)));
+  }
+
+  /// Like ANTLR's recovery, but a broken statement ends at its ';' too:
+  /// ANTLR alone skips to the next item keyword and swallows what lies
+  /// between (`bias = 3; foo;` would hide the second error).
+  void recover(antlr4::Parser *p, std::exception_ptr) override {
+    antlr4::TokenStream *in = p->getTokenStream();
+    if (in->index() != lastIndex) {
+      lastIndex = in->index();
+      lastStates.clear();
+    } else if (!lastStates.insert(p->getState()).second) {
+      p->consume(); // no progress since the last error here: force some
+    }
+    lastStates.insert(p->getState());
+    antlr4::misc::IntervalSet stop = getErrorRecoverySet(p);
+    ssize_t semi = semicolon(p);
+    stop.add(semi);
+    consumeUntil(p, stop);
+    if (static_cast<ssize_t>(in->LA(1)) == semi)
+      p->consume();
   }
   void reportFailedPredicate(antlr4::Parser *,
                              const antlr4::FailedPredicateException &e) override {
@@ -148,8 +199,18 @@ protected:
   }
 
 private:
+  static ssize_t semicolon(antlr4::Parser *p) {
+    const antlr4::dfa::Vocabulary &vocab = p->getVocabulary();
+    for (size_t t = 1; t <= vocab.getMaxTokenType(); ++t)
+      if (vocab.getLiteralName(t) == "';'")
+        return static_cast<ssize_t>(t);
+    return 0;
+  }
+
   Diags &diags;
   std::string file;
+  size_t lastIndex = static_cast<size_t>(-1);
+  std::set<size_t> lastStates;
 };
 
 /// Lexer errors: one "unexpected character" per bad character (the lexer's own

@@ -139,6 +139,13 @@ std::string describeAccepts(const ArgSpec &spec) {
   return num;
 }
 
+/// A number in a message; says why a whole number is not an integer here.
+std::string showNumber(double v, bool isInteger) {
+  if (!isInteger && v == std::floor(v))
+    return formatNumber(v) + " (from a non-integer value: write 64, not 64.0)";
+  return formatNumber(v);
+}
+
 bool inRange(Range r, double v) {
   switch (r) {
   case Range::Any:
@@ -256,7 +263,7 @@ public:
       if (auto v = evalConstant(*m.chunk, "chunk")) {
         if (!v->second || v->first < 1 || v->first > kMaxDim)
           diags.error(m.chunk->loc, "chunk must be a positive integer, got " +
-                                        formatNumber(v->first));
+                                        showNumber(v->first, v->second));
         else
           r.chunk = static_cast<int64_t>(v->first);
       }
@@ -343,7 +350,7 @@ private:
       diags.error(b.loc, "the bias's prediction and target need different "
                          "names, both are '" +
                              b.predictionName + "'");
-    for (const std::string &n : {b.predictionName, b.targetName})
+    for (const std::string &n : std::set<std::string>{b.predictionName, b.targetName})
       if (const ast::ResolvedParam *p = findParam(n)) {
         diags.error(b.loc, "bias argument '" + n + "' has the same name as a param");
         diags.note(p->loc, "param '" + n + "' is declared here");
@@ -579,7 +586,7 @@ private:
         v.number = 1;
         v.loc = flagLocs[i];
       } else if (bound[i]) {
-        auto value = resolveArg(as, *bound[i]->value, title);
+        auto value = resolveArg(as, *bound[i], title);
         if (!value)
           continue;
         v = *value;
@@ -604,11 +611,15 @@ private:
     return out;
   }
 
-  std::optional<ast::ArgValue> resolveArg(const ArgSpec &spec, const Expr &e,
+  /// Wrong values are reported at the argument (`delta = x` or positional
+  /// `x`); a binary expression's own location is its operator.
+  std::optional<ast::ArgValue> resolveArg(const ArgSpec &spec,
+                                          const ast::Arg &arg,
                                           const std::string &title) {
+    const Expr &e = *arg.value;
     std::string what = "argument '" + std::string(spec.name) + "' of " + title;
     auto wrong = [&](const std::string &found) {
-      diags.error(e.loc, what + " must be " + describeAccepts(spec) +
+      diags.error(arg.loc, what + " must be " + describeAccepts(spec) +
                              ", found " + found);
       return std::nullopt;
     };
@@ -642,7 +653,7 @@ private:
     v.number = value->first;
     if ((spec.accepts & kPosInt) &&
         (!value->second || v.number < 1 || v.number > kMaxDim))
-      return wrong(formatNumber(v.number) + (value->second ? "" : " (not an integer)"));
+      return wrong(showNumber(v.number, value->second));
     if ((spec.accepts & kFlag) && v.number != 0 && v.number != 1)
       return wrong(formatNumber(v.number));
     if (!inRange(spec.range, v.number))

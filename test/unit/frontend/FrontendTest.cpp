@@ -11,7 +11,7 @@ using namespace miras::frontend;
 
 namespace {
 
-const char *kGatedDeltaNet = R"(// Gated DeltaNet
+const char *kGatedDeltaNet = R"(/* Gated DeltaNet */
 module gated_deltanet {
   param D = 64;
   gate eta   : scalar;
@@ -207,6 +207,16 @@ TEST(Frontend, DiagnosticFormat) {
   EXPECT_EQ(os.str(), "t.miras:2:15: error: expected ';' before '}'\n"
                       "  param D = 64\n"
                       "              ^\n");
+}
+
+TEST(Frontend, SyntaxRecoveryFindsEveryStatementError) {
+  LoadResult r = load("module m {\n  foo;\n  param D = (1 + ;\n  bias l2\n"
+                      "  memory linear(4, 4) 5;\n  read 3;\n  chunk 4;\n}\n");
+  ASSERT_FALSE(r.ok());
+  std::vector<int> lines;
+  for (const Diagnostic &d : r.diagnostics)
+    lines.push_back(d.loc.line);
+  EXPECT_EQ(lines, (std::vector<int>{2, 3, 4, 5, 6})) << errors(r);
 }
 
 TEST(Frontend, PrintExprRoundTrips) {
