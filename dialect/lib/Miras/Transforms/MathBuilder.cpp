@@ -12,6 +12,10 @@ using namespace miras;
 std::optional<double> MathBuilder::matchConstant(Value v) {
   if (auto bcast = v.getDefiningOp<BroadcastOp>())
     return matchConstant(bcast.getInput());
+  if (auto negated = v.getDefiningOp<arith::NegFOp>()) {
+    std::optional<double> c = matchConstant(negated.getOperand());
+    return c ? std::optional<double>(-*c) : std::nullopt;
+  }
   auto cst = v.getDefiningOp<arith::ConstantOp>();
   if (!cst)
     return std::nullopt;
@@ -88,6 +92,8 @@ Value MathBuilder::sub(Value x, Value y) {
     return x;
   if (cx && *cx == 0.0)
     return neg(y);
+  if (auto negated = y.getDefiningOp<arith::NegFOp>())
+    return add(x, negated.getOperand());
   return arith::SubFOp::create(b, loc, x, y);
 }
 
@@ -177,6 +183,9 @@ Value MathBuilder::matvec(Value matrix, Value vector) {
 }
 
 Value MathBuilder::outer(Value lhs, Value rhs) {
+  // (-a) b^T = -(a b^T), so that W - (-a) b^T reads W + a b^T.
+  if (auto negated = lhs.getDefiningOp<arith::NegFOp>())
+    return neg(outer(negated.getOperand(), rhs));
   auto type = RankedTensorType::get(
       {cast<RankedTensorType>(lhs.getType()).getDimSize(0),
        cast<RankedTensorType>(rhs.getType()).getDimSize(0)},
