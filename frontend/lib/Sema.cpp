@@ -223,8 +223,13 @@ public:
       missing("memory", "memory linear(dk = 64, dv = 64);");
     else if (auto c = resolveComponent(*m.memory, "memory")) {
       r.memory = *c;
-      r.dk = static_cast<int64_t>(c->args.at("dk").number);
-      r.dv = static_cast<int64_t>(c->args.at("dv").number);
+      // Every memory declares dk and dv (the shapes of k/q and v).
+      auto dim = [&](const char *n) {
+        auto it = c->args.find(n);
+        return it == c->args.end() ? int64_t(0) : int64_t(it->second.number);
+      };
+      r.dk = dim("dk");
+      r.dv = dim("dv");
       memoryOk = true;
     }
     resolveGateDims(memoryOk);
