@@ -201,7 +201,47 @@ def check_against_model(model, rule, meta):
             model.name, "\n  ".join(errs)))
 
 
-def resolve_model(spec):
+def check_mlp_meta(model, rule, meta):
+    errs = []
+    want = dict(model.gates)
+    got = {g[0]: (g[1], g[2]) for g in meta["gates"]}
+    if set(want) != set(got):
+        errs.append("gates: module has %s, model '%s' expects %s" % (
+            sorted(got), model.name, sorted(want)))
+    else:
+        for n, (kind, axis) in want.items():
+            if got[n] != (kind, axis):
+                errs.append("gate %s: module says %s, model expects %s" % (n, got[n][0], kind))
+    if meta["dk"] != meta["dv"]:
+        errs.append("an mlp memory maps D -> D, module says dk=%d dv=%d" % (meta["dk"], meta["dv"]))
+    if meta["chunk"] is not None and meta["chunk"] != rule.chunk:
+        errs.append("chunk: module says %d, model expects %d" % (meta["chunk"], rule.chunk))
+    if meta["read"] is not None and str(meta["read"]) != rule.read:
+        errs.append("read: module says %s, model expects %s" % (meta["read"], rule.read))
+    want_states = list(zip(rule.state_names(), rule.state_shapes(meta["dk"])))
+    got_states = [(n, tuple(sh)) for n, sh in meta["states"]]
+    if got_states != want_states:
+        errs.append("states (SPEC section 6 naming, ABI order): module has %s, model '%s' "
+                    "(%r, retention %s, optimizer %s) expects %s" % (
+                        ["%s%s" % (n, list(sh)) for n, sh in got_states], model.name,
+                        rule.mlp, rule.retention, rule.optimizer,
+                        ["%s%s" % (n, list(sh)) for n, sh in want_states]))
+    if errs:
+        raise CheckError("module metadata does not match model '%s':\n  %s" % (
+            model.name, "\n  ".join(errs)))
+
+
+def resolve_model(spec, module=None, defines=None):
+    if spec == "dsl":
+        if not module:
+            raise CheckError("--model dsl needs --module")
+        with open(module) as f:
+            src = f.read()
+        try:
+            m = R.model_from_source(src, {n: v for n, v in parse_defines(defines).items()})
+        except (ValueError, KeyError, AttributeError) as e:
+            raise CheckError("--model dsl: %s" % e)
+        return m, "generic"
     mode = None
     if ":" in spec:
         mode, spec = spec.split(":", 1)
@@ -210,6 +250,11 @@ def resolve_model(spec):
     if spec not in R.MODELS:
         raise CheckError("unknown model '%s'; known: %s" % (spec, ", ".join(sorted(R.MODELS))))
     m = R.MODELS[spec]
+    if isinstance(m, R.MlpModel):
+        if mode in ("fd", "closed"):
+            raise CheckError("model '%s' (MLP memory) has one reference, run_mlp; use "
+                             "--model %s (or --fd-gradient for the gradient)" % (spec, spec))
+        return m, "generic"
     if mode == "fd" and not m.fd:
         raise CheckError("model '%s' has no loss to differentiate numerically" % spec)
     if mode == "closed" and spec not in R.CLOSED:
@@ -231,8 +276,55 @@ def parse_defines(defs):
 # one check
 
 
+def _write_inputs(inp, workdir):
+    indir = os.path.join(workdir, "in")
+    os.makedirs(indir, exist_ok=True)
+    for f in os.listdir(indir):
+        if f.endswith(".npy"):
+            os.remove(os.path.join(indir, f))
+    for n, x in inp.items():
+        np.save(os.path.join(indir, n + ".npy"), np.ascontiguousarray(x, dtype=np.float32))
+    return indir
+
+
+def _prepare_and_run_mlp(miras, lib, model, rule, meta, B, T, H, seed, workdir, fd_eta=None):
+    """MLP memories: every state by name, in the module's order. Results: o, then states."""
+    D = meta["dk"]
+    inp = R.make_mlp_inputs(model, rule, B, T, H, D, meta["gates"], seed=seed)
+    if fd_eta is not None:
+        inp[rule.lr[1]] = np.full_like(inp[rule.lr[1]], fd_eta)
+    indir = _write_inputs(inp, workdir)
+    outdir = os.path.join(workdir, "out")
+    log, proc_ms = run_module(miras, lib, indir, outdir)
+    res = {}
+    names = [n for n, _ in meta["states"]]
+    if fd_eta is None:
+        trace = []
+        ref_o, ref_states = R.run_mlp(rule, inp, trace=trace)
+        res["o"] = (load_out(outdir, "o", (B, T, H, D)), ref_o)
+        if rule.bias == "yaad_mix":
+            _yaad_margin(trace)
+    else:
+        ref_states = None
+    for (n, shape) in meta["states"]:
+        x = load_out(outdir, n, (B, H) + tuple(shape))
+        res[n] = (x, None if ref_states is None else ref_states[n])
+    return res, {"proc_ms": proc_ms, "wall_ms": parse_wall_ms(log), "inputs": inp,
+                 "rule": rule, "states": names}
+
+
+def _yaad_margin(trace, warn_below=1e-4):
+    """The yaad_mix switch is discontinuous: warn when a token sits on the threshold."""
+    m = min(float(np.min(np.abs(ne - np.asarray(g["delta"])[..., 0]) /
+                         np.asarray(g["delta"])[..., 0])) for ne, g in trace)
+    if m < warn_below:
+        print("warning: yaad_mix: a token has | ||e|| - delta | / delta = %.1e; float32 may "
+              "take the other branch there (try another --seed)" % m, file=sys.stderr)
+    return m
+
+
 def prepare_and_run(args_mirasc, args_miras, module, model, mode, defines, B, T, H, seed,
-                    workdir, libdir=None):
+                    workdir, libdir=None, fd_eta=None):
     """Compile, run, compute the reference. Returns (results dict, timing info)."""
     defs = parse_defines(defines)
     lib = compile_module(args_mirasc, module, libdir or os.path.join(workdir, "lib"), defines)
@@ -250,17 +342,15 @@ def prepare_and_run(args_mirasc, args_miras, module, model, mode, defines, B, T,
             raise CheckError("param %s: compiled with %s but -D%s=%s" % (
                 n, meta["params"][n], n, val))
     rule = model.rule(params)
+    if isinstance(model, R.MlpModel):
+        check_mlp_meta(model, rule, meta)
+        return _prepare_and_run_mlp(args_miras, lib, model, rule, meta, B, T, H, seed, workdir,
+                                    fd_eta)
     check_against_model(model, rule, meta)
     dk, dv = meta["dk"], meta["dv"]
     states = meta["states"] or [("W", (dv, dk))]
     inp = R.make_inputs(B, T, H, dk, dv, meta["gates"], seed=seed, model=model, states=states)
-    indir = os.path.join(workdir, "in")
-    os.makedirs(indir, exist_ok=True)
-    for f in os.listdir(indir):
-        if f.endswith(".npy"):
-            os.remove(os.path.join(indir, f))
-    for n, x in inp.items():
-        np.save(os.path.join(indir, n + ".npy"), np.ascontiguousarray(x, dtype=np.float32))
+    indir = _write_inputs(inp, workdir)
     outdir = os.path.join(workdir, "out")
     log, proc_ms = run_module(args_miras, lib, indir, outdir)
     o = load_out(outdir, "o", (B, T, H, dv))
@@ -270,23 +360,83 @@ def prepare_and_run(args_mirasc, args_miras, module, model, mode, defines, B, T,
                                                 "wall_ms": parse_wall_ms(log)}
 
 
-def main_check(a):
-    model, mode = resolve_model(a.model)
-    os.makedirs(a.workdir, exist_ok=True)
-    res, _ = prepare_and_run(a.mirasc, a.miras, a.module, model, mode, a.define, a.B, a.T,
-                             a.H, a.seed, a.workdir)
+def _report(res, names, tol, what):
     bad = []
-    for name in ("o", "W"):
+    for name in names:
         x, ref = res[name]
         err = R.rel_err(x, ref)
-        ok = err < a.tol
+        ok = err < tol
         print("%s: max_rel_err=%.3e %s" % (name, err, "OK" if ok else "FAIL"))
         if not ok:
             idx = np.unravel_index(np.argmax(np.abs(np.asarray(x, np.float64) - ref)), ref.shape)
-            bad.append("%s differs from the %s reference of model '%s': max_rel_err %.3e >= "
+            bad.append("%s differs from the %s: max_rel_err %.3e >= "
                        "tol %.1e (worst at index %s: got %.7g, expected %.7g)" % (
-                           name, mode, model.name, err, a.tol, tuple(int(i) for i in idx),
+                           name, what, err, tol, tuple(int(i) for i in idx),
                            float(x[idx]), float(ref[idx])))
+    return bad
+
+
+def main_check(a):
+    model, mode = resolve_model(a.model, a.module, a.define)
+    os.makedirs(a.workdir, exist_ok=True)
+    res, _ = prepare_and_run(a.mirasc, a.miras, a.module, model, mode, a.define, a.B, a.T,
+                             a.H, a.seed, a.workdir)
+    bad = _report(res, list(res), a.tol, "%s reference of model '%s'" % (mode, model.name))
+    if bad:
+        for b in bad:
+            print("error: " + b, file=sys.stderr)
+        return 1
+    return 0
+
+
+def fd_gradient_check(model, rule, W0, W1, inp, eta, h=1e-5):
+    """g_i = (Wi(0) - Wi(1)) / eta from the kernel's first step, vs central differences of
+    the loss in float64 (and the numpy backprop vs the same differences, as a sanity line).
+    Returns [(name, kernel g, FD g)], backprop-vs-FD error."""
+    if rule.bias not in R.LOSSES:
+        raise CheckError("bias %s of model '%s' has no loss to differentiate" % (
+            rule.bias, model.name))
+    loss = R.LOSSES[rule.bias]
+    g = {n: v for n, v in rule.bias_args.items()}
+    if any(isinstance(v, tuple) for v in g.values()):
+        raise CheckError("--fd-gradient: bias arguments must be numbers")
+    z = np.asarray(inp["k"][:, 0], np.float64)
+    v = np.asarray(inp["v"][:, 0], np.float64)
+    W0 = [np.asarray(x, np.float64) for x in W0]
+    fd = R.fd_mlp_grad(rule.mlp, W0, z, v, loss, g, h=h)
+    y, cache = R.mlp_forward(rule.mlp, W0, z)
+    hand = R.mlp_vjp(rule.mlp, W0, cache, R.PSI[rule.bias](y, v, g))
+    hand_err = max(R.rel_err(a, b) for a, b in zip(hand, fd))
+    out = [(n, (w0 - np.asarray(w1, np.float64)) / eta, f)
+           for n, w0, w1, f in zip(rule.state_names(), W0, W1, fd)]
+    return out, hand_err
+
+
+def main_fd_gradient(a):
+    model, _ = resolve_model(a.model, a.module, a.define)
+    if not isinstance(model, R.MlpModel):
+        raise CheckError("--fd-gradient needs an MLP model")
+    defs = parse_defines(a.define)
+    rule = model.rule(dict(model.params, **{n: float(v) for n, v in defs.items()}))
+    if rule.retention != "none" or rule.optimizer != "gd" or not isinstance(rule.lr, tuple):
+        raise CheckError("--fd-gradient isolates g from one gd step: the module needs "
+                         "retention none and optimizer gd(lr = <scalar gate>)")
+    os.makedirs(a.workdir, exist_ok=True)
+    res, info = prepare_and_run(a.mirasc, a.miras, a.module, model, "generic", a.define,
+                                1, 1, 1, a.seed, a.workdir, fd_eta=a.fd_eta)
+    inp = info["inputs"]
+    names = info["states"]
+    W0 = [inp[n] for n in names]
+    W1 = [res[n][0] for n in names]
+    pairs, hand_err = fd_gradient_check(model, rule, W0, W1, inp, a.fd_eta)
+    ok_hand = hand_err < 1e-6
+    print("# numpy backprop vs central differences: max_rel_err=%.3e %s" % (
+        hand_err, "ok" if ok_hand else "FAIL"))
+    cmp = {"g_" + n: (g, f) for n, g, f in pairs}
+    bad = _report(cmp, list(cmp), a.fd_tol,
+                  "float64 central differences of the loss (model '%s')" % model.name)
+    if not ok_hand:
+        bad.append("the numpy backprop disagrees with finite differences (%.3e)" % hand_err)
     if bad:
         for b in bad:
             print("error: " + b, file=sys.stderr)
@@ -309,6 +459,210 @@ def _model_inputs(model, B, T, H, D, seed):
     for n, (kind, axis) in model.gates.items():
         gates.append((n, kind, axis, D if kind == "channel" else 1))
     return R.make_inputs(B, T, H, D, D, gates, seed=seed, model=model)
+
+
+MLP_LIT_SIZE = (2, 24, 2, 8)     # B, T, H, D of test/lit/Numeric/<mlp example>.test
+FD_LIT_D = 4                     # -DD of the --fd-gradient lit tests
+
+
+def _mlp_inputs(model, B, T, H, D, seed):
+    r = model.rule(model.params)
+    return R.make_mlp_inputs(model, r, B, T, H, D, R.mlp_gates(model), seed=seed), r
+
+
+def _self_test_mlp(report, fails, tol_fd=1e-7, tol_exact=1e-9, tol_fp32=2e-6):
+    rng = np.random.default_rng(11)
+
+    print("[7] MLP memory: activations' derivatives and hand-written backprop vs central "
+          "differences (float64)")
+    x = np.concatenate([np.linspace(-4, 4, 41) + 0.0123, rng.standard_normal(40) * 2])
+    for act, (f, df) in sorted(R.ACTS.items()):
+        h = 1e-6
+        fd = (f(x + h) - f(x - h)) / (2 * h)
+        report("act %s: d/dx vs central differences" % act, R.rel_err(df(x), fd), tol_fd)
+    D, E = 3, 2
+    z = rng.standard_normal((2, D))
+    v = rng.standard_normal((2, D))
+    for depth in (2, 3):
+        for act in sorted(R.ACTS):
+            for res, ln in ((False, False), (True, False), (False, True), (True, True)):
+                mlp = R.Mlp(depth, E, act, res, ln)
+                Ws = [rng.standard_normal((2,) + sh) / np.sqrt(sh[1]) for sh in mlp.shapes(D)]
+                for bias, g in (("l2", {}), ("lp", {"p": 3.0}), ("logcosh", {})):
+                    if bias != "l2" and (res, ln) not in ((True, True),):
+                        continue
+                    y, cache = R.mlp_forward(mlp, Ws, z)
+                    hand = R.mlp_vjp(mlp, Ws, cache, R.PSI[bias](y, v, g))
+                    fd = R.fd_mlp_grad(mlp, Ws, z, v, R.LOSSES[bias], g)
+                    err = max(R.rel_err(a, b) for a, b in zip(hand, fd))
+                    report("backprop %r %s" % (mlp, bias), err, tol_fd)
+
+    print("[8] mirror maps")
+    A = rng.standard_normal((2, 3, 6, 5)) * 2
+    W = R.map_softmax(A)
+    report("softmax map: rows sum to 1", float(np.max(np.abs(W.sum(-1) - 1))), tol_exact)
+    report("softmax map: entries > 0 (min entry, want > 0)", 0.0 if W.min() > 0 else 1.0, 0.5)
+    report("softmax map: invariant to a per-row shift of A",
+           R.rel_err(R.map_softmax(A + rng.standard_normal((2, 3, 6, 1)) * 5), W), tol_exact)
+    report("softmax map: log W - A is constant along each row",
+           float(np.max(np.ptp(np.log(W) - A, axis=-1))), tol_exact)
+    for q in (2.5, 4.0, 5.0):
+        Wq = R.map_lq(A, q)
+        nA, nW = R.lq_norm(A, q), R.lq_norm(Wq, q)
+        report("lq map q=%g: ||W||_q = ||A||_q^(3-q)" % q, R.rel_err(nW, nA ** (3 - q)), tol_exact)
+        report("lq map q=%g: map(c A) = c^(3-q) map(A), c = 1.7" % q,
+               R.rel_err(R.map_lq(1.7 * A, q), 1.7 ** (3 - q) * Wq), tol_exact)
+        report("lq map q=%g: W parallel to A (W / A constant per tensor)" % q,
+               float(np.max(np.ptp((Wq / A).reshape(2, 3, -1), axis=-1))), tol_exact)
+        report("lq map q=%g: inverse map" % q, R.rel_err(R.inv_map_lq(Wq, q), A), tol_exact)
+        per = np.stack([np.stack([R.map_lq(A[b, h], q) for h in range(3)]) for b in range(2)])
+        report("lq map q=%g: per tensor and head" % q, R.rel_err(per, Wq), tol_exact)
+    report("lq map q=4 is an involution", R.rel_err(R.map_lq(R.map_lq(A, 4.0), 4.0), A), tol_exact)
+    report("lq map q=2 is the identity", R.rel_err(R.map_lq(A, 2.0), A), tol_exact)
+
+    print("[9] MLP recurrences: identities between compositions")
+    B, T, H, D = 2, 12, 2, 4
+    m = R.MODELS["titans"]
+    inp, r = _mlp_inputs(m, B, T, H, D, 21)
+    inp0 = dict(inp, mu=np.zeros_like(inp["mu"]))
+    mo, ms = R.run_mlp(r, inp0)
+    rg = R.MlpRule(r.mlp, "l2", retention="l2", decay=R.G("alpha"), lr=R.G("theta"))
+    go, gs = R.run_mlp(rg, inp0)
+    report("momentum with mu = 0 == gd with decay (o, W1, W2)",
+           max(R.rel_err(mo, go), R.rel_err(ms["W1"], gs["W1"]), R.rel_err(ms["W2"], gs["W2"])),
+           tol_exact)
+    # momentum with mu = 1, alpha = 1: W_t - W_{t-1} = S_t = S_0 - theta sum g
+    inp1 = dict(inp0, mu=np.ones_like(inp["mu"]), alpha=np.ones_like(inp["alpha"]))
+    _, s1 = R.run_mlp(r, inp1)
+    # S_T = S_0 - sum theta g  and  W_T = W_0 + sum_t S_t: check by a second independent loop
+    Wl = [np.asarray(inp[n], float) for n in ("W1", "W2")]
+    Sl = [np.asarray(inp[n], float) for n in ("S1", "S2")]
+    for t in range(T):
+        y, c = R.mlp_forward(r.mlp, Wl, inp["k"][:, t].astype(float))
+        gr = R.mlp_vjp(r.mlp, Wl, c, y - inp["v"][:, t])
+        th = inp["theta"][:, t].astype(float)[..., None, None]
+        Sl = [s_ - th * g_ for s_, g_ in zip(Sl, gr)]
+        Wl = [w_ + s_ for w_, s_ in zip(Wl, Sl)]
+    report("momentum mu = 1, alpha = 1 vs a hand loop",
+           max(R.rel_err(s1["W1"], Wl[0]), R.rel_err(s1["S2"], Sl[1])), tol_exact)
+    m = R.MODELS["moneta"]
+    inp, r = _mlp_inputs(m, B, T, H, D, 22)
+    r2 = R.MlpRule(r.mlp, r.bias, r.bias_args, retention="lq", q=2.0, decay=r.decay, lr=r.lr)
+    rl = R.MlpRule(r.mlp, r.bias, r.bias_args, retention="l2", decay=r.decay, lr=r.lr)
+    a2 = dict(inp)
+    a2.update({"W1": inp["A1"], "W2": inp["A2"]})
+    o2, s2 = R.run_mlp(r2, inp)
+    ol, sl = R.run_mlp(rl, a2)
+    report("lq retention with q = 2 == l2 retention", max(R.rel_err(o2, ol),
+                                                           R.rel_err(s2["A1"], sl["W1"])), tol_exact)
+    # Moneta in primal form: W_t = map(alpha A_{t-1} - eta g(W_{t-1})) with A_{t-1} = map^-1(W_{t-1})
+    o4, s4 = R.run_mlp(r, inp)
+    Wp = [R.map_lq(np.asarray(inp[n], float), 4.0) for n in ("A1", "A2")]
+    op = np.zeros_like(o4)
+    for t in range(T):
+        y, c = R.mlp_forward(r.mlp, Wp, inp["k"][:, t].astype(float))
+        gr = R.mlp_vjp(r.mlp, Wp, c, R.psi_lp(y, inp["v"][:, t], {"p": 3.0}))
+        al = inp["alpha"][:, t].astype(float)[..., None, None]
+        et = inp["eta"][:, t].astype(float)[..., None, None]
+        Wp = [R.map_lq(al * R.inv_map_lq(w_, 4.0) - et * g_, 4.0) for w_, g_ in zip(Wp, gr)]
+        op[:, t] = R.mlp_forward(r.mlp, Wp, inp["q"][:, t].astype(float))[0]
+    report("moneta dual (A) == primal (W = map(alpha map^-1(W) - eta g))",
+           max(R.rel_err(o4, op), R.rel_err(R.map_lq(s4["A2"], 4.0), Wp[1])), 1e-8)
+    # Memora in the SPEC's primal form: W_t = softmax(alpha log W_{t-1} - eta g) row-wise
+    m = R.MODELS["memora"]
+    inp, r = _mlp_inputs(m, B, T, H, D, 23)
+    om, sm = R.run_mlp(r, inp)
+    Wp = [R.map_softmax(np.asarray(inp[n], float)) for n in ("A1", "A2")]
+    op = np.zeros_like(om)
+    for t in range(T):
+        y, c = R.mlp_forward(r.mlp, Wp, inp["k"][:, t].astype(float))
+        gr = R.mlp_vjp(r.mlp, Wp, c, y - inp["v"][:, t])
+        al = inp["alpha"][:, t].astype(float)[..., None, None]
+        et = inp["eta"][:, t].astype(float)[..., None, None]
+        Wp = [R.map_softmax(al * np.log(w_) - et * g_) for w_, g_ in zip(Wp, gr)]
+        op[:, t] = R.mlp_forward(r.mlp, Wp, inp["q"][:, t].astype(float))[0]
+    report("memora dual (logits) == primal softmax(alpha log W - eta g)",
+           max(R.rel_err(om, op), R.rel_err(R.map_softmax(sm["A1"]), Wp[0])), 1e-8)
+    m = R.MODELS["yaad"]
+    inp, r = _mlp_inputs(m, B, T, H, D, 24)
+    rl = R.MlpRule(r.mlp, "l2", retention="l2", decay=r.decay, lr=r.lr)
+    ob, sb = R.run_mlp(r, dict(inp, delta=np.full_like(inp["delta"], 1e9)))
+    ol, sl = R.run_mlp(rl, inp)
+    report("yaad_mix with delta = 1e9 == l2 bias", max(R.rel_err(ob, ol),
+                                                      R.rel_err(sb["W1"], sl["W1"])), tol_exact)
+    e = rng.standard_normal((5, 8)) * 2
+    d = np.full((5, 1), 0.7)
+    ps = R.psi_yaad_mix(e, 0 * e, {"delta": d, "kappa": 10.0})
+    big = np.linalg.norm(e, axis=-1) > 0.7
+    report("yaad_mix psi: delta tanh(10 e) above delta, e below",
+           max(R.rel_err(ps[big], 0.7 * np.tanh(10 * e[big])),
+               R.rel_err(ps[~big], e[~big]) if np.any(~big) else 0.0), tol_exact)
+    # a small gd step on the MIRAS MLP decreases the l2 loss of its own token
+    m = R.MODELS["ttt_mlp"]
+    inp, r = _mlp_inputs(m, 2, 1, 2, 4, 25)
+    Ws = [np.asarray(inp[n], float) for n in ("W1", "W2")]
+    kk, vv = inp["k"][:, 0].astype(float), inp["v"][:, 0].astype(float)
+    L0 = R.mlp_loss(r.mlp, Ws, kk, vv, R.LOSSES["l2"])
+    _, s1 = R.run_mlp(r, dict(inp, eta=np.full_like(inp["eta"], 1e-3)))
+    L1 = R.mlp_loss(r.mlp, [s1["W1"], s1["W2"]], kk, vv, R.LOSSES["l2"])
+    report("ttt_mlp: one step with eta = 1e-3 lowers the token's loss (max L1 - L0 < 0)",
+           0.0 if np.all(L1 < L0) else 1.0, 0.5)
+    # --model dsl reads the examples into the same rules as the registry
+    here = os.path.dirname(os.path.abspath(__file__))
+    ex = os.path.join(os.path.dirname(os.path.dirname(here)), "examples")
+    for name in ("ttt_mlp", "titans", "moneta", "yaad", "memora"):
+        path = os.path.join(ex, name + ".miras")
+        if not os.path.exists(path):
+            continue
+        md = R.model_from_source(open(path).read(), {"D": 4})
+        mr = R.MODELS[name]
+        inp, r = _mlp_inputs(mr, 1, 6, 2, 4, 26)
+        o1, _ = R.run_mlp(r, inp)
+        o2, _ = R.run_mlp(md.rule({}), inp)
+        report("--model dsl reads examples/%s.miras as the registry rule" % name,
+               R.rel_err(o2, o1), tol_exact)
+
+    print("[10] fp32 conditioning at the lit sizes (run_mlp float32 vs float64), the yaad "
+          "switch margin, the gradient's share of the final state")
+    B, T, H, D = MLP_LIT_SIZE
+    for name in ("ttt_mlp", "titans", "moneta", "yaad", "memora"):
+        m = R.MODELS[name]
+        inp, r = _mlp_inputs(m, B, T, H, D, 0)
+        tr = []
+        o64, s64 = R.run_mlp(r, inp, trace=tr)
+        o32, s32 = R.run_mlp(r, inp, np.float32)
+        err = max([R.rel_err(o32, o64)] + [R.rel_err(s32[n], s64[n]) for n in s64])
+        z = dict(inp)
+        z[r.lr[1]] = np.zeros_like(inp[r.lr[1]])
+        _, sz = R.run_mlp(r, z)
+        share = min(np.linalg.norm(s64[n] - sz[n]) / np.linalg.norm(s64[n])
+                    for n in s64 if not n.startswith("S"))
+        report("%s (B=%d T=%d H=%d D=%d) max|o|=%.1f, gradient share >= %.2f" % (
+            name, B, T, H, D, float(np.max(np.abs(o64))), share), err, tol_fp32)
+        if share < 0.02:
+            report("%s: the gradient moves the state" % name, 1.0, 0.5)
+        if name == "yaad":
+            ne = np.array([t_[0] for t_ in tr])
+            dl = np.array([t_[1]["delta"][..., 0] for t_ in tr])
+            margin = float(np.min(np.abs(ne - dl) / dl))
+            frac = float(np.mean(ne <= dl))
+            print("  %-58s %.2e %s" % ("yaad switch: min | ||e|| - delta | / delta (l2 branch "
+                                       "%.0f%%)" % (100 * frac), margin,
+                                       "ok" if margin > 1e-4 and 0 < frac < 1 else "FAIL"))
+            if not (margin > 1e-4 and 0 < frac < 1):
+                fails.append("yaad switch margin")
+    # --fd-gradient: g recovered from a float32 step W(1) = W(0) - eta g vs float64 FD
+    for name in ("mlp_fd_gelu", "mlp_fd_silu", "mlp_fd_relu", "mlp_fd_gelu_tanh"):
+        m = R.MODELS[name]
+        inp, r = _mlp_inputs(m, 1, 1, 1, FD_LIT_D, 0)
+        inp["eta"] = np.ones_like(inp["eta"])
+        _, s32 = R.run_mlp(r, inp, np.float32)
+        names = r.state_names()
+        pairs, hand = fd_gradient_check(m, r, [inp[n] for n in names],
+                                        [s32[n] for n in names], inp, 1.0)
+        report("%s: numpy backprop vs FD" % name, hand, tol_fd)
+        report("%s: float32 step, g = W(0) - W(1) vs FD (lit tol 1e-4)" % name,
+               max(R.rel_err(g_, f_) for _, g_, f_ in pairs), 1e-5)
 
 
 def self_test(tol_exact=1e-9, tol_fp32=2e-6):
@@ -437,6 +791,8 @@ def self_test(tol_exact=1e-9, tol_fp32=2e-6):
 
     print("[6] fp32 conditioning at the lit-test sizes (generic in float32 vs float64)")
     for name, m in sorted(R.MODELS.items()):
+        if isinstance(m, R.MlpModel):
+            continue
         for B, T, H, D in LIT_SIZES.get(name, LIT_DEFAULT_SIZE):
             inp = _model_inputs(m, B, T, H, D, 0)
             r = m.rule(m.params)
@@ -445,6 +801,8 @@ def self_test(tol_exact=1e-9, tol_fp32=2e-6):
             err = max(R.rel_err(o32, o64), R.rel_err(W32, W64))
             report("%s (B=%d T=%d H=%d D=%d) max|o|=%.1f" % (
                 name, B, T, H, D, float(np.max(np.abs(o64)))), err, tol_fp32)
+
+    _self_test_mlp(report, fails)
 
     print("self-test: %s" % ("PASS" if not fails else "FAIL (%d): %s" % (len(fails),
                                                                        ", ".join(fails))))
@@ -471,6 +829,14 @@ def build_parser():
     p.add_argument("--tol", type=float, default=1e-5)
     p.add_argument("--self-test", action="store_true")
     p.add_argument("--list-models", action="store_true")
+    p.add_argument("--fd-gradient", action="store_true",
+                   help="MLP modules with retention none + gd(lr = gate): run one token "
+                        "(B=T=H=1) and compare g = (W(0) - W(1)) / eta with float64 central "
+                        "differences of the loss")
+    p.add_argument("--fd-eta", type=float, default=1.0,
+                   help="learning rate of the --fd-gradient step (default 1)")
+    p.add_argument("--fd-tol", type=float, default=1e-4,
+                   help="tolerance of --fd-gradient (float32 kernel; default 1e-4)")
     return p
 
 
@@ -490,6 +856,8 @@ def main(argv=None):
         print("error: missing --%s" % ", --".join(missing), file=sys.stderr)
         return 2
     try:
+        if a.fd_gradient:
+            return main_fd_gradient(a)
         return main_check(a)
     except CheckError as e:
         print("error: %s" % e, file=sys.stderr)

@@ -652,3 +652,540 @@ def rel_err(x, ref):
     x = np.asarray(x, dtype=np.float64)
     ref = np.asarray(ref, dtype=np.float64)
     return float(np.max(np.abs(x - ref)) / max(float(np.max(np.abs(ref))), 1e-6))
+
+
+# ======================================================================================
+# 4. MLP memories (SPEC section 4) with momentum (section 5) and the mirror retentions
+#    lq (Moneta) and kl (Memora). Everything below is vectorised over the leading [B, H]
+#    axes; a weight is [..., rows, cols] and acts as h -> W h.
+#
+#    f(W; z) = [z +] [LN](W_k act(W_{k-1} ... act(W_1 z)))
+#    W_1: [E*D, D], W_2..W_{k-1}: [E*D, E*D], W_k: [D, E*D]; LN affine-free over the D
+#    outputs, biased variance, eps 1e-5; act between layers, never after the last one.
+
+import math  # noqa: E402
+
+LN_EPS = 1e-5
+_erf_v = np.vectorize(math.erf, otypes=[np.float64])
+_SQRT2 = math.sqrt(2.0)
+_SQRT_2_PI = math.sqrt(2.0 / math.pi)
+_INV_SQRT_2PI = 1.0 / math.sqrt(2.0 * math.pi)
+_GELU_C = 0.044715
+
+
+def _erf(x):
+    x = np.asarray(x)
+    return _erf_v(x.astype(np.float64)).astype(x.dtype)
+
+
+def _sigmoid(x):
+    return 0.5 * (1.0 + np.tanh(0.5 * x))
+
+
+# act(x) and act'(x), written out by hand
+def act_gelu(x):
+    return 0.5 * x * (1.0 + _erf(x / _SQRT2))
+
+
+def dact_gelu(x):
+    # d/dx 0.5 x (1 + erf(x/sqrt2)) = Phi(x) + x phi(x)
+    return 0.5 * (1.0 + _erf(x / _SQRT2)) + x * _INV_SQRT_2PI * np.exp(-0.5 * x * x)
+
+
+def act_gelu_tanh(x):
+    return 0.5 * x * (1.0 + np.tanh(_SQRT_2_PI * (x + _GELU_C * x ** 3)))
+
+
+def dact_gelu_tanh(x):
+    t = np.tanh(_SQRT_2_PI * (x + _GELU_C * x ** 3))
+    return 0.5 * (1.0 + t) + 0.5 * x * (1.0 - t * t) * _SQRT_2_PI * (1.0 + 3.0 * _GELU_C * x * x)
+
+
+def act_silu(x):
+    return x * _sigmoid(x)
+
+
+def dact_silu(x):
+    s = _sigmoid(x)
+    return s * (1.0 + x * (1.0 - s))
+
+
+def act_relu(x):
+    return np.maximum(x, 0.0)
+
+
+def dact_relu(x):
+    return (x > 0).astype(x.dtype)
+
+
+ACTS = {
+    "gelu": (act_gelu, dact_gelu),
+    "gelu_tanh": (act_gelu_tanh, dact_gelu_tanh),
+    "silu": (act_silu, dact_silu),
+    "relu": (act_relu, dact_relu),
+    "identity": (lambda x: x, lambda x: np.ones_like(x)),
+}
+
+
+class Mlp:
+    """The memory architecture mlp(dim, depth, expansion, act, residual, layernorm)."""
+
+    def __init__(self, depth=2, expansion=4, act="gelu", residual=False, layernorm=False):
+        if depth < 2:
+            raise ValueError("mlp depth must be >= 2")
+        if act not in ACTS:
+            raise ValueError("unknown activation %s" % act)
+        self.depth = int(depth)
+        self.expansion = int(expansion)
+        self.act = act
+        self.residual = bool(residual)
+        self.layernorm = bool(layernorm)
+
+    def shapes(self, D):
+        Hd = self.expansion * D
+        return [(Hd, D)] + [(Hd, Hd)] * (self.depth - 2) + [(D, Hd)]
+
+    def __repr__(self):
+        return "mlp(depth=%d, expansion=%d, act=%s%s%s)" % (
+            self.depth, self.expansion, self.act, ", residual" if self.residual else "",
+            ", layernorm" if self.layernorm else "")
+
+
+def layernorm(u):
+    """affine-free LN over the last axis: (u - mean) / sqrt(var + eps), biased var"""
+    mu = np.mean(u, axis=-1, keepdims=True)
+    c = u - mu
+    s = np.sqrt(np.mean(c * c, axis=-1, keepdims=True) + LN_EPS)
+    return c / s, s
+
+
+def layernorm_vjp(xhat, s, dy):
+    """du = (1/s) (dy - mean(dy) - xhat mean(dy xhat)), with xhat = LN(u), s = sqrt(var+eps).
+
+    From dxhat_i/du_j = (delta_ij - 1/n)/s - xhat_i xhat_j / (n s)."""
+    return (dy - np.mean(dy, axis=-1, keepdims=True)
+            - xhat * np.mean(dy * xhat, axis=-1, keepdims=True)) / s
+
+
+def mlp_forward(mlp, Ws, z):
+    """-> (f(W; z), cache). Ws: list of [..., rows, cols]; z [..., D]."""
+    act = ACTS[mlp.act][0]
+    hs, pre = [z], []
+    h = z
+    for W in Ws[:-1]:
+        a = _mv(W, h)
+        pre.append(a)
+        h = act(a)
+        hs.append(h)
+    u = _mv(Ws[-1], h)
+    xhat = s = None
+    y = u
+    if mlp.layernorm:
+        xhat, s = layernorm(u)
+        y = xhat
+    out = z + y if mlp.residual else y
+    return out, (hs, pre, xhat, s)
+
+
+def mlp_vjp(mlp, Ws, cache, psi):
+    """Reverse mode seeded with psi = dL/df: -> [dL/dW_1, ..., dL/dW_k].
+
+    The residual adds z, which does not depend on W: it passes psi through unchanged.
+        du = LN^T psi (or psi);   g_k = du h_{k-1}^T;   dh_{k-1} = W_k^T du;
+        da_i = dh_i (.) act'(a_i);   g_i = da_i h_{i-1}^T;   dh_{i-1} = W_i^T da_i.
+    """
+    dact = ACTS[mlp.act][1]
+    hs, pre, xhat, s = cache
+    du = layernorm_vjp(xhat, s, psi) if mlp.layernorm else psi
+    k = len(Ws)
+    grads = [None] * k
+    grads[k - 1] = _outer(du, hs[k - 1])
+    dh = np.einsum("...ij,...i->...j", Ws[k - 1], du)
+    for i in range(k - 2, -1, -1):
+        da = dh * dact(pre[i])
+        grads[i] = _outer(da, hs[i])
+        if i > 0:
+            dh = np.einsum("...ij,...i->...j", Ws[i], da)
+    return grads
+
+
+def mlp_loss(mlp, Ws, z, v, loss, g=None):
+    """L(f(W; z), v) with a LOSSES function -> [...]"""
+    y, _ = mlp_forward(mlp, Ws, z)
+    return loss(y, v, g or {})
+
+
+def fd_mlp_grad(mlp, Ws, z, v, loss, g=None, h=1e-5):
+    """dL/dW_i by central differences in float64, entry by entry (small sizes only)."""
+    Ws = [np.array(W, dtype=np.float64) for W in Ws]
+    out = []
+    for i, W in enumerate(Ws):
+        G = np.zeros_like(W)
+        for idx in np.ndindex(*W.shape[-2:]):
+            Wp = [x.copy() for x in Ws]
+            Wm = [x.copy() for x in Ws]
+            Wp[i][(Ellipsis,) + idx] += h
+            Wm[i][(Ellipsis,) + idx] -= h
+            G[(Ellipsis,) + idx] = (mlp_loss(mlp, Wp, z, v, loss, g)
+                                    - mlp_loss(mlp, Wm, z, v, loss, g)) / (2 * h)
+        out.append(G)
+    return out
+
+
+# mirror maps (SPEC section 5): W = map(A), per weight tensor and per head
+def map_identity(A, **kw):
+    return A
+
+
+def lq_norm(A, q):
+    return np.sum(np.abs(A) ** q, axis=(-2, -1), keepdims=True) ** (1.0 / q)
+
+
+def map_lq(A, q=4.0, **kw):
+    """W = A / ||A||_q^(q-2), entry-wise q-norm over the whole [rows, cols] tensor"""
+    return A / lq_norm(A, q) ** (q - 2.0)
+
+
+def inv_map_lq(W, q=4.0):
+    """A with map_lq(A) = W (q != 3): ||W||_q = ||A||_q^(3-q), so A = W ||A||_q^(q-2)."""
+    if abs(q - 3.0) < 1e-12:
+        raise ValueError("the lq map with q = 3 has norm-1 images only; not invertible")
+    nA = lq_norm(W, q) ** (1.0 / (3.0 - q))
+    return W * nA ** (q - 2.0)
+
+
+def map_softmax(A, **kw):
+    """W = softmax(A) over each row (the last axis)"""
+    m = np.max(A, axis=-1, keepdims=True)
+    e = np.exp(A - m)
+    return e / np.sum(e, axis=-1, keepdims=True)
+
+
+MAPS = {"none": map_identity, "l2": map_identity, "lq": map_lq, "kl": map_softmax}
+
+
+def psi_yaad_mix(y, v, g):
+    """e if ||e||_2 <= delta, else delta tanh(kappa e)  (per token)"""
+    e = y - v
+    d, kappa = g["delta"], g.get("kappa", 10.0)
+    return np.where(_nrm(e) <= d, e, d * np.tanh(kappa * e))
+
+
+PSI["yaad_mix"] = psi_yaad_mix
+
+
+class MlpRule:
+    """A MIRAS rule on an MLP memory. Value specs are floats or ("gate", name).
+
+    retention: none | l2 (decay) | lq (q, decay) | kl (decay); optimizer: gd (lr) |
+    momentum (lr = theta, beta = mu). With a mirror retention (lq, kl) the carried state
+    is the dual A_i and W_i = map(A_i); the (decayed) linear update acts on A.
+    """
+
+    def __init__(self, mlp, bias, bias_args=None, retention="none", decay=None, q=4.0,
+                 optimizer="gd", lr=None, beta=None, read="after_write", chunk=1):
+        self.mlp = mlp
+        self.bias = bias
+        self.bias_args = dict(bias_args or {})
+        self.retention = retention
+        self.decay = decay
+        self.q = float(q)
+        self.optimizer = optimizer
+        self.lr = lr
+        self.beta = beta
+        self.read = read
+        self.chunk = int(chunk)
+        if retention not in MAPS:
+            raise ValueError("retention %s" % retention)
+        if optimizer not in ("gd", "momentum"):
+            raise ValueError("optimizer %s" % optimizer)
+
+    @property
+    def mirror(self):
+        return self.retention in ("lq", "kl")
+
+    def weight_prefix(self):
+        return "A" if self.mirror else "W"
+
+    def state_names(self):
+        k = self.mlp.depth
+        names = ["%s%d" % (self.weight_prefix(), i + 1) for i in range(k)]
+        if self.optimizer == "momentum":
+            names += ["S%d" % (i + 1) for i in range(k)]
+        return names
+
+    def state_shapes(self, D):
+        sh = self.mlp.shapes(D)
+        return sh + (sh if self.optimizer == "momentum" else [])
+
+    def map(self, A):
+        return MAPS[self.retention](A, q=self.q)
+
+
+def _bias_args(rule, inp, t, dtype):
+    g = {}
+    for name, spec in rule.bias_args.items():
+        val = _value(spec, inp, t, dtype)
+        g[name] = val[..., None] if np.ndim(val) else val
+    return g
+
+
+def run_mlp(rule, inp, dtype=np.float64, trace=None):
+    """The MIRAS recurrence on an MLP memory (SPEC sections 3-7).
+
+    inp: q, k [B,T,H,D], v [B,T,H,D], gates, initial states by name ([B,H,rows,cols]).
+    Returns (o [B,T,H,D], {state name: final state}). trace, if a list, receives per token
+    the error norms ||e|| and the bias arguments (for the yaad switch margins).
+    """
+    mlp = rule.mlp
+    q = np.asarray(inp["q"], dtype=dtype)
+    k = np.asarray(inp["k"], dtype=dtype)
+    v = np.asarray(inp["v"], dtype=dtype)
+    B, T, H, D = k.shape
+    names = rule.state_names()
+    kd = mlp.depth
+    st = [np.array(inp[n], dtype=dtype, copy=True) for n in names]
+    A = st[:kd]                                    # W_i or the duals A_i
+    S = st[kd:] if rule.optimizer == "momentum" else None
+    psi_f = PSI[rule.bias]
+    o = np.zeros((B, T, H, D), dtype)
+    W = [rule.map(x) for x in A]
+    W_anchor = W
+    for t in range(T):
+        if t % rule.chunk == 0:
+            W_anchor = W
+        kt, vt, qt = k[:, t], v[:, t], q[:, t]
+        y, cache = mlp_forward(mlp, W_anchor, kt)
+        g = _bias_args(rule, inp, t, dtype)
+        psi = psi_f(y, vt, g)
+        if trace is not None:
+            trace.append((_nrm(y - vt)[..., 0], g))
+        grads = mlp_vjp(mlp, W_anchor, cache, psi)
+        a = 1.0
+        if rule.retention != "none":
+            if rule.decay is None:
+                raise ValueError("retention %s needs a decay" % rule.retention)
+            a = _mat(_value(rule.decay, inp, t, dtype))
+        lr = _mat(_value(rule.lr, inp, t, dtype))
+        if rule.optimizer == "gd":
+            A = [a * x - lr * gi for x, gi in zip(A, grads)]
+        else:
+            mu = _mat(_value(rule.beta, inp, t, dtype))
+            S = [mu * s - lr * gi for s, gi in zip(S, grads)]
+            A = [a * x + s for x, s in zip(A, S)]
+        W_prev = W
+        W = [rule.map(x) for x in A]
+        o[:, t] = mlp_forward(mlp, W if rule.read == "after_write" else W_prev, qt)[0]
+    states = dict(zip(names, A + (S or [])))
+    return o, states
+
+
+class MlpModel:
+    """A registry entry for an MLP-memory module (same interface as Model)."""
+
+    kind = "mlp"
+
+    def __init__(self, name, gates, rule, params=None, gate_ranges=None, init=None):
+        self.name = name
+        self.gates = gates
+        self.rule = rule
+        self.params = dict(params or {})
+        self.primary = "generic"
+        self.gate_ranges = dict(gate_ranges or {})
+        self.fd = False
+        self.init = dict(init or {})   # initial-state scales, see init_mlp_states
+
+    def reference(self, inp, params, mode=None):
+        return run_mlp(self.rule(params), inp)
+
+    def reference_states(self, inp, params, mode=None):
+        return self.reference(inp, params, mode)
+
+
+def init_mlp_states(rule, D, B, H, rng, weight_scale=1.0, logit_scale=1.0, s_scale=0.1):
+    """Random non-zero initial states, named as the ABI names them.
+
+    W_i ~ N(0, weight_scale^2 / fan_in); lq: A_i = map^-1 of such a W (q != 3); kl: logits
+    A_i ~ N(0, logit_scale^2); momentum S_i ~ N(0, (s_scale * weight_scale)^2 / fan_in).
+    """
+    out = {}
+    shapes = rule.mlp.shapes(D)
+    for i, (r, c) in enumerate(shapes):
+        W0 = rng.standard_normal((B, H, r, c)) * weight_scale / math.sqrt(c)
+        if rule.retention == "kl":
+            A0 = rng.standard_normal((B, H, r, c)) * logit_scale
+        elif rule.retention == "lq":
+            A0 = inv_map_lq(W0, rule.q) if abs(rule.q - 3.0) > 1e-12 else W0
+        else:
+            A0 = W0
+        out["%s%d" % (rule.weight_prefix(), i + 1)] = A0
+    if rule.optimizer == "momentum":
+        for i, (r, c) in enumerate(shapes):
+            out["S%d" % (i + 1)] = rng.standard_normal((B, H, r, c)) * s_scale * \
+                weight_scale / math.sqrt(c)
+    return out
+
+
+def make_mlp_inputs(model, rule, B, T, H, D, gates, seed=0):
+    """Inputs of SPEC section 8 for an MLP module (float32, C order)."""
+    inp = make_inputs(B, T, H, D, D, gates, seed=seed, model=model, states=[])
+    rng = np.random.default_rng(seed + 1000003)
+    for n, x in init_mlp_states(rule, D, B, H, rng, **model.init).items():
+        inp[n] = np.ascontiguousarray(x.astype(np.float32))
+    return inp
+
+
+def mlp_gates(model):
+    return [(n, kind, axis, 1) for n, (kind, axis) in model.gates.items()]
+
+
+def _addm(m):
+    MODELS[m.name] = m
+
+
+# the MIRAS MLP of SPEC section 4
+MIRAS_MLP = dict(depth=2, expansion=4, act="gelu", residual=True, layernorm=True)
+
+# Gate ranges and initial scales keep the float32 recurrences well conditioned at the lit
+# sizes (D=8, T=24): the float32-vs-float64 gap of run_mlp is <= ~1.3e-6 (check_module.py
+# --self-test [7]). alpha is drawn from (0.97, 1): stronger decay shrinks the weights,
+# LN's 1/sigma then amplifies rounding (gap ~5e-5 with alpha in (0.85, 1)).
+_MLP_ALPHA = (0.97, 1.0)
+_addm(MlpModel("ttt_mlp", {"eta": SCALAR},
+               lambda P: MlpRule(Mlp(2, 4, "gelu_tanh", True, True), "l2", lr=G("eta")),
+               gate_ranges={"eta": (0.01, 0.05)}))
+_addm(MlpModel("titans", {"theta": SCALAR, "mu": SCALAR, "alpha": SCALAR},
+               lambda P: MlpRule(Mlp(2, 4, "silu"), "l2", retention="l2", decay=G("alpha"),
+                                 optimizer="momentum", lr=G("theta"), beta=G("mu")),
+               gate_ranges={"theta": (0.01, 0.05), "mu": (0.5, 0.9), "alpha": _MLP_ALPHA}))
+# psi = 3 e|e| and the 1/||A||_4^2 map: small steps
+_addm(MlpModel("moneta", {"eta": SCALAR, "alpha": SCALAR},
+               lambda P: MlpRule(Mlp(**MIRAS_MLP), "lp", {"p": 3.0}, retention="lq", q=4.0,
+                                 decay=G("alpha"), lr=G("eta")),
+               gate_ranges={"eta": (0.0005, 0.002), "alpha": _MLP_ALPHA}))
+# delta in (1, 4) with D = 8 puts ~10-15% of the tokens on the l2 branch; weights 3x
+# N(0, 1/fan_in) keep LN's variance away from eps (the tanh(10 e) branch is stiff)
+_addm(MlpModel("yaad", {"eta": SCALAR, "alpha": SCALAR, "delta": SCALAR},
+               lambda P: MlpRule(Mlp(**MIRAS_MLP), "yaad_mix",
+                                 {"delta": G("delta"), "kappa": 10.0}, retention="l2",
+                                 decay=G("alpha"), lr=G("eta")),
+               gate_ranges={"eta": (0.005, 0.02), "delta": (1.0, 4.0), "alpha": _MLP_ALPHA},
+               init={"weight_scale": 3.0}))
+# logits N(0, 2^2): peaked rows keep the LN input's variance up
+_addm(MlpModel("memora", {"eta": SCALAR, "alpha": SCALAR},
+               lambda P: MlpRule(Mlp(**MIRAS_MLP), "l2", retention="kl", decay=G("alpha"),
+                                 lr=G("eta")),
+               gate_ranges={"eta": (0.01, 0.05), "alpha": _MLP_ALPHA},
+               init={"logit_scale": 2.0}))
+
+# test modules for the finite-difference check of the compiled gradient (modules/mlp_fd_*)
+_addm(MlpModel("mlp_fd_gelu", {"eta": SCALAR},
+               lambda P: MlpRule(Mlp(2, 2, "gelu", True, True), "l2", lr=G("eta"))))
+_addm(MlpModel("mlp_fd_silu", {"eta": SCALAR},
+               lambda P: MlpRule(Mlp(3, 2, "silu"), "lp", {"p": 3.0}, lr=G("eta"))))
+_addm(MlpModel("mlp_fd_relu", {"eta": SCALAR},
+               lambda P: MlpRule(Mlp(3, 2, "relu", residual=True), "logcosh", lr=G("eta"))))
+_addm(MlpModel("mlp_fd_gelu_tanh", {"eta": SCALAR},
+               lambda P: MlpRule(Mlp(2, 2, "gelu_tanh", layernorm=True), "l2", lr=G("eta"))))
+
+
+# --------------------------------------------------------------------------------------
+# generic composition from a module's declarations (check_module.py --model dsl)
+#
+# A deliberately small reading of the four choices of a .miras file, enough to build an
+# MlpRule: `param N = num;`, `gate N : scalar;`, `memory mlp(...)`, `bias NAME(args)`,
+# `retention NAME(args)`, `optimizer NAME(args)`, `read ...`, `chunk N`. Argument values
+# are numbers, params (their values, -D overrides) or scalar gates.
+
+import re  # noqa: E402
+
+_BIAS_ALIASES = {"lp": "lp", "l2": "l2", "dot": "dot", "huber": "huber",
+                 "huber_norm": "huber_norm", "value_shift": "value_shift",
+                 "yaad_mix": "yaad_mix"}
+
+
+def _strip_comments(src):
+    src = re.sub(r"/\*.*?\*/", " ", src, flags=re.S)
+    return re.sub(r"//[^\n]*", " ", src)
+
+
+def _decl(src, kw):
+    m = re.search(r"\b%s\s+([A-Za-z_]\w*)\s*(?:\(([^)]*)\))?\s*;" % kw, src)
+    if not m:
+        return None, {}
+    args, flags = {}, []
+    for part in (m.group(2) or "").split(","):
+        part = part.strip()
+        if not part:
+            continue
+        if "=" in part:
+            n, val = part.split("=", 1)
+            args[n.strip()] = val.strip()
+        else:
+            flags.append(part)
+    args["_flags"] = flags
+    return m.group(1), args
+
+
+def model_from_source(src, overrides=None, name=None):
+    """-> MlpModel built from the declarations of a .miras module with an mlp memory."""
+    src = _strip_comments(src)
+    params = {m.group(1): float(m.group(2)) for m in re.finditer(
+        r"\bparam\s+([A-Za-z_]\w*)\s*=\s*([-+0-9.eE]+)\s*;", src)}
+    for n, val in (overrides or {}).items():
+        params[n] = float(val)
+    gates = {}
+    for m in re.finditer(r"\bgate\s+([A-Za-z_]\w*)\s*:\s*([A-Za-z_]\w*)", src):
+        if m.group(2) != "scalar":
+            raise ValueError("dsl reference: only scalar gates on MLP memories (%s)" % m.group(1))
+        gates[m.group(1)] = SCALAR
+
+    def val(x, what):
+        x = x.strip()
+        if x in gates:
+            return G(x)
+        if x in params:
+            return params[x]
+        try:
+            return float(x)
+        except ValueError:
+            raise ValueError("dsl reference: cannot read %s = %s" % (what, x))
+
+    mem, margs = _decl(src, "memory")
+    if mem != "mlp":
+        raise ValueError("dsl reference: memory %s is not an mlp" % mem)
+    flags = margs.pop("_flags")
+    mlp = Mlp(depth=int(val(margs.get("depth", "2"), "depth")),
+              expansion=int(val(margs.get("expansion", "4"), "expansion")),
+              act=margs.get("act", "gelu"), residual="residual" in flags,
+              layernorm="layernorm" in flags)
+    if re.search(r"\bbias\s*\(", src):
+        raise ValueError("dsl reference: user-written biases need a registry model")
+    bname, bargs = _decl(src, "bias")
+    bflags = bargs.pop("_flags")
+    if bname not in _BIAS_ALIASES:
+        raise ValueError("dsl reference: bias %s" % bname)
+    bias = _BIAS_ALIASES[bname]
+    if bias == "lp" and ("smooth" in bflags or val(bargs.get("p", "2"), "p") < 2):
+        bias = "lp_smooth"
+    bias_args = {n: val(x, n) for n, x in bargs.items()}
+    rname, rargs = _decl(src, "retention")
+    rargs.pop("_flags")
+    oname, oargs = _decl(src, "optimizer")
+    oargs.pop("_flags")
+    rd = re.search(r"\bread\s+([A-Za-z_]\w*)\s*;", src)
+    ch = re.search(r"\bchunk\s+([A-Za-z_0-9.]+)\s*;", src)
+    decay = val(rargs["decay"], "decay") if "decay" in rargs else None
+    rule = MlpRule(mlp, bias, bias_args, retention=rname or "none", decay=decay,
+                   q=val(rargs.get("q", "4"), "q"), optimizer=oname or "gd",
+                   lr=val(oargs["lr"], "lr"),
+                   beta=val(oargs["beta"], "beta") if "beta" in oargs else None,
+                   read=rd.group(1) if rd else "after_write",
+                   chunk=int(val(ch.group(1), "chunk")) if ch else 1)
+    mname = name or re.search(r"\bmodule\s+([A-Za-z_]\w*)", src).group(1)
+    return MlpModel(mname, gates, lambda P: rule, params=params, gate_ranges=DSL_GATE_RANGES)
+
+
+# conservative steps for modules read with --model dsl (see the registry comments above)
+DSL_GATE_RANGES = {"eta": (0.005, 0.02), "theta": (0.005, 0.02), "mu": (0.5, 0.9),
+                   "alpha": (0.97, 1.0), "delta": (1.0, 4.0)}
