@@ -30,9 +30,12 @@ chunkDecl     : 'chunk' expr ';' ;
 component : ID ( '(' ( arg ( ',' arg )* )? ')' )? ;
 arg       : ( ID '=' )? expr ;
 
-// Precedence, loosest first: + -, * /, unary -, ^ (right-assoc). The exponent
-// is a `unary` so `2^-1` parses, and `-x^2` is `-(x^2)`.
-expr  : term ( ( '+' | '-' ) term )* ;
+// Precedence, loosest first: comparisons < <= > >= (non-associative: the
+// builder rejects a chain with a readable message), + -, * /, unary -, ^
+// (right-assoc). The exponent is a `unary` so `2^-1` parses, and `-x^2` is
+// `-(x^2)`. Sema allows a comparison only as the condition of where(...).
+expr  : sum ( ( '<' | '<=' | '>' | '>=' ) sum )* ;
+sum   : term ( ( '+' | '-' ) term )* ;
 term  : unary ( ( '*' | '/' ) unary )* ;
 unary : '-' unary | power ;
 power : atom ( '^' unary )? ;

@@ -268,9 +268,18 @@ public:
     return m;
   }
 
+  /// Comparisons do not associate: `a < b < c` is reported at the second
+  /// operator (and built left-nested so the tree stays well-formed).
   ast::ExprPtr buildExpr(MirasParser::ExprContext *ctx) {
+    if (ctx->children.size() > 3) {
+      auto *second =
+          static_cast<antlr4::tree::TerminalNode *>(ctx->children[3])->getSymbol();
+      diags.error(loc(second),
+                  "comparisons cannot be chained: write a single comparison "
+                  "such as 'a <= b'");
+    }
     return buildChain(ctx->children, [&](antlr4::tree::ParseTree *t) {
-      return buildTerm(static_cast<MirasParser::TermContext *>(t));
+      return buildSum(static_cast<MirasParser::SumContext *>(t));
     });
   }
 
@@ -391,6 +400,12 @@ private:
       lhs = e;
     }
     return lhs;
+  }
+
+  ast::ExprPtr buildSum(MirasParser::SumContext *ctx) {
+    return buildChain(ctx->children, [&](antlr4::tree::ParseTree *t) {
+      return buildTerm(static_cast<MirasParser::TermContext *>(t));
+    });
   }
 
   ast::ExprPtr buildTerm(MirasParser::TermContext *ctx) {

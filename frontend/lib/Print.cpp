@@ -11,8 +11,13 @@ using ast::Expr;
 
 namespace {
 
-/// Binding strength, loosest first: + - (1), * / (2), unary - (3), ^ (4),
-/// atoms (5). A negative number prints like a unary minus.
+/// Binding strength, loosest first: comparisons < <= > >= (0), + - (1),
+/// * / (2), unary - (3), ^ (4), atoms (5). A negative number prints like a
+/// unary minus.
+bool isComparison(const std::string &op) {
+  return op == "<" || op == "<=" || op == ">" || op == ">=";
+}
+
 int precedence(const Expr &e) {
   switch (e.kind) {
   case Expr::Kind::Number:
@@ -23,6 +28,8 @@ int precedence(const Expr &e) {
   case Expr::Kind::Unary:
     return 3;
   case Expr::Kind::Binary:
+    if (isComparison(e.op))
+      return 0;
     return e.op == "^" ? 4 : (e.op == "*" || e.op == "/") ? 2 : 1;
   }
   return 5;
@@ -78,8 +85,11 @@ std::string frontend::printExpr(const Expr &e) {
     const Expr &l = *e.operands[0], &r = *e.operands[1];
     int p = precedence(e);
     bool power = e.op == "^";
-    // `^` is right-associative and takes a unary exponent (`2 ^ -1`).
-    bool wrapL = power ? precedence(l) <= 4 : precedence(l) < p;
+    // `^` is right-associative and takes a unary exponent (`2 ^ -1`);
+    // comparisons do not associate at all.
+    bool wrapL = power ? precedence(l) <= 4
+                 : p == 0 ? precedence(l) <= 0
+                          : precedence(l) < p;
     bool wrapR = power ? precedence(r) < 3 : precedence(r) <= p;
     return wrapIf(wrapL, printExpr(l)) + " " + e.op + " " +
            wrapIf(wrapR, printExpr(r));

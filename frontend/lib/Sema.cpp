@@ -35,7 +35,14 @@ enum Accept : unsigned {
 };
 
 /// Constraint on a number (checked after evaluation).
-enum class Range { Any, Positive, NonNegative, UnitInterval };
+enum class Range {
+  Any,
+  Positive,
+  NonNegative,
+  UnitInterval,   // (0, 1]
+  ClosedUnit,     // [0, 1]
+  GreaterThanOne, // > 1 (with kPosInt: an integer >= 2)
+};
 
 struct ArgSpec {
   const char *name;
@@ -60,6 +67,17 @@ struct ComponentSpec {
 const std::vector<ComponentSpec> &registry() {
   static const std::vector<ComponentSpec> specs = {
       {"memory", "linear", {{"dk", kPosInt}, {"dv", kPosInt}}},
+      // f(z) = [z +] [LN](W_depth act(... act(W1 z))), hidden width
+      // expansion * dim (SPEC §4); dk = dv = dim.
+      {"memory",
+       "mlp",
+       {{"dim", kPosInt},
+        {"depth", kPosInt, "2", Range::GreaterThanOne},
+        {"expansion", kPosInt, "4"},
+        {"act", kKeyword, "gelu", Range::Any,
+         {"gelu", "gelu_tanh", "silu", "relu", "identity"}},
+        {"residual", kFlag, "0"},
+        {"layernorm", kFlag, "0"}}},
 
       {"bias", "dot", {}, "-2 * sum(y * v)"},
       {"bias", "l2", {}, "0.5 * sum((y - v)^2)"},
@@ -85,6 +103,14 @@ const std::vector<ComponentSpec> &registry() {
        "value_shift",
        {{"delta", kNumber | kScalarGate, nullptr, Range::Positive}},
        "0.5 * sum((y - v)^2) + delta * norm(y - v)"},
+      // Yaad: l2's signal while the error is small, a smoothed delta * Sign(e)
+      // (l1's) beyond delta (SPEC §3).
+      {"bias",
+       "yaad_mix",
+       {{"delta", kNumber | kScalarGate, nullptr, Range::Positive},
+        {"kappa", kNumber, "10", Range::Positive}},
+       nullptr,
+       "where(norm(y - v) <= delta, y - v, delta * tanh(kappa * (y - v)))"},
 
       {"retention", "none", {}},
       {"retention",
@@ -96,9 +122,22 @@ const std::vector<ComponentSpec> &registry() {
       {"retention",
        "l2_coupled",
        {{"strength", kNumber | kScalarGate, nullptr, Range::Positive}}},
+      // Mirror maps (SPEC §5): lq reads W = A / ||A||_q^(q-2), kl W = softmax(A).
+      {"retention",
+       "lq",
+       {{"q", kNumber, nullptr, Range::GreaterThanOne},
+        {"decay", kNumber | kScalarGate, "1", Range::UnitInterval}}},
+      {"retention",
+       "kl",
+       {{"decay", kNumber | kScalarGate, "1", Range::UnitInterval}}},
 
       {"optimizer", "gd", {{"lr", kNumber | kScalarGate}}},
       {"optimizer", "implicit", {{"lr", kNumber | kScalarGate}}},
+      // Titans: S_t = beta S_{t-1} - lr g_t, W_t = alpha W_{t-1} + S_t.
+      {"optimizer",
+       "momentum",
+       {{"lr", kNumber | kScalarGate, nullptr, Range::Positive},
+        {"beta", kNumber | kScalarGate, nullptr, Range::ClosedUnit}}},
   };
   return specs;
 }
@@ -120,7 +159,8 @@ std::string quotedList(const std::vector<std::string> &items) {
 
 std::string describeAccepts(const ArgSpec &spec) {
   if (spec.accepts & kPosInt)
-    return "a positive integer";
+    return spec.range == Range::GreaterThanOne ? "an integer >= 2"
+                                               : "a positive integer";
   if (spec.accepts & kFlag)
     return "0 or 1";
   if (spec.accepts & kKeyword)
@@ -132,6 +172,10 @@ std::string describeAccepts(const ArgSpec &spec) {
     num = "a number >= 0";
   else if (spec.range == Range::UnitInterval)
     num = "a number in (0, 1]";
+  else if (spec.range == Range::ClosedUnit)
+    num = "a number in [0, 1]";
+  else if (spec.range == Range::GreaterThanOne)
+    num = "a number > 1";
   if (spec.accepts & kChannelGate)
     return num + ", a scalar gate or a channel gate";
   if (spec.accepts & kScalarGate)
@@ -156,6 +200,10 @@ bool inRange(Range r, double v) {
     return v >= 0;
   case Range::UnitInterval:
     return v > 0 && v <= 1;
+  case Range::ClosedUnit:
+    return v >= 0 && v <= 1;
+  case Range::GreaterThanOne:
+    return v > 1;
   }
   return true;
 }
@@ -178,6 +226,7 @@ ExprPtr makeName(const std::string &name, const ast::SourceLoc &loc) {
 }
 
 /// Bias functions: name -> arity and whether it reduces a vector to a scalar.
+/// `where(cond, a, b)` selects per token: cond is a comparison of scalars.
 struct FunctionSpec {
   int arity;
   bool reduces;
@@ -187,7 +236,7 @@ const std::map<std::string, FunctionSpec> &functions() {
       {"abs", {1, false}},  {"sign", {1, false}}, {"tanh", {1, false}},
       {"sqrt", {1, false}}, {"exp", {1, false}},  {"log", {1, false}},
       {"cosh", {1, false}}, {"min", {2, false}},  {"max", {2, false}},
-      {"sum", {1, true}},   {"norm", {1, true}},
+      {"sum", {1, true}},   {"norm", {1, true}},  {"where", {3, false}},
   };
   return fns;
 }
@@ -199,7 +248,19 @@ std::string functionNames() {
   return quotedList(names);
 }
 
-enum class Shape { Scalar, Vector };
+/// Shapes in a bias expression. Bool is the result of comparing scalars,
+/// legal only as the condition of where(...); VectorBool (comparing vectors)
+/// is never legal, but tells the two mistakes apart.
+enum class Shape { Scalar, Vector, Bool, VectorBool };
+
+bool isBool(Shape s) { return s == Shape::Bool || s == Shape::VectorBool; }
+
+bool isComparison(const std::string &op) {
+  return op == "<" || op == "<=" || op == ">" || op == ">=";
+}
+
+const char *kComparisonMisuse =
+    "a comparison can only be used as the condition of where(...)";
 
 //===----------------------------------------------------------------------===//
 // The analysis
@@ -223,13 +284,15 @@ public:
       missing("memory", "memory linear(dk = 64, dv = 64);");
     else if (auto c = resolveComponent(*m.memory, "memory")) {
       r.memory = *c;
-      // Every memory declares dk and dv (the shapes of k/q and v).
+      // linear declares dk and dv (the shapes of k/q and v); mlp maps one
+      // width `dim` to itself.
       auto dim = [&](const char *n) {
         auto it = c->args.find(n);
         return it == c->args.end() ? int64_t(0) : int64_t(it->second.number);
       };
-      r.dk = dim("dk");
-      r.dv = dim("dv");
+      bool square = c->args.count("dim") != 0;
+      r.dk = dim(square ? "dim" : "dk");
+      r.dv = dim(square ? "dim" : "dv");
       memoryOk = true;
     }
     resolveGateDims(memoryOk);
@@ -237,10 +300,13 @@ public:
       missing("bias", "bias l2;");
     else
       biasOk = resolveBias(*m.bias);
+    bool retentionOk = false;
     if (!m.retention)
       missing("retention", "retention none;");
-    else if (auto c = resolveComponent(*m.retention, "retention"))
+    else if (auto c = resolveComponent(*m.retention, "retention")) {
       r.retention = *c;
+      retentionOk = true;
+    }
     if (!m.optimizer)
       missing("optimizer", "optimizer gd(lr = eta);");
     else if (auto c = resolveComponent(*m.optimizer, "optimizer")) {
@@ -254,6 +320,7 @@ public:
                   "bias (its closed-form step solves the l2 problem exactly), "
                   "but this module has memory '" +
                       r.memory.name + "' and bias '" + r.bias.name + "'");
+    checkCombinations(memoryOk, retentionOk, optimizerOk);
 
     if (m.read) {
       if (*m.read == "after_write" || *m.read == "before_write")
@@ -281,6 +348,42 @@ public:
 private:
   /// Dimensions and chunk sizes beyond this are certainly typos.
   static constexpr double kMaxDim = 1 << 24;
+
+  /// Retention/optimizer/memory pairs the compiler cannot (yet) build,
+  /// reported at the retention with a note at the other component.
+  void checkCombinations(bool memoryOk, bool retentionOk, bool optimizerOk) {
+    const std::string &ret = r.retention.name, &opt = r.optimizer.name;
+    if (retentionOk && optimizerOk) {
+      if ((ret == "lq" || ret == "kl") && opt != "gd") {
+        diags.error(r.retention.loc,
+                    "retention '" + ret +
+                        "' is a mirror map (it keeps a dual state): mirror "
+                        "retentions combine with gd only for now, but the "
+                        "optimizer is '" + opt + "'");
+        diags.note(r.optimizer.loc, "optimizer '" + opt + "' is declared here");
+      }
+      if (ret == "l2_coupled" && opt == "momentum") {
+        diags.error(r.retention.loc,
+                    "retention 'l2_coupled' is the exact minimiser of a single "
+                    "gd step and does not combine with optimizer 'momentum' "
+                    "(use 'l2(decay = ...)' for decoupled decay)");
+        diags.note(r.optimizer.loc, "optimizer 'momentum' is declared here");
+      }
+    }
+    if (retentionOk && memoryOk && r.memory.name != "linear") {
+      auto it = r.retention.args.find("order");
+      if (it != r.retention.args.end() &&
+          it->second.kind == ast::ArgValue::Kind::Keyword &&
+          it->second.name == "before_gradient") {
+        diags.error(it->second.loc,
+                    "order = before_gradient needs a linear memory (the decay "
+                    "is applied inside the delta step), but this module has "
+                    "memory '" + r.memory.name + "'");
+        diags.note(r.memory.loc, "memory '" + r.memory.name +
+                                     "' is declared here");
+      }
+    }
+  }
 
   void missing(const char *what, const char *example) {
     diags.error(m.loc, std::string("module '") + m.name + "' has no " + what +
@@ -393,8 +496,17 @@ private:
   }
 
   void resolveGateDims(bool memoryOk) {
-    for (ast::ResolvedGate &g : r.gates)
+    for (ast::ResolvedGate &g : r.gates) {
       g.dim = !g.channel || !memoryOk ? 1 : g.axis == "dk" ? r.dk : r.dv;
+      if (memoryOk && g.channel && r.memory.name != "linear") {
+        diags.error(g.loc, "channel gate '" + g.name +
+                               "' needs a linear memory: memory '" +
+                               r.memory.name +
+                               "' takes only scalar gates for now");
+        diags.note(r.memory.loc, "memory '" + r.memory.name +
+                                     "' is declared here");
+      }
+    }
   }
 
   //--- constants ------------------------------------------------------------
@@ -427,6 +539,10 @@ private:
       return std::make_pair(-a->first, a->second);
     }
     case Expr::Kind::Binary: {
+      if (isComparison(e.op)) {
+        diags.error(e.loc, kComparisonMisuse);
+        return std::nullopt;
+      }
       Result a = evalConstant(*e.operands.at(0), what);
       Result b = evalConstant(*e.operands.at(1), what);
       if (!a || !b)
@@ -447,7 +563,8 @@ private:
     }
     case Expr::Kind::Call: {
       auto fn = functions().find(e.name);
-      if (fn == functions().end() || fn->second.reduces) {
+      if (fn == functions().end() || fn->second.reduces ||
+          e.name == "where") {
         diags.error(e.loc, "function '" + e.name +
                                "' cannot be used in the constant expression "
                                "of " + what);
@@ -701,6 +818,10 @@ private:
     ExprPtr expr = checkBiasExpr(*source, rename, shape);
     if (!expr || diags.errors != before)
       return false;
+    if (isBool(shape)) {
+      diags.error(expr->loc, kComparisonMisuse);
+      return false;
+    }
     if (r.bias.kind == ast::ResolvedBias::Kind::Loss && shape != Shape::Scalar) {
       diags.error(b.isExpression ? expr->loc : b.loc,
                   "bias must reduce to a scalar: wrap it in sum(...)");
@@ -791,14 +912,43 @@ private:
       }
       auto out = std::make_shared<Expr>(e);
       bool ok = true, anyVector = false;
-      for (ExprPtr &op : out->operands) {
+      bool isWhere = fn && e.name == "where";
+      for (size_t i = 0; i < out->operands.size(); ++i) {
+        ExprPtr &op = out->operands[i];
         Shape s;
         op = checkBiasExpr(*op, rename, s);
-        ok = ok && op;
+        if (!op) {
+          ok = false;
+          continue;
+        }
+        if (isWhere && i == 0) {
+          if (s == Shape::VectorBool) {
+            // One branch per token: the condition is a single truth value.
+            diags.error(op->loc, "the condition of where(...) must compare "
+                                 "scalars; reduce vectors first (e.g. "
+                                 "'norm(y - v) <= delta')");
+            ok = false;
+          } else if (s != Shape::Bool) {
+            diags.error(op->loc, "the condition of where(...) must be a "
+                                 "comparison (<, <=, > or >=), found '" +
+                                     printExpr(*op) + "'");
+            ok = false;
+          }
+          continue;
+        }
+        if (isBool(s)) {
+          diags.error(op->loc, kComparisonMisuse);
+          ok = false;
+          continue;
+        }
         anyVector = anyVector || s == Shape::Vector;
       }
       if (!ok)
         return nullptr;
+      if (e.kind == Expr::Kind::Binary && isComparison(e.op)) {
+        shape = anyVector ? Shape::VectorBool : Shape::Bool;
+        return out;
+      }
       if (fn && fn->reduces && !anyVector) {
         diags.error(e.loc, "'" + e.name +
                                "' reduces a vector to a scalar, but its "
