@@ -19,7 +19,10 @@
 #include "mlir/Dialect/Utils/StructuredOpsUtils.h"
 #include "mlir/IR/AffineMap.h"
 #include "mlir/IR/Builders.h"
+#include "llvm/ADT/DenseSet.h"
 #include "llvm/ADT/MapVector.h"
+
+#include <limits>
 
 namespace miras {
 #define GEN_PASS_DEF_MIRASLOWERTOLINALG
@@ -72,10 +75,21 @@ private:
 
   /// Writes `tensor` (any rank) into `dest` with one linalg.generic.
   LogicalResult materialize(OpBuilder &b, Value tensor, Value dest);
-  /// `dest = matrix * vector` with one reduction generic.
-  LogicalResult lowerMatVec(OpBuilder &b, MatVecOp op, Value dest);
-  /// Sum (of squares, for a norm) of a vector, as a Scalar.
-  FailureOr<Value> lowerReduction(OpBuilder &b, Operation *op, bool squares);
+  /// `dest = A x` (or `x^T A` when `transposed`) with one reduction generic.
+  LogicalResult lowerProduct(OpBuilder &b, Value matrix, Value vector,
+                             bool transposed, Value result, Value dest);
+  /// Reduces `input` (a vector or matrix) into `dest` (0-d for a full
+  /// reduction, a vector for a row reduction), starting from `init`.
+  LogicalResult lowerReduction(OpBuilder &b, Location loc, Value input,
+                               Value dest, double init,
+                               function_ref<Value(OpBuilder &, Location, Value,
+                                                  Value)>
+                                   combine);
+  /// Writes every new state that `tensor` reads (through lazy matrices) into
+  /// its slice first: it is read from its buffer afterwards, and the old
+  /// state it replaces must not be read again.
+  LogicalResult flushStates(OpBuilder &b, Value tensor);
+  LogicalResult writeState(OpBuilder &b, unsigned index);
 
   LogicalResult lowerOp(OpBuilder &b, Operation &op);
   LogicalResult lowerReturn(OpBuilder &b, func::ReturnOp ret);
@@ -89,6 +103,12 @@ private:
     return scratch(cast<RankedTensorType>(v.getType()));
   }
 
+  /// One state tensor: the step's argument, its new value and its slice of
+  /// the kernel's state buffer for the current (batch, head).
+  struct State {
+    Value old, next, slice;
+  };
+
   static Value emitScalarOp(OpBuilder &b, Operation *op, ValueRange operands);
 
   MemoryModuleOp module;
@@ -96,8 +116,9 @@ private:
   MLIRContext *ctx;
   DenseMap<Value, Lowered> lowered;
   OpBuilder *entryBuilder = nullptr;
-  Value stateSlice, outputSlice, stateValue, outputValue;
-  Value oldState; // the step's W argument, clobbered once the new W is written
+  SmallVector<State> states;
+  llvm::SmallDenseSet<unsigned> writing; // states being or already written
+  Value outputSlice, outputValue;
 };
 
 Value KernelLowering::scratch(RankedTensorType type) {
@@ -217,6 +238,8 @@ LogicalResult KernelLowering::materialize(OpBuilder &b, Value tensor,
   Location loc = tensor.getLoc();
   unsigned rank = cast<RankedTensorType>(tensor.getType()).getRank();
   AffineMap identity = AffineMap::getMultiDimIdentityMap(rank, ctx);
+  if (failed(flushStates(b, tensor)))
+    return failure();
   Leaves leaves;
   if (failed(visitElement(tensor, identity, leaves)))
     return failure();
@@ -233,40 +256,65 @@ LogicalResult KernelLowering::materialize(OpBuilder &b, Value tensor,
   return success(ok);
 }
 
-LogicalResult KernelLowering::lowerMatVec(OpBuilder &b, MatVecOp op,
-                                          Value dest) {
-  Location loc = op.getLoc();
-  // The new state feeding a read-after-write: write it in place first, then
-  // read the buffer (the old state must not be read afterwards).
-  if (op.getMatrix() == stateValue &&
-      lowered[stateValue].kind == Lowered::Kind::Lazy) {
-    if (failed(materialize(b, stateValue, stateSlice)))
+LogicalResult KernelLowering::flushStates(OpBuilder &b, Value tensor) {
+  Lowered l = lowered.lookup(tensor);
+  if (l.kind != Lowered::Kind::Lazy)
+    return success();
+  for (auto [index, state] : llvm::enumerate(states))
+    if (state.next == tensor && !writing.contains(index))
+      return writeState(b, index);
+  for (Value operand : tensor.getDefiningOp()->getOperands())
+    if (failed(flushStates(b, operand)))
       return failure();
-    lowered[stateValue] = {Lowered::Kind::Buffer, stateSlice};
-    lowered[oldState] = {Lowered::Kind::Clobbered, Value()};
-  }
+  return success();
+}
+
+LogicalResult KernelLowering::writeState(OpBuilder &b, unsigned index) {
+  State &state = states[index];
+  writing.insert(index);
+  Lowered l = lowered.lookup(state.next);
+  if (l.kind == Lowered::Kind::Buffer && l.value == state.slice)
+    return success(); // unchanged, or already written
+  if (l.kind == Lowered::Kind::Buffer)
+    memref::CopyOp::create(b, state.next.getLoc(), l.value, state.slice);
+  else if (failed(materialize(b, state.next, state.slice)))
+    return failure();
+  lowered[state.next] = {Lowered::Kind::Buffer, state.slice};
+  if (state.old != state.next)
+    lowered[state.old] = {Lowered::Kind::Clobbered, Value()};
+  return success();
+}
+
+LogicalResult KernelLowering::lowerProduct(OpBuilder &b, Value matrix,
+                                           Value vector, bool transposed,
+                                           Value result, Value dest) {
+  Location loc = result.getLoc();
+  if (failed(flushStates(b, matrix)) || failed(flushStates(b, vector)))
+    return failure();
+  // Iterate (i, j) over the matrix; A x reduces j, x^T A reduces i.
   AffineExpr i, j;
   bindDims(ctx, i, j);
   auto matrixMap = AffineMap::get(2, 0, {i, j}, ctx);
-  auto vectorMap = AffineMap::get(2, 0, {j}, ctx);
-  auto outMap = AffineMap::get(2, 0, {i}, ctx);
+  auto vectorMap = AffineMap::get(2, 0, {transposed ? i : j}, ctx);
+  auto outMap = AffineMap::get(2, 0, {transposed ? j : i}, ctx);
   Leaves leaves;
-  if (failed(visitElement(op.getMatrix(), matrixMap, leaves)) ||
-      failed(visitElement(op.getVector(), vectorMap, leaves)))
+  if (failed(visitElement(matrix, matrixMap, leaves)) ||
+      failed(visitElement(vector, vectorMap, leaves)))
     return failure();
   SmallVector<AffineMap> maps = leaves.maps();
   maps.push_back(outMap);
   Value zero = arith::ConstantOp::create(b, loc, b.getF32FloatAttr(0.0));
   linalg::FillOp::create(b, loc, ValueRange{zero}, ValueRange{dest});
+  SmallVector<utils::IteratorType> iterators{utils::IteratorType::parallel,
+                                             utils::IteratorType::reduction};
+  if (transposed)
+    std::swap(iterators[0], iterators[1]);
   bool ok = true;
   linalg::GenericOp::create(
-      b, loc, leaves.buffers(), ValueRange{dest}, maps,
-      {utils::IteratorType::parallel, utils::IteratorType::reduction},
+      b, loc, leaves.buffers(), ValueRange{dest}, maps, iterators,
       [&](OpBuilder &nb, Location nloc, ValueRange args) {
-        FailureOr<Value> a =
-            emitElement(nb, op.getMatrix(), matrixMap, leaves, args);
-        FailureOr<Value> x =
-            emitElement(nb, op.getVector(), vectorMap, leaves, args);
+        FailureOr<Value> a = emitElement(nb, matrix, matrixMap, leaves, args);
+        FailureOr<Value> x = emitElement(nb, vector, vectorMap, leaves, args);
         ok = succeeded(a) && succeeded(x);
         if (!ok) {
           linalg::YieldOp::create(nb, nloc, args.back());
@@ -276,45 +324,42 @@ LogicalResult KernelLowering::lowerMatVec(OpBuilder &b, MatVecOp op,
         linalg::YieldOp::create(
             nb, nloc, Value(arith::AddFOp::create(nb, nloc, args.back(), prod)));
       });
-  lowered[op.getResult()] = {Lowered::Kind::Buffer, dest};
+  lowered[result] = {Lowered::Kind::Buffer, dest};
   return success(ok);
 }
 
-FailureOr<Value> KernelLowering::lowerReduction(OpBuilder &b, Operation *op,
-                                                bool squares) {
-  Location loc = op->getLoc();
-  Value input = op->getOperand(0);
-  AffineExpr i;
-  bindDims(ctx, i);
-  auto inMap = AffineMap::get(1, 0, {i}, ctx);
-  auto outMap = AffineMap::get(1, 0, {}, ctx);
+LogicalResult KernelLowering::lowerReduction(
+    OpBuilder &b, Location loc, Value input, Value dest, double init,
+    function_ref<Value(OpBuilder &, Location, Value, Value)> combine) {
+  if (failed(flushStates(b, input)))
+    return failure();
+  unsigned rank = cast<RankedTensorType>(input.getType()).getRank();
+  unsigned outRank = cast<MemRefType>(dest.getType()).getRank();
+  AffineMap inMap = AffineMap::getMultiDimIdentityMap(rank, ctx);
+  // Full reduction to a 0-d buffer, or a row reduction (keep dim 0).
+  AffineMap outMap = outRank == 0 ? AffineMap::get(rank, 0, {}, ctx)
+                                  : inMap.getSubMap({0});
+  SmallVector<utils::IteratorType> iterators(rank,
+                                             utils::IteratorType::reduction);
+  if (outRank == 1)
+    iterators[0] = utils::IteratorType::parallel;
   Leaves leaves;
   if (failed(visitElement(input, inMap, leaves)))
     return failure();
   SmallVector<AffineMap> maps = leaves.maps();
   maps.push_back(outMap);
-  Value acc = memref::AllocaOp::create(*entryBuilder, loc,
-                                       MemRefType::get({}, b.getF32Type()));
-  Value zero = arith::ConstantOp::create(b, loc, b.getF32FloatAttr(0.0));
-  memref::StoreOp::create(b, loc, zero, acc);
+  Value start = arith::ConstantOp::create(b, loc, b.getF32FloatAttr(init));
+  linalg::FillOp::create(b, loc, ValueRange{start}, ValueRange{dest});
   bool ok = true;
   linalg::GenericOp::create(
-      b, loc, leaves.buffers(), ValueRange{acc}, maps,
-      {utils::IteratorType::reduction},
+      b, loc, leaves.buffers(), ValueRange{dest}, maps, iterators,
       [&](OpBuilder &nb, Location nloc, ValueRange args) {
         FailureOr<Value> x = emitElement(nb, input, inMap, leaves, args);
         ok = succeeded(x);
-        if (!ok) {
-          linalg::YieldOp::create(nb, nloc, args.back());
-          return;
-        }
-        Value term = squares ? arith::MulFOp::create(nb, nloc, *x, *x) : *x;
         linalg::YieldOp::create(
-            nb, nloc, Value(arith::AddFOp::create(nb, nloc, args.back(), term)));
+            nb, nloc, ok ? combine(nb, nloc, args.back(), *x) : args.back());
       });
-  if (!ok)
-    return failure();
-  return Value(memref::LoadOp::create(b, loc, acc));
+  return success(ok);
 }
 
 LogicalResult KernelLowering::lowerOp(OpBuilder &b, Operation &op) {
@@ -339,23 +384,50 @@ LogicalResult KernelLowering::lowerOp(OpBuilder &b, Operation &op) {
                        scalar};
     return success();
   }
-  if (auto sum = dyn_cast<SumOp>(op)) {
-    FailureOr<Value> s = lowerReduction(b, &op, /*squares=*/false);
-    if (failed(s))
+  auto add = [](OpBuilder &nb, Location nloc, Value acc, Value x) -> Value {
+    return arith::AddFOp::create(nb, nloc, acc, x);
+  };
+  auto addSquare = [](OpBuilder &nb, Location nloc, Value acc,
+                      Value x) -> Value {
+    return arith::AddFOp::create(nb, nloc, acc,
+                                 arith::MulFOp::create(nb, nloc, x, x));
+  };
+  auto max = [](OpBuilder &nb, Location nloc, Value acc, Value x) -> Value {
+    return arith::MaximumFOp::create(nb, nloc, acc, x);
+  };
+  if (isa<SumOp, NormOp>(op)) {
+    Value acc = memref::AllocaOp::create(*entryBuilder, op.getLoc(),
+                                         MemRefType::get({}, b.getF32Type()));
+    bool norm = isa<NormOp>(op);
+    if (failed(lowerReduction(b, op.getLoc(), op.getOperand(0), acc, 0.0,
+                              norm ? function_ref<Value(OpBuilder &, Location,
+                                                        Value, Value)>(addSquare)
+                                   : add)))
       return failure();
-    lowered[result] = {Lowered::Kind::Scalar, *s};
+    Value total = memref::LoadOp::create(b, op.getLoc(), acc);
+    if (norm)
+      total = math::SqrtOp::create(b, op.getLoc(), total);
+    lowered[result] = {Lowered::Kind::Scalar, total};
     return success();
   }
-  if (auto norm = dyn_cast<NormOp>(op)) {
-    FailureOr<Value> s = lowerReduction(b, &op, /*squares=*/true);
-    if (failed(s))
+  if (isa<RowSumOp, RowMaxOp>(op)) {
+    Value dest = destinationFor(result);
+    bool isMax = isa<RowMaxOp>(op);
+    if (failed(lowerReduction(
+            b, op.getLoc(), op.getOperand(0), dest,
+            isMax ? -std::numeric_limits<double>::infinity() : 0.0,
+            isMax ? function_ref<Value(OpBuilder &, Location, Value, Value)>(max)
+                  : add)))
       return failure();
-    lowered[result] = {Lowered::Kind::Scalar,
-                       math::SqrtOp::create(b, op.getLoc(), *s)};
+    lowered[result] = {Lowered::Kind::Buffer, dest};
     return success();
   }
   if (auto matvec = dyn_cast<MatVecOp>(op))
-    return lowerMatVec(b, matvec, destinationFor(result));
+    return lowerProduct(b, matvec.getMatrix(), matvec.getVector(),
+                        /*transposed=*/false, result, destinationFor(result));
+  if (auto vecmat = dyn_cast<VecMatOp>(op))
+    return lowerProduct(b, vecmat.getMatrix(), vecmat.getVector(),
+                        /*transposed=*/true, result, destinationFor(result));
 
   // A broadcast of a scalar, or an element-wise op on scalars and splats only,
   // stays a single scalar value.
@@ -391,19 +463,17 @@ LogicalResult KernelLowering::lowerOp(OpBuilder &b, Operation &op) {
 }
 
 LogicalResult KernelLowering::lowerReturn(OpBuilder &b, func::ReturnOp ret) {
-  auto store = [&](Value v, Value dest) -> LogicalResult {
-    Lowered l = lowered.lookup(v);
-    if (l.kind == Lowered::Kind::Buffer && l.value == dest)
-      return success();
-    if (l.kind == Lowered::Kind::Buffer) {
-      memref::CopyOp::create(b, ret.getLoc(), l.value, dest);
-      return success();
-    }
-    return materialize(b, v, dest);
-  };
-  if (failed(store(stateValue, stateSlice)))
-    return failure();
-  return store(outputValue, outputSlice);
+  for (unsigned index = 0; index < states.size(); ++index)
+    if (!writing.contains(index) && failed(writeState(b, index)))
+      return failure();
+  Lowered o = lowered.lookup(outputValue);
+  if (o.kind == Lowered::Kind::Buffer && o.value == outputSlice)
+    return success();
+  if (o.kind == Lowered::Kind::Buffer) {
+    memref::CopyOp::create(b, ret.getLoc(), o.value, outputSlice);
+    return success();
+  }
+  return materialize(b, outputValue, outputSlice);
 }
 
 /// memref<?x?x?xD0x..xf32>: three dynamic leading dims then the static shape.
@@ -435,6 +505,15 @@ LogicalResult KernelLowering::run() {
   Location loc = module.getLoc();
   int64_t dk = module.getDk(), dv = module.getDv(), chunk = module.getChunk();
   SmallVector<GateOp> gates = module.getGates();
+  Block &body = step.getBody().front();
+  auto ret = cast<func::ReturnOp>(body.getTerminator());
+  // Step signature (miras-derive-update): states, anchors of the first
+  // states when chunk > 1, q, k, v, gates -> new states, o.
+  unsigned numStates = ret.getNumOperands() - 1;
+  unsigned numAnchors = body.getNumArguments() - numStates - 3 - gates.size();
+  auto shapeOf = [](Value v) {
+    return cast<RankedTensorType>(v.getType()).getShape();
+  };
 
   SmallVector<Type> argTypes{sequenceType(ctx, 3, {dk}),
                              sequenceType(ctx, 3, {dk}),
@@ -443,7 +522,8 @@ LogicalResult KernelLowering::run() {
     argTypes.push_back(gate.getChannel()
                            ? sequenceType(ctx, 3, {gate.getDim()})
                            : sequenceType(ctx, 3, {}));
-  argTypes.push_back(sequenceType(ctx, 2, {dv, dk}));
+  for (unsigned i = 0; i < numStates; ++i)
+    argTypes.push_back(sequenceType(ctx, 2, shapeOf(body.getArgument(i))));
   argTypes.push_back(sequenceType(ctx, 3, {dv}));
 
   OpBuilder b(module);
@@ -456,8 +536,7 @@ LogicalResult KernelLowering::run() {
 
   Value q = entry->getArgument(0), k = entry->getArgument(1),
         v = entry->getArgument(2);
-  Value state = entry->getArgument(3 + gates.size());
-  Value out = entry->getArgument(4 + gates.size());
+  Value out = entry->getArgument(entry->getNumArguments() - 1);
   Value c0 = arith::ConstantIndexOp::create(b, loc, 0);
   Value c1 = arith::ConstantIndexOp::create(b, loc, 1);
   // Scratch buffers go first in the entry block, outside every loop.
@@ -467,37 +546,43 @@ LogicalResult KernelLowering::run() {
   Value batch = memref::DimOp::create(b, loc, q, 0);
   Value length = memref::DimOp::create(b, loc, q, 1);
   Value heads = memref::DimOp::create(b, loc, q, 2);
-  auto matType = MemRefType::get({dv, dk}, b.getF32Type());
-  // The anchor (SPEC section 7) can be large: heap, not stack.
-  Value anchor =
-      chunk > 1 ? Value(memref::AllocOp::create(b, loc, matType)) : Value();
+  // Anchors (SPEC section 7) can be large: heap, not stack.
+  SmallVector<Value> anchors;
+  for (unsigned i = 0; i < numAnchors; ++i) {
+    auto type = MemRefType::get(shapeOf(body.getArgument(i)), b.getF32Type());
+    anchors.push_back(memref::AllocOp::create(b, loc, type));
+  }
 
   auto bLoop = scf::ForOp::create(b, loc, c0, batch, c1);
   b.setInsertionPointToStart(bLoop.getBody());
   auto hLoop = scf::ForOp::create(b, loc, c0, heads, c1);
   b.setInsertionPointToStart(hLoop.getBody());
   Value bi = bLoop.getInductionVar(), hi = hLoop.getInductionVar();
-  stateSlice = slice(b, loc, state, {bi, hi}, {dv, dk});
+  for (unsigned i = 0; i < numStates; ++i) {
+    Value buffer = entry->getArgument(3 + gates.size() + i);
+    Value old = body.getArgument(i);
+    states.push_back(
+        {old, ret.getOperand(i), slice(b, loc, buffer, {bi, hi}, shapeOf(old))});
+    lowered[old] = {Lowered::Kind::Buffer, states.back().slice};
+  }
   auto tLoop = scf::ForOp::create(b, loc, c0, length, c1);
   b.setInsertionPointToStart(tLoop.getBody());
   Value ti = tLoop.getInductionVar();
 
-  if (anchor) {
+  if (!anchors.empty()) {
     Value chunkSize = arith::ConstantIndexOp::create(b, loc, chunk);
     Value offset = arith::RemUIOp::create(b, loc, ti, chunkSize);
     Value starts =
         arith::CmpIOp::create(b, loc, arith::CmpIPredicate::eq, offset, c0);
     auto ifOp = scf::IfOp::create(b, loc, starts, /*withElseRegion=*/false);
     OpBuilder tb = ifOp.getThenBodyBuilder();
-    memref::CopyOp::create(tb, loc, stateSlice, anchor);
+    for (auto [i, anchor] : llvm::enumerate(anchors))
+      memref::CopyOp::create(tb, loc, states[i].slice, anchor);
   }
 
-  // Bind the step's arguments.
-  Block &body = step.getBody().front();
-  unsigned next = 0;
-  oldState = body.getArgument(next++);
-  lowered[oldState] = {Lowered::Kind::Buffer, stateSlice};
-  if (anchor)
+  // Bind the rest of the step's arguments.
+  unsigned next = numStates;
+  for (Value anchor : anchors)
     lowered[body.getArgument(next++)] = {Lowered::Kind::Buffer, anchor};
   SmallVector<Value> prefix{bi, ti, hi};
   lowered[body.getArgument(next++)] = {Lowered::Kind::Buffer,
@@ -517,16 +602,14 @@ LogicalResult KernelLowering::run() {
                       memref::LoadOp::create(b, loc, source, prefix)};
   }
   outputSlice = slice(b, loc, out, prefix, {dv});
-  auto ret = cast<func::ReturnOp>(body.getTerminator());
-  stateValue = ret.getOperand(0);
-  outputValue = ret.getOperand(1);
+  outputValue = ret.getOperands().back();
 
   for (Operation &op : body)
     if (failed(lowerOp(b, op)))
       return failure();
 
   b.setInsertionPointAfter(bLoop);
-  if (anchor)
+  for (Value anchor : anchors)
     memref::DeallocOp::create(b, loc, anchor);
   func::ReturnOp::create(b, loc);
   return success();

@@ -129,7 +129,13 @@ KernelInterface describe(MemoryModuleOp module, func::FuncOp step) {
     iface.gates.push_back({gate.getSymName().str(), gate.getChannel(),
                            gate.getAxis() ? gate.getAxis()->str() : "",
                            static_cast<int64_t>(gate.getDim())});
-  iface.states.push_back({"W", {module.getDv(), module.getDk()}});
+  // Every result of the step but the output is a carried state.
+  for (unsigned i = 0; i + 1 < step.getNumResults(); ++i) {
+    auto name = step.getResultAttrOfType<StringAttr>(i, "miras.name");
+    auto type = cast<RankedTensorType>(step.getResultTypes()[i]);
+    iface.states.push_back(
+        {name.str(), std::vector<int64_t>(type.getShape().begin(), type.getShape().end())});
+  }
   iface.rule = printUpdateRule(step);
   return iface;
 }

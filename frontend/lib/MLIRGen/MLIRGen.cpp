@@ -189,11 +189,16 @@ OwningOpRef<ModuleOp> Generator::run() {
                    g.channel ? b.getStringAttr(g.axis) : StringAttr(),
                    b.getI64IntegerAttr(g.dim));
 
+  // The memory's widths as integers, its other arguments as written.
   const ast::ResolvedComponent &memory = module.memory;
-  MemoryOp::create(
-      b, loc(memory.loc), b.getStringAttr(memory.name),
-      b.getDictionaryAttr({b.getNamedAttr("dk", b.getI64IntegerAttr(module.dk)),
-                           b.getNamedAttr("dv", b.getI64IntegerAttr(module.dv))}));
+  SmallVector<NamedAttribute> memoryArgs{
+      b.getNamedAttr("dk", b.getI64IntegerAttr(module.dk)),
+      b.getNamedAttr("dv", b.getI64IntegerAttr(module.dv))};
+  for (const auto &[name, value] : memory.args)
+    if (name != "dk" && name != "dv" && name != "dim")
+      memoryArgs.push_back(b.getNamedAttr(name, argAttr(value)));
+  MemoryOp::create(b, loc(memory.loc), b.getStringAttr(memory.name),
+                   b.getDictionaryAttr(memoryArgs));
   emitBias(loc(module.bias.loc));
   RetentionOp::create(b, loc(module.retention.loc),
                       b.getStringAttr(module.retention.name),

@@ -23,18 +23,27 @@ SmallVector<GateOp> MemoryModuleOp::getGates() {
 /// Checks a component argument that must be a number or a gate reference.
 /// `allowChannel` admits channel gates (a per-channel decay); `positive` and
 /// `atMostOne` bound a numeric value.
+/// The range a numeric component argument must lie in.
+enum class ArgRange { Positive, UnitInterval /* (0, 1] */, Fraction /* [0, 1] */ };
+
 static LogicalResult verifyRateArg(Operation *component, MemoryModuleOp module,
                                    StringRef argName, bool allowChannel,
-                                   bool atMostOne) {
+                                   ArgRange range) {
   auto args = component->getAttrOfType<DictionaryAttr>("args");
   Attribute value = args ? args.get(argName) : Attribute();
   if (!value)
     return component->emitOpError("requires argument '") << argName << "'";
   if (auto number = dyn_cast<FloatAttr>(value)) {
     double x = number.getValueAsDouble();
-    if (!(x > 0.0) || (atMostOne && x > 1.0))
+    bool ok = range == ArgRange::Positive       ? x > 0.0
+              : range == ArgRange::UnitInterval ? x > 0.0 && x <= 1.0
+                                             : x >= 0.0 && x <= 1.0;
+    if (!ok)
       return component->emitOpError("argument '")
-             << argName << "' must be in " << (atMostOne ? "(0, 1]" : "(0, inf)")
+             << argName << "' must be in "
+             << (range == ArgRange::Positive       ? "(0, inf)"
+                 : range == ArgRange::UnitInterval ? "(0, 1]"
+                                                : "[0, 1]")
              << ", got " << x;
     return success();
   }
@@ -78,6 +87,8 @@ LogicalResult MemoryModuleOp::verify() {
     return failure();
 
   MemoryOp memory = getComponent<MemoryOp>();
+  if (memory.getKind() == "mlp" && getDk() != getDv())
+    return memory.emitOpError("an mlp memory needs dk == dv");
   auto dk = memory.getArgs().getAs<IntegerAttr>("dk");
   auto dv = memory.getArgs().getAs<IntegerAttr>("dv");
   if (!dk || !dv || dk.getInt() != getDk() || dv.getInt() != getDv())
@@ -104,17 +115,31 @@ LogicalResult MemoryModuleOp::verify() {
 
   RetentionOp retention = getComponent<RetentionOp>();
   StringRef kind = retention.getKind();
-  if (kind == "l2" &&
-      failed(verifyRateArg(retention, *this, "decay", /*allowChannel=*/true,
-                           /*atMostOne=*/true)))
+  bool linear = memory.getKind() == "linear";
+  if ((kind == "l2" || kind == "lq" || kind == "kl") &&
+      failed(verifyRateArg(retention, *this, "decay",
+                           /*allowChannel=*/kind == "l2" && linear,
+                           ArgRange::UnitInterval)))
     return failure();
   if (kind == "l2_coupled" &&
-      failed(verifyRateArg(retention, *this, "strength", false, false)))
+      failed(verifyRateArg(retention, *this, "strength", false,
+                           ArgRange::Positive)))
     return failure();
+  auto order = retention.getArgs().getAs<StringAttr>("order");
+  if (!linear && order && order.getValue() == "before_gradient")
+    return retention.emitOpError("before_gradient needs a linear memory");
 
   OptimizerOp optimizer = getComponent<OptimizerOp>();
-  if (failed(verifyRateArg(optimizer, *this, "lr", false, false)))
+  if (failed(verifyRateArg(optimizer, *this, "lr", false, ArgRange::Positive)))
     return failure();
+  if (optimizer.getKind() == "momentum") {
+    if (failed(verifyRateArg(optimizer, *this, "beta", false, ArgRange::Fraction)))
+      return failure();
+    if (kind != "none" && kind != "l2")
+      return optimizer.emitOpError("momentum combines with the none and l2 "
+                                   "retentions only, not '")
+             << kind << "'";
+  }
   if (optimizer.getKind() == "implicit" &&
       (memory.getKind() != "linear" || bias.getName() != "l2"))
     return optimizer.emitOpError(
@@ -186,17 +211,39 @@ void GateOp::print(OpAsmPrinter &p) {
 //===----------------------------------------------------------------------===//
 
 LogicalResult MemoryOp::verify() {
-  if (getKind() != "linear")
+  if (getKind() == "linear")
+    return success();
+  if (getKind() != "mlp")
     return emitOpError("unknown memory architecture '")
-           << getKind() << "' (supported: linear)";
+           << getKind() << "' (supported: linear, mlp)";
+  auto depth = getArgs().getAs<FloatAttr>("depth");
+  auto expansion = getArgs().getAs<FloatAttr>("expansion");
+  if (!depth || depth.getValueAsDouble() < 2 || !expansion ||
+      expansion.getValueAsDouble() < 1)
+    return emitOpError("mlp needs depth >= 2 and expansion >= 1");
+  auto act = getArgs().getAs<StringAttr>("act");
+  if (!act || !llvm::is_contained(llvm::ArrayRef<llvm::StringRef>{
+                                      "gelu", "gelu_tanh", "silu", "relu",
+                                      "identity"},
+                                  act.getValue()))
+    return emitOpError("mlp act must be gelu, gelu_tanh, silu, relu or "
+                       "identity");
   return success();
 }
 
 LogicalResult RetentionOp::verify() {
   StringRef kind = getKind();
-  if (kind != "none" && kind != "l2" && kind != "l2_coupled")
+  if (!llvm::is_contained(llvm::ArrayRef<llvm::StringRef>{"none", "l2",
+                                                          "l2_coupled", "lq",
+                                                          "kl"},
+                          kind))
     return emitOpError("unknown retention '")
-           << kind << "' (supported: none, l2, l2_coupled)";
+           << kind << "' (supported: none, l2, l2_coupled, lq, kl)";
+  if (kind == "lq") {
+    auto q = getArgs().getAs<FloatAttr>("q");
+    if (!q || q.getValueAsDouble() <= 1.0)
+      return emitOpError("lq needs q > 1");
+  }
   if (kind == "l2") {
     auto order = getArgs().getAs<StringAttr>("order");
     if (order && order.getValue() != "decoupled" &&
@@ -207,9 +254,9 @@ LogicalResult RetentionOp::verify() {
 }
 
 LogicalResult OptimizerOp::verify() {
-  if (getKind() != "gd" && getKind() != "implicit")
+  if (getKind() != "gd" && getKind() != "implicit" && getKind() != "momentum")
     return emitOpError("unknown optimizer '")
-           << getKind() << "' (supported: gd, implicit)";
+           << getKind() << "' (supported: gd, implicit, momentum)";
   return success();
 }
 
@@ -287,6 +334,27 @@ LogicalResult MatVecOp::verify() {
            << a[0] << "], not [" << y[0] << "]";
   return success();
 }
+
+LogicalResult VecMatOp::verify() {
+  auto a = getMatrix().getType().getShape();
+  if (a[0] != getVector().getType().getDimSize(0) ||
+      a[1] != getResult().getType().getDimSize(0))
+    return emitOpError("shape mismatch: [")
+           << getVector().getType().getDimSize(0) << "] times [" << a[0]
+           << "x" << a[1] << "] gives [" << a[1] << "]";
+  return success();
+}
+
+static LogicalResult verifyRowReduction(Operation *op) {
+  auto in = cast<RankedTensorType>(op->getOperand(0).getType());
+  auto out = cast<RankedTensorType>(op->getResult(0).getType());
+  if (in.getDimSize(0) != out.getDimSize(0))
+    return op->emitOpError("result must have one entry per row (")
+           << in.getDimSize(0) << ")";
+  return success();
+}
+LogicalResult RowSumOp::verify() { return verifyRowReduction(*this); }
+LogicalResult RowMaxOp::verify() { return verifyRowReduction(*this); }
 
 LogicalResult OuterOp::verify() {
   auto r = getResult().getType().getShape();

@@ -2,12 +2,16 @@
 //
 // From the four choices of a miras.module to `func.func @step`:
 //
-//   W_g  = state the gradient is taken at (the anchor when chunk > 1, after
-//          the decay when retention is applied before the gradient)
-//   y    = W_g k
-//   psi  = dL/dy (reverse mode over the bias region) or the error signal as given
-//   W'   = retention(W) - lr * psi k^T        (implicit: lr = b / (1 + b ||k||^2))
-//   o    = W' q  (read after write) or W q (read before write)
+//   W_g  = weights the gradient is taken at: the state (the anchor when
+//          chunk > 1), through the mirror map for lq / kl, after the decay
+//          when retention is applied before the gradient
+//   y    = f(W_g; k)
+//   g    = dL/dW_g by reverse mode through the bias region and the memory,
+//          or the VJP of f seeded with the error signal for error-signal biases
+//   W'   = retention(W) - lr g                   (gd; implicit: Longhorn's lr)
+//   S'   = beta S - lr g,  W' = decay W + S'      (momentum)
+//   A'   = decay A - lr g                        (mirror retentions)
+//   o    = f(W'; q) after write, f(W; q) before (through the map for A)
 //
 // Every op is built at the location of the choice it comes from, so errors
 // and `--emit=derived` point back into the .miras file.
@@ -16,6 +20,7 @@
 #include "miras/Dialect/Miras/IR/MirasOps.h"
 #include "miras/Dialect/Miras/Transforms/Differentiate.h"
 #include "miras/Dialect/Miras/Transforms/MathBuilder.h"
+#include "miras/Dialect/Miras/Transforms/Memory.h"
 #include "miras/Dialect/Miras/Transforms/Passes.h"
 
 #include "mlir/Dialect/Func/IR/FuncOps.h"
@@ -32,15 +37,78 @@ using namespace miras;
 
 namespace {
 
+/// The step function's signature, decided before its body is built.
+struct StepSignature {
+  SmallVector<Type> inputs;
+  SmallVector<std::string> inputNames;
+  SmallVector<Type> results;
+  SmallVector<std::string> resultNames;
+  unsigned numWeights = 0;
+  bool hasAnchors = false;
+  bool hasMomentum = false;
+};
+
+StepSignature planSignature(MemoryModuleOp module) {
+  StepSignature sig;
+  auto retention = module.getComponent<RetentionOp>();
+  auto optimizer = module.getComponent<OptimizerOp>();
+  SmallVector<RankedTensorType> weights = getWeightTypes(module);
+  sig.numWeights = weights.size();
+  sig.hasAnchors = module.getChunk() > 1;
+  sig.hasMomentum = optimizer.getKind() == "momentum";
+  // SPEC section 6: W / W1.. for the weights, A / A1.. for a dual state,
+  // S / S1.. next to them for momentum.
+  auto nameOf = [&](StringRef stem, size_t i) {
+    return weights.size() == 1 ? stem.str() : stem.str() + std::to_string(i + 1);
+  };
+  StringRef stem = isMirrorRetention(retention) ? "A" : "W";
+  for (auto [i, type] : llvm::enumerate(weights)) {
+    sig.inputs.push_back(type);
+    sig.inputNames.push_back(nameOf(stem, i));
+  }
+  if (sig.hasMomentum)
+    for (auto [i, type] : llvm::enumerate(weights)) {
+      sig.inputs.push_back(type);
+      sig.inputNames.push_back(nameOf("S", i));
+    }
+  sig.results.append(sig.inputs.begin(), sig.inputs.end());
+  sig.resultNames = sig.inputNames;
+  if (sig.hasAnchors)
+    for (auto [i, type] : llvm::enumerate(weights)) {
+      sig.inputs.push_back(type);
+      sig.inputNames.push_back(nameOf(stem, i) + "_anchor");
+    }
+  Type f32 = Float32Type::get(module.getContext());
+  auto vecK = RankedTensorType::get({module.getDk()}, f32);
+  auto vecV = RankedTensorType::get({module.getDv()}, f32);
+  sig.inputs.append({vecK, vecK, vecV});
+  sig.inputNames.append({"q", "k", "v"});
+  for (GateOp gate : module.getGates()) {
+    sig.inputs.push_back(gate.getValueType());
+    sig.inputNames.push_back(gate.getSymName().str());
+  }
+  sig.results.push_back(vecV);
+  sig.resultNames.push_back("o");
+  return sig;
+}
+
 /// Builds the step function of one module.
 class StepBuilder {
 public:
-  StepBuilder(MemoryModuleOp module, func::FuncOp step, OpBuilder &builder)
-      : module(module), mb(builder, module.getLoc()) {
+  StepBuilder(MemoryModuleOp module, const StepSignature &sig,
+              func::FuncOp step, OpBuilder &builder)
+      : module(module), sig(sig), mb(builder, module.getLoc()) {
     Block &entry = step.getBody().front();
     unsigned next = 0;
-    W = entry.getArgument(next++);
-    anchor = module.getChunk() > 1 ? entry.getArgument(next++) : W;
+    auto take = [&](unsigned n) {
+      SmallVector<Value> values(entry.getArguments().slice(next, n));
+      next += n;
+      return values;
+    };
+    weights = take(sig.numWeights);
+    if (sig.hasMomentum)
+      momenta = take(sig.numWeights);
+    anchors = sig.hasAnchors ? take(sig.numWeights) : weights;
     q = entry.getArgument(next++);
     k = entry.getArgument(next++);
     v = entry.getArgument(next++);
@@ -53,16 +121,16 @@ public:
 
 private:
   /// A component argument as a value: a number or the current gate value.
-  Value rate(Operation *component, StringRef name) {
+  Value rate(Operation *component, StringRef name, double fallback = 1.0) {
     Attribute attr = cast<DictionaryAttr>(component->getAttr("args")).get(name);
-    if (auto ref = dyn_cast<FlatSymbolRefAttr>(attr))
+    if (auto ref = dyn_cast_or_null<FlatSymbolRefAttr>(attr))
       return gates.lookup(ref.getValue());
-    return mb.constant(mb.getBuilder().getF32Type(),
-                       cast<FloatAttr>(attr).getValueAsDouble());
+    double value = attr ? cast<FloatAttr>(attr).getValueAsDouble() : fallback;
+    return mb.constant(mb.getBuilder().getF32Type(), value);
   }
 
-  /// `decay ⊙ matrix` for the l2 retention's decay (scalar, or a channel gate
-  /// scaling columns along dk / rows along dv).
+  /// `decay ⊙ matrix` (scalar, or a channel gate scaling columns along dk /
+  /// rows along dv).
   Value applyDecay(Value decay, Value matrix) {
     int64_t axis = -1;
     if (isa<RankedTensorType>(decay.getType()))
@@ -71,23 +139,36 @@ private:
   }
 
   GateOp lookupGate(Value gateArg) {
-    for (auto &[name, value] : gates)
-      if (value == gateArg)
+    for (auto &entry : gates)
+      if (entry.getValue() == gateArg)
         return cast<GateOp>(SymbolTable::lookupSymbolIn(
-            module, StringAttr::get(module.getContext(), name)));
+            module, StringAttr::get(module.getContext(), entry.getKey())));
     return nullptr;
   }
 
-  /// psi(y, v): the bias region inlined, differentiated when it is a loss.
-  FailureOr<Value> errorSignal(BiasOp bias, Value y);
+  /// The bias region inlined with y and v; its yielded value.
+  Value inlineBias(BiasOp bias, Value y);
+
+  /// Weights as the memory sees them: through the mirror map if any.
+  SmallVector<Value> primal(ValueRange states) {
+    auto retention = module.getComponent<RetentionOp>();
+    if (!isMirrorRetention(retention))
+      return SmallVector<Value>(states);
+    SmallVector<Value> mapped;
+    for (Value state : states)
+      mapped.push_back(buildMirrorMap(mb, retention, state));
+    return mapped;
+  }
 
   MemoryModuleOp module;
+  const StepSignature &sig;
   MathBuilder mb;
-  Value W, anchor, q, k, v;
+  SmallVector<Value> weights, momenta, anchors;
+  Value q, k, v;
   llvm::StringMap<Value> gates;
 };
 
-FailureOr<Value> StepBuilder::errorSignal(BiasOp bias, Value y) {
+Value StepBuilder::inlineBias(BiasOp bias, Value y) {
   OpBuilder &b = mb.getBuilder();
   Block &body = bias.getBody().front();
   IRMapping mapping;
@@ -100,11 +181,7 @@ FailureOr<Value> StepBuilder::errorSignal(BiasOp bias, Value y) {
     }
     b.clone(op, mapping);
   }
-  Value yielded =
-      mapping.lookup(cast<YieldOp>(body.getTerminator()).getValue());
-  if (bias.getErrorSignal())
-    return yielded;
-  return buildGradient(b, yielded, y);
+  return mapping.lookup(cast<YieldOp>(body.getTerminator()).getValue());
 }
 
 LogicalResult StepBuilder::build() {
@@ -112,25 +189,34 @@ LogicalResult StepBuilder::build() {
   auto retention = module.getComponent<RetentionOp>();
   auto optimizer = module.getComponent<OptimizerOp>();
   auto bias = module.getComponent<BiasOp>();
+  auto memory = module.getComponent<MemoryOp>();
   StringRef kind = retention.getKind();
-  bool decayFirst = kind == "l2" && retention.getArgs().getAs<StringAttr>(
-                                        "order") &&
-                    retention.getArgs().getAs<StringAttr>("order").getValue() ==
-                        "before_gradient";
+  auto order = retention.getArgs().getAs<StringAttr>("order");
+  bool decayFirst = kind == "l2" && order && order.getValue() == "before_gradient";
+  bool mirror = isMirrorRetention(retention);
 
   // Where the gradient is taken.
   mb.setLoc(retention.getLoc());
-  Value decay = kind == "l2" ? rate(retention, "decay") : Value();
-  Value base = W, gradAt = anchor;
+  Value decay = kind == "l2" || mirror ? rate(retention, "decay") : Value();
+  SmallVector<Value> kept(weights), gradAt = primal(anchors);
   if (decayFirst) {
-    base = applyDecay(decay, W);
-    gradAt = anchor == W ? base : applyDecay(decay, anchor);
+    for (auto [i, w] : llvm::enumerate(weights)) {
+      kept[i] = applyDecay(decay, w);
+      gradAt[i] = anchors[i] == w ? kept[i] : applyDecay(decay, anchors[i]);
+    }
   }
 
-  mb.setLoc(module.getComponent<MemoryOp>().getLoc());
-  Value y = mb.matvec(gradAt, k);
-  FailureOr<Value> psi = errorSignal(bias, y);
-  if (failed(psi))
+  mb.setLoc(memory.getLoc());
+  Value y = buildMemoryForward(mb, memory, gradAt, k);
+  mb.setLoc(bias.getLoc());
+  Value biasValue = inlineBias(bias, y);
+  SmallVector<std::pair<Value, Value>> seeds;
+  if (bias.getErrorSignal())
+    seeds.push_back({y, biasValue});
+  else
+    seeds.push_back({biasValue, mb.constant(biasValue.getType(), 1.0)});
+  FailureOr<SmallVector<Value>> grads = buildGradients(b, seeds, gradAt);
+  if (failed(grads))
     return failure();
 
   mb.setLoc(optimizer.getLoc());
@@ -140,24 +226,52 @@ LogicalResult StepBuilder::build() {
     Value kk = mb.sum(mb.mul(k, k));
     lr = mb.div(lr, mb.add(mb.constant(lr.getType(), 1.0), mb.mul(lr, kk)));
   }
+  Value beta = sig.hasMomentum ? rate(optimizer, "beta") : Value();
 
   mb.setLoc(retention.getLoc());
-  Value kept = W, stepSize = lr;
-  if (kind == "l2") {
-    kept = decayFirst ? base : applyDecay(decay, W);
-  } else if (kind == "l2_coupled") {
+  Value stepSize = lr, keep;
+  if (kind == "l2_coupled") {
     // argmin <g, W> + |W - W'|^2 / (2 lr) + |W|^2 / (2 s)
     Value s = rate(retention, "strength");
     Value denom = mb.add(s, lr);
-    kept = mb.mul(mb.broadcast(mb.div(s, denom), W.getType()), W);
+    keep = mb.div(s, denom);
     stepSize = mb.div(mb.mul(s, lr), denom);
   }
-  Value update = mb.outer(mb.mul(stepSize, *psi), k);
-  Value next = mb.sub(kept, update);
+
+  SmallVector<Value> results, newWeights;
+  SmallVector<Value> newMomenta;
+  for (auto [i, w] : llvm::enumerate(weights)) {
+    Value retained = kept[i];
+    if ((kind == "l2" && !decayFirst) || mirror)
+      retained = applyDecay(decay, w);
+    else if (keep)
+      retained = mb.mul(mb.broadcast(keep, w.getType()), w);
+    Value g = (*grads)[i];
+    Value step;
+    if (sig.hasMomentum) {
+      mb.setLoc(optimizer.getLoc());
+      Value s = mb.sub(mb.mul(mb.broadcast(beta, w.getType()), momenta[i]),
+                       mb.mul(mb.broadcast(lr, w.getType()), g));
+      newMomenta.push_back(s);
+      newWeights.push_back(mb.add(retained, s));
+      continue;
+    }
+    // Keep the rank-1 structure of a linear memory: (lr psi) k^T.
+    if (auto outer = g.getDefiningOp<OuterOp>())
+      step = mb.outer(mb.mul(stepSize, outer.getLhs()), outer.getRhs());
+    else
+      step = mb.mul(mb.broadcast(stepSize, w.getType()), g);
+    newWeights.push_back(mb.sub(retained, step));
+  }
+  results.append(newWeights);
+  results.append(newMomenta);
 
   mb.setLoc(module.getLoc());
-  Value o = mb.matvec(module.getReadAfterWrite() ? next : W, q);
-  func::ReturnOp::create(b, module.getLoc(), ValueRange{next, o});
+  SmallVector<Value> readWeights =
+      primal(module.getReadAfterWrite() ? ValueRange(newWeights)
+                                        : ValueRange(weights));
+  results.push_back(buildMemoryForward(mb, memory, readWeights, q));
+  func::ReturnOp::create(b, module.getLoc(), results);
   return success();
 }
 
@@ -174,35 +288,19 @@ struct DeriveUpdatePass
       return module.emitError("module already has a derived step function");
     MLIRContext *ctx = module.getContext();
     OpBuilder b(ctx);
-    Type f32 = b.getF32Type();
-    auto vecK = RankedTensorType::get({module.getDk()}, f32);
-    auto vecV = RankedTensorType::get({module.getDv()}, f32);
-    auto mat = RankedTensorType::get({module.getDv(), module.getDk()}, f32);
-
-    SmallVector<Type> inputs{mat};
-    SmallVector<StringRef> names{"W"};
-    if (module.getChunk() > 1) {
-      inputs.push_back(mat);
-      names.push_back("W_anchor");
-    }
-    inputs.append({vecK, vecK, vecV});
-    names.append({"q", "k", "v"});
-    for (GateOp gate : module.getGates()) {
-      inputs.push_back(gate.getValueType());
-      names.push_back(gate.getSymName());
-    }
+    StepSignature sig = planSignature(module);
 
     b.setInsertionPointToEnd(&module.getBody().front());
-    auto step = func::FuncOp::create(b, module.getLoc(), "step",
-                                     b.getFunctionType(inputs, {mat, vecV}));
+    auto step = func::FuncOp::create(
+        b, module.getLoc(), "step", b.getFunctionType(sig.inputs, sig.results));
     step.setPrivate();
-    for (auto [i, name] : llvm::enumerate(names))
+    for (auto [i, name] : llvm::enumerate(sig.inputNames))
       step.setArgAttr(i, "miras.name", b.getStringAttr(name));
-    step.setResultAttr(0, "miras.name", b.getStringAttr("W"));
-    step.setResultAttr(1, "miras.name", b.getStringAttr("o"));
+    for (auto [i, name] : llvm::enumerate(sig.resultNames))
+      step.setResultAttr(i, "miras.name", b.getStringAttr(name));
     b.setInsertionPointToStart(step.addEntryBlock());
 
-    StepBuilder builder(module, step, b);
+    StepBuilder builder(module, sig, step, b);
     if (failed(builder.build()))
       return failure();
     // The bias's forward ops that only computed the loss value are dead now.

@@ -21,7 +21,7 @@ namespace {
 
 class ReverseMode {
 public:
-  ReverseMode(OpBuilder &builder, Value wrt) : mb(builder, wrt.getLoc()) {}
+  ReverseMode(OpBuilder &builder, Location loc) : mb(builder, loc) {}
 
   /// Records `contribution` as part of the adjoint of `v` (if v is active).
   void accumulate(Value v, Value contribution) {
@@ -91,6 +91,28 @@ LogicalResult ReverseMode::propagate(Operation *op, Value g) {
         return success();
       })
       .Case([&](SignOp) { return success(); }) // zero almost everywhere
+      .Case([&](arith::CmpFOp) { return success(); }) // boolean result
+      .Case([&](arith::SelectOp o) {
+        Value zero = mb.constant(g.getType(), 0.0);
+        accumulate(o.getTrueValue(), mb.select(o.getCondition(), g, zero));
+        accumulate(o.getFalseValue(), mb.select(o.getCondition(), zero, g));
+        return success();
+      })
+      .Case([&](MatVecOp o) {
+        // y = A x:  dA = g x^T,  dx = A^T g
+        accumulate(o.getMatrix(), mb.outer(g, o.getVector()));
+        accumulate(o.getVector(), mb.vecmat(g, o.getMatrix()));
+        return success();
+      })
+      .Case([&](math::ErfOp o) {
+        // d erf(x) = 2 / sqrt(pi) exp(-x^2)
+        Value x = o.getOperand();
+        Value density = mb.exp(mb.neg(mb.mul(x, x)));
+        accumulate(x, mb.mul(g, mb.mul(mb.constant(x.getType(),
+                                                   1.1283791670955126),
+                                       density)));
+        return success();
+      })
       .Case([&](math::TanhOp o) {
         Value one = mb.constant(r.getType(), 1.0);
         accumulate(o.getOperand(), mb.mul(g, mb.sub(one, mb.mul(r, r))));
@@ -148,13 +170,16 @@ LogicalResult ReverseMode::propagate(Operation *op, Value g) {
 
 } // namespace
 
-FailureOr<Value> miras::buildGradient(OpBuilder &builder, Value loss,
-                                      Value wrt) {
+FailureOr<SmallVector<Value>>
+miras::buildGradients(OpBuilder &builder,
+                      ArrayRef<std::pair<Value, Value>> seeds,
+                      ValueRange wrts) {
   Block *block = builder.getInsertionBlock();
-  ReverseMode rm(builder, wrt);
+  ReverseMode rm(builder, wrts.front().getLoc());
 
-  // Forward sweep: which values depend on wrt.
-  rm.active.insert(wrt);
+  // Forward sweep: which values depend on a wrt.
+  for (Value wrt : wrts)
+    rm.active.insert(wrt);
   SmallVector<Operation *> tape;
   for (Operation &op :
        llvm::make_range(block->begin(), builder.getInsertionPoint())) {
@@ -166,23 +191,25 @@ FailureOr<Value> miras::buildGradient(OpBuilder &builder, Value loss,
     }
   }
 
-  // Reverse sweep from the loss.
-  Type resultType = wrt.getType();
-  if (!rm.active.contains(loss))
-    return rm.mb.constant(resultType, 0.0);
-  rm.adjoint[loss] = rm.mb.constant(loss.getType(), 1.0);
+  // Reverse sweep from the seeds.
+  for (auto [value, adjoint] : seeds)
+    rm.accumulate(value, adjoint);
   for (Operation *op : llvm::reverse(tape)) {
     if (op->getNumResults() != 1)
       return op->emitError("cannot differentiate '")
              << op->getName() << "': expected a single result";
     auto it = rm.adjoint.find(op->getResult(0));
     if (it == rm.adjoint.end())
-      continue; // does not feed the loss
+      continue; // does not reach a seed
     if (failed(rm.propagate(op, it->second)))
       return failure();
   }
-  auto it = rm.adjoint.find(wrt);
-  if (it == rm.adjoint.end())
-    return rm.mb.constant(resultType, 0.0);
-  return it->second;
+  SmallVector<Value> gradients;
+  for (Value wrt : wrts) {
+    auto it = rm.adjoint.find(wrt);
+    gradients.push_back(it == rm.adjoint.end()
+                            ? rm.mb.constant(wrt.getType(), 0.0)
+                            : it->second);
+  }
+  return gradients;
 }

@@ -163,6 +163,21 @@ Value MathBuilder::sign(Value x) {
 
 Value MathBuilder::log(Value x) { return math::LogOp::create(b, loc, x); }
 Value MathBuilder::sinh(Value x) { return math::SinhOp::create(b, loc, x); }
+Value MathBuilder::exp(Value x) { return math::ExpOp::create(b, loc, x); }
+Value MathBuilder::tanh(Value x) { return math::TanhOp::create(b, loc, x); }
+Value MathBuilder::erf(Value x) { return math::ErfOp::create(b, loc, x); }
+Value MathBuilder::sqrt(Value x) { return math::SqrtOp::create(b, loc, x); }
+Value MathBuilder::abs(Value x) { return math::AbsFOp::create(b, loc, x); }
+
+Value MathBuilder::max(Value x, Value y) {
+  std::tie(x, y) = unify(x, y);
+  return arith::MaximumFOp::create(b, loc, x, y);
+}
+
+Value MathBuilder::compare(arith::CmpFPredicate predicate, Value x, Value y) {
+  std::tie(x, y) = unify(x, y);
+  return arith::CmpFOp::create(b, loc, predicate, x, y);
+}
 
 Value MathBuilder::select(Value cond, Value x, Value y) {
   std::tie(x, y) = unify(x, y);
@@ -180,6 +195,25 @@ Value MathBuilder::matvec(Value matrix, Value vector) {
   int64_t rows = cast<RankedTensorType>(matrix.getType()).getDimSize(0);
   auto type = RankedTensorType::get({rows}, b.getF32Type());
   return MatVecOp::create(b, loc, type, matrix, vector);
+}
+
+Value MathBuilder::vecmat(Value vector, Value matrix) {
+  int64_t cols = cast<RankedTensorType>(matrix.getType()).getDimSize(1);
+  auto type = RankedTensorType::get({cols}, b.getF32Type());
+  return VecMatOp::create(b, loc, type, vector, matrix);
+}
+
+static RankedTensorType rowsOf(Value matrix) {
+  auto type = cast<RankedTensorType>(matrix.getType());
+  return RankedTensorType::get({type.getDimSize(0)}, type.getElementType());
+}
+
+Value MathBuilder::rowSum(Value matrix) {
+  return RowSumOp::create(b, loc, rowsOf(matrix), matrix);
+}
+
+Value MathBuilder::rowMax(Value matrix) {
+  return RowMaxOp::create(b, loc, rowsOf(matrix), matrix);
 }
 
 Value MathBuilder::outer(Value lhs, Value rhs) {

@@ -232,6 +232,53 @@ def Miras_MatVecOp : Miras_Op<"matvec", [Pure]> {
   let hasVerifier = 1;
 }
 
+def Miras_VecMatOp : Miras_Op<"vecmat", [Pure]> {
+  let summary = "Vector-matrix product x^T A (the transposed matvec)";
+  let description = [{
+    `r_j = sum_i x_i A_ij`: how an adjoint flows back through a matvec,
+    `dz = W^T g`, without materialising the transpose.
+
+    ```mlir
+    %r = miras.vecmat %g, %W : tensor<4xf32>, tensor<4x8xf32> -> tensor<8xf32>
+    ```
+  }];
+  let arguments = (ins F32Vector:$vector, F32Matrix:$matrix);
+  let results = (outs F32Vector:$result);
+  let assemblyFormat = [{
+    $vector `,` $matrix attr-dict `:` type($vector) `,` type($matrix) `->` type($result)
+  }];
+  let hasVerifier = 1;
+}
+
+class Miras_RowReductionOp<string mnemonic> : Miras_Op<mnemonic, [Pure]> {
+  let arguments = (ins F32Matrix:$input);
+  let results = (outs F32Vector:$result);
+  let assemblyFormat = "$input attr-dict `:` type($input) `->` type($result)";
+  let hasVerifier = 1;
+}
+
+def Miras_RowSumOp : Miras_RowReductionOp<"row_sum"> {
+  let summary = "Sum of each row of a matrix";
+  let description = [{
+    The normaliser of a row-wise softmax (Memora's KL retention).
+
+    ```mlir
+    %z = miras.row_sum %e : tensor<4x8xf32> -> tensor<4xf32>
+    ```
+  }];
+}
+
+def Miras_RowMaxOp : Miras_RowReductionOp<"row_max"> {
+  let summary = "Maximum of each row of a matrix";
+  let description = [{
+    The stabilising shift of a row-wise softmax.
+
+    ```mlir
+    %m = miras.row_max %A : tensor<4x8xf32> -> tensor<4xf32>
+    ```
+  }];
+}
+
 def Miras_OuterOp : Miras_Op<"outer", [Pure]> {
   let summary = "Outer product a b^T";
   let description = [{
@@ -272,22 +319,23 @@ def Miras_BroadcastOp : Miras_Op<"broadcast", [Pure]> {
 }
 
 class Miras_ReductionOp<string mnemonic> : Miras_Op<mnemonic, [Pure]> {
-  let arguments = (ins F32Vector:$input);
+  let arguments = (ins AnyTypeOf<[F32Vector, F32Matrix]>:$input);
   let results = (outs F32:$result);
   let assemblyFormat = "$input attr-dict `:` type($input)";
 }
 
 def Miras_SumOp : Miras_ReductionOp<"sum"> {
-  let summary = "Sum of the elements of a vector";
+  let summary = "Sum of all the elements of a vector or matrix";
   let description = [{
     ```mlir
     %s = miras.sum %x : tensor<8xf32>
+    %t = miras.sum %A : tensor<4x8xf32>
     ```
   }];
 }
 
 def Miras_NormOp : Miras_ReductionOp<"norm"> {
-  let summary = "Euclidean norm of a vector";
+  let summary = "Euclidean (Frobenius) norm of a vector or matrix";
   let description = [{
     ```mlir
     %n = miras.norm %e : tensor<8xf32>

@@ -4,17 +4,21 @@
 
 #include "mlir/IR/Builders.h"
 #include "mlir/IR/Value.h"
+#include "llvm/ADT/SmallVector.h"
 
 namespace miras {
 
-/// Builds, at the builder's insertion point, d(loss)/d(wrt) by reverse-mode
-/// differentiation of the straight-line ops between `wrt` and `loss` (all in
-/// the insertion block, before the insertion point). Each supported op has its
-/// own vector-Jacobian rule; constants are folded as the adjoints are built so
-/// the result is already simplified (`0.5 * sum((y - v)^2)` gives `y - v`).
-/// Fails with a located error on an op that has no rule.
-mlir::FailureOr<mlir::Value> buildGradient(mlir::OpBuilder &builder,
-                                           mlir::Value loss, mlir::Value wrt);
+/// Builds, at the builder's insertion point, the vector-Jacobian product of the
+/// straight-line ops before it (in the insertion block): every `seeds` pair
+/// gives a value and its adjoint (a loss and 1, or a prediction and an error
+/// signal), and the result holds the adjoint of each `wrts` value (zero when
+/// it does not reach a seed). Each supported op has its own reverse-mode rule;
+/// constants fold as adjoints are built, so `0.5 * sum((W k - v)^2)` gives
+/// `(W k - v) k^T` directly. Fails with a located error on an op without a rule.
+mlir::FailureOr<llvm::SmallVector<mlir::Value>>
+buildGradients(mlir::OpBuilder &builder,
+               llvm::ArrayRef<std::pair<mlir::Value, mlir::Value>> seeds,
+               mlir::ValueRange wrts);
 
 } // namespace miras
 

@@ -11,6 +11,7 @@
 #ifndef MIRAS_DIALECT_MIRAS_TRANSFORMS_MATHBUILDER_H
 #define MIRAS_DIALECT_MIRAS_TRANSFORMS_MATHBUILDER_H
 
+#include "mlir/Dialect/Arith/IR/Arith.h"
 #include "mlir/IR/Builders.h"
 #include <optional>
 
@@ -43,11 +44,24 @@ public:
   mlir::Value sign(mlir::Value a);
   mlir::Value log(mlir::Value a);
   mlir::Value sinh(mlir::Value a);
+  mlir::Value exp(mlir::Value a);
+  mlir::Value tanh(mlir::Value a);
+  mlir::Value erf(mlir::Value a);
+  mlir::Value sqrt(mlir::Value a);
+  mlir::Value abs(mlir::Value a);
+  mlir::Value max(mlir::Value a, mlir::Value b);
+  /// `a cmp b` element-wise (an i1 scalar or tensor).
+  mlir::Value compare(mlir::arith::CmpFPredicate predicate, mlir::Value a,
+                      mlir::Value b);
   /// `cond ? a : b` element-wise, `cond` from an ordered float comparison.
   mlir::Value select(mlir::Value cond, mlir::Value a, mlir::Value b);
   mlir::Value sum(mlir::Value vector);
   mlir::Value matvec(mlir::Value matrix, mlir::Value vector);
   mlir::Value outer(mlir::Value lhs, mlir::Value rhs);
+  /// x^T A.
+  mlir::Value vecmat(mlir::Value vector, mlir::Value matrix);
+  mlir::Value rowSum(mlir::Value matrix);
+  mlir::Value rowMax(mlir::Value matrix);
 
   /// Brings a scalar operand to the other operand's tensor type.
   std::pair<mlir::Value, mlir::Value> unify(mlir::Value a, mlir::Value b);
