@@ -85,6 +85,11 @@ Value Generator::emitCall(const ast::Expr &expr, ArrayRef<Value> args) {
       return NormOp::create(b, l, x);
     }
   }
+  if (args.size() == 3 && f == "where") {
+    // The condition is a comparison (i1); a scalar one selects whole values.
+    auto [lhs, rhs] = MathBuilder(b, l).unify(args[1], args[2]);
+    return arith::SelectOp::create(b, l, args[0], lhs, rhs);
+  }
   if (args.size() == 2 && (f == "min" || f == "max")) {
     auto [lhs, rhs] = MathBuilder(b, l).unify(args[0], args[1]);
     if (f == "min")
@@ -138,6 +143,14 @@ Value Generator::emitExpr(const ast::Expr &expr) {
       return arith::DivFOp::create(b, l, lhs, rhs);
     if (expr.op == "^")
       return math::PowFOp::create(b, l, lhs, rhs);
+    static const std::pair<const char *, arith::CmpFPredicate> comparisons[] = {
+        {"<", arith::CmpFPredicate::OLT},
+        {"<=", arith::CmpFPredicate::OLE},
+        {">", arith::CmpFPredicate::OGT},
+        {">=", arith::CmpFPredicate::OGE}};
+    for (auto [spelling, predicate] : comparisons)
+      if (expr.op == spelling)
+        return arith::CmpFOp::create(b, l, predicate, lhs, rhs);
     emitError(l) << "unknown operator '" << expr.op << "'";
     return {};
   }
