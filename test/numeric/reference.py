@@ -1183,9 +1183,12 @@ def model_from_source(src, overrides=None, name=None):
                    read=rd.group(1) if rd else "after_write",
                    chunk=int(val(ch.group(1), "chunk")) if ch else 1)
     mname = name or re.search(r"\bmodule\s+([A-Za-z_]\w*)", src).group(1)
-    return MlpModel(mname, gates, lambda P: rule, params=params, gate_ranges=DSL_GATE_RANGES)
+    # LN divides by the output's spread: larger weights / peaked softmax rows keep it up
+    init = {"weight_scale": 3.0 if mlp.layernorm else 1.0, "logit_scale": 2.0}
+    return MlpModel(mname, gates, lambda P: rule, params=params, gate_ranges=DSL_GATE_RANGES,
+                    init=init)
 
 
 # conservative steps for modules read with --model dsl (see the registry comments above)
-DSL_GATE_RANGES = {"eta": (0.005, 0.02), "theta": (0.005, 0.02), "mu": (0.5, 0.9),
+DSL_GATE_RANGES = {"eta": (0.001, 0.005), "theta": (0.001, 0.005), "mu": (0.5, 0.9),
                    "alpha": (0.97, 1.0), "delta": (1.0, 4.0)}
