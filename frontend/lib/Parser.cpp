@@ -269,16 +269,18 @@ public:
   }
 
   /// Comparisons do not associate: `a < b < c` is reported at the second
-  /// operator (and built left-nested so the tree stays well-formed).
+  /// operator and only `a < b` is kept (no follow-up errors from Sema).
   ast::ExprPtr buildExpr(MirasParser::ExprContext *ctx) {
-    if (ctx->children.size() > 3) {
+    std::vector<antlr4::tree::ParseTree *> kids = ctx->children;
+    if (kids.size() > 3) {
       auto *second =
-          static_cast<antlr4::tree::TerminalNode *>(ctx->children[3])->getSymbol();
+          static_cast<antlr4::tree::TerminalNode *>(kids[3])->getSymbol();
       diags.error(loc(second),
                   "comparisons cannot be chained: write a single comparison "
                   "such as 'a <= b'");
+      kids.resize(3);
     }
-    return buildChain(ctx->children, [&](antlr4::tree::ParseTree *t) {
+    return buildChain(kids, [&](antlr4::tree::ParseTree *t) {
       return buildSum(static_cast<MirasParser::SumContext *>(t));
     });
   }
