@@ -294,3 +294,243 @@ TEST(Frontend, FuzzNoCrash) {
       (void)dumpAST(*r.syntax);
   }
 }
+
+//===----------------------------------------------------------------------===//
+// MIRAS components: mlp, momentum, lq, kl, yaad_mix, where/comparisons
+//===----------------------------------------------------------------------===//
+
+namespace {
+
+/// A module with an mlp memory and the given bias/retention/optimizer lines.
+std::string mirasModule(const std::string &memory, const std::string &bias,
+                        const std::string &retention,
+                        const std::string &optimizer) {
+  return "module m {\n  param D = 16;\n  gate eta : scalar;\n"
+         "  gate alpha : scalar;\n  gate mu : scalar;\n  memory " +
+         memory + ";\n  bias " + bias + ";\n  retention " + retention +
+         ";\n  optimizer " + optimizer + ";\n}\n";
+}
+
+} // namespace
+
+TEST(Frontend, MlpDefaultsAndDims) {
+  LoadResult r = load(mirasModule("mlp(dim = D)", "l2", "none", "gd(eta)"));
+  ASSERT_TRUE(r.ok()) << errors(r);
+  const ast::ResolvedModule &m = *r.resolved;
+  EXPECT_EQ(m.memory.name, "mlp");
+  EXPECT_EQ(m.dk, 16);
+  EXPECT_EQ(m.dv, 16);
+  const auto &a = m.memory.args;
+  ASSERT_EQ(a.size(), 6u);
+  EXPECT_EQ(a.at("dim").number, 16);
+  EXPECT_EQ(a.at("depth").number, 2);
+  EXPECT_EQ(a.at("expansion").number, 4);
+  EXPECT_EQ(a.at("act").kind, ast::ArgValue::Kind::Keyword);
+  EXPECT_EQ(a.at("act").name, "gelu");
+  EXPECT_EQ(a.at("residual").number, 0);
+  EXPECT_EQ(a.at("layernorm").number, 0);
+
+  LoadResult full = load(mirasModule(
+      "mlp(D * 2, 3, expansion = 2, act = gelu_tanh, residual, layernorm = 1)",
+      "l2", "none", "gd(eta)"));
+  ASSERT_TRUE(full.ok()) << errors(full);
+  const auto &b = full.resolved->memory.args;
+  EXPECT_EQ(full.resolved->dk, 32);
+  EXPECT_EQ(full.resolved->dv, 32);
+  EXPECT_EQ(b.at("depth").number, 3);
+  EXPECT_EQ(b.at("expansion").number, 2);
+  EXPECT_EQ(b.at("act").name, "gelu_tanh");
+  EXPECT_EQ(b.at("residual").number, 1);
+  EXPECT_EQ(b.at("layernorm").number, 1);
+
+  for (const char *act : {"silu", "relu", "identity"}) {
+    LoadResult x = load(mirasModule(std::string("mlp(D, act = ") + act + ")",
+                                    "l2", "none", "gd(eta)"));
+    EXPECT_TRUE(x.ok()) << act << "\n" << errors(x);
+  }
+  for (const char *bad : {"mlp(D, depth = 1)", "mlp(D, expansion = 0)",
+                          "mlp(D, act = tanh)", "mlp(D, depth = 2.5)",
+                          "mlp(dim = 0)", "mlp(depth = 2)"}) {
+    LoadResult x = load(mirasModule(bad, "l2", "none", "gd(eta)"));
+    EXPECT_FALSE(x.ok()) << bad;
+  }
+}
+
+TEST(Frontend, MlpRejectsChannelGates) {
+  LoadResult r = load("module m { gate a : channel(dk); memory mlp(8); "
+                      "bias l2; retention l2(decay = a); optimizer gd(1); }");
+  ASSERT_FALSE(r.ok());
+  EXPECT_NE(errors(r).find("channel gate 'a' needs a linear memory"),
+            std::string::npos)
+      << errors(r);
+}
+
+TEST(Frontend, MomentumArgs) {
+  LoadResult r = load(mirasModule("mlp(D)", "l2", "l2(decay = alpha)",
+                                  "momentum(lr = eta, beta = mu)"));
+  ASSERT_TRUE(r.ok()) << errors(r);
+  const auto &a = r.resolved->optimizer.args;
+  EXPECT_EQ(r.resolved->optimizer.name, "momentum");
+  ASSERT_EQ(a.size(), 2u);
+  EXPECT_EQ(a.at("lr").kind, ast::ArgValue::Kind::Gate);
+  EXPECT_EQ(a.at("lr").name, "eta");
+  EXPECT_EQ(a.at("beta").kind, ast::ArgValue::Kind::Gate);
+  EXPECT_EQ(a.at("beta").name, "mu");
+
+  LoadResult n = load(mirasModule("mlp(D)", "l2", "none", "momentum(0.1, 0)"));
+  ASSERT_TRUE(n.ok()) << errors(n);
+  EXPECT_EQ(n.resolved->optimizer.args.at("lr").number, 0.1);
+  EXPECT_EQ(n.resolved->optimizer.args.at("beta").number, 0);
+  EXPECT_TRUE(load(mirasModule("mlp(D)", "l2", "none", "momentum(0.1, 1)")).ok());
+
+  for (const char *bad : {"momentum(lr = 0, beta = 0.5)",
+                          "momentum(lr = 1, beta = 1.5)",
+                          "momentum(lr = 1, beta = -0.1)", "momentum(lr = 1)"})
+    EXPECT_FALSE(load(mirasModule("mlp(D)", "l2", "none", bad)).ok()) << bad;
+}
+
+TEST(Frontend, MirrorRetentions) {
+  LoadResult lq = load(mirasModule("mlp(D)", "lp(p = 3)",
+                                   "lq(q = 4, decay = alpha)", "gd(eta)"));
+  ASSERT_TRUE(lq.ok()) << errors(lq);
+  const auto &a = lq.resolved->retention.args;
+  EXPECT_EQ(lq.resolved->retention.name, "lq");
+  EXPECT_EQ(a.at("q").number, 4);
+  EXPECT_EQ(a.at("decay").kind, ast::ArgValue::Kind::Gate);
+  EXPECT_EQ(a.at("decay").name, "alpha");
+
+  LoadResult lqDefault = load(mirasModule("mlp(D)", "l2", "lq(2.5)", "gd(eta)"));
+  ASSERT_TRUE(lqDefault.ok()) << errors(lqDefault);
+  EXPECT_EQ(lqDefault.resolved->retention.args.at("q").number, 2.5);
+  EXPECT_EQ(lqDefault.resolved->retention.args.at("decay").kind,
+            ast::ArgValue::Kind::Number);
+  EXPECT_EQ(lqDefault.resolved->retention.args.at("decay").number, 1);
+
+  LoadResult kl = load(mirasModule("mlp(D)", "l2", "kl", "gd(eta)"));
+  ASSERT_TRUE(kl.ok()) << errors(kl);
+  ASSERT_EQ(kl.resolved->retention.args.size(), 1u);
+  EXPECT_EQ(kl.resolved->retention.args.at("decay").number, 1);
+  LoadResult klGate =
+      load(mirasModule("mlp(D)", "l2", "kl(decay = alpha)", "gd(eta)"));
+  ASSERT_TRUE(klGate.ok()) << errors(klGate);
+  EXPECT_EQ(klGate.resolved->retention.args.at("decay").name, "alpha");
+
+  for (const char *bad : {"lq(q = 1)", "lq(q = 4, decay = 0)", "lq",
+                          "kl(decay = 1.5)", "kl(decay = 0)"})
+    EXPECT_FALSE(load(mirasModule("mlp(D)", "l2", bad, "gd(eta)")).ok()) << bad;
+}
+
+TEST(Frontend, RejectedCombinations) {
+  struct Case {
+    const char *memory, *retention, *optimizer, *message;
+  };
+  for (const Case &c : std::vector<Case>{
+           {"mlp(D)", "lq(4)", "momentum(eta, mu)",
+            "mirror retentions combine with gd only for now"},
+           {"mlp(D)", "kl", "momentum(eta, mu)",
+            "mirror retentions combine with gd only for now"},
+           {"linear(D, D)", "kl", "implicit(eta)",
+            "mirror retentions combine with gd only for now"},
+           {"mlp(D)", "l2_coupled(alpha)", "momentum(eta, mu)",
+            "does not combine with optimizer 'momentum'"},
+           {"mlp(D)", "l2(alpha, order = before_gradient)", "gd(eta)",
+            "before_gradient needs a linear memory"},
+           {"mlp(D)", "none", "implicit(eta)",
+            "optimizer 'implicit' requires a linear memory"}}) {
+    LoadResult r = load(mirasModule(c.memory, "l2", c.retention, c.optimizer));
+    ASSERT_FALSE(r.ok()) << c.retention << " + " << c.optimizer;
+    EXPECT_NE(errors(r).find(c.message), std::string::npos) << errors(r);
+  }
+  // The same components on supported pairs are fine.
+  EXPECT_TRUE(load(mirasModule("linear(D, D)", "l2", "l2(alpha, order = "
+                               "before_gradient)", "gd(eta)"))
+                  .ok());
+  EXPECT_TRUE(
+      load(mirasModule("linear(D, D)", "l2", "l2_coupled(alpha)", "gd(eta)"))
+          .ok());
+}
+
+TEST(Frontend, YaadMixExpands) {
+  LoadResult r = load(mirasModule("mlp(D, residual, layernorm)",
+                                  "yaad_mix(delta = 1.0)", "l2(decay = alpha)",
+                                  "gd(eta)"));
+  ASSERT_TRUE(r.ok()) << errors(r);
+  const ast::ResolvedBias &b = bias(r);
+  EXPECT_EQ(b.name, "yaad_mix");
+  EXPECT_EQ(b.kind, ast::ResolvedBias::Kind::ErrorSignal);
+  EXPECT_EQ(b.args.at("delta").number, 1);
+  EXPECT_EQ(b.args.at("kappa").number, 10);
+  EXPECT_EQ(printExpr(*b.expr),
+            "where(norm(y - v) <= 1, y - v, 1 * tanh(10 * (y - v)))");
+  ASSERT_EQ(b.expr->kind, ast::Expr::Kind::Call);
+  ASSERT_EQ(b.expr->operands.size(), 3u);
+  EXPECT_EQ(b.expr->operands[0]->kind, ast::Expr::Kind::Binary);
+  EXPECT_EQ(b.expr->operands[0]->op, "<=");
+
+  LoadResult g = load(withBias("bias yaad_mix(eta, kappa = 4);"));
+  ASSERT_TRUE(g.ok()) << errors(g);
+  EXPECT_EQ(bias(g).args.at("delta").kind, ast::ArgValue::Kind::Gate);
+  EXPECT_EQ(printExpr(*bias(g).expr),
+            "where(norm(y - v) <= eta, y - v, eta * tanh(4 * (y - v)))");
+
+  for (const char *bad : {"bias yaad_mix;", "bias yaad_mix(0);",
+                          "bias yaad_mix(w);", "bias yaad_mix(1, kappa = 0);"})
+    EXPECT_FALSE(load(withBias(bad)).ok()) << bad;
+}
+
+TEST(Frontend, WhereAndComparisonShapes) {
+  // where(scalar cond, vector, scalar) is a vector: sum() makes it a loss.
+  LoadResult r = load(withBias(
+      "bias(y, v) = sum(where(norm(y - v) > 2, (y - v)^2, 1));"));
+  ASSERT_TRUE(r.ok()) << errors(r);
+  EXPECT_EQ(printExpr(*bias(r).expr),
+            "sum(where(norm(y - v) > 2, (y - v) ^ 2, 1))");
+
+  // Scalar branches give a scalar loss directly; every operator parses.
+  for (const char *op : {"<", "<=", ">", ">="}) {
+    LoadResult s = load(withBias(std::string("bias(y, v) = where(sum(y) ") +
+                                 op + " eta, norm(y - v), sum(v));"));
+    ASSERT_TRUE(s.ok()) << op << "\n" << errors(s);
+    const ast::Expr &cond = *bias(s).expr->operands.at(0);
+    EXPECT_EQ(cond.kind, ast::Expr::Kind::Binary);
+    EXPECT_EQ(cond.op, op);
+  }
+  // A vector where() is not a loss.
+  LoadResult v = load(withBias("bias(y, v) = where(1 < 2, y - v, w);"));
+  ASSERT_FALSE(v.ok());
+  EXPECT_NE(errors(v).find("wrap it in sum"), std::string::npos) << errors(v);
+
+  struct Bad {
+    const char *bias, *message;
+  };
+  for (const Bad &b : std::vector<Bad>{
+           {"bias(y, v) = sum(where(y < v, y, v));", "must compare scalars"},
+           {"bias(y, v) = where(sum(y), 1, 2);", "must be a comparison"},
+           {"bias(y, v) = sum(y) < 1;", "only be used as the condition"},
+           {"bias(y, v) = (sum(y) < 1) * 2;", "only be used as the condition"},
+           {"bias(y, v) = where(1 < 2, 1 < 2, 1);",
+            "only be used as the condition"},
+           {"bias(y, v) = where(1 < 2, 1);", "takes 3 arguments"},
+           {"bias(y, v) = sum(where(1 < 2 < 3, y, v));", "cannot be chained"}}) {
+    LoadResult x = load(withBias(b.bias));
+    ASSERT_FALSE(x.ok()) << b.bias;
+    EXPECT_NE(errors(x).find(b.message), std::string::npos)
+        << b.bias << "\n" << errors(x);
+  }
+  LoadResult chunk = load("module m { chunk 1 < 2; }");
+  EXPECT_NE(errors(chunk).find("only be used as the condition"),
+            std::string::npos);
+}
+
+TEST(Frontend, PrintComparisons) {
+  for (const char *e : {"a < b", "a + 1 <= b * 2", "(a < b) < c",
+                        "a >= (b > c)", "-(a < b)", "where(a > b, -a, b ^ 2)"}) {
+    LoadResult r = load(std::string("module m { chunk ") + e + "; }");
+    ASSERT_TRUE(r.syntax.has_value()) << e << errors(r);
+    EXPECT_EQ(printExpr(*r.syntax->chunk), e);
+  }
+  LoadResult r = load("module m { chunk a - b < c * d; }");
+  ASSERT_TRUE(r.syntax.has_value());
+  EXPECT_EQ(r.syntax->chunk->op, "<");
+  EXPECT_EQ(r.syntax->chunk->operands[0]->op, "-");
+}

@@ -43,9 +43,13 @@ struct Expr {
     Number, // `number`
     Name,   // `name`: y, v, a param, a gate or a built-in's argument
     Unary,  // `op` is "-"; operands[0]
-    Binary, // `op` is one of + - * / ^ ; operands[0], operands[1]
+    Binary, // `op` is one of + - * / ^ < <= > >= ; operands[0], operands[1]
     Call    // `name`(operands...): abs sign tanh sqrt exp log cosh min max sum norm
+            // where
   };
+  // Comparisons (< <= > >=) appear only as operands[0] of `where(cond, a, b)`
+  // (Sema enforces it) and compare two scalars: where selects a or b for the
+  // whole token, and its shape is the broadcast of a and b.
   Kind kind = Kind::Number;
   SourceLoc loc;
   double number = 0.0;
