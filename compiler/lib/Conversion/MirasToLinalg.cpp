@@ -96,6 +96,24 @@ private:
 
   /// A scratch buffer for a vector result, allocated once at kernel entry.
   Value scratch(RankedTensorType type);
+  /// A scratch matrix on the heap (matrices can be large), freed at exit.
+  Value heapScratch(RankedTensorType type) {
+    auto memrefType = MemRefType::get(type.getShape(), type.getElementType());
+    heapBuffers.push_back(
+        memref::AllocOp::create(*entryBuilder, module.getLoc(), memrefType));
+    return heapBuffers.back();
+  }
+  /// Whether evaluating the lazy value `v` involves transcendental math or a
+  /// division (anything worth computing once rather than per consumer).
+  bool isExpensive(Value v) {
+    if (lowered.lookup(v).kind != Lowered::Kind::Lazy)
+      return false;
+    Operation *op = v.getDefiningOp();
+    if (isa<math::MathDialect>(op->getDialect()) || isa<arith::DivFOp>(op))
+      return true;
+    return llvm::any_of(op->getOperands(),
+                        [&](Value operand) { return isExpensive(operand); });
+  }
   /// Where `v` should be materialised: the output slice for `o`, else scratch.
   Value destinationFor(Value v) {
     if (v == outputValue)
@@ -118,6 +136,7 @@ private:
   OpBuilder *entryBuilder = nullptr;
   SmallVector<State> states;
   llvm::SmallDenseSet<unsigned> writing; // states being or already written
+  SmallVector<Value> heapBuffers;        // anchors and scratch matrices
   Value outputSlice, outputValue;
 };
 
@@ -450,12 +469,16 @@ LogicalResult KernelLowering::lowerOp(OpBuilder &b, Operation &op) {
     return op.emitError("cannot lower '") << op.getName() << "' to a kernel";
   if (!tensorType)
     return op.emitError("unexpected scalar op with tensor operands");
-  if (tensorType.getRank() == 2) {
-    lowered[result] = {Lowered::Kind::Lazy, Value()};
-    return success();
-  }
-  Value dest = destinationFor(result);
   lowered[result] = {Lowered::Kind::Lazy, Value()};
+  // Matrices stay lazy (fused into their consumers) unless re-evaluating them
+  // per consumer would repeat transcendental work: a mirror map W = map(A)
+  // read by both the forward and the backward pass is computed once.
+  bool isState = llvm::any_of(states, [&](const State &s) { return s.next == result; });
+  if (tensorType.getRank() == 2 &&
+      (result.hasOneUse() || isState || !isExpensive(result)))
+    return success();
+  Value dest = tensorType.getRank() == 2 ? heapScratch(tensorType)
+                                         : destinationFor(result);
   if (failed(materialize(b, result, dest)))
     return failure();
   lowered[result] = {Lowered::Kind::Buffer, dest};
@@ -548,10 +571,8 @@ LogicalResult KernelLowering::run() {
   Value heads = memref::DimOp::create(b, loc, q, 2);
   // Anchors (SPEC section 7) can be large: heap, not stack.
   SmallVector<Value> anchors;
-  for (unsigned i = 0; i < numAnchors; ++i) {
-    auto type = MemRefType::get(shapeOf(body.getArgument(i)), b.getF32Type());
-    anchors.push_back(memref::AllocOp::create(b, loc, type));
-  }
+  for (unsigned i = 0; i < numAnchors; ++i)
+    anchors.push_back(heapScratch(cast<RankedTensorType>(body.getArgument(i).getType())));
 
   auto bLoop = scf::ForOp::create(b, loc, c0, batch, c1);
   b.setInsertionPointToStart(bLoop.getBody());
@@ -609,8 +630,8 @@ LogicalResult KernelLowering::run() {
       return failure();
 
   b.setInsertionPointAfter(bLoop);
-  for (Value anchor : anchors)
-    memref::DeallocOp::create(b, loc, anchor);
+  for (Value buffer : heapBuffers)
+    memref::DeallocOp::create(b, loc, buffer);
   func::ReturnOp::create(b, loc);
   return success();
 }

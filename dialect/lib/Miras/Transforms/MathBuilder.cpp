@@ -148,8 +148,16 @@ Value MathBuilder::pow(Value x, Value p) {
     return x;
   if (cp && *cp == 0.0)
     return constant(x.getType(), 1.0);
+  // Small integer powers by multiplication: cheaper than powf and exact for
+  // negative bases.
   if (cp && *cp == 2.0)
     return mul(x, x);
+  if (cp && *cp == 3.0)
+    return mul(x, mul(x, x));
+  if (cp && *cp == 4.0) {
+    Value square = mul(x, x);
+    return mul(square, square);
+  }
   if (auto cx = matchConstant(x); cx && cp)
     return constant(x.getType(), std::pow(*cx, *cp));
   return math::PowFOp::create(b, loc, x, p);

@@ -100,7 +100,10 @@ Value miras::buildMirrorMap(MathBuilder &mb, RetentionOp retention, Value dual) 
     double q = numberArg(retention, "q", 2);
     if (q == 2)
       return dual;
-    Value total = mb.sum(mb.pow(mb.abs(dual), mb.constant(dual.getType(), q)));
+    // |A|^q: the absolute value is redundant for even integer q.
+    bool evenInteger = q == std::floor(q) && static_cast<int64_t>(q) % 2 == 0;
+    Value magnitude = evenInteger ? dual : mb.abs(dual);
+    Value total = mb.sum(mb.pow(magnitude, mb.constant(dual.getType(), q)));
     Value scale = mb.pow(total, mb.constant(f32, -(q - 2) / q));
     return mb.mul(mb.broadcast(scale, dual.getType()), dual);
   }

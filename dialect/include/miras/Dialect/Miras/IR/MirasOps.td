@@ -106,9 +106,16 @@ def Miras_MemoryOp : Miras_Op<"memory", [HasParent<"MemoryModuleOp">]> {
   let summary = "The memory architecture f(W; z)";
   let description = [{
     `linear`: `f(W; z) = W z` with `W : [dv, dk]`.
+    `mlp`: `depth` weights applied in order with `act` (gelu, gelu_tanh,
+    silu, relu, identity) between them, then optionally an affine-free
+    `layernorm` and a `residual`: the MIRAS memory is
+    `f(z) = z + LN(W2 gelu(W1 z))`, `W1 : [E*D, D]`, `W2 : [D, E*D]`.
 
     ```mlir
     miras.memory "linear" {dk = 64 : i64, dv = 64 : i64}
+    miras.memory "mlp" {act = "gelu", depth = 2.0 : f64, dk = 64 : i64,
+                        dv = 64 : i64, expansion = 4.0 : f64,
+                        layernorm = 1.0 : f64, residual = 1.0 : f64}
     ```
   }];
   let arguments = (ins StrAttr:$kind, DictionaryAttr:$args);
@@ -153,9 +160,14 @@ def Miras_RetentionOp : Miras_Op<"retention", [HasParent<"MemoryModuleOp">]> {
     `W_t = a W_{t-1} - eta g(W_{t-1})`, or `before_gradient`:
     `W_t = a W_{t-1} - eta g(a W_{t-1})`); `l2_coupled` with `strength` s:
     `W_t = s/(s+eta) W_{t-1} - s eta/(s+eta) g`.
+    Mirror retentions keep a dual state `A` with `A_t = decay A_{t-1} - eta g`
+    and read the weights through a map: `lq` with `q` gives
+    `W = A / ||A||_q^(q-2)` (Moneta), `kl` gives a softmax over each row of
+    each weight (Memora).
 
     ```mlir
     miras.retention "l2" {decay = @alpha, order = "before_gradient"}
+    miras.retention "lq" {decay = @alpha, q = 4.0 : f64}
     ```
   }];
   let arguments = (ins StrAttr:$kind, DictionaryAttr:$args);
@@ -168,10 +180,13 @@ def Miras_OptimizerOp : Miras_Op<"optimizer", [HasParent<"MemoryModuleOp">]> {
   let description = [{
     `gd` with learning rate `lr`; `implicit` (Longhorn; linear memory and l2
     bias only): the exact implicit step `W_t = W_{t-1} - c (W_{t-1} k - v) k^T`
-    with `c = lr / (1 + lr ||k||^2)`. `lr` is a number or a scalar gate.
+    with `c = lr / (1 + lr ||k||^2)`; `momentum` (Titans) with `lr` and
+    `beta`: `S_t = beta S_{t-1} - lr g`, `W_t = decay W_{t-1} + S_t`. Rates
+    are numbers or scalar gates.
 
     ```mlir
     miras.optimizer "gd" {lr = @eta}
+    miras.optimizer "momentum" {beta = @mu, lr = @theta}
     miras.optimizer "gd" {lr = 5.000000e-01 : f64}
     ```
   }];
