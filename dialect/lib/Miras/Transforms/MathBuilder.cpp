@@ -68,6 +68,10 @@ Value MathBuilder::add(Value x, Value y) {
     return y;
   if (cy && *cy == 0.0)
     return x;
+  if (auto negated = y.getDefiningOp<arith::NegFOp>())
+    return sub(x, negated.getOperand());
+  if (auto negated = x.getDefiningOp<arith::NegFOp>())
+    return sub(y, negated.getOperand());
   // Collect like terms, c1 z + c2 z = (c1 + c2) z: reverse mode produces them
   // whenever a value is used twice (e * e).
   auto split = [](Value v) -> std::pair<double, Value> {
@@ -102,6 +106,11 @@ Value MathBuilder::mul(Value x, Value y) {
   auto cx = matchConstant(x), cy = matchConstant(y);
   if (cx && cy)
     return constant(x.getType(), *cx * *cy);
+  // Pull negations out, (-a) b = -(a b), so that they can cancel.
+  if (auto negated = x.getDefiningOp<arith::NegFOp>())
+    return neg(mul(negated.getOperand(), y));
+  if (auto negated = y.getDefiningOp<arith::NegFOp>())
+    return neg(mul(x, negated.getOperand()));
   // Keep constants on the left, and merge them: c1 * (c2 * z) = (c1 c2) * z.
   if (cy) {
     std::swap(x, y);
@@ -123,6 +132,8 @@ Value MathBuilder::mul(Value x, Value y) {
 
 Value MathBuilder::div(Value x, Value y) {
   std::tie(x, y) = unify(x, y);
+  if (auto negated = x.getDefiningOp<arith::NegFOp>())
+    return neg(div(negated.getOperand(), y));
   auto cx = matchConstant(x), cy = matchConstant(y);
   if (cx && cy && *cy != 0.0)
     return constant(x.getType(), *cx / *cy);

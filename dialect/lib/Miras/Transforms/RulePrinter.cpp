@@ -21,15 +21,24 @@ struct Rendered {
   Precedence prec;
 };
 
+static std::string number(double x) {
+  std::string s;
+  llvm::raw_string_ostream os(s);
+  os << llvm::format("%g", x);
+  return s;
+}
+
 class RulePrinter {
 public:
   explicit RulePrinter(func::FuncOp step) {
     for (unsigned i = 0; i < step.getNumArguments(); ++i)
       if (auto name = step.getArgAttrOfType<StringAttr>(i, "miras.name"))
-        names[step.getArgument(i)] = name.str();
+        names[step.getArgument(i)] = {name.str(), Atom};
     auto ret = cast<func::ReturnOp>(step.getBody().front().getTerminator());
-    // Reads after the write refer to the new state by its primed name.
-    stateResult = ret.getOperand(0);
+    // A read after the write refers to a new state by its primed name.
+    for (unsigned i = 0; i + 1 < ret.getNumOperands(); ++i)
+      if (auto name = step.getResultAttrOfType<StringAttr>(i, "miras.name"))
+        primed[ret.getOperand(i)] = name.str() + "'";
   }
 
   Rendered render(Value v, bool top = false);
@@ -39,25 +48,37 @@ public:
     return r.prec < need ? "(" + r.text + ")" : r.text;
   }
 
-  llvm::DenseMap<Value, std::string> names;
-  Value stateResult;
+  /// Named subexpressions (`t1 = ...`), in the order they must be read.
+  std::string definitions;
+
+private:
+  Rendered renderOp(Value v);
+
+  llvm::DenseMap<Value, Rendered> names;
+  llvm::DenseMap<Value, std::string> primed;
+  unsigned nextTemp = 1;
 };
 
-static std::string number(double x) {
-  std::string s;
-  llvm::raw_string_ostream os(s);
-  os << llvm::format("%g", x);
-  return s;
+Rendered RulePrinter::render(Value v, bool top) {
+  if (auto it = primed.find(v); it != primed.end() && !top)
+    return {it->second, Atom};
+  if (auto it = names.find(v); it != names.end())
+    return it->second;
+  Rendered r = renderOp(v);
+  // A long subexpression used more than once gets a name, so a deep memory's
+  // rule reads as a short program instead of one enormous line.
+  constexpr size_t kInlineLimit = 40;
+  if (!top && r.prec != Atom && r.text.size() > kInlineLimit &&
+      !v.hasOneUse()) {
+    std::string name = "t" + std::to_string(nextTemp++);
+    definitions += "  " + name + " = " + r.text + "\n";
+    r = {name, Atom};
+  }
+  names[v] = r;
+  return r;
 }
 
-Rendered RulePrinter::render(Value v, bool top) {
-  if (auto it = names.find(v); it != names.end())
-    return {it->second, Atom};
-  if (v == stateResult && !top)
-    return {names.lookup(cast<func::FuncOp>(
-                             v.getParentRegion()->getParentOp())
-                             .getArgument(0)) + "'",
-            Atom};
+Rendered RulePrinter::renderOp(Value v) {
   if (std::optional<double> c = MathBuilder::matchConstant(v))
     return {number(*c), *c < 0 ? Unary : Atom};
   Operation *op = v.getDefiningOp();
@@ -93,6 +114,11 @@ Rendered RulePrinter::render(Value v, bool top) {
       })
       .Case([&](MatVecOp o) {
         return Rendered{wrap(o.getMatrix(), Atom) + " " +
+                            wrap(o.getVector(), Atom),
+                        Product};
+      })
+      .Case([&](VecMatOp o) {
+        return Rendered{wrap(o.getMatrix(), Atom) + "^T " +
                             wrap(o.getVector(), Atom),
                         Product};
       })
@@ -134,13 +160,15 @@ Rendered RulePrinter::render(Value v, bool top) {
 std::string miras::printUpdateRule(func::FuncOp step) {
   RulePrinter printer(step);
   auto ret = cast<func::ReturnOp>(step.getBody().front().getTerminator());
-  std::string out;
+  std::string lines;
   for (auto [i, value] : llvm::enumerate(ret.getOperands())) {
     auto name = step.getResultAttrOfType<StringAttr>(i, "miras.name");
     std::string lhs = name ? name.str() : ("r" + std::to_string(i));
-    if (i == 0)
+    if (i + 1 < ret.getNumOperands())
       lhs += "'";
-    out += lhs + " = " + printer.render(value, /*top=*/true).text + "\n";
+    lines += lhs + " = " + printer.render(value, /*top=*/true).text + "\n";
   }
-  return out;
+  if (printer.definitions.empty())
+    return lines;
+  return lines + "where\n" + printer.definitions;
 }
