@@ -133,3 +133,109 @@ func.func @broadcast_dims(%k: tensor<8xf32>) -> tensor<4x8xf32> {
   %c = miras.broadcast %k [0] : tensor<8xf32> -> tensor<4x8xf32>
   return %c : tensor<4x8xf32>
 }
+
+// -----
+
+miras.module @momentum_mirror attributes {chunk = 1 : i64, dk = 4 : i64, dv = 4 : i64, read_after_write = true} {
+  miras.memory "linear" {dk = 4 : i64, dv = 4 : i64}
+  miras.bias "dot" loss {
+  ^bb0(%y: tensor<4xf32>, %v: tensor<4xf32>):
+    %p = arith.mulf %y, %v : tensor<4xf32>
+    %s = miras.sum %p : tensor<4xf32>
+    miras.yield %s : f32
+  }
+  miras.retention "lq" {decay = 1.0 : f64, q = 4.0 : f64}
+  // expected-error @+1 {{momentum combines with the none and l2 retentions only, not 'lq'}}
+  miras.optimizer "momentum" {lr = 0.5 : f64, beta = 0.9 : f64}
+}
+
+// -----
+
+miras.module @mlp_before_gradient attributes {chunk = 1 : i64, dk = 4 : i64, dv = 4 : i64, read_after_write = true} {
+  miras.memory "mlp" {dk = 4 : i64, dv = 4 : i64, depth = 2.0 : f64, expansion = 2.0 : f64, act = "gelu"}
+  miras.bias "dot" loss {
+  ^bb0(%y: tensor<4xf32>, %v: tensor<4xf32>):
+    %p = arith.mulf %y, %v : tensor<4xf32>
+    %s = miras.sum %p : tensor<4xf32>
+    miras.yield %s : f32
+  }
+  // expected-error @+1 {{before_gradient needs a linear memory}}
+  miras.retention "l2" {decay = 0.9 : f64, order = "before_gradient"}
+  miras.optimizer "gd" {lr = 0.5 : f64}
+}
+
+// -----
+
+miras.module @mlp_channel_decay attributes {chunk = 1 : i64, dk = 4 : i64, dv = 4 : i64, read_after_write = true} {
+  miras.gate @alpha : channel along "dk" dim 4
+  miras.memory "mlp" {dk = 4 : i64, dv = 4 : i64, depth = 2.0 : f64, expansion = 2.0 : f64, act = "gelu"}
+  miras.bias "dot" loss {
+  ^bb0(%y: tensor<4xf32>, %v: tensor<4xf32>):
+    %p = arith.mulf %y, %v : tensor<4xf32>
+    %s = miras.sum %p : tensor<4xf32>
+    miras.yield %s : f32
+  }
+  // expected-error @+1 {{argument 'decay' needs a scalar gate, but @alpha is a channel gate}}
+  miras.retention "l2" {decay = @alpha}
+  miras.optimizer "gd" {lr = 0.5 : f64}
+}
+
+// -----
+
+miras.module @mlp_act attributes {chunk = 1 : i64, dk = 4 : i64, dv = 4 : i64, read_after_write = true} {
+  // expected-error @+1 {{mlp act must be gelu, gelu_tanh, silu, relu or identity}}
+  miras.memory "mlp" {dk = 4 : i64, dv = 4 : i64, depth = 2.0 : f64, expansion = 2.0 : f64, act = "tanh"}
+  miras.bias "dot" loss {
+  ^bb0(%y: tensor<4xf32>, %v: tensor<4xf32>):
+    %p = arith.mulf %y, %v : tensor<4xf32>
+    %s = miras.sum %p : tensor<4xf32>
+    miras.yield %s : f32
+  }
+  miras.retention "none" {}
+  miras.optimizer "gd" {lr = 0.5 : f64}
+}
+
+// -----
+
+miras.module @lq_q attributes {chunk = 1 : i64, dk = 4 : i64, dv = 4 : i64, read_after_write = true} {
+  miras.memory "linear" {dk = 4 : i64, dv = 4 : i64}
+  miras.bias "dot" loss {
+  ^bb0(%y: tensor<4xf32>, %v: tensor<4xf32>):
+    %p = arith.mulf %y, %v : tensor<4xf32>
+    %s = miras.sum %p : tensor<4xf32>
+    miras.yield %s : f32
+  }
+  // expected-error @+1 {{lq needs q > 1}}
+  miras.retention "lq" {decay = 1.0 : f64, q = 1.0 : f64}
+  miras.optimizer "gd" {lr = 0.5 : f64}
+}
+
+// -----
+
+miras.module @prox_momentum attributes {chunk = 1 : i64, dk = 4 : i64, dv = 4 : i64, read_after_write = true} {
+  miras.memory "linear" {dk = 4 : i64, dv = 4 : i64}
+  miras.bias "dot" loss {
+  ^bb0(%y: tensor<4xf32>, %v: tensor<4xf32>):
+    %p = arith.mulf %y, %v : tensor<4xf32>
+    %s = miras.sum %p : tensor<4xf32>
+    miras.yield %s : f32
+  }
+  miras.retention "elastic_net" {a = 1.0 : f64, b = 1.0 : f64}
+  // expected-error @+1 {{momentum combines with the none and l2 retentions only, not 'elastic_net'}}
+  miras.optimizer "momentum" {lr = 0.5 : f64, beta = 0.9 : f64}
+}
+
+// -----
+
+miras.module @ftrl_missing attributes {chunk = 1 : i64, dk = 4 : i64, dv = 4 : i64, read_after_write = true} {
+  miras.memory "linear" {dk = 4 : i64, dv = 4 : i64}
+  miras.bias "dot" loss {
+  ^bb0(%y: tensor<4xf32>, %v: tensor<4xf32>):
+    %p = arith.mulf %y, %v : tensor<4xf32>
+    %s = miras.sum %p : tensor<4xf32>
+    miras.yield %s : f32
+  }
+  // expected-error @+1 {{requires argument 'a'}}
+  miras.retention "ftrl_elastic" {eta = 1.0 : f64, decay = 1.0 : f64}
+  miras.optimizer "gd" {lr = 0.5 : f64}
+}

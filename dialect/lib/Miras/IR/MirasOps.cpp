@@ -116,7 +116,7 @@ LogicalResult MemoryModuleOp::verify() {
   RetentionOp retention = getComponent<RetentionOp>();
   StringRef kind = retention.getKind();
   bool linear = memory.getKind() == "linear";
-  if ((kind == "l2" || kind == "lq" || kind == "kl") &&
+  if ((kind == "l2" || kind == "lq" || kind == "kl" || kind == "ftrl_elastic") &&
       failed(verifyRateArg(retention, *this, "decay",
                            /*allowChannel=*/kind == "l2" && linear,
                            ArgRange::UnitInterval)))
@@ -124,6 +124,14 @@ LogicalResult MemoryModuleOp::verify() {
   if (kind == "l2_coupled" &&
       failed(verifyRateArg(retention, *this, "strength", false,
                            ArgRange::Positive)))
+    return failure();
+  if (kind == "ftrl_elastic" &&
+      (failed(verifyRateArg(retention, *this, "eta", false, ArgRange::Positive)) ||
+       failed(verifyRateArg(retention, *this, "a", false, ArgRange::Positive))))
+    return failure();
+  if (kind == "elastic_net" &&
+      (failed(verifyRateArg(retention, *this, "a", false, ArgRange::Positive)) ||
+       failed(verifyRateArg(retention, *this, "b", false, ArgRange::Positive))))
     return failure();
   auto order = retention.getArgs().getAs<StringAttr>("order");
   if (!linear && order && order.getValue() == "before_gradient")
@@ -145,6 +153,13 @@ LogicalResult MemoryModuleOp::verify() {
     return optimizer.emitOpError(
         "'implicit' has a closed form only for a linear memory with the l2 "
         "bias");
+  // Only gd has a closed form with a map or a proximal step.
+  bool mapped = kind == "lq" || kind == "kl" || kind == "ftrl_elastic" ||
+                kind == "elastic_net";
+  if (mapped && optimizer.getKind() != "gd")
+    return optimizer.emitOpError("retention '")
+           << kind << "' has a closed-form step with 'gd' only, not '"
+           << optimizer.getKind() << "'";
   return success();
 }
 
@@ -233,12 +248,14 @@ LogicalResult MemoryOp::verify() {
 
 LogicalResult RetentionOp::verify() {
   StringRef kind = getKind();
-  if (!llvm::is_contained(llvm::ArrayRef<llvm::StringRef>{"none", "l2",
-                                                          "l2_coupled", "lq",
-                                                          "kl"},
-                          kind))
+  if (!llvm::is_contained(
+          llvm::ArrayRef<llvm::StringRef>{"none", "l2", "l2_coupled", "lq", "kl",
+                                          "ftrl_elastic", "elastic_net"},
+          kind))
     return emitOpError("unknown retention '")
-           << kind << "' (supported: none, l2, l2_coupled, lq, kl)";
+           << kind
+           << "' (supported: none, l2, l2_coupled, lq, kl, ftrl_elastic, "
+              "elastic_net)";
   if (kind == "lq") {
     auto q = getArgs().getAs<FloatAttr>("q");
     if (!q || q.getValueAsDouble() <= 1.0)

@@ -238,6 +238,16 @@ LogicalResult StepBuilder::build() {
     stepSize = mb.div(mb.mul(s, lr), denom);
   }
 
+  // Proximal elastic net (SPEC section 5): W' = S_gamma(lambda W - zeta g).
+  Value shrink;
+  if (kind == "elastic_net") {
+    Value a = rate(retention, "a"), bArg = rate(retention, "b");
+    Value denom = mb.add(lr, bArg);
+    keep = mb.div(bArg, denom);
+    stepSize = mb.mul(lr, keep);
+    shrink = mb.div(mb.mul(lr, bArg), mb.mul(a, denom));
+  }
+
   SmallVector<Value> results, newWeights;
   SmallVector<Value> newMomenta;
   for (auto [i, w] : llvm::enumerate(weights)) {
@@ -261,7 +271,10 @@ LogicalResult StepBuilder::build() {
       step = mb.outer(mb.mul(stepSize, outer.getLhs()), outer.getRhs());
     else
       step = mb.mul(mb.broadcast(stepSize, w.getType()), g);
-    newWeights.push_back(mb.sub(retained, step));
+    Value updated = mb.sub(retained, step);
+    newWeights.push_back(shrink ? mb.softThreshold(
+                                      updated, mb.broadcast(shrink, w.getType()))
+                                : updated);
   }
   results.append(newWeights);
   results.append(newMomenta);

@@ -193,6 +193,15 @@ Value MathBuilder::max(Value x, Value y) {
   return arith::MaximumFOp::create(b, loc, x, y);
 }
 
+Value MathBuilder::min(Value x, Value y) {
+  std::tie(x, y) = unify(x, y);
+  return arith::MinimumFOp::create(b, loc, x, y);
+}
+
+Value MathBuilder::softThreshold(Value z, Value g) {
+  return sub(z, min(max(z, neg(g)), g));
+}
+
 Value MathBuilder::compare(arith::CmpFPredicate predicate, Value x, Value y) {
   std::tie(x, y) = unify(x, y);
   return arith::CmpFOp::create(b, loc, predicate, x, y);

@@ -90,7 +90,8 @@ Value miras::buildMemoryForward(MathBuilder &mb, MemoryOp memory,
 }
 
 bool miras::isMirrorRetention(RetentionOp retention) {
-  return retention.getKind() == "lq" || retention.getKind() == "kl";
+  StringRef kind = retention.getKind();
+  return kind == "lq" || kind == "kl" || kind == "ftrl_elastic";
 }
 
 Value miras::buildMirrorMap(MathBuilder &mb, RetentionOp retention, Value dual) {
@@ -106,6 +107,11 @@ Value miras::buildMirrorMap(MathBuilder &mb, RetentionOp retention, Value dual) 
     Value total = mb.sum(mb.pow(magnitude, mb.constant(dual.getType(), q)));
     Value scale = mb.pow(total, mb.constant(f32, -(q - 2) / q));
     return mb.mul(mb.broadcast(scale, dual.getType()), dual);
+  }
+  if (retention.getKind() == "ftrl_elastic") {
+    // Dual averaging with an elastic net: W = S_{eta/a}(A) (SPEC section 5).
+    double threshold = numberArg(retention, "eta", 0) / numberArg(retention, "a", 1);
+    return mb.softThreshold(dual, mb.constant(dual.getType(), threshold));
   }
   // kl: softmax over each row, shifted by the row maximum for stability.
   Value shift = mb.broadcast(mb.rowMax(dual), dual.getType(), /*axis=*/0);

@@ -50,6 +50,9 @@ public:
   mlir::Value sqrt(mlir::Value a);
   mlir::Value abs(mlir::Value a);
   mlir::Value max(mlir::Value a, mlir::Value b);
+  mlir::Value min(mlir::Value a, mlir::Value b);
+  /// S_g(z) = sign(z) max(0, |z| - g), written z - clip(z, -g, g).
+  mlir::Value softThreshold(mlir::Value z, mlir::Value g);
   /// `a cmp b` element-wise (an i1 scalar or tensor).
   mlir::Value compare(mlir::arith::CmpFPredicate predicate, mlir::Value a,
                       mlir::Value b);

@@ -25,8 +25,8 @@ mlir::Value buildMemoryForward(MathBuilder &mb, MemoryOp memory,
 /// Whether the retention keeps a dual state A with W = map(A) (SPEC section 5).
 bool isMirrorRetention(RetentionOp retention);
 
-/// W = map(A) for a mirror retention: lq gives A / ||A||_q^(q-2), kl gives a
-/// softmax over each row.
+/// W = map(A) for a mirror retention: lq gives A / ||A||_q^(q-2), kl a softmax
+/// over each row, ftrl_elastic the soft threshold S_{eta/a}(A).
 mlir::Value buildMirrorMap(MathBuilder &mb, RetentionOp retention,
                            mlir::Value dual);
 
