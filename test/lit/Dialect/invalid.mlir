@@ -106,7 +106,7 @@ miras.module @loss_not_scalar attributes {chunk = 1 : i64, dk = 4 : i64, dv = 4 
 // -----
 
 miras.module @unknown_memory attributes {chunk = 1 : i64, dk = 4 : i64, dv = 4 : i64, read_after_write = true} {
-  // expected-error @+1 {{unknown memory architecture 'tree' (supported: linear, mlp)}}
+  // expected-error @+1 {{unknown memory architecture 'tree' (supported: linear, diagonal, mlp)}}
   miras.memory "tree" {dk = 4 : i64, dv = 4 : i64}
   miras.bias "dot" loss {
   ^bb0(%y: tensor<4xf32>, %v: tensor<4xf32>):

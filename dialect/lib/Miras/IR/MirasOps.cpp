@@ -87,8 +87,9 @@ LogicalResult MemoryModuleOp::verify() {
     return failure();
 
   MemoryOp memory = getComponent<MemoryOp>();
-  if (memory.getKind() == "mlp" && getDk() != getDv())
-    return memory.emitOpError("an mlp memory needs dk == dv");
+  if (memory.getKind() != "linear" && getDk() != getDv())
+    return memory.emitOpError("a ")
+           << memory.getKind() << " memory needs dk == dv";
   auto dk = memory.getArgs().getAs<IntegerAttr>("dk");
   auto dv = memory.getArgs().getAs<IntegerAttr>("dv");
   if (!dk || !dv || dk.getInt() != getDk() || dv.getInt() != getDv())
@@ -118,7 +119,7 @@ LogicalResult MemoryModuleOp::verify() {
   bool linear = memory.getKind() == "linear";
   if ((kind == "l2" || kind == "lq" || kind == "kl" || kind == "ftrl_elastic") &&
       failed(verifyRateArg(retention, *this, "decay",
-                           /*allowChannel=*/kind == "l2" && linear,
+                           /*allowChannel=*/kind == "l2" && memory.getKind() != "mlp",
                            ArgRange::UnitInterval)))
     return failure();
   if (kind == "l2_coupled" &&
@@ -226,11 +227,11 @@ void GateOp::print(OpAsmPrinter &p) {
 //===----------------------------------------------------------------------===//
 
 LogicalResult MemoryOp::verify() {
-  if (getKind() == "linear")
+  if (getKind() == "linear" || getKind() == "diagonal")
     return success();
   if (getKind() != "mlp")
     return emitOpError("unknown memory architecture '")
-           << getKind() << "' (supported: linear, mlp)";
+           << getKind() << "' (supported: linear, diagonal, mlp)";
   auto depth = getArgs().getAs<FloatAttr>("depth");
   auto expansion = getArgs().getAs<FloatAttr>("expansion");
   if (!depth || depth.getValueAsDouble() < 2 || !expansion ||

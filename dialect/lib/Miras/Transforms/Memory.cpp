@@ -29,6 +29,8 @@ SmallVector<RankedTensorType> miras::getWeightTypes(MemoryModuleOp module) {
   int64_t dk = module.getDk(), dv = module.getDv();
   if (memory.getKind() == "linear")
     return {RankedTensorType::get({dv, dk}, f32)};
+  if (memory.getKind() == "diagonal")
+    return {RankedTensorType::get({dv}, f32)};
   auto depth = static_cast<int64_t>(numberArg(memory, "depth", 2));
   auto hidden = static_cast<int64_t>(numberArg(memory, "expansion", 4)) * dk;
   SmallVector<RankedTensorType> types;
@@ -75,6 +77,8 @@ Value miras::buildMemoryForward(MathBuilder &mb, MemoryOp memory,
                                 ValueRange weights, Value z) {
   if (memory.getKind() == "linear")
     return mb.matvec(weights.front(), z);
+  if (memory.getKind() == "diagonal") // f(w; z) = w ⊙ z
+    return mb.mul(weights.front(), z);
   StringRef act = keywordArg(memory, "act", "gelu");
   Value h = z;
   for (auto [layer, weight] : llvm::enumerate(weights)) {

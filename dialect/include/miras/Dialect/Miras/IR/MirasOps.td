@@ -106,6 +106,7 @@ def Miras_MemoryOp : Miras_Op<"memory", [HasParent<"MemoryModuleOp">]> {
   let summary = "The memory architecture f(W; z)";
   let description = [{
     `linear`: `f(W; z) = W z` with `W : [dv, dk]`.
+    `diagonal`: an element-wise (vector) memory `f(w; z) = w ⊙ z`, `w : [D]`.
     `mlp`: `depth` weights applied in order with `act` (gelu, gelu_tanh,
     silu, relu, identity) between them, then optionally an affine-free
     `layernorm` and a `residual`: the MIRAS memory is
