@@ -67,6 +67,9 @@ struct ComponentSpec {
 const std::vector<ComponentSpec> &registry() {
   static const std::vector<ComponentSpec> specs = {
       {"memory", "linear", {{"dk", kPosInt}, {"dv", kPosInt}}},
+      // An element-wise (vector) memory f(w; z) = w * z (RetNet's n = 1,
+      // HGRN's diagonal state); dk = dv = dim.
+      {"memory", "diagonal", {{"dim", kPosInt}}},
       // f(z) = [z +] [LN](W_depth act(... act(W1 z))), hidden width
       // expansion * dim (SPEC §4); dk = dv = dim.
       {"memory",
@@ -130,6 +133,18 @@ const std::vector<ComponentSpec> &registry() {
       {"retention",
        "kl",
        {{"decay", kNumber | kScalarGate, "1", Range::UnitInterval}}},
+      // FTRL with an elastic net (dual averaging): W = S_{eta/a}(A).
+      {"retention",
+       "ftrl_elastic",
+       {{"eta", kNumber, nullptr, Range::Positive},
+        {"a", kNumber, nullptr, Range::Positive},
+        {"decay", kNumber | kScalarGate, "1", Range::UnitInterval}}},
+      // Proximal elastic net: W_t = S_gamma(lambda W_{t-1} - zeta g_t) with
+      // gamma = lr b / (a (lr + b)), lambda = b / (b + lr), zeta = lr lambda.
+      {"retention",
+       "elastic_net",
+       {{"a", kNumber | kScalarGate, nullptr, Range::Positive},
+        {"b", kNumber | kScalarGate, nullptr, Range::Positive}}},
 
       {"optimizer", "gd", {{"lr", kNumber | kScalarGate}}},
       {"optimizer", "implicit", {{"lr", kNumber | kScalarGate}}},
@@ -354,12 +369,19 @@ private:
   void checkCombinations(bool memoryOk, bool retentionOk, bool optimizerOk) {
     const std::string &ret = r.retention.name, &opt = r.optimizer.name;
     if (retentionOk && optimizerOk) {
-      if ((ret == "lq" || ret == "kl") && opt != "gd") {
+      if ((ret == "lq" || ret == "kl" || ret == "ftrl_elastic") && opt != "gd") {
         diags.error(r.retention.loc,
                     "retention '" + ret +
                         "' is a mirror map (it keeps a dual state): mirror "
                         "retentions combine with gd only for now, but the "
                         "optimizer is '" + opt + "'");
+        diags.note(r.optimizer.loc, "optimizer '" + opt + "' is declared here");
+      }
+      if (ret == "elastic_net" && opt != "gd") {
+        diags.error(r.retention.loc,
+                    "retention 'elastic_net' is a proximal step whose closed "
+                    "form assumes one gd step, but the optimizer is '" + opt +
+                        "'");
         diags.note(r.optimizer.loc, "optimizer '" + opt + "' is declared here");
       }
       if (ret == "l2_coupled" && opt == "momentum") {
@@ -370,7 +392,7 @@ private:
         diags.note(r.optimizer.loc, "optimizer 'momentum' is declared here");
       }
     }
-    if (retentionOk && memoryOk && r.memory.name != "linear") {
+    if (retentionOk && memoryOk && r.memory.name == "mlp") {
       auto it = r.retention.args.find("order");
       if (it != r.retention.args.end() &&
           it->second.kind == ast::ArgValue::Kind::Keyword &&
@@ -498,7 +520,7 @@ private:
   void resolveGateDims(bool memoryOk) {
     for (ast::ResolvedGate &g : r.gates) {
       g.dim = !g.channel || !memoryOk ? 1 : g.axis == "dk" ? r.dk : r.dv;
-      if (memoryOk && g.channel && r.memory.name != "linear") {
+      if (memoryOk && g.channel && r.memory.name == "mlp") {
         diags.error(g.loc, "channel gate '" + g.name +
                                "' needs a linear memory: memory '" +
                                r.memory.name +

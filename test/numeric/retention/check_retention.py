@@ -1,0 +1,104 @@
+#!/usr/bin/env python3
+"""Independent float64 references for the elastic-net retentions and the
+diagonal memory (SPEC section 5), written straight from the formulas:
+
+  ftrl      A_t = alpha A_{t-1} - eta_t g_t(W_{t-1}),  W_t = S_{c/a}(A_t)
+  prox      W_t = S_gamma(lambda W_{t-1} - zeta g_t),  lambda = b / (b + eta),
+            zeta = eta lambda,  gamma = eta b / (a (eta + b))
+  diagonal  w_t = alpha * w_{t-1} - eta_t (w_{t-1} * k - v) * k
+
+with the l2 bias (g = (W k - v) k^T) and o_t = W_t q_t. Compiles the module
+with mirasc, runs it with `miras run` and compares o and the final state.
+Usage: check_retention.py --rule ftrl|prox|diagonal --module FILE --workdir DIR
+"""
+import argparse
+import os
+import subprocess
+import sys
+
+import numpy as np
+
+
+def soft_threshold(z, g):
+    return np.sign(z) * np.maximum(np.abs(z) - g, 0.0)
+
+
+def reference(rule, inp, params):
+    q, k, v, eta = inp["q"], inp["k"], inp["v"], inp["eta"]
+    B, T, H, D = q.shape
+    state = inp["A" if rule == "ftrl" else "W"].copy()
+    o = np.zeros((B, T, H, D))
+    for b in range(B):
+        for h in range(H):
+            S = state[b, h]
+            for t in range(T):
+                kt, vt, qt, lr = k[b, t, h], v[b, t, h], q[b, t, h], eta[b, t, h]
+                if rule == "ftrl":
+                    W = soft_threshold(S, params["c"] / params["a"])
+                    g = np.outer(W @ kt - vt, kt)
+                    S = inp["alpha"][b, t, h] * S - lr * g
+                    W = soft_threshold(S, params["c"] / params["a"])
+                elif rule == "prox":
+                    a, bb = params["a"], params["b"]
+                    lam = bb / (bb + lr)
+                    g = np.outer(S @ kt - vt, kt)
+                    S = soft_threshold(lam * S - lr * lam * g, lr * bb / (a * (lr + bb)))
+                    W = S
+                else:  # diagonal
+                    S = inp["alpha"][b, t, h] * S - lr * (S * kt - vt) * kt
+                    W = np.diag(S)
+                o[b, t, h] = W @ qt
+            state[b, h] = S
+    return o, state
+
+
+def main():
+    p = argparse.ArgumentParser()
+    p.add_argument("--rule", required=True, choices=["ftrl", "prox", "diagonal"])
+    p.add_argument("--module", required=True)
+    p.add_argument("--workdir", required=True)
+    p.add_argument("--mirasc", default="mirasc")
+    p.add_argument("--miras", default="miras")
+    p.add_argument("--D", type=int, default=8)
+    p.add_argument("--tol", type=float, default=1e-5)
+    a = p.parse_args()
+    B, T, H, D = 2, 32, 2, a.D
+    rng = np.random.default_rng(7)
+    k = rng.standard_normal((B, T, H, D))
+    k /= np.linalg.norm(k, axis=-1, keepdims=True)
+    inp = {"q": rng.standard_normal((B, T, H, D)), "k": k,
+           "v": rng.standard_normal((B, T, H, D)),
+           "eta": rng.uniform(0.1, 0.5, (B, T, H))}
+    params = {"c": 0.5, "a": 8.0, "b": 4.0}  # must match the test modules
+    if a.rule == "ftrl":
+        inp["alpha"] = rng.uniform(0.9, 1.0, (B, T, H))
+        inp["A"] = 0.3 * rng.standard_normal((B, H, D, D))
+    elif a.rule == "prox":
+        inp["W"] = 0.3 * rng.standard_normal((B, H, D, D))
+    else:
+        inp["alpha"] = rng.uniform(0.9, 1.0, (B, T, H, D))
+        inp["W"] = 0.3 * rng.standard_normal((B, H, D))
+
+    indir, outdir = os.path.join(a.workdir, "in"), os.path.join(a.workdir, "out")
+    os.makedirs(indir, exist_ok=True)
+    for name, x in inp.items():
+        np.save(os.path.join(indir, name + ".npy"), x.astype(np.float32))
+    lib = os.path.join(a.workdir, "lib", "libmodule.so")
+    subprocess.run([a.mirasc, a.module, "-DD=%d" % D, "-o", lib], check=True)
+    subprocess.run([a.miras, "run", lib, "--inputs", indir, "--outputs", outdir],
+                   check=True, stdout=subprocess.DEVNULL)
+    f32 = {n: x.astype(np.float32).astype(np.float64) for n, x in inp.items()}
+    ref_o, ref_state = reference(a.rule, f32, params)
+    state_name = "A" if a.rule == "ftrl" else "W"
+    ok = True
+    for name, ref in (("o", ref_o), (state_name, ref_state)):
+        got = np.load(os.path.join(outdir, name + ".npy")).astype(np.float64)
+        err = np.abs(got - ref).max() / max(np.abs(ref).max(), 1e-6)
+        good = err < a.tol
+        ok &= good
+        print("%s: max_rel_err=%.3e %s" % (name, err, "OK" if good else "FAIL"))
+    return 0 if ok else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
