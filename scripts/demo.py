@@ -96,7 +96,7 @@ def main(argv=None):
             if name not in R.MODELS:
                 raise C.CheckError("no reference model named '%s'" % name)
             model = R.MODELS[name]
-            res, tm = C.prepare_and_run(mirasc, miras, f, model, "closed", ["D=%d" % a.D],
+            res, tm = C.prepare_and_run(mirasc, miras, f, model, model.primary, ["D=%d" % a.D],
                                         a.B, a.T, a.H, a.seed,
                                         os.path.join(demo, "data", name), libdir=demo)
             eo = R.rel_err(*res["o"])

@@ -97,6 +97,16 @@ def closed_mamba2(inp, params):
     return _closed_loop(inp, step)
 
 
+def closed_hgrn2(inp, params):
+    # HGRN2: W_t = W_{t-1} Diag(alpha_t) + v (1 - alpha_t)^T, written with alpha
+    # alone: the key the host passes must be 1 - alpha for the module to match.
+    def step(W, t, x):
+        a = x["alpha"][:, t]
+        D = np.einsum("...k,kl->...kl", a, _eye(W.shape[-1]))
+        return W @ D + _outer(x["v"][:, t], 1.0 - a)
+    return _closed_loop(inp, step)
+
+
 def closed_gla(inp, params):
     # W_t = W_{t-1} Diag(alpha_t) + v k^T    (alpha along Dk)
     def step(W, t, x):
@@ -253,6 +263,8 @@ CLOSED = {
     "deltanet": closed_deltanet,
     "gated_deltanet": closed_gated_deltanet,
     "rwkv7_simple": closed_rwkv7_simple,
+    "rwkv7": closed_rwkv7_simple,
+    "hgrn2": closed_hgrn2,
     "ttt_linear": closed_ttt_linear,
     "longhorn": closed_longhorn,
     "before_write": closed_before_write,
@@ -520,8 +532,9 @@ G = lambda name: ("gate", name)
 
 class Model:
     def __init__(self, name, gates, rule, params=None, primary="closed", gate_ranges=None,
-                 fd=False):
+                 fd=False, key_from=None):
         self.name = name
+        self.key_from = key_from  # k = 1 - <this gate> (HGRN2's tied input gate)
         self.gates = gates
         self.params = dict(params or {})
         self.rule = rule
@@ -575,6 +588,17 @@ _add(Model("gla_dv", {"alpha": CH_DV},
 _add(Model("rwkv7_simple", {"eta": SCALAR, "alpha": CH_DK},
            lambda P: Rule("l2", retention="l2", decay=G("alpha"), decay_axis="dk",
                           order="before_gradient", lr=G("eta"))))
+# examples added with the derivation engine
+_add(Model("rwkv7", {"eta": SCALAR, "alpha": CH_DK},
+           lambda P: Rule("l2", retention="l2", decay=G("alpha"), decay_axis="dk",
+                          order="before_gradient", lr=G("eta"))))
+_add(Model("hgrn2", {"alpha": CH_DK},
+           lambda P: Rule("dot", retention="l2", decay=G("alpha"), decay_axis="dk", lr=0.5),
+           key_from="alpha"))
+_add(Model("logcosh_gated_delta", {"eta": SCALAR, "alpha": SCALAR},
+           lambda P: Rule("logcosh", retention="l2", decay=G("alpha"),
+                          order="before_gradient", lr=G("eta")),
+           primary="fd", fd=True))
 _add(Model("before_write", {"eta": SCALAR},
            lambda P: Rule("l2", lr=G("eta"), read="before_write")))
 _add(Model("chunked", {"eta": SCALAR, "alpha": SCALAR},
@@ -643,6 +667,8 @@ def make_inputs(B, T, H, Dk, Dv, gates, seed=0, model=None, w0_scale=0.05, state
         lo, hi = gate_range(model, name)
         shape = (B, T, H) if kind == "scalar" else (B, T, H, dim)
         inp[name] = rng.uniform(lo, hi, size=shape).astype(f32)
+    if getattr(model, "key_from", None):
+        inp["k"] = (1.0 - inp[model.key_from]).astype(f32)
     for name, shape in (states if states is not None else [("W", (Dv, Dk))]):
         inp[name] = (w0_scale * rng.standard_normal((B, H) + tuple(shape))).astype(f32)
     return {n: np.ascontiguousarray(x) for n, x in inp.items()}
@@ -1071,6 +1097,12 @@ _addm(MlpModel("yaad", {"eta": SCALAR, "alpha": SCALAR, "delta": SCALAR},
                                  decay=G("alpha"), lr=G("eta")),
                gate_ranges={"eta": (0.005, 0.02), "delta": (1.0, 4.0), "alpha": _MLP_ALPHA},
                init={"weight_scale": 3.0}))
+# Titans' memory with an outlier-robust bias: huber_norm caps each token's pull
+_addm(MlpModel("robust_titans", {"theta": SCALAR, "mu": SCALAR, "alpha": SCALAR},
+               lambda P: MlpRule(Mlp(2, 4, "silu"), "huber_norm", {"delta": 1.0},
+                                 retention="l2", decay=G("alpha"), optimizer="momentum",
+                                 lr=G("theta"), beta=G("mu")),
+               gate_ranges={"theta": (0.01, 0.05), "mu": (0.5, 0.9), "alpha": _MLP_ALPHA}))
 # logits N(0, 2^2): peaked rows keep the LN input's variance up
 _addm(MlpModel("memora", {"eta": SCALAR, "alpha": SCALAR},
                lambda P: MlpRule(Mlp(**MIRAS_MLP), "l2", retention="kl", decay=G("alpha"),
