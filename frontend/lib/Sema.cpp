@@ -139,6 +139,13 @@ const std::vector<ComponentSpec> &registry() {
        {{"eta", kNumber, nullptr, Range::Positive},
         {"a", kNumber, nullptr, Range::Positive},
         {"decay", kNumber | kScalarGate, "1", Range::UnitInterval}}},
+      // Bregman divergence of a separable phi: W = (phi')^{-1}(A) element-wise,
+      // one of the built-in inverse maps (sigmoid: phi = negative binary entropy;
+      // exp: phi = negative entropy; tanh).
+      {"retention",
+       "bregman",
+       {{"map", kKeyword, nullptr, Range::Any, {"sigmoid", "exp", "tanh"}},
+        {"decay", kNumber | kScalarGate, "1", Range::UnitInterval}}},
       // Proximal elastic net: W_t = S_gamma(lambda W_{t-1} - zeta g_t) with
       // gamma = lr b / (a (lr + b)), lambda = b / (b + lr), zeta = lr lambda.
       {"retention",
@@ -369,7 +376,8 @@ private:
   void checkCombinations(bool memoryOk, bool retentionOk, bool optimizerOk) {
     const std::string &ret = r.retention.name, &opt = r.optimizer.name;
     if (retentionOk && optimizerOk) {
-      if ((ret == "lq" || ret == "kl" || ret == "ftrl_elastic") && opt != "gd") {
+      if ((ret == "lq" || ret == "kl" || ret == "ftrl_elastic" || ret == "bregman") &&
+          opt != "gd") {
         diags.error(r.retention.loc,
                     "retention '" + ret +
                         "' is a mirror map (it keeps a dual state): mirror "

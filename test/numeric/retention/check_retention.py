@@ -6,10 +6,11 @@ diagonal memory (SPEC section 5), written straight from the formulas:
   prox      W_t = S_gamma(lambda W_{t-1} - zeta g_t),  lambda = b / (b + eta),
             zeta = eta lambda,  gamma = eta b / (a (eta + b))
   diagonal  w_t = alpha * w_{t-1} - eta_t (w_{t-1} * k - v) * k
+  bregman   A_t = alpha A_{t-1} - eta_t g_t(W_{t-1}),  W_t = sigmoid(A_t)
 
 with the l2 bias (g = (W k - v) k^T) and o_t = W_t q_t. Compiles the module
 with mirasc, runs it with `miras run` and compares o and the final state.
-Usage: check_retention.py --rule ftrl|prox|diagonal --module FILE --workdir DIR
+Usage: check_retention.py --rule ftrl|prox|diagonal|bregman --module FILE --workdir DIR
 """
 import argparse
 import os
@@ -26,14 +27,19 @@ def soft_threshold(z, g):
 def reference(rule, inp, params):
     q, k, v, eta = inp["q"], inp["k"], inp["v"], inp["eta"]
     B, T, H, D = q.shape
-    state = inp["A" if rule == "ftrl" else "W"].copy()
+    state = inp["A" if rule in ("ftrl", "bregman") else "W"].copy()
     o = np.zeros((B, T, H, D))
     for b in range(B):
         for h in range(H):
             S = state[b, h]
             for t in range(T):
                 kt, vt, qt, lr = k[b, t, h], v[b, t, h], q[b, t, h], eta[b, t, h]
-                if rule == "ftrl":
+                if rule == "bregman":
+                    W = 1.0 / (1.0 + np.exp(-S))
+                    g = np.outer(W @ kt - vt, kt)
+                    S = inp["alpha"][b, t, h] * S - lr * g
+                    W = 1.0 / (1.0 + np.exp(-S))
+                elif rule == "ftrl":
                     W = soft_threshold(S, params["c"] / params["a"])
                     g = np.outer(W @ kt - vt, kt)
                     S = inp["alpha"][b, t, h] * S - lr * g
@@ -54,7 +60,7 @@ def reference(rule, inp, params):
 
 def main():
     p = argparse.ArgumentParser()
-    p.add_argument("--rule", required=True, choices=["ftrl", "prox", "diagonal"])
+    p.add_argument("--rule", required=True, choices=["ftrl", "prox", "diagonal", "bregman"])
     p.add_argument("--module", required=True)
     p.add_argument("--workdir", required=True)
     p.add_argument("--mirasc", default="mirasc")
@@ -70,7 +76,7 @@ def main():
            "v": rng.standard_normal((B, T, H, D)),
            "eta": rng.uniform(0.1, 0.5, (B, T, H))}
     params = {"c": 0.5, "a": 8.0, "b": 4.0}  # must match the test modules
-    if a.rule == "ftrl":
+    if a.rule in ("ftrl", "bregman"):
         inp["alpha"] = rng.uniform(0.9, 1.0, (B, T, H))
         inp["A"] = 0.3 * rng.standard_normal((B, H, D, D))
     elif a.rule == "prox":
@@ -89,7 +95,7 @@ def main():
                    check=True, stdout=subprocess.DEVNULL)
     f32 = {n: x.astype(np.float32).astype(np.float64) for n, x in inp.items()}
     ref_o, ref_state = reference(a.rule, f32, params)
-    state_name = "A" if a.rule == "ftrl" else "W"
+    state_name = "A" if a.rule in ("ftrl", "bregman") else "W"
     ok = True
     for name, ref in (("o", ref_o), (state_name, ref_state)):
         got = np.load(os.path.join(outdir, name + ".npy")).astype(np.float64)

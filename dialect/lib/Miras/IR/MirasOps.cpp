@@ -117,7 +117,8 @@ LogicalResult MemoryModuleOp::verify() {
   RetentionOp retention = getComponent<RetentionOp>();
   StringRef kind = retention.getKind();
   bool linear = memory.getKind() == "linear";
-  if ((kind == "l2" || kind == "lq" || kind == "kl" || kind == "ftrl_elastic") &&
+  if ((kind == "l2" || kind == "lq" || kind == "kl" || kind == "ftrl_elastic" ||
+       kind == "bregman") &&
       failed(verifyRateArg(retention, *this, "decay",
                            /*allowChannel=*/kind == "l2" && memory.getKind() != "mlp",
                            ArgRange::UnitInterval)))
@@ -156,7 +157,7 @@ LogicalResult MemoryModuleOp::verify() {
         "bias");
   // Only gd has a closed form with a map or a proximal step.
   bool mapped = kind == "lq" || kind == "kl" || kind == "ftrl_elastic" ||
-                kind == "elastic_net";
+                kind == "bregman" || kind == "elastic_net";
   if (mapped && optimizer.getKind() != "gd")
     return optimizer.emitOpError("retention '")
            << kind << "' has a closed-form step with 'gd' only, not '"
@@ -251,12 +252,20 @@ LogicalResult RetentionOp::verify() {
   StringRef kind = getKind();
   if (!llvm::is_contained(
           llvm::ArrayRef<llvm::StringRef>{"none", "l2", "l2_coupled", "lq", "kl",
-                                          "ftrl_elastic", "elastic_net"},
+                                          "ftrl_elastic", "elastic_net",
+                                          "bregman"},
           kind))
     return emitOpError("unknown retention '")
            << kind
            << "' (supported: none, l2, l2_coupled, lq, kl, ftrl_elastic, "
-              "elastic_net)";
+              "elastic_net, bregman)";
+  if (kind == "bregman") {
+    auto map = getArgs().getAs<StringAttr>("map");
+    if (!map || !llvm::is_contained(llvm::ArrayRef<llvm::StringRef>{"sigmoid",
+                                                                    "exp", "tanh"},
+                                    map.getValue()))
+      return emitOpError("bregman needs map = \"sigmoid\", \"exp\" or \"tanh\"");
+  }
   if (kind == "lq") {
     auto q = getArgs().getAs<FloatAttr>("q");
     if (!q || q.getValueAsDouble() <= 1.0)

@@ -95,7 +95,8 @@ Value miras::buildMemoryForward(MathBuilder &mb, MemoryOp memory,
 
 bool miras::isMirrorRetention(RetentionOp retention) {
   StringRef kind = retention.getKind();
-  return kind == "lq" || kind == "kl" || kind == "ftrl_elastic";
+  return kind == "lq" || kind == "kl" || kind == "ftrl_elastic" ||
+         kind == "bregman";
 }
 
 Value miras::buildMirrorMap(MathBuilder &mb, RetentionOp retention, Value dual) {
@@ -111,6 +112,17 @@ Value miras::buildMirrorMap(MathBuilder &mb, RetentionOp retention, Value dual) 
     Value total = mb.sum(mb.pow(magnitude, mb.constant(dual.getType(), q)));
     Value scale = mb.pow(total, mb.constant(f32, -(q - 2) / q));
     return mb.mul(mb.broadcast(scale, dual.getType()), dual);
+  }
+  if (retention.getKind() == "bregman") {
+    // W = (phi')^{-1}(A), element-wise.
+    StringRef map = keywordArg(retention, "map", "");
+    if (map == "exp")
+      return mb.exp(dual);
+    if (map == "tanh")
+      return mb.tanh(dual);
+    Type t = dual.getType(); // sigmoid
+    return mb.div(mb.constant(t, 1.0),
+                  mb.add(mb.constant(t, 1.0), mb.exp(mb.neg(dual))));
   }
   if (retention.getKind() == "ftrl_elastic") {
     // Dual averaging with an elastic net: W = S_{eta/a}(A) (SPEC section 5).
