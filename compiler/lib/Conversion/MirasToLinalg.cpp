@@ -96,13 +96,8 @@ private:
 
   /// A scratch buffer for a vector result, allocated once at kernel entry.
   Value scratch(RankedTensorType type);
-  /// A scratch matrix on the heap (matrices can be large), freed at exit.
-  Value heapScratch(RankedTensorType type) {
-    auto memrefType = MemRefType::get(type.getShape(), type.getElementType());
-    heapBuffers.push_back(
-        memref::AllocOp::create(*entryBuilder, module.getLoc(), memrefType));
-    return heapBuffers.back();
-  }
+  Value heapScratch(RankedTensorType type);
+
   /// Whether evaluating the lazy value `v` involves transcendental math or a
   /// division (anything worth computing once rather than per consumer).
   bool isExpensive(Value v) {
@@ -140,7 +135,20 @@ private:
   Value outputSlice, outputValue;
 };
 
+/// A scratch buffer on the heap (matrices can be large), freed at exit.
+Value KernelLowering::heapScratch(RankedTensorType type) {
+  auto memrefType = MemRefType::get(type.getShape(), type.getElementType());
+  heapBuffers.push_back(
+      memref::AllocOp::create(*entryBuilder, module.getLoc(), memrefType));
+  return heapBuffers.back();
+}
+
 Value KernelLowering::scratch(RankedTensorType type) {
+  // Small vectors live on the stack; wide ones (an MLP's hidden layer at a
+  // large D) on the heap, so that no width can overflow a thread's stack.
+  constexpr int64_t kStackElements = 1024;
+  if (type.getNumElements() > kStackElements)
+    return heapScratch(type);
   auto memrefType = MemRefType::get(type.getShape(), type.getElementType());
   return memref::AllocaOp::create(*entryBuilder, module.getLoc(), memrefType);
 }
