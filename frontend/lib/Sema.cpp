@@ -146,6 +146,12 @@ const std::vector<ComponentSpec> &registry() {
        "bregman",
        {{"map", kKeyword, nullptr, Range::Any, {"sigmoid", "exp", "tanh"}},
         {"decay", kNumber | kScalarGate, "1", Range::UnitInterval}}},
+      // f-divergence on the simplex: W_t = W_{t-1} * g(-zeta - lr g_t) with zeta
+      // normalising each row. Only g = exp has a closed-form zeta (see
+      // checkCombinations); the others are named so the error can say why.
+      {"retention",
+       "f_div",
+       {{"g", kKeyword, "exp", Range::Any, {"exp", "chi2", "hellinger"}}}},
       // Proximal elastic net: W_t = S_gamma(lambda W_{t-1} - zeta g_t) with
       // gamma = lr b / (a (lr + b)), lambda = b / (b + lr), zeta = lr lambda.
       {"retention",
@@ -384,6 +390,22 @@ private:
                         "retentions combine with gd only for now, but the "
                         "optimizer is '" + opt + "'");
         diags.note(r.optimizer.loc, "optimizer '" + opt + "' is declared here");
+      }
+      if (ret == "f_div") {
+        const ast::ArgValue &g = r.retention.args.at("g");
+        if (g.name != "exp")
+          diags.error(g.loc,
+                      "f_div(g = " + g.name +
+                          ") has no closed-form step: the row normaliser zeta "
+                          "solving sum_j W_ij g(-zeta_i - lr g_ij) = 1 needs a "
+                          "root search; only g = exp (the exponentiated "
+                          "gradient) has one");
+        if (opt != "gd") {
+          diags.error(r.retention.loc,
+                      "retention 'f_div' renormalises one gd step, but the "
+                      "optimizer is '" + opt + "'");
+          diags.note(r.optimizer.loc, "optimizer '" + opt + "' is declared here");
+        }
       }
       if (ret == "elastic_net" && opt != "gd") {
         diags.error(r.retention.loc,

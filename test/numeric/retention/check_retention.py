@@ -7,10 +7,11 @@ diagonal memory (SPEC section 5), written straight from the formulas:
             zeta = eta lambda,  gamma = eta b / (a (eta + b))
   diagonal  w_t = alpha * w_{t-1} - eta_t (w_{t-1} * k - v) * k
   bregman   A_t = alpha A_{t-1} - eta_t g_t(W_{t-1}),  W_t = sigmoid(A_t)
+  fdiv      W_t = W_{t-1} * exp(-eta_t g_t) / (its row sums)   (f_div, g = exp)
 
 with the l2 bias (g = (W k - v) k^T) and o_t = W_t q_t. Compiles the module
 with mirasc, runs it with `miras run` and compares o and the final state.
-Usage: check_retention.py --rule ftrl|prox|diagonal|bregman --module FILE --workdir DIR
+Usage: check_retention.py --rule ftrl|prox|diagonal|bregman|fdiv --module FILE --workdir DIR
 """
 import argparse
 import os
@@ -34,7 +35,12 @@ def reference(rule, inp, params):
             S = state[b, h]
             for t in range(T):
                 kt, vt, qt, lr = k[b, t, h], v[b, t, h], q[b, t, h], eta[b, t, h]
-                if rule == "bregman":
+                if rule == "fdiv":
+                    g = np.outer(S @ kt - vt, kt)
+                    U = S * np.exp(-lr * g)
+                    S = U / U.sum(axis=1, keepdims=True)
+                    W = S
+                elif rule == "bregman":
                     W = 1.0 / (1.0 + np.exp(-S))
                     g = np.outer(W @ kt - vt, kt)
                     S = inp["alpha"][b, t, h] * S - lr * g
@@ -60,7 +66,7 @@ def reference(rule, inp, params):
 
 def main():
     p = argparse.ArgumentParser()
-    p.add_argument("--rule", required=True, choices=["ftrl", "prox", "diagonal", "bregman"])
+    p.add_argument("--rule", required=True, choices=["ftrl", "prox", "diagonal", "bregman", "fdiv"])
     p.add_argument("--module", required=True)
     p.add_argument("--workdir", required=True)
     p.add_argument("--mirasc", default="mirasc")
@@ -81,6 +87,9 @@ def main():
         inp["A"] = 0.3 * rng.standard_normal((B, H, D, D))
     elif a.rule == "prox":
         inp["W"] = 0.3 * rng.standard_normal((B, H, D, D))
+    elif a.rule == "fdiv":  # rows on the simplex
+        W0 = rng.uniform(0.5, 1.5, (B, H, D, D))
+        inp["W"] = W0 / W0.sum(axis=-1, keepdims=True)
     else:
         inp["alpha"] = rng.uniform(0.9, 1.0, (B, T, H, D))
         inp["W"] = 0.3 * rng.standard_normal((B, H, D))

@@ -157,7 +157,7 @@ LogicalResult MemoryModuleOp::verify() {
         "bias");
   // Only gd has a closed form with a map or a proximal step.
   bool mapped = kind == "lq" || kind == "kl" || kind == "ftrl_elastic" ||
-                kind == "bregman" || kind == "elastic_net";
+                kind == "bregman" || kind == "elastic_net" || kind == "f_div";
   if (mapped && optimizer.getKind() != "gd")
     return optimizer.emitOpError("retention '")
            << kind << "' has a closed-form step with 'gd' only, not '"
@@ -253,18 +253,25 @@ LogicalResult RetentionOp::verify() {
   if (!llvm::is_contained(
           llvm::ArrayRef<llvm::StringRef>{"none", "l2", "l2_coupled", "lq", "kl",
                                           "ftrl_elastic", "elastic_net",
-                                          "bregman"},
+                                          "bregman", "f_div"},
           kind))
     return emitOpError("unknown retention '")
            << kind
            << "' (supported: none, l2, l2_coupled, lq, kl, ftrl_elastic, "
-              "elastic_net, bregman)";
+              "elastic_net, bregman, f_div)";
   if (kind == "bregman") {
     auto map = getArgs().getAs<StringAttr>("map");
     if (!map || !llvm::is_contained(llvm::ArrayRef<llvm::StringRef>{"sigmoid",
                                                                     "exp", "tanh"},
                                     map.getValue()))
       return emitOpError("bregman needs map = \"sigmoid\", \"exp\" or \"tanh\"");
+  }
+  if (kind == "f_div") {
+    auto g = getArgs().getAs<StringAttr>("g");
+    if (!g || g.getValue() != "exp")
+      return emitOpError("f_div has a closed-form step only for g = \"exp\" "
+                         "(the row normaliser of any other g needs a root "
+                         "search)");
   }
   if (kind == "lq") {
     auto q = getArgs().getAs<FloatAttr>("q");

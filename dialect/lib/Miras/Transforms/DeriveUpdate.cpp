@@ -266,6 +266,16 @@ LogicalResult StepBuilder::build() {
       newWeights.push_back(mb.add(retained, s));
       continue;
     }
+    if (kind == "f_div") {
+      // Exponentiated gradient on the simplex (f_div with g = exp): each row
+      // is renormalised; the row maximum of the exponent keeps exp in range.
+      Value x = mb.neg(mb.mul(mb.broadcast(lr, w.getType()), g));
+      Value shift = mb.broadcast(mb.rowMax(x), w.getType(), /*axis=*/0);
+      Value scaled = mb.mul(w, mb.exp(mb.sub(x, shift)));
+      newWeights.push_back(mb.div(
+          scaled, mb.broadcast(mb.rowSum(scaled), w.getType(), /*axis=*/0)));
+      continue;
+    }
     // Keep the rank-1 structure of a linear memory: (lr psi) k^T.
     if (auto outer = g.getDefiningOp<OuterOp>())
       step = mb.outer(mb.mul(stepSize, outer.getLhs()), outer.getRhs());
