@@ -241,7 +241,7 @@ def resolve_model(spec, module=None, defines=None):
             m = R.model_from_source(src, {n: v for n, v in parse_defines(defines).items()})
         except (ValueError, KeyError, AttributeError) as e:
             raise CheckError("--model dsl: %s" % e)
-        return m, "generic"
+        return m, m.primary
     mode = None
     if ":" in spec:
         mode, spec = spec.split(":", 1)

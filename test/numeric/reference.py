@@ -1098,10 +1098,12 @@ _addm(MlpModel("yaad", {"eta": SCALAR, "alpha": SCALAR, "delta": SCALAR},
                gate_ranges={"eta": (0.005, 0.02), "delta": (1.0, 4.0), "alpha": _MLP_ALPHA},
                init={"weight_scale": 3.0}))
 # Titans' memory with an outlier-robust bias: huber_norm caps each token's pull
+# (param delta ~ sqrt(D), the typical ||v||: tokens fall on both sides of the cap)
 _addm(MlpModel("robust_titans", {"theta": SCALAR, "mu": SCALAR, "alpha": SCALAR},
-               lambda P: MlpRule(Mlp(2, 4, "silu"), "huber_norm", {"delta": 1.0},
+               lambda P: MlpRule(Mlp(2, 4, "silu"), "huber_norm", {"delta": P["delta"]},
                                  retention="l2", decay=G("alpha"), optimizer="momentum",
                                  lr=G("theta"), beta=G("mu")),
+               params={"delta": 8.0},
                gate_ranges={"theta": (0.01, 0.05), "mu": (0.5, 0.9), "alpha": _MLP_ALPHA}))
 # logits N(0, 2^2): peaked rows keep the LN input's variance up
 _addm(MlpModel("memora", {"eta": SCALAR, "alpha": SCALAR},
@@ -1159,18 +1161,176 @@ def _decl(src, kw):
     return m.group(1), args
 
 
+class _ExprParser:
+    """A user-written bias `bias(y, v) = EXPR;` read into a numpy loss function.
+
+    The grammar of frontend/grammar/Miras.g4 (loosest first): comparisons, + -, * /,
+    unary -, ^ (right-assoc, the exponent a unary). Functions (Sema.cpp): abs sign tanh
+    sqrt exp log cosh (element-wise), min max (binary), sum norm (over the vector, kept as
+    [..., 1]), where(cond, a, b). Names: the prediction / target names, params (numbers)
+    and gates (the bias arguments of the rule). Evaluated in whatever dtype y and v have
+    (np.longdouble for the finite differences), independently of the compiler.
+    """
+
+    _TOK = re.compile(r"\s*(?:(\d+\.?\d*(?:[eE][-+]?\d+)?|\.\d+(?:[eE][-+]?\d+)?)|"
+                      r"([A-Za-z_]\w*)|(<=|>=|[-+*/^(),<>]))")
+    _UNARY = {"abs": np.abs, "sign": np.sign, "tanh": np.tanh, "sqrt": np.sqrt,
+              "exp": np.exp, "log": np.log, "cosh": np.cosh}
+    _CMP = {"<": np.less, "<=": np.less_equal, ">": np.greater, ">=": np.greater_equal}
+    _ARITH = {"+": np.add, "-": np.subtract, "*": np.multiply, "/": np.divide}
+
+    def __init__(self, text, pred, target, params, gates):
+        self.toks, pos, text = [], 0, text.strip()
+        while pos < len(text):
+            m = self._TOK.match(text, pos)
+            if not m or m.end() == pos:
+                raise ValueError("dsl reference: cannot read bias expression at %r" % text[pos:])
+            self.toks.append(("num", float(m.group(1))) if m.group(1) else
+                             ("id", m.group(2)) if m.group(2) else ("op", m.group(3)))
+            pos = m.end()
+        self.i, self.pred, self.target = 0, pred, target
+        self.params, self.gates, self.used_gates = params, gates, set()
+        self.fn = self.expr()
+        if self.i != len(self.toks):
+            raise ValueError("dsl reference: trailing tokens in bias expression")
+
+    def peek(self):
+        return self.toks[self.i] if self.i < len(self.toks) else (None, None)
+
+    def take(self, op=None):
+        t = self.peek()
+        if op is not None and t != ("op", op):
+            raise ValueError("dsl reference: expected '%s' in bias expression" % op)
+        self.i += 1
+        return t
+
+    def expr(self):
+        a = self.sum()
+        if self.peek()[0] == "op" and self.peek()[1] in self._CMP:
+            f, b = self._CMP[self.take()[1]], self.sum()
+            return lambda y, v, g, a=a, b=b, f=f: f(a(y, v, g), b(y, v, g))
+        return a
+
+    def _binary(self, sub, ops):
+        a = sub()
+        while self.peek()[0] == "op" and self.peek()[1] in ops:
+            f, b = self._ARITH[self.take()[1]], sub()
+            a = (lambda a, b, f: lambda y, v, g: f(a(y, v, g), b(y, v, g)))(a, b, f)
+        return a
+
+    def sum(self):
+        return self._binary(self.term, "+-")
+
+    def term(self):
+        return self._binary(self.unary, "*/")
+
+    def unary(self):
+        if self.peek() == ("op", "-"):
+            self.take()
+            a = self.unary()
+            return lambda y, v, g: -a(y, v, g)
+        return self.power()
+
+    def power(self):
+        a = self.atom()
+        if self.peek() == ("op", "^"):
+            self.take()
+            b = self.unary()
+            return lambda y, v, g: a(y, v, g) ** b(y, v, g)
+        return a
+
+    def atom(self):
+        kind, val = self.take()
+        if kind == "num":
+            return lambda y, v, g: val
+        if (kind, val) == ("op", "("):
+            a = self.expr()
+            self.take(")")
+            return a
+        if kind != "id":
+            raise ValueError("dsl reference: unexpected '%s' in bias expression" % val)
+        if self.peek() == ("op", "("):
+            self.take()
+            args = [self.expr()]
+            while self.peek() == ("op", ","):
+                self.take()
+                args.append(self.expr())
+            self.take(")")
+            return self.call(val, args)
+        if val == self.pred:
+            return lambda y, v, g: y
+        if val == self.target:
+            return lambda y, v, g: v
+        if val in self.gates:
+            self.used_gates.add(val)
+            return lambda y, v, g: g[val]
+        if val in self.params:
+            c = self.params[val]
+            return lambda y, v, g: c
+        raise ValueError("dsl reference: unknown name '%s' in bias expression" % val)
+
+    def call(self, f, args):
+        n = {"min": 2, "max": 2, "where": 3}.get(f, 1)
+        if len(args) != n:
+            raise ValueError("dsl reference: %s takes %d arguments" % (f, n))
+        if f in self._UNARY:
+            h, a = self._UNARY[f], args[0]
+            return lambda y, v, g: h(a(y, v, g))
+        if f == "sum":
+            return lambda y, v, g: np.sum(args[0](y, v, g), axis=-1, keepdims=True)
+        if f == "norm":
+            return lambda y, v, g: np.sqrt(np.sum(args[0](y, v, g) ** 2, axis=-1, keepdims=True))
+        if f in ("min", "max"):
+            h = np.minimum if f == "min" else np.maximum
+            return lambda y, v, g: h(args[0](y, v, g), args[1](y, v, g))
+        if f == "where":
+            return lambda y, v, g: np.where(*(a(y, v, g) for a in args))
+        raise ValueError("dsl reference: unknown function '%s'" % f)
+
+    def loss(self, y, v, g):
+        r = self.fn(y, v, g)
+        r = np.broadcast_to(r, np.broadcast(r, y[..., :1]).shape)
+        return np.sum(r, axis=-1)        # the loss is a scalar per token: [..., 1] -> [...]
+
+
+def _user_bias(src, params, gates, key):
+    """`bias(y, v) = EXPR;` -> registers LOSSES[key] and an FD PSI[key]; returns the
+    gates the expression reads (they become bias arguments), or None without one."""
+    m = re.search(r"\bbias\s*\(\s*([A-Za-z_]\w*)\s*,\s*([A-Za-z_]\w*)\s*\)\s*=\s*([^;]*);", src)
+    if not m:
+        return None
+    ex = _ExprParser(m.group(3), m.group(1), m.group(2), params, gates)
+    LOSSES[key] = ex.loss
+    PSI[key] = lambda y, v, g: fd_psi(ex.loss, y, v, g).astype(np.asarray(y).dtype)
+    return {n: G(n) for n in sorted(ex.used_gates)}
+
+
 def model_from_source(src, overrides=None, name=None):
-    """-> MlpModel built from the declarations of a .miras module with an mlp memory."""
+    """-> Model (linear memory) or MlpModel built from the declarations of a .miras module.
+
+    Linear memories: gates scalar or channel(dk | dv); retention none / l2(decay, order) /
+    l2_coupled(strength); optimizer gd / implicit; the generic composition run_generic.
+    MLP memories: scalar gates; run_mlp (hand-written backprop). A user-written bias
+    `bias(y, v) = EXPR;` is read by _ExprParser and differentiated numerically (fd_psi).
+    """
     src = _strip_comments(src)
+    mname = name or re.search(r"\bmodule\s+([A-Za-z_]\w*)", src).group(1)
     params = {m.group(1): float(m.group(2)) for m in re.finditer(
         r"\bparam\s+([A-Za-z_]\w*)\s*=\s*([-+0-9.eE]+)\s*;", src)}
     for n, val in (overrides or {}).items():
         params[n] = float(val)
+    mem, margs = _decl(src, "memory")
     gates = {}
-    for m in re.finditer(r"\bgate\s+([A-Za-z_]\w*)\s*:\s*([A-Za-z_]\w*)", src):
-        if m.group(2) != "scalar":
-            raise ValueError("dsl reference: only scalar gates on MLP memories (%s)" % m.group(1))
-        gates[m.group(1)] = SCALAR
+    for m in re.finditer(r"\bgate\s+([A-Za-z_]\w*)\s*:\s*([A-Za-z_]\w*)\s*(?:\(\s*(\w+)\s*\))?",
+                         src):
+        kind, axis = m.group(2), m.group(3)
+        if kind == "scalar":
+            gates[m.group(1)] = SCALAR
+        elif kind == "channel" and mem == "linear" and axis in ("dk", "dv"):
+            gates[m.group(1)] = ("channel", axis)
+        else:
+            raise ValueError("dsl reference: gate %s : %s%s on a %s memory" % (
+                m.group(1), kind, "(%s)" % axis if axis else "", mem))
 
     def val(x, what):
         x = x.strip()
@@ -1183,38 +1343,55 @@ def model_from_source(src, overrides=None, name=None):
         except ValueError:
             raise ValueError("dsl reference: cannot read %s = %s" % (what, x))
 
-    mem, margs = _decl(src, "memory")
+    user_args = _user_bias(src, params, gates, "dsl:" + mname)
+    if user_args is not None:
+        bias, bias_args = "dsl:" + mname, user_args
+    else:
+        bname, bargs = _decl(src, "bias")
+        bflags = bargs.pop("_flags")
+        if bname not in _BIAS_ALIASES:
+            raise ValueError("dsl reference: bias %s" % bname)
+        bias = _BIAS_ALIASES[bname]
+        if bias == "lp" and ("smooth" in bflags or val(bargs.get("p", "2"), "p") < 2):
+            bias = "lp_smooth"
+        bias_args = {n: val(x, n) for n, x in bargs.items()}
+    rname, rargs = _decl(src, "retention")
+    rargs.pop("_flags", None)
+    oname, oargs = _decl(src, "optimizer")
+    oargs.pop("_flags", None)
+    rd = re.search(r"\bread\s+([A-Za-z_]\w*)\s*;", src)
+    ch = re.search(r"\bchunk\s+([A-Za-z_0-9.]+)\s*;", src)
+    decay = val(rargs["decay"], "decay") if "decay" in rargs else None
+    read = rd.group(1) if rd else "after_write"
+    chunk = int(val(ch.group(1), "chunk")) if ch else 1
+    if mem == "linear":
+        rname = rname or "none"
+        if rname not in ("none", "l2", "l2_coupled"):
+            raise ValueError("dsl reference: retention %s on a linear memory" % rname)
+        oname = oname or "gd"
+        if oname not in ("gd", "implicit"):
+            raise ValueError("dsl reference: optimizer %s on a linear memory" % oname)
+        axis = gates[decay[1]][1] if isinstance(decay, tuple) else None
+        order = rargs.get("order", "decoupled").strip()
+        strength = val(rargs["strength"], "strength") if "strength" in rargs else None
+        rule = Rule(bias, bias_args, retention=rname, decay=decay, decay_axis=axis,
+                    order=order, optimizer=oname, lr=val(oargs["lr"], "lr"),
+                    strength=strength, read=read, chunk=chunk)
+        fd = user_args is not None
+        return Model(mname, gates, lambda P: rule, params=params,
+                     primary="fd" if fd else "generic", fd=fd)
     if mem != "mlp":
-        raise ValueError("dsl reference: memory %s is not an mlp" % mem)
+        raise ValueError("dsl reference: memory %s" % mem)
     flags = margs.pop("_flags")
     mlp = Mlp(depth=int(val(margs.get("depth", "2"), "depth")),
               expansion=int(val(margs.get("expansion", "4"), "expansion")),
               act=margs.get("act", "gelu"), residual="residual" in flags,
               layernorm="layernorm" in flags)
-    if re.search(r"\bbias\s*\(", src):
-        raise ValueError("dsl reference: user-written biases need a registry model")
-    bname, bargs = _decl(src, "bias")
-    bflags = bargs.pop("_flags")
-    if bname not in _BIAS_ALIASES:
-        raise ValueError("dsl reference: bias %s" % bname)
-    bias = _BIAS_ALIASES[bname]
-    if bias == "lp" and ("smooth" in bflags or val(bargs.get("p", "2"), "p") < 2):
-        bias = "lp_smooth"
-    bias_args = {n: val(x, n) for n, x in bargs.items()}
-    rname, rargs = _decl(src, "retention")
-    rargs.pop("_flags")
-    oname, oargs = _decl(src, "optimizer")
-    oargs.pop("_flags")
-    rd = re.search(r"\bread\s+([A-Za-z_]\w*)\s*;", src)
-    ch = re.search(r"\bchunk\s+([A-Za-z_0-9.]+)\s*;", src)
-    decay = val(rargs["decay"], "decay") if "decay" in rargs else None
     rule = MlpRule(mlp, bias, bias_args, retention=rname or "none", decay=decay,
                    q=val(rargs.get("q", "4"), "q"), optimizer=oname or "gd",
                    lr=val(oargs["lr"], "lr"),
                    beta=val(oargs["beta"], "beta") if "beta" in oargs else None,
-                   read=rd.group(1) if rd else "after_write",
-                   chunk=int(val(ch.group(1), "chunk")) if ch else 1)
-    mname = name or re.search(r"\bmodule\s+([A-Za-z_]\w*)", src).group(1)
+                   read=read, chunk=chunk)
     # LN divides by the output's spread: larger weights / peaked softmax rows keep it up
     init = {"weight_scale": 3.0 if mlp.layernorm else 1.0, "logit_scale": 2.0}
     return MlpModel(mname, gates, lambda P: rule, params=params, gate_ranges=DSL_GATE_RANGES,
