@@ -150,3 +150,48 @@ miras.module @longhorn attributes {chunk = 2 : i64, dk = 4 : i64, dv = 4 : i64, 
   miras.retention "none" {}
   miras.optimizer "implicit" {lr = @beta}
 }
+
+// -----
+
+// log(cosh(e)) differentiates to tanh(e), never sinh(e) / cosh(e) (which
+// overflows in float32 for |e| > 89).
+// RAW-LABEL: miras.module @logcosh
+// RAW: func.func private @step
+// RAW: %[[E:.*]] = arith.subf
+// RAW-NEXT: %[[T:.*]] = math.tanh %[[E]]
+// RAW-NOT: math.sinh
+// RAW: return
+miras.module @logcosh attributes {chunk = 1 : i64, dk = 4 : i64, dv = 4 : i64, read_after_write = true} {
+  miras.memory "linear" {dk = 4 : i64, dv = 4 : i64}
+  miras.bias "expression" loss {
+  ^bb0(%y: tensor<4xf32>, %v: tensor<4xf32>):
+    %e = arith.subf %y, %v : tensor<4xf32>
+    %c = math.cosh %e : tensor<4xf32>
+    %l = math.log %c : tensor<4xf32>
+    %s = miras.sum %l : tensor<4xf32>
+    miras.yield %s : f32
+  }
+  miras.retention "none" {}
+  miras.optimizer "gd" {lr = 1.0e-01 : f64}
+}
+
+// -----
+
+// The norm's derivative e / ||e|| takes the zero subgradient at e = 0.
+// RAW-LABEL: miras.module @norm_at_zero
+// RAW: func.func private @step
+// RAW: %[[N:.*]] = miras.norm %[[E:.*]] : tensor<4xf32>
+// RAW-DAG: %[[POS:.*]] = arith.cmpf ogt, %[[N]], %{{.*}} : f32
+// RAW-DAG: %[[Q:.*]] = arith.divf %{{.*}}, %[[N]] : f32
+// RAW: arith.select %[[POS]], %[[Q]], %{{.*}} : f32
+miras.module @norm_at_zero attributes {chunk = 1 : i64, dk = 4 : i64, dv = 4 : i64, read_after_write = true} {
+  miras.memory "linear" {dk = 4 : i64, dv = 4 : i64}
+  miras.bias "expression" loss {
+  ^bb0(%y: tensor<4xf32>, %v: tensor<4xf32>):
+    %e = arith.subf %y, %v : tensor<4xf32>
+    %n = miras.norm %e : tensor<4xf32>
+    miras.yield %n : f32
+  }
+  miras.retention "none" {}
+  miras.optimizer "gd" {lr = 1.0e-01 : f64}
+}

@@ -128,6 +128,12 @@ LogicalResult ReverseMode::propagate(Operation *op, Value g) {
         return success();
       })
       .Case([&](math::LogOp o) {
+        // log(cosh(x)) differentiates to tanh(x): going through sinh / cosh
+        // would overflow in float32 for |x| > 89.
+        if (auto cosh = o.getOperand().getDefiningOp<math::CoshOp>()) {
+          accumulate(cosh.getOperand(), mb.mul(g, mb.tanh(cosh.getOperand())));
+          return success();
+        }
         accumulate(o.getOperand(), mb.div(g, o.getOperand()));
         return success();
       })
@@ -148,8 +154,11 @@ LogicalResult ReverseMode::propagate(Operation *op, Value g) {
         return success();
       })
       .Case([&](NormOp o) {
-        // d||x|| = x / ||x||
-        Value scale = mb.div(g, r);
+        // d||x|| = x / ||x||, and the zero subgradient at x = 0 (a zero
+        // residual must not turn the state into NaN).
+        Value zero = mb.constant(r.getType(), 0.0);
+        Value scale = mb.select(mb.compare(arith::CmpFPredicate::OGT, r, zero),
+                                mb.div(g, r), zero);
         accumulate(o.getInput(),
                    mb.mul(mb.broadcast(scale, o.getInput().getType()),
                           o.getInput()));
