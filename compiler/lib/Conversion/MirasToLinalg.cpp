@@ -398,6 +398,9 @@ LogicalResult KernelLowering::lowerReduction(
 LogicalResult KernelLowering::lowerOp(OpBuilder &b, Operation &op) {
   if (auto ret = dyn_cast<func::ReturnOp>(op))
     return lowerReturn(b, ret);
+  if (op.getNumResults() != 1)
+    return op.emitError("cannot lower '")
+           << op.getName() << "' to a kernel: expected a single result";
   Value result = op.getResult(0);
   auto tensorType = dyn_cast<RankedTensorType>(result.getType());
 
@@ -409,7 +412,8 @@ LogicalResult KernelLowering::lowerOp(OpBuilder &b, Operation &op) {
              dense && dense.isSplat())
       value = dense.getSplatValue<APFloat>().convertToDouble();
     if (!value)
-      return op.emitError("cannot lower a non-splat tensor constant");
+      return op.emitError("cannot lower this constant to a kernel (only f32 "
+                          "scalars and splats are supported)");
     Value scalar = arith::ConstantOp::create(
         b, op.getLoc(), b.getFloatAttr(getElementTypeOrSelf(result.getType()),
                                        *value));
@@ -487,9 +491,12 @@ LogicalResult KernelLowering::lowerOp(OpBuilder &b, Operation &op) {
   // Matrices stay lazy (fused into their consumers) unless re-evaluating them
   // per consumer would repeat transcendental work: a mirror map W = map(A)
   // read by both the forward and the backward pass is computed once.
+  // New states of any rank stay lazy too: they are written into their slice
+  // by the first consumer's flush or at the return, never before the old
+  // value's last reader.
   bool isState = llvm::any_of(states, [&](const State &s) { return s.next == result; });
-  if (tensorType.getRank() == 2 &&
-      (result.hasOneUse() || isState || !isExpensive(result)))
+  if (isState || (tensorType.getRank() == 2 &&
+                  (result.hasOneUse() || !isExpensive(result))))
     return success();
   Value dest = tensorType.getRank() == 2 ? heapScratch(tensorType)
                                          : destinationFor(result);

@@ -235,7 +235,7 @@ miras.module @ftrl_missing attributes {chunk = 1 : i64, dk = 4 : i64, dv = 4 : i
     %s = miras.sum %p : tensor<4xf32>
     miras.yield %s : f32
   }
-  // expected-error @+1 {{requires argument 'a'}}
+  // expected-error @+1 {{ftrl_elastic needs a positive number for 'a'}}
   miras.retention "ftrl_elastic" {eta = 1.0 : f64, decay = 1.0 : f64}
   miras.optimizer "gd" {lr = 0.5 : f64}
 }

@@ -5,6 +5,8 @@
 #include "mlir/IR/OpImplementation.h"
 #include "llvm/ADT/STLExtras.h"
 
+#include <cmath>
+
 using namespace mlir;
 using namespace miras;
 
@@ -20,12 +22,11 @@ SmallVector<GateOp> MemoryModuleOp::getGates() {
   return gates;
 }
 
-/// Checks a component argument that must be a number or a gate reference.
-/// `allowChannel` admits channel gates (a per-channel decay); `positive` and
-/// `atMostOne` bound a numeric value.
 /// The range a numeric component argument must lie in.
 enum class ArgRange { Positive, UnitInterval /* (0, 1] */, Fraction /* [0, 1] */ };
 
+/// Checks a component argument that must be a number in `range` or a gate
+/// reference; `allowChannel` admits channel gates (a per-channel decay).
 static LogicalResult verifyRateArg(Operation *component, MemoryModuleOp module,
                                    StringRef argName, bool allowChannel,
                                    ArgRange range) {
@@ -127,10 +128,19 @@ LogicalResult MemoryModuleOp::verify() {
       failed(verifyRateArg(retention, *this, "strength", false,
                            ArgRange::Positive)))
     return failure();
-  if (kind == "ftrl_elastic" &&
-      (failed(verifyRateArg(retention, *this, "eta", false, ArgRange::Positive)) ||
-       failed(verifyRateArg(retention, *this, "a", false, ArgRange::Positive))))
-    return failure();
+  if (kind == "ftrl_elastic") {
+    // The threshold eta / a is a compile-time constant of the map.
+    for (StringRef name : {"eta", "a"})
+      if (!retention.getArgs().getAs<FloatAttr>(name) ||
+          failed(verifyRateArg(retention, *this, name, false, ArgRange::Positive)))
+        return retention.emitOpError("ftrl_elastic needs a positive number for '")
+               << name << "'";
+  }
+  bool rowWise = kind == "kl" || kind == "f_div";
+  if (rowWise && memory.getKind() == "diagonal")
+    return retention.emitOpError("'")
+           << kind << "' normalises each row of a matrix, but a diagonal "
+           << "memory's state is a vector";
   if (kind == "elastic_net" &&
       (failed(verifyRateArg(retention, *this, "a", false, ArgRange::Positive)) ||
        failed(verifyRateArg(retention, *this, "b", false, ArgRange::Positive))))
@@ -235,9 +245,13 @@ LogicalResult MemoryOp::verify() {
            << getKind() << "' (supported: linear, diagonal, mlp)";
   auto depth = getArgs().getAs<FloatAttr>("depth");
   auto expansion = getArgs().getAs<FloatAttr>("expansion");
-  if (!depth || depth.getValueAsDouble() < 2 || !expansion ||
-      expansion.getValueAsDouble() < 1)
-    return emitOpError("mlp needs depth >= 2 and expansion >= 1");
+  auto isInteger = [](FloatAttr a) {
+    return a && a.getValueAsDouble() == std::floor(a.getValueAsDouble());
+  };
+  if (!isInteger(depth) || depth.getValueAsDouble() < 2 ||
+      !isInteger(expansion) || expansion.getValueAsDouble() < 1)
+    return emitOpError("mlp needs an integer depth >= 2 and an integer "
+                       "expansion >= 1");
   auto act = getArgs().getAs<StringAttr>("act");
   if (!act || !llvm::is_contained(llvm::ArrayRef<llvm::StringRef>{
                                       "gelu", "gelu_tanh", "silu", "relu",

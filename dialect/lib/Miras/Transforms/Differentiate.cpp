@@ -82,8 +82,12 @@ LogicalResult ReverseMode::propagate(Operation *op, Value g) {
         Value a = o.getLhs(), p = o.getRhs();
         Value pMinusOne = mb.sub(p, mb.constant(p.getType(), 1.0));
         accumulate(a, mb.mul(g, mb.mul(p, mb.pow(a, pMinusOne))));
-        if (active.contains(p))
-          accumulate(p, mb.mul(g, mb.mul(r, mb.log(a))));
+        if (active.contains(p)) {
+          // d a^p / dp = a^p log a, taken as 0 where a <= 0 (no real log).
+          Value zero = mb.constant(a.getType(), 0.0);
+          accumulate(p, mb.select(mb.compare(arith::CmpFPredicate::OGT, a, zero),
+                                  mb.mul(g, mb.mul(r, mb.log(a))), zero));
+        }
         return success();
       })
       .Case([&](math::AbsFOp o) {
@@ -119,8 +123,12 @@ LogicalResult ReverseMode::propagate(Operation *op, Value g) {
         return success();
       })
       .Case([&](math::SqrtOp o) {
+        // 0.5 g / sqrt(x), with the zero subgradient at x = 0 (as for norm).
+        Value zero = mb.constant(r.getType(), 0.0);
         accumulate(o.getOperand(),
-                   mb.div(mb.mul(mb.constant(g.getType(), 0.5), g), r));
+                   mb.select(mb.compare(arith::CmpFPredicate::OGT, r, zero),
+                             mb.div(mb.mul(mb.constant(g.getType(), 0.5), g), r),
+                             zero));
         return success();
       })
       .Case([&](math::ExpOp o) {
@@ -204,13 +212,16 @@ miras::buildGradients(OpBuilder &builder,
   for (auto [value, adjoint] : seeds)
     rm.accumulate(value, adjoint);
   for (Operation *op : llvm::reverse(tape)) {
+    auto it = llvm::find_if(op->getResults(), [&](Value result) {
+      return rm.adjoint.contains(result);
+    });
+    if (it == op->getResults().end())
+      continue; // does not reach a seed
     if (op->getNumResults() != 1)
       return op->emitError("cannot differentiate '")
              << op->getName() << "': expected a single result";
-    auto it = rm.adjoint.find(op->getResult(0));
-    if (it == rm.adjoint.end())
-      continue; // does not reach a seed
-    if (failed(rm.propagate(op, it->second)))
+    auto adjointIt = rm.adjoint.find(op->getResult(0));
+    if (failed(rm.propagate(op, adjointIt->second)))
       return failure();
   }
   SmallVector<Value> gradients;

@@ -110,7 +110,11 @@ Value miras::buildMirrorMap(MathBuilder &mb, RetentionOp retention, Value dual) 
     bool evenInteger = q == std::floor(q) && static_cast<int64_t>(q) % 2 == 0;
     Value magnitude = evenInteger ? dual : mb.abs(dual);
     Value total = mb.sum(mb.pow(magnitude, mb.constant(dual.getType(), q)));
-    Value scale = mb.pow(total, mb.constant(f32, -(q - 2) / q));
+    // For q > 2 the map has no limit at A = 0 (|W| grows like |A|^(3-q));
+    // we define map(0) = 0 rather than let 0 * inf poison the state.
+    Value zero = mb.constant(f32, 0.0);
+    Value scale = mb.select(mb.compare(arith::CmpFPredicate::OGT, total, zero),
+                            mb.pow(total, mb.constant(f32, -(q - 2) / q)), zero);
     return mb.mul(mb.broadcast(scale, dual.getType()), dual);
   }
   if (retention.getKind() == "bregman") {
