@@ -172,7 +172,8 @@ def parse_info(info, defaults):
                 gates=gates, states=states, params=params)
 
 
-def check_against_model(model, rule, meta):
+def gate_mismatches(model, meta):
+    """The differences between the module's gates and the ones the model expects."""
     errs = []
     want = dict(model.gates)
     got = {g[0]: (g[1], g[2]) for g in meta["gates"]}
@@ -185,6 +186,11 @@ def check_against_model(model, rule, meta):
                 errs.append("gate %s: module says %s%s, model expects %s%s" % (
                     n, got[n][0], "(%s)" % got[n][1] if got[n][1] else "",
                     kind, "(%s)" % axis if axis else ""))
+    return errs
+
+
+def check_against_model(model, rule, meta):
+    errs = gate_mismatches(model, meta)
     if meta["chunk"] is not None and meta["chunk"] != rule.chunk:
         errs.append("chunk: module says %d, model expects %d" % (meta["chunk"], rule.chunk))
     if meta["read"] is not None and str(meta["read"]) != rule.read:
@@ -202,16 +208,7 @@ def check_against_model(model, rule, meta):
 
 
 def check_mlp_meta(model, rule, meta):
-    errs = []
-    want = dict(model.gates)
-    got = {g[0]: (g[1], g[2]) for g in meta["gates"]}
-    if set(want) != set(got):
-        errs.append("gates: module has %s, model '%s' expects %s" % (
-            sorted(got), model.name, sorted(want)))
-    else:
-        for n, (kind, axis) in want.items():
-            if got[n] != (kind, axis):
-                errs.append("gate %s: module says %s, model expects %s" % (n, got[n][0], kind))
+    errs = gate_mismatches(model, meta)
     if meta["dk"] != meta["dv"]:
         errs.append("an mlp memory maps D -> D, module says dk=%d dv=%d" % (meta["dk"], meta["dv"]))
     if meta["chunk"] is not None and meta["chunk"] != rule.chunk:
