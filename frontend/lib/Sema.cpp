@@ -133,7 +133,9 @@ const std::vector<ComponentSpec> &registry() {
       {"retention",
        "kl",
        {{"decay", kNumber | kScalarGate, "1", Range::UnitInterval}}},
-      // FTRL with an elastic net (dual averaging): W = S_{eta/a}(A).
+      // FTRL with an elastic net (dual averaging, SPEC §5 mirror table): the
+      // dual state A_t = decay A_{t-1} - lr_t g_t, read as the soft threshold
+      // W = S_{eta/a}(A). Keeps a dual state, so gd only (checkCombinations).
       {"retention",
        "ftrl_elastic",
        {{"eta", kNumber, nullptr, Range::Positive},
@@ -152,8 +154,9 @@ const std::vector<ComponentSpec> &registry() {
       {"retention",
        "f_div",
        {{"g", kKeyword, "exp", Range::Any, {"exp", "chi2", "hellinger"}}}},
-      // Proximal elastic net: W_t = S_gamma(lambda W_{t-1} - zeta g_t) with
-      // gamma = lr b / (a (lr + b)), lambda = b / (b + lr), zeta = lr lambda.
+      // Proximal elastic net (SPEC §5): W_t = S_gamma(lambda W_{t-1} - zeta g_t)
+      // with gamma = lr b / (a (lr + b)), lambda = b / (b + lr), zeta = lr
+      // lambda. The closed form is one gd step, so gd only (checkCombinations).
       {"retention",
        "elastic_net",
        {{"a", kNumber | kScalarGate, nullptr, Range::Positive},
@@ -161,6 +164,10 @@ const std::vector<ComponentSpec> &registry() {
 
       {"optimizer", "gd", {{"lr", kNumber | kScalarGate}}},
       {"optimizer", "implicit", {{"lr", kNumber | kScalarGate}}},
+      // DeltaProduct: n gd steps per token on n (k, v, lr) triples.
+      {"optimizer",
+       "multistep",
+       {{"n", kPosInt}, {"lr", kNumber | kScalarGate, nullptr, Range::Positive}}},
       // Titans: S_t = beta S_{t-1} - lr g_t, W_t = alpha W_{t-1} + S_t.
       {"optimizer",
        "momentum",
@@ -407,6 +414,8 @@ private:
           diags.note(r.optimizer.loc, "optimizer '" + opt + "' is declared here");
         }
       }
+      if (opt == "multistep")
+        checkMultistep();
       if (ret == "elastic_net" && opt != "gd") {
         diags.error(r.retention.loc,
                     "retention 'elastic_net' is a proximal step whose closed "
@@ -435,6 +444,30 @@ private:
                                      "' is declared here");
       }
     }
+  }
+
+  /// multistep(n): n gd steps per token, the lr gate (if any) one value per
+  /// step; the decay, if any, applies once before the steps.
+  void checkMultistep() {
+    const std::string &ret = r.retention.name;
+    auto order = r.retention.args.find("order");
+    bool decayFirst = ret == "l2" && order != r.retention.args.end() &&
+                      order->second.name == "before_gradient";
+    if (ret != "none" && !decayFirst) {
+      diags.error(r.retention.loc,
+                  "multistep applies the retention once, before its steps, so "
+                  "it combines with 'none' or 'l2(..., order = "
+                  "before_gradient)' only, not '" + ret + "'");
+      diags.note(r.optimizer.loc, "optimizer 'multistep' is declared here");
+    }
+    if (r.chunk != 1)
+      diags.error(r.chunkLoc, "multistep needs chunk 1");
+    r.steps = static_cast<int64_t>(r.optimizer.args.at("n").number);
+    const ast::ArgValue &lr = r.optimizer.args.at("lr");
+    if (lr.kind == ast::ArgValue::Kind::Gate)
+      for (ast::ResolvedGate &g : r.gates)
+        if (g.name == lr.name)
+          g.perStep = true;
   }
 
   void missing(const char *what, const char *example) {

@@ -420,6 +420,114 @@ TEST(Frontend, MirrorRetentions) {
     EXPECT_FALSE(load(mirasModule("mlp(D)", "l2", bad, "gd(eta)")).ok()) << bad;
 }
 
+TEST(Frontend, ElasticRetentions) {
+  using Kind = ast::ArgValue::Kind;
+  // ftrl_elastic: eta and a are numbers, decay a number or a scalar gate.
+  LoadResult f =
+      load(mirasModule("linear(D, D)", "l2",
+                       "ftrl_elastic(0.5, a = 8, decay = alpha)", "gd(eta)"));
+  ASSERT_TRUE(f.ok()) << errors(f);
+  const ast::ResolvedComponent &fr = f.resolved->retention;
+  EXPECT_EQ(fr.name, "ftrl_elastic");
+  ASSERT_EQ(fr.args.size(), 3u);
+  EXPECT_EQ(fr.args.at("eta").kind, Kind::Number);
+  EXPECT_EQ(fr.args.at("eta").number, 0.5);
+  EXPECT_EQ(fr.args.at("a").kind, Kind::Number);
+  EXPECT_EQ(fr.args.at("a").number, 8);
+  EXPECT_EQ(fr.args.at("decay").kind, Kind::Gate);
+  EXPECT_EQ(fr.args.at("decay").name, "alpha");
+
+  // decay defaults to 1; constant expressions fold; mlp memories are fine.
+  LoadResult fd = load(mirasModule(
+      "mlp(D)", "l2", "ftrl_elastic(a = D / 4, eta = 1e-3)", "gd(eta)"));
+  ASSERT_TRUE(fd.ok()) << errors(fd);
+  const auto &fa = fd.resolved->retention.args;
+  EXPECT_EQ(fa.at("eta").number, 1e-3);
+  EXPECT_EQ(fa.at("a").number, 4);
+  EXPECT_EQ(fa.at("decay").kind, Kind::Number);
+  EXPECT_EQ(fa.at("decay").number, 1);
+  LoadResult fn = load(
+      mirasModule("linear(D, D)", "l2", "ftrl_elastic(1, 2, 0.9)", "gd(eta)"));
+  ASSERT_TRUE(fn.ok()) << errors(fn);
+  EXPECT_EQ(fn.resolved->retention.args.at("decay").number, 0.9);
+
+  // elastic_net: a and b, each a number > 0 or a scalar gate.
+  LoadResult p = load(mirasModule(
+      "linear(D, D)", "l2", "elastic_net(a = alpha, b = 0.25)", "gd(eta)"));
+  ASSERT_TRUE(p.ok()) << errors(p);
+  const ast::ResolvedComponent &pr = p.resolved->retention;
+  EXPECT_EQ(pr.name, "elastic_net");
+  ASSERT_EQ(pr.args.size(), 2u);
+  EXPECT_EQ(pr.args.at("a").kind, Kind::Gate);
+  EXPECT_EQ(pr.args.at("a").name, "alpha");
+  EXPECT_EQ(pr.args.at("b").kind, Kind::Number);
+  EXPECT_EQ(pr.args.at("b").number, 0.25);
+  LoadResult pp =
+      load(mirasModule("mlp(D)", "l2", "elastic_net(2, mu)", "gd(eta)"));
+  ASSERT_TRUE(pp.ok()) << errors(pp);
+  EXPECT_EQ(pp.resolved->retention.args.at("a").number, 2);
+  EXPECT_EQ(pp.resolved->retention.args.at("b").name, "mu");
+
+  struct Bad {
+    const char *retention, *message;
+  };
+  for (const Bad &b : std::vector<Bad>{
+           {"ftrl_elastic", "requires argument 'eta'"},
+           {"ftrl_elastic(eta = 1)", "requires argument 'a'"},
+           {"ftrl_elastic(0, 1)", "'eta' of retention 'ftrl_elastic' must be"},
+           {"ftrl_elastic(1, -1)", "'a' of retention 'ftrl_elastic' must be"},
+           {"ftrl_elastic(alpha, 1)", "found scalar gate 'alpha'"},
+           {"ftrl_elastic(1, 1, 0)", "'decay' of retention 'ftrl_elastic'"},
+           {"ftrl_elastic(1, 1, 1.5)", "'decay' of retention 'ftrl_elastic'"},
+           {"ftrl_elastic(1, 1, order = before_gradient)",
+            "has no argument 'order'"},
+           {"ftrl_elastic(1, 1, 1, 1)", "too many arguments"},
+           {"elastic_net", "requires argument 'a'"},
+           {"elastic_net(1)", "requires argument 'b'"},
+           {"elastic_net(0, 1)", "'a' of retention 'elastic_net' must be"},
+           {"elastic_net(1, -2)", "'b' of retention 'elastic_net' must be"},
+           {"elastic_net(1, 1, order = before_gradient)",
+            "has no argument 'order'"},
+           {"elastic_net(1, 1, 1)", "too many arguments"}}) {
+    LoadResult x =
+        load(mirasModule("linear(D, D)", "l2", b.retention, "gd(eta)"));
+    ASSERT_FALSE(x.ok()) << b.retention;
+    EXPECT_NE(errors(x).find(b.message), std::string::npos)
+        << b.retention << "\n"
+        << errors(x);
+  }
+  // Channel gates are rejected for every gate-taking argument.
+  LoadResult ch =
+      load("module m { gate w : channel(dv); memory linear(4, 4); "
+           "bias l2; retention elastic_net(w, w); optimizer gd(1); }");
+  ASSERT_FALSE(ch.ok());
+  EXPECT_NE(errors(ch).find("found channel gate 'w'"), std::string::npos)
+      << errors(ch);
+
+  // Both combine with gd only: an error at the retention, a note at the
+  // optimizer.
+  for (const char *ret : {"ftrl_elastic(1, 1)", "elastic_net(1, 1)"})
+    for (const char *opt : {"momentum(eta, mu)", "implicit(eta)"}) {
+      LoadResult x = load(mirasModule("linear(D, D)", "l2", ret, opt));
+      ASSERT_FALSE(x.ok()) << ret << " + " << opt;
+      ASSERT_EQ(x.diagnostics.size(), 2u) << errors(x);
+      EXPECT_EQ(x.diagnostics[0].severity, Diagnostic::Severity::Error);
+      EXPECT_EQ(x.diagnostics[1].severity, Diagnostic::Severity::Note);
+      EXPECT_EQ(x.diagnostics[0].loc.line, 8) << errors(x);
+      EXPECT_EQ(x.diagnostics[0].loc.col, 13) << errors(x);
+      EXPECT_EQ(x.diagnostics[1].loc.line, 9) << errors(x);
+      EXPECT_EQ(x.diagnostics[1].loc.col, 13) << errors(x);
+      EXPECT_NE(errors(x).find(
+                    "but the optimizer is '" +
+                    std::string(opt).substr(0, std::string(opt).find('(')) +
+                    "'"),
+                std::string::npos)
+          << errors(x);
+      EXPECT_NE(errors(x).find("note: optimizer"), std::string::npos)
+          << errors(x);
+    }
+}
+
 TEST(Frontend, RejectedCombinations) {
   struct Case {
     const char *memory, *retention, *optimizer, *message;
