@@ -375,6 +375,9 @@ public:
           r.chunk = static_cast<int64_t>(v->first);
       }
     }
+    if (r.steps > 1 && r.chunk != 1)
+      diags.error(r.chunkLoc, "multistep needs chunk 1 (each token takes its "
+                              "steps at the current state)");
     if (diags.errors != before)
       return std::nullopt;
     return r;
@@ -460,14 +463,19 @@ private:
                   "before_gradient)' only, not '" + ret + "'");
       diags.note(r.optimizer.loc, "optimizer 'multistep' is declared here");
     }
-    if (r.chunk != 1)
-      diags.error(r.chunkLoc, "multistep needs chunk 1");
     r.steps = static_cast<int64_t>(r.optimizer.args.at("n").number);
     const ast::ArgValue &lr = r.optimizer.args.at("lr");
-    if (lr.kind == ast::ArgValue::Kind::Gate)
-      for (ast::ResolvedGate &g : r.gates)
-        if (g.name == lr.name)
-          g.perStep = true;
+    if (lr.kind != ast::ArgValue::Kind::Gate)
+      return;
+    for (ast::ResolvedGate &g : r.gates)
+      if (g.name == lr.name)
+        g.perStep = true;
+    for (const auto &[name, value] : r.retention.args)
+      if (value.kind == ast::ArgValue::Kind::Gate && value.name == lr.name)
+        diags.error(value.loc, "gate '" + lr.name +
+                                   "' is multistep's per-step learning rate "
+                                   "and cannot also be the retention's '" +
+                                   name + "'");
   }
 
   void missing(const char *what, const char *example) {

@@ -28,6 +28,11 @@ static miras_status check_gate(const char *path, const miras_module_metadata *m,
   char msg[256];
   if (!is_name(g->name))
     return bad_metadata(path, "a gate has no name");
+  if (g->per_step && (g->kind != MIRAS_GATE_SCALAR || m->steps <= 1)) {
+    snprintf(msg, sizeof msg, "gate '%s': only scalar gates of a multistep module are per step",
+             g->name);
+    return bad_metadata(path, msg);
+  }
   if (g->kind == MIRAS_GATE_SCALAR) {
     if (g->axis != MIRAS_AXIS_NONE || g->dim != 1) {
       snprintf(msg, sizeof msg, "scalar gate '%s' must have axis none and dim 1", g->name);
@@ -103,8 +108,8 @@ static miras_status check_metadata(const char *path, const miras_module_metadata
     return bad_metadata(path, "module has no name");
   if (!m->source || !m->compiler || !m->targets || !m->rule)
     return bad_metadata(path, "source, compiler, targets and rule must not be NULL");
-  if (m->dk <= 0 || m->dv <= 0 || m->chunk <= 0)
-    return bad_metadata(path, "dk, dv and chunk must be positive");
+  if (m->dk <= 0 || m->dv <= 0 || m->chunk <= 0 || m->steps <= 0)
+    return bad_metadata(path, "dk, dv, chunk and steps must be positive");
   if (m->read_after_write != 0 && m->read_after_write != 1)
     return bad_metadata(path, "read_after_write must be 0 or 1");
   if (!valid_array(m->num_params, m->params) || !valid_array(m->num_gates, m->gates) ||
@@ -234,20 +239,29 @@ miras_status miras_library_tensor_shape(const miras_library *lib, const char *na
     return miras_fail(MIRAS_ERR_SHAPE, "B, T and H must be positive (got %lld, %lld, %lld)",
                       (long long)batch, (long long)length, (long long)heads);
   const miras_module_metadata *m = lib->meta;
-  if (strcmp(name, "q") == 0 || strcmp(name, "k") == 0) {
-    set_shape(rank, shape, 4, (const int64_t[]){batch, length, heads, m->dk});
+  if (strcmp(name, "q") == 0 || strcmp(name, "o") == 0) {
+    int64_t width = name[0] == 'q' ? m->dk : m->dv;
+    set_shape(rank, shape, 4, (const int64_t[]){batch, length, heads, width});
     return MIRAS_OK;
   }
-  if (strcmp(name, "v") == 0 || strcmp(name, "o") == 0) {
-    set_shape(rank, shape, 4, (const int64_t[]){batch, length, heads, m->dv});
+  if (strcmp(name, "k") == 0 || strcmp(name, "v") == 0) {
+    // A multistep module takes one (k, v) pair per step.
+    int64_t width = name[0] == 'k' ? m->dk : m->dv;
+    if (m->steps > 1)
+      set_shape(rank, shape, 5, (const int64_t[]){batch, length, heads, m->steps, width});
+    else
+      set_shape(rank, shape, 4, (const int64_t[]){batch, length, heads, width});
     return MIRAS_OK;
   }
   for (int32_t i = 0; i < m->num_gates; ++i) {
     const miras_gate_info *g = &m->gates[i];
     if (strcmp(name, g->name) != 0)
       continue;
-    set_shape(rank, shape, g->kind == MIRAS_GATE_SCALAR ? 3 : 4,
-              (const int64_t[]){batch, length, heads, g->dim});
+    if (g->per_step)
+      set_shape(rank, shape, 4, (const int64_t[]){batch, length, heads, m->steps});
+    else
+      set_shape(rank, shape, g->kind == MIRAS_GATE_SCALAR ? 3 : 4,
+                (const int64_t[]){batch, length, heads, g->dim});
     return MIRAS_OK;
   }
   for (int32_t i = 0; i < m->num_states; ++i) {

@@ -13,7 +13,7 @@ const char kInfoHelp[] =
     "usage: miras info <lib.so>\n"
     "\n"
     "Print the metadata of a compiled module as JSON on stdout: name, source, compiler,\n"
-    "abi_version, dk, dv, chunk, read, params, gates, states, targets and rule.\n";
+    "abi_version, dk, dv, chunk, steps, read, params, gates, states, targets and rule.\n";
 
 namespace {
 
@@ -56,10 +56,13 @@ std::string param(const miras_param_info &p) {
 std::string gate(const miras_gate_info &g) {
   bool scalar = g.kind == MIRAS_GATE_SCALAR;
   const char *axis = scalar ? "null" : g.axis == MIRAS_AXIS_KEY ? "\"dk\"" : "\"dv\"";
-  const char *shape = scalar ? "[B,T,H]" : g.axis == MIRAS_AXIS_KEY ? "[B,T,H,Dk]" : "[B,T,H,Dv]";
+  const char *shape = g.per_step ? "[B,T,H,steps]"
+                      : scalar   ? "[B,T,H]"
+                      : g.axis == MIRAS_AXIS_KEY ? "[B,T,H,Dk]" : "[B,T,H,Dv]";
   return "{\"name\": " + quote(g.name) + ", \"kind\": \"" + (scalar ? "scalar" : "channel") +
-         "\", \"axis\": " + axis + ", \"dim\": " + std::to_string(g.dim) + ", \"shape\": \"" +
-         shape + "\"}";
+         "\", \"axis\": " + axis + ", \"dim\": " + std::to_string(g.dim) +
+         ", \"per_step\": " + (g.per_step ? "true" : "false") + ", \"shape\": \"" + shape +
+         "\"}";
 }
 
 std::string state(const miras_state_info &s) {
@@ -110,6 +113,7 @@ int runInfo(const Args &args) {
   json += "  \"dk\": " + std::to_string(m.dk) + ",\n";
   json += "  \"dv\": " + std::to_string(m.dv) + ",\n";
   json += "  \"chunk\": " + std::to_string(m.chunk) + ",\n";
+  json += "  \"steps\": " + std::to_string(m.steps) + ",\n";
   json += std::string("  \"read\": \"") + (m.read_after_write ? "after_write" : "before_write") +
           "\",\n";
   json += "  \"params\": " + array(m.params, m.num_params, param) + ",\n";

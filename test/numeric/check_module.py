@@ -673,7 +673,9 @@ def self_test(tol_exact=1e-9, tol_fp32=2e-6):
 
     print("[1] SPEC section 6 closed forms vs generic psi/retention/optimizer composition")
     for name, m in sorted(R.MODELS.items()):
-        if name not in R.CLOSED:
+        # The generic composition takes one step per token; multistep models
+        # are cross-checked by test/numeric/retention/check_retention.py.
+        if name not in R.CLOSED or getattr(m, "steps", 1) > 1:
             continue
         P = dict(m.params)
         for (B, T, H, D, seed) in ((2, 21, 2, 8, 1), (1, 37, 3, 16, 2)):
@@ -788,7 +790,7 @@ def self_test(tol_exact=1e-9, tol_fp32=2e-6):
 
     print("[6] fp32 conditioning at the lit-test sizes (generic in float32 vs float64)")
     for name, m in sorted(R.MODELS.items()):
-        if isinstance(m, R.MlpModel):
+        if isinstance(m, R.MlpModel) or getattr(m, "steps", 1) > 1:
             continue
         for B, T, H, D in LIT_SIZES.get(name, LIT_DEFAULT_SIZE):
             inp = _model_inputs(m, B, T, H, D, 0)

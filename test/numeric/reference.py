@@ -49,8 +49,8 @@ def _as64(inputs):
 
 
 def _init_state(inp):
-    B, T, H, Dk = inp["k"].shape
-    Dv = inp["v"].shape[-1]
+    B, T, H = inp["k"].shape[:3]
+    Dk, Dv = inp["k"].shape[-1], inp["v"].shape[-1]
     W0 = inp.get("W")
     if W0 is None:
         return np.zeros((B, H, Dv, Dk))
@@ -71,7 +71,7 @@ def _closed_loop(inp, step, read_after=True):
     q, k, v = inp["q"], inp["k"], inp["v"]
     B, T, H, _ = q.shape
     W = _init_state(inp)
-    o = np.zeros(v.shape)
+    o = np.zeros((B, T, H, v.shape[-1]))
     for t in range(T):
         Wn = step(W, t, inp)
         o[:, t] = _mv(Wn if read_after else W, q[:, t])
@@ -104,6 +104,19 @@ def closed_hgrn2(inp, params):
         a = x["alpha"][:, t]
         D = np.einsum("...k,kl->...kl", a, _eye(W.shape[-1]))
         return W @ D + _outer(x["v"][:, t], 1.0 - a)
+    return _closed_loop(inp, step)
+
+
+def closed_deltaproduct(inp, params):
+    # W_t = W_{t-1} prod_j (I - beta_j k_j k_j^T) + beta_j v_j k_j^T, step by step
+    k, v, beta = inp["k"], inp["v"], inp["beta"]
+    n = k.shape[3]
+
+    def step(W, t, x):
+        for j in range(n):
+            kj, vj, bj = k[:, t, :, j], v[:, t, :, j], beta[:, t, :, j]
+            W = W @ _delta_matrices(kj, bj) + bj[..., None, None] * _outer(vj, kj)
+        return W
     return _closed_loop(inp, step)
 
 
@@ -203,7 +216,7 @@ def _closed_chunk_parallel(inp, chunk, decay_anchor):
     q, k, v, eta, a = inp["q"], inp["k"], inp["v"], inp["eta"], inp["alpha"]
     B, T, H, _ = q.shape
     W = _init_state(inp)
-    o = np.zeros(v.shape)
+    o = np.zeros((B, T, H, v.shape[-1]))
     for c0 in range(0, T, chunk):
         sl = slice(c0, min(T, c0 + chunk))
         L = sl.stop - sl.start
@@ -265,6 +278,7 @@ CLOSED = {
     "rwkv7_simple": closed_rwkv7_simple,
     "rwkv7": closed_rwkv7_simple,
     "hgrn2": closed_hgrn2,
+    "deltaproduct": closed_deltaproduct,
     "ttt_linear": closed_ttt_linear,
     "longhorn": closed_longhorn,
     "before_write": closed_before_write,
@@ -532,8 +546,10 @@ G = lambda name: ("gate", name)
 
 class Model:
     def __init__(self, name, gates, rule, params=None, primary="closed", gate_ranges=None,
-                 fd=False, key_from=None):
+                 fd=False, key_from=None, steps=1, per_step=()):
         self.name = name
+        self.steps = steps        # multistep(n): k, v [B,T,H,n,D]
+        self.per_step = tuple(per_step)  # gates with one value per step [B,T,H,n]
         self.key_from = key_from  # k = 1 - <this gate> (HGRN2's tied input gate)
         self.gates = gates
         self.params = dict(params or {})
@@ -595,6 +611,8 @@ _add(Model("rwkv7", {"eta": SCALAR, "alpha": CH_DK},
 _add(Model("hgrn2", {"alpha": CH_DK},
            lambda P: Rule("dot", retention="l2", decay=G("alpha"), decay_axis="dk", lr=0.5),
            key_from="alpha"))
+_add(Model("deltaproduct", {"beta": SCALAR}, lambda P: Rule("l2", lr=G("beta")), params={"N": 2.0},
+           gate_ranges={"beta": (0.1, 0.9)}, steps=2, per_step=("beta",)))
 _add(Model("logcosh_gated_delta", {"eta": SCALAR, "alpha": SCALAR},
            lambda P: Rule("logcosh", retention="l2", decay=G("alpha"),
                           order="before_gradient", lr=G("eta")),
@@ -669,6 +687,14 @@ def make_inputs(B, T, H, Dk, Dv, gates, seed=0, model=None, w0_scale=0.05, state
         inp[name] = rng.uniform(lo, hi, size=shape).astype(f32)
     if getattr(model, "key_from", None):
         inp["k"] = (1.0 - inp[model.key_from]).astype(f32)
+    n = getattr(model, "steps", 1)
+    if n > 1:  # one (k, v) pair and one value of each per-step gate per step
+        k = rng.standard_normal((B, T, H, n, Dk))
+        inp["k"] = (k / np.linalg.norm(k, axis=-1, keepdims=True)).astype(f32)
+        inp["v"] = rng.standard_normal((B, T, H, n, Dv)).astype(f32)
+        for name in model.per_step:
+            lo, hi = gate_range(model, name)
+            inp[name] = rng.uniform(lo, hi, size=(B, T, H, n)).astype(f32)
     for name, shape in (states if states is not None else [("W", (Dv, Dk))]):
         inp[name] = (w0_scale * rng.standard_normal((B, H) + tuple(shape))).astype(f32)
     return {n: np.ascontiguousarray(x) for n, x in inp.items()}

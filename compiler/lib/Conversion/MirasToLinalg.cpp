@@ -57,6 +57,31 @@ struct Leaves {
   }
 };
 
+/// memref<?x?x?xD0x..xf32>: three dynamic leading dims then the static shape.
+static MemRefType sequenceType(MLIRContext *ctx, unsigned leading,
+                               ArrayRef<int64_t> shape) {
+  SmallVector<int64_t> dims(leading, ShapedType::kDynamic);
+  dims.append(shape.begin(), shape.end());
+  return MemRefType::get(dims, Float32Type::get(ctx));
+}
+
+/// The slice `source[prefix..., :, ...]` with the leading indices dropped.
+static Value slice(OpBuilder &b, Location loc, Value source, ValueRange prefix,
+                   ArrayRef<int64_t> shape) {
+  auto sourceType = cast<MemRefType>(source.getType());
+  SmallVector<OpFoldResult> offsets(prefix.begin(), prefix.end());
+  SmallVector<OpFoldResult> sizes(prefix.size(), b.getIndexAttr(1));
+  for (int64_t d : shape) {
+    offsets.push_back(b.getIndexAttr(0));
+    sizes.push_back(b.getIndexAttr(d));
+  }
+  SmallVector<OpFoldResult> strides(sourceType.getRank(), b.getIndexAttr(1));
+  auto type = memref::SubViewOp::inferRankReducedResultType(
+      shape, sourceType, offsets, sizes, strides);
+  return memref::SubViewOp::create(b, loc, cast<MemRefType>(type), source,
+                                   offsets, sizes, strides);
+}
+
 class KernelLowering {
 public:
   KernelLowering(MemoryModuleOp module, func::FuncOp step)
@@ -459,6 +484,21 @@ LogicalResult KernelLowering::lowerOp(OpBuilder &b, Operation &op) {
     lowered[result] = {Lowered::Kind::Buffer, dest};
     return success();
   }
+  if (auto extract = dyn_cast<ExtractOp>(op)) {
+    // One step's row (or value) of a per-step input: a view, not a copy.
+    Lowered in = lowered.lookup(extract.getInput());
+    if (in.kind != Lowered::Kind::Buffer)
+      return op.emitError("can only extract from a kernel input");
+    Value index = arith::ConstantIndexOp::create(b, op.getLoc(), extract.getIndex());
+    if (!tensorType) {
+      lowered[result] = {Lowered::Kind::Scalar,
+                         memref::LoadOp::create(b, op.getLoc(), in.value, index)};
+      return success();
+    }
+    lowered[result] = {Lowered::Kind::Buffer,
+                       slice(b, op.getLoc(), in.value, {index}, tensorType.getShape())};
+    return success();
+  }
   if (auto matvec = dyn_cast<MatVecOp>(op))
     return lowerProduct(b, matvec.getMatrix(), matvec.getVector(),
                         /*transposed=*/false, result, destinationFor(result));
@@ -520,31 +560,6 @@ LogicalResult KernelLowering::lowerReturn(OpBuilder &b, func::ReturnOp ret) {
   return materialize(b, outputValue, outputSlice);
 }
 
-/// memref<?x?x?xD0x..xf32>: three dynamic leading dims then the static shape.
-static MemRefType sequenceType(MLIRContext *ctx, unsigned leading,
-                               ArrayRef<int64_t> shape) {
-  SmallVector<int64_t> dims(leading, ShapedType::kDynamic);
-  dims.append(shape.begin(), shape.end());
-  return MemRefType::get(dims, Float32Type::get(ctx));
-}
-
-/// The slice `source[prefix..., :, ...]` with the leading indices dropped.
-static Value slice(OpBuilder &b, Location loc, Value source, ValueRange prefix,
-                   ArrayRef<int64_t> shape) {
-  auto sourceType = cast<MemRefType>(source.getType());
-  SmallVector<OpFoldResult> offsets(prefix.begin(), prefix.end());
-  SmallVector<OpFoldResult> sizes(prefix.size(), b.getIndexAttr(1));
-  for (int64_t d : shape) {
-    offsets.push_back(b.getIndexAttr(0));
-    sizes.push_back(b.getIndexAttr(d));
-  }
-  SmallVector<OpFoldResult> strides(sourceType.getRank(), b.getIndexAttr(1));
-  auto type = memref::SubViewOp::inferRankReducedResultType(
-      shape, sourceType, offsets, sizes, strides);
-  return memref::SubViewOp::create(b, loc, cast<MemRefType>(type), source,
-                                   offsets, sizes, strides);
-}
-
 LogicalResult KernelLowering::run() {
   Location loc = module.getLoc();
   int64_t dk = module.getDk(), dv = module.getDv(), chunk = module.getChunk();
@@ -559,13 +574,22 @@ LogicalResult KernelLowering::run() {
     return cast<RankedTensorType>(v.getType()).getShape();
   };
 
+  // Per token: q [Dk]; k, v [Dk] / [Dv], or one row per step of multistep.
+  int64_t steps = module.getSteps();
+  auto perStep = [&](int64_t width) {
+    return steps == 1 ? SmallVector<int64_t>{width}
+                      : SmallVector<int64_t>{steps, width};
+  };
+  auto gateShape = [&](GateOp gate) {
+    return gate.getPerStep()  ? SmallVector<int64_t>{steps}
+           : gate.getChannel() ? SmallVector<int64_t>{static_cast<int64_t>(gate.getDim())}
+                               : SmallVector<int64_t>{};
+  };
   SmallVector<Type> argTypes{sequenceType(ctx, 3, {dk}),
-                             sequenceType(ctx, 3, {dk}),
-                             sequenceType(ctx, 3, {dv})};
+                             sequenceType(ctx, 3, perStep(dk)),
+                             sequenceType(ctx, 3, perStep(dv))};
   for (GateOp gate : gates)
-    argTypes.push_back(gate.getChannel()
-                           ? sequenceType(ctx, 3, {gate.getDim()})
-                           : sequenceType(ctx, 3, {}));
+    argTypes.push_back(sequenceType(ctx, 3, gateShape(gate)));
   for (unsigned i = 0; i < numStates; ++i)
     argTypes.push_back(sequenceType(ctx, 2, shapeOf(body.getArgument(i))));
   argTypes.push_back(sequenceType(ctx, 3, {dv}));
@@ -630,15 +654,15 @@ LogicalResult KernelLowering::run() {
   lowered[body.getArgument(next++)] = {Lowered::Kind::Buffer,
                                        slice(b, loc, q, prefix, {dk})};
   lowered[body.getArgument(next++)] = {Lowered::Kind::Buffer,
-                                       slice(b, loc, k, prefix, {dk})};
+                                       slice(b, loc, k, prefix, perStep(dk))};
   lowered[body.getArgument(next++)] = {Lowered::Kind::Buffer,
-                                       slice(b, loc, v, prefix, {dv})};
+                                       slice(b, loc, v, prefix, perStep(dv))};
   for (auto [i, gate] : llvm::enumerate(gates)) {
     Value source = entry->getArgument(3 + i);
     Value arg = body.getArgument(next++);
-    if (gate.getChannel())
-      lowered[arg] = {Lowered::Kind::Buffer,
-                      slice(b, loc, source, prefix, {gate.getDim()})};
+    SmallVector<int64_t> shape = gateShape(gate);
+    if (!shape.empty())
+      lowered[arg] = {Lowered::Kind::Buffer, slice(b, loc, source, prefix, shape)};
     else
       lowered[arg] = {Lowered::Kind::Scalar,
                       memref::LoadOp::create(b, loc, source, prefix)};

@@ -125,10 +125,12 @@ KernelInterface describe(MemoryModuleOp module, func::FuncOp step) {
       iface.params.push_back(p);
     }
   }
+  iface.steps = module.getSteps();
   for (GateOp gate : module.getGates())
     iface.gates.push_back({gate.getSymName().str(), gate.getChannel(),
                            gate.getAxis() ? gate.getAxis()->str() : "",
-                           static_cast<int64_t>(gate.getDim())});
+                           static_cast<int64_t>(gate.getDim()),
+                           gate.getPerStep()});
   // Every result of the step but the output is a carried state.
   for (unsigned i = 0; i + 1 < step.getNumResults(); ++i) {
     auto name = step.getResultAttrOfType<StringAttr>(i, "miras.name");

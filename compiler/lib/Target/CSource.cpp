@@ -156,10 +156,19 @@ Layout computeLayout(const KernelInterface &iface) {
   };
   Layout l;
   l.q = makeTensor("q", btx(iface.dk), "queries");
-  l.k = makeTensor("k", btx(iface.dk), "keys");
-  l.v = makeTensor("v", btx(iface.dv), "values");
+  // A multistep module takes one (k, v) pair per step.
+  auto perStep = [&](int64_t d) {
+    if (iface.steps <= 1)
+      return btx(d);
+    return std::vector<std::string>{"B", "T", "H", std::to_string(iface.steps),
+                                    std::to_string(d)};
+  };
+  l.k = makeTensor("k", perStep(iface.dk), "keys");
+  l.v = makeTensor("v", perStep(iface.dv), "values");
   for (const auto &g : iface.gates) {
-    auto sizes = g.channel ? btx(g.dim) : std::vector<std::string>{"B", "T", "H"};
+    auto sizes = g.channel   ? btx(g.dim)
+                 : g.perStep ? btx(iface.steps)
+                             : std::vector<std::string>{"B", "T", "H"};
     l.gates.push_back(makeTensor(
         unique(g.name), std::move(sizes),
         g.channel ? "channel gate `" + g.name + "` along " + g.axis
@@ -201,8 +210,8 @@ Error validateInterface(const KernelInterface &iface) {
   if (iface.dk <= 0 || iface.dv <= 0)
     return fail("module '" + n + "': dk and dv must be positive (got " +
                 Twine(iface.dk) + ", " + Twine(iface.dv) + ")");
-  if (iface.chunk <= 0)
-    return fail("module '" + n + "': chunk must be positive");
+  if (iface.chunk <= 0 || iface.steps <= 0)
+    return fail("module '" + n + "': chunk and steps must be positive");
   StringSet<> params, gates, states;
   for (const auto &p : iface.params)
     if (p.name.empty() || !params.insert(p.name).second)
@@ -299,6 +308,7 @@ std::string generateGlue(const KernelInterface &iface) {
   std::set<size_t> ranks = {3, 4};
   for (const auto &t : l.statesIn)
     ranks.insert(t.sizes.size());
+  ranks.insert(l.k.sizes.size()); // 5 for a multistep module
   for (size_t r : ranks)
     os << "typedef struct { float *allocated; float *aligned; int64_t offset; "
        << "int64_t sizes[" << r << "]; int64_t strides[" << r << "]; } miras_memref"
@@ -339,7 +349,7 @@ std::string generateGlue(const KernelInterface &iface) {
        << (g.channel ? "MIRAS_GATE_CHANNEL" : "MIRAS_GATE_SCALAR") << ", "
        << (!g.channel ? "MIRAS_AXIS_NONE"
                       : g.axis == "dk" ? "MIRAS_AXIS_KEY" : "MIRAS_AXIS_VALUE")
-       << ", " << (g.channel ? g.dim : 1) << "}";
+       << ", " << (g.channel ? g.dim : 1) << ", " << (g.perStep ? 1 : 0) << "}";
   });
   table("miras_state_info", "miras_states", iface.states.size(), [&](size_t i) {
     const auto &st = iface.states[i];
@@ -352,7 +362,8 @@ std::string generateGlue(const KernelInterface &iface) {
   os << "\nstatic const miras_module_metadata miras_metadata_table = {\n"
      << "  MIRAS_ABI_VERSION, " << cString(n) << ", " << cString(iface.sourcePath)
      << ", " << cString(kCompilerId) << ",\n  " << iface.dk << ", " << iface.dv
-     << ", " << iface.chunk << ", " << (iface.readAfterWrite ? 1 : 0) << ",\n  "
+     << ", " << iface.chunk << ", " << iface.steps << ", "
+     << (iface.readAfterWrite ? 1 : 0) << ",\n  "
      << iface.params.size() << ", "
      << tableRef(!iface.params.empty(), "miras_params") << ", "
      << iface.gates.size() << ", " << tableRef(!iface.gates.empty(), "miras_gates")

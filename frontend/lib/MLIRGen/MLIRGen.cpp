@@ -187,6 +187,8 @@ OwningOpRef<ModuleOp> Generator::run() {
       b, moduleLoc, b.getStringAttr(module.name),
       b.getI64IntegerAttr(module.dk), b.getI64IntegerAttr(module.dv),
       b.getI64IntegerAttr(module.chunk), b.getBoolAttr(module.readAfterWrite));
+  if (module.steps != 1)
+    mm.setSteps(module.steps);
   b.setInsertionPointToStart(&mm.getBody().emplaceBlock());
 
   for (const ast::ResolvedParam &p : module.params) {
@@ -200,7 +202,8 @@ OwningOpRef<ModuleOp> Generator::run() {
     GateOp::create(b, loc(g.loc), b.getStringAttr(g.name),
                    g.channel ? b.getUnitAttr() : UnitAttr(),
                    g.channel ? b.getStringAttr(g.axis) : StringAttr(),
-                   b.getI64IntegerAttr(g.dim));
+                   b.getI64IntegerAttr(g.dim),
+                   g.perStep ? b.getUnitAttr() : UnitAttr());
 
   // The memory's widths as integers, its other arguments as written.
   const ast::ResolvedComponent &memory = module.memory;

@@ -7,9 +7,10 @@
  * any change to the structs or entry-point signatures below.
  *
  * Tensor layout (SPEC.md section 8), all C-contiguous float32:
- *   q, k          [B, T, H, Dk]
- *   v, o          [B, T, H, Dv]
- *   scalar gate   [B, T, H]
+ *   q, o          [B, T, H, Dk] / [B, T, H, Dv]
+ *   k, v          [B, T, H, Dk] / [B, T, H, Dv]; with steps > 1 (multistep(n),
+ *                 DeltaProduct) one pair per step: [B, T, H, steps, Dk] / [..., Dv]
+ *   scalar gate   [B, T, H]; a per-step gate [B, T, H, steps]
  *   channel gate  [B, T, H, Dk] or [B, T, H, Dv] (see miras_gate_info.axis)
  *   state tensor  [B, H, <state shape>]
  */
@@ -22,7 +23,7 @@
 extern "C" {
 #endif
 
-#define MIRAS_ABI_VERSION 1u
+#define MIRAS_ABI_VERSION 2u
 
 /* Status codes returned by every entry point (0 is success). */
 typedef enum miras_status {
@@ -61,6 +62,7 @@ typedef struct miras_gate_info {
   int32_t kind;  /* miras_gate_kind */
   int32_t axis;  /* miras_axis; MIRAS_AXIS_NONE for scalar gates */
   int64_t dim;   /* channel length; 1 for scalar gates */
+  int32_t per_step; /* 1: one value per step of a multistep module */
 } miras_gate_info;
 
 #define MIRAS_MAX_STATE_RANK 4
@@ -79,6 +81,7 @@ typedef struct miras_module_metadata {
   int64_t dk;                /* key/query width */
   int64_t dv;                /* value/output width */
   int64_t chunk;             /* chunk size C of SPEC section 7 (1 = exact sequential) */
+  int64_t steps;             /* (k, v) pairs per token: 1, or n for multistep(n) */
   int32_t read_after_write;  /* 1: o_t = f(W_t; q_t); 0: o_t = f(W_{t-1}; q_t) */
   int32_t num_params;
   const miras_param_info *params;

@@ -239,3 +239,26 @@ miras.module @ftrl_missing attributes {chunk = 1 : i64, dk = 4 : i64, dv = 4 : i
   miras.retention "ftrl_elastic" {eta = 1.0 : f64, decay = 1.0 : f64}
   miras.optimizer "gd" {lr = 0.5 : f64}
 }
+
+// -----
+
+// expected-error @+1 {{steps = 2 needs optimizer multistep}}
+miras.module @steps_without_multistep attributes {chunk = 1 : i64, dk = 4 : i64, dv = 4 : i64, read_after_write = true, steps = 2 : i64} {
+  miras.memory "linear" {dk = 4 : i64, dv = 4 : i64}
+  miras.bias "dot" loss {
+  ^bb0(%y: tensor<4xf32>, %v: tensor<4xf32>):
+    %p = arith.mulf %y, %v : tensor<4xf32>
+    %s = miras.sum %p : tensor<4xf32>
+    miras.yield %s : f32
+  }
+  miras.retention "none" {}
+  miras.optimizer "gd" {lr = 0.5 : f64}
+}
+
+// -----
+
+func.func @extract_range(%k: tensor<2x8xf32>) -> tensor<8xf32> {
+  // expected-error @+1 {{index 2 out of range [0, 2)}}
+  %k2 = miras.extract %k [2] : tensor<2x8xf32> -> tensor<8xf32>
+  return %k2 : tensor<8xf32>
+}

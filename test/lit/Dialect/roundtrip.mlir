@@ -49,3 +49,30 @@ func.func @step_ops(%W: tensor<4x8xf32>, %k: tensor<8xf32>, %s: f32) -> (tensor<
   %sg = miras.sign %y : tensor<4xf32>
   return %g, %c, %n, %sg : tensor<4x8xf32>, tensor<4x8xf32>, f32, tensor<4xf32>
 }
+
+// CHECK-LABEL: miras.module @product
+// CHECK-SAME: steps = 2 : i64
+// CHECK: miras.gate @beta : scalar per_step
+// CHECK: miras.optimizer "multistep" {lr = @beta, n = 2.000000e+00 : f64}
+miras.module @product attributes {chunk = 1 : i64, dk = 4 : i64, dv = 4 : i64, read_after_write = true, steps = 2 : i64} {
+  miras.gate @beta : scalar per_step
+  miras.memory "linear" {dk = 4 : i64, dv = 4 : i64}
+  miras.bias "l2" loss {
+  ^bb0(%y: tensor<4xf32>, %v: tensor<4xf32>):
+    %e = arith.subf %y, %v : tensor<4xf32>
+    %sq = arith.mulf %e, %e : tensor<4xf32>
+    %s = miras.sum %sq : tensor<4xf32>
+    miras.yield %s : f32
+  }
+  miras.retention "none" {}
+  miras.optimizer "multistep" {lr = @beta, n = 2.0 : f64}
+}
+
+// CHECK-LABEL: func.func @extract_ops
+// CHECK: miras.extract %{{.*}}[1] : tensor<2x8xf32> -> tensor<8xf32>
+// CHECK: miras.extract %{{.*}}[0] : tensor<2xf32> -> f32
+func.func @extract_ops(%k: tensor<2x8xf32>, %b: tensor<2xf32>) -> (tensor<8xf32>, f32) {
+  %k1 = miras.extract %k [1] : tensor<2x8xf32> -> tensor<8xf32>
+  %b0 = miras.extract %b [0] : tensor<2xf32> -> f32
+  return %k1, %b0 : tensor<8xf32>, f32
+}

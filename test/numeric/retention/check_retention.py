@@ -8,10 +8,12 @@ diagonal memory (SPEC section 5), written straight from the formulas:
   diagonal  w_t = alpha * w_{t-1} - eta_t (w_{t-1} * k - v) * k
   bregman   A_t = alpha A_{t-1} - eta_t g_t(W_{t-1}),  W_t = sigmoid(A_t)
   fdiv      W_t = W_{t-1} * exp(-eta_t g_t) / (its row sums)   (f_div, g = exp)
+  product   DeltaProduct: W_t = alpha_t W_{t-1} prod_j (I - beta_j k_j k_j^T)
+            + sum_j beta_j v_j k_j^T (in order), k/v [B,T,H,n,D], beta [B,T,H,n]
 
 with the l2 bias (g = (W k - v) k^T) and o_t = W_t q_t. Compiles the module
 with mirasc, runs it with `miras run` and compares o and the final state.
-Usage: check_retention.py --rule ftrl|prox|diagonal|bregman|fdiv --module FILE --workdir DIR
+Usage: check_retention.py --rule ftrl|prox|diagonal|bregman|fdiv|product --module FILE --workdir DIR
 """
 import argparse
 import os
@@ -25,7 +27,29 @@ def soft_threshold(z, g):
     return np.sign(z) * np.maximum(np.abs(z) - g, 0.0)
 
 
+def reference_product(inp):
+    """DeltaProduct written as the product of its Householder-like factors."""
+    q, k, v, beta = inp["q"], inp["k"], inp["v"], inp["beta"]
+    B, T, H, n, D = k.shape
+    state = inp["W"].copy()
+    o = np.zeros((B, T, H, D))
+    I = np.eye(D)
+    for b in range(B):
+        for h in range(H):
+            W = state[b, h]
+            for t in range(T):
+                W = inp["alpha"][b, t, h] * W if "alpha" in inp else W
+                for j in range(n):
+                    kj, vj, bj = k[b, t, h, j], v[b, t, h, j], beta[b, t, h, j]
+                    W = W @ (I - bj * np.outer(kj, kj)) + bj * np.outer(vj, kj)
+                o[b, t, h] = W @ q[b, t, h]
+            state[b, h] = W
+    return o, state
+
+
 def reference(rule, inp, params):
+    if rule == "product":
+        return reference_product(inp)
     q, k, v, eta = inp["q"], inp["k"], inp["v"], inp["eta"]
     B, T, H, D = q.shape
     state = inp["A" if rule in ("ftrl", "bregman") else "W"].copy()
@@ -66,13 +90,15 @@ def reference(rule, inp, params):
 
 def main():
     p = argparse.ArgumentParser()
-    p.add_argument("--rule", required=True, choices=["ftrl", "prox", "diagonal", "bregman", "fdiv"])
+    p.add_argument("--rule", required=True, choices=["ftrl", "prox", "diagonal", "bregman", "fdiv", "product"])
     p.add_argument("--module", required=True)
     p.add_argument("--workdir", required=True)
     p.add_argument("--mirasc", default="mirasc")
     p.add_argument("--miras", default="miras")
     p.add_argument("--D", type=int, default=8)
     p.add_argument("--tol", type=float, default=1e-5)
+    p.add_argument("--steps", type=int, default=2, help="product: steps per token")
+    p.add_argument("--gated", action="store_true", help="product: with a decay alpha")
     a = p.parse_args()
     B, T, H, D = 2, 32, 2, a.D
     rng = np.random.default_rng(7)
@@ -82,7 +108,17 @@ def main():
            "v": rng.standard_normal((B, T, H, D)),
            "eta": rng.uniform(0.1, 0.5, (B, T, H))}
     params = {"c": 0.5, "a": 8.0, "b": 4.0}  # must match the test modules
-    if a.rule in ("ftrl", "bregman"):
+    if a.rule == "product":
+        n = a.steps
+        k = rng.standard_normal((B, T, H, n, D))
+        inp["k"] = k / np.linalg.norm(k, axis=-1, keepdims=True)
+        inp["v"] = rng.standard_normal((B, T, H, n, D))
+        inp["beta"] = rng.uniform(0.1, 0.9, (B, T, H, n))
+        del inp["eta"]
+        if a.gated:
+            inp["alpha"] = rng.uniform(0.9, 1.0, (B, T, H))
+        inp["W"] = 0.3 * rng.standard_normal((B, H, D, D))
+    elif a.rule in ("ftrl", "bregman"):
         inp["alpha"] = rng.uniform(0.9, 1.0, (B, T, H))
         inp["A"] = 0.3 * rng.standard_normal((B, H, D, D))
     elif a.rule == "prox":

@@ -65,12 +65,12 @@ TEST_F(Cli, InfoPrintsJson) {
   Result r = tool(std::string("info ") + MIRAS_FAKE_MODULE);
   ASSERT_EQ(r.code, 0) << r.err;
   for (const char *fragment :
-       {"\"name\": \"fake_linear\"", "\"abi_version\": 1", "\"dk\": 3", "\"dv\": 4",
+       {"\"name\": \"fake_linear\"", "\"abi_version\": 2", "\"dk\": 3", "\"dv\": 4",
         "\"read\": \"after_write\"", "{\"name\": \"steps\", \"value\": 2, \"integer\": true}",
         "{\"name\": \"eta\", \"value\": 0.5, \"integer\": false}",
-        "{\"name\": \"alpha\", \"kind\": \"scalar\", \"axis\": null, \"dim\": 1, \"shape\": "
+        "{\"name\": \"alpha\", \"kind\": \"scalar\", \"axis\": null, \"dim\": 1, \"per_step\": false, \"shape\": "
         "\"[B,T,H]\"}",
-        "{\"name\": \"beta\", \"kind\": \"channel\", \"axis\": \"dv\", \"dim\": 4, \"shape\": "
+        "{\"name\": \"beta\", \"kind\": \"channel\", \"axis\": \"dv\", \"dim\": 4, \"per_step\": false, \"shape\": "
         "\"[B,T,H,Dv]\"}",
         "{\"name\": \"W\", \"shape\": [4, 3]}", "\"targets\": [\"cpu\"]",
         "\"rule\": \"W = alpha * W + (beta * v) k^T\""})

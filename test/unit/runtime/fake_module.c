@@ -44,6 +44,7 @@ static const miras_module_metadata metadata = {
     .dk = FAKE_DK,
     .dv = DV,
     .chunk = 1,
+    .steps = 1,
     .read_after_write = 1,
     .num_params = 2,
     .params = params,

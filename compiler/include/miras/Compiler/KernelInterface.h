@@ -8,8 +8,9 @@
 // `llvm.emit_c_interface`, so C calls `_mlir_ciface_<name>_kernel`): one
 // pointer to a strided memref descriptor per argument, in this order, all f32,
 // identity (C-contiguous) layout, B/T/H dynamic, widths static:
-//   q [B,T,H,Dk], k [B,T,H,Dk], v [B,T,H,Dv],
-//   each gate in `gates` order: scalar [B,T,H], channel [B,T,H,dim],
+//   q [B,T,H,Dk], k [B,T,H,Dk], v [B,T,H,Dv] (k, v [B,T,H,steps,D] when
+//   steps > 1), each gate in `gates` order: scalar [B,T,H], channel
+//   [B,T,H,dim], per-step [B,T,H,steps],
 //   each state in `states` order: [B,H,shape...] (read and updated in place),
 //   o [B,T,H,Dv].
 // The kernel returns nothing; the state buffers hold the final state on return.
@@ -35,6 +36,7 @@ struct KernelInterface {
     bool channel = false;
     std::string axis; // "dk" | "dv" for channel gates
     int64_t dim = 1;
+    bool perStep = false; // one value per step of a multistep module
   };
   struct State {
     std::string name;            // "W"
@@ -45,6 +47,7 @@ struct KernelInterface {
   std::string sourcePath;  // .miras file it came from
   int64_t dk = 0, dv = 0;
   int64_t chunk = 1;
+  int64_t steps = 1; // (k, v) pairs per token (multistep(n))
   bool readAfterWrite = true;
   std::vector<Param> params;
   std::vector<Gate> gates;

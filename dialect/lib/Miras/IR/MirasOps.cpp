@@ -152,6 +152,21 @@ LogicalResult MemoryModuleOp::verify() {
   OptimizerOp optimizer = getComponent<OptimizerOp>();
   if (failed(verifyRateArg(optimizer, *this, "lr", false, ArgRange::Positive)))
     return failure();
+  if (optimizer.getKind() == "multistep") {
+    auto n = optimizer.getArgs().getAs<FloatAttr>("n");
+    if (!n || n.getValueAsDouble() != static_cast<double>(getSteps()))
+      return optimizer.emitOpError("multistep's n must equal the module's steps (")
+             << getSteps() << ")";
+    bool decayFirst = kind == "l2" && order && order.getValue() == "before_gradient";
+    if (kind != "none" && !decayFirst)
+      return optimizer.emitOpError("multistep applies the retention once before "
+                                   "its steps: use none or l2 with order = "
+                                   "before_gradient");
+    if (getChunk() != 1)
+      return optimizer.emitOpError("multistep needs chunk 1");
+  } else if (getSteps() != 1) {
+    return emitOpError("steps = ") << getSteps() << " needs optimizer multistep";
+  }
   if (optimizer.getKind() == "momentum") {
     if (failed(verifyRateArg(optimizer, *this, "beta", false, ArgRange::Fraction)))
       return failure();
@@ -181,12 +196,18 @@ LogicalResult MemoryModuleOp::verify() {
 
 Type GateOp::getValueType() {
   Type f32 = Float32Type::get(getContext());
+  if (getPerStep()) {
+    auto module = (*this)->getParentOfType<MemoryModuleOp>();
+    return RankedTensorType::get({module ? module.getSteps() : 1}, f32);
+  }
   if (!getChannel())
     return f32;
   return RankedTensorType::get({getDim()}, f32);
 }
 
 LogicalResult GateOp::verify() {
+  if (getPerStep() && getChannel())
+    return emitOpError("only a scalar gate can be per step");
   if (!getChannel())
     return getAxis() ? emitOpError("a scalar gate has no axis") : success();
   if (!getAxis() || (*getAxis() != "dk" && *getAxis() != "dv"))
@@ -215,6 +236,8 @@ ParseResult GateOp::parse(OpAsmParser &parser, OperationState &result) {
     result.addAttribute(getAxisAttrName(result.name), b.getStringAttr(axis));
   } else if (parser.parseKeyword("scalar")) {
     return failure();
+  } else if (succeeded(parser.parseOptionalKeyword("per_step"))) {
+    result.addAttribute(getPerStepAttrName(result.name), b.getUnitAttr());
   }
   result.addAttribute(getDimAttrName(result.name), b.getI64IntegerAttr(dim));
   return parser.parseOptionalAttrDict(result.attributes);
@@ -227,10 +250,11 @@ void GateOp::print(OpAsmPrinter &p) {
   if (getChannel())
     p << "channel along \"" << *getAxis() << "\" dim " << getDim();
   else
-    p << "scalar";
+    p << "scalar" << (getPerStep() ? " per_step" : "");
   p.printOptionalAttrDict((*this)->getAttrs(),
                           {getSymNameAttrName(), getChannelAttrName(),
-                           getAxisAttrName(), getDimAttrName()});
+                           getAxisAttrName(), getDimAttrName(),
+                           getPerStepAttrName()});
 }
 
 //===----------------------------------------------------------------------===//
@@ -302,9 +326,11 @@ LogicalResult RetentionOp::verify() {
 }
 
 LogicalResult OptimizerOp::verify() {
-  if (getKind() != "gd" && getKind() != "implicit" && getKind() != "momentum")
+  if (!llvm::is_contained(llvm::ArrayRef<llvm::StringRef>{"gd", "implicit",
+                                                          "momentum", "multistep"},
+                          getKind()))
     return emitOpError("unknown optimizer '")
-           << getKind() << "' (supported: gd, implicit, momentum)";
+           << getKind() << "' (supported: gd, implicit, momentum, multistep)";
   return success();
 }
 
@@ -403,6 +429,20 @@ static LogicalResult verifyRowReduction(Operation *op) {
 }
 LogicalResult RowSumOp::verify() { return verifyRowReduction(*this); }
 LogicalResult RowMaxOp::verify() { return verifyRowReduction(*this); }
+
+LogicalResult ExtractOp::verify() {
+  auto input = cast<RankedTensorType>(getInput().getType());
+  if (getIndex() < 0 || getIndex() >= input.getDimSize(0))
+    return emitOpError("index ") << getIndex() << " out of range [0, "
+                                 << input.getDimSize(0) << ")";
+  Type expected = input.getRank() == 1
+                      ? Type(input.getElementType())
+                      : RankedTensorType::get({input.getDimSize(1)},
+                                              input.getElementType());
+  if (getResult().getType() != expected)
+    return emitOpError("result must be ") << expected;
+  return success();
+}
 
 LogicalResult OuterOp::verify() {
   auto r = getResult().getType().getShape();

@@ -44,6 +44,7 @@ struct StepSignature {
   SmallVector<Type> results;
   SmallVector<std::string> resultNames;
   unsigned numWeights = 0;
+  int64_t steps = 1;
   bool hasAnchors = false;
   bool hasMomentum = false;
 };
@@ -54,6 +55,7 @@ StepSignature planSignature(MemoryModuleOp module) {
   auto optimizer = module.getComponent<OptimizerOp>();
   SmallVector<RankedTensorType> weights = getWeightTypes(module);
   sig.numWeights = weights.size();
+  sig.steps = module.getSteps();
   sig.hasAnchors = module.getChunk() > 1;
   sig.hasMomentum = optimizer.getKind() == "momentum";
   // SPEC section 6: W / W1.. for the weights, A / A1.. for a dual state,
@@ -81,7 +83,13 @@ StepSignature planSignature(MemoryModuleOp module) {
   Type f32 = Float32Type::get(module.getContext());
   auto vecK = RankedTensorType::get({module.getDk()}, f32);
   auto vecV = RankedTensorType::get({module.getDv()}, f32);
-  sig.inputs.append({vecK, vecK, vecV});
+  // multistep(n): one (k, v) row per step.
+  auto perStep = [&](RankedTensorType t) -> Type {
+    if (module.getSteps() == 1)
+      return t;
+    return RankedTensorType::get({module.getSteps(), t.getDimSize(0)}, f32);
+  };
+  sig.inputs.append({vecK, perStep(vecK), perStep(vecV)});
   sig.inputNames.append({"q", "k", "v"});
   for (GateOp gate : module.getGates()) {
     sig.inputs.push_back(gate.getValueType());
@@ -146,8 +154,12 @@ private:
     return nullptr;
   }
 
-  /// The bias region inlined with y and v; its yielded value.
-  Value inlineBias(BiasOp bias, Value y);
+  /// The bias region inlined with prediction y and target `target`; its
+  /// yielded value.
+  Value inlineBias(BiasOp bias, Value y, Value target);
+
+  /// DeltaProduct: the decay once, then one gd step per (k, v, lr) row.
+  LogicalResult buildMultistep();
 
   /// Weights as the memory sees them: through the mirror map if any.
   SmallVector<Value> primal(ValueRange states) {
@@ -168,12 +180,12 @@ private:
   llvm::StringMap<Value> gates;
 };
 
-Value StepBuilder::inlineBias(BiasOp bias, Value y) {
+Value StepBuilder::inlineBias(BiasOp bias, Value y, Value target) {
   OpBuilder &b = mb.getBuilder();
   Block &body = bias.getBody().front();
   IRMapping mapping;
   mapping.map(body.getArgument(0), y);
-  mapping.map(body.getArgument(1), v);
+  mapping.map(body.getArgument(1), target);
   for (Operation &op : body.without_terminator()) {
     if (auto gv = dyn_cast<GateValueOp>(op)) {
       mapping.map(gv.getResult(), gates.lookup(gv.getGate()));
@@ -184,7 +196,66 @@ Value StepBuilder::inlineBias(BiasOp bias, Value y) {
   return mapping.lookup(cast<YieldOp>(body.getTerminator()).getValue());
 }
 
+LogicalResult StepBuilder::buildMultistep() {
+  OpBuilder &b = mb.getBuilder();
+  auto retention = module.getComponent<RetentionOp>();
+  auto optimizer = module.getComponent<OptimizerOp>();
+  auto bias = module.getComponent<BiasOp>();
+  auto memory = module.getComponent<MemoryOp>();
+  SmallVector<Value> current(weights);
+  if (retention.getKind() == "l2") {
+    mb.setLoc(retention.getLoc());
+    Value decay = rate(retention, "decay");
+    for (Value &w : current)
+      w = applyDecay(decay, w);
+  }
+  Value lr = rate(optimizer, "lr");
+  for (int64_t step = 0; step < module.getSteps(); ++step) {
+    mb.setLoc(optimizer.getLoc());
+    auto pick = [&](Value x) -> Value {
+      auto type = cast<RankedTensorType>(x.getType());
+      Type result = type.getRank() == 1
+                        ? Type(type.getElementType())
+                        : RankedTensorType::get({type.getDimSize(1)},
+                                                type.getElementType());
+      return ExtractOp::create(b, mb.getLoc(), result, x,
+                               b.getI64IntegerAttr(step));
+    };
+    Value kj = pick(k), vj = pick(v);
+    Value lrj = isa<RankedTensorType>(lr.getType()) ? pick(lr) : lr;
+    mb.setLoc(memory.getLoc());
+    Value y = buildMemoryForward(mb, memory, current, kj);
+    mb.setLoc(bias.getLoc());
+    Value biasValue = inlineBias(bias, y, vj);
+    SmallVector<std::pair<Value, Value>> seeds;
+    if (bias.getErrorSignal())
+      seeds.push_back({y, biasValue});
+    else
+      seeds.push_back({biasValue, mb.constant(biasValue.getType(), 1.0)});
+    FailureOr<SmallVector<Value>> grads = buildGradients(b, seeds, current);
+    if (failed(grads))
+      return failure();
+    mb.setLoc(optimizer.getLoc());
+    for (auto [w, g] : llvm::zip(current, *grads)) {
+      Value update;
+      if (auto outer = g.getDefiningOp<OuterOp>())
+        update = mb.outer(mb.mul(lrj, outer.getLhs()), outer.getRhs());
+      else
+        update = mb.mul(mb.broadcast(lrj, w.getType()), g);
+      w = mb.sub(w, update);
+    }
+  }
+  mb.setLoc(module.getLoc());
+  SmallVector<Value> results(current);
+  results.push_back(buildMemoryForward(
+      mb, memory, module.getReadAfterWrite() ? current : weights, q));
+  func::ReturnOp::create(b, module.getLoc(), results);
+  return success();
+}
+
 LogicalResult StepBuilder::build() {
+  if (sig.steps > 1)
+    return buildMultistep();
   OpBuilder &b = mb.getBuilder();
   auto retention = module.getComponent<RetentionOp>();
   auto optimizer = module.getComponent<OptimizerOp>();
@@ -209,7 +280,7 @@ LogicalResult StepBuilder::build() {
   mb.setLoc(memory.getLoc());
   Value y = buildMemoryForward(mb, memory, gradAt, k);
   mb.setLoc(bias.getLoc());
-  Value biasValue = inlineBias(bias, y);
+  Value biasValue = inlineBias(bias, y, v);
   SmallVector<std::pair<Value, Value>> seeds;
   if (bias.getErrorSignal())
     seeds.push_back({y, biasValue});

@@ -117,6 +117,12 @@ Rendered RulePrinter::renderOp(Value v) {
                             wrap(o.getVector(), Atom),
                         Product};
       })
+      .Case([&](ExtractOp o) {
+        // Step j's key, value or rate of a multistep module: k_1, beta_2, ...
+        return Rendered{wrap(o.getInput(), Atom) + "_" +
+                            std::to_string(o.getIndex() + 1),
+                        Atom};
+      })
       .Case([&](VecMatOp o) {
         return Rendered{wrap(o.getMatrix(), Atom) + "^T " +
                             wrap(o.getVector(), Atom),

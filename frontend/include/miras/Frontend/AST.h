@@ -138,6 +138,7 @@ struct ResolvedGate {
   bool channel = false;
   std::string axis; // "dk" | "dv" for channel gates, empty for scalar
   int64_t dim = 1;  // channel length (dk or dv); 1 for scalar
+  bool perStep = false; // the learning rate of multistep(n): one value per step
   SourceLoc loc;
 };
 
@@ -186,6 +187,7 @@ struct ResolvedModule {
   ResolvedComponent optimizer;
   bool readAfterWrite = true;
   int64_t chunk = 1;
+  int64_t steps = 1; // (k, v) pairs per token; n for optimizer multistep(n)
   SourceLoc chunkLoc;
 
   const ResolvedGate *findGate(const std::string &gateName) const {

@@ -23,8 +23,9 @@ def Miras_MemoryModuleOp : Miras_Op<"module", [
     Holds one `miras.memory`, `miras.bias`, `miras.retention` and
     `miras.optimizer`, any number of `miras.param` and `miras.gate`, and (after
     `miras-derive-update`) the derived `func.func @step`. `dk` and `dv` are the
-    key and value widths, `chunk` the chunk size of SPEC section 7, and
-    `read_after_write` selects `o_t = f(W_t; q_t)` over `o_t = f(W_{t-1}; q_t)`.
+    key and value widths, `chunk` the chunk size of SPEC section 7,
+    `read_after_write` selects `o_t = f(W_t; q_t)` over `o_t = f(W_{t-1}; q_t)`,
+    and `steps` is the number of (k, v) pairs per token (`multistep(n)`).
 
     Example:
 
@@ -49,7 +50,8 @@ def Miras_MemoryModuleOp : Miras_Op<"module", [
     ```
   }];
   let arguments = (ins SymbolNameAttr:$sym_name, I64Attr:$dk, I64Attr:$dv,
-                       I64Attr:$chunk, BoolAttr:$read_after_write);
+                       I64Attr:$chunk, BoolAttr:$read_after_write,
+                       DefaultValuedAttr<I64Attr, "1">:$steps);
   let regions = (region SizedRegion<1>:$body);
   let assemblyFormat = "$sym_name attr-dict-with-keyword $body";
   let hasVerifier = 1;
@@ -90,10 +92,12 @@ def Miras_GateOp : Miras_Op<"gate", [Symbol, HasParent<"MemoryModuleOp">]> {
     ```mlir
     miras.gate @eta : scalar
     miras.gate @alpha : channel along "dk" dim 64
+    miras.gate @beta : scalar per_step   // multistep's lr: one value per step
     ```
   }];
   let arguments = (ins SymbolNameAttr:$sym_name, UnitAttr:$channel,
-                       OptionalAttr<StrAttr>:$axis, I64Attr:$dim);
+                       OptionalAttr<StrAttr>:$axis, I64Attr:$dim,
+                       UnitAttr:$per_step);
   let hasCustomAssemblyFormat = 1;
   let hasVerifier = 1;
   let extraClassDeclaration = [{
@@ -183,7 +187,8 @@ def Miras_OptimizerOp : Miras_Op<"optimizer", [HasParent<"MemoryModuleOp">]> {
     bias only): the exact implicit step `W_t = W_{t-1} - c (W_{t-1} k - v) k^T`
     with `c = lr / (1 + lr ||k||^2)`; `momentum` (Titans) with `lr` and
     `beta`: `S_t = beta S_{t-1} - lr g`, `W_t = decay W_{t-1} + S_t`. Rates
-    are numbers or scalar gates.
+    are numbers or scalar gates. `multistep` (DeltaProduct) takes `n` gd
+    steps per token on the token's `n` (k, v, lr) triples, after the decay.
 
     ```mlir
     miras.optimizer "gd" {lr = @eta}
@@ -293,6 +298,25 @@ def Miras_RowMaxOp : Miras_RowReductionOp<"row_max"> {
     %m = miras.row_max %A : tensor<4x8xf32> -> tensor<4xf32>
     ```
   }];
+}
+
+def Miras_ExtractOp : Miras_Op<"extract", [Pure]> {
+  let summary = "Row `index` of a matrix, or element `index` of a vector";
+  let description = [{
+    Picks one step's key, value or learning rate in a multistep module,
+    whose per-token inputs carry one row per step.
+
+    ```mlir
+    %k1 = miras.extract %k [1] : tensor<2x8xf32> -> tensor<8xf32>
+    %b1 = miras.extract %beta [1] : tensor<2xf32> -> f32
+    ```
+  }];
+  let arguments = (ins AnyTypeOf<[F32Vector, F32Matrix]>:$input, I64Attr:$index);
+  let results = (outs AnyTypeOf<[F32, F32Vector]>:$result);
+  let assemblyFormat = [{
+    $input `[` $index `]` attr-dict `:` type($input) `->` type($result)
+  }];
+  let hasVerifier = 1;
 }
 
 def Miras_OuterOp : Miras_Op<"outer", [Pure]> {
