@@ -164,6 +164,10 @@ const std::vector<ComponentSpec> &registry() {
 
       {"optimizer", "gd", {{"lr", kNumber | kScalarGate}}},
       {"optimizer", "implicit", {{"lr", kNumber | kScalarGate}}},
+      // FTRL (SPEC section 5, the accumulator form of the mirror table): the
+      // dual of a mirror retention accumulates every gradient, A_t = A_{t-1} -
+      // lr g_t, with no decay.
+      {"optimizer", "ftrl", {{"lr", kNumber | kScalarGate, nullptr, Range::Positive}}},
       // DeltaProduct: n gd steps per token on n (k, v, lr) triples.
       {"optimizer",
        "multistep",
@@ -393,7 +397,7 @@ private:
     const std::string &ret = r.retention.name, &opt = r.optimizer.name;
     if (retentionOk && optimizerOk) {
       if ((ret == "lq" || ret == "kl" || ret == "ftrl_elastic" || ret == "bregman") &&
-          opt != "gd") {
+          opt != "gd" && opt != "ftrl") {
         diags.error(r.retention.loc,
                     "retention '" + ret +
                         "' is a mirror map (it keeps a dual state): mirror "
@@ -419,6 +423,8 @@ private:
       }
       if (opt == "multistep")
         checkMultistep();
+      if (opt == "ftrl")
+        checkFtrl();
       if (ret == "elastic_net" && opt != "gd") {
         diags.error(r.retention.loc,
                     "retention 'elastic_net' is a proximal step whose closed "
@@ -476,6 +482,23 @@ private:
                                    "' is multistep's per-step learning rate "
                                    "and cannot also be the retention's '" +
                                    name + "'");
+  }
+
+  /// ftrl is gd on the dual of a mirror retention with nothing forgotten.
+  void checkFtrl() {
+    const std::string &ret = r.retention.name;
+    bool mirror = ret == "lq" || ret == "kl" || ret == "ftrl_elastic" || ret == "bregman";
+    if (!mirror) {
+      diags.error(r.optimizer.loc,
+                  "optimizer 'ftrl' accumulates gradients in the dual state of "
+                  "a mirror retention (lq, kl, ftrl_elastic or bregman), but "
+                  "the retention is '" + ret + "'");
+      return;
+    }
+    const ast::ArgValue &decay = r.retention.args.at("decay");
+    if (decay.kind != ast::ArgValue::Kind::Number || decay.number != 1.0)
+      diags.error(decay.loc, "optimizer 'ftrl' keeps every past gradient: the "
+                             "retention's decay must be 1");
   }
 
   void missing(const char *what, const char *example) {

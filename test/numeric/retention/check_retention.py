@@ -53,6 +53,9 @@ def reference(rule, inp, params):
     q, k, v, eta = inp["q"], inp["k"], inp["v"], inp["eta"]
     B, T, H, D = q.shape
     state = inp["A" if rule in ("ftrl", "bregman") else "W"].copy()
+
+    def decay(b, t, h):
+        return inp["alpha"][b, t, h] if "alpha" in inp else 1.0
     o = np.zeros((B, T, H, D))
     for b in range(B):
         for h in range(H):
@@ -67,12 +70,12 @@ def reference(rule, inp, params):
                 elif rule == "bregman":
                     W = 1.0 / (1.0 + np.exp(-S))
                     g = np.outer(W @ kt - vt, kt)
-                    S = inp["alpha"][b, t, h] * S - lr * g
+                    S = decay(b, t, h) * S - lr * g
                     W = 1.0 / (1.0 + np.exp(-S))
                 elif rule == "ftrl":
                     W = soft_threshold(S, params["c"] / params["a"])
                     g = np.outer(W @ kt - vt, kt)
-                    S = inp["alpha"][b, t, h] * S - lr * g
+                    S = decay(b, t, h) * S - lr * g
                     W = soft_threshold(S, params["c"] / params["a"])
                 elif rule == "prox":
                     a, bb = params["a"], params["b"]
@@ -99,6 +102,8 @@ def main():
     p.add_argument("--tol", type=float, default=1e-5)
     p.add_argument("--steps", type=int, default=2, help="product: steps per token")
     p.add_argument("--gated", action="store_true", help="product: with a decay alpha")
+    p.add_argument("--no-decay", action="store_true",
+                   help="ftrl/bregman: the module has no decay gate (alpha = 1)")
     a = p.parse_args()
     B, T, H, D = 2, 32, 2, a.D
     rng = np.random.default_rng(7)
@@ -119,7 +124,8 @@ def main():
             inp["alpha"] = rng.uniform(0.9, 1.0, (B, T, H))
         inp["W"] = 0.3 * rng.standard_normal((B, H, D, D))
     elif a.rule in ("ftrl", "bregman"):
-        inp["alpha"] = rng.uniform(0.9, 1.0, (B, T, H))
+        if not a.no_decay:
+            inp["alpha"] = rng.uniform(0.9, 1.0, (B, T, H))
         inp["A"] = 0.3 * rng.standard_normal((B, H, D, D))
     elif a.rule == "prox":
         inp["W"] = 0.3 * rng.standard_normal((B, H, D, D))

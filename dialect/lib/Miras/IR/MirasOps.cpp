@@ -183,7 +183,14 @@ LogicalResult MemoryModuleOp::verify() {
   // Only gd has a closed form with a map or a proximal step.
   bool mapped = kind == "lq" || kind == "kl" || kind == "ftrl_elastic" ||
                 kind == "bregman" || kind == "elastic_net" || kind == "f_div";
-  if (mapped && optimizer.getKind() != "gd")
+  bool mirror = kind == "lq" || kind == "kl" || kind == "ftrl_elastic" ||
+                kind == "bregman";
+  if (optimizer.getKind() == "ftrl") {
+    auto decay = retention.getArgs().getAs<FloatAttr>("decay");
+    if (!mirror || !decay || decay.getValueAsDouble() != 1.0)
+      return optimizer.emitOpError("'ftrl' accumulates gradients in the dual of "
+                                   "a mirror retention with decay 1");
+  } else if (mapped && optimizer.getKind() != "gd")
     return optimizer.emitOpError("retention '")
            << kind << "' has a closed-form step with 'gd' only, not '"
            << optimizer.getKind() << "'";
@@ -327,10 +334,11 @@ LogicalResult RetentionOp::verify() {
 
 LogicalResult OptimizerOp::verify() {
   if (!llvm::is_contained(llvm::ArrayRef<llvm::StringRef>{"gd", "implicit",
-                                                          "momentum", "multistep"},
+                                                          "momentum", "multistep",
+                                                          "ftrl"},
                           getKind()))
     return emitOpError("unknown optimizer '")
-           << getKind() << "' (supported: gd, implicit, momentum, multistep)";
+           << getKind() << "' (supported: gd, implicit, momentum, multistep, ftrl)";
   return success();
 }
 
