@@ -1,11 +1,29 @@
 // miras-derive-update: the four choices become an explicit step function.
-// One RUN line per stage: the pass alone (RAW) and the named pipeline with
-// canonicalisation and CSE (FINAL).
+// One RUN line per stage: the reverse-mode output of each VJP rule as built
+// (AD, simplify=false), the pass as run by the compiler, which folds while it
+// builds (RAW), and the named pipeline with canonicalisation and CSE (FINAL).
+// RUN: miras-opt %s -split-input-file --miras-derive-update=simplify=false | FileCheck %s --check-prefix=AD
 // RUN: miras-opt %s -split-input-file --miras-derive-update | FileCheck %s --check-prefix=RAW
 // RUN: miras-opt %s -split-input-file --miras-derive | FileCheck %s --check-prefix=FINAL
 
 // DeltaNet: l2 bias, no retention, gd. psi = W k - v comes out of reverse mode
 // with the constants 0.5 and 2 folded away.
+// Unsimplified: d/de of 0.5 * sum(e^2) is 1 * 0.5, broadcast, times 2 e^(2 - 1);
+// the step then scales the outer product by eta.
+// AD-LABEL: miras.module @deltanet
+// AD: func.func private @step
+// AD: %[[E:.*]] = arith.subf
+// AD: %[[ONE:.*]] = arith.constant 1.000000e+00 : f32
+// AD: %[[G:.*]] = arith.mulf %[[ONE]], %{{.*}} : f32
+// AD: %[[GB:.*]] = miras.broadcast %[[G]] [] : f32 -> tensor<4xf32>
+// AD: %[[PM1:.*]] = arith.subf %{{.*}}, %{{.*}} : tensor<4xf32>
+// AD: %[[POW:.*]] = math.powf %[[E]], %[[PM1]]
+// AD: %[[D:.*]] = arith.mulf %{{.*}}, %[[POW]]
+// AD: %[[PSI:.*]] = arith.mulf %[[GB]], %[[D]]
+// AD: %[[OUT:.*]] = miras.outer %[[PSI]], %{{.*}} : tensor<4xf32>, tensor<4xf32> -> tensor<4x4xf32>
+// AD: %[[LR:.*]] = miras.broadcast %{{.*}} [] : f32 -> tensor<4x4xf32>
+// AD: %[[STEP:.*]] = arith.mulf %[[LR]], %[[OUT]]
+// AD: arith.subf %{{.*}}, %[[STEP]] : tensor<4x4xf32>
 // RAW-LABEL: miras.module @deltanet
 // RAW: func.func private @step(%[[W:.*]]: tensor<4x4xf32> {miras.name = "W"}, %[[Q:.*]]: tensor<4xf32> {miras.name = "q"}, %[[K:.*]]: tensor<4xf32> {miras.name = "k"}, %[[V:.*]]: tensor<4xf32> {miras.name = "v"}, %[[ETA:.*]]: f32 {miras.name = "eta"})
 // RAW-NEXT: %[[Y:.*]] = miras.matvec %[[W]], %[[K]]

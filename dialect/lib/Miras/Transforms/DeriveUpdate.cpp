@@ -104,8 +104,8 @@ StepSignature planSignature(MemoryModuleOp module) {
 class StepBuilder {
 public:
   StepBuilder(MemoryModuleOp module, const StepSignature &sig,
-              func::FuncOp step, OpBuilder &builder)
-      : module(module), sig(sig), mb(builder, module.getLoc()) {
+              func::FuncOp step, OpBuilder &builder, bool simplify)
+      : module(module), sig(sig), mb(builder, module.getLoc(), simplify) {
     Block &entry = step.getBody().front();
     unsigned next = 0;
     auto take = [&](unsigned n) {
@@ -232,13 +232,13 @@ LogicalResult StepBuilder::buildMultistep() {
       seeds.push_back({y, biasValue});
     else
       seeds.push_back({biasValue, mb.constant(biasValue.getType(), 1.0)});
-    FailureOr<SmallVector<Value>> grads = buildGradients(b, seeds, current);
+    FailureOr<SmallVector<Value>> grads = buildGradients(b, seeds, current, mb.simplifies());
     if (failed(grads))
       return failure();
     mb.setLoc(optimizer.getLoc());
     for (auto [w, g] : llvm::zip(current, *grads)) {
       Value update;
-      if (auto outer = g.getDefiningOp<OuterOp>())
+      if (auto outer = mb.simplifies() ? g.getDefiningOp<OuterOp>() : nullptr)
         update = mb.outer(mb.mul(lrj, outer.getLhs()), outer.getRhs());
       else
         update = mb.mul(mb.broadcast(lrj, w.getType()), g);
@@ -286,7 +286,7 @@ LogicalResult StepBuilder::build() {
     seeds.push_back({y, biasValue});
   else
     seeds.push_back({biasValue, mb.constant(biasValue.getType(), 1.0)});
-  FailureOr<SmallVector<Value>> grads = buildGradients(b, seeds, gradAt);
+  FailureOr<SmallVector<Value>> grads = buildGradients(b, seeds, gradAt, mb.simplifies());
   if (failed(grads))
     return failure();
 
@@ -348,7 +348,7 @@ LogicalResult StepBuilder::build() {
       continue;
     }
     // Keep the rank-1 structure of a linear memory: (lr psi) k^T.
-    if (auto outer = g.getDefiningOp<OuterOp>())
+    if (auto outer = mb.simplifies() ? g.getDefiningOp<OuterOp>() : nullptr)
       step = mb.outer(mb.mul(stepSize, outer.getLhs()), outer.getRhs());
     else
       step = mb.mul(mb.broadcast(stepSize, w.getType()), g);
@@ -371,6 +371,8 @@ LogicalResult StepBuilder::build() {
 
 struct DeriveUpdatePass
     : public miras::impl::MirasDeriveUpdateBase<DeriveUpdatePass> {
+  using MirasDeriveUpdateBase::MirasDeriveUpdateBase;
+
   void runOnOperation() override {
     for (auto module : getOperation().getOps<MemoryModuleOp>())
       if (failed(derive(module)))
@@ -394,7 +396,7 @@ struct DeriveUpdatePass
       step.setResultAttr(i, "miras.name", b.getStringAttr(name));
     b.setInsertionPointToStart(step.addEntryBlock());
 
-    StepBuilder builder(module, sig, step, b);
+    StepBuilder builder(module, sig, step, b, simplify);
     if (failed(builder.build()))
       return failure();
     // The bias's forward ops that only computed the loss value are dead now.

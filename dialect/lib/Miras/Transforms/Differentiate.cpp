@@ -21,7 +21,8 @@ namespace {
 
 class ReverseMode {
 public:
-  ReverseMode(OpBuilder &builder, Location loc) : mb(builder, loc) {}
+  ReverseMode(OpBuilder &builder, Location loc, bool simplify)
+      : mb(builder, loc, simplify) {}
 
   /// Records `contribution` as part of the adjoint of `v` (if v is active).
   void accumulate(Value v, Value contribution) {
@@ -137,7 +138,8 @@ LogicalResult ReverseMode::propagate(Operation *op, Value g) {
       })
       .Case([&](math::LogOp o) {
         // log(cosh(x)) differentiates to tanh(x): going through sinh / cosh
-        // would overflow in float32 for |x| > 89.
+        // would overflow in float32 for |x| > 89 (kept even in the raw form,
+        // since the other one is numerically wrong).
         if (auto cosh = o.getOperand().getDefiningOp<math::CoshOp>()) {
           accumulate(cosh.getOperand(), mb.mul(g, mb.tanh(cosh.getOperand())));
           return success();
@@ -190,9 +192,9 @@ LogicalResult ReverseMode::propagate(Operation *op, Value g) {
 FailureOr<SmallVector<Value>>
 miras::buildGradients(OpBuilder &builder,
                       ArrayRef<std::pair<Value, Value>> seeds,
-                      ValueRange wrts) {
+                      ValueRange wrts, bool simplify) {
   Block *block = builder.getInsertionBlock();
-  ReverseMode rm(builder, wrts.front().getLoc());
+  ReverseMode rm(builder, wrts.front().getLoc(), simplify);
 
   // Forward sweep: which values depend on a wrt.
   for (Value wrt : wrts)

@@ -43,7 +43,7 @@ Value MathBuilder::constant(Type type, double value) {
 Value MathBuilder::broadcast(Value v, Type type, int64_t axis) {
   if (v.getType() == type)
     return v;
-  if (std::optional<double> c = matchConstant(v))
+  if (std::optional<double> c = simplify ? matchConstant(v) : std::nullopt)
     return constant(type, *c);
   SmallVector<int64_t> dims;
   if (isa<RankedTensorType>(v.getType()))
@@ -61,6 +61,8 @@ std::pair<Value, Value> MathBuilder::unify(Value x, Value y) {
 
 Value MathBuilder::add(Value x, Value y) {
   std::tie(x, y) = unify(x, y);
+  if (!simplify)
+    return arith::AddFOp::create(b, loc, x, y);
   auto cx = matchConstant(x), cy = matchConstant(y);
   if (cx && cy)
     return constant(x.getType(), *cx + *cy);
@@ -89,6 +91,8 @@ Value MathBuilder::add(Value x, Value y) {
 
 Value MathBuilder::sub(Value x, Value y) {
   std::tie(x, y) = unify(x, y);
+  if (!simplify)
+    return arith::SubFOp::create(b, loc, x, y);
   auto cx = matchConstant(x), cy = matchConstant(y);
   if (cx && cy)
     return constant(x.getType(), *cx - *cy);
@@ -103,6 +107,8 @@ Value MathBuilder::sub(Value x, Value y) {
 
 Value MathBuilder::mul(Value x, Value y) {
   std::tie(x, y) = unify(x, y);
+  if (!simplify)
+    return arith::MulFOp::create(b, loc, x, y);
   auto cx = matchConstant(x), cy = matchConstant(y);
   if (cx && cy)
     return constant(x.getType(), *cx * *cy);
@@ -132,6 +138,8 @@ Value MathBuilder::mul(Value x, Value y) {
 
 Value MathBuilder::div(Value x, Value y) {
   std::tie(x, y) = unify(x, y);
+  if (!simplify)
+    return arith::DivFOp::create(b, loc, x, y);
   if (auto negated = x.getDefiningOp<arith::NegFOp>())
     return neg(div(negated.getOperand(), y));
   auto cx = matchConstant(x), cy = matchConstant(y);
@@ -145,6 +153,8 @@ Value MathBuilder::div(Value x, Value y) {
 }
 
 Value MathBuilder::neg(Value x) {
+  if (!simplify)
+    return arith::NegFOp::create(b, loc, x);
   if (auto c = matchConstant(x))
     return constant(x.getType(), -*c);
   if (auto inner = x.getDefiningOp<arith::NegFOp>())
@@ -154,6 +164,8 @@ Value MathBuilder::neg(Value x) {
 
 Value MathBuilder::pow(Value x, Value p) {
   std::tie(x, p) = unify(x, p);
+  if (!simplify)
+    return math::PowFOp::create(b, loc, x, p);
   auto cp = matchConstant(p);
   if (cp && *cp == 1.0)
     return x;
@@ -175,6 +187,8 @@ Value MathBuilder::pow(Value x, Value p) {
 }
 
 Value MathBuilder::sign(Value x) {
+  if (!simplify)
+    return SignOp::create(b, loc, x);
   if (auto c = matchConstant(x))
     return constant(x.getType(), (*c > 0) - (*c < 0));
   return SignOp::create(b, loc, x);
@@ -213,6 +227,8 @@ Value MathBuilder::select(Value cond, Value x, Value y) {
 }
 
 Value MathBuilder::sum(Value vector) {
+  if (!simplify)
+    return SumOp::create(b, loc, vector);
   if (auto c = matchConstant(vector))
     return constant(b.getF32Type(),
                     *c * cast<RankedTensorType>(vector.getType()).getNumElements());
@@ -246,7 +262,7 @@ Value MathBuilder::rowMax(Value matrix) {
 
 Value MathBuilder::outer(Value lhs, Value rhs) {
   // (-a) b^T = -(a b^T), so that W - (-a) b^T reads W + a b^T.
-  if (auto negated = lhs.getDefiningOp<arith::NegFOp>())
+  if (auto negated = simplify ? lhs.getDefiningOp<arith::NegFOp>() : nullptr)
     return neg(outer(negated.getOperand(), rhs));
   auto type = RankedTensorType::get(
       {cast<RankedTensorType>(lhs.getType()).getDimSize(0),

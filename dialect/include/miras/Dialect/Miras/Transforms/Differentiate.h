@@ -18,7 +18,7 @@ namespace miras {
 mlir::FailureOr<llvm::SmallVector<mlir::Value>>
 buildGradients(mlir::OpBuilder &builder,
                llvm::ArrayRef<std::pair<mlir::Value, mlir::Value>> seeds,
-               mlir::ValueRange wrts);
+               mlir::ValueRange wrts, bool simplify = true);
 
 } // namespace miras
 

@@ -19,8 +19,12 @@ namespace miras {
 
 class MathBuilder {
 public:
-  MathBuilder(mlir::OpBuilder &builder, mlir::Location loc)
-      : b(builder), loc(loc) {}
+  /// With `simplify` off every call builds exactly the op it names (scalars
+  /// are still broadcast to the tensor operand's type): the raw form.
+  MathBuilder(mlir::OpBuilder &builder, mlir::Location loc, bool simplify = true)
+      : b(builder), loc(loc), simplify(simplify) {}
+
+  bool simplifies() const { return simplify; }
 
   mlir::Location getLoc() const { return loc; }
   void setLoc(mlir::Location newLoc) { loc = newLoc; }
@@ -72,6 +76,7 @@ public:
 private:
   mlir::OpBuilder &b;
   mlir::Location loc;
+  bool simplify;
 };
 
 } // namespace miras

@@ -32,6 +32,11 @@ def MirasDeriveUpdate : Pass<"miras-derive-update", "::mlir::ModuleOp"> {
     }
     ```
   }];
+  let options = [
+    Option<"simplify", "simplify", "bool", /*default=*/"true",
+           "Fold constants and simplify while the rule is built; off, the "
+           "raw reverse-mode output of every VJP rule is kept">
+  ];
   let dependentDialects = ["::mlir::func::FuncDialect",
                            "::mlir::arith::ArithDialect",
                            "::mlir::math::MathDialect"];
