@@ -28,7 +28,9 @@ readDecl      : 'read' ID ';' ;
 chunkDecl     : 'chunk' expr ';' ;
 
 component : ID ( '(' ( arg ( ',' arg )* )? ')' )? ;
-arg       : ( ID '=' )? expr ;
+// `name = value`, a positional `value`, or a function argument `map(A) = expr`.
+arg       : fn=ID '(' bound=ID ')' '=' value=expr
+          | ( name=ID '=' )? value=expr ;
 
 // Precedence, loosest first: comparisons < <= > >= (non-associative: the
 // builder rejects a chain with a readable message), + -, * /, unary -, ^

@@ -377,9 +377,13 @@ private:
     c.loc = loc(ctx->ID()->getSymbol());
     for (auto *a : ctx->arg()) {
       ast::Arg arg;
-      if (a->ID())
-        arg.name = a->ID()->getText();
-      arg.value = buildExpr(a->expr());
+      if (a->fn) {
+        arg.name = a->fn->getText();
+        arg.boundName = a->bound->getText();
+      } else if (a->name) {
+        arg.name = a->name->getText();
+      }
+      arg.value = buildExpr(a->value);
       arg.loc = loc(a->getStart());
       c.args.push_back(std::move(arg));
     }

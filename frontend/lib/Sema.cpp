@@ -32,6 +32,7 @@ enum Accept : unsigned {
   kKeyword = 8,     // one of ArgSpec::keywords
   kFlag = 16,       // 0/1; a bare positional `name` sets it
   kPosInt = 32,     // a positive integer constant
+  kFunction = 64,   // `name(x) = expr`, element-wise in x (a user map)
 };
 
 /// Constraint on a number (checked after evaluation).
@@ -146,7 +147,7 @@ const std::vector<ComponentSpec> &registry() {
       // exp: phi = negative entropy; tanh).
       {"retention",
        "bregman",
-       {{"map", kKeyword, nullptr, Range::Any, {"sigmoid", "exp", "tanh"}},
+       {{"map", kKeyword | kFunction, nullptr, Range::Any, {"sigmoid", "exp", "tanh"}},
         {"decay", kNumber | kScalarGate, "1", Range::UnitInterval}}},
       // f-divergence on the simplex: W_t = W_{t-1} * g(-zeta - lr g_t) with zeta
       // normalising each row. Only g = exp has a closed-form zeta (see
@@ -203,7 +204,11 @@ std::string describeAccepts(const ArgSpec &spec) {
   if (spec.accepts & kFlag)
     return "0 or 1";
   if (spec.accepts & kKeyword)
-    return quotedList({spec.keywords.begin(), spec.keywords.end()});
+    return quotedList({spec.keywords.begin(), spec.keywords.end()}) +
+           (spec.accepts & kFunction
+                ? " or an element-wise function '" + std::string(spec.name) +
+                      "(A) = ...'"
+                : "");
   std::string num = "a number";
   if (spec.range == Range::Positive)
     num = "a number > 0";
@@ -851,6 +856,48 @@ private:
 
   /// Wrong values are reported at the argument (`delta = x` or positional
   /// `x`); a binary expression's own location is its operator.
+  /// `map(A) = expr`: an element-wise function of its parameter (renamed
+  /// "x"), with params substituted; no gates and no reductions.
+  std::optional<ast::ArgValue> resolveFunctionArg(const ArgSpec &spec,
+                                                  const ast::Arg &arg,
+                                                  const std::string &what) {
+    if (!(spec.accepts & kFunction)) {
+      diags.error(arg.loc, what + " is not a function: write '" +
+                               std::string(spec.name) + " = value'");
+      return std::nullopt;
+    }
+    Shape shape;
+    ExprPtr body = checkBiasExpr(*arg.value, {{arg.boundName, "x"}}, shape);
+    if (!body)
+      return std::nullopt;
+    bool ok = shape == Shape::Vector;
+    std::function<void(const Expr &)> scan = [&](const Expr &e) {
+      if (e.kind == Expr::Kind::Name && e.name != "x") {
+        diags.error(e.loc, what + " may use only its parameter '" +
+                               arg.boundName + "' and params, not '" + e.name +
+                               "'");
+        ok = false;
+      }
+      if (e.kind == Expr::Kind::Call && (e.name == "sum" || e.name == "norm")) {
+        diags.error(e.loc, what + " must be element-wise: '" + e.name +
+                               "' reduces");
+        ok = false;
+      }
+      for (const ExprPtr &op : e.operands)
+        scan(*op);
+    };
+    scan(*body);
+    if (ok && shape != Shape::Vector)
+      diags.error(arg.value->loc, what + " must depend on '" + arg.boundName + "'");
+    if (!ok || shape != Shape::Vector)
+      return std::nullopt;
+    ast::ArgValue v;
+    v.kind = ast::ArgValue::Kind::Function;
+    v.function = body;
+    v.loc = arg.loc;
+    return v;
+  }
+
   std::optional<ast::ArgValue> resolveArg(const ArgSpec &spec,
                                           const ast::Arg &arg,
                                           const std::string &title) {
@@ -863,6 +910,8 @@ private:
     };
     ast::ArgValue v;
     v.loc = e.loc;
+    if (!arg.boundName.empty())
+      return resolveFunctionArg(spec, arg, what);
     if (e.kind == Expr::Kind::Name && !findParam(e.name)) {
       if (const ast::ResolvedGate *g = r.findGate(e.name)) {
         if (!(spec.accepts & (g->channel ? kChannelGate : kScalarGate)))

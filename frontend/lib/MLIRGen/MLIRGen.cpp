@@ -37,6 +37,8 @@ private:
       return FlatSymbolRefAttr::get(&ctx, arg.name);
     case ast::ArgValue::Kind::Keyword:
       return b.getStringAttr(arg.name);
+    case ast::ArgValue::Kind::Function:
+      return b.getStringAttr("user"); // the body is a miras.mirror_map
     }
     return {};
   }
@@ -52,11 +54,13 @@ private:
   Value emitExpr(const ast::Expr &expr);
   Value emitCall(const ast::Expr &expr, ArrayRef<Value> args);
   void emitBias(Location biasLoc);
+  void emitMirrorMap(const ast::ArgValue &arg);
 
   MLIRContext &ctx;
   const ast::ResolvedModule &module;
   OpBuilder b;
   Value y, v;
+  Value mapArg; // the element of A inside a user-written mirror map
   bool failedToEmit = false;
 };
 
@@ -119,6 +123,8 @@ Value Generator::emitExpr(const ast::Expr &expr) {
       return y;
     if (expr.name == "v")
       return v;
+    if (expr.name == "x" && mapArg)
+      return mapArg;
     const ast::ResolvedGate *gate = module.findGate(expr.name);
     if (!gate) {
       emitError(l) << "unknown name '" << expr.name << "' in the bias";
@@ -179,6 +185,24 @@ void Generator::emitBias(Location biasLoc) {
   YieldOp::create(b, biasLoc, result);
 }
 
+/// A user-written map W = map(A) as a scalar region, applied element-wise.
+void Generator::emitMirrorMap(const ast::ArgValue &arg) {
+  Location l = loc(arg.loc);
+  auto op = MirrorMapOp::create(b, l);
+  Block *block = new Block();
+  op.getBody().push_back(block);
+  mapArg = block->addArgument(b.getF32Type(), l);
+  OpBuilder::InsertionGuard guard(b);
+  b.setInsertionPointToStart(block);
+  Value result = emitExpr(*arg.function);
+  mapArg = Value();
+  if (!result) {
+    failedToEmit = true;
+    return;
+  }
+  YieldOp::create(b, l, result);
+}
+
 OwningOpRef<ModuleOp> Generator::run() {
   Location moduleLoc = loc(module.loc);
   OwningOpRef<ModuleOp> top = ModuleOp::create(moduleLoc);
@@ -219,6 +243,9 @@ OwningOpRef<ModuleOp> Generator::run() {
   RetentionOp::create(b, loc(module.retention.loc),
                       b.getStringAttr(module.retention.name),
                       argsAttr(module.retention.args));
+  for (const auto &[name, arg] : module.retention.args)
+    if (arg.kind == ast::ArgValue::Kind::Function)
+      emitMirrorMap(arg);
   OptimizerOp::create(b, loc(module.optimizer.loc),
                       b.getStringAttr(module.optimizer.name),
                       argsAttr(module.optimizer.args));

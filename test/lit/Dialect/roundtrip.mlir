@@ -76,3 +76,25 @@ func.func @extract_ops(%k: tensor<2x8xf32>, %b: tensor<2xf32>) -> (tensor<8xf32>
   %b0 = miras.extract %b [0] : tensor<2xf32> -> f32
   return %k1, %b0 : tensor<8xf32>, f32
 }
+
+// CHECK-LABEL: miras.module @user_map
+// CHECK: miras.retention "bregman" {decay = 1.000000e+00 : f64, map = "user"}
+// CHECK: miras.mirror_map {
+// CHECK: math.exp
+miras.module @user_map attributes {chunk = 1 : i64, dk = 4 : i64, dv = 4 : i64, read_after_write = true} {
+  miras.memory "linear" {dk = 4 : i64, dv = 4 : i64}
+  miras.bias "l2" loss {
+  ^bb0(%y: tensor<4xf32>, %v: tensor<4xf32>):
+    %e = arith.subf %y, %v : tensor<4xf32>
+    %sq = arith.mulf %e, %e : tensor<4xf32>
+    %s = miras.sum %sq : tensor<4xf32>
+    miras.yield %s : f32
+  }
+  miras.retention "bregman" {decay = 1.0 : f64, map = "user"}
+  miras.mirror_map {
+  ^bb0(%a: f32):
+    %e = math.exp %a : f32
+    miras.yield %e : f32
+  }
+  miras.optimizer "gd" {lr = 0.5 : f64}
+}

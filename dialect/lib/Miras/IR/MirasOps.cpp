@@ -149,6 +149,12 @@ LogicalResult MemoryModuleOp::verify() {
   if (!linear && order && order.getValue() == "before_gradient")
     return retention.emitOpError("before_gradient needs a linear memory");
 
+  auto mapKind = retention.getArgs().getAs<StringAttr>("map");
+  bool userMap = kind == "bregman" && mapKind && mapKind.getValue() == "user";
+  if (userMap != static_cast<bool>(getComponent<MirrorMapOp>()))
+    return retention.emitOpError(
+        "a miras.mirror_map goes with, and only with, bregman map = \"user\"");
+
   OptimizerOp optimizer = getComponent<OptimizerOp>();
   if (failed(verifyRateArg(optimizer, *this, "lr", false, ArgRange::Positive)))
     return failure();
@@ -307,9 +313,11 @@ LogicalResult RetentionOp::verify() {
   if (kind == "bregman") {
     auto map = getArgs().getAs<StringAttr>("map");
     if (!map || !llvm::is_contained(llvm::ArrayRef<llvm::StringRef>{"sigmoid",
-                                                                    "exp", "tanh"},
+                                                                    "exp", "tanh",
+                                                                    "user"},
                                     map.getValue()))
-      return emitOpError("bregman needs map = \"sigmoid\", \"exp\" or \"tanh\"");
+      return emitOpError("bregman needs map = \"sigmoid\", \"exp\", \"tanh\" "
+                         "or \"user\" (with a miras.mirror_map)");
   }
   if (kind == "f_div") {
     auto g = getArgs().getAs<StringAttr>("g");
@@ -385,6 +393,16 @@ LogicalResult BiasOp::verifyRegions() {
            << yielded;
   if (!getErrorSignal() && !yielded.isF32())
     return emitOpError("a loss bias must yield a scalar f32, got ") << yielded;
+  return success();
+}
+
+LogicalResult MirrorMapOp::verifyRegions() {
+  Block &block = getBody().front();
+  Type f32 = Float32Type::get(getContext());
+  auto yield = dyn_cast<YieldOp>(block.back());
+  if (block.getNumArguments() != 1 || block.getArgument(0).getType() != f32 ||
+      !yield || yield.getValue().getType() != f32)
+    return emitOpError("region must map one f32 element to one f32 element");
   return success();
 }
 

@@ -1,6 +1,8 @@
 //===- Memory.cpp - Memory architectures and retention maps ---------------===//
 #include "miras/Dialect/Miras/Transforms/Memory.h"
 
+#include "mlir/IR/IRMapping.h"
+
 #include <cmath>
 
 using namespace mlir;
@@ -93,6 +95,33 @@ Value miras::buildMemoryForward(MathBuilder &mb, MemoryOp memory,
   return h;
 }
 
+/// The module's miras.mirror_map applied element-wise to `dual`: each scalar
+/// op of the region is rebuilt on the tensor, scalar constants broadcast.
+static Value applyUserMap(MathBuilder &mb, RetentionOp retention, Value dual) {
+  auto module = retention->getParentOfType<MemoryModuleOp>();
+  Block &body = module.getComponent<MirrorMapOp>().getBody().front();
+  OpBuilder &b = mb.getBuilder();
+  Type tensor = dual.getType();
+  IRMapping mapping;
+  mapping.map(body.getArgument(0), dual);
+  for (Operation &op : body.without_terminator()) {
+    if (isa<arith::ConstantOp>(op)) {
+      b.clone(op, mapping);
+      continue;
+    }
+    SmallVector<Value> operands;
+    for (Value operand : op.getOperands())
+      operands.push_back(mb.broadcast(mapping.lookup(operand), tensor));
+    OperationState state(op.getLoc(), op.getName());
+    state.addOperands(operands);
+    state.addAttributes(op.getAttrs());
+    state.addTypes(tensor);
+    mapping.map(op.getResult(0), b.create(state)->getResult(0));
+  }
+  return mb.broadcast(
+      mapping.lookup(cast<YieldOp>(body.getTerminator()).getValue()), tensor);
+}
+
 bool miras::isMirrorRetention(RetentionOp retention) {
   StringRef kind = retention.getKind();
   return kind == "lq" || kind == "kl" || kind == "ftrl_elastic" ||
@@ -120,6 +149,8 @@ Value miras::buildMirrorMap(MathBuilder &mb, RetentionOp retention, Value dual) 
   if (retention.getKind() == "bregman") {
     // W = (phi')^{-1}(A), element-wise.
     StringRef map = keywordArg(retention, "map", "");
+    if (map == "user")
+      return applyUserMap(mb, retention, dual);
     if (map == "exp")
       return mb.exp(dual);
     if (map == "tanh")

@@ -85,6 +85,7 @@ struct GateDecl {
 /// A bare identifier value (`act = gelu`, `residual`) is an Expr of kind Name.
 struct Arg {
   std::string name; // empty when positional
+  std::string boundName; // `map(A) = expr`: the function's parameter (A)
   ExprPtr value;
   SourceLoc loc;
 };
@@ -145,10 +146,13 @@ struct ResolvedGate {
 /// A checked component argument: a number, a reference to a declared gate, or a
 /// keyword (`before_gradient`, `gelu`, a flag given without value).
 struct ArgValue {
-  enum class Kind { Number, Gate, Keyword };
+  enum class Kind { Number, Gate, Keyword, Function };
   Kind kind = Kind::Number;
   double number = 0.0;
   std::string name; // gate or keyword
+  /// Function: an element-wise expression of the name "x" (the user's
+  /// parameter renamed), params substituted.
+  ExprPtr function;
   SourceLoc loc;
 };
 

@@ -201,9 +201,30 @@ def Miras_OptimizerOp : Miras_Op<"optimizer", [HasParent<"MemoryModuleOp">]> {
   let hasVerifier = 1;
 }
 
+def Miras_MirrorMapOp : Miras_Op<"mirror_map", [HasParent<"MemoryModuleOp">]> {
+  let summary = "A user-written Bregman map W = map(A), element by element";
+  let description = [{
+    The inverse `(phi')^{-1}` of a separable Bregman retention written in the
+    DSL (`retention bregman(map(A) = ...)`), as a function of one element:
+    the derivation applies it to every element of the dual state.
+
+    ```mlir
+    miras.retention "bregman" {decay = 1.0 : f64, map = "user"}
+    miras.mirror_map {
+    ^bb0(%a: f32):
+      %e = math.exp %a : f32
+      miras.yield %e : f32
+    }
+    ```
+  }];
+  let regions = (region SizedRegion<1>:$body);
+  let assemblyFormat = "attr-dict-with-keyword $body";
+  let hasRegionVerifier = 1;
+}
+
 def Miras_YieldOp : Miras_Op<"yield", [Pure, Terminator,
-    HasParent<"BiasOp">]> {
-  let summary = "Yields the value of a miras.bias region";
+    ParentOneOf<["BiasOp", "MirrorMapOp"]>]> {
+  let summary = "Yields the value of a miras.bias or miras.mirror_map region";
   let description = [{
     ```mlir
     miras.yield %loss : f32
