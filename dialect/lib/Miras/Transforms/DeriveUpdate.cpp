@@ -158,6 +158,22 @@ private:
   /// yielded value.
   Value inlineBias(BiasOp bias, Value y, Value target);
 
+  /// g_i = dL/dW_i of the bias at f(W; key) against `target`: reverse mode
+  /// seeded by the loss, or by the error signal for error-signal biases.
+  FailureOr<SmallVector<Value>> gradient(ValueRange at, Value key, Value target) {
+    auto memory = module.getComponent<MemoryOp>();
+    auto bias = module.getComponent<BiasOp>();
+    mb.setLoc(memory.getLoc());
+    Value y = buildMemoryForward(mb, memory, at, key);
+    mb.setLoc(bias.getLoc());
+    Value biasValue = inlineBias(bias, y, target);
+    std::pair<Value, Value> seed =
+        bias.getErrorSignal()
+            ? std::make_pair(y, biasValue)
+            : std::make_pair(biasValue, mb.constant(biasValue.getType(), 1.0));
+    return buildGradients(mb.getBuilder(), {seed}, at, mb.simplifies());
+  }
+
   /// DeltaProduct: the decay once, then one gd step per (k, v, lr) row.
   LogicalResult buildMultistep();
 
@@ -200,7 +216,6 @@ LogicalResult StepBuilder::buildMultistep() {
   OpBuilder &b = mb.getBuilder();
   auto retention = module.getComponent<RetentionOp>();
   auto optimizer = module.getComponent<OptimizerOp>();
-  auto bias = module.getComponent<BiasOp>();
   auto memory = module.getComponent<MemoryOp>();
   SmallVector<Value> current(weights);
   if (retention.getKind() == "l2") {
@@ -223,16 +238,7 @@ LogicalResult StepBuilder::buildMultistep() {
     };
     Value kj = pick(k), vj = pick(v);
     Value lrj = isa<RankedTensorType>(lr.getType()) ? pick(lr) : lr;
-    mb.setLoc(memory.getLoc());
-    Value y = buildMemoryForward(mb, memory, current, kj);
-    mb.setLoc(bias.getLoc());
-    Value biasValue = inlineBias(bias, y, vj);
-    SmallVector<std::pair<Value, Value>> seeds;
-    if (bias.getErrorSignal())
-      seeds.push_back({y, biasValue});
-    else
-      seeds.push_back({biasValue, mb.constant(biasValue.getType(), 1.0)});
-    FailureOr<SmallVector<Value>> grads = buildGradients(b, seeds, current, mb.simplifies());
+    FailureOr<SmallVector<Value>> grads = gradient(current, kj, vj);
     if (failed(grads))
       return failure();
     mb.setLoc(optimizer.getLoc());
@@ -259,7 +265,6 @@ LogicalResult StepBuilder::build() {
   OpBuilder &b = mb.getBuilder();
   auto retention = module.getComponent<RetentionOp>();
   auto optimizer = module.getComponent<OptimizerOp>();
-  auto bias = module.getComponent<BiasOp>();
   auto memory = module.getComponent<MemoryOp>();
   StringRef kind = retention.getKind();
   auto order = retention.getArgs().getAs<StringAttr>("order");
@@ -277,16 +282,7 @@ LogicalResult StepBuilder::build() {
     }
   }
 
-  mb.setLoc(memory.getLoc());
-  Value y = buildMemoryForward(mb, memory, gradAt, k);
-  mb.setLoc(bias.getLoc());
-  Value biasValue = inlineBias(bias, y, v);
-  SmallVector<std::pair<Value, Value>> seeds;
-  if (bias.getErrorSignal())
-    seeds.push_back({y, biasValue});
-  else
-    seeds.push_back({biasValue, mb.constant(biasValue.getType(), 1.0)});
-  FailureOr<SmallVector<Value>> grads = buildGradients(b, seeds, gradAt, mb.simplifies());
+  FailureOr<SmallVector<Value>> grads = gradient(gradAt, k, v);
   if (failed(grads))
     return failure();
 
