@@ -262,3 +262,18 @@ func.func @extract_range(%k: tensor<2x8xf32>) -> tensor<8xf32> {
   %k2 = miras.extract %k [2] : tensor<2x8xf32> -> tensor<8xf32>
   return %k2 : tensor<8xf32>
 }
+
+// -----
+
+// expected-error @+1 {{widths must be positive, got dk = -4, dv = 4}}
+miras.module @negative_width attributes {chunk = 1 : i64, dk = -4 : i64, dv = 4 : i64, read_after_write = true} {
+  miras.memory "linear" {dk = -4 : i64, dv = 4 : i64}
+  miras.bias "dot" loss {
+  ^bb0(%y: tensor<4xf32>, %v: tensor<4xf32>):
+    %p = arith.mulf %y, %v : tensor<4xf32>
+    %s = miras.sum %p : tensor<4xf32>
+    miras.yield %s : f32
+  }
+  miras.retention "none" {}
+  miras.optimizer "gd" {lr = 0.5 : f64}
+}

@@ -65,11 +65,18 @@ static LogicalResult verifyRateArg(Operation *component, MemoryModuleOp module,
 }
 
 LogicalResult MemoryModuleOp::verify() {
-  if (getDk() <= 0 || getDv() <= 0)
+  // The I64Attr getters are unsigned: read the signed values to reject
+  // negative sizes in hand-written IR.
+  int64_t dk = getDkAttr().getInt(), dv = getDvAttr().getInt();
+  if (dk <= 0 || dv <= 0)
     return emitOpError("widths must be positive, got dk = ")
-           << getDk() << ", dv = " << getDv();
-  if (getChunk() < 1)
-    return emitOpError("chunk must be at least 1, got ") << getChunk();
+           << dk << ", dv = " << dv;
+  if (getChunkAttr().getInt() < 1)
+    return emitOpError("chunk must be at least 1, got ")
+           << getChunkAttr().getInt();
+  if (getStepsAttr().getInt() < 1)
+    return emitOpError("steps must be at least 1, got ")
+           << getStepsAttr().getInt();
 
   auto requireOne = [&](auto component, StringRef what) -> LogicalResult {
     unsigned count = 0;
@@ -91,11 +98,12 @@ LogicalResult MemoryModuleOp::verify() {
   if (memory.getKind() != "linear" && getDk() != getDv())
     return memory.emitOpError("a ")
            << memory.getKind() << " memory needs dk == dv";
-  auto dk = memory.getArgs().getAs<IntegerAttr>("dk");
-  auto dv = memory.getArgs().getAs<IntegerAttr>("dv");
-  if (!dk || !dv || dk.getInt() != getDk() || dv.getInt() != getDv())
+  auto memoryDk = memory.getArgs().getAs<IntegerAttr>("dk");
+  auto memoryDv = memory.getArgs().getAs<IntegerAttr>("dv");
+  if (!memoryDk || !memoryDv || memoryDk.getInt() != dk ||
+      memoryDv.getInt() != dv)
     return memory.emitOpError("dk/dv must match the module's (")
-           << getDk() << ", " << getDv() << ")";
+           << dk << ", " << dv << ")";
 
   for (GateOp gate : getGates()) {
     if (!gate.getChannel())
@@ -225,7 +233,7 @@ LogicalResult GateOp::verify() {
     return getAxis() ? emitOpError("a scalar gate has no axis") : success();
   if (!getAxis() || (*getAxis() != "dk" && *getAxis() != "dv"))
     return emitOpError("a channel gate needs axis \"dk\" or \"dv\"");
-  if (getDim() <= 0)
+  if (getDimAttr().getInt() <= 0)
     return emitOpError("channel dim must be positive");
   return success();
 }
