@@ -125,14 +125,20 @@ private:
 
   /// Whether evaluating the lazy value `v` involves transcendental math or a
   /// division (anything worth computing once rather than per consumer).
+  /// Memoised: lazy trees share subexpressions, and an unmemoised walk would
+  /// revisit them once per path.
   bool isExpensive(Value v) {
     if (lowered.lookup(v).kind != Lowered::Kind::Lazy)
       return false;
+    if (auto it = expensive.find(v); it != expensive.end())
+      return it->second;
     Operation *op = v.getDefiningOp();
-    if (isa<math::MathDialect>(op->getDialect()) || isa<arith::DivFOp>(op))
-      return true;
-    return llvm::any_of(op->getOperands(),
-                        [&](Value operand) { return isExpensive(operand); });
+    bool result =
+        isa<math::MathDialect>(op->getDialect()) || isa<arith::DivFOp>(op) ||
+        llvm::any_of(op->getOperands(),
+                     [&](Value operand) { return isExpensive(operand); });
+    expensive[v] = result;
+    return result;
   }
   /// Where `v` should be materialised: the output slice for `o`, else scratch.
   Value destinationFor(Value v) {
@@ -157,6 +163,7 @@ private:
   SmallVector<State> states;
   llvm::SmallDenseSet<unsigned> writing; // states being or already written
   SmallVector<Value> heapBuffers;        // anchors and scratch matrices
+  DenseMap<Value, bool> expensive;       // isExpensive's memo
   Value outputSlice, outputValue;
 };
 

@@ -174,6 +174,14 @@ private:
     return buildGradients(mb.getBuilder(), {seed}, at, mb.simplifies());
   }
 
+  /// `rate * gradient`, keeping the rank-1 structure of a linear memory's
+  /// gradient: (rate psi) k^T rather than a scaled D x D matrix.
+  Value scaled(Value rate, Value gradient) {
+    if (auto outer = mb.simplifies() ? gradient.getDefiningOp<OuterOp>() : nullptr)
+      return mb.outer(mb.mul(rate, outer.getLhs()), outer.getRhs());
+    return mb.mul(mb.broadcast(rate, gradient.getType()), gradient);
+  }
+
   /// DeltaProduct: the decay once, then one gd step per (k, v, lr) row.
   LogicalResult buildMultistep();
 
@@ -242,14 +250,8 @@ LogicalResult StepBuilder::buildMultistep() {
     if (failed(grads))
       return failure();
     mb.setLoc(optimizer.getLoc());
-    for (auto [w, g] : llvm::zip(current, *grads)) {
-      Value update;
-      if (auto outer = mb.simplifies() ? g.getDefiningOp<OuterOp>() : nullptr)
-        update = mb.outer(mb.mul(lrj, outer.getLhs()), outer.getRhs());
-      else
-        update = mb.mul(mb.broadcast(lrj, w.getType()), g);
-      w = mb.sub(w, update);
-    }
+    for (auto [w, g] : llvm::zip(current, *grads))
+      w = mb.sub(w, scaled(lrj, g));
   }
   mb.setLoc(module.getLoc());
   SmallVector<Value> results(current);
@@ -324,7 +326,6 @@ LogicalResult StepBuilder::build() {
     else if (keep)
       retained = mb.mul(mb.broadcast(keep, w.getType()), w);
     Value g = (*grads)[i];
-    Value step;
     if (sig.hasMomentum) {
       mb.setLoc(optimizer.getLoc());
       Value s = mb.sub(mb.mul(mb.broadcast(beta, w.getType()), momenta[i]),
@@ -343,12 +344,7 @@ LogicalResult StepBuilder::build() {
           scaled, mb.broadcast(mb.rowSum(scaled), w.getType(), /*axis=*/0)));
       continue;
     }
-    // Keep the rank-1 structure of a linear memory: (lr psi) k^T.
-    if (auto outer = mb.simplifies() ? g.getDefiningOp<OuterOp>() : nullptr)
-      step = mb.outer(mb.mul(stepSize, outer.getLhs()), outer.getRhs());
-    else
-      step = mb.mul(mb.broadcast(stepSize, w.getType()), g);
-    Value updated = mb.sub(retained, step);
+    Value updated = mb.sub(retained, scaled(stepSize, g));
     newWeights.push_back(shrink ? mb.softThreshold(
                                       updated, mb.broadcast(shrink, w.getType()))
                                 : updated);
