@@ -1,5 +1,6 @@
 /* forward.c: running a module over named, validated tensors (miras_library_forward) or
  * over caller-built arguments (miras_library_forward_args). */
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -150,9 +151,50 @@ static miras_status check_list(const miras_tensor *ts, int32_t n, const char *ro
   return MIRAS_OK;
 }
 
+/* One contiguous block of (batch, head) pairs per task. */
+typedef struct range_job {
+  const miras_module_entry *entry;
+  const miras_forward_args *args;
+  int64_t pairs;
+  int32_t parts;
+  int32_t *status; /* one per part */
+} range_job;
+
+static void run_range(void *context, int32_t part) {
+  const range_job *job = context;
+  int64_t begin = job->pairs * part / job->parts;
+  int64_t end = job->pairs * (part + 1) / job->parts;
+  job->status[part] = job->entry->forward_range(job->args, begin, end);
+}
+
+/* Splits the B * H pairs over the library's threads. */
+static int32_t run_parallel(miras_library *lib, const miras_forward_args *args) {
+  int64_t pairs = args->batch * args->heads; /* both positive, checked by the callers */
+  if (lib->num_threads <= 1 || pairs <= 1 || args->batch > INT64_MAX / args->heads)
+    return lib->entry->forward(args);
+  int32_t parts = pairs < lib->num_threads ? (int32_t)pairs : lib->num_threads;
+  pthread_mutex_lock(&lib->pool_lock);
+  if (lib->pool == NULL)
+    lib->pool = miras_pool_create(lib->num_threads - 1);
+  miras_pool *pool = lib->pool;
+  pthread_mutex_unlock(&lib->pool_lock);
+  int32_t *status = calloc((size_t)parts, sizeof *status);
+  if (pool == NULL || status == NULL) {
+    free(status);
+    return lib->entry->forward(args); /* out of memory for threads: run on this one */
+  }
+  range_job job = {lib->entry, args, pairs, parts, status};
+  miras_pool_run(pool, parts, run_range, &job);
+  int32_t rc = MIRAS_OK;
+  for (int32_t i = 0; i < parts && rc == MIRAS_OK; ++i)
+    rc = status[i];
+  free(status);
+  return rc;
+}
+
 /* Calls the module; a failing module cannot set our message, so we do. */
-static miras_status call_module(const miras_library *lib, const miras_forward_args *args) {
-  int32_t rc = lib->entry->forward(args);
+static miras_status call_module(miras_library *lib, const miras_forward_args *args) {
+  int32_t rc = run_parallel(lib, args);
   if (rc == MIRAS_OK)
     return MIRAS_OK;
   miras_status st = rc >= MIRAS_ERR_NULL_POINTER && rc <= MIRAS_ERR_INVALID_ARGUMENT

@@ -2,6 +2,8 @@
 #ifndef MIRAS_RUNTIME_INTERNAL_H
 #define MIRAS_RUNTIME_INTERNAL_H
 
+#include <pthread.h>
+
 #include "miras/runtime.h"
 
 #if defined(__GNUC__)
@@ -20,10 +22,21 @@ int64_t miras_mul_checked(int64_t a, int64_t b);
 /* Formats shape[0..rank) as "[2, 3, 4]" into buf (truncated to size). */
 void miras_format_shape(char *buf, size_t size, const int64_t *shape, int32_t rank);
 
+/* Persistent worker threads (pool.c). miras_pool_run runs task(context, i) for every
+ * i in [0, count) on the workers and the calling thread, and returns when all are done. */
+typedef struct miras_pool miras_pool;
+miras_pool *miras_pool_create(int32_t num_workers);
+void miras_pool_destroy(miras_pool *pool);
+void miras_pool_run(miras_pool *pool, int32_t count, void (*task)(void *, int32_t),
+                    void *context);
+
 struct miras_library {
   void *handle; /* from dlopen */
   const miras_module_entry *entry;
   const miras_module_metadata *meta;
+  int32_t num_threads; /* >= 1 */
+  miras_pool *pool;    /* num_threads - 1 workers, started by the first parallel forward */
+  pthread_mutex_t pool_lock; /* guards lazy creation of pool */
 };
 
 #endif /* MIRAS_RUNTIME_INTERNAL_H */

@@ -3,6 +3,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "internal.h"
 
@@ -106,8 +107,11 @@ static miras_status check_metadata(const char *path, const miras_module_metadata
                       (unsigned)m->abi_version, (unsigned)MIRAS_ABI_VERSION);
   if (!is_name(m->name))
     return bad_metadata(path, "module has no name");
-  if (!m->source || !m->compiler || !m->targets || !m->rule)
-    return bad_metadata(path, "source, compiler, targets and rule must not be NULL");
+  if (!m->source || !m->compiler || !m->targets || !m->rule || !m->algorithm)
+    return bad_metadata(path,
+                        "source, compiler, targets, rule and algorithm must not be NULL");
+  if (!(m->flops_per_token >= 0))
+    return bad_metadata(path, "flops_per_token must be a non-negative number");
   if (m->dk <= 0 || m->dv <= 0 || m->chunk <= 0 || m->steps <= 0)
     return bad_metadata(path, "dk, dv, chunk and steps must be positive");
   if (m->read_after_write != 0 && m->read_after_write != 1)
@@ -137,13 +141,30 @@ static miras_status check_entry(const char *path, const miras_module_entry *e,
     return miras_fail(MIRAS_ERR_ABI_VERSION,
                       "'%s' was built for miras ABI version %u, runtime expects %u", path,
                       (unsigned)e->abi_version, (unsigned)MIRAS_ABI_VERSION);
-  if (e->metadata == NULL || e->forward == NULL)
-    return miras_fail(MIRAS_ERR_LOAD, "'%s': entry table has a NULL metadata or forward",
-                      path);
+  if (e->metadata == NULL || e->forward == NULL || e->forward_range == NULL)
+    return miras_fail(MIRAS_ERR_LOAD,
+                      "'%s': entry table has a NULL metadata, forward or forward_range", path);
   *meta = e->metadata();
   if (*meta == NULL)
     return miras_fail(MIRAS_ERR_LOAD, "'%s': metadata() returned NULL", path);
   return check_metadata(path, *meta);
+}
+
+static int32_t online_cpus(void) {
+  long n = sysconf(_SC_NPROCESSORS_ONLN);
+  return n < 1 ? 1 : n > 1024 ? 1024 : (int32_t)n;
+}
+
+/* MIRAS_NUM_THREADS when it is a positive integer ("0": one per CPU), else 1. */
+static int32_t default_num_threads(void) {
+  const char *text = getenv("MIRAS_NUM_THREADS");
+  if (text == NULL || *text == '\0')
+    return 1;
+  char *end;
+  long n = strtol(text, &end, 10);
+  if (*end != '\0' || n < 0 || n > 1024)
+    return 1;
+  return n == 0 ? online_cpus() : (int32_t)n;
 }
 
 /* dlopen searches the library path for a bare file name; a module path on the command
@@ -189,6 +210,9 @@ miras_status miras_library_open(const char *path, miras_library **out) {
   lib->handle = handle;
   lib->entry = entry;
   lib->meta = meta;
+  lib->num_threads = default_num_threads();
+  lib->pool = NULL;
+  pthread_mutex_init(&lib->pool_lock, NULL);
   *out = lib;
   return MIRAS_OK;
 }
@@ -196,8 +220,31 @@ miras_status miras_library_open(const char *path, miras_library **out) {
 void miras_library_close(miras_library *lib) {
   if (lib == NULL)
     return;
+  miras_pool_destroy(lib->pool);
+  pthread_mutex_destroy(&lib->pool_lock);
   dlclose(lib->handle);
   free(lib);
+}
+
+miras_status miras_library_set_num_threads(miras_library *lib, int32_t num_threads) {
+  if (lib == NULL)
+    return miras_fail(MIRAS_ERR_NULL_POINTER, "miras_library_set_num_threads: library is NULL");
+  if (num_threads < 0)
+    return miras_fail(MIRAS_ERR_INVALID_ARGUMENT,
+                      "thread count must be >= 0 (0: one per CPU), got %d", (int)num_threads);
+  int32_t n = num_threads == 0 ? online_cpus() : num_threads;
+  pthread_mutex_lock(&lib->pool_lock);
+  if (n != lib->num_threads) {
+    miras_pool_destroy(lib->pool); /* restarted with the new size when next needed */
+    lib->pool = NULL;
+    lib->num_threads = n;
+  }
+  pthread_mutex_unlock(&lib->pool_lock);
+  return MIRAS_OK;
+}
+
+int32_t miras_library_num_threads(const miras_library *lib) {
+  return lib ? lib->num_threads : 0;
 }
 
 const miras_module_metadata *miras_library_metadata(const miras_library *lib) {

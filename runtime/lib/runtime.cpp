@@ -86,6 +86,10 @@ std::vector<int64_t> Library::shapeOf(const std::string &name, int64_t batch, in
   return std::vector<int64_t>(shape, shape + rank);
 }
 
+void Library::setNumThreads(int32_t numThreads) {
+  check(miras_library_set_num_threads(lib_, numThreads));
+}
+
 Tensor Library::zeroState(const std::string &name, int64_t batch, int64_t heads) const {
   const miras_module_metadata &m = metadata();
   for (int32_t i = 0; i < m.num_states; ++i)

@@ -13,7 +13,7 @@ const char kInfoHelp[] =
     "usage: miras info <lib.so>\n"
     "\n"
     "Print the metadata of a compiled module as JSON on stdout: name, source, compiler,\n"
-    "abi_version, dk, dv, chunk, steps, read, params, gates, states, targets and rule.\n";
+    "abi_version, dk, dv, chunk, steps, algorithm, flops_per_token, read, params, gates, states, targets and rule.\n";
 
 namespace {
 
@@ -114,6 +114,8 @@ int runInfo(const Args &args) {
   json += "  \"dv\": " + std::to_string(m.dv) + ",\n";
   json += "  \"chunk\": " + std::to_string(m.chunk) + ",\n";
   json += "  \"steps\": " + std::to_string(m.steps) + ",\n";
+  json += "  \"algorithm\": " + quote(m.algorithm) + ",\n";
+  json += "  \"flops_per_token\": " + number(m.flops_per_token, std::floor(m.flops_per_token) == m.flops_per_token) + ",\n";
   json += std::string("  \"read\": \"") + (m.read_after_write ? "after_write" : "before_write") +
           "\",\n";
   json += "  \"params\": " + array(m.params, m.num_params, param) + ",\n";

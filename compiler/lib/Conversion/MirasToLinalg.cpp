@@ -592,7 +592,10 @@ LogicalResult KernelLowering::run() {
            : gate.getChannel() ? SmallVector<int64_t>{static_cast<int64_t>(gate.getDim())}
                                : SmallVector<int64_t>{};
   };
-  SmallVector<Type> argTypes{sequenceType(ctx, 3, {dk}),
+  // The kernel runs the flattened (batch, head) pairs [begin, end), so that
+  // the host can split one forward over threads (miras_abi.h forward_range).
+  Type indexType = IndexType::get(ctx);
+  SmallVector<Type> argTypes{indexType, indexType, sequenceType(ctx, 3, {dk}),
                              sequenceType(ctx, 3, perStep(dk)),
                              sequenceType(ctx, 3, perStep(dv))};
   for (GateOp gate : gates)
@@ -609,8 +612,9 @@ LogicalResult KernelLowering::run() {
   Block *entry = kernel.addEntryBlock();
   b.setInsertionPointToEnd(entry);
 
-  Value q = entry->getArgument(0), k = entry->getArgument(1),
-        v = entry->getArgument(2);
+  Value rangeBegin = entry->getArgument(0), rangeEnd = entry->getArgument(1);
+  Value q = entry->getArgument(2), k = entry->getArgument(3),
+        v = entry->getArgument(4);
   Value out = entry->getArgument(entry->getNumArguments() - 1);
   Value c0 = arith::ConstantIndexOp::create(b, loc, 0);
   Value c1 = arith::ConstantIndexOp::create(b, loc, 1);
@@ -618,7 +622,6 @@ LogicalResult KernelLowering::run() {
   OpBuilder eb(ctx);
   eb.setInsertionPoint(c0.getDefiningOp());
   entryBuilder = &eb;
-  Value batch = memref::DimOp::create(b, loc, q, 0);
   Value length = memref::DimOp::create(b, loc, q, 1);
   Value heads = memref::DimOp::create(b, loc, q, 2);
   // Anchors (SPEC section 7) can be large: heap, not stack.
@@ -626,13 +629,13 @@ LogicalResult KernelLowering::run() {
   for (unsigned i = 0; i < numAnchors; ++i)
     anchors.push_back(heapScratch(cast<RankedTensorType>(body.getArgument(i).getType())));
 
-  auto bLoop = scf::ForOp::create(b, loc, c0, batch, c1);
-  b.setInsertionPointToStart(bLoop.getBody());
-  auto hLoop = scf::ForOp::create(b, loc, c0, heads, c1);
-  b.setInsertionPointToStart(hLoop.getBody());
-  Value bi = bLoop.getInductionVar(), hi = hLoop.getInductionVar();
+  auto pairLoop = scf::ForOp::create(b, loc, rangeBegin, rangeEnd, c1);
+  b.setInsertionPointToStart(pairLoop.getBody());
+  Value pair = pairLoop.getInductionVar();
+  Value bi = arith::DivUIOp::create(b, loc, pair, heads);
+  Value hi = arith::RemUIOp::create(b, loc, pair, heads);
   for (unsigned i = 0; i < numStates; ++i) {
-    Value buffer = entry->getArgument(3 + gates.size() + i);
+    Value buffer = entry->getArgument(5 + gates.size() + i);
     Value old = body.getArgument(i);
     states.push_back(
         {old, ret.getOperand(i), slice(b, loc, buffer, {bi, hi}, shapeOf(old))});
@@ -665,7 +668,7 @@ LogicalResult KernelLowering::run() {
   lowered[body.getArgument(next++)] = {Lowered::Kind::Buffer,
                                        slice(b, loc, v, prefix, perStep(dv))};
   for (auto [i, gate] : llvm::enumerate(gates)) {
-    Value source = entry->getArgument(3 + i);
+    Value source = entry->getArgument(5 + i);
     Value arg = body.getArgument(next++);
     SmallVector<int64_t> shape = gateShape(gate);
     if (!shape.empty())
@@ -681,7 +684,7 @@ LogicalResult KernelLowering::run() {
     if (failed(lowerOp(b, op)))
       return failure();
 
-  b.setInsertionPointAfter(bLoop);
+  b.setInsertionPointAfter(pairLoop);
   for (Value buffer : heapBuffers)
     memref::DeallocOp::create(b, loc, buffer);
   func::ReturnOp::create(b, loc);

@@ -19,6 +19,7 @@
 #include "miras/Compiler/Target.h"
 #include "miras/Dialect/Miras/IR/MirasOps.h"
 #include "miras/Dialect/Miras/Transforms/RulePrinter.h"
+#include "miras/Dialect/Miras/Transforms/StepCost.h"
 #include "miras/Frontend/Frontend.h"
 #include "miras/Frontend/MLIRGen.h"
 
@@ -71,6 +72,11 @@ cl::opt<Stage> emit(
 cl::list<std::string> defines("D", cl::Prefix,
                               cl::desc("Override a param: -DNAME=VALUE"),
                               cl::value_desc("NAME=VALUE"), cl::cat(category));
+cl::opt<int64_t> chunkOverride(
+    "chunk",
+    cl::desc("Override the module's chunk size C (SPEC section 7: gradients at "
+             "the state that starts each chunk of C tokens; 1 is exact)"),
+    cl::value_desc("C"), cl::init(0), cl::cat(category));
 cl::opt<std::string> targetCpu(
     "mcpu",
     cl::desc("CPU to generate code for (default: this machine; 'generic' for "
@@ -139,6 +145,7 @@ KernelInterface describe(MemoryModuleOp module, func::FuncOp step) {
         {name.str(), std::vector<int64_t>(type.getShape().begin(), type.getShape().end())});
   }
   iface.rule = printUpdateRule(step);
+  iface.flopsPerToken = countStepFlops(step);
   return iface;
 }
 
@@ -155,6 +162,16 @@ int compile(const std::string &source) {
   frontend::printDiagnostics(std::cerr, loaded.diagnostics, source);
   if (!loaded.ok())
     return 1;
+  if (chunkOverride.getNumOccurrences()) {
+    if (chunkOverride < 1 || chunkOverride > 65536)
+      return fail("--chunk expects a size between 1 and 65536, got " +
+                  llvm::Twine(chunkOverride.getValue()));
+    if (loaded.resolved->steps > 1 && chunkOverride != 1)
+      return fail("--chunk=" + llvm::Twine(chunkOverride.getValue()) +
+                  ": multistep modules need chunk 1 (each token takes its "
+                  "steps at the current state)");
+    loaded.resolved->chunk = chunkOverride;
+  }
   if (emit == Stage::AST)
     return writeText([&](llvm::raw_ostream &os) {
       os << frontend::dumpAST(*loaded.syntax);

@@ -287,6 +287,10 @@ std::string generateHeader(const KernelInterface &iface) {
      << "or a miras_status error code.\n */\n"
      << "const miras_module_metadata *" << n << "_metadata(void);\n"
      << "int32_t " << n << "_forward(const miras_forward_args *args);\n"
+     << "/* Only the (batch, head) pairs begin <= b * H + h < end; disjoint ranges may run\n"
+     << " * concurrently (see miras_module_entry.forward_range). */\n"
+     << "int32_t " << n
+     << "_forward_range(const miras_forward_args *args, int64_t begin, int64_t end);\n"
      << explicitSignature(iface, l) << ";\n\n"
      << "#ifdef __cplusplus\n}\n#endif\n\n#endif /* " << guard << " */\n";
   return s;
@@ -321,9 +325,9 @@ std::string generateGlue(const KernelInterface &iface) {
   for (const auto &t : l.statesOut)
     kernelArgs.push_back(&t);
   kernelArgs.push_back(&l.o);
-  os << "\nextern void _mlir_ciface_" << n << "_kernel(";
-  for (auto [i, t] : enumerate(kernelArgs))
-    os << (i ? ", " : "") << "miras_memref" << t->sizes.size() << " *";
+  os << "\nextern void _mlir_ciface_" << n << "_kernel(int64_t, int64_t";
+  for (const Tensor *t : kernelArgs)
+    os << ", miras_memref" << t->sizes.size() << " *";
   os << ");\n\n";
 
   // Metadata tables. C forbids empty arrays, so absent tables are NULL.
@@ -370,6 +374,7 @@ std::string generateGlue(const KernelInterface &iface) {
      << ", " << iface.states.size() << ", "
      << tableRef(!iface.states.empty(), "miras_states") << ",\n  "
      << cString(join(iface.targets, ",")) << ",\n  " << cString(iface.rule)
+     << ",\n  " << cDouble(iface.flopsPerToken) << ", " << cString(iface.algorithm)
      << "};\n\n"
      << "MIRAS_EXPORT const miras_module_metadata *" << n << "_metadata(void) {\n"
      << "  return &miras_metadata_table;\n}\n\n";
@@ -387,10 +392,16 @@ std::string generateGlue(const KernelInterface &iface) {
         "  *count = n;\n  return 1;\n}\n\n";
 
   os << "MIRAS_EXPORT int32_t " << n
-     << "_forward(const miras_forward_args *args) {\n"
+     << "_forward_range(const miras_forward_args *args, int64_t begin, "
+        "int64_t end) {\n"
      << "  if (args == NULL) return MIRAS_ERR_NULL_POINTER;\n"
      << "  const int64_t B = args->batch, T = args->length, H = args->heads;\n"
      << "  if (B <= 0 || T <= 0 || H <= 0) return MIRAS_ERR_SHAPE;\n"
+     << "  int64_t pairs;\n"
+     << "  if (__builtin_mul_overflow(B, H, &pairs)) return MIRAS_ERR_SHAPE;\n"
+     << "  if (begin < 0 || begin > end || end > pairs) return "
+        "MIRAS_ERR_INVALID_ARGUMENT;\n"
+     << "  if (begin == end) return MIRAS_OK;\n"
      << "  if (args->q == NULL || args->k == NULL || args->v == NULL || "
         "args->o == NULL)\n    return MIRAS_ERR_NULL_POINTER;\n";
   if (!l.gates.empty()) {
@@ -427,22 +438,36 @@ std::string generateGlue(const KernelInterface &iface) {
          "args->state_out[" + std::to_string(i) + "]", c);
   }
   desc("d_o", l.o, "args->o");
-  // The kernel updates the state in place, so the initial state goes into
-  // state_out first. memmove: the caller may pass overlapping buffers.
+  // The kernel updates the state in place, so the initial state of each pair
+  // in range goes into state_out first (states are [B, H, ...], so a range of
+  // pairs is one contiguous block). memmove: the caller may pass overlapping
+  // buffers.
   for (size_t i = 0; i < l.statesOut.size(); ++i) {
     std::string idx = std::to_string(i);
-    os << "  {\n    const float *src = args->state_in ? args->state_in[" << idx
-       << "] : NULL;\n    float *dst = args->state_out[" << idx << "];\n"
-       << "    size_t bytes = (size_t)n_s" << idx << " * sizeof(float);\n"
+    os << "  {\n    const size_t per_pair = (size_t)(n_s" << idx << " / pairs);\n"
+       << "    const float *src = args->state_in ? args->state_in[" << idx
+       << "] : NULL;\n    float *dst = args->state_out[" << idx
+       << "] + (size_t)begin * per_pair;\n"
+       << "    size_t bytes = (size_t)(end - begin) * per_pair * sizeof(float);\n"
        << "    if (src == NULL) memset(dst, 0, bytes);\n"
-       << "    else if (src != dst) memmove(dst, src, bytes);\n  }\n";
+       << "    else if (src + (size_t)begin * per_pair != dst) "
+          "memmove(dst, src + (size_t)begin * per_pair, bytes);\n  }\n";
   }
-  os << "  _mlir_ciface_" << n << "_kernel(&d_q, &d_k, &d_v";
+  os << "  _mlir_ciface_" << n << "_kernel(begin, end, &d_q, &d_k, &d_v";
   for (size_t i = 0; i < l.gates.size(); ++i)
     os << ", &d_g" << i;
   for (size_t i = 0; i < l.statesOut.size(); ++i)
     os << ", &d_s" << i;
   os << ", &d_o);\n  return MIRAS_OK;\n}\n\n";
+
+  os << "MIRAS_EXPORT int32_t " << n
+     << "_forward(const miras_forward_args *args) {\n"
+     << "  if (args == NULL) return MIRAS_ERR_NULL_POINTER;\n"
+     << "  int64_t pairs;\n"
+     << "  if (args->batch <= 0 || args->heads <= 0 ||\n"
+     << "      __builtin_mul_overflow(args->batch, args->heads, &pairs))\n"
+     << "    return MIRAS_ERR_SHAPE;\n"
+     << "  return " << n << "_forward_range(args, 0, pairs);\n}\n\n";
 
   os << "MIRAS_EXPORT " << explicitSignature(iface, l) << " {\n";
   auto array = [&](StringRef type, StringRef var, const std::vector<Tensor> &ts) {
@@ -466,7 +491,8 @@ std::string generateGlue(const KernelInterface &iface) {
      << "  miras_a.o = o;\n  return " << n << "_forward(&miras_a);\n}\n\n";
 
   os << "MIRAS_EXPORT const miras_module_entry miras_module_v1 = {\n"
-     << "  MIRAS_ABI_VERSION, " << n << "_metadata, " << n << "_forward};\n";
+     << "  MIRAS_ABI_VERSION, " << n << "_metadata, " << n << "_forward, " << n
+     << "_forward_range};\n";
   return s;
 }
 

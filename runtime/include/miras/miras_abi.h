@@ -23,7 +23,7 @@
 extern "C" {
 #endif
 
-#define MIRAS_ABI_VERSION 2u
+#define MIRAS_ABI_VERSION 3u
 
 /* Status codes returned by every entry point (0 is success). */
 typedef enum miras_status {
@@ -91,6 +91,10 @@ typedef struct miras_module_metadata {
   const miras_state_info *states; /* order of state_in / state_out */
   const char *targets;       /* comma separated, e.g. "cpu" */
   const char *rule;          /* the derived update rule, one line per state tensor */
+  double flops_per_token;    /* floating-point operations of the derived rule per token and
+                                head (one update plus one read; a multiply-add counts 2):
+                                the work measure behind achieved GFLOP/s */
+  const char *algorithm;     /* "sequential" or "chunked" (SPEC section 7 parallel form) */
 } miras_module_metadata;
 
 /*
@@ -118,6 +122,11 @@ typedef struct miras_module_entry {
   uint32_t abi_version;
   const miras_module_metadata *(*metadata)(void);
   int32_t (*forward)(const miras_forward_args *args); /* returns miras_status */
+  /* Runs only the (batch, head) pairs begin <= b * H + h < end of the flattened B * H
+   * range; forward(args) is forward_range(args, 0, B * H). Disjoint ranges touch disjoint
+   * parts of state_out and o, so they may run concurrently from different threads: this
+   * is how a host splits one forward over its own thread pool. */
+  int32_t (*forward_range)(const miras_forward_args *args, int64_t begin, int64_t end);
 } miras_module_entry;
 
 #define MIRAS_MODULE_ENTRY_SYMBOL "miras_module_v1"

@@ -90,6 +90,18 @@ MIRAS_RUNTIME_API miras_status miras_library_tensor_shape(const miras_library *l
                                                           int32_t *rank,
                                                           int64_t shape[MIRAS_TENSOR_MAX_RANK]);
 
+/* Number of threads a forward of this library splits its B * H (batch, head) pairs over,
+ * on a pool the library handle owns (threads start at the first parallel forward and end
+ * at miras_library_close). 1 runs on the calling thread only; 0 means one per online CPU.
+ * The default is the MIRAS_NUM_THREADS environment variable when it holds a positive
+ * integer at open time, else 1. Results do not depend on the thread count: each
+ * (batch, head) pair runs the same code on one thread.
+ * Errors: MIRAS_ERR_NULL_POINTER, MIRAS_ERR_INVALID_ARGUMENT (negative count). */
+MIRAS_RUNTIME_API miras_status miras_library_set_num_threads(miras_library *lib,
+                                                             int32_t num_threads);
+/* Current thread count of the library (>= 1), or 0 for a NULL library. */
+MIRAS_RUNTIME_API int32_t miras_library_num_threads(const miras_library *lib);
+
 /* Runs the module over named tensors.
  *   inputs:  q, k, v and every gate (required); every state (optional: an absent state
  *            starts from zeros). B, T, H are taken from q.

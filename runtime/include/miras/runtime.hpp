@@ -75,6 +75,11 @@ public:
   std::vector<int64_t> shapeOf(const std::string &name, int64_t batch, int64_t length,
                                int64_t heads) const;
 
+  // Threads a forward splits its (batch, head) pairs over; 0 = one per CPU
+  // (see miras_library_set_num_threads). Throws Error on a negative count.
+  void setNumThreads(int32_t numThreads);
+  int32_t numThreads() const { return miras_library_num_threads(lib_); }
+
   // A zero state tensor [B, H, ...] for the named state.
   Tensor zeroState(const std::string &name, int64_t batch, int64_t heads) const;
 

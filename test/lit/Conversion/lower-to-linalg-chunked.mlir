@@ -5,7 +5,6 @@
 // CHECK-LABEL: func.func @chunked_kernel
 // CHECK: %[[ANCHOR:.*]] = memref.alloc() : memref<4x4xf32>
 // CHECK: scf.for
-// CHECK: scf.for
 // CHECK: %[[WBH:.*]] = memref.subview
 // CHECK: scf.for %[[T:.*]] =
 // CHECK: %[[R:.*]] = arith.remui %[[T]], %c3

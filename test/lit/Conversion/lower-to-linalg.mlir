@@ -7,11 +7,14 @@
 // CHECK-DAG: #[[ROW:.*]] = affine_map<(d0, d1) -> (d0)>
 // CHECK-NOT: miras.
 // CHECK-LABEL: func.func @gdn_kernel(
-// CHECK-SAME: %[[Q:.*]]: memref<?x?x?x4xf32>, %[[K:.*]]: memref<?x?x?x4xf32>, %[[V:.*]]: memref<?x?x?x4xf32>, %[[ETA:.*]]: memref<?x?x?xf32>, %[[ALPHA:.*]]: memref<?x?x?xf32>, %[[W:.*]]: memref<?x?x4x4xf32>, %[[O:.*]]: memref<?x?x?x4xf32>)
+// CHECK-SAME: %[[BEGIN:.*]]: index, %[[END:.*]]: index, %[[Q:.*]]: memref<?x?x?x4xf32>, %[[K:.*]]: memref<?x?x?x4xf32>, %[[V:.*]]: memref<?x?x?x4xf32>, %[[ETA:.*]]: memref<?x?x?xf32>, %[[ALPHA:.*]]: memref<?x?x?xf32>, %[[W:.*]]: memref<?x?x4x4xf32>, %[[O:.*]]: memref<?x?x?x4xf32>)
 // CHECK-SAME: attributes {llvm.emit_c_interface}
 // CHECK-NOT: memref.alloc()
-// CHECK: scf.for %[[B:.*]] =
-// CHECK: scf.for %[[H:.*]] =
+// The flattened (batch, head) pairs of this call's range.
+// CHECK: %[[HEADS:.*]] = memref.dim %[[Q]], %c2
+// CHECK: scf.for %[[PAIR:.*]] = %[[BEGIN]] to %[[END]]
+// CHECK-DAG: %[[B:.*]] = arith.divui %[[PAIR]], %[[HEADS]]
+// CHECK-DAG: %[[H:.*]] = arith.remui %[[PAIR]], %[[HEADS]]
 // CHECK: %[[WBH:.*]] = memref.subview %[[W]][%[[B]], %[[H]], 0, 0] [1, 1, 4, 4]
 // CHECK: scf.for %[[T:.*]] =
 // CHECK-DAG: %[[A:.*]] = memref.load %[[ALPHA]][%[[B]], %[[T]], %[[H]]]

@@ -54,6 +54,8 @@ static const miras_module_metadata metadata = {
     .states = states,
     .targets = "cpu",
     .rule = "W = alpha * W + (beta * v) k^T",
+    .flops_per_token = 4.0 * DV * DK + DV,
+    .algorithm = "sequential",
 };
 
 static const miras_module_metadata *fake_metadata(void) { return &metadata; }
@@ -77,24 +79,29 @@ static void run_head(const miras_forward_args *a, int64_t b, int64_t h, float *W
   }
 }
 
-static int32_t fake_forward(const miras_forward_args *a) {
+/* Pairs [begin, end) of the flattened B * H range, as a compiled module does. */
+static int32_t fake_forward_range(const miras_forward_args *a, int64_t begin, int64_t end) {
 #ifdef FAKE_FORWARD_FAILS
   return MIRAS_ERR_DEVICE;
 #endif
-  for (int64_t b = 0; b < a->batch; ++b) {
-    for (int64_t h = 0; h < a->heads; ++h) {
-      int64_t off = (b * a->heads + h) * DV * DK;
-      float *W = a->state_out[0] + off;
-      /* memmove: state_in may alias state_out (in-place continuation). */
-      if (a->state_in[0])
-        memmove(W, a->state_in[0] + off, sizeof(float) * DV * DK);
-      else
-        memset(W, 0, sizeof(float) * DV * DK);
-      run_head(a, b, h, W);
-    }
+  if (begin < 0 || begin > end || end > a->batch * a->heads)
+    return MIRAS_ERR_INVALID_ARGUMENT;
+  for (int64_t pair = begin; pair < end; ++pair) {
+    int64_t off = pair * DV * DK;
+    float *W = a->state_out[0] + off;
+    /* memmove: state_in may alias state_out (in-place continuation). */
+    if (a->state_in[0])
+      memmove(W, a->state_in[0] + off, sizeof(float) * DV * DK);
+    else
+      memset(W, 0, sizeof(float) * DV * DK);
+    run_head(a, pair / a->heads, pair % a->heads, W);
   }
   return MIRAS_OK;
 }
 
+static int32_t fake_forward(const miras_forward_args *a) {
+  return fake_forward_range(a, 0, a->batch * a->heads);
+}
+
 __attribute__((visibility("default"))) const miras_module_entry miras_module_v1 = {
-    FAKE_ENTRY_ABI, fake_metadata, fake_forward};
+    FAKE_ENTRY_ABI, fake_metadata, fake_forward, fake_forward_range};

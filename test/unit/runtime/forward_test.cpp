@@ -252,3 +252,38 @@ TEST_F(Forward, RawArgs) {
 }
 
 } // namespace
+
+namespace {
+
+// Every thread count, including more threads than (batch, head) pairs, gives the
+// single-threaded numbers bit for bit: each pair runs the same code on one thread.
+TEST_F(Forward, ThreadCountDoesNotChangeResults) {
+  EXPECT_EQ(lib_.numThreads(), 1);
+  TensorMap single = lib_.forward(in_);
+  for (int32_t threads : {2, 3, 4, 7, 0}) {
+    lib_.setNumThreads(threads);
+    EXPECT_GE(lib_.numThreads(), 1);
+    for (int repeat = 0; repeat < 3; ++repeat) { // the pool is reused across calls
+      TensorMap got = lib_.forward(in_);
+      EXPECT_EQ(got["o"].values(), single["o"].values()) << threads << " threads";
+      EXPECT_EQ(got["W"].values(), single["W"].values()) << threads << " threads";
+    }
+  }
+}
+
+TEST_F(Forward, ThreadCountIsValidated) {
+  EXPECT_EQ(miras_library_set_num_threads(lib_.handle(), -1), MIRAS_ERR_INVALID_ARGUMENT);
+  EXPECT_NE(std::string(miras_last_error()).find("thread count"), std::string::npos);
+  EXPECT_EQ(miras_library_set_num_threads(nullptr, 2), MIRAS_ERR_NULL_POINTER);
+  EXPECT_EQ(miras_library_num_threads(nullptr), 0);
+  EXPECT_THROW(lib_.setNumThreads(-3), miras::Error);
+}
+
+// A failing range is reported once, with the module's status.
+TEST(ForwardThreads, FailingModuleFailsOnEveryThreadCount) {
+  miras::Library failing = miras::Library::open(MIRAS_FAKE_FAILS);
+  failing.setNumThreads(3);
+  EXPECT_THROW(failing.forward(fakeInputs(B, T, H, true)), miras::Error);
+}
+
+} // namespace

@@ -41,7 +41,8 @@ using namespace miras;
 namespace {
 
 constexpr const char *kToyKernel = R"mlir(
-func.func @toy_kernel(%q: memref<?x?x?x2xf32>, %k: memref<?x?x?x2xf32>,
+func.func @toy_kernel(%begin: index, %end: index,
+                      %q: memref<?x?x?x2xf32>, %k: memref<?x?x?x2xf32>,
                       %v: memref<?x?x?x2xf32>, %alpha: memref<?x?x?xf32>,
                       %W: memref<?x?x2x2xf32>, %o: memref<?x?x?x2xf32>)
     attributes {llvm.emit_c_interface} {
@@ -52,8 +53,9 @@ func.func @toy_kernel(%q: memref<?x?x?x2xf32>, %k: memref<?x?x?x2xf32>,
   %B = memref.dim %q, %c0 : memref<?x?x?x2xf32>
   %T = memref.dim %q, %c1 : memref<?x?x?x2xf32>
   %H = memref.dim %q, %c2 : memref<?x?x?x2xf32>
-  scf.for %b = %c0 to %B step %c1 {
-    scf.for %h = %c0 to %H step %c1 {
+  scf.for %pair = %begin to %end step %c1 {
+    %b = arith.divui %pair, %H : index
+    %h = arith.remui %pair, %H : index
       scf.for %t = %c0 to %T step %c1 {
         %a = memref.load %alpha[%b, %t, %h] : memref<?x?x?xf32>
         scf.for %i = %c0 to %c2 step %c1 {
@@ -78,7 +80,6 @@ func.func @toy_kernel(%q: memref<?x?x?x2xf32>, %k: memref<?x?x?x2xf32>,
           memref.store %acc, %o[%b, %t, %h, %i] : memref<?x?x?x2xf32>
         }
       }
-    }
   }
   return
 }
@@ -183,7 +184,7 @@ TEST_F(TargetTest, HeaderCompilesAsCAndCxxAndSpellsOutShapes) {
   ASSERT_FALSE(llvm::errorToBool(validateInterface(iface)));
   std::string h = generateHeader(iface);
   EXPECT_NE(h.find("#ifndef MIRAS_MODULE_TOY_H"), std::string::npos);
-  EXPECT_NE(h.find("#define MIRAS_ABI_VERSION 2u"), std::string::npos);
+  EXPECT_NE(h.find("#define MIRAS_ABI_VERSION 3u"), std::string::npos);
   EXPECT_NE(h.find("[B, T, H, 2]"), std::string::npos);
   EXPECT_NE(h.find("[B, T, H]"), std::string::npos);
   EXPECT_NE(h.find("[B, H, 2, 2]"), std::string::npos);

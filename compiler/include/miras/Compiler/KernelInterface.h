@@ -6,7 +6,9 @@
 //
 // Kernel calling convention (the MLIR function `<name>_kernel`, compiled with
 // `llvm.emit_c_interface`, so C calls `_mlir_ciface_<name>_kernel`): one
-// pointer to a strided memref descriptor per argument, in this order, all f32,
+// range [begin, end) of flattened (batch, head) pairs b * H + h as two
+// int64_t, then one pointer to a strided memref descriptor per argument, in
+// this order, all f32,
 // identity (C-contiguous) layout, B/T/H dynamic, widths static:
 //   q [B,T,H,Dk], k [B,T,H,Dk], v [B,T,H,Dv] (k, v [B,T,H,steps,D] when
 //   steps > 1), each gate in `gates` order: scalar [B,T,H], channel
@@ -53,6 +55,8 @@ struct KernelInterface {
   std::vector<Gate> gates;
   std::vector<State> states;
   std::string rule; // derived update rule, one line per state tensor
+  double flopsPerToken = 0; // countStepFlops of the derived step, per head
+  std::string algorithm = "sequential"; // or "chunked" (SPEC section 7)
   std::vector<std::string> targets{"cpu"};
 
   std::string kernelName() const { return moduleName + "_kernel"; }
