@@ -21,7 +21,8 @@ const char kRunHelp[] =
     "options:\n"
     "  --inputs DIR    directory of input .npy files\n"
     "  --outputs DIR   directory for the output .npy files\n"
-    "  --threads N     number of CPU threads (accepted; not used yet)\n";
+    "  --threads N     CPU threads the (batch, head) pairs are split over\n"
+    "                  (default: MIRAS_NUM_THREADS, else 1)\n";
 
 namespace fs = std::filesystem;
 
@@ -29,6 +30,7 @@ namespace {
 
 struct RunOptions {
   std::string library, inputs, outputs;
+  int32_t threads = -1; // -1: the library's default (MIRAS_NUM_THREADS, else 1)
 };
 
 // Accepts "--opt VALUE" and "--opt=VALUE".
@@ -64,12 +66,13 @@ RunOptions parseOptions(const Args &args) {
   }
   if (opts.library.empty() || opts.inputs.empty() || opts.outputs.empty())
     throw UsageError("usage: miras run <lib.so> --inputs DIR --outputs DIR [--threads N]");
-  // Validated now so that scripts written today keep working once threads are used.
-  bool positive = !threads.empty() &&
-                  threads.find_first_not_of("0123456789") == std::string::npos &&
-                  threads.find_first_not_of('0') != std::string::npos;
-  if (hasThreads && !positive)
-    throw UsageError("--threads expects a positive integer, got '" + threads + "'");
+  if (hasThreads) {
+    bool digits = !threads.empty() &&
+                  threads.find_first_not_of("0123456789") == std::string::npos;
+    if (!digits || threads.size() > 6 || std::stoi(threads) < 1 || std::stoi(threads) > 4096)
+      throw UsageError("--threads expects an integer from 1 to 4096, got '" + threads + "'");
+    opts.threads = std::stoi(threads);
+  }
   return opts;
 }
 
@@ -111,15 +114,19 @@ void writeOutputs(const TensorMap &outputs, const std::string &dir) {
 int runRun(const Args &args) {
   RunOptions opts = parseOptions(args);
   Library lib = Library::open(opts.library);
+  if (opts.threads >= 0)
+    lib.setNumThreads(opts.threads);
   TensorMap inputs = readInputs(lib, opts.inputs);
   auto start = std::chrono::steady_clock::now();
   TensorMap outputs = lib.forward(inputs);
   std::chrono::duration<double, std::milli> ms = std::chrono::steady_clock::now() - start;
   writeOutputs(outputs, opts.outputs);
   const std::vector<int64_t> &q = inputs.at("q").shape(); // validated by forward
-  std::printf("%s: B=%lld T=%lld H=%lld forward %.3f ms, wrote %zu tensors to %s\n",
+  std::printf("%s: B=%lld T=%lld H=%lld forward %.3f ms (%d thread%s), wrote %zu tensors to "
+              "%s\n",
               lib.metadata().name, (long long)q[0], (long long)q[1], (long long)q[2], ms.count(),
-              outputs.size(), opts.outputs.c_str());
+              (int)lib.numThreads(), lib.numThreads() == 1 ? "" : "s", outputs.size(),
+              opts.outputs.c_str());
   return 0;
 }
 

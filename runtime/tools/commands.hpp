@@ -24,6 +24,9 @@ int runInfo(const Args &args);
 extern const char kRunHelp[];
 int runRun(const Args &args);
 
+extern const char kBenchHelp[];
+int runBench(const Args &args);
+
 } // namespace miras::cli
 
 #endif // MIRAS_TOOLS_COMMANDS_HPP

@@ -18,6 +18,8 @@ const char kHelp[] =
     "commands:\n"
     "  info   print a module's metadata as JSON\n"
     "  run    run a module on .npy tensors from a directory\n"
+    "  bench  time a module on random inputs against the machine's peak, a scalar\n"
+    "         reference and a hand-fused baseline\n"
     "\n"
     "Run 'miras <command> --help' for the options of a command.\n";
 
@@ -27,10 +29,11 @@ struct Command {
   int (*run)(const Args &);
 };
 
-// New subcommands (e.g. `bench`) are added here.
+// New subcommands are added here.
 const Command kCommands[] = {
     {"info", kInfoHelp, runInfo},
     {"run", kRunHelp, runRun},
+    {"bench", kBenchHelp, runBench},
 };
 
 bool isHelp(const std::string &arg) { return arg == "--help" || arg == "-h"; }

@@ -1,0 +1,50 @@
+// reference.hpp: scalar reference implementations of the linear-memory models of SPEC
+// section 6, used by `miras bench` as the speed-up baseline and as a correctness
+// cross-check of compiled modules.
+#ifndef MIRAS_TOOLS_BENCH_REFERENCE_HPP
+#define MIRAS_TOOLS_BENCH_REFERENCE_HPP
+
+#include <optional>
+#include <string>
+
+#include "miras/miras_abi.h"
+#include "problem.hpp"
+
+namespace miras::bench {
+
+enum class ReferenceKind {
+  LinearAttention, // W_t = W_{t-1} + v k^T
+  RetNet,          // W_t = gamma W_{t-1} + v k^T
+  Mamba2,          // W_t = alpha_t W_{t-1} + v k^T
+  Gla,             // W_t = W_{t-1} Diag(alpha_t) + v k^T
+  DeltaNet,        // W_t = W_{t-1} - eta_t (W_a k - v) k^T
+  GatedDeltaNet,   // W_t = alpha_t W_{t-1} - eta_t (alpha_t W_a k - v) k^T
+  TttLinear,       // W_t = W_{t-1} - lr (W_a k - v) k^T
+};
+
+// Everything a reference needs from the module's metadata, resolved once.
+struct ReferenceModel {
+  ReferenceKind kind = ReferenceKind::LinearAttention;
+  std::string name;
+  int etaGate = -1;        // index into Problem::gates, -1 when the model has none
+  int alphaGate = -1;
+  bool constantLr = false; // ttt_linear with its learning rate as a param
+  float constant = 0.0f;   // retnet's gamma or ttt_linear's constant learning rate
+  int64_t chunk = 1;       // SPEC section 7: gradients at the state that starts the chunk
+  bool readAfterWrite = true;
+};
+
+// The reference for a module (chosen by metadata name, then checked against its gates,
+// params and state), or nullopt with the reason in *whyNot.
+std::optional<ReferenceModel> findReference(const miras_module_metadata &meta,
+                                            std::string *whyNot);
+
+// Runs the reference on the (batch, head) pairs [pairBegin, pairEnd) of b * H + h,
+// writing their part of o [B, T, H, dv] and of the final state W [B, H, dv, dk].
+// Disjoint ranges may run concurrently.
+void runReference(const ReferenceModel &model, const Problem &problem, float *o,
+                  float *finalState, int64_t pairBegin, int64_t pairEnd);
+
+} // namespace miras::bench
+
+#endif // MIRAS_TOOLS_BENCH_REFERENCE_HPP

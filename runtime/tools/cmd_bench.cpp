@@ -1,0 +1,544 @@
+// cmd_bench.cpp: `miras bench lib.so` times a compiled module on random inputs and puts
+// the figure next to the machine's measured fp32 peak, a scalar reference implementation
+// (also a correctness cross-check) and, for gated_deltanet, a hand-fused peer baseline.
+#include <algorithm>
+#include <chrono>
+#include <cmath>
+#include <cstdio>
+#include <cstring>
+#include <optional>
+#include <random>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "bench/baseline_gdn.hpp"
+#include "bench/peak.hpp"
+#include "bench/problem.hpp"
+#include "bench/reference.hpp"
+#include "commands.hpp"
+#include "miras/runtime.hpp"
+
+namespace miras::cli {
+
+const char kBenchHelp[] =
+    "usage: miras bench <lib.so> [--batch B] [--length T] [--heads H] [--threads N]\n"
+    "                   [--repeat R] [--warmup W] [--seed S] [--json] [--no-reference]\n"
+    "                   [--device cpu]\n"
+    "\n"
+    "Time a compiled module on random inputs (q, k unit vectors per head, v ~ N(0, 1),\n"
+    "gates uniform in the ranges scripts/demo.py uses, a small random initial state).\n"
+    "Reports the median of R timed forwards after W warm-up ones: ms per forward,\n"
+    "tokens/s (B*T/s), GFLOP/s (the module's flops_per_token * B*T*H/s), the measured\n"
+    "fp32 FMA peak of this machine on the same threads and the fraction of it; then the\n"
+    "speed-up over a scalar reference (linear memories: linear_attention, retnet, mamba2,\n"
+    "gla, deltanet, gated_deltanet, ttt_linear) and the largest |o - o_ref|, and for\n"
+    "gated_deltanet the speed-up over a hand-fused baseline (ggml's structure). The\n"
+    "reference and the baseline split the B*H pairs over the same threads as the module.\n"
+    "\n"
+    "options:\n"
+    "  --batch B        batch size (default 2)\n"
+    "  --length T       tokens per sequence (default 1024)\n"
+    "  --heads H        heads (default 8)\n"
+    "  --threads N      CPU threads; 0 = one per CPU (default 0)\n"
+    "  --repeat R       timed forwards, median reported (default 5)\n"
+    "  --warmup W       untimed forwards first (default 1)\n"
+    "  --seed S         seed of the random inputs (default 0)\n"
+    "  --json           print one JSON object instead of text (null = not applicable)\n"
+    "  --no-reference   skip the scalar reference (and the cross-checks)\n"
+    "  --device DEV     cpu (default); cuda is not built yet\n";
+
+namespace {
+
+using Clock = std::chrono::steady_clock;
+
+struct BenchOptions {
+  std::string library;
+  int64_t batch = 2, length = 1024, heads = 8;
+  int64_t threads = 0, repeat = 5, warmup = 1;
+  uint64_t seed = 0;
+  bool json = false, reference = true;
+  std::string device = "cpu";
+};
+
+int64_t parseCount(const std::string &option, const std::string &value, int64_t minimum) {
+  bool digits = !value.empty() && value.find_first_not_of("0123456789") == std::string::npos;
+  if (!digits || value.size() > 12 || std::stoll(value) < minimum)
+    throw UsageError(option + " expects an integer >= " + std::to_string(minimum) + ", got '" +
+                     value + "'");
+  return std::stoll(value);
+}
+
+// Accepts "--opt VALUE" and "--opt=VALUE".
+BenchOptions parseOptions(const Args &args) {
+  BenchOptions opts;
+  for (size_t i = 0; i < args.size(); ++i) {
+    std::string arg = args[i], value;
+    if (arg == "--json") {
+      opts.json = true;
+      continue;
+    }
+    if (arg == "--no-reference") {
+      opts.reference = false;
+      continue;
+    }
+    bool isOption = arg.rfind("--", 0) == 0;
+    size_t eq = arg.find('=');
+    if (isOption && eq != std::string::npos) {
+      value = arg.substr(eq + 1);
+      arg.resize(eq);
+    } else if (isOption) {
+      if (i + 1 == args.size())
+        throw UsageError("option " + arg + " needs a value");
+      value = args[++i];
+    }
+    if (arg == "--batch")
+      opts.batch = parseCount(arg, value, 1);
+    else if (arg == "--length")
+      opts.length = parseCount(arg, value, 1);
+    else if (arg == "--heads")
+      opts.heads = parseCount(arg, value, 1);
+    else if (arg == "--threads")
+      opts.threads = parseCount(arg, value, 0);
+    else if (arg == "--repeat")
+      opts.repeat = parseCount(arg, value, 1);
+    else if (arg == "--warmup")
+      opts.warmup = parseCount(arg, value, 0);
+    else if (arg == "--seed")
+      opts.seed = static_cast<uint64_t>(parseCount(arg, value, 0));
+    else if (arg == "--device")
+      opts.device = value;
+    else if (isOption || arg.rfind("-", 0) == 0)
+      throw UsageError("unknown option '" + arg + "' for 'miras bench'");
+    else if (opts.library.empty())
+      opts.library = arg;
+    else
+      throw UsageError("unexpected argument '" + arg + "'");
+  }
+  if (opts.library.empty())
+    throw UsageError("usage: miras bench <lib.so> [options] (see 'miras bench --help')");
+  if (opts.device == "cuda")
+    throw Error(MIRAS_ERR_DEVICE, "device 'cuda' is not available: this miras is not built for "
+                                  "cuda (no GPU backend yet)");
+  if (opts.device != "cpu")
+    throw UsageError("--device expects cpu or cuda, got '" + opts.device + "'");
+  if (opts.threads > 4096)
+    throw UsageError("--threads " + std::to_string(opts.threads) + " is more than 4096");
+  return opts;
+}
+
+// ---------------------------------------------------------------------------------------
+// Random inputs
+
+struct Range {
+  float lo, hi;
+};
+
+bool isMlpMemory(const miras_module_metadata &m) {
+  for (int32_t i = 0; i < m.num_states; ++i) {
+    size_t n = std::strlen(m.states[i].name);
+    if (n > 0 && m.states[i].name[n - 1] >= '0' && m.states[i].name[n - 1] <= '9')
+      return true;
+  }
+  return false;
+}
+
+// The gate ranges of test/numeric/reference.py (what scripts/demo.py draws): MLP memories
+// need small steps and decays near 1 to stay well conditioned in float32.
+Range gateRange(const miras_module_metadata &m, const std::string &gate) {
+  const std::string module = m.name;
+  if (isMlpMemory(m)) {
+    if (gate == "alpha")
+      return {0.97f, 1.0f};
+    if (gate == "mu")
+      return {0.5f, 0.9f};
+    if (gate == "delta")
+      return {1.0f, 4.0f};
+    if (module == "moneta" && gate == "eta")
+      return {0.0005f, 0.002f};
+    if (module == "yaad" && gate == "eta")
+      return {0.005f, 0.02f};
+    if ((module == "titans" || module == "robust_titans") && gate == "theta")
+      return {0.01f, 0.05f};
+    if ((module == "ttt_mlp" || module == "memora") && gate == "eta")
+      return {0.01f, 0.05f};
+    if (gate == "eta" || gate == "theta")
+      return {0.001f, 0.005f};
+    return {0.1f, 0.9f};
+  }
+  if (gate == "eta")
+    return {0.05f, 0.5f};
+  if (gate == "alpha")
+    return {0.85f, 1.0f};
+  if (gate == "delta")
+    return {0.2f, 1.0f};
+  return {0.1f, 0.9f};
+}
+
+int64_t product(const std::vector<int64_t> &shape) {
+  int64_t n = 1;
+  for (int64_t d : shape)
+    n *= d;
+  return n;
+}
+
+struct Inputs {
+  std::vector<float> q, k, v, o;
+  std::vector<std::vector<float>> gates, initialStates, finalStates;
+};
+
+Inputs makeInputs(const Library &lib, const BenchOptions &opts) {
+  const miras_module_metadata &m = lib.metadata();
+  const int64_t B = opts.batch, T = opts.length, H = opts.heads;
+  std::mt19937_64 rng(opts.seed);
+  std::normal_distribution<float> normal(0.0f, 1.0f);
+  Inputs in;
+  // q and k: unit vectors along their last axis (per head, per step), as fla normalises.
+  auto unitVectors = [&](const std::string &name) {
+    std::vector<int64_t> shape = lib.shapeOf(name, B, T, H);
+    std::vector<float> x(product(shape));
+    const int64_t width = shape.back();
+    for (size_t row = 0; row < x.size(); row += width) {
+      double norm = 0.0;
+      for (int64_t j = 0; j < width; ++j) {
+        x[row + j] = normal(rng);
+        norm += double(x[row + j]) * x[row + j];
+      }
+      const float scale = static_cast<float>(1.0 / std::sqrt(std::max(norm, 1e-30)));
+      for (int64_t j = 0; j < width; ++j)
+        x[row + j] *= scale;
+    }
+    return x;
+  };
+  in.q = unitVectors("q");
+  in.k = unitVectors("k");
+  in.v.resize(product(lib.shapeOf("v", B, T, H)));
+  for (float &x : in.v)
+    x = normal(rng);
+  in.o.assign(product(lib.shapeOf("o", B, T, H)), 0.0f);
+  for (int32_t g = 0; g < m.num_gates; ++g) {
+    Range range = gateRange(m, m.gates[g].name);
+    std::uniform_real_distribution<float> uniform(range.lo, range.hi);
+    std::vector<float> x(product(lib.shapeOf(m.gates[g].name, B, T, H)));
+    for (float &value : x)
+      value = uniform(rng);
+    in.gates.push_back(std::move(x));
+  }
+  // Initial states: a small random W for linear memories (as demo.py), N(0, 1/fan_in)
+  // weights or duals for MLP memories, zero momentum S.
+  for (int32_t s = 0; s < m.num_states; ++s) {
+    const miras_state_info &info = m.states[s];
+    std::vector<float> x(product(lib.shapeOf(info.name, B, T, H)), 0.0f);
+    const std::string name = info.name;
+    float scale = 0.0f;
+    if (name == "W" || name == "A")
+      scale = 0.05f;
+    else if (name[0] == 'W' || name[0] == 'A')
+      scale = 1.0f / std::sqrt(static_cast<float>(info.shape[info.rank - 1]));
+    if (scale != 0.0f)
+      for (float &value : x)
+        value = scale * normal(rng);
+    in.initialStates.push_back(x);
+    in.finalStates.push_back(std::move(x));
+  }
+  return in;
+}
+
+// ---------------------------------------------------------------------------------------
+// Timing
+
+struct Timing {
+  double medianMs = 0.0, bestMs = 0.0;
+};
+
+template <typename Run>
+Timing timeRuns(int64_t warmup, int64_t repeat, Run run) {
+  for (int64_t i = 0; i < warmup; ++i)
+    run();
+  std::vector<double> ms;
+  for (int64_t i = 0; i < repeat; ++i) {
+    auto start = Clock::now();
+    run();
+    ms.push_back(std::chrono::duration<double, std::milli>(Clock::now() - start).count());
+  }
+  std::sort(ms.begin(), ms.end());
+  size_t n = ms.size();
+  double median = n % 2 ? ms[n / 2] : 0.5 * (ms[n / 2 - 1] + ms[n / 2]);
+  return {median, ms.front()};
+}
+
+double maxAbsDiff(const std::vector<float> &a, const std::vector<float> &b) {
+  double worst = 0.0;
+  for (size_t i = 0; i < a.size(); ++i) {
+    double d = std::fabs(double(a[i]) - double(b[i]));
+    if (!(d <= worst)) // NaN propagates as infinity: a broken output must not look exact
+      worst = std::isnan(d) ? INFINITY : d;
+  }
+  return worst;
+}
+
+double maxAbs(const std::vector<float> &a) {
+  double worst = 0.0;
+  for (float x : a)
+    worst = std::max(worst, double(std::fabs(x)));
+  return worst;
+}
+
+bool allFinite(const std::vector<float> &a) {
+  for (float x : a)
+    if (!std::isfinite(x))
+      return false;
+  return true;
+}
+
+// ---------------------------------------------------------------------------------------
+// Output
+
+using Number = std::optional<double>;
+
+std::string quote(const std::string &s) {
+  std::string out = "\"";
+  for (unsigned char c : s) {
+    if (c == '"' || c == '\\')
+      out += '\\', out += static_cast<char>(c);
+    else if (c < 0x20) {
+      char buf[8];
+      std::snprintf(buf, sizeof buf, "\\u%04x", c);
+      out += buf;
+    } else
+      out += static_cast<char>(c);
+  }
+  return out + "\"";
+}
+
+std::string jsonNumber(Number value) {
+  if (!value || !std::isfinite(*value))
+    return "null";
+  char buf[32];
+  std::snprintf(buf, sizeof buf, "%.6g", *value);
+  return buf;
+}
+
+std::string jsonText(const std::optional<std::string> &value) {
+  return value ? quote(*value) : "null";
+}
+
+struct Result {
+  std::string module, library, algorithm, peakIsa;
+  int64_t batch, length, heads, dk, dv, chunk, threads, repeat, warmup;
+  uint64_t seed;
+  Timing timing;
+  double tokensPerS = 0.0, peakGflops = 0.0;
+  Number flopsPerToken, gflops, fractionOfPeak;
+  Number referenceMs, speedupVsReference, maxAbsDiffVsReference, maxRelDiffVsReference;
+  Number baselineMs, speedupVsBaseline, baselineMaxAbsDiffVsReference;
+  std::optional<std::string> baselineIsa, referenceNote, baselineNote;
+  bool finite = true;
+};
+
+void printJson(const Result &r) {
+  std::string j = "{";
+  auto add = [&](const char *key, const std::string &value) {
+    j += (j.size() > 1 ? ", " : "") + quote(key) + ": " + value;
+  };
+  add("module", quote(r.module));
+  add("library", quote(r.library));
+  add("device", quote("cpu"));
+  add("batch", std::to_string(r.batch));
+  add("length", std::to_string(r.length));
+  add("heads", std::to_string(r.heads));
+  add("dk", std::to_string(r.dk));
+  add("dv", std::to_string(r.dv));
+  add("threads", std::to_string(r.threads));
+  add("chunk", std::to_string(r.chunk));
+  add("algorithm", quote(r.algorithm));
+  add("repeat", std::to_string(r.repeat));
+  add("warmup", std::to_string(r.warmup));
+  add("seed", std::to_string(r.seed));
+  add("ms", jsonNumber(r.timing.medianMs));
+  add("ms_best", jsonNumber(r.timing.bestMs));
+  add("tokens_per_s", jsonNumber(r.tokensPerS));
+  add("flops_per_token", jsonNumber(r.flopsPerToken));
+  add("gflops", jsonNumber(r.gflops));
+  add("peak_gflops", jsonNumber(r.peakGflops));
+  add("peak_isa", quote(r.peakIsa));
+  add("fraction_of_peak", jsonNumber(r.fractionOfPeak));
+  add("output_finite", r.finite ? "true" : "false");
+  add("reference_ms", jsonNumber(r.referenceMs));
+  add("speedup_vs_reference", jsonNumber(r.speedupVsReference));
+  add("max_abs_diff_vs_reference", jsonNumber(r.maxAbsDiffVsReference));
+  add("max_rel_diff_vs_reference", jsonNumber(r.maxRelDiffVsReference));
+  add("reference_note", jsonText(r.referenceNote));
+  add("baseline_ms", jsonNumber(r.baselineMs));
+  add("speedup_vs_baseline", jsonNumber(r.speedupVsBaseline));
+  add("baseline_isa", jsonText(r.baselineIsa));
+  add("baseline_max_abs_diff_vs_reference", jsonNumber(r.baselineMaxAbsDiffVsReference));
+  add("baseline_note", jsonText(r.baselineNote));
+  std::printf("%s}\n", j.c_str());
+}
+
+std::string fixed(double value, int digits) {
+  char buf[64];
+  std::snprintf(buf, sizeof buf, "%.*f", digits, value);
+  return buf;
+}
+
+std::string sci(double value) {
+  char buf[64];
+  std::snprintf(buf, sizeof buf, "%.2e", value);
+  return buf;
+}
+
+void printText(const Result &r) {
+  std::printf("miras bench: %s (%s)\n", r.module.c_str(), r.library.c_str());
+  std::printf("  dk=%lld dv=%lld, chunk %lld, %s algorithm; B=%lld T=%lld H=%lld; %lld "
+              "thread%s, cpu; median of %lld after %lld warm-up\n",
+              (long long)r.dk, (long long)r.dv, (long long)r.chunk, r.algorithm.c_str(),
+              (long long)r.batch, (long long)r.length, (long long)r.heads,
+              (long long)r.threads, r.threads == 1 ? "" : "s", (long long)r.repeat,
+              (long long)r.warmup);
+  std::printf("  module     %10.3f ms  (best %.3f)   %.3f Mtok/s   %s\n", r.timing.medianMs,
+              r.timing.bestMs, r.tokensPerS * 1e-6,
+              r.gflops ? (fixed(*r.gflops, 1) + " GFLOP/s = " +
+                          fixed(100.0 * *r.fractionOfPeak, 1) + "% of peak")
+                             .c_str()
+                       : "GFLOP/s unavailable (the module reports no flops_per_token)");
+  std::printf("  peak       %10.1f GFLOP/s fp32 FMA (%s, %lld thread%s, measured)\n",
+              r.peakGflops, r.peakIsa.c_str(), (long long)r.threads, r.threads == 1 ? "" : "s");
+  if (!r.finite)
+    std::printf("  warning: the module's output o has NaN or infinite values\n");
+  if (r.referenceMs)
+    std::printf("  reference  %10.3f ms  scalar loops: module is %.2fx faster; max |o - o_ref| "
+                "= %s (relative %s)\n",
+                *r.referenceMs, *r.speedupVsReference, sci(*r.maxAbsDiffVsReference).c_str(),
+                sci(*r.maxRelDiffVsReference).c_str());
+  else
+    std::printf("  reference  none: %s\n", r.referenceNote ? r.referenceNote->c_str() : "");
+  if (r.baselineMs) {
+    std::printf("  baseline   %10.3f ms  hand-fused GDN (%s): module is %.2fx faster", *r.baselineMs,
+                r.baselineIsa->c_str(), *r.speedupVsBaseline);
+    if (r.baselineMaxAbsDiffVsReference)
+      std::printf("; baseline max |o - o_ref| = %s", sci(*r.baselineMaxAbsDiffVsReference).c_str());
+    else if (r.baselineNote)
+      std::printf("; %s", r.baselineNote->c_str());
+    std::printf("\n");
+  } else {
+    std::printf("  baseline   none: %s\n", r.baselineNote ? r.baselineNote->c_str() : "");
+  }
+}
+
+} // namespace
+
+int runBench(const Args &args) {
+  BenchOptions opts = parseOptions(args);
+  Library lib = Library::open(opts.library);
+  const miras_module_metadata &m = lib.metadata();
+  if (opts.threads == 0)
+    opts.threads = std::max(1u, std::thread::hardware_concurrency());
+  lib.setNumThreads(static_cast<int32_t>(opts.threads));
+  const int threads = static_cast<int>(opts.threads);
+
+  Inputs in = makeInputs(lib, opts);
+  std::vector<const float *> gatePtrs, stateIn;
+  std::vector<float *> stateOut;
+  for (const std::vector<float> &g : in.gates)
+    gatePtrs.push_back(g.data());
+  for (size_t s = 0; s < in.initialStates.size(); ++s) {
+    stateIn.push_back(in.initialStates[s].data());
+    stateOut.push_back(in.finalStates[s].data());
+  }
+  miras_forward_args forwardArgs{opts.batch,     opts.length,     opts.heads,
+                                 in.q.data(),    in.k.data(),     in.v.data(),
+                                 gatePtrs.data(), stateIn.data(), stateOut.data(),
+                                 in.o.data()};
+
+  Result r;
+  r.module = m.name;
+  r.library = opts.library;
+  r.algorithm = m.algorithm;
+  r.batch = opts.batch, r.length = opts.length, r.heads = opts.heads;
+  r.dk = m.dk, r.dv = m.dv, r.chunk = m.chunk;
+  r.threads = opts.threads, r.repeat = opts.repeat, r.warmup = opts.warmup, r.seed = opts.seed;
+
+  r.timing = timeRuns(opts.warmup, opts.repeat, [&] {
+    miras_status status = miras_library_forward_args(lib.handle(), &forwardArgs);
+    if (status != MIRAS_OK)
+      throw Error(status, miras_last_error());
+  });
+  r.finite = allFinite(in.o);
+  const double tokens = double(opts.batch) * double(opts.length);
+  const double seconds = r.timing.medianMs * 1e-3;
+  r.tokensPerS = tokens / seconds;
+  bench::PeakResult peak = bench::measurePeakGflops(threads);
+  r.peakGflops = peak.gflops;
+  r.peakIsa = peak.isa;
+  if (m.flops_per_token > 0) {
+    r.flopsPerToken = m.flops_per_token;
+    r.gflops = m.flops_per_token * tokens * double(opts.heads) / seconds * 1e-9;
+    r.fractionOfPeak = *r.gflops / r.peakGflops;
+  }
+
+  // The reference and the baseline see the same tensors (the linear state W is state 0).
+  bench::Problem problem;
+  problem.batch = opts.batch, problem.length = opts.length, problem.heads = opts.heads;
+  problem.dk = m.dk, problem.dv = m.dv;
+  problem.q = in.q.data(), problem.k = in.k.data(), problem.v = in.v.data();
+  problem.gates = gatePtrs;
+  problem.initialState = stateIn.empty() ? nullptr : stateIn[0];
+  const int64_t pairs = opts.batch * opts.heads;
+
+  std::string why;
+  std::optional<bench::ReferenceModel> reference;
+  std::vector<float> referenceO;
+  if (!opts.reference)
+    r.referenceNote = "skipped (--no-reference)";
+  else if (!(reference = bench::findReference(m, &why)))
+    r.referenceNote = why;
+  else {
+    referenceO.assign(in.o.size(), 0.0f);
+    std::vector<float> referenceState(in.finalStates[0].size());
+    Timing t = timeRuns(0, 1, [&] {
+      bench::forEachPairRange(pairs, threads, [&](int64_t begin, int64_t end) {
+        bench::runReference(*reference, problem, referenceO.data(), referenceState.data(), begin,
+                            end);
+      });
+    });
+    r.referenceMs = t.medianMs;
+    r.speedupVsReference = t.medianMs / r.timing.medianMs;
+    r.maxAbsDiffVsReference = maxAbsDiff(in.o, referenceO);
+    r.maxRelDiffVsReference = *r.maxAbsDiffVsReference / std::max(maxAbs(referenceO), 1e-30);
+    r.referenceNote = std::string("scalar loops, ") + std::to_string(threads) + " thread" +
+                      (threads == 1 ? "" : "s");
+  }
+
+  bench::GatedDeltaNetGates gdn;
+  if (!bench::matchGatedDeltaNet(m, &gdn, &why)) {
+    r.baselineNote = why;
+  } else {
+    std::vector<float> baselineO(in.o.size()), baselineState(in.finalStates[0].size());
+    Timing t = timeRuns(opts.warmup, opts.repeat, [&] {
+      bench::forEachPairRange(pairs, threads, [&](int64_t begin, int64_t end) {
+        bench::runGatedDeltaNetBaseline(problem, gdn, baselineO.data(), baselineState.data(),
+                                        begin, end);
+      });
+    });
+    r.baselineMs = t.medianMs;
+    r.speedupVsBaseline = t.medianMs / r.timing.medianMs;
+    r.baselineIsa = bench::baselineIsa();
+    // The baseline is the exact sequential recurrence: comparable with the reference
+    // only when the module (and so the reference) has chunk 1.
+    if (!referenceO.empty() && m.chunk == 1)
+      r.baselineMaxAbsDiffVsReference = maxAbsDiff(baselineO, referenceO);
+    else if (m.chunk != 1)
+      r.baselineNote = "the baseline is sequential (C = 1), the module has chunk " +
+                       std::to_string(m.chunk) + ": outputs not compared";
+  }
+
+  if (opts.json)
+    printJson(r);
+  else
+    printText(r);
+  return 0;
+}
+
+} // namespace miras::cli
