@@ -104,7 +104,7 @@ int writeText(llvm::function_ref<void(llvm::raw_ostream &)> print) {
 
 /// Runs one named pipeline; false once its errors have been reported.
 bool runStage(MLIRContext &context, ModuleOp module,
-              void (*buildPipeline)(OpPassManager &)) {
+              llvm::function_ref<void(OpPassManager &)> buildPipeline) {
   PassManager pm(&context);
   buildPipeline(pm);
   return succeeded(applyPassManagerCLOptions(pm)) && succeeded(pm.run(module));
@@ -207,7 +207,11 @@ int compile(const std::string &source) {
   if (emit == Stage::Linalg)
     return writeText(print);
 
-  if (!runStage(context, *module, buildLinalgToLLVMPipeline))
+  LinalgToLLVMOptions toLLVM;
+  toLLVM.vectorWidth = vectorWidthForCPU(targetCpu);
+  if (!runStage(context, *module, [&](OpPassManager &pm) {
+        buildLinalgToLLVMPipeline(pm, toLLVM);
+      }))
     return 1;
 
   CodegenOptions codegen;

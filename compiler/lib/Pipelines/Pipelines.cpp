@@ -30,17 +30,29 @@ void miras::buildToLinalgPipeline(OpPassManager &pm) {
   pm.addPass(createCSEPass());
 }
 
-void miras::buildLinalgToLLVMPipeline(OpPassManager &pm) {
-  // Loops first, then the standard CPU lowering (PIPELINES.md section 2);
-  // libm for the math ops LLVM has no intrinsic for (tanh, cosh, sinh).
+void miras::buildLinalgToLLVMPipeline(OpPassManager &pm,
+                                      const LinalgToLLVMOptions &options) {
+  // Vector tiles for the generics that qualify (miras-vectorize), loops for
+  // the rest, then the standard CPU lowering (PIPELINES.md section 2); libm
+  // for the math ops LLVM has no intrinsic for (tanh, cosh, sinh).
+  if (options.vectorWidth != 0) {
+    MirasVectorizeOptions vectorize;
+    vectorize.vectorWidth = options.vectorWidth;
+    pm.addNestedPass<func::FuncOp>(createMirasVectorize(vectorize));
+    pm.addPass(createCanonicalizerPass());
+  }
   pm.addNestedPass<func::FuncOp>(createConvertLinalgToLoopsPass());
   pm.addPass(memref::createFoldMemRefAliasOpsPass());
+  pm.addPass(createConvertVectorToSCFPass());
   pm.addPass(createLowerAffinePass());
   pm.addPass(createSCFToControlFlowPass());
   pm.addPass(memref::createExpandStridedMetadataPass());
   pm.addPass(createLowerAffinePass());
+  // Math before vector: math-to-libm unrolls vector ops it has no intrinsic
+  // for (tanh, erf) into vector.extract/insert around scalar calls.
   pm.addPass(createConvertMathToLLVMPass());
   pm.addPass(createConvertMathToLibmPass());
+  pm.addPass(createConvertVectorToLLVMPass());
   pm.addPass(createFinalizeMemRefToLLVMConversionPass());
   pm.addPass(createArithToLLVMConversionPass());
   pm.addPass(createConvertIndexToLLVMPass());
@@ -60,9 +72,10 @@ void miras::registerMirasPipelines() {
   PassPipelineRegistration<>("miras-to-linalg",
                              "Derived step function to a fused linalg kernel",
                              buildToLinalgPipeline);
-  PassPipelineRegistration<>("miras-linalg-to-llvm",
-                             "Linalg kernel to the LLVM dialect",
-                             buildLinalgToLLVMPipeline);
+  PassPipelineRegistration<LinalgToLLVMOptions>(
+      "miras-linalg-to-llvm",
+      "Linalg kernel to vector code (miras-vectorize) and the LLVM dialect",
+      buildLinalgToLLVMPipeline);
 }
 
 void miras::registerMirasDialects(DialectRegistry &registry) {

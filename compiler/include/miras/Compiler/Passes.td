@@ -46,4 +46,65 @@ def MirasLowerToLinalg : Pass<"miras-lower-to-linalg", "::mlir::ModuleOp"> {
                            "::mlir::func::FuncDialect"];
 }
 
+def MirasVectorize : Pass<"miras-vectorize", "::mlir::func::FuncOp"> {
+  let summary = "Vectorises the kernel's linalg.generic ops along their contiguous dimension";
+  let description = [{
+    Rewrites each `linalg.generic` on memrefs (static loop ranges, one output)
+    whose innermost loop dimension indexes the unit-stride last dimension of
+    every operand using it into `scf.for` loops over vector tiles of that
+    dimension: `vector.transfer_read`/`transfer_write` for operands indexed by
+    it, scalar loads broadcast for the others, and the body's elementwise ops
+    applied to vectors. A tile is `vector-width` lanes (16 f32 = 512 bits for
+    AVX-512, 8 for AVX2, 4 portable) times an unroll of up to `max-unroll`
+    registers; a remainder gets one narrower, masked tile.
+
+    * Innermost dimension parallel: outer dims become scalar loops; any
+      reduction dims loop inside the tile with the output tile carried in
+      registers (same summation order as the sequential loops).
+    * Innermost dimension a reduction (matvec `y[i] += W[i,j] k[j]`, dot
+      products): a vector accumulator is carried across the tiles and reduced
+      horizontally once per output element with `vector.reduction`. Only when
+      the combiner is `arith.addf`/`mulf` with `fastmath<reassoc>`, or
+      `maximumf`/`minimumf`; otherwise the generic is left alone.
+
+    Generics that do not qualify (strided innermost access, dynamic shapes,
+    non-elementwise body ops, dimensions shorter than 4) are left unchanged for
+    `convert-linalg-to-loops`. `vector-width=0` turns the pass off.
+
+    ```mlir
+    // y[i] = sum_j W[i, j] * k[j], W: memref<64x64xf32>, vector-width=16
+    linalg.generic {indexing_maps = [(i, j) -> (i, j), (i, j) -> (j), (i, j) -> (i)],
+                    iterator_types = ["parallel", "reduction"]}
+        ins(%W, %k : ...) outs(%y : memref<64xf32>) {
+    ^bb0(%w: f32, %x: f32, %acc: f32):
+      %m = arith.mulf %w, %x fastmath<reassoc,contract> : f32
+      %s = arith.addf %acc, %m fastmath<reassoc,contract> : f32
+      linalg.yield %s : f32
+    }
+    // becomes
+    scf.for %i = %c0 to %c64 step %c1 {
+      %w = vector.transfer_read %W[%i, %c0], %pad {in_bounds = [true]} : memref<64x64xf32>, vector<64xf32>
+      %x = vector.transfer_read %k[%c0], %pad {in_bounds = [true]} : memref<64xf32>, vector<64xf32>
+      %m = arith.mulf %w, %x fastmath<reassoc,contract> : vector<64xf32>
+      %s = arith.addf %neg_zero, %m fastmath<reassoc,contract> : vector<64xf32>
+      %r = vector.reduction <add>, %s fastmath<reassoc,contract> : vector<64xf32> into f32
+      %y0 = memref.load %y[%i] : memref<64xf32>
+      %y1 = arith.addf %y0, %r fastmath<reassoc,contract> : f32
+      memref.store %y1, %y[%i] : memref<64xf32>
+    }
+    ```
+  }];
+  let options = [
+    Option<"vectorWidth", "vector-width", "int64_t", /*default=*/"16",
+           "Lanes of one vector register (16: AVX-512, 8: AVX2, 4: SSE/NEON; "
+           "0: no vectorisation)">,
+    Option<"maxUnroll", "max-unroll", "int64_t", /*default=*/"4",
+           "Most vector registers per tile along the contiguous dimension">,
+  ];
+  let dependentDialects = ["::mlir::vector::VectorDialect",
+                           "::mlir::memref::MemRefDialect",
+                           "::mlir::scf::SCFDialect",
+                           "::mlir::arith::ArithDialect"];
+}
+
 #endif

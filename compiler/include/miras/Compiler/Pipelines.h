@@ -9,6 +9,7 @@
 #define MIRAS_COMPILER_PIPELINES_H
 
 #include "mlir/Pass/PassManager.h"
+#include "mlir/Pass/PassOptions.h"
 
 namespace mlir {
 class DialectRegistry;
@@ -22,8 +23,24 @@ void buildDerivePipeline(mlir::OpPassManager &pm);
 /// `miras-to-linalg`: step level -> fused linalg-on-memref kernel.
 void buildToLinalgPipeline(mlir::OpPassManager &pm);
 
-/// `miras-linalg-to-llvm`: kernel -> LLVM dialect, ready for translation.
-void buildLinalgToLLVMPipeline(mlir::OpPassManager &pm);
+struct LinalgToLLVMOptions : mlir::PassPipelineOptions<LinalgToLLVMOptions> {
+  Option<int64_t> vectorWidth{
+      *this, "vector-width",
+      llvm::cl::desc("f32 lanes for miras-vectorize: 16 AVX-512, 8 AVX2, 4 "
+                     "portable; 0 leaves the loops to LLVM's auto-vectoriser "
+                     "(mirasc: vectorWidthForCPU of --mcpu)"),
+      llvm::cl::init(16)};
+};
+
+/// `miras-linalg-to-llvm`: kernel -> vector code (miras-vectorize) -> LLVM
+/// dialect, ready for translation.
+void buildLinalgToLLVMPipeline(mlir::OpPassManager &pm,
+                               const LinalgToLLVMOptions &options = {});
+
+/// The f32 lanes of the widest vector register of `cpu` (empty: the host,
+/// with the features it actually has enabled): 16 with avx512f, 8 with
+/// AVX/AVX2, else 4. For `buildLinalgToLLVMPipeline`.
+int64_t vectorWidthForCPU(llvm::StringRef cpu);
 
 /// Registers the three pipelines above and every miras pass.
 void registerMirasPipelines();

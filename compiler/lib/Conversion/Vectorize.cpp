@@ -1,0 +1,579 @@
+//===- Vectorize.cpp - linalg.generic on memrefs -> vector dialect --------===//
+//
+// `miras-vectorize`: rewrites each `linalg.generic` of the kernel (buffer
+// semantics, static loop ranges, one output) into scf.for loops over
+// `vector<Lxf32>` tiles of its innermost loop dimension, which must index the
+// contiguous (unit-stride) last dimension of every operand that uses it.
+//
+//   * innermost dimension parallel (elementwise ops, the rank-1 state update,
+//     `y[j] += W[i, j] x[i]`): the outer dims become scalar loops, the
+//     innermost one a loop over tiles; any reduction dims run innermost with
+//     the output tile carried in registers (iter_args), so per output element
+//     the reduction order is exactly the sequential one.
+//   * innermost dimension a reduction (`y[i] += W[i, j] k[j]`, dot products):
+//     one vector accumulator per output element is carried across the tiles
+//     and reduced horizontally once (vector.reduction), then combined with the
+//     output. Done only when the combiner is reassociable: addf/mulf carrying
+//     `fastmath<reassoc>`, or maximumf/minimumf.
+//
+// A tile is `vector-width` lanes times an unroll factor (<= max-unroll, a
+// power of two, chosen so a tile does not exceed the dimension): for D = 64
+// and 16 lanes, one tile is a whole row, `vector<64xf32>`, which LLVM splits
+// into four zmm registers -- four independent FMA chains per row. A remainder
+// that is not a multiple of the tile is handled by one more, narrower tile
+// (masked when it is not a multiple of the vector width).
+//
+// Anything else is left alone for convert-linalg-to-loops: generics whose
+// innermost dimension is strided in some operand, dynamic shapes, bodies with
+// ops that are not elementwise-mappable (or `linalg.index` of the innermost
+// dimension), non-reassociable reductions along the innermost dimension, and
+// dimensions shorter than 4 lanes.
+//
+//===----------------------------------------------------------------------===//
+#include "miras/Compiler/Passes.h"
+#include "miras/Compiler/Pipelines.h"
+
+#include "mlir/Dialect/Arith/IR/Arith.h"
+#include "mlir/Dialect/Linalg/IR/Linalg.h"
+#include "mlir/Dialect/MemRef/IR/MemRef.h"
+#include "mlir/Dialect/SCF/IR/SCF.h"
+#include "mlir/Dialect/Vector/IR/VectorOps.h"
+#include "mlir/IR/IRMapping.h"
+#include "mlir/IR/OpDefinition.h"
+
+#include "llvm/ADT/StringMap.h"
+#include "llvm/MC/MCSubtargetInfo.h"
+#include "llvm/MC/TargetRegistry.h"
+#include "llvm/Support/MathExtras.h"
+#include "llvm/Support/TargetSelect.h"
+#include "llvm/TargetParser/Host.h"
+#include "llvm/TargetParser/Triple.h"
+
+#include <memory>
+
+namespace miras {
+#define GEN_PASS_DEF_MIRASVECTORIZE
+#include "miras/Compiler/Passes.h.inc"
+} // namespace miras
+
+using namespace mlir;
+
+namespace {
+
+/// What analyse() found out about one generic.
+struct Plan {
+  linalg::GenericOp op;
+  unsigned vdim = 0;           // the vectorised (innermost) loop dimension
+  SmallVector<int64_t> ranges; // static loop ranges
+  bool innerReduction = false; // vdim is a reduction dimension
+  int64_t lanes = 0;           // lanes of one vector register
+  int64_t tile = 0;            // lanes per tile (lanes * unroll)
+  // Reduction along vdim: the combining op of the body and its kind.
+  Operation *combiner = nullptr;
+  vector::CombiningKind kind = vector::CombiningKind::ADD;
+  Type elementType;
+};
+
+bool isScalarType(Type t) { return t.isIntOrIndexOrFloat(); }
+
+/// The neutral element of `kind` for float type `t`.
+TypedAttr neutralElement(vector::CombiningKind kind, FloatType t) {
+  const llvm::fltSemantics &sem = t.getFloatSemantics();
+  switch (kind) {
+  case vector::CombiningKind::ADD:
+    return FloatAttr::get(t, llvm::APFloat::getZero(sem, /*Negative=*/true));
+  case vector::CombiningKind::MUL:
+    return FloatAttr::get(t, llvm::APFloat::getOne(sem));
+  case vector::CombiningKind::MAXIMUMF:
+    return FloatAttr::get(t, llvm::APFloat::getInf(sem, /*Negative=*/true));
+  case vector::CombiningKind::MINIMUMF:
+    return FloatAttr::get(t, llvm::APFloat::getInf(sem, /*Negative=*/false));
+  default:
+    return {};
+  }
+}
+
+/// Recognises `yield C(out, x)` with `out` used only there, for a reassociable
+/// float combiner C.
+LogicalResult matchCombiner(linalg::GenericOp op, Plan &plan) {
+  Block &body = op.getRegion().front();
+  BlockArgument out = body.getArgument(op.getNumDpsInputs());
+  auto yield = cast<linalg::YieldOp>(body.getTerminator());
+  Operation *c = yield.getOperand(0).getDefiningOp();
+  if (!c || c->getBlock() != &body || c->getNumOperands() != 2 ||
+      c->getNumResults() != 1 || !out.hasOneUse() ||
+      !c->getResult(0).hasOneUse() ||
+      (c->getOperand(0) != out && c->getOperand(1) != out) ||
+      c->getOperand(0) == c->getOperand(1))
+    return failure();
+  auto reassoc = [](Operation *o) {
+    auto fm = dyn_cast<arith::ArithFastMathInterface>(o);
+    return fm && arith::bitEnumContainsAll(fm.getFastMathFlagsAttr().getValue(),
+                                           arith::FastMathFlags::reassoc);
+  };
+  if (isa<arith::AddFOp>(c) && reassoc(c))
+    plan.kind = vector::CombiningKind::ADD;
+  else if (isa<arith::MulFOp>(c) && reassoc(c))
+    plan.kind = vector::CombiningKind::MUL;
+  else if (isa<arith::MaximumFOp>(c))
+    plan.kind = vector::CombiningKind::MAXIMUMF;
+  else if (isa<arith::MinimumFOp>(c))
+    plan.kind = vector::CombiningKind::MINIMUMF;
+  else
+    return failure();
+  plan.combiner = c;
+  return success();
+}
+
+/// Decides whether and how `op` is vectorised.
+FailureOr<Plan> analyse(linalg::GenericOp op, int64_t width, int64_t maxUnroll) {
+  Plan plan;
+  plan.op = op;
+  if (!op.hasPureBufferSemantics() || op.getNumDpsInits() != 1 ||
+      op.getNumLoops() == 0 || width < 1)
+    return failure();
+  plan.ranges = op.getStaticLoopRanges();
+  if (llvm::any_of(plan.ranges, ShapedType::isDynamic))
+    return failure();
+  plan.vdim = op.getNumLoops() - 1;
+  SmallVector<utils::IteratorType> iters = op.getIteratorTypesArray();
+  plan.innerReduction = iters[plan.vdim] == utils::IteratorType::reduction;
+
+  OpOperand *init = op.getDpsInitOperand(0);
+  auto outType = dyn_cast<MemRefType>(init->get().getType());
+  if (!outType || !isa<FloatType>(outType.getElementType()))
+    return failure();
+  plan.elementType = outType.getElementType();
+  AffineMap outMap = op.getMatchingIndexingMap(init);
+  // The output is indexed by parallel dims only, and by vdim iff it is one.
+  for (AffineExpr e : outMap.getResults())
+    if (auto d = dyn_cast<AffineDimExpr>(e);
+        !d || iters[d.getPosition()] != utils::IteratorType::parallel)
+      return failure();
+  if (outMap.isFunctionOfDim(plan.vdim) == plan.innerReduction)
+    return failure();
+
+  for (OpOperand &operand : op->getOpOperands()) {
+    AffineMap map = op.getMatchingIndexingMap(&operand);
+    Type type = operand.get().getType();
+    if (!isa<MemRefType>(type)) {
+      if (!isScalarType(type) || map.getNumResults() != 0)
+        return failure();
+      continue;
+    }
+    auto memref = cast<MemRefType>(type);
+    if (!isScalarType(memref.getElementType()) || !map.isProjectedPermutation())
+      return failure();
+    // Only an input that reads the output exactly where it is written may
+    // alias it: tiles are read before they are written.
+    if (&operand != init && operand.get() == init->get() &&
+        (map != outMap || plan.innerReduction))
+      return failure();
+    if (!map.isFunctionOfDim(plan.vdim))
+      continue;
+    // In memory an i1 is a byte, in an LLVM vector a bit: no vector access.
+    if (memref.getElementTypeBitWidth() % 8 != 0)
+      return failure();
+    if (map.getResults().back() != getAffineDimExpr(plan.vdim, op.getContext()))
+      return failure();
+    SmallVector<int64_t> strides;
+    int64_t offset;
+    if (failed(memref.getStridesAndOffset(strides, offset)) ||
+        strides.back() != 1)
+      return failure();
+  }
+
+  Block &body = op.getRegion().front();
+  for (Operation &bop : body.without_terminator()) {
+    if (auto index = dyn_cast<linalg::IndexOp>(bop)) {
+      if (index.getDim() == plan.vdim)
+        return failure();
+      continue;
+    }
+    if (bop.getNumRegions() != 0 ||
+        !llvm::all_of(bop.getOperandTypes(), isScalarType) ||
+        !llvm::all_of(bop.getResultTypes(), isScalarType))
+      return failure();
+    if (!OpTrait::hasElementwiseMappableTraits(&bop) &&
+        !bop.hasTrait<OpTrait::ConstantLike>())
+      return failure();
+  }
+  if (plan.innerReduction && failed(matchCombiner(op, plan)))
+    return failure();
+
+  // Lanes: the register width, halved for short dimensions down to 4; the
+  // tile unrolls whole registers while it still fits the dimension.
+  int64_t n = plan.ranges[plan.vdim];
+  int64_t lanes = width;
+  while (lanes > n && lanes > 4)
+    lanes /= 2;
+  if (lanes > n)
+    return failure();
+  int64_t unroll = 1;
+  while (unroll * 2 <= maxUnroll && lanes * unroll * 2 <= n)
+    unroll *= 2;
+  plan.lanes = lanes;
+  plan.tile = lanes * unroll;
+  return plan;
+}
+
+/// Emits the vector code for one plan in place of its generic.
+class Emitter {
+public:
+  Emitter(Plan &plan, OpBuilder &b)
+      : p(plan), b(b), loc(plan.op.getLoc()),
+        ivs(plan.op.getNumLoops(), Value()) {}
+
+  void run() {
+    linalg::GenericOp op = p.op;
+    b.setInsertionPoint(op);
+    hoistInvariantReads();
+    SmallVector<unsigned> outer;
+    if (p.innerReduction) {
+      for (unsigned d = 0; d < op.getNumLoops(); ++d)
+        if (d != p.vdim)
+          outer.push_back(d);
+      nest(outer, [&] { emitReductionRow(); });
+    } else {
+      SmallVector<utils::IteratorType> iters = op.getIteratorTypesArray();
+      for (unsigned d = 0; d < op.getNumLoops(); ++d)
+        if (d != p.vdim && iters[d] == utils::IteratorType::parallel)
+          outer.push_back(d);
+      for (unsigned d = 0; d < op.getNumLoops(); ++d)
+        if (iters[d] == utils::IteratorType::reduction)
+          reductionDims.push_back(d);
+      nest(outer, [&] {
+        forEachTile([&](int64_t lanes, Value mask) { emitParallelTile(lanes, mask); });
+      });
+    }
+    op.erase();
+  }
+
+private:
+  Plan &p;
+  OpBuilder &b;
+  Location loc;
+  SmallVector<Value> ivs; // current index per loop dim (tile start for vdim)
+  SmallVector<unsigned> reductionDims;
+  llvm::DenseMap<OpOperand *, Value> hoisted; // reads done before the loops
+
+  /// Reads inputs that are the same at every point of the loop nest once,
+  /// before it: scalars indexed by no loop, and vectors indexed by vdim
+  /// alone when vdim is a single tile (k in `W -= u k^T`, `y = W k`). LLVM
+  /// cannot hoist them itself when the output is a function argument that
+  /// might alias them; linalg's operands do not.
+  void hoistInvariantReads() {
+    int64_t n = p.ranges[p.vdim];
+    Value out = p.op.getDpsInitOperand(0)->get();
+    for (OpOperand *in : p.op.getDpsInputOperands()) {
+      AffineMap map = p.op.getMatchingIndexingMap(in);
+      if (!isa<MemRefType>(in->get().getType()) || in->get() == out)
+        continue;
+      bool usesVdim = map.isFunctionOfDim(p.vdim);
+      if (map.getNumResults() != (usesVdim ? 1u : 0u) ||
+          (usesVdim && n != p.tile))
+        continue;
+      ivs[p.vdim] = index(0);
+      hoisted[in] = read(*in, p.tile, Value());
+    }
+  }
+
+  Value index(int64_t v) { return arith::ConstantIndexOp::create(b, loc, v); }
+
+  /// scf.for over the full range of each of `dims` in order, around `inner`.
+  void nest(ArrayRef<unsigned> dims, llvm::function_ref<void()> inner) {
+    if (dims.empty())
+      return inner();
+    unsigned d = dims.front();
+    auto loop = scf::ForOp::create(b, loc, index(0), index(p.ranges[d]), index(1));
+    OpBuilder::InsertionGuard guard(b);
+    b.setInsertionPoint(loop.getBody()->getTerminator());
+    ivs[d] = loop.getInductionVar();
+    nest(dims.drop_front(), inner);
+  }
+
+  /// Calls `emit(lanes, mask)` for the full tiles of vdim (in an scf.for,
+  /// ivs[vdim] the tile start) and then for the remainder, if any.
+  void forEachTile(llvm::function_ref<void(int64_t, Value)> emit) {
+    int64_t n = p.ranges[p.vdim], full = n / p.tile * p.tile;
+    if (full == p.tile) {
+      ivs[p.vdim] = index(0);
+      emit(p.tile, Value());
+    } else if (full > 0) {
+      auto loop = scf::ForOp::create(b, loc, index(0), index(full), index(p.tile));
+      OpBuilder::InsertionGuard guard(b);
+      b.setInsertionPoint(loop.getBody()->getTerminator());
+      ivs[p.vdim] = loop.getInductionVar();
+      emit(p.tile, Value());
+    }
+    if (int64_t rem = n - full) {
+      ivs[p.vdim] = index(full);
+      emit(llvm::alignTo(rem, p.lanes), tailMask(rem));
+    }
+  }
+
+  /// vector<Nxi1> with the first `rem` lanes set, or null when that is all.
+  Value tailMask(int64_t rem) {
+    int64_t lanes = llvm::alignTo(rem, p.lanes);
+    if (lanes == rem)
+      return Value();
+    auto type = VectorType::get({lanes}, b.getI1Type());
+    return vector::ConstantMaskOp::create(b, loc, type, ArrayRef<int64_t>{rem});
+  }
+
+  SmallVector<Value> indicesOf(AffineMap map) {
+    SmallVector<Value> idx;
+    for (AffineExpr e : map.getResults())
+      idx.push_back(ivs[cast<AffineDimExpr>(e).getPosition()]);
+    return idx;
+  }
+
+  /// The value of `operand` at the current point: a vector tile when its map
+  /// uses vdim, else a scalar.
+  Value read(OpOperand &operand, int64_t lanes, Value mask) {
+    Value src = operand.get();
+    auto memref = dyn_cast<MemRefType>(src.getType());
+    if (!memref)
+      return src;
+    AffineMap map = p.op.getMatchingIndexingMap(&operand);
+    SmallVector<Value> idx = indicesOf(map);
+    if (!map.isFunctionOfDim(p.vdim))
+      return memref::LoadOp::create(b, loc, src, idx);
+    Type elt = memref.getElementType();
+    auto type = VectorType::get({lanes}, elt);
+    auto perm = AffineMapAttr::get(
+        AffineMap::getMinorIdentityMap(memref.getRank(), 1, b.getContext()));
+    Value pad = arith::ConstantOp::create(b, loc, elt, b.getZeroAttr(elt));
+    return vector::TransferReadOp::create(b, loc, type, src, idx, perm, pad,
+                                          mask, b.getBoolArrayAttr({true}));
+  }
+
+  void write(Value value, Value mask) {
+    OpOperand *init = p.op.getDpsInitOperand(0);
+    AffineMap map = p.op.getMatchingIndexingMap(init);
+    SmallVector<Value> idx = indicesOf(map);
+    auto perm = AffineMapAttr::get(AffineMap::getMinorIdentityMap(
+        cast<MemRefType>(init->get().getType()).getRank(), 1, b.getContext()));
+    vector::TransferWriteOp::create(b, loc, value, init->get(), idx, perm, mask,
+                                    b.getBoolArrayAttr({true}));
+  }
+
+  /// Re-creates `op` with vector operands (scalars broadcast) when any of its
+  /// mapped operands is a vector, else clones it as a scalar op.
+  Operation *vectorizeOp(Operation &op, IRMapping &map, int64_t lanes) {
+    SmallVector<Value> operands;
+    bool anyVector = false;
+    for (Value v : op.getOperands()) {
+      operands.push_back(map.lookupOrDefault(v));
+      anyVector |= isa<VectorType>(operands.back().getType());
+    }
+    if (!anyVector)
+      return b.clone(op, map);
+    for (Value &v : operands)
+      if (!isa<VectorType>(v.getType()))
+        v = vector::BroadcastOp::create(
+            b, loc, VectorType::get({lanes}, v.getType()), v);
+    SmallVector<Type> types;
+    for (Type t : op.getResultTypes())
+      types.push_back(VectorType::get({lanes}, t));
+    OperationState state(loc, op.getName(), operands, types, op.getAttrs());
+    Operation *created = b.create(state);
+    map.map(op.getResults(), created->getResults());
+    return created;
+  }
+
+  /// Maps the inputs, runs the body (but the combiner, if any) and returns
+  /// the mapping. `out` is what the output block argument stands for.
+  IRMapping body(int64_t lanes, Value mask, Value out) {
+    IRMapping map;
+    Block &block = p.op.getRegion().front();
+    for (OpOperand *in : p.op.getDpsInputOperands()) {
+      Value v = hoisted.lookup(in);
+      map.map(p.op.getMatchingBlockArgument(in), v ? v : read(*in, lanes, mask));
+    }
+    if (out)
+      map.map(block.getArgument(p.op.getNumDpsInputs()), out);
+    for (Operation &op : block.without_terminator()) {
+      if (&op == p.combiner)
+        continue;
+      if (auto idx = dyn_cast<linalg::IndexOp>(op)) {
+        map.map(idx.getResult(), ivs[idx.getDim()]);
+        continue;
+      }
+      vectorizeOp(op, map, lanes);
+    }
+    return map;
+  }
+
+  Value yielded(IRMapping &map) {
+    Block &block = p.op.getRegion().front();
+    return map.lookupOrDefault(block.getTerminator()->getOperand(0));
+  }
+
+  Value broadcastIfScalar(Value v, int64_t lanes) {
+    if (isa<VectorType>(v.getType()))
+      return v;
+    return vector::BroadcastOp::create(b, loc, VectorType::get({lanes}, v.getType()), v);
+  }
+
+  /// One output tile of a generic whose vdim is parallel; the reduction dims
+  /// (if any) loop inside with the tile carried in registers.
+  void emitParallelTile(int64_t lanes, Value mask) {
+    OpOperand *init = p.op.getDpsInitOperand(0);
+    BlockArgument outArg = p.op.getMatchingBlockArgument(init);
+    Value acc;
+    if (!outArg.use_empty() || !reductionDims.empty())
+      acc = read(*init, lanes, mask);
+    Value result = reduceOver(reductionDims, acc, lanes, mask);
+    write(result, mask);
+  }
+
+  Value reduceOver(ArrayRef<unsigned> dims, Value acc, int64_t lanes, Value mask) {
+    if (dims.empty()) {
+      IRMapping map = body(lanes, mask, acc);
+      return broadcastIfScalar(yielded(map), lanes);
+    }
+    unsigned d = dims.front();
+    auto loop = scf::ForOp::create(b, loc, index(0), index(p.ranges[d]),
+                                   index(1), ValueRange{acc});
+    {
+      OpBuilder::InsertionGuard guard(b);
+      b.setInsertionPointToStart(loop.getBody());
+      ivs[d] = loop.getInductionVar();
+      Value next = reduceOver(dims.drop_front(), loop.getRegionIterArgs()[0],
+                              lanes, mask);
+      scf::YieldOp::create(b, loc, next);
+    }
+    return loop.getResult(0);
+  }
+
+  /// C(acc, x) or C(x, acc), keeping the operand order of the combiner.
+  Value combine(Value acc, Value x) {
+    Operation *c = p.combiner;
+    Value out = p.op.getRegion().front().getArgument(p.op.getNumDpsInputs());
+    SmallVector<Value> operands =
+        c->getOperand(0) == out ? SmallVector<Value>{acc, x}
+                                : SmallVector<Value>{x, acc};
+    OperationState state(loc, c->getName(), operands, {acc.getType()},
+                         c->getAttrs());
+    return b.create(state)->getResult(0);
+  }
+
+  arith::FastMathFlags combinerFastMath() {
+    if (auto fm = dyn_cast<arith::ArithFastMathInterface>(p.combiner))
+      return fm.getFastMathFlagsAttr().getValue();
+    return arith::FastMathFlags::none;
+  }
+
+  /// The x of `C(out, x)` for the tile at ivs, masked lanes set to neutral.
+  Value term(int64_t lanes, Value mask) {
+    IRMapping map = body(lanes, mask, Value());
+    Value c = p.combiner->getOperand(0);
+    Value out = p.op.getRegion().front().getArgument(p.op.getNumDpsInputs());
+    Value x = broadcastIfScalar(
+        map.lookupOrDefault(c == out ? p.combiner->getOperand(1) : c), lanes);
+    if (mask) {
+      auto type = cast<VectorType>(x.getType());
+      Value neutral = arith::ConstantOp::create(
+          b, loc, type,
+          DenseElementsAttr::get(type, neutralElement(
+                                           p.kind, cast<FloatType>(p.elementType))));
+      x = arith::SelectOp::create(b, loc, mask, x, neutral);
+    }
+    return x;
+  }
+
+  /// One output element of a generic whose vdim is a reduction: a vector
+  /// accumulator across the tiles, one horizontal reduction at the end.
+  void emitReductionRow() {
+    auto floatType = cast<FloatType>(p.elementType);
+    auto accType = VectorType::get({p.tile}, floatType);
+    Value zero = arith::ConstantOp::create(
+        b, loc, accType,
+        DenseElementsAttr::get(accType, neutralElement(p.kind, floatType)));
+    int64_t n = p.ranges[p.vdim], full = n / p.tile * p.tile;
+    arith::FastMathFlags fm = combinerFastMath();
+    // The output element is the reductions' accumulator operand: one
+    // `llvm.vector.reduce.*` per row, no separate scalar combine.
+    OpOperand *init = p.op.getDpsInitOperand(0);
+    SmallVector<Value> idx = indicesOf(p.op.getMatchingIndexingMap(init));
+    Value total = memref::LoadOp::create(b, loc, init->get(), idx);
+    if (full > 0) {
+      Value acc;
+      if (full == p.tile) {
+        ivs[p.vdim] = index(0);
+        acc = combine(zero, term(p.tile, Value()));
+      } else {
+        auto loop = scf::ForOp::create(b, loc, index(0), index(full),
+                                       index(p.tile), ValueRange{zero});
+        OpBuilder::InsertionGuard guard(b);
+        b.setInsertionPointToStart(loop.getBody());
+        ivs[p.vdim] = loop.getInductionVar();
+        Value next = combine(loop.getRegionIterArgs()[0], term(p.tile, Value()));
+        scf::YieldOp::create(b, loc, next);
+        acc = loop.getResult(0);
+      }
+      total = vector::ReductionOp::create(b, loc, p.kind, acc, total, fm);
+    }
+    if (int64_t rem = n - full) {
+      ivs[p.vdim] = index(full);
+      int64_t lanes = llvm::alignTo(rem, p.lanes);
+      total = vector::ReductionOp::create(b, loc, p.kind,
+                                          term(lanes, tailMask(rem)), total, fm);
+    }
+    memref::StoreOp::create(b, loc, total, init->get(), idx);
+  }
+};
+
+struct MirasVectorize
+    : public miras::impl::MirasVectorizeBase<MirasVectorize> {
+  using MirasVectorizeBase::MirasVectorizeBase;
+
+  void runOnOperation() override {
+    if (vectorWidth < 0 || maxUnroll < 1) {
+      getOperation().emitError("miras-vectorize: vector-width must be >= 0 "
+                               "and max-unroll >= 1");
+      return signalPassFailure();
+    }
+    if (vectorWidth == 0)
+      return; // vectorisation off
+    SmallVector<linalg::GenericOp> generics;
+    getOperation().walk([&](linalg::GenericOp op) { generics.push_back(op); });
+    OpBuilder b(&getContext());
+    for (linalg::GenericOp op : generics) {
+      FailureOr<Plan> plan = analyse(op, vectorWidth, maxUnroll);
+      if (failed(plan))
+        continue;
+      Emitter(*plan, b).run();
+    }
+  }
+};
+
+} // namespace
+
+int64_t miras::vectorWidthForCPU(llvm::StringRef cpu) {
+  llvm::Triple triple(llvm::sys::getProcessTriple());
+  if (!triple.isX86())
+    return 4; // NEON / portable 128-bit
+  llvm::StringMap<bool> features;
+  if (cpu.empty()) {
+    features = llvm::sys::getHostCPUFeatures();
+  } else {
+    llvm::InitializeNativeTarget();
+    std::string error;
+    const llvm::Target *target = llvm::TargetRegistry::lookupTarget(triple, error);
+    if (!target)
+      return 4;
+    std::unique_ptr<llvm::MCSubtargetInfo> sti(
+        target->createMCSubtargetInfo(triple, cpu, ""));
+    if (!sti || !sti->isCPUStringValid(cpu))
+      return 4;
+    for (llvm::StringRef f : {"avx512f", "avx2", "avx"})
+      features[f] = sti->checkFeatures(("+" + f).str());
+  }
+  if (features.lookup("avx512f"))
+    return 16;
+  if (features.lookup("avx2") || features.lookup("avx"))
+    return 8;
+  return 4;
+}
