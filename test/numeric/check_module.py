@@ -3,6 +3,8 @@
 
     check_module.py --mirasc mirasc --miras miras --module FILE.miras --model NAME \
         [-DNAME=VALUE ...] [--B 2 --T 48 --H 3] [--seed N] --workdir DIR [--tol 1e-5]
+    check_module.py ... --mirasc-arg=--chunk=8 --compare-algorithms
+                                         # chunked parallel vs sequential kernel
     check_module.py --self-test          # reference vs reference, no compiler needed
     check_module.py --list-models
 
@@ -59,13 +61,13 @@ def module_name(path):
     return m.group(1)
 
 
-def compile_module(mirasc, module, outdir, defines):
+def compile_module(mirasc, module, outdir, defines, extra=()):
     name = module_name(module)
     os.makedirs(outdir, exist_ok=True)
     lib = os.path.join(outdir, "lib%s.so" % name)
     if os.path.exists(lib):
         os.remove(lib)
-    cmd = [mirasc, module, "-o", lib] + ["-D%s" % d for d in defines]
+    cmd = [mirasc, module, "-o", lib] + ["-D%s" % d for d in defines] + list(extra)
     _run(cmd, "mirasc")
     if not os.path.exists(lib):
         raise CheckError("mirasc exited 0 but %s was not written" % lib)
@@ -321,10 +323,11 @@ def _yaad_margin(trace, warn_below=1e-4):
 
 
 def prepare_and_run(args_mirasc, args_miras, module, model, mode, defines, B, T, H, seed,
-                    workdir, libdir=None, fd_eta=None):
+                    workdir, libdir=None, fd_eta=None, mirasc_args=()):
     """Compile, run, compute the reference. Returns (results dict, timing info)."""
     defs = parse_defines(defines)
-    lib = compile_module(args_mirasc, module, libdir or os.path.join(workdir, "lib"), defines)
+    lib = compile_module(args_mirasc, module, libdir or os.path.join(workdir, "lib"), defines,
+                         mirasc_args)
     info = module_info(args_miras, lib)
     D = int(float(defs.get("D", 64)))
     meta = parse_info(info, {"dk": D, "dv": D})
@@ -339,6 +342,11 @@ def prepare_and_run(args_mirasc, args_miras, module, model, mode, defines, B, T,
             raise CheckError("param %s: compiled with %s but -D%s=%s" % (
                 n, meta["params"][n], n, val))
     rule = model.rule(params)
+    # mirasc --chunk overrides the module's chunk: the generic reference follows (the
+    # closed forms are written for the module's own chunk).
+    rechunked = any(arg.startswith("--chunk=") for arg in mirasc_args)
+    if rechunked and meta["chunk"] is not None:
+        rule.chunk = meta["chunk"]
     if isinstance(model, R.MlpModel):
         check_mlp_meta(model, rule, meta)
         return _prepare_and_run_mlp(args_miras, lib, model, rule, meta, B, T, H, seed, workdir,
@@ -352,7 +360,10 @@ def prepare_and_run(args_mirasc, args_miras, module, model, mode, defines, B, T,
     log, proc_ms = run_module(args_miras, lib, indir, outdir)
     o = load_out(outdir, "o", (B, T, H, dv))
     W = load_out(outdir, "W", (B, H, dv, dk))
-    ref_o, ref_W = model.reference(inp, params, mode)
+    if rechunked:
+        ref_o, ref_W = R.run_generic(rule, inp, "fd" if mode == "fd" else "closed")
+    else:
+        ref_o, ref_W = model.reference(inp, params, mode)
     return {"o": (o, ref_o), "W": (W, ref_W)}, {"proc_ms": proc_ms,
                                                 "wall_ms": parse_wall_ms(log)}
 
@@ -373,11 +384,41 @@ def _report(res, names, tol, what):
     return bad
 
 
+def main_compare_algorithms(a):
+    """SPEC section 7: for the same chunk size, the chunked parallel kernel gives the
+    sequential kernel's numbers (float32 rounding apart), on the same inputs."""
+    model, mode = resolve_model(a.model, a.module, a.define)
+    results = {}
+    for algorithm in ("sequential", "chunked"):
+        workdir = os.path.join(a.workdir, algorithm)
+        os.makedirs(workdir, exist_ok=True)
+        try:
+            results[algorithm], _ = prepare_and_run(
+                a.mirasc, a.miras, a.module, model, mode, a.define, a.B, a.T, a.H, a.seed,
+                workdir, mirasc_args=a.mirasc_arg + ["--algorithm=" + algorithm])
+        except CheckError as e:
+            why = re.search(r"the chunked parallel form does not apply: ([^\n]*)", str(e))
+            if algorithm != "chunked" or not why:
+                raise
+            print("parallel form not applicable: %s" % why.group(1).strip())
+            return 0
+    seq, par = results["sequential"], results["chunked"]
+    print("chunked vs sequential kernel (%s):" % " ".join(a.mirasc_arg))
+    both = {n: (par[n][0], np.asarray(seq[n][0], np.float64)) for n in seq}
+    bad = _report(both, list(both), a.tol, "sequential kernel")
+    print("chunked vs float64 reference of model '%s':" % model.name)
+    bad += _report(par, [n for n in par if par[n][1] is not None], a.tol,
+                   "%s reference of model '%s'" % (mode, model.name))
+    for b in bad:
+        print("error: " + b, file=sys.stderr)
+    return 1 if bad else 0
+
+
 def main_check(a):
     model, mode = resolve_model(a.model, a.module, a.define)
     os.makedirs(a.workdir, exist_ok=True)
     res, _ = prepare_and_run(a.mirasc, a.miras, a.module, model, mode, a.define, a.B, a.T,
-                             a.H, a.seed, a.workdir)
+                             a.H, a.seed, a.workdir, mirasc_args=a.mirasc_arg)
     bad = _report(res, list(res), a.tol, "%s reference of model '%s'" % (mode, model.name))
     if bad:
         for b in bad:
@@ -826,6 +867,12 @@ def build_parser():
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--workdir")
     p.add_argument("--tol", type=float, default=1e-5)
+    p.add_argument("--mirasc-arg", action="append", default=[], metavar="ARG",
+                   help="extra mirasc argument, e.g. --mirasc-arg=--chunk=8 (repeatable)")
+    p.add_argument("--compare-algorithms", action="store_true",
+                   help="compile with --algorithm=sequential and =chunked, run both on the "
+                        "same inputs and compare them with each other and the reference "
+                        "(prints 'parallel form not applicable: WHY' when it is not)")
     p.add_argument("--self-test", action="store_true")
     p.add_argument("--list-models", action="store_true")
     p.add_argument("--fd-gradient", action="store_true",
@@ -857,6 +904,8 @@ def main(argv=None):
     try:
         if a.fd_gradient:
             return main_fd_gradient(a)
+        if a.compare_algorithms:
+            return main_compare_algorithms(a)
         return main_check(a)
     except CheckError as e:
         print("error: %s" % e, file=sys.stderr)

@@ -19,6 +19,7 @@
 #include "mlir/Dialect/Utils/StructuredOpsUtils.h"
 #include "mlir/IR/AffineMap.h"
 #include "mlir/IR/Builders.h"
+#include "mlir/IR/Matchers.h"
 #include "llvm/ADT/DenseSet.h"
 #include "llvm/ADT/MapVector.h"
 
@@ -82,15 +83,128 @@ static Value slice(OpBuilder &b, Location loc, Value source, ValueRange prefix,
                                    offsets, sizes, strides);
 }
 
+/// The step shape the chunked parallel form (SPEC section 7) handles: one
+/// matrix state W, gradients at the chunk's anchor, and
+///   W' = s W + sign * u w^T,      o = W' q' (read after write) or W q'
+/// where the scalar decay s (absent: 1), u, w and q' do not depend on W.
+/// Within a chunk the recurrence is then linear in W with known rank-1 terms.
+struct ParallelForm {
+  Value decay; // f32, or null
+  Value u, w, query;
+  double sign = -1.0;
+  bool readsNew = true;
+  llvm::SmallPtrSet<Operation *, 4> stateOps; // replaced by the chunk algebra
+};
+
+/// Matches `step` against ParallelForm; on failure `why` says what differs.
+static FailureOr<ParallelForm> matchParallelForm(func::FuncOp step,
+                                                 unsigned numStates,
+                                                 unsigned numAnchors,
+                                                 std::string &why) {
+  if (numStates != 1 || numAnchors != 1) {
+    why = numAnchors == 0 ? "it needs chunk > 1"
+                          : "it needs exactly one state tensor (this module "
+                            "carries " + std::to_string(numStates) + ")";
+    return failure();
+  }
+  Block &body = step.getBody().front();
+  auto ret = cast<func::ReturnOp>(body.getTerminator());
+  Value old = body.getArgument(0);
+  Value next = ret.getOperand(0), out = ret.getOperand(1);
+  auto stateType = cast<RankedTensorType>(old.getType());
+  if (stateType.getRank() != 2) {
+    why = "its state is not a matrix";
+    return failure();
+  }
+  // Everything that reads W, directly or not.
+  llvm::SmallPtrSet<Operation *, 8> dependent;
+  llvm::SmallDenseSet<Value> tainted{old};
+  for (Operation &op : body.without_terminator())
+    if (llvm::any_of(op.getOperands(), [&](Value v) { return tainted.contains(v); })) {
+      dependent.insert(&op);
+      tainted.insert(op.getResults().begin(), op.getResults().end());
+    }
+  auto independent = [&](Value v) { return !tainted.contains(v); };
+
+  ParallelForm form;
+  Operation *update = next.getDefiningOp();
+  if (!update || !isa<arith::AddFOp, arith::SubFOp>(update)) {
+    why = "its state update is not 'decay * W +/- u w^T'";
+    return failure();
+  }
+  Value decayed = update->getOperand(0), term = update->getOperand(1);
+  if (isa<arith::AddFOp>(update) && independent(decayed))
+    std::swap(decayed, term);
+  form.sign = isa<arith::SubFOp>(update) ? -1.0 : 1.0;
+  auto outer = term.getDefiningOp<OuterOp>();
+  if (!outer || !independent(outer.getLhs()) || !independent(outer.getRhs())) {
+    why = "its state update is not 'decay * W +/- u w^T' with u, w read at "
+          "the anchor";
+    return failure();
+  }
+  form.u = outer.getLhs();
+  form.w = outer.getRhs();
+  form.stateOps.insert(update);
+  form.stateOps.insert(outer);
+  if (decayed != old) {
+    auto mul = decayed.getDefiningOp<arith::MulFOp>();
+    Value factor = !mul ? Value()
+                   : mul.getRhs() == old ? mul.getLhs()
+                   : mul.getLhs() == old ? mul.getRhs()
+                                         : Value();
+    // A scalar gate broadcast over W, or a compile-time constant (RetNet).
+    auto bcast = factor ? factor.getDefiningOp<BroadcastOp>() : BroadcastOp();
+    DenseFPElementsAttr constant;
+    if (bcast && bcast.getDims().empty() && independent(bcast.getInput()))
+      form.decay = bcast.getInput();
+    else if (factor && matchPattern(factor, m_Constant(&constant)) &&
+             constant.isSplat())
+      form.decay = factor; // lowered as a splat: one f32 value
+    else {
+      why = "its retention is not a scalar decay of W (channel gates stay "
+            "sequential)";
+      return failure();
+    }
+    form.stateOps.insert(mul);
+  }
+  auto read = out.getDefiningOp<MatVecOp>();
+  if (!read || !independent(read.getVector()) ||
+      (read.getMatrix() != next && read.getMatrix() != old)) {
+    why = "its read is not 'o = W q'";
+    return failure();
+  }
+  form.query = read.getVector();
+  form.readsNew = read.getMatrix() == next;
+  form.stateOps.insert(read);
+  for (Operation *op : dependent)
+    if (!form.stateOps.contains(op)) {
+      why = "W is also read by '" + op->getName().getStringRef().str() + "'";
+      return failure();
+    }
+  return form;
+}
+
 class KernelLowering {
 public:
-  KernelLowering(MemoryModuleOp module, func::FuncOp step)
-      : module(module), step(step), ctx(module.getContext()) {}
+  KernelLowering(MemoryModuleOp module, func::FuncOp step, StringRef algorithm)
+      : module(module), step(step), ctx(module.getContext()),
+        algorithm(algorithm) {}
 
   /// Builds `@<name>_kernel` before the miras.module.
   LogicalResult run();
 
 private:
+  /// Binds q, k, v and the gates of token `ti` of pair (bi, hi) to the step's
+  /// arguments from `first` on.
+  void bindToken(OpBuilder &b, Location loc, Block *entry, Value bi, Value ti,
+                 Value hi, unsigned first);
+  /// The chunked parallel form's body for one (batch, head) pair.
+  LogicalResult buildChunked(OpBuilder &b, Location loc, Block *entry,
+                             const ParallelForm &form, Value bi, Value hi,
+                             Value length, Value stateSlice);
+  /// Stores a lowered vector (any kind) into `row`.
+  LogicalResult storeRow(OpBuilder &b, Location loc, Value tensor, Value row);
+
   // Element-wise evaluation of a tensor value under `map` (iteration space ->
   // the value's dimensions). With `leaves` set, only records the buffers read;
   // with `args` set, emits scalar ops reading the generic's block arguments.
@@ -118,6 +232,15 @@ private:
 
   LogicalResult lowerOp(OpBuilder &b, Operation &op);
   LogicalResult lowerReturn(OpBuilder &b, func::ReturnOp ret);
+
+  /// Per-token shape of a gate: [], [dim] or [steps].
+  SmallVector<int64_t> gateShape(GateOp gate) {
+    if (gate.getPerStep())
+      return {module.getSteps()};
+    if (gate.getChannel())
+      return {static_cast<int64_t>(gate.getDim())};
+    return {};
+  }
 
   /// A scratch buffer for a vector result, allocated once at kernel entry.
   Value scratch(RankedTensorType type);
@@ -165,6 +288,7 @@ private:
   SmallVector<Value> heapBuffers;        // anchors and scratch matrices
   DenseMap<Value, bool> expensive;       // isExpensive's memo
   Value outputSlice, outputValue;
+  StringRef algorithm; // the pass option: auto | sequential | chunked
 };
 
 /// A scratch buffer on the heap (matrices can be large), freed at exit.
@@ -567,6 +691,210 @@ LogicalResult KernelLowering::lowerReturn(OpBuilder &b, func::ReturnOp ret) {
   return materialize(b, outputValue, outputSlice);
 }
 
+void KernelLowering::bindToken(OpBuilder &b, Location loc, Block *entry,
+                               Value bi, Value ti, Value hi, unsigned first) {
+  Block &body = step.getBody().front();
+  SmallVector<GateOp> gates = module.getGates();
+  int64_t dk = module.getDk(), dv = module.getDv(), steps = module.getSteps();
+  auto perStep = [&](int64_t width) {
+    return steps == 1 ? SmallVector<int64_t>{width}
+                      : SmallVector<int64_t>{steps, width};
+  };
+  SmallVector<Value> prefix{bi, ti, hi};
+  unsigned next = first;
+  lowered[body.getArgument(next++)] = {
+      Lowered::Kind::Buffer, slice(b, loc, entry->getArgument(2), prefix, {dk})};
+  lowered[body.getArgument(next++)] = {
+      Lowered::Kind::Buffer,
+      slice(b, loc, entry->getArgument(3), prefix, perStep(dk))};
+  lowered[body.getArgument(next++)] = {
+      Lowered::Kind::Buffer,
+      slice(b, loc, entry->getArgument(4), prefix, perStep(dv))};
+  for (auto [i, gate] : llvm::enumerate(gates)) {
+    Value source = entry->getArgument(5 + i);
+    Value arg = body.getArgument(next++);
+    SmallVector<int64_t> shape = gateShape(gate);
+    if (!shape.empty())
+      lowered[arg] = {Lowered::Kind::Buffer, slice(b, loc, source, prefix, shape)};
+    else
+      lowered[arg] = {Lowered::Kind::Scalar,
+                      memref::LoadOp::create(b, loc, source, prefix)};
+  }
+}
+
+LogicalResult KernelLowering::storeRow(OpBuilder &b, Location loc, Value tensor,
+                                       Value row) {
+  Lowered l = lowered.lookup(tensor);
+  switch (l.kind) {
+  case Lowered::Kind::Buffer:
+    memref::CopyOp::create(b, loc, l.value, row);
+    return success();
+  case Lowered::Kind::Splat:
+    linalg::FillOp::create(b, loc, ValueRange{l.value}, ValueRange{row});
+    return success();
+  case Lowered::Kind::Lazy:
+    return materialize(b, tensor, row);
+  default:
+    return emitError(loc) << "internal error: chunk row is not a lowered vector";
+  }
+}
+
+/// out (+)= sign * product(ins) over an iteration space given by `maps`
+/// (one per input, then the output's) and `iterators`.
+static void emitContraction(OpBuilder &b, Location loc, ValueRange ins,
+                            ArrayRef<AffineMap> maps, Value out,
+                            ArrayRef<utils::IteratorType> iterators,
+                            double sign) {
+  MLIRContext *ctx = b.getContext();
+  auto flags = arith::FastMathFlagsAttr::get(
+      ctx, arith::FastMathFlags::reassoc | arith::FastMathFlags::contract);
+  linalg::GenericOp::create(
+      b, loc, ins, ValueRange{out}, maps, iterators,
+      [&](OpBuilder &nb, Location nloc, ValueRange args) {
+        Value product = args[0];
+        for (Value factor : args.drop_front().drop_back())
+          product = arith::MulFOp::create(nb, nloc, product, factor, flags);
+        Value acc = args.back();
+        Value result =
+            sign < 0 ? Value(arith::SubFOp::create(nb, nloc, acc, product, flags))
+                     : Value(arith::AddFOp::create(nb, nloc, acc, product, flags));
+        linalg::YieldOp::create(nb, nloc, result);
+      });
+}
+
+LogicalResult KernelLowering::buildChunked(OpBuilder &b, Location loc,
+                                           Block *entry,
+                                           const ParallelForm &form, Value bi,
+                                           Value hi, Value length,
+                                           Value stateSlice) {
+  int64_t dk = module.getDk(), dv = module.getDv(), chunk = module.getChunk();
+  Block &body = step.getBody().front();
+  Type f32 = b.getF32Type();
+  auto buffer = [&](ArrayRef<int64_t> shape) {
+    return heapScratch(RankedTensorType::get(shape, f32));
+  };
+  // Per chunk: the rank-1 factors and queries of its tokens, their decays,
+  // the decay products R (reads) and r (the chunk's end), Q Wk^T, outputs.
+  Value U = buffer({chunk, dv}), Wk = buffer({chunk, dk}),
+        Q = buffer({chunk, dk}), decays = buffer({chunk}),
+        R = buffer({chunk, chunk}), g = buffer({chunk}), rEnd = buffer({chunk}),
+        S = buffer({chunk, chunk}), O = buffer({chunk, dv});
+  Value c0 = arith::ConstantIndexOp::create(b, loc, 0);
+  Value c1 = arith::ConstantIndexOp::create(b, loc, 1);
+  Value cC = arith::ConstantIndexOp::create(b, loc, chunk);
+  Value zero = arith::ConstantOp::create(b, loc, b.getF32FloatAttr(0.0));
+  Value one = arith::ConstantOp::create(b, loc, b.getF32FloatAttr(1.0));
+
+  auto chunkLoop = scf::ForOp::create(b, loc, c0, length, cC);
+  b.setInsertionPointToStart(chunkLoop.getBody());
+  Value start = chunkLoop.getInductionVar();
+  Value remaining = arith::SubIOp::create(b, loc, length, start);
+  Value size = arith::MinUIOp::create(b, loc, remaining, cC);
+  // A short last chunk: zero rows add nothing, unit decays change nothing.
+  for (Value rows : {U, Wk, Q})
+    linalg::FillOp::create(b, loc, ValueRange{zero}, ValueRange{rows});
+  linalg::FillOp::create(b, loc, ValueRange{one}, ValueRange{decays});
+
+  // Phase 1, token by token: everything of the step that does not read W.
+  // Gradients read the anchor, which is W itself until the chunk ends.
+  auto tokenLoop = scf::ForOp::create(b, loc, c0, size, c1);
+  {
+    OpBuilder::InsertionGuard guard(b);
+    b.setInsertionPointToStart(tokenLoop.getBody());
+    Value t = tokenLoop.getInductionVar();
+    Value ti = arith::AddIOp::create(b, loc, start, t);
+    lowered[body.getArgument(1)] = {Lowered::Kind::Buffer, stateSlice};
+    bindToken(b, loc, entry, bi, ti, hi, /*first=*/2);
+    for (Operation &op : body.without_terminator())
+      if (!form.stateOps.contains(&op) && failed(lowerOp(b, op)))
+        return failure();
+    if (failed(storeRow(b, loc, form.u, slice(b, loc, U, {t}, {dv}))) ||
+        failed(storeRow(b, loc, form.w, slice(b, loc, Wk, {t}, {dk}))) ||
+        failed(storeRow(b, loc, form.query, slice(b, loc, Q, {t}, {dk}))))
+      return failure();
+    if (form.decay)
+      memref::StoreOp::create(b, loc, lowered.lookup(form.decay).value, decays,
+                              ValueRange{t});
+  }
+
+  // Decay products: ratios[j] = s_{j+1} ... s_{last} for j <= last, else 0;
+  // returns s_0 ... s_last (1 for last = -1). `limit` = last + 1.
+  auto products = [&](Value limit, Value ratios) -> Value {
+    auto loop = scf::ForOp::create(b, loc, c0, cC, c1, ValueRange{one});
+    OpBuilder::InsertionGuard guard(b);
+    b.setInsertionPointToStart(loop.getBody());
+    Value jj = loop.getInductionVar(), acc = loop.getRegionIterArgs()[0];
+    Value j = arith::SubIOp::create(
+        b, loc, arith::ConstantIndexOp::create(b, loc, chunk - 1), jj);
+    Value inside =
+        arith::CmpIOp::create(b, loc, arith::CmpIPredicate::ult, j, limit);
+    memref::StoreOp::create(
+        b, loc, arith::SelectOp::create(b, loc, inside, acc, zero), ratios,
+        ValueRange{j});
+    Value scaled = arith::MulFOp::create(
+        b, loc, acc, memref::LoadOp::create(b, loc, decays, ValueRange{j}));
+    scf::YieldOp::create(b, loc,
+                         ValueRange{arith::SelectOp::create(b, loc, inside,
+                                                            scaled, acc)});
+    return loop.getResult(0);
+  };
+  // Token t reads the state after token t (read after write) or t - 1.
+  auto rowLoop = scf::ForOp::create(b, loc, c0, cC, c1);
+  {
+    OpBuilder::InsertionGuard guard(b);
+    b.setInsertionPointToStart(rowLoop.getBody());
+    Value t = rowLoop.getInductionVar();
+    Value limit = form.readsNew ? Value(arith::AddIOp::create(b, loc, t, c1)) : t;
+    Value total = products(limit, slice(b, loc, R, {t}, {chunk}));
+    memref::StoreOp::create(b, loc, total, g, ValueRange{t});
+  }
+  Value gEnd = products(cC, rEnd);
+
+  AffineExpr d0, d1, d2;
+  bindDims(ctx, d0, d1, d2);
+  auto map = [&](ArrayRef<AffineExpr> exprs) {
+    return AffineMap::get(3, 0, exprs, ctx);
+  };
+  using utils::IteratorType;
+  const IteratorType par = IteratorType::parallel, red = IteratorType::reduction;
+  // S = Q Wk^T over (t, j, c).
+  linalg::FillOp::create(b, loc, ValueRange{zero}, ValueRange{S});
+  emitContraction(b, loc, {Q, Wk},
+                  {map({d0, d2}), map({d1, d2}), map({d0, d1})}, S,
+                  {par, par, red}, 1.0);
+  // O = diag(g) Q W0^T over (t, i, c), then O += sign (R .* S) U over (t, j, i).
+  linalg::FillOp::create(b, loc, ValueRange{zero}, ValueRange{O});
+  emitContraction(b, loc, {g, Q, stateSlice},
+                  {map({d0}), map({d0, d2}), map({d1, d2}), map({d0, d1})}, O,
+                  {par, par, red}, 1.0);
+  emitContraction(b, loc, {R, S, U},
+                  {map({d0, d1}), map({d0, d1}), map({d1, d2}), map({d0, d2})},
+                  O, {par, red, par}, form.sign);
+  auto outLoop = scf::ForOp::create(b, loc, c0, size, c1);
+  {
+    OpBuilder::InsertionGuard guard(b);
+    b.setInsertionPointToStart(outLoop.getBody());
+    Value t = outLoop.getInductionVar();
+    Value ti = arith::AddIOp::create(b, loc, start, t);
+    memref::CopyOp::create(b, loc, slice(b, loc, O, {t}, {dv}),
+                           slice(b, loc, entry->getArgument(entry->getNumArguments() - 1),
+                                 {bi, ti, hi}, {dv}));
+  }
+  // The state at the chunk's end: W = g W0 + sign U^T diag(r) Wk over (i, j, c).
+  AffineMap identity = AffineMap::getMultiDimIdentityMap(2, ctx);
+  linalg::GenericOp::create(
+      b, loc, ValueRange{}, ValueRange{stateSlice}, ArrayRef<AffineMap>{identity},
+      parallel(2), [&](OpBuilder &nb, Location nloc, ValueRange args) {
+        linalg::YieldOp::create(
+            nb, nloc, Value(arith::MulFOp::create(nb, nloc, args[0], gEnd)));
+      });
+  emitContraction(b, loc, {rEnd, U, Wk},
+                  {map({d1}), map({d1, d0}), map({d1, d2}), map({d0, d2})},
+                  stateSlice, {par, red, par}, form.sign);
+  b.setInsertionPointAfter(chunkLoop);
+  return success();
+}
+
 LogicalResult KernelLowering::run() {
   Location loc = module.getLoc();
   int64_t dk = module.getDk(), dv = module.getDv(), chunk = module.getChunk();
@@ -581,16 +909,23 @@ LogicalResult KernelLowering::run() {
     return cast<RankedTensorType>(v.getType()).getShape();
   };
 
+  std::optional<ParallelForm> form;
+  if (algorithm != "sequential") {
+    std::string why;
+    FailureOr<ParallelForm> matched =
+        matchParallelForm(step, numStates, numAnchors, why);
+    if (succeeded(matched))
+      form = std::move(*matched);
+    else if (algorithm == "chunked")
+      return module.emitError("the chunked parallel form does not apply: ")
+             << why << " (the sequential algorithm does)";
+  }
+
   // Per token: q [Dk]; k, v [Dk] / [Dv], or one row per step of multistep.
   int64_t steps = module.getSteps();
   auto perStep = [&](int64_t width) {
     return steps == 1 ? SmallVector<int64_t>{width}
                       : SmallVector<int64_t>{steps, width};
-  };
-  auto gateShape = [&](GateOp gate) {
-    return gate.getPerStep()  ? SmallVector<int64_t>{steps}
-           : gate.getChannel() ? SmallVector<int64_t>{static_cast<int64_t>(gate.getDim())}
-                               : SmallVector<int64_t>{};
   };
   // The kernel runs the flattened (batch, head) pairs [begin, end), so that
   // the host can split one forward over threads (miras_abi.h forward_range).
@@ -609,12 +944,14 @@ LogicalResult KernelLowering::run() {
       b, loc, (module.getSymName() + "_kernel").str(),
       b.getFunctionType(argTypes, {}));
   kernel->setAttr("llvm.emit_c_interface", b.getUnitAttr());
+  // Which algorithm was built, for the library's metadata.
+  kernel->setAttr("miras.algorithm",
+                  b.getStringAttr(form ? "chunked" : "sequential"));
   Block *entry = kernel.addEntryBlock();
   b.setInsertionPointToEnd(entry);
 
   Value rangeBegin = entry->getArgument(0), rangeEnd = entry->getArgument(1);
-  Value q = entry->getArgument(2), k = entry->getArgument(3),
-        v = entry->getArgument(4);
+  Value q = entry->getArgument(2);
   Value out = entry->getArgument(entry->getNumArguments() - 1);
   Value c0 = arith::ConstantIndexOp::create(b, loc, 0);
   Value c1 = arith::ConstantIndexOp::create(b, loc, 1);
@@ -624,10 +961,12 @@ LogicalResult KernelLowering::run() {
   entryBuilder = &eb;
   Value length = memref::DimOp::create(b, loc, q, 1);
   Value heads = memref::DimOp::create(b, loc, q, 2);
-  // Anchors (SPEC section 7) can be large: heap, not stack.
+  // Anchors (SPEC section 7) can be large: heap, not stack. The chunked form
+  // reads the state itself, unchanged until its chunk ends.
   SmallVector<Value> anchors;
-  for (unsigned i = 0; i < numAnchors; ++i)
-    anchors.push_back(heapScratch(cast<RankedTensorType>(body.getArgument(i).getType())));
+  if (!form)
+    for (unsigned i = 0; i < numAnchors; ++i)
+      anchors.push_back(heapScratch(cast<RankedTensorType>(body.getArgument(i).getType())));
 
   auto pairLoop = scf::ForOp::create(b, loc, rangeBegin, rangeEnd, c1);
   b.setInsertionPointToStart(pairLoop.getBody());
@@ -641,48 +980,37 @@ LogicalResult KernelLowering::run() {
         {old, ret.getOperand(i), slice(b, loc, buffer, {bi, hi}, shapeOf(old))});
     lowered[old] = {Lowered::Kind::Buffer, states.back().slice};
   }
-  auto tLoop = scf::ForOp::create(b, loc, c0, length, c1);
-  b.setInsertionPointToStart(tLoop.getBody());
-  Value ti = tLoop.getInductionVar();
 
-  if (!anchors.empty()) {
-    Value chunkSize = arith::ConstantIndexOp::create(b, loc, chunk);
-    Value offset = arith::RemUIOp::create(b, loc, ti, chunkSize);
-    Value starts =
-        arith::CmpIOp::create(b, loc, arith::CmpIPredicate::eq, offset, c0);
-    auto ifOp = scf::IfOp::create(b, loc, starts, /*withElseRegion=*/false);
-    OpBuilder tb = ifOp.getThenBodyBuilder();
-    for (auto [i, anchor] : llvm::enumerate(anchors))
-      memref::CopyOp::create(tb, loc, states[i].slice, anchor);
-  }
-
-  // Bind the rest of the step's arguments.
-  unsigned next = numStates;
-  for (Value anchor : anchors)
-    lowered[body.getArgument(next++)] = {Lowered::Kind::Buffer, anchor};
-  SmallVector<Value> prefix{bi, ti, hi};
-  lowered[body.getArgument(next++)] = {Lowered::Kind::Buffer,
-                                       slice(b, loc, q, prefix, {dk})};
-  lowered[body.getArgument(next++)] = {Lowered::Kind::Buffer,
-                                       slice(b, loc, k, prefix, perStep(dk))};
-  lowered[body.getArgument(next++)] = {Lowered::Kind::Buffer,
-                                       slice(b, loc, v, prefix, perStep(dv))};
-  for (auto [i, gate] : llvm::enumerate(gates)) {
-    Value source = entry->getArgument(5 + i);
-    Value arg = body.getArgument(next++);
-    SmallVector<int64_t> shape = gateShape(gate);
-    if (!shape.empty())
-      lowered[arg] = {Lowered::Kind::Buffer, slice(b, loc, source, prefix, shape)};
-    else
-      lowered[arg] = {Lowered::Kind::Scalar,
-                      memref::LoadOp::create(b, loc, source, prefix)};
-  }
-  outputSlice = slice(b, loc, out, prefix, {dv});
-  outputValue = ret.getOperands().back();
-
-  for (Operation &op : body)
-    if (failed(lowerOp(b, op)))
+  if (form) {
+    Value stateSlice = states.front().slice;
+    states.clear(); // the chunk algebra writes the state, not lowerReturn
+    if (failed(buildChunked(b, loc, entry, *form, bi, hi, length, stateSlice)))
       return failure();
+  } else {
+    auto tLoop = scf::ForOp::create(b, loc, c0, length, c1);
+    b.setInsertionPointToStart(tLoop.getBody());
+    Value ti = tLoop.getInductionVar();
+
+    if (!anchors.empty()) {
+      Value chunkSize = arith::ConstantIndexOp::create(b, loc, chunk);
+      Value offset = arith::RemUIOp::create(b, loc, ti, chunkSize);
+      Value starts =
+          arith::CmpIOp::create(b, loc, arith::CmpIPredicate::eq, offset, c0);
+      auto ifOp = scf::IfOp::create(b, loc, starts, /*withElseRegion=*/false);
+      OpBuilder tb = ifOp.getThenBodyBuilder();
+      for (auto [i, anchor] : llvm::enumerate(anchors))
+        memref::CopyOp::create(tb, loc, states[i].slice, anchor);
+    }
+    for (auto [i, anchor] : llvm::enumerate(anchors))
+      lowered[body.getArgument(numStates + i)] = {Lowered::Kind::Buffer, anchor};
+    bindToken(b, loc, entry, bi, ti, hi, numStates + numAnchors);
+    outputSlice = slice(b, loc, out, {bi, ti, hi}, {dv});
+    outputValue = ret.getOperands().back();
+
+    for (Operation &op : body)
+      if (failed(lowerOp(b, op)))
+        return failure();
+  }
 
   b.setInsertionPointAfter(pairLoop);
   for (Value buffer : heapBuffers)
@@ -693,7 +1021,14 @@ LogicalResult KernelLowering::run() {
 
 struct LowerToLinalgPass
     : public miras::impl::MirasLowerToLinalgBase<LowerToLinalgPass> {
+  using MirasLowerToLinalgBase::MirasLowerToLinalgBase;
   void runOnOperation() override {
+    if (algorithm != "auto" && algorithm != "sequential" &&
+        algorithm != "chunked") {
+      getOperation().emitError("unknown algorithm '")
+          << algorithm << "': expected auto, sequential or chunked";
+      return signalPassFailure();
+    }
     for (auto module :
          llvm::make_early_inc_range(getOperation().getOps<MemoryModuleOp>())) {
       auto step = dyn_cast_or_null<func::FuncOp>(
@@ -703,7 +1038,7 @@ struct LowerToLinalgPass
                          "first");
         return signalPassFailure();
       }
-      if (failed(KernelLowering(module, step).run()))
+      if (failed(KernelLowering(module, step, algorithm).run()))
         return signalPassFailure();
       module.erase();
     }

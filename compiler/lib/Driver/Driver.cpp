@@ -77,6 +77,11 @@ cl::opt<int64_t> chunkOverride(
     cl::desc("Override the module's chunk size C (SPEC section 7: gradients at "
              "the state that starts each chunk of C tokens; 1 is exact)"),
     cl::value_desc("C"), cl::init(0), cl::cat(category));
+cl::opt<std::string> algorithm(
+    "algorithm",
+    cl::desc("Kernel algorithm when chunk > 1: auto (the chunked parallel form "
+             "where it applies, else sequential), sequential or chunked"),
+    cl::init("auto"), cl::cat(category));
 cl::opt<std::string> targetCpu(
     "mcpu",
     cl::desc("CPU to generate code for (default: this machine; 'generic' for "
@@ -202,8 +207,18 @@ int compile(const std::string &source) {
   if (emit == Stage::Rule)
     return writeText([&](llvm::raw_ostream &os) { os << iface.rule; });
 
-  if (!runStage(context, *module, buildToLinalgPipeline))
+  if (algorithm != "auto" && algorithm != "sequential" && algorithm != "chunked")
+    return fail("--algorithm expects auto, sequential or chunked, got '" +
+                algorithm + "'");
+  ToLinalgOptions toLinalg;
+  toLinalg.algorithm = algorithm.getValue();
+  if (!runStage(context, *module, [&](OpPassManager &pm) {
+        buildToLinalgPipeline(pm, toLinalg);
+      }))
     return 1;
+  if (auto kernel = module->lookupSymbol<func::FuncOp>(iface.kernelName()))
+    if (auto built = kernel->getAttrOfType<StringAttr>("miras.algorithm"))
+      iface.algorithm = built.str();
   if (emit == Stage::Linalg)
     return writeText(print);
 

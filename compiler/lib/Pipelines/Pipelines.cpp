@@ -24,8 +24,11 @@ void miras::buildDerivePipeline(OpPassManager &pm) {
   pm.addPass(createCSEPass());
 }
 
-void miras::buildToLinalgPipeline(OpPassManager &pm) {
-  pm.addPass(createMirasLowerToLinalg());
+void miras::buildToLinalgPipeline(OpPassManager &pm,
+                                  const ToLinalgOptions &options) {
+  MirasLowerToLinalgOptions lowering;
+  lowering.algorithm = options.algorithm;
+  pm.addPass(createMirasLowerToLinalg(lowering));
   pm.addPass(createCanonicalizerPass());
   pm.addPass(createCSEPass());
 }
@@ -69,9 +72,9 @@ void miras::registerMirasPipelines() {
   PassPipelineRegistration<>("miras-derive",
                              "Spec level to the derived step function",
                              buildDerivePipeline);
-  PassPipelineRegistration<>("miras-to-linalg",
-                             "Derived step function to a fused linalg kernel",
-                             buildToLinalgPipeline);
+  PassPipelineRegistration<ToLinalgOptions>(
+      "miras-to-linalg", "Derived step function to a fused linalg kernel",
+      buildToLinalgPipeline);
   PassPipelineRegistration<LinalgToLLVMOptions>(
       "miras-linalg-to-llvm",
       "Linalg kernel to vector code (miras-vectorize) and the LLVM dialect",

@@ -1,6 +1,7 @@
-// With chunk > 1 the gradient reads an anchor copy of the state, refreshed at
-// the first token of every chunk (SPEC section 7); the anchor lives on the heap.
-// RUN: miras-opt %s --miras-derive --miras-to-linalg | FileCheck %s
+// With chunk > 1 the sequential algorithm's gradient reads an anchor copy of
+// the state, refreshed at the first token of every chunk (SPEC section 7); the
+// anchor lives on the heap.
+// RUN: miras-opt %s --pass-pipeline='builtin.module(miras-derive,miras-to-linalg{algorithm=sequential})' | FileCheck %s
 
 // CHECK-LABEL: func.func @chunked_kernel
 // CHECK: %[[ANCHOR:.*]] = memref.alloc() : memref<4x4xf32>

@@ -8,7 +8,7 @@
 // CHECK-NOT: miras.
 // CHECK-LABEL: func.func @gdn_kernel(
 // CHECK-SAME: %[[BEGIN:.*]]: index, %[[END:.*]]: index, %[[Q:.*]]: memref<?x?x?x4xf32>, %[[K:.*]]: memref<?x?x?x4xf32>, %[[V:.*]]: memref<?x?x?x4xf32>, %[[ETA:.*]]: memref<?x?x?xf32>, %[[ALPHA:.*]]: memref<?x?x?xf32>, %[[W:.*]]: memref<?x?x4x4xf32>, %[[O:.*]]: memref<?x?x?x4xf32>)
-// CHECK-SAME: attributes {llvm.emit_c_interface}
+// CHECK-SAME: attributes {llvm.emit_c_interface, miras.algorithm = "sequential"}
 // CHECK-NOT: memref.alloc()
 // The flattened (batch, head) pairs of this call's range.
 // CHECK: %[[HEADS:.*]] = memref.dim %[[Q]], %c2

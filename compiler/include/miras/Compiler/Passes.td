@@ -19,25 +19,41 @@ def MirasLowerToLinalg : Pass<"miras-lower-to-linalg", "::mlir::ModuleOp"> {
     generic that writes the new state in place, or into the matvec that reads
     them. One pass over time keeps the state hot in cache.
 
+    With chunk C > 1 and `algorithm=chunked` (or `auto`), modules whose step
+    has the linear form `W' = s W -/+ u w^T`, `o = W' q'` (s a scalar decay
+    or none; s, u, w, q' independent of W because gradients read the chunk's
+    anchor) get the parallel form instead: per chunk, a token loop computes
+    s, u, w, q' into [C, D] buffers, then matrix products give every output
+    of the chunk (`O = diag(g) Q W0^T -/+ (R .* Q Wk^T) U`, R the in-chunk
+    decay products) and the state at its end (`W = g W0 -/+ U^T diag(r) Wk`).
+
     ```mlir
-    func.func @deltanet_kernel(%q: memref<?x?x?x16xf32>, %k: memref<?x?x?x16xf32>,
+    func.func @deltanet_kernel(%begin: index, %end: index, %q: memref<?x?x?x16xf32>, %k: memref<?x?x?x16xf32>,
         %v: memref<?x?x?x16xf32>, %eta: memref<?x?x?xf32>,
         %W: memref<?x?x16x16xf32>, %o: memref<?x?x?x16xf32>)
         attributes {llvm.emit_c_interface} {
-      scf.for %b = %c0 to %B step %c1 {
-        scf.for %h = %c0 to %H step %c1 {
+      scf.for %pair = %begin to %end step %c1 {   // flattened (batch, head)
+        %b = arith.divui %pair, %H : index
+        %h = arith.remui %pair, %H : index
           %Wbh = memref.subview %W[%b, %h, 0, 0] [1, 1, 16, 16] [1, 1, 1, 1] : ...
           scf.for %t = %c0 to %T step %c1 {
             linalg.generic ... // y = W k, fused with the residual where possible
             linalg.generic ... ins(%Wbh, %u, %kt) outs(%Wbh)  // W -= u k^T
             linalg.generic ... // o = W q
           }
-        }
       }
       return
     }
     ```
   }];
+  let options = [
+    Option<"algorithm", "algorithm", "std::string", /*default=*/"\"auto\"",
+           "Kernel algorithm for chunk C > 1 (SPEC section 7): 'sequential' "
+           "(token by token, gradients at the chunk's anchor), 'chunked' (the "
+           "parallel form: per chunk, matrix products over its tokens; an error "
+           "for modules outside its class), or 'auto' (chunked where it "
+           "applies, else sequential)">
+  ];
   let dependentDialects = ["::mlir::linalg::LinalgDialect",
                            "::mlir::memref::MemRefDialect",
                            "::mlir::scf::SCFDialect",

@@ -20,8 +20,16 @@ namespace miras {
 /// `miras-derive`: spec level -> step level (derive-update, cse, canonicalize).
 void buildDerivePipeline(mlir::OpPassManager &pm);
 
+struct ToLinalgOptions : mlir::PassPipelineOptions<ToLinalgOptions> {
+  Option<std::string> algorithm{
+      *this, "algorithm",
+      llvm::cl::desc("auto | sequential | chunked (see miras-lower-to-linalg)"),
+      llvm::cl::init("auto")};
+};
+
 /// `miras-to-linalg`: step level -> fused linalg-on-memref kernel.
-void buildToLinalgPipeline(mlir::OpPassManager &pm);
+void buildToLinalgPipeline(mlir::OpPassManager &pm,
+                           const ToLinalgOptions &options = {});
 
 struct LinalgToLLVMOptions : mlir::PassPipelineOptions<LinalgToLLVMOptions> {
   Option<int64_t> vectorWidth{
@@ -39,7 +47,8 @@ void buildLinalgToLLVMPipeline(mlir::OpPassManager &pm,
 
 /// The f32 lanes of the widest vector register of `cpu` (empty: the host,
 /// with the features it actually has enabled): 16 with avx512f, 8 with
-/// AVX/AVX2, else 4. For `buildLinalgToLLVMPipeline`.
+/// AVX/AVX2, else 4. For `buildLinalgToLLVMPipeline`. The environment
+/// variable MIRAS_VECTOR_WIDTH overrides it (0: LLVM's auto-vectoriser only).
 int64_t vectorWidthForCPU(llvm::StringRef cpu);
 
 /// Registers the three pipelines above and every miras pass.

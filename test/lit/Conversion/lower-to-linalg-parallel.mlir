@@ -1,0 +1,47 @@
+// The chunked parallel form (SPEC section 7): per chunk of 3 tokens, a token
+// loop stores the rank-1 factors u (the scaled error at the anchor, which is
+// the state itself until the chunk ends), w = k and the query into [3, 4]
+// buffers; contractions then give the chunk's outputs and its final state.
+// RUN: miras-opt %s --pass-pipeline='builtin.module(miras-derive,miras-to-linalg{algorithm=chunked})' | FileCheck %s
+// RUN: miras-opt %s --pass-pipeline='builtin.module(miras-derive,miras-to-linalg)' | FileCheck %s --check-prefix=AUTO
+
+// CHECK-LABEL: func.func @decayed_kernel
+// CHECK-SAME: miras.algorithm = "chunked"
+// CHECK-DAG: %[[U:.*]] = memref.alloc() : memref<3x4xf32>
+// CHECK-DAG: %[[C3:.*]] = arith.constant 3 : index
+// CHECK: scf.for %[[PAIR:.*]] =
+// CHECK: %[[W:.*]] = memref.subview
+// CHECK: scf.for %[[START:.*]] = %{{.*}} to %{{.*}} step %[[C3]]
+// A short last chunk runs fewer tokens.
+// CHECK: %[[LEFT:.*]] = arith.subi %{{.*}}, %[[START]]
+// CHECK: %[[SIZE:.*]] = arith.minui %[[LEFT]], %[[C3]]
+// CHECK: scf.for %[[T:.*]] = %{{.*}} to %[[SIZE]]
+// The error at the anchor: a matvec reading the state slice itself.
+// CHECK: linalg.generic {{.*}}iterator_types = ["parallel", "reduction"]{{.*}} ins(%[[W]],
+// CHECK: memref.subview %[[U]][%[[T]], 0]
+// The decay products (scalar loops), then S = Q Wk^T, O = g Q W^T + (R .* S) U.
+// CHECK: arith.select
+// CHECK: iterator_types = ["parallel", "parallel", "reduction"]
+// CHECK: iterator_types = ["parallel", "parallel", "reduction"]{{.*}} ins({{.*}}, %[[W]] :
+// CHECK: iterator_types = ["parallel", "reduction", "parallel"]
+// CHECK: arith.subf
+// The state at the chunk's end, in place: W = g W, then W -= U^T diag(r) Wk.
+// CHECK: outs(%[[W]] :
+// CHECK: iterator_types = ["parallel", "reduction", "parallel"]{{.*}} outs(%[[W]] :
+// CHECK-NOT: scf.if
+
+// AUTO-LABEL: func.func @decayed_kernel
+// AUTO-SAME: miras.algorithm = "chunked"
+miras.module @decayed attributes {chunk = 3 : i64, dk = 4 : i64, dv = 4 : i64, read_after_write = true} {
+  miras.gate @alpha : scalar
+  miras.memory "linear" {dk = 4 : i64, dv = 4 : i64}
+  miras.bias "l2" loss {
+  ^bb0(%y: tensor<4xf32>, %v: tensor<4xf32>):
+    %e = arith.subf %y, %v : tensor<4xf32>
+    %sq = arith.mulf %e, %e : tensor<4xf32>
+    %s = miras.sum %sq : tensor<4xf32>
+    miras.yield %s : f32
+  }
+  miras.retention "l2" {decay = @alpha, order = "decoupled"}
+  miras.optimizer "gd" {lr = 1.0e-01 : f64}
+}
