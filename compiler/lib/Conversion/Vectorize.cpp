@@ -49,6 +49,7 @@
 #include "llvm/TargetParser/Host.h"
 #include "llvm/TargetParser/Triple.h"
 
+#include <cstdlib>
 #include <memory>
 
 namespace miras {
@@ -552,6 +553,12 @@ struct MirasVectorize
 } // namespace
 
 int64_t miras::vectorWidthForCPU(llvm::StringRef cpu) {
+  // For A/B timing against LLVM's own auto-vectorisation (0 = off).
+  if (const char *env = std::getenv("MIRAS_VECTOR_WIDTH")) {
+    int64_t width;
+    if (!llvm::StringRef(env).getAsInteger(10, width) && width >= 0)
+      return width;
+  }
   llvm::Triple triple(llvm::sys::getProcessTriple());
   if (!triple.isX86())
     return 4; // NEON / portable 128-bit

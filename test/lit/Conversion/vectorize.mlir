@@ -1,0 +1,169 @@
+// miras-vectorize: linalg.generic on memrefs -> vector tiles of the contiguous
+// (innermost) dimension; generics that do not qualify are left alone.
+// RUN: miras-opt %s --miras-vectorize --split-input-file | FileCheck %s
+// RUN: miras-opt %s --miras-vectorize=vector-width=8 --split-input-file | FileCheck %s --check-prefix=AVX2
+// RUN: miras-opt %s --miras-vectorize=vector-width=0 --split-input-file | FileCheck %s --check-prefix=OFF
+
+#mat = affine_map<(d0, d1) -> (d0, d1)>
+#col = affine_map<(d0, d1) -> (d1)>
+#row = affine_map<(d0, d1) -> (d0)>
+
+// Matvec along the contiguous axis: one vector<64xf32> (4 x 16 lanes) per
+// row, one horizontal reduction per row with the old y as its accumulator.
+// CHECK-LABEL: func.func @matvec(
+// CHECK-SAME: %[[W:.*]]: memref<64x64xf32>, %[[K:.*]]: memref<64xf32>, %[[Y:.*]]: memref<64xf32>)
+// CHECK: %[[KV:.*]] = vector.transfer_read %[[K]][%{{.*}}], %{{.*}} {in_bounds = [true]} : memref<64xf32>, vector<64xf32>
+// CHECK: scf.for %[[I:.*]] =
+// CHECK: %[[Y0:.*]] = memref.load %[[Y]][%[[I]]]
+// CHECK: %[[WV:.*]] = vector.transfer_read %[[W]][%[[I]], %{{.*}}], %{{.*}} {in_bounds = [true]} : memref<64x64xf32>, vector<64xf32>
+// CHECK: %[[P:.*]] = arith.mulf %[[WV]], %[[KV]] fastmath<reassoc,contract> : vector<64xf32>
+// CHECK: %[[R:.*]] = vector.reduction <add>, %{{.*}}, %[[Y0]] fastmath<reassoc,contract> : vector<64xf32> into f32
+// CHECK: memref.store %[[R]], %[[Y]][%[[I]]]
+// CHECK-NOT: linalg.generic
+// AVX2-LABEL: func.func @matvec(
+// AVX2: vector<32xf32>
+// AVX2: scf.for
+// AVX2: vector.reduction <add>, %{{.*}} : vector<32xf32> into f32
+// OFF-LABEL: func.func @matvec(
+// OFF: linalg.generic
+// OFF-NOT: vector.
+func.func @matvec(%W: memref<64x64xf32>, %k: memref<64xf32>, %y: memref<64xf32>) {
+  linalg.generic {indexing_maps = [#mat, #col, #row], iterator_types = ["parallel", "reduction"]}
+      ins(%W, %k : memref<64x64xf32>, memref<64xf32>) outs(%y : memref<64xf32>) {
+  ^bb0(%w: f32, %x: f32, %acc: f32):
+    %m = arith.mulf %w, %x fastmath<reassoc,contract> : f32
+    %s = arith.addf %acc, %m fastmath<reassoc,contract> : f32
+    linalg.yield %s : f32
+  }
+  return
+}
+
+// -----
+
+#mat = affine_map<(d0, d1) -> (d0, d1)>
+#col = affine_map<(d0, d1) -> (d1)>
+#row = affine_map<(d0, d1) -> (d0)>
+
+// The in-place rank-1 update W = a W - u k^T: rows of scalars broadcast,
+// k read once before the row loop, each row written back as one tile.
+// CHECK-LABEL: func.func @update(
+// CHECK-SAME: %[[W:.*]]: memref<64x64xf32, strided<[64, 1], offset: ?>>, %[[U:.*]]: memref<64xf32>, %[[K:.*]]: memref<64xf32>, %[[A:.*]]: f32)
+// CHECK: %[[KV:.*]] = vector.transfer_read %[[K]]
+// CHECK: scf.for %[[I:.*]] =
+// CHECK-DAG: %[[WV:.*]] = vector.transfer_read %[[W]][%[[I]], %{{.*}}]{{.*}} vector<64xf32>
+// CHECK-DAG: %[[UI:.*]] = memref.load %[[U]][%[[I]]]
+// CHECK-DAG: %[[AB:.*]] = vector.broadcast %[[A]] : f32 to vector<64xf32>
+// CHECK-DAG: %[[UB:.*]] = vector.broadcast %[[UI]] : f32 to vector<64xf32>
+// CHECK: arith.mulf %[[UB]], %[[KV]] : vector<64xf32>
+// CHECK: arith.subf
+// CHECK: vector.transfer_write %{{.*}}, %[[W]][%[[I]], %{{.*}}] {in_bounds = [true]} : vector<64xf32>
+func.func @update(%W: memref<64x64xf32, strided<[64, 1], offset: ?>>, %u: memref<64xf32>, %k: memref<64xf32>, %a: f32) {
+  linalg.generic {indexing_maps = [#mat, #row, #col, #mat], iterator_types = ["parallel", "parallel"]}
+      ins(%W, %u, %k : memref<64x64xf32, strided<[64, 1], offset: ?>>, memref<64xf32>, memref<64xf32>)
+      outs(%W : memref<64x64xf32, strided<[64, 1], offset: ?>>) {
+  ^bb0(%w: f32, %ui: f32, %kj: f32, %o: f32):
+    %aw = arith.mulf %a, %w : f32
+    %uk = arith.mulf %ui, %kj : f32
+    %d = arith.subf %aw, %uk : f32
+    linalg.yield %d : f32
+  }
+  return
+}
+
+// -----
+
+#mat = affine_map<(d0, d1) -> (d0, d1)>
+#col = affine_map<(d0, d1) -> (d1)>
+#row = affine_map<(d0, d1) -> (d0)>
+
+// y[j] += W[i, j] x[i] (reduction over the outer dim): 256 columns in four
+// tiles of 64, the rows summed in order with the tile carried in registers.
+// CHECK-LABEL: func.func @matvec_t(
+// CHECK: scf.for %[[J:.*]] = %{{.*}} to %{{.*}} step %c64
+// CHECK: %[[Y0:.*]] = vector.transfer_read %{{.*}}[%[[J]]]{{.*}} vector<64xf32>
+// CHECK: %[[S:.*]] = scf.for %[[I:.*]] = {{.*}} iter_args(%[[ACC:.*]] = %[[Y0]]) -> (vector<64xf32>)
+// CHECK: memref.load %{{.*}}[%[[I]]]
+// CHECK: arith.addf %[[ACC]], %{{.*}} fastmath<reassoc,contract> : vector<64xf32>
+// CHECK: vector.transfer_write %[[S]], %{{.*}}[%[[J]]]
+func.func @matvec_t(%W: memref<64x256xf32>, %x: memref<64xf32>, %y: memref<256xf32>) {
+  linalg.generic {indexing_maps = [#mat, #row, #col], iterator_types = ["reduction", "parallel"]}
+      ins(%W, %x : memref<64x256xf32>, memref<64xf32>) outs(%y : memref<256xf32>) {
+  ^bb0(%w: f32, %xi: f32, %acc: f32):
+    %m = arith.mulf %w, %xi fastmath<reassoc,contract> : f32
+    %s = arith.addf %acc, %m fastmath<reassoc,contract> : f32
+    linalg.yield %s : f32
+  }
+  return
+}
+
+// -----
+
+#id = affine_map<(d0) -> (d0)>
+
+// 20 elements: one full tile of 16 and a masked tail of 4 (of 16 lanes).
+// CHECK-LABEL: func.func @tail(
+// CHECK: vector.transfer_read %{{.*}}[%c0]{{.*}} vector<16xf32>
+// CHECK: math.exp %{{.*}} : vector<16xf32>
+// CHECK: vector.transfer_write %{{.*}}[%c0] {in_bounds = [true]} : vector<16xf32>
+// CHECK: %[[M:.*]] = vector.constant_mask [4] : vector<16xi1>
+// CHECK: vector.transfer_read %{{.*}}[%c16], %{{.*}}, %[[M]] {in_bounds = [true]}
+// CHECK: vector.transfer_write %{{.*}}[%c16], %[[M]] {in_bounds = [true]}
+func.func @tail(%x: memref<20xf32>, %y: memref<20xf32>) {
+  linalg.generic {indexing_maps = [#id, #id], iterator_types = ["parallel"]}
+      ins(%x : memref<20xf32>) outs(%y : memref<20xf32>) {
+  ^bb0(%a: f32, %o: f32):
+    %e = math.exp %a : f32
+    linalg.yield %e : f32
+  }
+  return
+}
+
+// -----
+
+#id = affine_map<(d0) -> (d0)>
+#scalar = affine_map<(d0) -> ()>
+
+// A sum without fastmath<reassoc> would change its order: left alone.
+// CHECK-LABEL: func.func @ordered_sum(
+// CHECK: linalg.generic
+// CHECK-NOT: vector.
+func.func @ordered_sum(%x: memref<64xf32>, %s: memref<f32>) {
+  linalg.generic {indexing_maps = [#id, #scalar], iterator_types = ["reduction"]}
+      ins(%x : memref<64xf32>) outs(%s : memref<f32>) {
+  ^bb0(%a: f32, %acc: f32):
+    %r = arith.addf %acc, %a : f32
+    linalg.yield %r : f32
+  }
+  return
+}
+
+// -----
+
+#mat = affine_map<(d0, d1) -> (d0, d1)>
+#tr = affine_map<(d0, d1) -> (d1, d0)>
+
+// The innermost loop walks a column of %x (stride 64): left alone, as are
+// i1 buffers (bits in vectors, bytes in memory) and dimensions under 4.
+// CHECK-LABEL: func.func @rejected(
+// CHECK-COUNT-3: linalg.generic
+// CHECK-NOT: vector.
+func.func @rejected(%x: memref<64x64xf32>, %y: memref<64x64xf32>, %m: memref<64x64xi1>, %z: memref<64x3xf32>) {
+  linalg.generic {indexing_maps = [#tr, #mat], iterator_types = ["parallel", "parallel"]}
+      ins(%x : memref<64x64xf32>) outs(%y : memref<64x64xf32>) {
+  ^bb0(%a: f32, %o: f32):
+    linalg.yield %a : f32
+  }
+  linalg.generic {indexing_maps = [#mat, #mat], iterator_types = ["parallel", "parallel"]}
+      ins(%x : memref<64x64xf32>) outs(%m : memref<64x64xi1>) {
+  ^bb0(%a: f32, %o: i1):
+    %c = arith.cmpf ogt, %a, %a : f32
+    linalg.yield %c : i1
+  }
+  linalg.generic {indexing_maps = [#mat, #mat], iterator_types = ["parallel", "parallel"]}
+      ins(%z : memref<64x3xf32>) outs(%z : memref<64x3xf32>) {
+  ^bb0(%a: f32, %o: f32):
+    %n = arith.negf %a : f32
+    linalg.yield %n : f32
+  }
+  return
+}
