@@ -85,11 +85,14 @@ static Value slice(OpBuilder &b, Location loc, Value source, ValueRange prefix,
 
 /// The step shape the chunked parallel form (SPEC section 7) handles: one
 /// matrix state W, gradients at the chunk's anchor, and
-///   W' = s W + sign * u w^T,      o = W' q' (read after write) or W q'
-/// where the scalar decay s (absent: 1), u, w and q' do not depend on W.
-/// Within a chunk the recurrence is then linear in W with known rank-1 terms.
+///   W' = s W + sign * u w^T   or   W' = W Diag(a) + sign * u w^T,
+///   o = W' q' (read after write) or W q' (read before write),
+/// where the scalar decay s (absent: 1), the Dk channel decay a, u, w and q'
+/// do not depend on W. Within a chunk the recurrence is then linear in W
+/// with known rank-1 terms.
 struct ParallelForm {
-  Value decay; // f32, or null
+  Value decay; // f32 (or a splat constant), a [Dk] vector, or null
+  bool channelDecay = false;
   Value u, w, query;
   double sign = -1.0;
   bool readsNew = true;
@@ -157,12 +160,16 @@ static FailureOr<ParallelForm> matchParallelForm(func::FuncOp step,
     DenseFPElementsAttr constant;
     if (bcast && bcast.getDims().empty() && independent(bcast.getInput()))
       form.decay = bcast.getInput();
-    else if (factor && matchPattern(factor, m_Constant(&constant)) &&
+    else if (bcast && llvm::equal(bcast.getDims(), ArrayRef<int64_t>{1}) &&
+             independent(bcast.getInput())) {
+      form.decay = bcast.getInput(); // W Diag(a): column c scaled by a[c]
+      form.channelDecay = true;
+    } else if (factor && matchPattern(factor, m_Constant(&constant)) &&
              constant.isSplat())
       form.decay = factor; // lowered as a splat: one f32 value
     else {
-      why = "its retention is not a scalar decay of W (channel gates stay "
-            "sequential)";
+      why = "its retention is neither a scalar decay of W nor a decay of its "
+            "Dk columns (Dv-row gates stay sequential)";
       return failure();
     }
     form.stateOps.insert(mul);
@@ -202,6 +209,15 @@ private:
   LogicalResult buildChunked(OpBuilder &b, Location loc, Block *entry,
                              const ParallelForm &form, Value bi, Value hi,
                              Value length, Value stateSlice);
+  /// Phase 2 of the chunked form for a Dk channel decay (W Diag(a_t)); the
+  /// buffers are U, Wk, Q, decays [C, Dk], S [C, C] and O.
+  LogicalResult buildChannelChunk(OpBuilder &b, Location loc, Block *entry,
+                                  const ParallelForm &form, Value bi, Value hi,
+                                  Value start, Value size, Value stateSlice,
+                                  ArrayRef<Value> buffers);
+  /// Copies rows [0, size) of the chunk's outputs O into o at token start.
+  void writeOutputs(OpBuilder &b, Location loc, Block *entry, Value O, Value bi,
+                    Value hi, Value start, Value size);
   /// Stores a lowered vector (any kind) into `row`.
   LogicalResult storeRow(OpBuilder &b, Location loc, Value tensor, Value row);
 
@@ -762,6 +778,128 @@ static void emitContraction(OpBuilder &b, Location loc, ValueRange ins,
       });
 }
 
+void KernelLowering::writeOutputs(OpBuilder &b, Location loc, Block *entry,
+                                  Value O, Value bi, Value hi, Value start,
+                                  Value size) {
+  int64_t dv = module.getDv();
+  Value c0 = arith::ConstantIndexOp::create(b, loc, 0);
+  Value c1 = arith::ConstantIndexOp::create(b, loc, 1);
+  auto loop = scf::ForOp::create(b, loc, c0, size, c1);
+  OpBuilder::InsertionGuard guard(b);
+  b.setInsertionPointToStart(loop.getBody());
+  Value t = loop.getInductionVar();
+  Value ti = arith::AddIOp::create(b, loc, start, t);
+  Value out = entry->getArgument(entry->getNumArguments() - 1);
+  memref::CopyOp::create(b, loc, slice(b, loc, O, {t}, {dv}),
+                         slice(b, loc, out, {bi, ti, hi}, {dv}));
+}
+
+LogicalResult KernelLowering::buildChannelChunk(
+    OpBuilder &b, Location loc, Block *entry, const ParallelForm &form,
+    Value bi, Value hi, Value start, Value size, Value stateSlice,
+    ArrayRef<Value> buffers) {
+  int64_t dk = module.getDk(), chunk = module.getChunk();
+  Value U = buffers[0], Wk = buffers[1], Q = buffers[2], decays = buffers[3],
+        S = buffers[4], O = buffers[5];
+  Type f32 = b.getF32Type();
+  // rho: the running product of column decays; Qg[t] = Gamma_t .* q_t and
+  // WkEnd[j] = w_j .* (a_{j+1} ... a_{C-1}), for the outputs and the state.
+  Value rho = heapScratch(RankedTensorType::get({dk}, f32));
+  Value dot = heapScratch(RankedTensorType::get({}, f32));
+  Value Qg = heapScratch(RankedTensorType::get({chunk, dk}, f32));
+  Value WkEnd = heapScratch(RankedTensorType::get({chunk, dk}, f32));
+  Value c0 = arith::ConstantIndexOp::create(b, loc, 0);
+  Value c1 = arith::ConstantIndexOp::create(b, loc, 1);
+  Value cC = arith::ConstantIndexOp::create(b, loc, chunk);
+  Value last = arith::ConstantIndexOp::create(b, loc, chunk - 1);
+  Value zero = arith::ConstantOp::create(b, loc, b.getF32FloatAttr(0.0));
+  Value one = arith::ConstantOp::create(b, loc, b.getF32FloatAttr(1.0));
+  AffineMap id1 = AffineMap::getMultiDimIdentityMap(1, ctx);
+  // dest[c] = x[c] * y[c] (dest may be x: in place).
+  auto multiply = [&](Value x, Value y, Value dest) {
+    linalg::GenericOp::create(
+        b, loc, ValueRange{x, y}, ValueRange{dest},
+        ArrayRef<AffineMap>{id1, id1, id1}, parallel(1),
+        [&](OpBuilder &nb, Location nloc, ValueRange args) {
+          linalg::YieldOp::create(
+              nb, nloc, Value(arith::MulFOp::create(nb, nloc, args[0], args[1])));
+        });
+  };
+  // Iterates j = C-1 down to 0 with the body given j.
+  auto downward = [&](function_ref<void(Value)> body) {
+    auto loop = scf::ForOp::create(b, loc, c0, cC, c1);
+    OpBuilder::InsertionGuard guard(b);
+    b.setInsertionPointToStart(loop.getBody());
+    body(arith::SubIOp::create(b, loc, last, loop.getInductionVar()));
+  };
+
+  // S[t][j] = sum_c w_j[c] q_t[c] (a_{j+1} ... a_{last(t)})[c] for j <= last(t)
+  // (last(t) = t after write, t - 1 before), else 0.
+  auto rowLoop = scf::ForOp::create(b, loc, c0, cC, c1);
+  {
+    OpBuilder::InsertionGuard guard(b);
+    b.setInsertionPointToStart(rowLoop.getBody());
+    Value t = rowLoop.getInductionVar();
+    Value limit = form.readsNew ? Value(arith::AddIOp::create(b, loc, t, c1)) : t;
+    Value qRow = slice(b, loc, Q, {t}, {dk});
+    linalg::FillOp::create(b, loc, ValueRange{one}, ValueRange{rho});
+    downward([&](Value j) {
+      Value inside =
+          arith::CmpIOp::create(b, loc, arith::CmpIPredicate::ult, j, limit);
+      auto ifOp = scf::IfOp::create(b, loc, inside, /*withElseRegion=*/true);
+      {
+        OpBuilder::InsertionGuard inner(b);
+        b.setInsertionPointToStart(ifOp.thenBlock());
+        linalg::FillOp::create(b, loc, ValueRange{zero}, ValueRange{dot});
+        emitContraction(b, loc, {slice(b, loc, Wk, {j}, {dk}), qRow, rho},
+                        {id1, id1, id1, AffineMap::get(1, 0, {}, ctx)}, dot,
+                        {utils::IteratorType::reduction}, 1.0);
+        memref::StoreOp::create(b, loc, memref::LoadOp::create(b, loc, dot), S,
+                                ValueRange{t, j});
+        multiply(rho, slice(b, loc, decays, {j}, {dk}), rho);
+        b.setInsertionPointToStart(ifOp.elseBlock());
+        memref::StoreOp::create(b, loc, zero, S, ValueRange{t, j});
+      }
+    });
+    multiply(rho, qRow, slice(b, loc, Qg, {t}, {dk}));
+  }
+  linalg::FillOp::create(b, loc, ValueRange{one}, ValueRange{rho});
+  downward([&](Value j) {
+    multiply(slice(b, loc, Wk, {j}, {dk}), rho, slice(b, loc, WkEnd, {j}, {dk}));
+    multiply(rho, slice(b, loc, decays, {j}, {dk}), rho);
+  });
+
+  AffineExpr d0, d1, d2;
+  bindDims(ctx, d0, d1, d2);
+  auto map = [&](ArrayRef<AffineExpr> exprs) {
+    return AffineMap::get(3, 0, exprs, ctx);
+  };
+  using utils::IteratorType;
+  const IteratorType par = IteratorType::parallel, red = IteratorType::reduction;
+  // O = Qg W0^T + sign S U, then the state: W = W0 Diag(Gamma) + sign U^T WkEnd.
+  linalg::FillOp::create(b, loc, ValueRange{zero}, ValueRange{O});
+  emitContraction(b, loc, {Qg, stateSlice},
+                  {map({d0, d2}), map({d1, d2}), map({d0, d1})}, O,
+                  {par, par, red}, 1.0);
+  emitContraction(b, loc, {S, U}, {map({d0, d1}), map({d1, d2}), map({d0, d2})},
+                  O, {par, red, par}, form.sign);
+  writeOutputs(b, loc, entry, O, bi, hi, start, size);
+  AffineMap identity = AffineMap::getMultiDimIdentityMap(2, ctx);
+  linalg::GenericOp::create(
+      b, loc, ValueRange{rho}, ValueRange{stateSlice},
+      ArrayRef<AffineMap>{AffineMap::get(2, 0, {getAffineDimExpr(1, ctx)}, ctx),
+                          identity},
+      parallel(2), [&](OpBuilder &nb, Location nloc, ValueRange args) {
+        linalg::YieldOp::create(
+            nb, nloc, Value(arith::MulFOp::create(nb, nloc, args[1], args[0])));
+      });
+  emitContraction(b, loc, {U, WkEnd},
+                  {map({d1, d0}), map({d1, d2}), map({d0, d2})}, stateSlice,
+                  {par, red, par}, form.sign);
+  b.setInsertionPointAfter(b.getInsertionBlock()->getParentOp());
+  return success();
+}
+
 LogicalResult KernelLowering::buildChunked(OpBuilder &b, Location loc,
                                            Block *entry,
                                            const ParallelForm &form, Value bi,
@@ -775,8 +913,10 @@ LogicalResult KernelLowering::buildChunked(OpBuilder &b, Location loc,
   };
   // Per chunk: the rank-1 factors and queries of its tokens, their decays,
   // the decay products R (reads) and r (the chunk's end), Q Wk^T, outputs.
+  bool channel = form.channelDecay;
   Value U = buffer({chunk, dv}), Wk = buffer({chunk, dk}),
-        Q = buffer({chunk, dk}), decays = buffer({chunk}),
+        Q = buffer({chunk, dk}),
+        decays = channel ? buffer({chunk, dk}) : buffer({chunk}),
         R = buffer({chunk, chunk}), g = buffer({chunk}), rEnd = buffer({chunk}),
         S = buffer({chunk, chunk}), O = buffer({chunk, dv});
   Value c0 = arith::ConstantIndexOp::create(b, loc, 0);
@@ -812,10 +952,16 @@ LogicalResult KernelLowering::buildChunked(OpBuilder &b, Location loc,
         failed(storeRow(b, loc, form.w, slice(b, loc, Wk, {t}, {dk}))) ||
         failed(storeRow(b, loc, form.query, slice(b, loc, Q, {t}, {dk}))))
       return failure();
-    if (form.decay)
+    if (form.decay && channel &&
+        failed(storeRow(b, loc, form.decay, slice(b, loc, decays, {t}, {dk}))))
+      return failure();
+    if (form.decay && !channel)
       memref::StoreOp::create(b, loc, lowered.lookup(form.decay).value, decays,
                               ValueRange{t});
   }
+  if (channel)
+    return buildChannelChunk(b, loc, entry, form, bi, hi, start, size,
+                             stateSlice, {U, Wk, Q, decays, S, O});
 
   // Decay products: ratios[j] = s_{j+1} ... s_{last} for j <= last, else 0;
   // returns s_0 ... s_last (1 for last = -1). `limit` = last + 1.
@@ -870,16 +1016,7 @@ LogicalResult KernelLowering::buildChunked(OpBuilder &b, Location loc,
   emitContraction(b, loc, {R, S, U},
                   {map({d0, d1}), map({d0, d1}), map({d1, d2}), map({d0, d2})},
                   O, {par, red, par}, form.sign);
-  auto outLoop = scf::ForOp::create(b, loc, c0, size, c1);
-  {
-    OpBuilder::InsertionGuard guard(b);
-    b.setInsertionPointToStart(outLoop.getBody());
-    Value t = outLoop.getInductionVar();
-    Value ti = arith::AddIOp::create(b, loc, start, t);
-    memref::CopyOp::create(b, loc, slice(b, loc, O, {t}, {dv}),
-                           slice(b, loc, entry->getArgument(entry->getNumArguments() - 1),
-                                 {bi, ti, hi}, {dv}));
-  }
+  writeOutputs(b, loc, entry, O, bi, hi, start, size);
   // The state at the chunk's end: W = g W0 + sign U^T diag(r) Wk over (i, j, c).
   AffineMap identity = AffineMap::getMultiDimIdentityMap(2, ctx);
   linalg::GenericOp::create(

@@ -22,11 +22,11 @@ miras.module @exact attributes {chunk = 1 : i64, dk = 4 : i64, dv = 4 : i64, rea
 
 // -----
 
-// A channel gate on Dk decays W column by column: not a scalar decay.
-// CHECK: error: the chunked parallel form does not apply: its retention is not a scalar decay of W (channel gates stay sequential)
+// A channel gate on Dv decays W row by row: not (yet) in the class.
+// CHECK: error: the chunked parallel form does not apply: its retention is neither a scalar decay of W nor a decay of its Dk columns (Dv-row gates stay sequential)
 // AUTO: func.func @channel_kernel{{.*}}miras.algorithm = "sequential"
 miras.module @channel attributes {chunk = 4 : i64, dk = 4 : i64, dv = 4 : i64, read_after_write = true} {
-  miras.gate @alpha : channel along "dk" dim 4
+  miras.gate @alpha : channel along "dv" dim 4
   miras.memory "linear" {dk = 4 : i64, dv = 4 : i64}
   miras.bias "dot" loss {
   ^bb0(%y: tensor<4xf32>, %v: tensor<4xf32>):
