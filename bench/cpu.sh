@@ -132,7 +132,7 @@ for path in sorted(glob.glob(os.path.join(work, "json", "*.json"))):
     xref = r["speedup_vs_reference"]
     xbase = r["speedup_vs_baseline"]
     diff = r["max_abs_diff_vs_reference"]
-    cells = [r["module"], str(r["dk"]), algo, str(r["threads"]), fmt(r["ms"], 2), fmt(mtok, 3),
+    cells = [r["module"], str(r["dk"]), algo, str(r["threads"]), fmt(r["ms"], 2), "%.3g" % mtok,
              fmt(r["gflops"], 1), fmt(pct, 1), fmt(xref, 2) if xref else "-",
              fmt(xbase, 2) if xbase else "-", "%.1e" % diff if diff is not None else "-"]
     if not r.get("output_finite", True):
