@@ -23,7 +23,7 @@ miras.module @exact attributes {chunk = 1 : i64, dk = 4 : i64, dv = 4 : i64, rea
 // -----
 
 // A channel gate on Dv decays W row by row: not (yet) in the class.
-// CHECK: error: the chunked parallel form does not apply: its retention is neither a scalar decay of W nor a decay of its Dk columns (Dv-row gates stay sequential)
+// CHECK: error: the chunked parallel form does not apply: the retention of W is neither a scalar decay nor a decay of its columns (row gates stay sequential) (the sequential algorithm does)
 // AUTO: func.func @channel_kernel{{.*}}miras.algorithm = "sequential"
 miras.module @channel attributes {chunk = 4 : i64, dk = 4 : i64, dv = 4 : i64, read_after_write = true} {
   miras.gate @alpha : channel along "dv" dim 4

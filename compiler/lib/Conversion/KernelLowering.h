@@ -1,0 +1,229 @@
+//===- KernelLowering.h - Shared state of the kernel lowering ---*- C++ -*-===//
+//
+// Internal to miras-lower-to-linalg: the value kinds of the lowering, the
+// KernelLowering class (sequential algorithm in MirasToLinalg.cpp, chunked
+// parallel form in ChunkedForm.cpp) and the parallel form's matcher.
+//
+//===----------------------------------------------------------------------===//
+#ifndef MIRAS_COMPILER_CONVERSION_KERNELLOWERING_H
+#define MIRAS_COMPILER_CONVERSION_KERNELLOWERING_H
+
+#include "miras/Dialect/Miras/IR/MirasOps.h"
+
+#include "mlir/Dialect/Arith/IR/Arith.h"
+#include "mlir/Dialect/Func/IR/FuncOps.h"
+#include "mlir/Dialect/Linalg/IR/Linalg.h"
+#include "mlir/Dialect/Math/IR/Math.h"
+#include "mlir/Dialect/MemRef/IR/MemRef.h"
+#include "mlir/Dialect/SCF/IR/SCF.h"
+#include "mlir/Dialect/Utils/StructuredOpsUtils.h"
+#include "mlir/IR/AffineMap.h"
+#include "mlir/IR/Builders.h"
+#include "llvm/ADT/DenseSet.h"
+#include "llvm/ADT/MapVector.h"
+#include "llvm/ADT/SmallPtrSet.h"
+
+#include <string>
+
+namespace miras::lowering {
+
+using namespace mlir;
+
+struct Lowered {
+  enum class Kind { Scalar, Splat, Buffer, Lazy, Clobbered };
+  Kind kind = Kind::Clobbered;
+  Value value; // Scalar / Splat: the f32 value; Buffer: the memref
+};
+
+/// The inputs of one linalg.generic being built: distinct (buffer, map) pairs.
+struct Leaves {
+  llvm::MapVector<std::pair<Value, AffineMap>, unsigned> index;
+  SmallVector<Value> buffers() const {
+    SmallVector<Value> result;
+    for (auto &entry : index)
+      result.push_back(entry.first.first);
+    return result;
+  }
+  SmallVector<AffineMap> maps() const {
+    SmallVector<AffineMap> result;
+    for (auto &entry : index)
+      result.push_back(entry.first.second);
+    return result;
+  }
+};
+
+/// memref<?x?x?xD0x..xf32>: three dynamic leading dims then the static shape.
+inline MemRefType sequenceType(MLIRContext *ctx, unsigned leading,
+                               ArrayRef<int64_t> shape) {
+  SmallVector<int64_t> dims(leading, ShapedType::kDynamic);
+  dims.append(shape.begin(), shape.end());
+  return MemRefType::get(dims, Float32Type::get(ctx));
+}
+
+/// The slice `source[prefix..., :, ...]` with the leading indices dropped.
+inline Value slice(OpBuilder &b, Location loc, Value source, ValueRange prefix,
+                   ArrayRef<int64_t> shape) {
+  auto sourceType = cast<MemRefType>(source.getType());
+  SmallVector<OpFoldResult> offsets(prefix.begin(), prefix.end());
+  SmallVector<OpFoldResult> sizes(prefix.size(), b.getIndexAttr(1));
+  for (int64_t d : shape) {
+    offsets.push_back(b.getIndexAttr(0));
+    sizes.push_back(b.getIndexAttr(d));
+  }
+  SmallVector<OpFoldResult> strides(sourceType.getRank(), b.getIndexAttr(1));
+  auto type = memref::SubViewOp::inferRankReducedResultType(
+      shape, sourceType, offsets, sizes, strides);
+  return memref::SubViewOp::create(b, loc, cast<MemRefType>(type), source,
+                                   offsets, sizes, strides);
+}
+
+/// All-parallel iterator types of rank n.
+SmallVector<utils::IteratorType> parallel(unsigned n);
+
+/// out (+)= sign * product(ins) over an iteration space given by `maps` (one
+/// per input, then the output's) and `iterators`.
+void emitContraction(OpBuilder &b, Location loc, ValueRange ins,
+                     ArrayRef<AffineMap> maps, Value out,
+                     ArrayRef<utils::IteratorType> iterators, double sign);
+
+/// One state's update in the chunked parallel form (SPEC section 7):
+///   W' = s W + sign * u w^T   or   W' = W Diag(a) + sign * u w^T
+/// with the scalar decay s (absent: 1) or the column decay a, u and w read at
+/// the chunk's anchor, so none of them depends on a carried state.
+struct ChunkUpdate {
+  unsigned state = 0;
+  Value u, w;
+  Value decay;          // f32 (or a splat constant), a [cols] vector, or null
+  bool channel = false; // decay scales W's columns
+  double sign = -1.0;
+};
+
+/// A step the chunked parallel form handles: every state updated as above,
+/// and read only through matrix-vector products `W_i' x` or `W_i x` (x per
+/// token, possibly computed from earlier reads: MLP layers).
+struct ParallelForm {
+  SmallVector<ChunkUpdate> updates;             // one per state, in order
+  llvm::SmallPtrSet<Operation *, 8> updateOps;  // never lowered
+  llvm::SmallPtrSet<Operation *, 16> dependent; // every op reading a state
+};
+
+/// Matches `step` against ParallelForm; on failure `why` says what differs.
+FailureOr<ParallelForm> matchParallelForm(func::FuncOp step,
+                                          unsigned numStates,
+                                          unsigned numAnchors,
+                                          std::string &why);
+
+/// Builds the kernel of one derived miras.module: the sequential algorithm
+/// (MirasToLinalg.cpp) or the chunked parallel form (ChunkedForm.cpp).
+class KernelLowering {
+  friend class ChunkedForm;
+
+public:
+  KernelLowering(MemoryModuleOp module, func::FuncOp step, StringRef algorithm)
+      : module(module), step(step), ctx(module.getContext()),
+        algorithm(algorithm) {}
+
+  /// Builds `@<name>_kernel` before the miras.module.
+  LogicalResult run();
+
+private:
+  /// Binds q, k, v and the gates of token `ti` of pair (bi, hi) to the step's
+  /// arguments from `first` on.
+  void bindToken(OpBuilder &b, Location loc, Block *entry, Value bi, Value ti,
+                 Value hi, unsigned first);
+  /// The chunked parallel form for one (batch, head) pair (ChunkedForm.cpp).
+  LogicalResult buildChunked(OpBuilder &b, Location loc, Block *entry,
+                             const ParallelForm &form, Value bi, Value hi,
+                             Value length);
+  /// Stores a lowered vector (any kind) into `row`.
+  LogicalResult storeRow(OpBuilder &b, Location loc, Value tensor, Value row);
+
+  // Element-wise evaluation of a tensor value under `map` (iteration space ->
+  // the value's dimensions). With `leaves` set, only records the buffers read;
+  // with `args` set, emits scalar ops reading the generic's block arguments.
+  LogicalResult visitElement(Value tensor, AffineMap map, Leaves &leaves);
+  FailureOr<Value> emitElement(OpBuilder &b, Value tensor, AffineMap map,
+                               const Leaves &leaves, ValueRange args);
+
+  /// Writes `tensor` (any rank) into `dest` with one linalg.generic.
+  LogicalResult materialize(OpBuilder &b, Value tensor, Value dest);
+  /// `dest = A x` (or `x^T A` when `transposed`) with one reduction generic.
+  LogicalResult lowerProduct(OpBuilder &b, Value matrix, Value vector,
+                             bool transposed, Value result, Value dest);
+  /// Reduces `input` (a vector or matrix) into `dest` (0-d for a full
+  /// reduction, a vector for a row reduction), starting from `init`.
+  LogicalResult lowerReduction(OpBuilder &b, Location loc, Value input,
+                               Value dest, double init,
+                               function_ref<Value(OpBuilder &, Location, Value,
+                                                  Value)>
+                                   combine);
+  /// Writes every new state that `tensor` reads (through lazy matrices) into
+  /// its slice first: it is read from its buffer afterwards, and the old
+  /// state it replaces must not be read again.
+  LogicalResult flushStates(OpBuilder &b, Value tensor);
+  LogicalResult writeState(OpBuilder &b, unsigned index);
+
+  LogicalResult lowerOp(OpBuilder &b, Operation &op);
+  LogicalResult lowerReturn(OpBuilder &b, func::ReturnOp ret);
+
+  /// Per-token shape of a gate: [], [dim] or [steps].
+  SmallVector<int64_t> gateShape(GateOp gate) {
+    if (gate.getPerStep())
+      return {module.getSteps()};
+    if (gate.getChannel())
+      return {static_cast<int64_t>(gate.getDim())};
+    return {};
+  }
+
+  /// A scratch buffer for a vector result, allocated once at kernel entry.
+  Value scratch(RankedTensorType type);
+  Value heapScratch(RankedTensorType type);
+
+  /// Whether evaluating the lazy value `v` involves transcendental math or a
+  /// division (anything worth computing once rather than per consumer).
+  /// Memoised: lazy trees share subexpressions, and an unmemoised walk would
+  /// revisit them once per path.
+  bool isExpensive(Value v) {
+    if (lowered.lookup(v).kind != Lowered::Kind::Lazy)
+      return false;
+    if (auto it = expensive.find(v); it != expensive.end())
+      return it->second;
+    Operation *op = v.getDefiningOp();
+    bool result =
+        isa<math::MathDialect>(op->getDialect()) || isa<arith::DivFOp>(op) ||
+        llvm::any_of(op->getOperands(),
+                     [&](Value operand) { return isExpensive(operand); });
+    expensive[v] = result;
+    return result;
+  }
+  /// Where `v` should be materialised: the output slice for `o`, else scratch.
+  Value destinationFor(Value v) {
+    if (v == outputValue)
+      return outputSlice;
+    return scratch(cast<RankedTensorType>(v.getType()));
+  }
+
+  /// One state tensor: the step's argument, its new value and its slice of
+  /// the kernel's state buffer for the current (batch, head).
+  struct State {
+    Value old, next, slice;
+  };
+
+  static Value emitScalarOp(OpBuilder &b, Operation *op, ValueRange operands);
+
+  MemoryModuleOp module;
+  func::FuncOp step;
+  MLIRContext *ctx;
+  DenseMap<Value, Lowered> lowered;
+  OpBuilder *entryBuilder = nullptr;
+  SmallVector<State> states;
+  llvm::SmallDenseSet<unsigned> writing; // states being or already written
+  SmallVector<Value> heapBuffers;        // anchors and scratch matrices
+  DenseMap<Value, bool> expensive;       // isExpensive's memo
+  Value outputSlice, outputValue;
+  StringRef algorithm; // the pass option: auto | sequential | chunked
+};
+
+} // namespace miras::lowering
+
+#endif // MIRAS_COMPILER_CONVERSION_KERNELLOWERING_H
