@@ -167,3 +167,67 @@ func.func @rejected(%x: memref<64x64xf32>, %y: memref<64x64xf32>, %m: memref<64x
   }
   return
 }
+
+// -----
+
+#mat = affine_map<(d0, d1) -> (d0, d1)>
+#col = affine_map<(d0, d1) -> (d1)>
+#row = affine_map<(d0, d1) -> (d0)>
+#id = affine_map<(d0) -> (d0)>
+
+// fuse-rows: y = W k, u = y - v, W -= u k^T, o = W q as one loop over blocks
+// of 16 rows (one pass over W); each op is an inner loop over the block.
+// RUN: miras-opt %s --miras-vectorize=fuse-rows=1 --split-input-file | FileCheck %s --check-prefix=FUSED
+// FUSED-LABEL: func.func @step(
+// FUSED-SAME: %[[W:[^:]*]]: memref<64x64xf32>
+// FUSED: scf.for %[[B:.*]] = %{{.*}} to %{{.*}} step %c16
+// FUSED: scf.for %[[I:.*]] = %[[B]] to
+// FUSED: memref.store %{{.*}}, %[[Y:.*]][%[[I]]]
+// FUSED: scf.for %[[I:.*]] = %[[B]] to
+// FUSED: vector.reduction <add>
+// FUSED: scf.for %[[I:.*]] = %[[B]] to
+// FUSED: arith.subf %{{.*}} : f32
+// FUSED: scf.for %[[I:.*]] = %[[B]] to
+// FUSED: vector.transfer_write %{{.*}}, %[[W]][%[[I]], %{{.*}}]
+// FUSED: scf.for %[[I:.*]] = %[[B]] to
+// FUSED: scf.for %[[I:.*]] = %[[B]] to
+// FUSED: vector.reduction <add>
+// FUSED-NOT: linalg.
+// Without the option: one loop per op (the [64] subtraction is one tile).
+// CHECK-LABEL: func.func @step(
+// CHECK: linalg.fill
+// CHECK-COUNT-3: scf.for %{{.*}} = %c0{{.*}} to %c64{{.*}} step %c1
+func.func @step(%W: memref<64x64xf32>, %k: memref<64xf32>, %v: memref<64xf32>, %q: memref<64xf32>,
+                %y: memref<64xf32>, %u: memref<64xf32>, %o: memref<64xf32>) {
+  %zero = arith.constant 0.0 : f32
+  linalg.fill ins(%zero : f32) outs(%y : memref<64xf32>)
+  linalg.generic {indexing_maps = [#mat, #col, #row], iterator_types = ["parallel", "reduction"]}
+      ins(%W, %k : memref<64x64xf32>, memref<64xf32>) outs(%y : memref<64xf32>) {
+  ^bb0(%w: f32, %x: f32, %acc: f32):
+    %m = arith.mulf %w, %x fastmath<reassoc,contract> : f32
+    %s = arith.addf %acc, %m fastmath<reassoc,contract> : f32
+    linalg.yield %s : f32
+  }
+  linalg.generic {indexing_maps = [#id, #id, #id], iterator_types = ["parallel"]}
+      ins(%y, %v : memref<64xf32>, memref<64xf32>) outs(%u : memref<64xf32>) {
+  ^bb0(%a: f32, %b: f32, %r: f32):
+    %d = arith.subf %a, %b : f32
+    linalg.yield %d : f32
+  }
+  linalg.generic {indexing_maps = [#mat, #row, #col, #mat], iterator_types = ["parallel", "parallel"]}
+      ins(%W, %u, %k : memref<64x64xf32>, memref<64xf32>, memref<64xf32>) outs(%W : memref<64x64xf32>) {
+  ^bb0(%w: f32, %ui: f32, %kj: f32, %r: f32):
+    %uk = arith.mulf %ui, %kj : f32
+    %n = arith.subf %w, %uk : f32
+    linalg.yield %n : f32
+  }
+  linalg.fill ins(%zero : f32) outs(%o : memref<64xf32>)
+  linalg.generic {indexing_maps = [#mat, #col, #row], iterator_types = ["parallel", "reduction"]}
+      ins(%W, %q : memref<64x64xf32>, memref<64xf32>) outs(%o : memref<64xf32>) {
+  ^bb0(%w: f32, %x: f32, %acc: f32):
+    %m = arith.mulf %w, %x fastmath<reassoc,contract> : f32
+    %s = arith.addf %acc, %m fastmath<reassoc,contract> : f32
+    linalg.yield %s : f32
+  }
+  return
+}

@@ -17,7 +17,7 @@
 // CHECK-NOT: {{ vector\.}}
 // SCALAR-LABEL: llvm.func @matvec_erf(
 // SCALAR-NOT: vector<
-func.func @matvec_erf(%W: memref<64x64xf32>, %k: memref<64xf32>, %y: memref<64xf32>, %z: memref<64xf32>) {
+func.func @matvec_erf(%W: memref<64x64xf32>, %k: memref<64xf32>, %y: memref<64xf32>, %e: memref<128xf32>, %z: memref<128xf32>) {
   linalg.generic {indexing_maps = [#mat, #col, #row], iterator_types = ["parallel", "reduction"]}
       ins(%W, %k : memref<64x64xf32>, memref<64xf32>) outs(%y : memref<64xf32>) {
   ^bb0(%w: f32, %x: f32, %acc: f32):
@@ -26,7 +26,7 @@ func.func @matvec_erf(%W: memref<64x64xf32>, %k: memref<64xf32>, %y: memref<64xf
     linalg.yield %s : f32
   }
   linalg.generic {indexing_maps = [affine_map<(d0) -> (d0)>, affine_map<(d0) -> (d0)>], iterator_types = ["parallel"]}
-      ins(%y : memref<64xf32>) outs(%z : memref<64xf32>) {
+      ins(%e : memref<128xf32>) outs(%z : memref<128xf32>) {
   ^bb0(%a: f32, %o: f32):
     %t = math.erf %a : f32
     linalg.yield %t : f32

@@ -84,8 +84,17 @@ def MirasVectorize : Pass<"miras-vectorize", "::mlir::func::FuncOp"> {
       `maximumf`/`minimumf`; otherwise the generic is left alone.
 
     Generics that do not qualify (strided innermost access, dynamic shapes,
-    non-elementwise body ops, dimensions shorter than 4) are left unchanged for
-    `convert-linalg-to-loops`. `vector-width=0` turns the pass off.
+    non-elementwise body ops, i1 buffers, dimensions shorter than 4) are left
+    unchanged for `convert-linalg-to-loops`. `vector-width=0` turns the pass
+    off.
+
+    `fuse-rows` (off by default) also fuses runs of fills and generics over
+    the same rows whose writes are row-local (a matvec reading W, elementwise
+    ops on [Dv] vectors, the in-place update of W, the matvec reading the new
+    W) into one loop over blocks of `row-block` rows: one pass over the state
+    per token. Measured on znver4 it did not pay (gated_deltanet, tokens in
+    cache: D=64 0.32 vs 0.29 ms unfused, D=128 equal; one row at a time it
+    was 2.4x slower, each row's reductions chaining into the next op).
 
     ```mlir
     // y[i] = sum_j W[i, j] * k[j], W: memref<64x64xf32>, vector-width=16
@@ -116,6 +125,11 @@ def MirasVectorize : Pass<"miras-vectorize", "::mlir::func::FuncOp"> {
            "0: no vectorisation)">,
     Option<"maxUnroll", "max-unroll", "int64_t", /*default=*/"4",
            "Most vector registers per tile along the contiguous dimension">,
+    Option<"fuseRows", "fuse-rows", "bool", /*default=*/"false",
+           "Fuse runs of fills and generics over the same rows (row-local "
+           "writes only) into one loop over blocks of rows">,
+    Option<"rowBlock", "row-block", "int64_t", /*default=*/"16",
+           "Rows per block of a fused row loop">,
   ];
   let dependentDialects = ["::mlir::vector::VectorDialect",
                            "::mlir::memref::MemRefDialect",

@@ -48,7 +48,6 @@ void buildLinalgToLLVMPipeline(mlir::OpPassManager &pm,
 /// The f32 lanes of the widest vector register of `cpu` (empty: the host,
 /// with the features it actually has enabled): 16 with avx512f, 8 with
 /// AVX/AVX2, else 4. For `buildLinalgToLLVMPipeline`. The environment
-/// variable MIRAS_VECTOR_WIDTH overrides it (0: LLVM's auto-vectoriser only). The environment
 /// variable MIRAS_VECTOR_WIDTH overrides it (0: LLVM's auto-vectoriser only).
 int64_t vectorWidthForCPU(llvm::StringRef cpu);
 
