@@ -74,20 +74,44 @@ FailureOr<ParallelForm> matchParallelForm(func::FuncOp step,
     ChunkUpdate chunkUpdate;
     chunkUpdate.state = i;
     Value decayed = update->getOperand(0), term = update->getOperand(1);
-    if (isa<arith::AddFOp>(update) && independent(decayed))
+    // The other state whose new value `v` is, if any (momentum).
+    auto otherState = [&](Value v) -> int {
+      for (unsigned k = 0; k < numStates; ++k)
+        if (k != i && v == ret.getOperand(k))
+          return k;
+      return -1;
+    };
+    if (isa<arith::AddFOp>(update) &&
+        (independent(decayed) || otherState(decayed) >= 0))
       std::swap(decayed, term);
     chunkUpdate.sign = isa<arith::SubFOp>(update) ? -1.0 : 1.0;
     auto outer = term.getDefiningOp<OuterOp>();
-    if (!outer || !independent(outer.getLhs()) || !independent(outer.getRhs()) ||
-        i >= numAnchors) {
-      why = "the update of " + name + " is not " + shape +
-            " with u, w read at the anchor (momentum stays sequential)";
-      return failure();
+    // A scalar times u w^T (momentum's learning rate): u is scaled per token.
+    if (auto scaled = term.getDefiningOp<arith::MulFOp>(); scaled && !outer) {
+      for (auto [lhs, rhs] : {std::pair{scaled.getLhs(), scaled.getRhs()},
+                              std::pair{scaled.getRhs(), scaled.getLhs()}}) {
+        auto bcast = lhs.getDefiningOp<BroadcastOp>();
+        if (bcast && bcast.getDims().empty() && independent(bcast.getInput()) &&
+            rhs.getDefiningOp<OuterOp>()) {
+          chunkUpdate.scale = bcast.getInput();
+          outer = rhs.getDefiningOp<OuterOp>();
+          form.updateOps.insert(scaled);
+        }
+      }
     }
-    chunkUpdate.u = outer.getLhs();
-    chunkUpdate.w = outer.getRhs();
+    if (isa<arith::AddFOp>(update) && otherState(term) >= 0) {
+      chunkUpdate.momentum = otherState(term);
+    } else if (!outer || !independent(outer.getLhs()) ||
+               !independent(outer.getRhs())) {
+      why = "the update of " + name + " is not " + shape +
+            " with u, w read at the anchor";
+      return failure();
+    } else {
+      chunkUpdate.u = outer.getLhs();
+      chunkUpdate.w = outer.getRhs();
+      form.updateOps.insert(outer);
+    }
     form.updateOps.insert(update);
-    form.updateOps.insert(outer);
     if (decayed != old) {
       auto mul = decayed.getDefiningOp<arith::MulFOp>();
       Value factor = !mul ? Value()
@@ -119,6 +143,19 @@ FailureOr<ParallelForm> matchParallelForm(func::FuncOp step,
     states.insert(next);
     matrixOf[old] = matrixOf[next] = name;
     form.updates.push_back(chunkUpdate);
+  }
+  // Momentum: S' itself a rank-1 update, and only scalar decays (the in-chunk
+  // coefficients are then products of two scalar sequences).
+  for (const ChunkUpdate &update : form.updates) {
+    if (update.momentum < 0)
+      continue;
+    const ChunkUpdate &inner = form.updates[update.momentum];
+    std::string name = stateName(step, update.state);
+    if (inner.momentum >= 0 || !inner.u || update.channel || inner.channel) {
+      why = "the momentum of " + name + " is not S' = decay * S +/- u w^T with "
+            "scalar decays";
+      return failure();
+    }
   }
   // In program order, so that the first offending op is named.
   for (Operation &bodyOp : body.without_terminator()) {
@@ -228,6 +265,17 @@ private:
   void emitRead(unsigned index, Value x, Value y);
   void emitChannelRead(const ChunkUpdate &update, bool readsNew, Value x,
                        Value y);
+  /// In-chunk coefficients of a momentum state W' = a W + S' with
+  /// S' = m S + sign u w^T:
+  ///   W_t = A_t W_0 + c_t S_0 + sign * sum_j K[t, j] u_j w_j^T,
+  ///   A_t = a_0 ... a_t, c_t = a_t c_{t-1} + m_0 ... m_t,
+  ///   K[t, j] = a_t K[t-1, j] + m_{j+1} ... m_t  (j <= t).
+  /// Row r of K, A, c holds token r's values, or token r - 1's when
+  /// `lagged` (reads before the write; row 0 is then (0, 1, 0)).
+  void momentumCoefficients(const ChunkUpdate &update, Value K, Value A,
+                            Value c, bool lagged);
+  void emitMomentumRead(const ChunkUpdate &update, bool readsNew, Value x,
+                        Value y);
   /// Moves every state to the chunk's end.
   void emitStateUpdates();
 
@@ -350,10 +398,13 @@ LogicalResult ChunkedForm::tokenLoop(Value upTo,
   b.setInsertionPointToStart(loop.getBody());
   Value t = loop.getInductionVar();
   Value ti = arith::AddIOp::create(b, loc, start, t);
+  // Token inputs, and the anchors of the first states: the states themselves
+  // until the chunk ends.
   unsigned numStates = form.updates.size();
-  // Token inputs, and the anchors: the states themselves until the chunk ends.
-  k.bindToken(b, loc, entry, bi, ti, hi, 2 * numStates);
-  for (unsigned i = 0; i < numStates; ++i)
+  unsigned numAnchors = body.getNumArguments() - numStates - 3 -
+                        k.module.getGates().size();
+  k.bindToken(b, loc, entry, bi, ti, hi, numStates + numAnchors);
+  for (unsigned i = 0; i < numAnchors; ++i)
     k.lowered[body.getArgument(numStates + i)] = {Lowered::Kind::Buffer,
                                                   k.states[i].slice};
   return fill(t);
@@ -388,6 +439,8 @@ void ChunkedForm::emitRead(unsigned index, Value x, Value y) {
   bool readsNew = read.getMatrix() == ret.getOperand(update->state);
   if (update->channel)
     return emitChannelRead(*update, readsNew, x, y);
+  if (update->momentum >= 0)
+    return emitMomentumRead(*update, readsNew, x, y);
   const StateBuffers &buffers = stateBuffers[update->state];
   Value W0 = k.states[update->state].slice;
   // Token t reads the state after token t (read after write) or t - 1:
@@ -484,13 +537,120 @@ void ChunkedForm::emitChannelRead(const ChunkUpdate &update, bool readsNew,
                   {par, red, par}, update.sign);
 }
 
+void ChunkedForm::momentumCoefficients(const ChunkUpdate &update, Value K,
+                                       Value A, Value c, bool lagged) {
+  Value alphas = stateBuffers[update.state].decays;
+  Value mus = stateBuffers[update.momentum].decays;
+  Value zero = constantF32(0.0), one = constantF32(1.0);
+  Value previous = buffer({chunk}), ratios = buffer({chunk});
+  linalg::FillOp::create(b, loc, ValueRange{zero}, ValueRange{previous});
+  Value c0 = constantIndex(0), c1 = constantIndex(1), cC = constantIndex(chunk);
+  if (lagged) {
+    linalg::FillOp::create(b, loc, ValueRange{zero}, ValueRange{rowOf(K, c0)});
+    memref::StoreOp::create(b, loc, one, A, ValueRange{c0});
+    memref::StoreOp::create(b, loc, zero, c, ValueRange{c0});
+  }
+  auto loop = scf::ForOp::create(b, loc, c0, cC, c1, ValueRange{one, zero, one});
+  OpBuilder::InsertionGuard guard(b);
+  b.setInsertionPointToStart(loop.getBody());
+  Value t = loop.getInductionVar();
+  ValueRange carriedValues = loop.getRegionIterArgs();
+  Value a = memref::LoadOp::create(b, loc, alphas, ValueRange{t});
+  Value m = memref::LoadOp::create(b, loc, mus, ValueRange{t});
+  Value mProduct = arith::MulFOp::create(b, loc, carriedValues[2], m);
+  Value aProduct = arith::MulFOp::create(b, loc, carriedValues[0], a);
+  Value cNext = arith::AddFOp::create(
+      b, loc, arith::MulFOp::create(b, loc, a, carriedValues[1]), mProduct);
+  products(mus, arith::AddIOp::create(b, loc, t, c1), ratios);
+  Value row = lagged ? Value(arith::AddIOp::create(b, loc, t, c1)) : t;
+  Value valid = arith::CmpIOp::create(b, loc, arith::CmpIPredicate::ult, row, cC);
+  auto columns = scf::ForOp::create(b, loc, c0, cC, c1);
+  {
+    OpBuilder::InsertionGuard inner(b);
+    b.setInsertionPointToStart(columns.getBody());
+    Value j = columns.getInductionVar();
+    Value kNext = arith::AddFOp::create(
+        b, loc,
+        arith::MulFOp::create(b, loc, a,
+                              memref::LoadOp::create(b, loc, previous, ValueRange{j})),
+        memref::LoadOp::create(b, loc, ratios, ValueRange{j}));
+    memref::StoreOp::create(b, loc, kNext, previous, ValueRange{j});
+    auto store = scf::IfOp::create(b, loc, valid, /*withElseRegion=*/false);
+    b.setInsertionPointToStart(store.thenBlock());
+    memref::StoreOp::create(b, loc, kNext, K, ValueRange{row, j});
+  }
+  auto store = scf::IfOp::create(b, loc, valid, /*withElseRegion=*/false);
+  {
+    OpBuilder::InsertionGuard inner(b);
+    b.setInsertionPointToStart(store.thenBlock());
+    memref::StoreOp::create(b, loc, aProduct, A, ValueRange{row});
+    memref::StoreOp::create(b, loc, cNext, c, ValueRange{row});
+  }
+  scf::YieldOp::create(b, loc, ValueRange{aProduct, cNext, mProduct});
+}
+
+void ChunkedForm::emitMomentumRead(const ChunkUpdate &update, bool readsNew,
+                                   Value x, Value y) {
+  const StateBuffers &inner = stateBuffers[update.momentum];
+  Value W0 = k.states[update.state].slice;
+  Value S0 = k.states[form.updates[update.momentum].state].slice;
+  Value K = buffer({chunk, chunk}), A = buffer({chunk}), c = buffer({chunk}),
+        S = buffer({chunk, chunk});
+  momentumCoefficients(update, K, A, c, /*lagged=*/!readsNew);
+  AffineExpr d0, d1, d2;
+  bindDims(ctx, d0, d1, d2);
+  const IteratorType par = IteratorType::parallel, red = IteratorType::reduction;
+  Value zero = constantF32(0.0);
+  // Y = diag(A) X W0^T + diag(c) X S0^T + sign (K .* X Wk^T) U.
+  linalg::FillOp::create(b, loc, ValueRange{zero}, ValueRange{S});
+  emitContraction(b, loc, {x, inner.Wk},
+                  {map3({d0, d2}), map3({d1, d2}), map3({d0, d1})}, S,
+                  {par, par, red}, 1.0);
+  linalg::FillOp::create(b, loc, ValueRange{zero}, ValueRange{y});
+  for (auto [scale, base] : {std::pair{A, W0}, std::pair{c, S0}})
+    emitContraction(b, loc, {scale, x, base},
+                    {map3({d0}), map3({d0, d2}), map3({d1, d2}), map3({d0, d1})},
+                    y, {par, par, red}, 1.0);
+  emitContraction(b, loc, {K, S, inner.U},
+                  {map3({d0, d1}), map3({d0, d1}), map3({d1, d2}), map3({d0, d2})},
+                  y, {par, red, par}, form.updates[update.momentum].sign);
+}
+
 void ChunkedForm::emitStateUpdates() {
   AffineExpr d0, d1, d2;
   bindDims(ctx, d0, d1, d2);
   const IteratorType par = IteratorType::parallel, red = IteratorType::reduction;
   AffineMap identity = AffineMap::getMultiDimIdentityMap(2, ctx);
   AffineMap id1 = AffineMap::getMultiDimIdentityMap(1, ctx);
+  // Momentum states first: their end reads the other state at the start.
   for (const ChunkUpdate &update : form.updates) {
+    if (update.momentum < 0)
+      continue;
+    const ChunkUpdate &innerUpdate = form.updates[update.momentum];
+    const StateBuffers &inner = stateBuffers[update.momentum];
+    Value W = k.states[update.state].slice;
+    Value S0 = k.states[innerUpdate.state].slice;
+    Value K = buffer({chunk, chunk}), A = buffer({chunk}), c = buffer({chunk});
+    momentumCoefficients(update, K, A, c, /*lagged=*/false);
+    // The chunk's last real token: padded tokens would add S once more each.
+    Value last = arith::SubIOp::create(b, loc, size, constantIndex(1));
+    Value aEnd = memref::LoadOp::create(b, loc, A, ValueRange{last});
+    Value cEnd = memref::LoadOp::create(b, loc, c, ValueRange{last});
+    linalg::GenericOp::create(
+        b, loc, ValueRange{S0}, ValueRange{W}, ArrayRef<AffineMap>{identity, identity},
+        parallel(2), [&](OpBuilder &nb, Location nloc, ValueRange args) {
+          Value scaled = arith::MulFOp::create(nb, nloc, args[1], aEnd);
+          Value fromS = arith::MulFOp::create(nb, nloc, args[0], cEnd);
+          linalg::YieldOp::create(
+              nb, nloc, Value(arith::AddFOp::create(nb, nloc, scaled, fromS)));
+        });
+    emitContraction(b, loc, {rowOf(K, last), inner.U, inner.Wk},
+                    {map3({d1}), map3({d1, d0}), map3({d1, d2}), map3({d0, d2})},
+                    W, {par, red, par}, innerUpdate.sign);
+  }
+  for (const ChunkUpdate &update : form.updates) {
+    if (update.momentum >= 0)
+      continue;
     const StateBuffers &buffers = stateBuffers[update.state];
     Value W = k.states[update.state].slice;
     int64_t cols = cast<MemRefType>(W.getType()).getShape()[1];
@@ -550,7 +710,11 @@ LogicalResult ChunkedForm::build(Value length) {
   findCarried();
   for (const ChunkUpdate &update : form.updates) {
     auto shape = cast<MemRefType>(k.states[update.state].slice.getType()).getShape();
-    StateBuffers buffers{buffer({chunk, shape[0]}), buffer({chunk, shape[1]}), Value()};
+    StateBuffers buffers;
+    if (update.momentum < 0) {
+      buffers.U = buffer({chunk, shape[0]});
+      buffers.Wk = buffer({chunk, shape[1]});
+    }
     if (!update.decay) {
       if (!ones)
         ones = buffer({chunk});
@@ -583,7 +747,8 @@ LogicalResult ChunkedForm::build(Value length) {
   Value zero = constantF32(0.0), one = constantF32(1.0);
   for (const StateBuffers &buffers : stateBuffers)
     for (Value rows : {buffers.U, buffers.Wk})
-      linalg::FillOp::create(b, loc, ValueRange{zero}, ValueRange{rows});
+      if (rows)
+        linalg::FillOp::create(b, loc, ValueRange{zero}, ValueRange{rows});
   for (auto &[decay, buf] : decayBuffers)
     linalg::FillOp::create(b, loc, ValueRange{one}, ValueRange{buf});
   if (ones)
@@ -596,9 +761,23 @@ LogicalResult ChunkedForm::build(Value length) {
               failed(k.lowerOp(b, op)))
             return failure();
         for (auto [update, buffers] : llvm::zip(form.updates, stateBuffers)) {
-          if (failed(k.storeRow(b, loc, update.u, rowOf(buffers.U, t))) ||
+          if (update.momentum >= 0)
+            continue;
+          Value uRow = rowOf(buffers.U, t);
+          if (failed(k.storeRow(b, loc, update.u, uRow)) ||
               failed(k.storeRow(b, loc, update.w, rowOf(buffers.Wk, t))))
             return failure();
+          if (update.scale) {
+            Value factor = k.lowered.lookup(update.scale).value;
+            AffineMap id1 = AffineMap::getMultiDimIdentityMap(1, ctx);
+            linalg::GenericOp::create(
+                b, loc, ValueRange{}, ValueRange{uRow}, ArrayRef<AffineMap>{id1},
+                parallel(1), [&](OpBuilder &nb, Location nloc, ValueRange args) {
+                  linalg::YieldOp::create(
+                      nb, nloc,
+                      Value(arith::MulFOp::create(nb, nloc, args[0], factor)));
+                });
+          }
         }
         for (auto &[decay, buf] : decayBuffers)
           if (failed(storeCarried(decay, buf, t)))

@@ -89,13 +89,17 @@ void emitContraction(OpBuilder &b, Location loc, ValueRange ins,
 /// One state's update in the chunked parallel form (SPEC section 7):
 ///   W' = s W + sign * u w^T   or   W' = W Diag(a) + sign * u w^T
 /// with the scalar decay s (absent: 1) or the column decay a, u and w read at
-/// the chunk's anchor, so none of them depends on a carried state.
+/// the chunk's anchor, so none of them depends on a carried state; or, for
+/// momentum (Titans), W' = s W + S' with S' another state's new value, itself
+/// updated as S' = m S + sign * u w^T (scalar decays only).
 struct ChunkUpdate {
   unsigned state = 0;
   Value u, w;
   Value decay;          // f32 (or a splat constant), a [cols] vector, or null
   bool channel = false; // decay scales W's columns
   double sign = -1.0;
+  int momentum = -1;    // W' = s W + S': the index of S's update, else -1
+  Value scale;          // a scalar multiplying u w^T (a learning rate), or null
 };
 
 /// A step the chunked parallel form handles: every state updated as above,
