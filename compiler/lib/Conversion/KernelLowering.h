@@ -173,7 +173,7 @@ private:
   /// Per-token shape of a gate: [], [dim] or [steps].
   SmallVector<int64_t> gateShape(GateOp gate) {
     if (gate.getPerStep())
-      return {module.getSteps()};
+      return {static_cast<int64_t>(module.getSteps())};
     if (gate.getChannel())
       return {static_cast<int64_t>(gate.getDim())};
     return {};

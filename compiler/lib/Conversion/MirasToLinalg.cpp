@@ -83,7 +83,8 @@ LogicalResult KernelLowering::visitElement(Value tensor, AffineMap map,
   case Lowered::Kind::Splat:
     return success();
   case Lowered::Kind::Buffer:
-    leaves.index.insert({{l.value, map}, leaves.index.size()});
+    leaves.index.insert(
+        {{l.value, map}, static_cast<unsigned>(leaves.index.size())});
     return success();
   case Lowered::Kind::Clobbered:
     return emitError(tensor.getLoc())

@@ -1,13 +1,12 @@
-// The chunked parallel form (SPEC section 7): per chunk of 3 tokens, a token
-// loop stores the rank-1 factors u (the scaled error at the anchor, which is
-// the state itself until the chunk ends), w = k and the query into [3, 4]
+// The chunked parallel form (SPEC section 7): per chunk of 3 tokens, token
+// loops store the keys, then (after one product with the anchor for all
+// tokens) the rank-1 factors u, the scaled errors at the anchor, into [3, 4]
 // buffers; contractions then give the chunk's outputs and its final state.
 // RUN: miras-opt %s --pass-pipeline='builtin.module(miras-derive,miras-to-linalg{algorithm=chunked})' | FileCheck %s
 // RUN: miras-opt %s --pass-pipeline='builtin.module(miras-derive,miras-to-linalg)' | FileCheck %s --check-prefix=AUTO
 
 // CHECK-LABEL: func.func @decayed_kernel
 // CHECK-SAME: miras.algorithm = "chunked"
-// CHECK-DAG: %[[U:.*]] = memref.alloc() : memref<3x4xf32>
 // CHECK-DAG: %[[C3:.*]] = arith.constant 3 : index
 // CHECK: scf.for %[[PAIR:.*]] =
 // CHECK: %[[W:.*]] = memref.subview
@@ -15,10 +14,15 @@
 // A short last chunk runs fewer tokens.
 // CHECK: %[[LEFT:.*]] = arith.subi %{{.*}}, %[[START]]
 // CHECK: %[[SIZE:.*]] = arith.minui %[[LEFT]], %[[C3]]
-// CHECK: scf.for %[[T:.*]] = %{{.*}} to %[[SIZE]]
-// The error at the anchor: a matvec reading the state slice itself.
-// CHECK: linalg.generic {{.*}}iterator_types = ["parallel", "reduction"]{{.*}} ins(%[[W]],
-// CHECK: memref.subview %[[U]][%[[T]], 0]
+// Stage 0: the chunk's keys (and queries) into [3, 4] rows.
+// CHECK: scf.for %[[T0:.*]] = %{{.*}} to %[[SIZE]]
+// CHECK: memref.subview %[[KEYS:.*]][%[[T0]], 0]
+// The gradient's product with the anchor (the state itself until the chunk
+// ends), for all tokens at once: P = K W^T.
+// CHECK: linalg.generic {{.*}}iterator_types = ["parallel", "parallel", "reduction"]{{.*}} ins(%[[KEYS]], %[[W]] :
+// Stage 1: the errors at the anchor from P's rows, into U.
+// CHECK: scf.for %{{.*}} = %{{.*}} to %[[SIZE]]
+// CHECK: arith.subf
 // The decay products (scalar loops), then S = Q Wk^T, O = g Q W^T + (R .* S) U.
 // CHECK: arith.select
 // CHECK: iterator_types = ["parallel", "parallel", "reduction"]
