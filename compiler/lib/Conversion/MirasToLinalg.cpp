@@ -210,6 +210,26 @@ LogicalResult KernelLowering::lowerProduct(OpBuilder &b, Value matrix,
   Location loc = result.getLoc();
   if (failed(flushStates(b, matrix)) || failed(flushStates(b, vector)))
     return failure();
+  // (s M) x = s (M x): a scalar factor of a lazy matrix (a decay applied
+  // before the gradient) scales the m results, not the m * n entries.
+  Value factor;
+  while (lowered.lookup(matrix).kind == Lowered::Kind::Lazy) {
+    auto mul = matrix.getDefiningOp<arith::MulFOp>();
+    if (!mul)
+      break;
+    auto scalarKind = [&](Value v) {
+      Lowered::Kind kind = lowered.lookup(v).kind;
+      return kind == Lowered::Kind::Scalar || kind == Lowered::Kind::Splat;
+    };
+    Value scalar = scalarKind(mul.getLhs()) ? mul.getLhs()
+                   : scalarKind(mul.getRhs()) ? mul.getRhs()
+                                              : Value();
+    if (!scalar)
+      break;
+    Value s = lowered.lookup(scalar).value;
+    factor = factor ? Value(arith::MulFOp::create(b, loc, factor, s)) : s;
+    matrix = scalar == mul.getLhs() ? mul.getRhs() : mul.getLhs();
+  }
   // Iterate (i, j) over the matrix; A x reduces j, x^T A reduces i.
   AffineExpr i, j;
   bindDims(ctx, i, j);
@@ -249,6 +269,15 @@ LogicalResult KernelLowering::lowerProduct(OpBuilder &b, Value matrix,
             nb, nloc,
             Value(arith::AddFOp::create(nb, nloc, args.back(), prod, flags)));
       });
+  if (factor) {
+    AffineMap identity = AffineMap::getMultiDimIdentityMap(1, ctx);
+    linalg::GenericOp::create(
+        b, loc, ValueRange{}, ValueRange{dest}, ArrayRef<AffineMap>{identity},
+        parallel(1), [&](OpBuilder &nb, Location nloc, ValueRange args) {
+          linalg::YieldOp::create(
+              nb, nloc, Value(arith::MulFOp::create(nb, nloc, args[0], factor)));
+        });
+  }
   lowered[result] = {Lowered::Kind::Buffer, dest};
   return success(ok);
 }

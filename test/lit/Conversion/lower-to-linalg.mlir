@@ -20,9 +20,13 @@
 // CHECK-DAG: %[[A:.*]] = memref.load %[[ALPHA]][%[[B]], %[[T]], %[[H]]]
 // CHECK-DAG: %[[KT:.*]] = memref.subview %[[K]][%[[B]], %[[T]], %[[H]], 0]
 // CHECK-DAG: %[[OT:.*]] = memref.subview %[[O]][%[[B]], %[[T]], %[[H]], 0]
-// y = (alpha W) k, with the decay fused into the matvec
-// CHECK: linalg.generic {indexing_maps = [#[[MAT]], #[[COL]], #[[ROW]]], iterator_types = ["parallel", "reduction"]} ins(%[[WBH]], %[[KT]]
-// CHECK: arith.mulf %[[A]]
+// y = (alpha W) k as alpha (W k): the matvec reads W itself, the decay scales
+// its 4 results instead of the 16 entries of W.
+// CHECK: linalg.generic {indexing_maps = [#[[MAT]], #[[COL]], #[[ROW]]], iterator_types = ["parallel", "reduction"]} ins(%[[WBH]], %[[KT]] : {{.*}}) outs(%[[Y:.*]] :
+// CHECK-NOT: arith.mulf %[[A]]
+// CHECK: linalg.generic {{.*}} outs(%[[Y]] :
+// CHECK-NEXT: ^bb0
+// CHECK-NEXT: arith.mulf %{{.*}}, %[[A]]
 // The update: one parallel generic over [4, 4], in place.
 // CHECK: linalg.generic {indexing_maps = [#[[MAT]], #[[ROW]], #[[COL]], #[[MAT]]], iterator_types = ["parallel", "parallel"]} ins(%[[WBH]], %{{.*}}, %[[KT]] : {{.*}}) outs(%[[WBH]] :
 // o = W' q, written straight into the output slice
