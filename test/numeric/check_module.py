@@ -397,13 +397,15 @@ def main_compare_algorithms(a):
                 a.mirasc, a.miras, a.module, model, mode, a.define, a.B, a.T, a.H, a.seed,
                 workdir, mirasc_args=a.mirasc_arg + ["--algorithm=" + algorithm])
         except CheckError as e:
-            why = re.search(r"the chunked parallel form does not apply: ([^\n]*)", str(e))
+            why = re.search(r"the chunked algorithm does not apply: ([^\n]*)", str(e))
             if algorithm != "chunked" or not why:
                 raise
-            print("parallel form not applicable: %s" % why.group(1).strip())
+            print("chunked algorithm not applicable: %s" % why.group(1).strip())
             return 0
     seq, par = results["sequential"], results["chunked"]
-    print("chunked vs sequential kernel (%s):" % " ".join(a.mirasc_arg))
+    lib = os.path.join(a.workdir, "chunked", "lib", "lib%s.so" % module_name(a.module))
+    built = module_info(a.miras, lib).get("algorithm")
+    print("%s vs sequential kernel (%s):" % (built, " ".join(a.mirasc_arg)))
     both = {n: (par[n][0], np.asarray(seq[n][0], np.float64)) for n in seq}
     bad = _report(both, list(both), a.tol, "sequential kernel")
     print("chunked vs float64 reference of model '%s':" % model.name)

@@ -33,6 +33,43 @@ static std::string stateName(func::FuncOp step, unsigned index) {
   return "state #" + std::to_string(index);
 }
 
+/// Every op that reads a carried state, directly or not.
+static llvm::SmallPtrSet<Operation *, 16> stateReaders(Block &body,
+                                                      unsigned numStates) {
+  llvm::SmallPtrSet<Operation *, 16> dependent;
+  llvm::SmallDenseSet<Value> tainted;
+  for (unsigned i = 0; i < numStates; ++i)
+    tainted.insert(body.getArgument(i));
+  for (Operation &op : body.without_terminator())
+    if (llvm::any_of(op.getOperands(),
+                     [&](Value v) { return tainted.contains(v); })) {
+      dependent.insert(&op);
+      tainted.insert(op.getResults().begin(), op.getResults().end());
+    }
+  return dependent;
+}
+
+FailureOr<ParallelForm> matchScanForm(func::FuncOp step, unsigned numStates,
+                                      unsigned numAnchors, std::string &why) {
+  if (numAnchors == 0) {
+    why = "it needs chunk > 1";
+    return failure();
+  }
+  Block &body = step.getBody().front();
+  ParallelForm form;
+  form.scan = true;
+  form.dependent = stateReaders(body, numStates);
+  for (Operation *op : form.dependent)
+    for (Value operand : op->getOperands())
+      if (auto arg = dyn_cast<BlockArgument>(operand);
+          arg && arg.getArgNumber() >= numStates &&
+          arg.getArgNumber() < numStates + numAnchors) {
+        why = "an anchor is read together with the current state";
+        return failure();
+      }
+  return form;
+}
+
 FailureOr<ParallelForm> matchParallelForm(func::FuncOp step,
                                           unsigned numStates,
                                           unsigned numAnchors,
@@ -44,17 +81,13 @@ FailureOr<ParallelForm> matchParallelForm(func::FuncOp step,
   Block &body = step.getBody().front();
   auto ret = cast<func::ReturnOp>(body.getTerminator());
   ParallelForm form;
-  // Everything that reads a carried state, directly or not.
-  llvm::SmallDenseSet<Value> tainted;
-  for (unsigned i = 0; i < numStates; ++i)
-    tainted.insert(body.getArgument(i));
-  for (Operation &op : body.without_terminator())
-    if (llvm::any_of(op.getOperands(),
-                     [&](Value v) { return tainted.contains(v); })) {
-      form.dependent.insert(&op);
-      tainted.insert(op.getResults().begin(), op.getResults().end());
-    }
-  auto independent = [&](Value v) { return !tainted.contains(v); };
+  form.dependent = stateReaders(body, numStates);
+  auto independent = [&](Value v) {
+    Operation *def = v.getDefiningOp();
+    if (!def)
+      return cast<BlockArgument>(v).getArgNumber() >= numStates;
+    return !form.dependent.contains(def);
+  };
 
   llvm::SmallDenseSet<Value> states; // old and new values of every state
   DenseMap<Value, std::string> matrixOf; // ... and their decayed values
@@ -273,7 +306,8 @@ private:
   int valueStage(Value v);
   /// The [C, ...] buffer a barrier's per-token operand is read from.
   Value rowsOf(Value v);
-  static constexpr int kConstant = -2, kPerChunk = -3, kAbsorbed = -4;
+  static constexpr int kConstant = -2, kPerChunk = -3, kAbsorbed = -4,
+                       kScan = -5;
   Value buffer(ArrayRef<int64_t> shape) {
     return k.heapScratch(RankedTensorType::get(shape, b.getF32Type()));
   }
@@ -357,7 +391,7 @@ private:
 };
 
 void ChunkedForm::assignStages() {
-  unsigned numStates = form.updates.size();
+  unsigned numStates = ret.getNumOperands() - 1;
   unsigned numAnchors =
       body.getNumArguments() - numStates - 3 - k.module.getGates().size();
   // Values fixed through a chunk: anchors, constants, what reads only those.
@@ -383,6 +417,10 @@ void ChunkedForm::assignStages() {
         llvm::all_of(op.getOperands(), [&](Value v) { return fixed.contains(v); })) {
       stageOf[&op] = kPerChunk;
       fixed.insert(op.getResults().begin(), op.getResults().end());
+      continue;
+    }
+    if (form.scan && form.dependent.contains(&op)) {
+      stageOf[&op] = kScan; // numbered once the barriers are known
       continue;
     }
     if (isStateRead(op)) {
@@ -419,6 +457,13 @@ void ChunkedForm::assignStages() {
     stageOf[&op] = barriers.size();
   }
   numStages = barriers.size() + 1;
+  if (form.scan) {
+    // The state-reading ops run last, token by token, after every barrier.
+    for (auto &entry : stageOf)
+      if (entry.second == kScan)
+        entry.second = numStages;
+    ++numStages;
+  }
   for (auto [index, barrier] : llvm::enumerate(barriers)) {
     int64_t width =
         cast<RankedTensorType>(barrier.op->getResult(0).getType()).getShape()[0];
@@ -474,8 +519,8 @@ void ChunkedForm::findCarried() {
           valueStage(operand) != it->second)
         needs(operand);
   }
-  Value out = ret.getOperands().back();
-  needs(out);
+  if (!form.scan)
+    needs(ret.getOperands().back()); // the scan writes o itself
 }
 
 void ChunkedForm::bindCarried(Value v, Value buf, Value t) {
@@ -503,7 +548,7 @@ LogicalResult ChunkedForm::tokenLoop(Value upTo,
   Value ti = arith::AddIOp::create(b, loc, start, t);
   // Token inputs, and the anchors of the first states: the states themselves
   // until the chunk ends.
-  unsigned numStates = form.updates.size();
+  unsigned numStates = ret.getNumOperands() - 1;
   unsigned numAnchors = body.getNumArguments() - numStates - 3 -
                         k.module.getGates().size();
   k.bindToken(b, loc, entry, bi, ti, hi, numStates + numAnchors);
@@ -877,7 +922,7 @@ LogicalResult ChunkedForm::build(Value length) {
 
   // Once per chunk: what reads only the anchors (the states themselves until
   // the chunk ends), and the fixed matrices of the barriers as buffers.
-  unsigned numStates = form.updates.size();
+  unsigned numStates = ret.getNumOperands() - 1;
   unsigned numAnchors =
       body.getNumArguments() - numStates - 3 - k.module.getGates().size();
   for (unsigned i = 0; i < numAnchors; ++i)
@@ -905,7 +950,7 @@ LogicalResult ChunkedForm::build(Value length) {
   bindDims(ctx, d0, d1, d2);
   const IteratorType par = IteratorType::parallel, red = IteratorType::reduction;
   for (int stage = 0; stage < numStages; ++stage) {
-    if (stage > 0) {
+    if (stage > 0 && stage <= static_cast<int>(barriers.size())) {
       const Barrier &barrier = barriers[stage - 1];
       Value x = rowsOf(barrier.vector);
       if (barrier.stateRead) {
@@ -943,6 +988,18 @@ LogicalResult ChunkedForm::build(Value length) {
           for (const Barrier &barrier : barriers)
             if (static_cast<int>(barrierOf.lookup(barrier.op->getResult(0))) < stage)
               bindCarried(barrier.op->getResult(0), barrier.result, t);
+          if (form.scan && stage == numStages - 1) {
+            // The sequential step on the current state, o written out.
+            Value ti = arith::AddIOp::create(b, loc, start, t);
+            Value o = entry->getArgument(entry->getNumArguments() - 1);
+            k.outputSlice = slice(b, loc, o, {bi, ti, hi},
+                                  {static_cast<int64_t>(k.module.getDv())});
+            k.outputValue = ret.getOperands().back();
+            for (Operation *op : ops)
+              if (failed(k.lowerOp(b, *op)))
+                return failure();
+            return k.lowerReturn(b, ret);
+          }
           for (Operation *op : ops)
             if (failed(k.lowerOp(b, *op)))
               return failure();
@@ -964,6 +1021,8 @@ LogicalResult ChunkedForm::build(Value length) {
     }
   }
 
+  if (form.scan)
+    return success(); // the scan wrote the outputs and the states
   // Outputs of the chunk's tokens, then every state to the chunk's end.
   Value outputs = rowsOf(ret.getOperands().back());
   int64_t dv = k.module.getDv();

@@ -105,10 +105,15 @@ struct ChunkUpdate {
 /// A step the chunked parallel form handles: every state updated as above,
 /// and read only through matrix-vector products `W_i' x` or `W_i x` (x per
 /// token, possibly computed from earlier reads: MLP layers).
+///
+/// Any other step with anchors gets the scan form (`scan`): everything that
+/// reads no state is still computed for the whole chunk (products with the
+/// anchor as matrix products), and what reads a state runs token by token.
 struct ParallelForm {
   SmallVector<ChunkUpdate> updates;             // one per state, in order
   llvm::SmallPtrSet<Operation *, 8> updateOps;  // never lowered
   llvm::SmallPtrSet<Operation *, 16> dependent; // every op reading a state
+  bool scan = false;
 };
 
 /// Matches `step` against ParallelForm; on failure `why` says what differs.
@@ -116,6 +121,10 @@ FailureOr<ParallelForm> matchParallelForm(func::FuncOp step,
                                           unsigned numStates,
                                           unsigned numAnchors,
                                           std::string &why);
+/// The scan form, for steps with anchors whose state-reading part does not
+/// read an anchor; on failure `why` says why.
+FailureOr<ParallelForm> matchScanForm(func::FuncOp step, unsigned numStates,
+                                      unsigned numAnchors, std::string &why);
 
 /// Builds the kernel of one derived miras.module: the sequential algorithm
 /// (MirasToLinalg.cpp) or the chunked parallel form (ChunkedForm.cpp).

@@ -501,16 +501,20 @@ LogicalResult KernelLowering::run() {
     return cast<RankedTensorType>(v.getType()).getShape();
   };
 
+  // With chunk > 1: the dual form where the step matches it, else the scan
+  // form (ChunkedForm.cpp).
   std::optional<ParallelForm> form;
   if (algorithm != "sequential") {
-    std::string why;
+    std::string why, whyNotScan;
     FailureOr<ParallelForm> matched =
         matchParallelForm(step, numStates, numAnchors, why);
+    if (failed(matched))
+      matched = matchScanForm(step, numStates, numAnchors, whyNotScan);
     if (succeeded(matched))
       form = std::move(*matched);
     else if (algorithm == "chunked")
-      return module.emitError("the chunked parallel form does not apply: ")
-             << why << " (the sequential algorithm does)";
+      return module.emitError("the chunked algorithm does not apply: ")
+             << whyNotScan << " (the sequential algorithm does)";
   }
 
   // Per token: q [Dk]; k, v [Dk] / [Dv], or one row per step of multistep.
@@ -538,7 +542,9 @@ LogicalResult KernelLowering::run() {
   kernel->setAttr("llvm.emit_c_interface", b.getUnitAttr());
   // Which algorithm was built, for the library's metadata.
   kernel->setAttr("miras.algorithm",
-                  b.getStringAttr(form ? "chunked" : "sequential"));
+                  b.getStringAttr(!form        ? "sequential"
+                                  : form->scan ? "chunked-scan"
+                                               : "chunked"));
   Block *entry = kernel.addEntryBlock();
   b.setInsertionPointToEnd(entry);
 

@@ -1,10 +1,10 @@
-// algorithm=chunked is an error, naming what differs, for steps outside the
-// parallel form's class; auto falls back to the sequential algorithm.
+// algorithm=chunked is an error without chunk > 1 (auto then stays
+// sequential); a step outside the dual form's class gets the scan form.
 // RUN: not miras-opt %s --split-input-file --pass-pipeline='builtin.module(miras-derive,miras-to-linalg{algorithm=chunked})' 2>&1 | FileCheck %s
 // RUN: miras-opt %s --split-input-file --pass-pipeline='builtin.module(miras-derive,miras-to-linalg)' | FileCheck %s --check-prefix=AUTO
 // RUN: not miras-opt %s --split-input-file --pass-pipeline='builtin.module(miras-derive,miras-to-linalg{algorithm=fastest})' 2>&1 | FileCheck %s --check-prefix=UNKNOWN
 
-// CHECK: error: the chunked parallel form does not apply: it needs chunk > 1 (the sequential algorithm does)
+// CHECK: error: the chunked algorithm does not apply: it needs chunk > 1 (the sequential algorithm does)
 // AUTO: func.func @exact_kernel{{.*}}miras.algorithm = "sequential"
 // UNKNOWN: error: unknown algorithm 'fastest': expected auto, sequential or chunked
 miras.module @exact attributes {chunk = 1 : i64, dk = 4 : i64, dv = 4 : i64, read_after_write = true} {
@@ -22,9 +22,10 @@ miras.module @exact attributes {chunk = 1 : i64, dk = 4 : i64, dv = 4 : i64, rea
 
 // -----
 
-// A channel gate on Dv decays W row by row: not (yet) in the class.
-// CHECK: error: the chunked parallel form does not apply: the retention of W is neither a scalar decay nor a decay of its columns (row gates stay sequential) (the sequential algorithm does)
-// AUTO: func.func @channel_kernel{{.*}}miras.algorithm = "sequential"
+// A channel gate on Dv decays W row by row: no dual form, so the scan form
+// (gradients for the whole chunk, the state update token by token).
+// CHECK: func.func @channel_kernel{{.*}}miras.algorithm = "chunked-scan"
+// AUTO: func.func @channel_kernel{{.*}}miras.algorithm = "chunked-scan"
 miras.module @channel attributes {chunk = 4 : i64, dk = 4 : i64, dv = 4 : i64, read_after_write = true} {
   miras.gate @alpha : channel along "dv" dim 4
   miras.memory "linear" {dk = 4 : i64, dv = 4 : i64}
