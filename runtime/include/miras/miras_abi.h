@@ -94,7 +94,10 @@ typedef struct miras_module_metadata {
   double flops_per_token;    /* floating-point operations of the derived rule per token and
                                 head (one update plus one read; a multiply-add counts 2):
                                 the work measure behind achieved GFLOP/s */
-  const char *algorithm;     /* "sequential" or "chunked" (SPEC section 7 parallel form) */
+  const char *algorithm;     /* how the kernel walks a sequence (SPEC section 7):
+                                "sequential" token by token; "chunked" the dual form,
+                                matrix products per chunk; "chunked-scan" the state-free
+                                part per chunk, the rest token by token. Same numbers. */
 } miras_module_metadata;
 
 /*

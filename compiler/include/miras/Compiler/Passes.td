@@ -19,13 +19,22 @@ def MirasLowerToLinalg : Pass<"miras-lower-to-linalg", "::mlir::ModuleOp"> {
     generic that writes the new state in place, or into the matvec that reads
     them. One pass over time keeps the state hot in cache.
 
-    With chunk C > 1 and `algorithm=chunked` (or `auto`), modules whose step
-    has the linear form `W' = s W -/+ u w^T`, `o = W' q'` (s a scalar decay
-    or none; s, u, w, q' independent of W because gradients read the chunk's
-    anchor) get the parallel form instead: per chunk, a token loop computes
-    s, u, w, q' into [C, D] buffers, then matrix products give every output
-    of the chunk (`O = diag(g) Q W0^T -/+ (R .* Q Wk^T) U`, R the in-chunk
-    decay products) and the state at its end (`W = g W0 -/+ U^T diag(r) Wk`).
+    With chunk C > 1 and `algorithm=chunked` (or `auto`) the kernel walks
+    each sequence chunk by chunk (ChunkedForm.cpp). Gradients read the
+    chunk's anchor, so everything that reads no state is computed for the
+    whole chunk first: token loops store per-token values into [C, ...]
+    buffers, and products with the anchor (or a function of it) become
+    matrix products over the chunk's tokens. Then:
+      * dual form ("chunked"): when every state is updated as
+        `W' = s W -/+ u w^T` (scalar or Dk-column decay; or momentum,
+        `W' = s W + S'`) and read only through `W x`, every read is
+        `diag(g) X W0^T -/+ (R .* X Wk^T) U` and the state at the chunk's end
+        is `g W0 -/+ U^T diag(r) Wk` (R, g, r: in-chunk decay products),
+        with the per-token ops between reads (an MLP's activation) in token
+        loops of their own;
+      * scan form ("chunked-scan"), otherwise (mirror maps, Dv-row gates):
+        the state-reading part runs token by token on the current state.
+    Both give the sequential algorithm's numbers for the same C.
 
     ```mlir
     func.func @deltanet_kernel(%begin: index, %end: index, %q: memref<?x?x?x16xf32>, %k: memref<?x?x?x16xf32>,
