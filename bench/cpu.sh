@@ -32,10 +32,12 @@ NPROC=$(nproc)
 THREADS="$NPROC"
 [[ $NPROC -gt 1 ]] && THREADS="$NPROC 1"
 
-# The chunked variant needs mirasc --chunk=N (SPEC section 7).
+# The chunked variants need mirasc --chunk=N (SPEC section 7); seq64 runs the sequential
+# algorithm on the same C = 64 semantics, so that the algorithms compare like for like.
 VARIANTS="seq"
 if "$MIRASC" --help 2>&1 | grep -q -- '--chunk='; then
   VARIANTS="seq chunk64"
+  "$MIRASC" --help 2>&1 | grep -q -- '--algorithm=' && VARIANTS="seq seq64 chunk64"
 fi
 
 WORK=$BUILD/bench-cpu
@@ -54,6 +56,7 @@ for module in $MODULES; do
       mkdir -p "$libdir"
       flags=(-DD="$D")
       [[ $variant == chunk64 ]] && flags+=(--chunk=64)
+      [[ $variant == seq64 ]] && flags+=(--chunk=64 --algorithm=sequential)
       echo "cpu.sh: $tag" >&2
       if ! "$MIRASC" "$ROOT/examples/$module.miras" "${flags[@]}" -o "$libdir/lib$module.so" \
           2> "$libdir/mirasc.err"; then
@@ -114,7 +117,7 @@ for path in sorted(glob.glob(os.path.join(work, "json", "*.json"))):
         r = {"error": "no JSON", "tag": os.path.basename(path)}
     if "error" in r:
         tag = r["tag"]
-        m = re.match(r"(.*)_D(\d+)_(seq|chunk64)$", tag)
+        m = re.match(r"(.*)_D(\d+)_(seq|seq64|chunk64)$", tag)
         module, D, variant = m.groups() if m else (tag, "?", "?")
         if r["error"] == "mirasc failed":
             why = first_line(os.path.join(work, "lib", tag, "mirasc.err"))
@@ -122,7 +125,7 @@ for path in sorted(glob.glob(os.path.join(work, "json", "*.json"))):
             why = first_line(path[:-5] + ".json.err") or first_line(path + ".err")
         rows.append((module, int(D) if D.isdigit() else 0, variant, r.get("threads", 0),
                      "| %s | %s | %s | %s | %s failed: %s | | | | | | |" % (
-                         module, D, "C=64" if variant == "chunk64" else "C=1",
+                         module, D, "C=1" if variant == "seq" else "C=64",
                          r.get("threads", "-"), r["error"].split()[0], why)))
         continue
     peaks.setdefault((r["threads"], r.get("peak_isa", "")), []).append(r["peak_gflops"])
@@ -137,11 +140,13 @@ for path in sorted(glob.glob(os.path.join(work, "json", "*.json"))):
              fmt(xbase, 2) if xbase else "-", "%.1e" % diff if diff is not None else "-"]
     if not r.get("output_finite", True):
         cells[-1] += " (o not finite)"
-    rows.append((r["module"], r["dk"], "chunk64" if r["chunk"] != 1 else "seq", r["threads"],
-                 "| " + " | ".join(cells) + " |"))
+    variant = ("seq" if r["chunk"] == 1
+               else "seq64" if r["algorithm"] == "sequential" else "chunk64")
+    rows.append((r["module"], r["dk"], variant, r["threads"], "| " + " | ".join(cells) + " |"))
 
 order = {m: i for i, m in enumerate(["gated_deltanet", "deltanet", "mamba2", "titans", "moneta"])}
-rows.sort(key=lambda x: (order.get(x[0], 99), x[1], x[2] != "seq", -int(x[3] or 0)))
+variant_order = {"seq": 0, "seq64": 1, "chunk64": 2}
+rows.sort(key=lambda x: (order.get(x[0], 99), x[1], variant_order.get(x[2], 3), -int(x[3] or 0)))
 
 now = datetime.datetime.now().astimezone().strftime("%Y-%m-%d %H:%M %Z")
 lines = ["## CPU", "",
@@ -154,11 +159,14 @@ lines = ["## CPU", "",
          "%s / %s; other processes share these CPUs, so treat single figures with care." % (
              os.path.basename(os.path.dirname(work)), source, load0, load1),
          "Modules are compiled for this machine (mirasc's default -mcpu)%s." % (
-             "; chunk64 rows add `--chunk=64`" if "chunk64" in variants.split()
+             "; C=64 rows add `--chunk=64`, and `--algorithm=sequential` for the sequential "
+             "ones (same numbers as the chunked ones, other algorithm)" if "chunk64" in variants.split()
              else "; this mirasc has no --chunk flag, so there are no chunked rows"),
          "",
          "Columns: ms per forward; Mtok/s = B*T tokens per second; GFLOP/s = the module's "
-         "flops_per_token * B*T*H / s; %% of peak = of the measured fp32 FMA peak on the "
+         "flops_per_token * B*T*H / s (the derived rule's arithmetic per token, the same "
+         "for every algorithm: the chunked forms execute more, their products over a chunk "
+         "included); %% of peak = of the measured fp32 FMA peak on the "
          "same threads, measured in each run (%s); x vs reference = speed-up over the scalar (non-vectorised) "
          "reference of `miras bench`, run on the same threads; x vs baseline = speed-up over "
          "the hand-fused ggml-style Gated DeltaNet (AVX-512 via target_clones, same threads); "

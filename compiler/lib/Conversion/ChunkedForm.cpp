@@ -1,4 +1,4 @@
-//===- ChunkedForm.cpp - The chunked parallel algorithm (SPEC section 7) --===//
+//===- ChunkedForm.cpp - The chunked algorithm (SPEC section 7) -----------===//
 //
 // With chunk C > 1 every gradient reads the state at the start of its chunk
 // (the anchor), so within a chunk each state follows
@@ -8,15 +8,22 @@
 // is then the dual form of linear attention,
 //   g_t W_0 x_t + sign * sum_j R[t, j] (w_j . x_t) u_j,
 // which is matrix products over the chunk's tokens. Per chunk the kernel runs
-//   phase 1  a token loop over everything that reads no state (errors at the
-//            anchor, u, w, decays, queries), stored into [C, ...] buffers;
-//   reads    each read of a state becomes contractions over the chunk; the
-//            per-token ops between reads (an MLP's activation, a norm, the
-//            residual) run in token loops of their own, "stages", on rows of
-//            those buffers;
-//   the end  outputs are copied out and every state moves to the chunk's end,
-//            W = g_C W_0 + sign * U^T diag(r) Wk.
-// Column decays (W Diag(a_t)) replace R by running products per (t, j).
+// a sequence of token loops ("stages") separated by "barriers", products
+// computed for all the chunk's tokens at once:
+//   * what reads only the anchors (and constants) runs once per chunk;
+//   * a product with such a fixed matrix (the gradient's forward and backward
+//     pass through the anchor) is a barrier: X M^T or X M over the chunk;
+//   * a read of a state is a barrier: the dual form above;
+//   * the per-token ops in between (errors, u, w, decays, an MLP's
+//     activation, a norm) run in the token loops, on rows of [C, ...]
+//     buffers that carry values from one loop to the next;
+//   * at the end outputs are copied out and every state moves to the chunk's
+//     end, W = g_C W_0 + sign * U^T diag(r) Wk.
+// Column decays (W Diag(a_t)) replace R by running products per (t, j);
+// momentum (W' = a W + S', S' = m S + u w^T) by coefficients of two scalar
+// recurrences. Steps outside that class (mirror maps, row gates) get the scan
+// form: the same stages for what reads no state, then one token loop running
+// the state-reading part of the step on the current state.
 //
 //===----------------------------------------------------------------------===//
 #include "KernelLowering.h"
