@@ -73,25 +73,15 @@ int64_t parseCount(const std::string &option, const std::string &value, int64_t 
 BenchOptions parseOptions(const Args &args) {
   BenchOptions opts;
   for (size_t i = 0; i < args.size(); ++i) {
-    std::string arg = args[i], value;
-    if (arg == "--json") {
+    if (args[i] == "--json") {
       opts.json = true;
       continue;
     }
-    if (arg == "--no-reference") {
+    if (args[i] == "--no-reference") {
       opts.reference = false;
       continue;
     }
-    bool isOption = arg.rfind("--", 0) == 0;
-    size_t eq = arg.find('=');
-    if (isOption && eq != std::string::npos) {
-      value = arg.substr(eq + 1);
-      arg.resize(eq);
-    } else if (isOption) {
-      if (i + 1 == args.size())
-        throw UsageError("option " + arg + " needs a value");
-      value = args[++i];
-    }
+    auto [arg, value] = nextOption(args, i);
     if (arg == "--batch")
       opts.batch = parseCount(arg, value, 1);
     else if (arg == "--length")
@@ -108,7 +98,7 @@ BenchOptions parseOptions(const Args &args) {
       opts.seed = static_cast<uint64_t>(parseCount(arg, value, 0));
     else if (arg == "--device")
       opts.device = value;
-    else if (isOption || arg.rfind("-", 0) == 0)
+    else if (arg.rfind("-", 0) == 0)
       throw UsageError("unknown option '" + arg + "' for 'miras bench'");
     else if (opts.library.empty())
       opts.library = arg;

@@ -39,17 +39,7 @@ RunOptions parseOptions(const Args &args) {
   std::string threads;
   bool hasThreads = false;
   for (size_t i = 0; i < args.size(); ++i) {
-    std::string arg = args[i], value;
-    size_t eq = arg.find('=');
-    bool isOption = arg.rfind("--", 0) == 0;
-    if (isOption && eq != std::string::npos) {
-      value = arg.substr(eq + 1);
-      arg.resize(eq);
-    } else if (isOption) {
-      if (i + 1 == args.size())
-        throw UsageError("option " + arg + " needs a value");
-      value = args[++i];
-    }
+    auto [arg, value] = nextOption(args, i);
     if (arg == "--inputs")
       opts.inputs = value;
     else if (arg == "--outputs")
@@ -57,7 +47,7 @@ RunOptions parseOptions(const Args &args) {
     else if (arg == "--threads") {
       threads = value;
       hasThreads = true;
-    } else if (isOption || arg.rfind("-", 0) == 0)
+    } else if (arg.rfind("-", 0) == 0)
       throw UsageError("unknown option '" + arg + "' for 'miras run'");
     else if (opts.library.empty())
       opts.library = arg;

@@ -7,6 +7,7 @@
 
 #include <stdexcept>
 #include <string>
+#include <utility>
 #include <vector>
 
 namespace miras::cli {
@@ -17,6 +18,19 @@ struct UsageError : std::runtime_error {
 };
 
 using Args = std::vector<std::string>;
+
+// The option at args[i] as {name, value}: `--name=value`, or `--name value` (i then
+// moves past the value). A non-option comes back as {arg, ""}.
+inline std::pair<std::string, std::string> nextOption(const Args &args, size_t &i) {
+  std::string arg = args[i];
+  if (arg.rfind("--", 0) != 0)
+    return {arg, ""};
+  if (size_t eq = arg.find('='); eq != std::string::npos)
+    return {arg.substr(0, eq), arg.substr(eq + 1)};
+  if (i + 1 == args.size())
+    throw UsageError("option " + arg + " needs a value");
+  return {arg, args[++i]};
+}
 
 extern const char kInfoHelp[];
 int runInfo(const Args &args);

@@ -352,6 +352,16 @@ private:
   /// M's rows. (Measured: faster here than axpys over a transposed copy of
   /// M, 102 vs 130 ms for gated_deltanet D=128, C=64, B*H=16, T=2048.)
   void productWithRows(Value scale, Value x, Value m, Value y);
+  /// body(t, limit) for every row t of a chunk; limit = 1 + the token whose
+  /// state t reads (t after the write, t - 1 before it).
+  void forEachReadRow(bool readsNew, function_ref<void(Value, Value)> body);
+  /// dest[c] = lhs[c] * rhs[c]; dest may be lhs.
+  void multiplyRows(Value lhs, Value rhs, Value dest);
+  /// S = X Wk^T, a fresh [C, C] buffer: every query against every key.
+  Value keyProducts(Value x, Value wk);
+  /// Y += sign * (coefficients .* S) U: the rank-1 terms of the dual form.
+  void addRankOneTerms(Value coefficients, Value S, Value U, Value y,
+                       double sign);
 
   Value constantIndex(int64_t v) { return arith::ConstantIndexOp::create(b, loc, v); }
   Value constantF32(double v) {
@@ -599,29 +609,16 @@ void ChunkedForm::emitRead(MatVecOp read, Value x, Value y) {
   Value W0 = k.states[update->state].slice;
   // Token t reads the state after token t (read after write) or t - 1:
   // R[t, j] = s_{j+1} ... s_last(t), g[t] = s_0 ... s_last(t).
-  Value R = buffer({chunk, chunk}), g = buffer({chunk}), S = buffer({chunk, chunk});
-  auto rows = scf::ForOp::create(b, loc, constantIndex(0), constantIndex(chunk),
-                                 constantIndex(1));
-  {
-    OpBuilder::InsertionGuard guard(b);
-    b.setInsertionPointToStart(rows.getBody());
-    Value t = rows.getInductionVar();
-    Value limit = readsNew ? Value(arith::AddIOp::create(b, loc, t, constantIndex(1))) : t;
+  Value R = buffer({chunk, chunk}), g = buffer({chunk});
+  forEachReadRow(readsNew, [&](Value t, Value limit) {
     memref::StoreOp::create(b, loc, products(buffers.decays, limit, rowOf(R, t)), g,
                             ValueRange{t});
-  }
-  AffineExpr d0, d1, d2;
-  bindDims(ctx, d0, d1, d2);
-  const IteratorType par = IteratorType::parallel, red = IteratorType::reduction;
-  Value zero = constantF32(0.0);
-  // S = X Wk^T over (t, j, c); Y = diag(g) X W0^T + sign (R .* S) U.
-  linalg::FillOp::create(b, loc, ValueRange{zero}, ValueRange{S});
-  productWithRows(Value(), x, buffers.Wk, S);
-  linalg::FillOp::create(b, loc, ValueRange{zero}, ValueRange{y});
+  });
+  // Y = diag(g) X W0^T + sign (R .* X Wk^T) U.
+  Value S = keyProducts(x, buffers.Wk);
+  linalg::FillOp::create(b, loc, ValueRange{constantF32(0.0)}, ValueRange{y});
   productWithRows(g, x, W0, y);
-  emitContraction(b, loc, {R, S, buffers.U},
-                  {map3({d0, d1}), map3({d0, d1}), map3({d1, d2}), map3({d0, d2})},
-                  y, {par, red, par}, update->sign);
+  addRankOneTerms(R, S, buffers.U, y, update->sign);
 }
 
 void ChunkedForm::emitChannelRead(const ChunkUpdate &update, bool readsNew,
@@ -635,22 +632,7 @@ void ChunkedForm::emitChannelRead(const ChunkUpdate &update, bool readsNew,
         S = buffer({chunk, chunk});
   AffineMap id1 = AffineMap::getMultiDimIdentityMap(1, ctx);
   Value zero = constantF32(0.0), one = constantF32(1.0);
-  auto multiply = [&](Value lhs, Value rhs, Value dest) {
-    linalg::GenericOp::create(
-        b, loc, ValueRange{lhs, rhs}, ValueRange{dest},
-        ArrayRef<AffineMap>{id1, id1, id1}, parallel(1),
-        [&](OpBuilder &nb, Location nloc, ValueRange args) {
-          linalg::YieldOp::create(
-              nb, nloc, Value(arith::MulFOp::create(nb, nloc, args[0], args[1])));
-        });
-  };
-  auto rows = scf::ForOp::create(b, loc, constantIndex(0), constantIndex(chunk),
-                                 constantIndex(1));
-  {
-    OpBuilder::InsertionGuard guard(b);
-    b.setInsertionPointToStart(rows.getBody());
-    Value t = rows.getInductionVar();
-    Value limit = readsNew ? Value(arith::AddIOp::create(b, loc, t, constantIndex(1))) : t;
+  forEachReadRow(readsNew, [&](Value t, Value limit) {
     Value xRow = rowOf(x, t);
     linalg::FillOp::create(b, loc, ValueRange{one}, ValueRange{rho});
     auto columns = scf::ForOp::create(b, loc, constantIndex(0), constantIndex(chunk),
@@ -669,12 +651,12 @@ void ChunkedForm::emitChannelRead(const ChunkUpdate &update, bool readsNew,
                       {IteratorType::reduction}, 1.0);
       memref::StoreOp::create(b, loc, memref::LoadOp::create(b, loc, dot), S,
                               ValueRange{t, j});
-      multiply(rho, rowOf(buffers.decays, j), rho);
+      multiplyRows(rho, rowOf(buffers.decays, j), rho);
       b.setInsertionPointToStart(ifOp.elseBlock());
       memref::StoreOp::create(b, loc, zero, S, ValueRange{t, j});
     }
-    multiply(rho, xRow, rowOf(Xg, t));
-  }
+    multiplyRows(rho, xRow, rowOf(Xg, t));
+  });
   AffineExpr d0, d1, d2;
   bindDims(ctx, d0, d1, d2);
   const IteratorType par = IteratorType::parallel, red = IteratorType::reduction;
@@ -743,22 +725,54 @@ void ChunkedForm::emitMomentumRead(const ChunkUpdate &update, bool readsNew,
   const StateBuffers &inner = stateBuffers[update.momentum];
   Value W0 = k.states[update.state].slice;
   Value S0 = k.states[form.updates[update.momentum].state].slice;
-  Value K = buffer({chunk, chunk}), A = buffer({chunk}), c = buffer({chunk}),
-        S = buffer({chunk, chunk});
+  Value K = buffer({chunk, chunk}), A = buffer({chunk}), c = buffer({chunk});
   momentumCoefficients(update, K, A, c, /*lagged=*/!readsNew);
-  AffineExpr d0, d1, d2;
-  bindDims(ctx, d0, d1, d2);
-  const IteratorType par = IteratorType::parallel, red = IteratorType::reduction;
-  Value zero = constantF32(0.0);
   // Y = diag(A) X W0^T + diag(c) X S0^T + sign (K .* X Wk^T) U.
-  linalg::FillOp::create(b, loc, ValueRange{zero}, ValueRange{S});
-  productWithRows(Value(), x, inner.Wk, S);
-  linalg::FillOp::create(b, loc, ValueRange{zero}, ValueRange{y});
+  Value S = keyProducts(x, inner.Wk);
+  linalg::FillOp::create(b, loc, ValueRange{constantF32(0.0)}, ValueRange{y});
   productWithRows(A, x, W0, y);
   productWithRows(c, x, S0, y);
-  emitContraction(b, loc, {K, S, inner.U},
+  addRankOneTerms(K, S, inner.U, y, form.updates[update.momentum].sign);
+}
+
+void ChunkedForm::forEachReadRow(bool readsNew,
+                                 function_ref<void(Value, Value)> body) {
+  auto rows = scf::ForOp::create(b, loc, constantIndex(0), constantIndex(chunk),
+                                 constantIndex(1));
+  OpBuilder::InsertionGuard guard(b);
+  b.setInsertionPointToStart(rows.getBody());
+  Value t = rows.getInductionVar();
+  body(t, readsNew ? Value(arith::AddIOp::create(b, loc, t, constantIndex(1))) : t);
+}
+
+void ChunkedForm::multiplyRows(Value lhs, Value rhs, Value dest) {
+  AffineMap id1 = AffineMap::getMultiDimIdentityMap(1, ctx);
+  linalg::GenericOp::create(
+      b, loc, ValueRange{lhs, rhs}, ValueRange{dest},
+      ArrayRef<AffineMap>{id1, id1, id1}, parallel(1),
+      [&](OpBuilder &nb, Location nloc, ValueRange args) {
+        linalg::YieldOp::create(
+            nb, nloc, Value(arith::MulFOp::create(nb, nloc, args[0], args[1])));
+      });
+}
+
+Value ChunkedForm::keyProducts(Value x, Value wk) {
+  Value S = buffer({chunk, chunk});
+  linalg::FillOp::create(b, loc, ValueRange{constantF32(0.0)}, ValueRange{S});
+  productWithRows(Value(), x, wk, S);
+  return S;
+}
+
+void ChunkedForm::addRankOneTerms(Value coefficients, Value S, Value U, Value y,
+                                  double sign) {
+  AffineExpr d0, d1, d2;
+  bindDims(ctx, d0, d1, d2);
+  emitContraction(b, loc, {coefficients, S, U},
                   {map3({d0, d1}), map3({d0, d1}), map3({d1, d2}), map3({d0, d2})},
-                  y, {par, red, par}, form.updates[update.momentum].sign);
+                  y,
+                  {IteratorType::parallel, IteratorType::reduction,
+                   IteratorType::parallel},
+                  sign);
 }
 
 void ChunkedForm::productWithRows(Value scale, Value x, Value m, Value y) {
@@ -781,7 +795,6 @@ void ChunkedForm::emitStateUpdates() {
   bindDims(ctx, d0, d1, d2);
   const IteratorType par = IteratorType::parallel, red = IteratorType::reduction;
   AffineMap identity = AffineMap::getMultiDimIdentityMap(2, ctx);
-  AffineMap id1 = AffineMap::getMultiDimIdentityMap(1, ctx);
   // Momentum states first: their end reads the other state at the start.
   for (const ChunkUpdate &update : form.updates) {
     if (update.momentum < 0)
@@ -827,16 +840,8 @@ void ChunkedForm::emitStateUpdates() {
         b.setInsertionPointToStart(loop.getBody());
         Value j = arith::SubIOp::create(b, loc, constantIndex(chunk - 1),
                                         loop.getInductionVar());
-        for (auto [lhs, rhs, dest] :
-             {std::tuple{rowOf(buffers.Wk, j), rho, rowOf(scaledWk, j)},
-              std::tuple{rho, rowOf(buffers.decays, j), rho}})
-          linalg::GenericOp::create(
-              b, loc, ValueRange{lhs, rhs}, ValueRange{dest},
-              ArrayRef<AffineMap>{id1, id1, id1}, parallel(1),
-              [&](OpBuilder &nb, Location nloc, ValueRange args) {
-                linalg::YieldOp::create(
-                    nb, nloc, Value(arith::MulFOp::create(nb, nloc, args[0], args[1])));
-              });
+        multiplyRows(rowOf(buffers.Wk, j), rho, rowOf(scaledWk, j));
+        multiplyRows(rho, rowOf(buffers.decays, j), rho);
       }
       linalg::GenericOp::create(
           b, loc, ValueRange{rho}, ValueRange{W},
