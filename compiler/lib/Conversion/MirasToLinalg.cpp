@@ -342,13 +342,17 @@ LogicalResult KernelLowering::lowerOp(OpBuilder &b, Operation &op) {
                        scalar};
     return success();
   }
-  auto add = [](OpBuilder &nb, Location nloc, Value acc, Value x) -> Value {
-    return arith::AddFOp::create(nb, nloc, acc, x);
+  // Sums may be reassociated, like the matvec's dot products, so that they
+  // vectorise (a norm, a layer-norm mean); only float32 rounding changes.
+  auto reassoc = arith::FastMathFlagsAttr::get(
+      ctx, arith::FastMathFlags::reassoc | arith::FastMathFlags::contract);
+  auto add = [&](OpBuilder &nb, Location nloc, Value acc, Value x) -> Value {
+    return arith::AddFOp::create(nb, nloc, acc, x, reassoc);
   };
-  auto addSquare = [](OpBuilder &nb, Location nloc, Value acc,
-                      Value x) -> Value {
-    return arith::AddFOp::create(nb, nloc, acc,
-                                 arith::MulFOp::create(nb, nloc, x, x));
+  auto addSquare = [&](OpBuilder &nb, Location nloc, Value acc,
+                       Value x) -> Value {
+    return arith::AddFOp::create(
+        nb, nloc, acc, arith::MulFOp::create(nb, nloc, x, x, reassoc), reassoc);
   };
   auto max = [](OpBuilder &nb, Location nloc, Value acc, Value x) -> Value {
     return arith::MaximumFOp::create(nb, nloc, acc, x);
