@@ -21,8 +21,8 @@ const char kRunHelp[] =
     "options:\n"
     "  --inputs DIR    directory of input .npy files\n"
     "  --outputs DIR   directory for the output .npy files\n"
-    "  --threads N     CPU threads the (batch, head) pairs are split over\n"
-    "                  (default: MIRAS_NUM_THREADS, else 1)\n";
+    "  --threads N     CPU threads the (batch, head) pairs are split over; 0 = one\n"
+    "                  per CPU (default: MIRAS_NUM_THREADS, else 1)\n";
 
 namespace fs = std::filesystem;
 
@@ -59,8 +59,8 @@ RunOptions parseOptions(const Args &args) {
   if (hasThreads) {
     bool digits = !threads.empty() &&
                   threads.find_first_not_of("0123456789") == std::string::npos;
-    if (!digits || threads.size() > 6 || std::stoi(threads) < 1 || std::stoi(threads) > 4096)
-      throw UsageError("--threads expects an integer from 1 to 4096, got '" + threads + "'");
+    if (!digits || threads.size() > 6 || std::stoi(threads) > 4096)
+      throw UsageError("--threads expects an integer from 0 to 4096, got '" + threads + "'");
     opts.threads = std::stoi(threads);
   }
   return opts;

@@ -54,7 +54,7 @@ TEST_F(Cli, Help) {
 
 TEST_F(Cli, UsageErrorsExitTwo) {
   for (const char *args : {"", "frobnicate", "info", "info a.so b.so", "run x.so --inputs d",
-                           "run x.so --inputs d --outputs e --threads 0", "run x.so --bogus 1"}) {
+                           "run x.so --inputs d --outputs e --threads -1", "run x.so --bogus 1"}) {
     Result r = tool(args);
     EXPECT_EQ(r.code, 2) << args;
     expectOneErrorLine(r, "");
