@@ -507,6 +507,8 @@ LogicalResult KernelLowering::run() {
 
   // With chunk > 1: the dual form where the step matches it, else the scan
   // form (ChunkedForm.cpp).
+  // Its [C, C] buffers bound the chunk size (4 MiB each at the limit).
+  constexpr int64_t kMaxChunkedSize = 1024;
   std::optional<ParallelForm> form;
   if (algorithm != "sequential") {
     std::string why, whyNotScan;
@@ -514,6 +516,11 @@ LogicalResult KernelLowering::run() {
         matchParallelForm(step, numStates, numAnchors, why);
     if (failed(matched))
       matched = matchScanForm(step, numStates, numAnchors, whyNotScan);
+    if (chunk > kMaxChunkedSize) {
+      matched = failure();
+      whyNotScan = "chunk " + std::to_string(chunk) + " is above its limit of " +
+                   std::to_string(kMaxChunkedSize);
+    }
     if (succeeded(matched))
       form = std::move(*matched);
     else if (algorithm == "chunked")

@@ -185,6 +185,8 @@ int compile(const std::string &source) {
   DialectRegistry registry;
   registerMirasDialects(registry);
   MLIRContext context(registry);
+  // A located error is the message for a user; the op dump is for miras-opt.
+  context.printOpOnDiagnostic(false);
   llvm::SourceMgr sourceMgr;
   sourceMgr.AddNewSourceBuffer(
       llvm::MemoryBuffer::getMemBufferCopy(source, inputFile), llvm::SMLoc());
