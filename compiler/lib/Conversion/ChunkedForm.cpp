@@ -569,6 +569,7 @@ LogicalResult ChunkedForm::tokenLoop(Value upTo,
   unsigned numAnchors = body.getNumArguments() - numStates - 3 -
                         k.module.getGates().size();
   k.bindToken(b, loc, entry, bi, ti, hi, numStates + numAnchors);
+  k.prefetchNextToken(b, loc, entry, bi, ti, hi);
   for (unsigned i = 0; i < numAnchors; ++i)
     k.lowered[body.getArgument(numStates + i)] = {Lowered::Kind::Buffer,
                                                   k.states[i].slice};

@@ -144,6 +144,9 @@ private:
   /// arguments from `first` on.
   void bindToken(OpBuilder &b, Location loc, Block *entry, Value bi, Value ti,
                  Value hi, unsigned first);
+  /// Prefetches the q, k, v rows of token ti + 1.
+  void prefetchNextToken(OpBuilder &b, Location loc, Block *entry, Value bi,
+                         Value ti, Value hi);
   /// The chunked parallel form for one (batch, head) pair (ChunkedForm.cpp).
   LogicalResult buildChunked(OpBuilder &b, Location loc, Block *entry,
                              const ParallelForm &form, Value bi, Value hi,

@@ -491,6 +491,25 @@ void KernelLowering::bindToken(OpBuilder &b, Location loc, Block *entry,
   }
 }
 
+void KernelLowering::prefetchNextToken(OpBuilder &b, Location loc,
+                                       Block *entry, Value bi, Value ti,
+                                       Value hi) {
+  // The next token's q, k, v rows lie H * D floats further on, which the
+  // hardware prefetcher misses: fetch them while this token's update runs
+  // (past the end a prefetch is harmless). Measured: gated_deltanet D=64
+  // 33 -> 25 ms, D=128 ~5 % (T=2048, B*H=16, 1 thread).
+  Value c0 = arith::ConstantIndexOp::create(b, loc, 0);
+  Value next = arith::AddIOp::create(b, loc, ti,
+                                     arith::ConstantIndexOp::create(b, loc, 1));
+  for (unsigned input = 2; input < 5; ++input) {
+    Value source = entry->getArgument(input);
+    SmallVector<Value> indices{bi, next, hi};
+    indices.resize(cast<MemRefType>(source.getType()).getRank(), c0);
+    memref::PrefetchOp::create(b, loc, source, indices, /*isWrite=*/false,
+                               /*localityHint=*/3, /*isDataCache=*/true);
+  }
+}
+
 LogicalResult KernelLowering::run() {
   Location loc = module.getLoc();
   int64_t dk = module.getDk(), dv = module.getDv(), chunk = module.getChunk();
@@ -611,6 +630,7 @@ LogicalResult KernelLowering::run() {
     for (auto [i, anchor] : llvm::enumerate(anchors))
       lowered[body.getArgument(numStates + i)] = {Lowered::Kind::Buffer, anchor};
     bindToken(b, loc, entry, bi, ti, hi, numStates + numAnchors);
+    prefetchNextToken(b, loc, entry, bi, ti, hi);
     outputSlice = slice(b, loc, out, {bi, ti, hi}, {dv});
     outputValue = ret.getOperands().back();
 
