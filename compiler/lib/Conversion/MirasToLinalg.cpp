@@ -498,9 +498,9 @@ void KernelLowering::prefetchNextToken(OpBuilder &b, Location loc,
   // hardware prefetcher misses: fetch them while this token's update runs
   // (past the end a prefetch is harmless). Measured: gated_deltanet D=64
   // 33 -> 25 ms, D=128 ~5 % (T=2048, B*H=16, 1 thread).
-  Value c0 = arith::ConstantIndexOp::create(b, loc, 0);
-  Value next = arith::AddIOp::create(b, loc, ti,
-                                     arith::ConstantIndexOp::create(b, loc, 1));
+  Value c0 = arith::ConstantIndexOp::create(*entryBuilder, loc, 0);
+  Value next = arith::AddIOp::create(
+      b, loc, ti, arith::ConstantIndexOp::create(*entryBuilder, loc, 1));
   for (unsigned input = 2; input < 5; ++input) {
     Value source = entry->getArgument(input);
     SmallVector<Value> indices{bi, next, hi};

@@ -21,10 +21,10 @@
 // CHECK-DAG: %[[KT:.*]] = memref.subview %[[K]][%[[B]], %[[T]], %[[H]], 0]
 // CHECK-DAG: %[[OT:.*]] = memref.subview %[[O]][%[[B]], %[[T]], %[[H]], 0]
 // The next token's inputs are prefetched.
-// CHECK-DAG: %[[NEXT:.*]] = arith.addi %[[T]], %c1
-// CHECK-DAG: memref.prefetch %[[Q]][%[[B]], %[[NEXT]], %[[H]], %c0], read, locality<3>, data
-// CHECK-DAG: memref.prefetch %[[K]][%[[B]], %[[NEXT]], %[[H]], %c0], read, locality<3>, data
-// CHECK-DAG: memref.prefetch %[[V]][%[[B]], %[[NEXT]], %[[H]], %c0], read, locality<3>, data
+// CHECK-DAG: %[[NEXT:.*]] = arith.addi %[[T]], %{{.*}} : index
+// CHECK-DAG: memref.prefetch %[[Q]][%[[B]], %[[NEXT]], %[[H]], %{{.*}}], read, locality<3>, data
+// CHECK-DAG: memref.prefetch %[[K]][%[[B]], %[[NEXT]], %[[H]], %{{.*}}], read, locality<3>, data
+// CHECK-DAG: memref.prefetch %[[V]][%[[B]], %[[NEXT]], %[[H]], %{{.*}}], read, locality<3>, data
 // y = (alpha W) k as alpha (W k): the matvec reads W itself, the decay scales
 // its 4 results instead of the 16 entries of W.
 // CHECK: linalg.generic {indexing_maps = [#[[MAT]], #[[COL]], #[[ROW]]], iterator_types = ["parallel", "reduction"]} ins(%[[WBH]], %[[KT]] : {{.*}}) outs(%[[Y:.*]] :
