@@ -363,6 +363,23 @@ TEST_F(TargetTest, ToyLibraryComputesTheRecurrence) {
     for (int j = 0; j < D; ++j)
       EXPECT_FLOAT_EQ(wZero[i * D + j], v[i] * k[j]);
 
+  // forward_range: disjoint pair ranges, run out of order, add up to the
+  // whole forward; each range initialises only its own pairs' states.
+  ASSERT_NE(entry->forward_range, nullptr);
+  std::vector<float> oRange(q.size(), -1.0f), wRange(w0.size(), -1.0f);
+  float *rangeOut[] = {wRange.data()};
+  miras_forward_args rargs = args;
+  rargs.state_out = rangeOut;
+  rargs.o = oRange.data();
+  for (auto [begin, end] : {std::pair<int64_t, int64_t>{4, 6}, {0, 1}, {1, 4}, {2, 2}})
+    ASSERT_EQ(entry->forward_range(&rargs, begin, end), MIRAS_OK) << begin << ".." << end;
+  EXPECT_EQ(oRange, o);
+  EXPECT_EQ(wRange, w);
+  for (auto [begin, end] : {std::pair<int64_t, int64_t>{-1, 2}, {3, 2}, {0, B * H + 1}})
+    EXPECT_EQ(entry->forward_range(&rargs, begin, end), MIRAS_ERR_INVALID_ARGUMENT)
+        << begin << ".." << end;
+  EXPECT_EQ(entry->forward_range(nullptr, 0, 1), MIRAS_ERR_NULL_POINTER);
+
   // Rejected calls change nothing.
   std::vector<float> untouched = w;
   EXPECT_EQ(entry->forward(nullptr), MIRAS_ERR_NULL_POINTER);
