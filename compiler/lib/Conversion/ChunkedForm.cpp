@@ -30,6 +30,7 @@
 
 #include "mlir/IR/Matchers.h"
 
+#include <limits>
 #include <tuple>
 
 namespace miras::lowering {
@@ -480,6 +481,22 @@ void ChunkedForm::assignStages() {
       if (entry.second == kScan)
         entry.second = numStages;
     ++numStages;
+  }
+  // A per-token matrix (u w^T, a scaled anchor) is computed where it is used,
+  // fused lazily into its consumer, never carried through [C, m, n] rows.
+  for (Operation &op : llvm::reverse(body.without_terminator())) {
+    auto it = stageOf.find(&op);
+    auto shaped = op.getNumResults() == 1
+                      ? dyn_cast<ShapedType>(op.getResult(0).getType())
+                      : ShapedType();
+    if (it == stageOf.end() || it->second < 0 || !shaped || shaped.getRank() < 2)
+      continue;
+    int first = std::numeric_limits<int>::max();
+    for (Operation *user : op.getUsers())
+      if (auto use = stageOf.find(user); use != stageOf.end() && use->second >= 0)
+        first = std::min(first, use->second);
+    if (first != std::numeric_limits<int>::max() && first > it->second)
+      it->second = first;
   }
   for (auto [index, barrier] : llvm::enumerate(barriers)) {
     int64_t width =
