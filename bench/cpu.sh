@@ -55,7 +55,7 @@ for module in $MODULES; do
       libdir=$WORK/lib/$tag
       mkdir -p "$libdir"
       flags=(-DD="$D")
-      [[ $variant == chunk64 ]] && flags+=(--chunk=64)
+      [[ $variant == chunk64 ]] && flags+=(--chunk=64 --algorithm=chunked)
       [[ $variant == seq64 ]] && flags+=(--chunk=64 --algorithm=sequential)
       echo "cpu.sh: $tag" >&2
       if ! "$MIRASC" "$ROOT/examples/$module.miras" "${flags[@]}" -o "$libdir/lib$module.so" \
@@ -159,8 +159,8 @@ lines = ["## CPU", "",
          "%s / %s; other processes share these CPUs, so treat single figures with care." % (
              os.path.basename(os.path.dirname(work)), source, load0, load1),
          "Modules are compiled for this machine (mirasc's default -mcpu)%s." % (
-             "; C=64 rows add `--chunk=64`, and `--algorithm=sequential` for the sequential "
-             "ones (same numbers as the chunked ones, other algorithm)" if "chunk64" in variants.split()
+             "; C=64 rows add `--chunk=64` and `--algorithm=chunked` or `--algorithm=sequential` "
+             "(same numbers, other algorithm)" if "chunk64" in variants.split()
              else "; this mirasc has no --chunk flag, so there are no chunked rows"),
          "",
          "Columns: ms per forward; Mtok/s = B*T tokens per second; GFLOP/s = the module's "

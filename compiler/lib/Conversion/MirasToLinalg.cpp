@@ -510,6 +510,22 @@ void KernelLowering::prefetchNextToken(OpBuilder &b, Location loc,
   }
 }
 
+/// The cost rule of algorithm=auto for the dual form: it pays off once a
+/// state no longer fits in L1 next to the token's vectors. Measured
+/// (bench/RESULTS.md, C = 64, 1 thread): at D = 64 (4096-entry states) the
+/// sequential kernel was 1.2x faster for gated_deltanet and deltanet, at
+/// D = 128 (16384) the dual form 1.2-1.3x. The scan form always pays off: it
+/// computes the anchor's maps once per chunk.
+static bool worthDualForm(func::FuncOp step, unsigned numStates) {
+  constexpr int64_t kMinStateEntries = 128 * 128;
+  Block &body = step.getBody().front();
+  for (unsigned i = 0; i < numStates; ++i)
+    if (cast<RankedTensorType>(body.getArgument(i).getType()).getNumElements() >=
+        kMinStateEntries)
+      return true;
+  return false;
+}
+
 LogicalResult KernelLowering::run() {
   Location loc = module.getLoc();
   int64_t dk = module.getDk(), dv = module.getDv(), chunk = module.getChunk();
@@ -524,8 +540,8 @@ LogicalResult KernelLowering::run() {
     return cast<RankedTensorType>(v.getType()).getShape();
   };
 
-  // With chunk > 1: the dual form where the step matches it, else the scan
-  // form (ChunkedForm.cpp).
+  // With chunk > 1: the dual form where the step matches it (under auto, when
+  // its states are large enough to gain), else the scan form (ChunkedForm.cpp).
   // Its [C, C] buffers bound the chunk size (4 MiB each at the limit).
   constexpr int64_t kMaxChunkedSize = 1024;
   std::optional<ParallelForm> form;
@@ -540,6 +556,9 @@ LogicalResult KernelLowering::run() {
       whyNotScan = "chunk " + std::to_string(chunk) + " is above its limit of " +
                    std::to_string(kMaxChunkedSize);
     }
+    if (succeeded(matched) && algorithm == "auto" && !matched->scan &&
+        !worthDualForm(step, numStates))
+      matched = failure();
     if (succeeded(matched))
       form = std::move(*matched);
     else if (algorithm == "chunked")

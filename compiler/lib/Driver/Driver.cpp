@@ -79,8 +79,9 @@ cl::opt<int64_t> chunkOverride(
     cl::value_desc("C"), cl::init(0), cl::cat(category));
 cl::opt<std::string> algorithm(
     "algorithm",
-    cl::desc("Kernel algorithm when chunk > 1: auto (the chunked parallel form "
-             "where it applies, else sequential), sequential or chunked"),
+    cl::desc("Kernel algorithm when chunk > 1: auto (chunked where it applies "
+             "and, for its dual form, a state has at least 128 x 128 entries; "
+             "else sequential), sequential or chunked"),
     cl::init("auto"), cl::cat(category));
 cl::opt<std::string> targetCpu(
     "mcpu",

@@ -58,10 +58,11 @@ def MirasLowerToLinalg : Pass<"miras-lower-to-linalg", "::mlir::ModuleOp"> {
   let options = [
     Option<"algorithm", "algorithm", "std::string", /*default=*/"\"auto\"",
            "Kernel algorithm for chunk C > 1 (SPEC section 7): 'sequential' "
-           "(token by token, gradients at the chunk's anchor), 'chunked' (the "
-           "parallel form: per chunk, matrix products over its tokens; an error "
-           "for modules outside its class), or 'auto' (chunked where it "
-           "applies, else sequential)">
+           "(token by token, gradients at the chunk's anchor), 'chunked' (per "
+           "chunk, the dual form or the scan form; an error with chunk 1 or "
+           "above 1024), or 'auto' (chunked where it "
+           "applies and, for the dual form, a state has at least 128 x 128 "
+           "entries; else sequential)">
   ];
   let dependentDialects = ["::mlir::linalg::LinalgDialect",
                            "::mlir::memref::MemRefDialect",
