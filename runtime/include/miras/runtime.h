@@ -95,7 +95,9 @@ MIRAS_RUNTIME_API miras_status miras_library_tensor_shape(const miras_library *l
  * at miras_library_close). 1 runs on the calling thread only; 0 means one per online CPU.
  * The default is the MIRAS_NUM_THREADS environment variable when it holds a positive
  * integer at open time, else 1. Results do not depend on the thread count: each
- * (batch, head) pair runs the same code on one thread.
+ * (batch, head) pair runs the same code on one thread. Forwards on one library from
+ * several host threads are serialised while the pool is in use; do not change the
+ * count while a forward on this library is running.
  * Errors: MIRAS_ERR_NULL_POINTER, MIRAS_ERR_INVALID_ARGUMENT (negative count). */
 MIRAS_RUNTIME_API miras_status miras_library_set_num_threads(miras_library *lib,
                                                              int32_t num_threads);
