@@ -169,9 +169,9 @@ static void run_range(void *context, int32_t part) {
 
 /* Splits the B * H pairs over the library's threads. */
 static int32_t run_parallel(miras_library *lib, const miras_forward_args *args) {
-  int64_t pairs = args->batch * args->heads; /* both positive, checked by the callers */
-  if (lib->num_threads <= 1 || pairs <= 1 || args->batch > INT64_MAX / args->heads)
-    return lib->entry->forward(args);
+  int64_t pairs = miras_mul_checked(args->batch, args->heads); /* -1 on overflow */
+  if (lib->num_threads <= 1 || pairs <= 1)
+    return lib->entry->forward(args); /* which reports an overflow itself */
   int32_t parts = pairs < lib->num_threads ? (int32_t)pairs : lib->num_threads;
   pthread_mutex_lock(&lib->pool_lock);
   if (lib->pool == NULL)

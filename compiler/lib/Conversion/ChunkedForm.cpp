@@ -35,6 +35,24 @@
 
 namespace miras::lowering {
 
+/// `v` = mul(broadcast(s) [], rest) with a scalar s, in either operand order:
+/// returns the mul, s and rest.
+struct ScalarTimes {
+  arith::MulFOp mul;
+  Value scalar, rest;
+};
+static std::optional<ScalarTimes> matchScalarTimes(Value v) {
+  auto mul = v.getDefiningOp<arith::MulFOp>();
+  if (!mul)
+    return std::nullopt;
+  for (auto [lhs, rhs] : {std::pair{mul.getLhs(), mul.getRhs()},
+                          std::pair{mul.getRhs(), mul.getLhs()}})
+    if (auto bcast = lhs.getDefiningOp<BroadcastOp>();
+        bcast && bcast.getDims().empty())
+      return ScalarTimes{mul, bcast.getInput(), rhs};
+  return std::nullopt;
+}
+
 static std::string stateName(func::FuncOp step, unsigned index) {
   if (auto name = step.getResultAttrOfType<StringAttr>(index, "miras.name"))
     return name.str();
@@ -128,17 +146,12 @@ FailureOr<ParallelForm> matchParallelForm(func::FuncOp step,
     chunkUpdate.sign = isa<arith::SubFOp>(update) ? -1.0 : 1.0;
     auto outer = term.getDefiningOp<OuterOp>();
     // A scalar times u w^T (momentum's learning rate): u is scaled per token.
-    if (auto scaled = term.getDefiningOp<arith::MulFOp>(); scaled && !outer) {
-      for (auto [lhs, rhs] : {std::pair{scaled.getLhs(), scaled.getRhs()},
-                              std::pair{scaled.getRhs(), scaled.getLhs()}}) {
-        auto bcast = lhs.getDefiningOp<BroadcastOp>();
-        if (bcast && bcast.getDims().empty() && independent(bcast.getInput()) &&
-            rhs.getDefiningOp<OuterOp>()) {
-          chunkUpdate.scale = bcast.getInput();
-          outer = rhs.getDefiningOp<OuterOp>();
-          form.updateOps.insert(scaled);
-        }
-      }
+    if (auto scaled = matchScalarTimes(term); scaled && !outer &&
+                                              independent(scaled->scalar) &&
+                                              scaled->rest.getDefiningOp<OuterOp>()) {
+      chunkUpdate.scale = scaled->scalar;
+      outer = scaled->rest.getDefiningOp<OuterOp>();
+      form.updateOps.insert(scaled->mul);
     }
     if (isa<arith::AddFOp>(update) && otherState(term) >= 0) {
       chunkUpdate.momentum = otherState(term);
@@ -294,7 +307,10 @@ public:
       : k(kernel), form(form), b(b), loc(loc), entry(entry), bi(bi), hi(hi),
         ctx(b.getContext()), chunk(kernel.module.getChunk()),
         body(kernel.step.getBody().front()),
-        ret(cast<func::ReturnOp>(body.getTerminator())) {}
+        ret(cast<func::ReturnOp>(body.getTerminator())),
+        numStates(ret.getNumOperands() - 1),
+        numAnchors(body.getNumArguments() - numStates - 3 -
+                   kernel.module.getGates().size()) {}
 
   LogicalResult build(Value length);
 
@@ -314,6 +330,13 @@ private:
   int valueStage(Value v);
   /// The [C, ...] buffer a barrier's per-token operand is read from.
   Value rowsOf(Value v);
+  /// The update of the state whose old or new value `matrix` is, or null.
+  const ChunkUpdate *updateOf(Value matrix) {
+    for (const ChunkUpdate &u : form.updates)
+      if (matrix == body.getArgument(u.state) || matrix == ret.getOperand(u.state))
+        return &u;
+    return nullptr;
+  }
   static constexpr int kConstant = -2, kPerChunk = -3, kAbsorbed = -4,
                        kScan = -5;
   Value buffer(ArrayRef<int64_t> shape) {
@@ -356,6 +379,8 @@ private:
   /// body(t, limit) for every row t of a chunk; limit = 1 + the token whose
   /// state t reads (t after the write, t - 1 before it).
   void forEachReadRow(bool readsNew, function_ref<void(Value, Value)> body);
+  /// body(j) for j = C - 1 down to 0.
+  void forEachRowDownward(function_ref<void(Value)> body);
   /// dest[c] = lhs[c] * rhs[c]; dest may be lhs.
   void multiplyRows(Value lhs, Value rhs, Value dest);
   /// S = X Wk^T, a fresh [C, C] buffer: every query against every key.
@@ -382,6 +407,8 @@ private:
   int64_t chunk;
   Block &body;
   func::ReturnOp ret;
+  // Step signature: states, anchors of the first states, q, k, v, gates.
+  unsigned numStates, numAnchors;
 
   /// A product over the whole chunk between two token loops: a read of a
   /// state (the dual form), or a product with a matrix fixed through the
@@ -409,20 +436,10 @@ private:
 };
 
 void ChunkedForm::assignStages() {
-  unsigned numStates = ret.getNumOperands() - 1;
-  unsigned numAnchors =
-      body.getNumArguments() - numStates - 3 - k.module.getGates().size();
   // Values fixed through a chunk: anchors, constants, what reads only those.
   llvm::SmallDenseSet<Value> fixed;
   for (unsigned i = 0; i < numAnchors; ++i)
     fixed.insert(body.getArgument(numStates + i));
-  auto isStateRead = [&](Operation &op) {
-    auto read = dyn_cast<MatVecOp>(op);
-    return read && llvm::any_of(form.updates, [&](const ChunkUpdate &u) {
-             return read.getMatrix() == body.getArgument(u.state) ||
-                    read.getMatrix() == ret.getOperand(u.state);
-           });
-  };
   for (Operation &op : body.without_terminator()) {
     if (form.updateOps.contains(&op))
       continue;
@@ -441,7 +458,7 @@ void ChunkedForm::assignStages() {
       stageOf[&op] = kScan; // numbered once the barriers are known
       continue;
     }
-    if (isStateRead(op)) {
+    if (auto read = dyn_cast<MatVecOp>(op); read && updateOf(read.getMatrix())) {
       barriers.push_back({&op, cast<MatVecOp>(op).getVector(), true, {}, {}, {}});
       continue;
     }
@@ -453,18 +470,13 @@ void ChunkedForm::assignStages() {
       Value vector = matvec ? matvec.getVector() : vecmat.getVector();
       Value scale;
       Operation *scaling = nullptr;
-      if (!fixed.contains(matrix))
-        if (auto mul = matrix.getDefiningOp<arith::MulFOp>(); mul && mul->hasOneUse())
-          for (auto [lhs, rhs] : {std::pair{mul.getLhs(), mul.getRhs()},
-                                  std::pair{mul.getRhs(), mul.getLhs()}}) {
-            auto bcast = lhs.getDefiningOp<BroadcastOp>();
-            if (bcast && bcast.getDims().empty() && fixed.contains(rhs) &&
-                !form.dependent.contains(mul)) {
-              scale = bcast.getInput();
-              matrix = rhs;
-              scaling = mul;
-            }
-          }
+      if (auto scaled = matchScalarTimes(matrix);
+          !fixed.contains(matrix) && scaled && scaled->mul->hasOneUse() &&
+          fixed.contains(scaled->rest) && !form.dependent.contains(scaled->mul)) {
+        scale = scaled->scalar;
+        matrix = scaled->rest;
+        scaling = scaled->mul;
+      }
       if (fixed.contains(matrix)) {
         if (scaling)
           stageOf[scaling] = kAbsorbed;
@@ -582,9 +594,6 @@ LogicalResult ChunkedForm::tokenLoop(Value upTo,
   Value ti = arith::AddIOp::create(b, loc, start, t);
   // Token inputs, and the anchors of the first states: the states themselves
   // until the chunk ends.
-  unsigned numStates = ret.getNumOperands() - 1;
-  unsigned numAnchors = body.getNumArguments() - numStates - 3 -
-                        k.module.getGates().size();
   k.bindToken(b, loc, entry, bi, ti, hi, numStates + numAnchors);
   k.prefetchNextToken(b, loc, entry, bi, ti, hi);
   for (unsigned i = 0; i < numAnchors; ++i)
@@ -613,11 +622,7 @@ Value ChunkedForm::products(Value decays, Value limit, Value ratios) {
 }
 
 void ChunkedForm::emitRead(MatVecOp read, Value x, Value y) {
-  const ChunkUpdate *update = nullptr;
-  for (const ChunkUpdate &u : form.updates)
-    if (read.getMatrix() == body.getArgument(u.state) ||
-        read.getMatrix() == ret.getOperand(u.state))
-      update = &u;
+  const ChunkUpdate *update = updateOf(read.getMatrix());
   bool readsNew = read.getMatrix() == ret.getOperand(update->state);
   if (update->channel)
     return emitChannelRead(*update, readsNew, x, y);
@@ -653,13 +658,7 @@ void ChunkedForm::emitChannelRead(const ChunkUpdate &update, bool readsNew,
   forEachReadRow(readsNew, [&](Value t, Value limit) {
     Value xRow = rowOf(x, t);
     linalg::FillOp::create(b, loc, ValueRange{one}, ValueRange{rho});
-    auto columns = scf::ForOp::create(b, loc, constantIndex(0), constantIndex(chunk),
-                                      constantIndex(1));
-    {
-      OpBuilder::InsertionGuard inner(b);
-      b.setInsertionPointToStart(columns.getBody());
-      Value j = arith::SubIOp::create(b, loc, constantIndex(chunk - 1),
-                                      columns.getInductionVar());
+    forEachRowDownward([&](Value j) {
       Value inside = arith::CmpIOp::create(b, loc, arith::CmpIPredicate::ult, j, limit);
       auto ifOp = scf::IfOp::create(b, loc, inside, /*withElseRegion=*/true);
       b.setInsertionPointToStart(ifOp.thenBlock());
@@ -672,7 +671,7 @@ void ChunkedForm::emitChannelRead(const ChunkUpdate &update, bool readsNew,
       multiplyRows(rho, rowOf(buffers.decays, j), rho);
       b.setInsertionPointToStart(ifOp.elseBlock());
       memref::StoreOp::create(b, loc, zero, S, ValueRange{t, j});
-    }
+    });
     multiplyRows(rho, xRow, rowOf(Xg, t));
   });
   AffineExpr d0, d1, d2;
@@ -763,6 +762,15 @@ void ChunkedForm::forEachReadRow(bool readsNew,
   body(t, readsNew ? Value(arith::AddIOp::create(b, loc, t, constantIndex(1))) : t);
 }
 
+void ChunkedForm::forEachRowDownward(function_ref<void(Value)> body) {
+  auto loop = scf::ForOp::create(b, loc, constantIndex(0), constantIndex(chunk),
+                                 constantIndex(1));
+  OpBuilder::InsertionGuard guard(b);
+  b.setInsertionPointToStart(loop.getBody());
+  body(arith::SubIOp::create(b, loc, constantIndex(chunk - 1),
+                             loop.getInductionVar()));
+}
+
 void ChunkedForm::multiplyRows(Value lhs, Value rhs, Value dest) {
   AffineMap id1 = AffineMap::getMultiDimIdentityMap(1, ctx);
   linalg::GenericOp::create(
@@ -846,21 +854,15 @@ void ChunkedForm::emitStateUpdates() {
     Value W = k.states[update.state].slice;
     int64_t cols = cast<MemRefType>(W.getType()).getShape()[1];
     // W = W0 * decay(0..C-1) + sign U^T diag(r) Wk, r[j] = decays after j.
-    Value scaledWk = buffers.Wk, columnScale;
+    Value scaledWk = buffers.Wk;
     if (update.channel) {
       Value rho = buffer({cols});
       scaledWk = buffer({chunk, cols});
       linalg::FillOp::create(b, loc, ValueRange{constantF32(1.0)}, ValueRange{rho});
-      auto loop = scf::ForOp::create(b, loc, constantIndex(0), constantIndex(chunk),
-                                     constantIndex(1));
-      {
-        OpBuilder::InsertionGuard guard(b);
-        b.setInsertionPointToStart(loop.getBody());
-        Value j = arith::SubIOp::create(b, loc, constantIndex(chunk - 1),
-                                        loop.getInductionVar());
+      forEachRowDownward([&](Value j) {
         multiplyRows(rowOf(buffers.Wk, j), rho, rowOf(scaledWk, j));
         multiplyRows(rho, rowOf(buffers.decays, j), rho);
-      }
+      });
       linalg::GenericOp::create(
           b, loc, ValueRange{rho}, ValueRange{W},
           ArrayRef<AffineMap>{AffineMap::get(2, 0, {getAffineDimExpr(1, ctx)}, ctx),
@@ -952,9 +954,6 @@ LogicalResult ChunkedForm::build(Value length) {
 
   // Once per chunk: what reads only the anchors (the states themselves until
   // the chunk ends), and the fixed matrices of the barriers as buffers.
-  unsigned numStates = ret.getNumOperands() - 1;
-  unsigned numAnchors =
-      body.getNumArguments() - numStates - 3 - k.module.getGates().size();
   for (unsigned i = 0; i < numAnchors; ++i)
     k.lowered[body.getArgument(numStates + i)] = {Lowered::Kind::Buffer,
                                                   k.states[i].slice};
