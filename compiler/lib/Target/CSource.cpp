@@ -375,7 +375,7 @@ std::string generateGlue(const KernelInterface &iface) {
      << tableRef(!iface.states.empty(), "miras_states") << ",\n  "
      << cString(join(iface.targets, ",")) << ",\n  " << cString(iface.rule)
      << ",\n  " << cDouble(iface.flopsPerToken) << ", " << cString(iface.algorithm)
-     << "};\n\n"
+     << ", NULL};\n\n"
      << "MIRAS_EXPORT const miras_module_metadata *" << n << "_metadata(void) {\n"
      << "  return &miras_metadata_table;\n}\n\n";
 

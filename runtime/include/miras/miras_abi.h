@@ -6,7 +6,8 @@
  * <name>.h, so it must not include any other miras header. Bump MIRAS_ABI_VERSION on
  * any change to the structs or entry-point signatures below.
  *
- * Tensor layout (SPEC.md section 8), all C-contiguous float32:
+ * Tensor layout (SPEC.md section 8), all C-contiguous float32 (on CUDA, q, k, v and
+ * the gates may instead all be bfloat16; state and o stay float32):
  *   q, o          [B, T, H, Dk] / [B, T, H, Dv]
  *   k, v          [B, T, H, Dk] / [B, T, H, Dv]; with steps > 1 (multistep(n),
  *                 DeltaProduct) one pair per step: [B, T, H, steps, Dk] / [..., Dv]
@@ -23,7 +24,7 @@
 extern "C" {
 #endif
 
-#define MIRAS_ABI_VERSION 3u
+#define MIRAS_ABI_VERSION 4u
 
 /* Status codes returned by every entry point (0 is success). */
 typedef enum miras_status {
@@ -73,6 +74,37 @@ typedef struct miras_state_info {
   int64_t shape[MIRAS_MAX_STATE_RANK];  /* per-(batch, head) shape, e.g. {Dv, Dk} */
 } miras_state_info;
 
+/*
+ * The CUDA kernels of a module built with --target=cuda or cpu,cuda (NULL otherwise).
+ * The library holds them as plain data: the loader (the miras runtime) loads them
+ * through the CUDA driver API on first use, so a module never links against CUDA.
+ *
+ * Launch: grid (B * H, 1, 1), one block per (batch, head) pair, block
+ * (block_threads, 1, 1), shared_bytes of dynamic shared memory. Kernel parameters, in
+ * order, each passed as a pointer to its value in cuLaunchKernel's array:
+ *   int64 B, int64 T, int64 H,
+ *   q, k, v, gates[0 .. num_gates), states[0 .. num_states), o, workspace
+ * where every tensor is a device pointer (CUdeviceptr) laid out as above. The states
+ * are read as the initial state and overwritten with the final one (the caller copies
+ * state_in there, or zero-fills it, before the launch). workspace is a device buffer of
+ * B * H * workspace_bytes bytes (NULL when workspace_bytes is 0).
+ */
+typedef struct miras_cuda_binary {
+  const char *arch;              /* "sm_90": the PTX target and the cubin's architecture */
+  const char *ptx;               /* NUL-terminated PTX (the driver JIT-compiles it for
+                                    newer GPUs) */
+  const unsigned char *cubin;    /* cubin assembled by ptxas for arch, or NULL when mirasc
+                                    ran without ptxas */
+  uint64_t cubin_size;
+  const char *kernel_f32;        /* entry for float32 q, k, v and gates */
+  const char *kernel_bf16;       /* entry for bfloat16 q, k, v and gates (f32 state, o
+                                    and accumulation) */
+  uint32_t block_threads;
+  uint32_t shared_bytes;         /* dynamic shared memory per block; above 48 KiB it needs
+                                    CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES */
+  uint64_t workspace_bytes;      /* global scratch per (batch, head) pair */
+} miras_cuda_binary;
+
 typedef struct miras_module_metadata {
   uint32_t abi_version;      /* MIRAS_ABI_VERSION the library was built for */
   const char *name;          /* module name from the .miras file */
@@ -98,6 +130,7 @@ typedef struct miras_module_metadata {
                                 "sequential" token by token; "chunked" the dual form,
                                 matrix products per chunk; "chunked-scan" the state-free
                                 part per chunk, the rest token by token. Same numbers. */
+  const miras_cuda_binary *cuda; /* NULL unless targets names "cuda" */
 } miras_module_metadata;
 
 /*
@@ -124,6 +157,7 @@ typedef struct miras_forward_args {
 typedef struct miras_module_entry {
   uint32_t abi_version;
   const miras_module_metadata *(*metadata)(void);
+  /* forward and forward_range are NULL when targets does not name "cpu". */
   int32_t (*forward)(const miras_forward_args *args); /* returns miras_status */
   /* Runs only the (batch, head) pairs begin <= b * H + h < end of the flattened B * H
    * range; forward(args) is forward_range(args, 0, B * H). Disjoint ranges touch disjoint

@@ -26,12 +26,19 @@ extern "C" {
 #define MIRAS_RUNTIME_API
 #endif
 
-/* Element types a miras_tensor may carry. Only float32 is accepted for now; the enum
- * exists so that callers state the type explicitly and bf16 can be added without
- * an API break. */
+/* Element types a miras_tensor may carry. The CPU path takes float32 only. On CUDA,
+ * q, k, v and the gates may all be bfloat16 instead (state and o stay float32, and the
+ * kernels accumulate in float32). */
 typedef enum miras_dtype {
-  MIRAS_DTYPE_F32 = 0
+  MIRAS_DTYPE_F32 = 0,
+  MIRAS_DTYPE_BF16 = 1 /* the upper 16 bits of an IEEE float32, stored as uint16_t */
 } miras_dtype;
+
+/* Where a forward runs. */
+typedef enum miras_device {
+  MIRAS_DEVICE_CPU = 0,
+  MIRAS_DEVICE_CUDA = 1 /* GPU 0 through the CUDA driver API */
+} miras_device;
 
 #define MIRAS_TENSOR_MAX_RANK 8
 
@@ -124,6 +131,44 @@ MIRAS_RUNTIME_API miras_status miras_library_forward(miras_library *lib,
  * caller's responsibility. */
 MIRAS_RUNTIME_API miras_status miras_library_forward_args(miras_library *lib,
                                                           const miras_forward_args *args);
+
+/* ---- CUDA -------------------------------------------------------------------------
+ * The runtime never links against CUDA: the first call that needs the GPU dlopens
+ * libcuda.so.1 and resolves the driver API. A machine without a driver or a GPU gets
+ * MIRAS_ERR_DEVICE with the reason from these calls only; the CPU path is unaffected.
+ * A library's kernels are loaded into the primary context of GPU 0 on first use (the
+ * cubin when the GPU matches its architecture, else the PTX through the driver's JIT)
+ * and unloaded by miras_library_close. */
+
+/* MIRAS_OK when a CUDA driver and at least one GPU are usable from this process, else
+ * MIRAS_ERR_DEVICE with a one-line reason (no libcuda.so.1, cuInit failed, no device). */
+MIRAS_RUNTIME_API miras_status miras_cuda_available(void);
+
+/* 1 when the library carries CUDA kernels (built with --target=cuda or cpu,cuda). */
+MIRAS_RUNTIME_API int32_t miras_library_has_cuda(const miras_library *lib);
+
+/* miras_library_forward on the given device. For MIRAS_DEVICE_CUDA the tensors are in
+ * host memory, with q, k, v and the gates all MIRAS_DTYPE_F32 or all MIRAS_DTYPE_BF16;
+ * the runtime copies them to the GPU, runs the kernel, copies o and the states back and
+ * returns when they are there. Validation is that of miras_library_forward.
+ * Errors: those of miras_library_forward, plus MIRAS_ERR_DEVICE (library built without
+ * cuda, or no usable GPU) and MIRAS_ERR_DTYPE (mixed input types). */
+MIRAS_RUNTIME_API miras_status miras_library_forward_on(miras_library *lib, int32_t device,
+                                                        const miras_tensor *inputs,
+                                                        int32_t num_inputs,
+                                                        const miras_tensor *outputs,
+                                                        int32_t num_outputs);
+
+/* The GPU forward on device memory. Every pointer in args is a CUdeviceptr of the
+ * primary context of GPU 0 (the one PyTorch and the CUDA runtime use) cast to a pointer;
+ * q, k, v and the gates are of input_dtype (MIRAS_DTYPE_F32 or MIRAS_DTYPE_BF16). The
+ * work (state copies, zero fill for a NULL state_in, the kernel) is enqueued on stream
+ * (a CUstream; NULL for the default stream) and the call returns without waiting.
+ * Only null pointers, B, T, H > 0 and the dtype are checked.
+ * Errors: MIRAS_ERR_NULL_POINTER, MIRAS_ERR_SHAPE, MIRAS_ERR_DTYPE, MIRAS_ERR_DEVICE. */
+MIRAS_RUNTIME_API miras_status miras_library_forward_cuda(miras_library *lib,
+                                                          const miras_forward_args *args,
+                                                          int32_t input_dtype, void *stream);
 
 #ifdef __cplusplus
 }
