@@ -53,15 +53,19 @@ static void list_names(char *buf, size_t size, const miras_module_metadata *m, i
   }
 }
 
-/* Checks everything about one tensor that does not depend on the module. */
+/* Checks everything about one tensor that does not depend on the module or the device;
+ * which tensor may be bfloat16 is bind_tensors' business. */
 static miras_status check_tensor_fields(const miras_tensor *t, const char *role, int32_t index) {
   if (t->name == NULL)
     return miras_fail(MIRAS_ERR_NULL_POINTER, "%s tensor #%d has a NULL name", role, (int)index);
   if (t->data == NULL)
     return miras_fail(MIRAS_ERR_NULL_POINTER, "%s tensor '%s' has NULL data", role, t->name);
-  if (t->dtype != MIRAS_DTYPE_F32)
+  if (t->dtype != MIRAS_DTYPE_F32 && t->dtype != MIRAS_DTYPE_BF16)
     return miras_fail(MIRAS_ERR_DTYPE,
-                      "%s tensor '%s' has dtype %d; only float32 (%d) is supported", role, t->name, (int)t->dtype, (int)MIRAS_DTYPE_F32);
+                      "%s tensor '%s' has dtype %d; supported are float32 (%d) and, for cuda "
+                      "inputs, bfloat16 (%d)",
+                      role, t->name, (int)t->dtype, (int)MIRAS_DTYPE_F32,
+                      (int)MIRAS_DTYPE_BF16);
   if (t->rank < 0 || t->rank > MIRAS_TENSOR_MAX_RANK)
     return miras_fail(MIRAS_ERR_SHAPE, "%s tensor '%s' has rank %d (allowed 0..%d)", role,
                       t->name, (int)t->rank, MIRAS_TENSOR_MAX_RANK);
@@ -107,11 +111,47 @@ static miras_status batch_dims(const miras_tensor *inputs, int32_t n, int64_t bt
   return miras_fail(MIRAS_ERR_INVALID_ARGUMENT, "missing input tensor 'q'");
 }
 
+static const char *dtype_name(int32_t dtype) {
+  return dtype == MIRAS_DTYPE_BF16 ? "bfloat16" : "float32";
+}
+
+/* The dtype rules: states and o are float32 everywhere; q, k, v and the gates are
+ * float32 on the CPU and, on CUDA, all float32 or all bfloat16 (*input_dtype records the
+ * first one seen, -1 before). */
+static miras_status check_dtype(const miras_module_metadata *m, const miras_tensor *t,
+                                int is_output, int32_t slot, int32_t device,
+                                int32_t *input_dtype, const char **first_input) {
+  const char *role = is_output ? "output" : "input";
+  if (t->dtype == MIRAS_DTYPE_F32 && (is_output || slot >= NUM_FIXED_INPUTS + m->num_gates))
+    return MIRAS_OK;
+  if (is_output || slot >= NUM_FIXED_INPUTS + m->num_gates)
+    return miras_fail(MIRAS_ERR_DTYPE,
+                      "%s tensor '%s' is %s; states and o are always float32", role, t->name,
+                      dtype_name(t->dtype));
+  if (device != MIRAS_DEVICE_CUDA && t->dtype != MIRAS_DTYPE_F32)
+    return miras_fail(MIRAS_ERR_DTYPE,
+                      "input tensor '%s' is %s; the cpu forward takes float32 only (bfloat16 "
+                      "inputs run on cuda)",
+                      t->name, dtype_name(t->dtype));
+  if (*input_dtype < 0) {
+    *input_dtype = t->dtype;
+    *first_input = t->name;
+  } else if (*input_dtype != t->dtype) {
+    return miras_fail(MIRAS_ERR_DTYPE,
+                      "input tensor '%s' is %s but '%s' is %s; q, k, v and the gates must "
+                      "share one dtype",
+                      t->name, dtype_name(t->dtype), *first_input, dtype_name(*input_dtype));
+  }
+  return MIRAS_OK;
+}
+
 /* Validates one list (inputs or outputs) and stores each data pointer in its slot. */
 static miras_status bind_tensors(const miras_library *lib, const miras_tensor *ts, int32_t n,
-                                 int is_output, const int64_t bth[3], float **slots) {
+                                 int is_output, const int64_t bth[3], int32_t device,
+                                 int32_t *input_dtype, void **slots) {
   const miras_module_metadata *m = lib->meta;
   const char *role = is_output ? "output" : "input";
+  const char *first_input = NULL;
   for (int32_t i = 0; i < n; ++i) {
     const miras_tensor *t = &ts[i];
     int32_t slot = find_slot(m, is_output, t->name);
@@ -125,7 +165,9 @@ static miras_status bind_tensors(const miras_library *lib, const miras_tensor *t
     if (slots[slot] != NULL)
       return miras_fail(MIRAS_ERR_INVALID_ARGUMENT, "%s tensor '%s' is given twice", role,
                         t->name);
-    miras_status st = check_shape(lib, t, role, bth);
+    miras_status st = check_dtype(m, t, is_output, slot, device, input_dtype, &first_input);
+    if (st == MIRAS_OK)
+      st = check_shape(lib, t, role, bth);
     if (st != MIRAS_OK)
       return st;
     slots[slot] = t->data;
@@ -204,11 +246,37 @@ static miras_status call_module(miras_library *lib, const miras_forward_args *ar
                     (int)rc, miras_status_string((miras_status)rc));
 }
 
-miras_status miras_library_forward(miras_library *lib, const miras_tensor *inputs,
-                                   int32_t num_inputs, const miras_tensor *outputs,
-                                   int32_t num_outputs) {
-  if (lib == NULL)
-    return miras_fail(MIRAS_ERR_NULL_POINTER, "miras_library_forward: library is NULL");
+/* A module built with --target=cuda alone has no CPU entry points. */
+static miras_status require_cpu(const miras_library *lib) {
+  if (lib->has_cpu)
+    return MIRAS_OK;
+  return miras_fail(MIRAS_ERR_DEVICE,
+                    "'%s' was built for %s only (no cpu kernel); use miras_library_forward_on "
+                    "with MIRAS_DEVICE_CUDA or rebuild with --target=cpu,cuda",
+                    lib->path, lib->meta->targets);
+}
+
+static miras_status require_cuda(const miras_library *lib) {
+  if (lib->meta->cuda != NULL)
+    return MIRAS_OK;
+  return miras_fail(MIRAS_ERR_DEVICE,
+                    "'%s' has no cuda kernels (built with --target=%s); rebuild with "
+                    "--target=cpu,cuda",
+                    lib->path, lib->meta->targets);
+}
+
+/*
+ * The one validation path of the named interface (miras_library_forward and
+ * miras_library_forward_on): checks both lists for `device` and fills *args with the
+ * callers' data pointers. *slots (freed by the caller, also on failure) backs the gate
+ * and state pointer arrays of *args.
+ */
+static miras_status bind_forward(const miras_library *lib, int32_t device,
+                                 const miras_tensor *inputs, int32_t num_inputs,
+                                 const miras_tensor *outputs, int32_t num_outputs,
+                                 miras_forward_args *args, int32_t *input_dtype, void ***slots) {
+  *slots = NULL;
+  *input_dtype = -1;
   miras_status st = check_list(inputs, num_inputs, "input");
   if (st == MIRAS_OK)
     st = check_list(outputs, num_outputs, "output");
@@ -220,24 +288,69 @@ miras_status miras_library_forward(miras_library *lib, const miras_tensor *input
 
   const miras_module_metadata *m = lib->meta;
   int32_t n_in = slot_count(m, 0), n_out = slot_count(m, 1);
-  float **slots = calloc((size_t)(n_in + n_out), sizeof *slots);
-  if (slots == NULL)
-    return miras_fail(MIRAS_ERR_INVALID_ARGUMENT, "miras_library_forward: out of memory");
-  float **in = slots, **out = slots + n_in;
-  st = bind_tensors(lib, inputs, num_inputs, 0, bth, in);
+  void **all = calloc((size_t)(n_in + n_out), sizeof *all);
+  if (all == NULL)
+    return miras_fail(MIRAS_ERR_INVALID_ARGUMENT, "forward: out of memory");
+  *slots = all;
+  void **in = all, **out = all + n_in;
+  st = bind_tensors(lib, inputs, num_inputs, 0, bth, device, input_dtype, in);
   if (st == MIRAS_OK)
-    st = bind_tensors(lib, outputs, num_outputs, 1, bth, out);
-  if (st == MIRAS_OK) {
-    miras_forward_args args = {
-        .batch = bth[0], .length = bth[1], .heads = bth[2],
-        .q = in[0], .k = in[1], .v = in[2],
-        .gates = (const float *const *)(in + NUM_FIXED_INPUTS),
-        .state_in = (const float *const *)(in + NUM_FIXED_INPUTS + m->num_gates),
-        .state_out = out + 1,
-        .o = out[0],
-    };
+    st = bind_tensors(lib, outputs, num_outputs, 1, bth, device, input_dtype, out);
+  if (st != MIRAS_OK)
+    return st;
+  /* The slots hold void * so that bfloat16 inputs pass through; miras_forward_args types
+   * them as float, the kernel reads them as input_dtype. */
+  *args = (miras_forward_args){
+      .batch = bth[0], .length = bth[1], .heads = bth[2],
+      .q = in[0], .k = in[1], .v = in[2],
+      .gates = (const float *const *)(in + NUM_FIXED_INPUTS),
+      .state_in = (const float *const *)(in + NUM_FIXED_INPUTS + m->num_gates),
+      .state_out = (float *const *)(out + 1),
+      .o = out[0],
+  };
+  return MIRAS_OK;
+}
+
+miras_status miras_library_forward(miras_library *lib, const miras_tensor *inputs,
+                                   int32_t num_inputs, const miras_tensor *outputs,
+                                   int32_t num_outputs) {
+  if (lib == NULL)
+    return miras_fail(MIRAS_ERR_NULL_POINTER, "miras_library_forward: library is NULL");
+  miras_status st = require_cpu(lib);
+  if (st != MIRAS_OK)
+    return st;
+  miras_forward_args args;
+  int32_t input_dtype;
+  void **slots;
+  st = bind_forward(lib, MIRAS_DEVICE_CPU, inputs, num_inputs, outputs, num_outputs, &args,
+                    &input_dtype, &slots);
+  if (st == MIRAS_OK)
     st = call_module(lib, &args);
-  }
+  free(slots);
+  return st;
+}
+
+miras_status miras_library_forward_on(miras_library *lib, int32_t device,
+                                      const miras_tensor *inputs, int32_t num_inputs,
+                                      const miras_tensor *outputs, int32_t num_outputs) {
+  if (lib == NULL)
+    return miras_fail(MIRAS_ERR_NULL_POINTER, "miras_library_forward_on: library is NULL");
+  if (device == MIRAS_DEVICE_CPU)
+    return miras_library_forward(lib, inputs, num_inputs, outputs, num_outputs);
+  if (device != MIRAS_DEVICE_CUDA)
+    return miras_fail(MIRAS_ERR_INVALID_ARGUMENT,
+                      "unknown device %d (MIRAS_DEVICE_CPU = %d, MIRAS_DEVICE_CUDA = %d)",
+                      (int)device, (int)MIRAS_DEVICE_CPU, (int)MIRAS_DEVICE_CUDA);
+  miras_status st = require_cuda(lib);
+  if (st != MIRAS_OK)
+    return st;
+  miras_forward_args args;
+  int32_t input_dtype;
+  void **slots;
+  st = bind_forward(lib, MIRAS_DEVICE_CUDA, inputs, num_inputs, outputs, num_outputs, &args,
+                    &input_dtype, &slots);
+  if (st == MIRAS_OK)
+    st = miras_cuda_forward_host(lib, &args, input_dtype);
   free(slots);
   return st;
 }
@@ -249,27 +362,37 @@ static int all_set(const void *const *ptrs, int32_t n) {
   return 1;
 }
 
-miras_status miras_library_forward_args(miras_library *lib, const miras_forward_args *args) {
+miras_status miras_check_forward_args(const miras_library *lib, const miras_forward_args *args,
+                                      const char *who) {
   if (lib == NULL || args == NULL)
-    return miras_fail(MIRAS_ERR_NULL_POINTER, "miras_library_forward_args: %s is NULL",
+    return miras_fail(MIRAS_ERR_NULL_POINTER, "%s: %s is NULL", who,
                       lib == NULL ? "library" : "args");
   const miras_module_metadata *m = lib->meta;
   if (!args->q || !args->k || !args->v || !args->o)
-    return miras_fail(MIRAS_ERR_NULL_POINTER, "forward args: q, k, v and o must not be NULL");
+    return miras_fail(MIRAS_ERR_NULL_POINTER, "%s: q, k, v and o must not be NULL", who);
   if (m->num_gates > 0 &&
       (!args->gates || !all_set((const void *const *)args->gates, m->num_gates)))
-    return miras_fail(MIRAS_ERR_NULL_POINTER, "forward args: module '%s' needs %d gate pointers",
+    return miras_fail(MIRAS_ERR_NULL_POINTER, "%s: module '%s' needs %d gate pointers", who,
                       m->name, (int)m->num_gates);
   /* state_in entries may be NULL (zero state), the array itself may not. */
   if (m->num_states > 0 &&
       (!args->state_in || !args->state_out ||
        !all_set((const void *const *)args->state_out, m->num_states)))
     return miras_fail(MIRAS_ERR_NULL_POINTER,
-                      "forward args: module '%s' needs state_in and %d state_out pointers",
-                      m->name, (int)m->num_states);
+                      "%s: module '%s' needs state_in and %d state_out pointers", who, m->name,
+                      (int)m->num_states);
   if (args->batch <= 0 || args->length <= 0 || args->heads <= 0)
-    return miras_fail(MIRAS_ERR_SHAPE,
-                      "forward args: B, T and H must be positive (got %lld, %lld, %lld)",
-                      (long long)args->batch, (long long)args->length, (long long)args->heads);
-  return call_module(lib, args);
+    return miras_fail(MIRAS_ERR_SHAPE, "%s: B, T and H must be positive (got %lld, %lld, %lld)",
+                      who, (long long)args->batch, (long long)args->length,
+                      (long long)args->heads);
+  return MIRAS_OK;
+}
+
+miras_status miras_library_forward_args(miras_library *lib, const miras_forward_args *args) {
+  miras_status st = miras_check_forward_args(lib, args, "miras_library_forward_args");
+  if (st == MIRAS_OK)
+    st = require_cpu(lib);
+  if (st == MIRAS_OK)
+    st = call_module(lib, args);
+  return st;
 }

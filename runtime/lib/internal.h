@@ -30,13 +30,41 @@ void miras_pool_destroy(miras_pool *pool);
 void miras_pool_run(miras_pool *pool, int32_t count, void (*task)(void *, int32_t),
                     void *context);
 
+/* 1 when the comma-separated target list (metadata->targets, e.g. "cpu, cuda") names
+ * `target`; spaces around items are ignored. */
+int miras_targets_contain(const char *targets, const char *target);
+
+/* The GPU side of a library (cuda.c): its loaded kernels and cached workspace. */
+struct miras_library_cuda;
+
 struct miras_library {
   void *handle; /* from dlopen */
+  char *path;   /* as given to miras_library_open, for messages */
   const miras_module_entry *entry;
   const miras_module_metadata *meta;
+  int32_t has_cpu;     /* targets names "cpu": entry->forward(_range) are set */
   int32_t num_threads; /* >= 1 */
   miras_pool *pool;    /* num_threads - 1 workers, started by the first parallel forward */
   pthread_mutex_t pool_lock; /* guards lazy creation of pool */
+  /* NULL until the first GPU forward loads the kernels; loading, launches (they share
+   * the workspace) and unloading hold cuda_lock. */
+  struct miras_library_cuda *cuda;
+  pthread_mutex_t cuda_lock;
 };
+
+/* Checks the pointers and B, T, H of caller-built arguments (the one check of
+ * miras_library_forward_args and miras_library_forward_cuda); `who` prefixes messages. */
+miras_status miras_check_forward_args(const miras_library *lib, const miras_forward_args *args,
+                                      const char *who);
+
+/* The CUDA half of miras_library_forward_on (cuda.c): args hold validated host pointers
+ * (inputs of input_dtype); copies them to the GPU, runs, copies o and the states back.
+ * On failure nothing behind args is written. */
+miras_status miras_cuda_forward_host(miras_library *lib, const miras_forward_args *args,
+                                     int32_t input_dtype);
+
+/* Unloads the library's kernels and frees its workspace (no-op when the GPU was never
+ * used by this library). */
+void miras_cuda_close_library(miras_library *lib);
 
 #endif /* MIRAS_RUNTIME_INTERNAL_H */

@@ -100,6 +100,50 @@ static miras_status check_unique_names(const char *path, const miras_module_meta
   return st;
 }
 
+int miras_targets_contain(const char *targets, const char *target) {
+  size_t want = strlen(target);
+  for (const char *p = targets; p != NULL && *p != '\0';) {
+    while (*p == ' ' || *p == ',')
+      ++p;
+    const char *end = p;
+    while (*end != '\0' && *end != ',')
+      ++end;
+    const char *last = end;
+    while (last > p && last[-1] == ' ')
+      --last;
+    if ((size_t)(last - p) == want && strncmp(p, target, want) == 0)
+      return 1;
+    p = end;
+  }
+  return 0;
+}
+
+/* The CUDA table is present exactly when targets names cuda, and then complete: the
+ * loader hands these fields to the driver without further checks. */
+static miras_status check_cuda(const char *path, const miras_module_metadata *m) {
+  const miras_cuda_binary *c = m->cuda;
+  int wants_cuda = miras_targets_contain(m->targets, "cuda");
+  if (!wants_cuda && !miras_targets_contain(m->targets, "cpu"))
+    return bad_metadata(path, "targets names neither cpu nor cuda");
+  if (!wants_cuda)
+    return c == NULL ? MIRAS_OK : bad_metadata(path, "a cuda table, but targets lacks cuda");
+  if (c == NULL)
+    return bad_metadata(path, "targets names cuda but the cuda table is NULL");
+  if (!is_name(c->arch) || !is_name(c->ptx))
+    return bad_metadata(path, "cuda table: arch and ptx must be non-empty");
+  if (!is_name(c->kernel_f32) || !is_name(c->kernel_bf16))
+    return bad_metadata(path, "cuda table: kernel_f32 and kernel_bf16 must be non-empty");
+  if (c->block_threads < 1 || c->block_threads > 1024) {
+    char msg[128];
+    snprintf(msg, sizeof msg, "cuda table: block_threads %u is outside 1..1024",
+             (unsigned)c->block_threads);
+    return bad_metadata(path, msg);
+  }
+  if ((c->cubin != NULL) != (c->cubin_size > 0))
+    return bad_metadata(path, "cuda table: cubin_size must be > 0 exactly when cubin is set");
+  return MIRAS_OK;
+}
+
 static miras_status check_metadata(const char *path, const miras_module_metadata *m) {
   if (m->abi_version != MIRAS_ABI_VERSION)
     return miras_fail(MIRAS_ERR_ABI_VERSION,
@@ -130,6 +174,9 @@ static miras_status check_metadata(const char *path, const miras_module_metadata
     miras_status st = check_state(path, &m->states[i]);
     if (st != MIRAS_OK) return st;
   }
+  miras_status st = check_cuda(path, m);
+  if (st != MIRAS_OK)
+    return st;
   return check_unique_names(path, m);
 }
 
@@ -141,13 +188,22 @@ static miras_status check_entry(const char *path, const miras_module_entry *e,
     return miras_fail(MIRAS_ERR_ABI_VERSION,
                       "'%s' was built for miras ABI version %u, runtime expects %u", path,
                       (unsigned)e->abi_version, (unsigned)MIRAS_ABI_VERSION);
-  if (e->metadata == NULL || e->forward == NULL || e->forward_range == NULL)
-    return miras_fail(MIRAS_ERR_LOAD,
-                      "'%s': entry table has a NULL metadata, forward or forward_range", path);
+  if (e->metadata == NULL)
+    return miras_fail(MIRAS_ERR_LOAD, "'%s': entry table has a NULL metadata", path);
   *meta = e->metadata();
   if (*meta == NULL)
     return miras_fail(MIRAS_ERR_LOAD, "'%s': metadata() returned NULL", path);
-  return check_metadata(path, *meta);
+  miras_status st = check_metadata(path, *meta);
+  if (st != MIRAS_OK)
+    return st;
+  /* A cuda-only module has no CPU entry points; the others must have both. */
+  if (miras_targets_contain((*meta)->targets, "cpu") &&
+      (e->forward == NULL || e->forward_range == NULL))
+    return miras_fail(MIRAS_ERR_LOAD,
+                      "'%s': targets names cpu but the entry table has a NULL forward or "
+                      "forward_range",
+                      path);
+  return MIRAS_OK;
 }
 
 static int32_t online_cpus(void) {
@@ -201,18 +257,23 @@ miras_status miras_library_open(const char *path, miras_library **out) {
                                                "'%s' is not a miras module (no symbol '%s')",
                                                path, MIRAS_MODULE_ENTRY_SYMBOL);
   miras_library *lib = NULL;
-  if (st == MIRAS_OK && (lib = malloc(sizeof *lib)) == NULL)
+  if (st == MIRAS_OK && ((lib = calloc(1, sizeof *lib)) == NULL ||
+                         (lib->path = strdup(path)) == NULL))
     st = miras_fail(MIRAS_ERR_LOAD, "'%s': out of memory", path);
   if (st != MIRAS_OK) {
+    free(lib);
     dlclose(handle);
     return st;
   }
   lib->handle = handle;
   lib->entry = entry;
   lib->meta = meta;
+  lib->has_cpu = miras_targets_contain(meta->targets, "cpu");
   lib->num_threads = default_num_threads();
   lib->pool = NULL;
   pthread_mutex_init(&lib->pool_lock, NULL);
+  lib->cuda = NULL;
+  pthread_mutex_init(&lib->cuda_lock, NULL);
   *out = lib;
   return MIRAS_OK;
 }
@@ -220,9 +281,12 @@ miras_status miras_library_open(const char *path, miras_library **out) {
 void miras_library_close(miras_library *lib) {
   if (lib == NULL)
     return;
+  miras_cuda_close_library(lib); /* before dlclose: the kernels' images live in the module */
+  pthread_mutex_destroy(&lib->cuda_lock);
   miras_pool_destroy(lib->pool);
   pthread_mutex_destroy(&lib->pool_lock);
   dlclose(lib->handle);
+  free(lib->path);
   free(lib);
 }
 
@@ -268,8 +332,10 @@ int64_t miras_gate_numel(const miras_module_metadata *meta, int32_t gate_index, 
   if (meta == NULL || gate_index < 0 || gate_index >= meta->num_gates || batch <= 0 ||
       length <= 0 || heads <= 0)
     return -1;
+  const miras_gate_info *g = &meta->gates[gate_index];
   int64_t n = miras_mul_checked(miras_mul_checked(batch, length), heads);
-  return n < 0 ? -1 : miras_mul_checked(n, meta->gates[gate_index].dim);
+  /* A per-step gate is [B, T, H, steps] (its dim is 1). */
+  return n < 0 ? -1 : miras_mul_checked(n, g->per_step ? meta->steps : g->dim);
 }
 
 static void set_shape(int32_t *rank, int64_t *shape, int32_t n, const int64_t *dims) {

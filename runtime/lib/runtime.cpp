@@ -2,6 +2,7 @@
 #include "miras/runtime.hpp"
 
 #include <algorithm>
+#include <cstring>
 #include <utility>
 
 namespace miras {
@@ -12,13 +13,16 @@ void check(miras_status status) {
     throw Error(status, miras_last_error());
 }
 
-// A C view of a tensor. Inputs are passed through a non-const pointer because
-// miras_tensor serves both directions; the module only reads inputs.
-miras_tensor viewOf(const std::string &name, const Tensor &t) {
+// A C view of a tensor (of bfloat16 values when `bf16` is given). Inputs are passed
+// through a non-const pointer because miras_tensor serves both directions; the module
+// only reads inputs.
+miras_tensor viewOf(const std::string &name, const Tensor &t,
+                    const std::vector<uint16_t> *bf16 = nullptr) {
   miras_tensor v{};
   v.name = name.c_str();
-  v.data = const_cast<float *>(t.data());
-  v.dtype = MIRAS_DTYPE_F32;
+  v.data = bf16 ? static_cast<void *>(const_cast<uint16_t *>(bf16->data()))
+                : static_cast<void *>(const_cast<float *>(t.data()));
+  v.dtype = bf16 ? MIRAS_DTYPE_BF16 : MIRAS_DTYPE_F32;
   // An over-long shape keeps its true rank so that the C API reports it.
   v.rank = static_cast<int32_t>(t.shape().size());
   std::copy_n(t.shape().begin(), std::min<size_t>(t.shape().size(), MIRAS_TENSOR_MAX_RANK),
@@ -45,6 +49,32 @@ Tensor::Tensor(std::vector<int64_t> shape, std::vector<float> data)
   if (numelOf(shape_) != numel())
     throw Error(MIRAS_ERR_SHAPE, "tensor of shape " + formatShape(shape_) + " given " +
                                      std::to_string(numel()) + " values");
+}
+
+uint16_t toBfloat16(float x) {
+  uint32_t bits;
+  std::memcpy(&bits, &x, sizeof bits);
+  if ((bits & 0x7fffffffu) > 0x7f800000u) // NaN: keep the sign, force a quiet payload
+    return static_cast<uint16_t>((bits >> 16) | 0x0040u);
+  // Adding 0x7fff plus the lowest kept bit rounds to nearest with ties to even; a carry
+  // into the exponent is the correct rounding up (to infinity at the top).
+  bits += 0x7fffu + ((bits >> 16) & 1u);
+  return static_cast<uint16_t>(bits >> 16);
+}
+
+float fromBfloat16(uint16_t x) {
+  uint32_t bits = static_cast<uint32_t>(x) << 16;
+  float f;
+  std::memcpy(&f, &bits, sizeof f);
+  return f;
+}
+
+bool cudaAvailable(std::string *why) {
+  if (miras_cuda_available() == MIRAS_OK)
+    return true;
+  if (why)
+    *why = miras_last_error();
+  return false;
 }
 
 std::string formatShape(const std::vector<int64_t> &shape) {
@@ -99,7 +129,8 @@ Tensor Library::zeroState(const std::string &name, int64_t batch, int64_t heads)
               "module '" + std::string(m.name) + "' has no state named '" + name + "'");
 }
 
-TensorMap Library::forward(const TensorMap &inputs) const {
+TensorMap Library::forward(const TensorMap &inputs, miras_device device,
+                           miras_dtype inputDtype) const {
   const miras_module_metadata &m = metadata();
   // Outputs are sized from q's B, T, H. A missing or malformed q allocates nothing and
   // is then reported by the C API, which owns all validation messages.
@@ -113,14 +144,43 @@ TensorMap Library::forward(const TensorMap &inputs) const {
     for (int32_t i = 0; i < m.num_states; ++i)
       outputs.emplace(m.states[i].name, Tensor(shapeOf(m.states[i].name, s[0], s[1], s[2])));
   }
+  // bfloat16 copies of every input but the states (which stay float32); an unknown
+  // name is converted too and then reported by the C API.
+  auto isState = [&](const std::string &name) {
+    for (int32_t i = 0; i < m.num_states; ++i)
+      if (name == m.states[i].name)
+        return true;
+    return false;
+  };
+  std::map<std::string, std::vector<uint16_t>> bf16;
+  if (inputDtype == MIRAS_DTYPE_BF16) {
+    for (const auto &[name, t] : inputs) {
+      if (isState(name))
+        continue;
+      std::vector<uint16_t> &x = bf16[name];
+      x.reserve(t.values().size());
+      for (float value : t.values())
+        x.push_back(toBfloat16(value));
+    }
+  } else if (inputDtype != MIRAS_DTYPE_F32) {
+    throw Error(MIRAS_ERR_DTYPE, "input dtype " + std::to_string(inputDtype) +
+                                     " is neither float32 nor bfloat16");
+  }
   std::vector<miras_tensor> in, out;
-  for (const auto &[name, t] : inputs)
-    in.push_back(viewOf(name, t));
+  for (const auto &[name, t] : inputs) {
+    auto converted = bf16.find(name);
+    in.push_back(viewOf(name, t, converted == bf16.end() ? nullptr : &converted->second));
+  }
   for (const auto &[name, t] : outputs)
     out.push_back(viewOf(name, t));
-  check(miras_library_forward(lib_, in.data(), static_cast<int32_t>(in.size()), out.data(),
-                              static_cast<int32_t>(out.size())));
+  check(miras_library_forward_on(lib_, device, in.data(), static_cast<int32_t>(in.size()),
+                                 out.data(), static_cast<int32_t>(out.size())));
   return outputs;
+}
+
+void Library::forwardCuda(const miras_forward_args &args, miras_dtype inputDtype,
+                          void *stream) const {
+  check(miras_library_forward_cuda(lib_, &args, inputDtype, stream));
 }
 
 } // namespace miras

@@ -13,6 +13,7 @@
 #include <vector>
 
 #include "bench/baseline_gdn.hpp"
+#include "bench/gpu.hpp"
 #include "bench/peak.hpp"
 #include "bench/problem.hpp"
 #include "bench/reference.hpp"
@@ -24,7 +25,7 @@ namespace miras::cli {
 const char kBenchHelp[] =
     "usage: miras bench <lib.so> [--batch B] [--length T] [--heads H] [--threads N]\n"
     "                   [--repeat R] [--warmup W] [--seed S] [--json] [--no-reference]\n"
-    "                   [--device cpu]\n"
+    "                   [--device cpu|cuda] [--input-dtype f32|bf16]\n"
     "\n"
     "Time a compiled module on random inputs (q, k unit vectors per head, v ~ N(0, 1),\n"
     "gates uniform in the ranges scripts/demo.py uses, a small random initial state).\n"
@@ -46,7 +47,17 @@ const char kBenchHelp[] =
     "  --seed S         seed of the random inputs (default 0)\n"
     "  --json           print one JSON object instead of text (null = not applicable)\n"
     "  --no-reference   skip the scalar reference (and the cross-checks)\n"
-    "  --device DEV     cpu (default); cuda is not built yet\n";
+    "  --device DEV     cpu (default) or cuda\n"
+    "  --input-dtype D  f32 (default) or bf16: q, k, v and the gates rounded to bfloat16\n"
+    "                   (cuda only)\n"
+    "\n"
+    "With --device cuda (a module built with --target=cuda or cpu,cuda, a CUDA driver and\n"
+    "a GPU), the inputs are uploaded once and the device-pointer forward is timed (each\n"
+    "forward: launch, then wait for the GPU): ms, tokens/s, GFLOP/s, and the achieved\n"
+    "GB/s of the bytes a forward must move (inputs read once, o written, states read and\n"
+    "written) as a fraction of the GPU's measured copy bandwidth (a 1 GiB device-to-device\n"
+    "copy, read plus write). A module that also has the cpu target is run once on the CPU\n"
+    "(--threads) on the same inputs, and the largest |o - o_cpu| is reported.\n";
 
 namespace {
 
@@ -59,6 +70,7 @@ struct BenchOptions {
   uint64_t seed = 0;
   bool json = false, reference = true;
   std::string device = "cpu";
+  std::string inputDtype = "f32";
 };
 
 int64_t parseCount(const std::string &option, const std::string &value, int64_t minimum) {
@@ -98,6 +110,8 @@ BenchOptions parseOptions(const Args &args) {
       opts.seed = static_cast<uint64_t>(parseCount(arg, value, 0));
     else if (arg == "--device")
       opts.device = value;
+    else if (arg == "--input-dtype")
+      opts.inputDtype = value;
     else if (arg.rfind("-", 0) == 0)
       throw UsageError("unknown option '" + arg + "' for 'miras bench'");
     else if (opts.library.empty())
@@ -107,11 +121,12 @@ BenchOptions parseOptions(const Args &args) {
   }
   if (opts.library.empty())
     throw UsageError("usage: miras bench <lib.so> [options] (see 'miras bench --help')");
-  if (opts.device == "cuda")
-    throw Error(MIRAS_ERR_DEVICE, "device 'cuda' is not available: this miras is not built for "
-                                  "cuda (no GPU backend yet)");
-  if (opts.device != "cpu")
+  if (opts.device != "cpu" && opts.device != "cuda")
     throw UsageError("--device expects cpu or cuda, got '" + opts.device + "'");
+  if (opts.inputDtype != "f32" && opts.inputDtype != "bf16")
+    throw UsageError("--input-dtype expects f32 or bf16, got '" + opts.inputDtype + "'");
+  if (opts.inputDtype == "bf16" && opts.device != "cuda")
+    throw UsageError("--input-dtype bf16 needs --device cuda (the cpu forward takes f32 only)");
   if (opts.threads > 4096)
     throw UsageError("--threads " + std::to_string(opts.threads) + " is more than 4096");
   return opts;
@@ -417,6 +432,206 @@ void printText(const Result &r) {
   }
 }
 
+// ---------------------------------------------------------------------------------------
+// CUDA
+
+struct CudaResult {
+  std::string module, library, algorithm, deviceName, computeCapability, inputDtype;
+  int64_t batch, length, heads, dk, dv, chunk, threads, repeat, warmup;
+  uint64_t seed;
+  uint32_t blockThreads, sharedBytes;
+  Timing timing;
+  double tokensPerS = 0.0, bytesPerForward = 0.0, gbytesPerS = 0.0, copyGbytesPerS = 0.0;
+  Number flopsPerToken, gflops, fractionOfCopyBandwidth;
+  Number maxAbsDiffVsCpu, maxRelDiffVsCpu;
+  std::string cpuNote;
+  bool finite = true;
+};
+
+void printCudaJson(const CudaResult &r) {
+  std::string j = "{";
+  auto add = [&](const char *key, const std::string &value) {
+    j += (j.size() > 1 ? ", " : "") + quote(key) + ": " + value;
+  };
+  add("module", quote(r.module));
+  add("library", quote(r.library));
+  add("device", quote("cuda"));
+  add("device_name", quote(r.deviceName));
+  add("compute_capability", quote(r.computeCapability));
+  add("input_dtype", quote(r.inputDtype));
+  add("batch", std::to_string(r.batch));
+  add("length", std::to_string(r.length));
+  add("heads", std::to_string(r.heads));
+  add("dk", std::to_string(r.dk));
+  add("dv", std::to_string(r.dv));
+  add("chunk", std::to_string(r.chunk));
+  add("algorithm", quote(r.algorithm));
+  add("block_threads", std::to_string(r.blockThreads));
+  add("shared_bytes", std::to_string(r.sharedBytes));
+  add("repeat", std::to_string(r.repeat));
+  add("warmup", std::to_string(r.warmup));
+  add("seed", std::to_string(r.seed));
+  add("ms", jsonNumber(r.timing.medianMs));
+  add("ms_best", jsonNumber(r.timing.bestMs));
+  add("tokens_per_s", jsonNumber(r.tokensPerS));
+  add("flops_per_token", jsonNumber(r.flopsPerToken));
+  add("gflops", jsonNumber(r.gflops));
+  add("bytes_per_forward", jsonNumber(r.bytesPerForward));
+  add("gbytes_per_s", jsonNumber(r.gbytesPerS));
+  add("copy_gbytes_per_s", jsonNumber(r.copyGbytesPerS));
+  add("fraction_of_copy_bandwidth", jsonNumber(r.fractionOfCopyBandwidth));
+  add("output_finite", r.finite ? "true" : "false");
+  add("threads", std::to_string(r.threads));
+  add("max_abs_diff_vs_cpu", jsonNumber(r.maxAbsDiffVsCpu));
+  add("max_rel_diff_vs_cpu", jsonNumber(r.maxRelDiffVsCpu));
+  add("cpu_note", quote(r.cpuNote));
+  std::printf("%s}\n", j.c_str());
+}
+
+void printCudaText(const CudaResult &r) {
+  std::printf("miras bench: %s (%s)\n", r.module.c_str(), r.library.c_str());
+  std::printf("  dk=%lld dv=%lld, chunk %lld; B=%lld T=%lld H=%lld; cuda on %s (cc %s), %s "
+              "inputs, block %u threads, %u shared bytes; median of %lld after %lld warm-up\n",
+              (long long)r.dk, (long long)r.dv, (long long)r.chunk, (long long)r.batch,
+              (long long)r.length, (long long)r.heads, r.deviceName.c_str(),
+              r.computeCapability.c_str(), r.inputDtype.c_str(), r.blockThreads, r.sharedBytes,
+              (long long)r.repeat, (long long)r.warmup);
+  std::printf("  module     %10.3f ms  (best %.3f)   %.3f Mtok/s   %s\n", r.timing.medianMs,
+              r.timing.bestMs, r.tokensPerS * 1e-6,
+              r.gflops ? (fixed(*r.gflops, 1) + " GFLOP/s").c_str()
+                       : "GFLOP/s unavailable (the module reports no flops_per_token)");
+  std::printf("  memory     %10.1f GB/s moved (%.3g MB per forward) = %.1f%% of the copy "
+              "bandwidth\n",
+              r.gbytesPerS, r.bytesPerForward * 1e-6,
+              100.0 * r.fractionOfCopyBandwidth.value_or(0.0));
+  std::printf("  copy       %10.1f GB/s device-to-device (read + write, measured)\n",
+              r.copyGbytesPerS);
+  if (!r.finite)
+    std::printf("  warning: the module's output o has NaN or infinite values\n");
+  if (r.maxAbsDiffVsCpu)
+    std::printf("  cpu        max |o - o_cpu| = %s (relative %s); %s\n",
+                sci(*r.maxAbsDiffVsCpu).c_str(), sci(*r.maxRelDiffVsCpu).c_str(),
+                r.cpuNote.c_str());
+  else
+    std::printf("  cpu        none: %s\n", r.cpuNote.c_str());
+}
+
+template <typename T>
+size_t bytesOf(const std::vector<T> &x) {
+  return x.size() * sizeof(T);
+}
+
+int runBenchCuda(BenchOptions &opts, Library &lib) {
+  const miras_module_metadata &m = lib.metadata();
+  if (!lib.hasCuda())
+    throw Error(MIRAS_ERR_DEVICE, "device cuda: '" + opts.library +
+                                      "' has no cuda kernels (built with --target=" +
+                                      m.targets + "); rebuild it with --target=cpu,cuda");
+  bench::Gpu gpu; // throws with the reason when there is no driver or GPU
+  const bool bf16 = opts.inputDtype == "bf16";
+  Inputs in = makeInputs(lib, opts);
+  // bfloat16 inputs, and their float32 values for the CPU cross-check.
+  std::vector<std::vector<uint16_t>> half;
+  auto toHalf = [&](std::vector<float> &x) {
+    std::vector<uint16_t> h(x.size());
+    for (size_t i = 0; i < x.size(); ++i) {
+      h[i] = toBfloat16(x[i]);
+      x[i] = fromBfloat16(h[i]);
+    }
+    half.push_back(std::move(h));
+    return half.back().data();
+  };
+  double bytes = 0.0;
+  auto upload = [&](std::vector<float> &x) -> const float * {
+    if (!bf16) {
+      bytes += double(bytesOf(x));
+      return static_cast<const float *>(gpu.upload(x.data(), bytesOf(x)));
+    }
+    const uint16_t *h = toHalf(x);
+    bytes += double(x.size() * sizeof(uint16_t));
+    return static_cast<const float *>(gpu.upload(h, x.size() * sizeof(uint16_t)));
+  };
+  const float *q = upload(in.q), *k = upload(in.k), *v = upload(in.v);
+  std::vector<const float *> gates, stateIn;
+  std::vector<float *> stateOut;
+  for (std::vector<float> &g : in.gates)
+    gates.push_back(upload(g));
+  for (size_t s = 0; s < in.initialStates.size(); ++s) {
+    size_t n = bytesOf(in.initialStates[s]);
+    stateIn.push_back(static_cast<const float *>(gpu.upload(in.initialStates[s].data(), n)));
+    stateOut.push_back(static_cast<float *>(gpu.upload(nullptr, n)));
+    bytes += 2.0 * double(n); // read and written once per forward
+  }
+  float *o = static_cast<float *>(gpu.upload(nullptr, bytesOf(in.o)));
+  bytes += double(bytesOf(in.o));
+  miras_forward_args dev{opts.batch, opts.length, opts.heads,   q,       k,
+                         v,          gates.data(), stateIn.data(), stateOut.data(), o};
+  const miras_dtype dtype = bf16 ? MIRAS_DTYPE_BF16 : MIRAS_DTYPE_F32;
+
+  CudaResult r;
+  r.module = m.name;
+  r.library = opts.library;
+  r.algorithm = m.algorithm;
+  r.deviceName = gpu.name();
+  r.computeCapability = gpu.computeCapability();
+  r.inputDtype = opts.inputDtype;
+  r.batch = opts.batch, r.length = opts.length, r.heads = opts.heads;
+  r.dk = m.dk, r.dv = m.dv, r.chunk = m.chunk;
+  r.blockThreads = m.cuda->block_threads, r.sharedBytes = m.cuda->shared_bytes;
+  r.threads = opts.threads, r.repeat = opts.repeat, r.warmup = opts.warmup, r.seed = opts.seed;
+  r.timing = timeRuns(opts.warmup, opts.repeat, [&] {
+    lib.forwardCuda(dev, dtype, nullptr);
+    gpu.synchronize();
+  });
+  gpu.download(in.o.data(), o, bytesOf(in.o));
+  r.finite = allFinite(in.o);
+  const double tokens = double(opts.batch) * double(opts.length);
+  const double seconds = r.timing.medianMs * 1e-3;
+  r.tokensPerS = tokens / seconds;
+  if (m.flops_per_token > 0) {
+    r.flopsPerToken = m.flops_per_token;
+    r.gflops = m.flops_per_token * tokens * double(opts.heads) / seconds * 1e-9;
+  }
+  r.bytesPerForward = bytes;
+  r.gbytesPerS = bytes / seconds * 1e-9;
+  r.copyGbytesPerS = gpu.copyBandwidth() * 1e-9;
+  if (r.copyGbytesPerS > 0)
+    r.fractionOfCopyBandwidth = r.gbytesPerS / r.copyGbytesPerS;
+
+  // The CPU forward on the same (for bf16: the rounded) inputs.
+  if (!opts.reference) {
+    r.cpuNote = "skipped (--no-reference)";
+  } else if (!hasTarget(m.targets, "cpu")) {
+    r.cpuNote = std::string("the module has no cpu target (targets ") + m.targets + ")";
+  } else {
+    std::vector<const float *> hostGates, hostIn;
+    std::vector<float *> hostOut;
+    std::vector<float> cpuO(in.o.size());
+    for (const std::vector<float> &g : in.gates)
+      hostGates.push_back(g.data());
+    for (size_t s = 0; s < in.initialStates.size(); ++s) {
+      hostIn.push_back(in.initialStates[s].data());
+      hostOut.push_back(in.finalStates[s].data());
+    }
+    miras_forward_args host{opts.batch,       opts.length,   opts.heads,     in.q.data(),
+                            in.k.data(),      in.v.data(),   hostGates.data(), hostIn.data(),
+                            hostOut.data(),   cpuO.data()};
+    lib.setNumThreads(static_cast<int32_t>(opts.threads));
+    miras_status status = miras_library_forward_args(lib.handle(), &host);
+    if (status != MIRAS_OK)
+      throw Error(status, miras_last_error());
+    r.maxAbsDiffVsCpu = maxAbsDiff(in.o, cpuO);
+    r.maxRelDiffVsCpu = *r.maxAbsDiffVsCpu / std::max(maxAbs(cpuO), 1e-30);
+    r.cpuNote = "the module's cpu kernel, " + std::to_string(opts.threads) + " thread" +
+                (opts.threads == 1 ? "" : "s");
+  }
+  if (opts.json)
+    printCudaJson(r);
+  else
+    printCudaText(r);
+  return 0;
+}
+
 } // namespace
 
 int runBench(const Args &args) {
@@ -425,6 +640,11 @@ int runBench(const Args &args) {
   const miras_module_metadata &m = lib.metadata();
   if (opts.threads == 0)
     opts.threads = std::max(1u, std::thread::hardware_concurrency());
+  if (opts.device == "cuda")
+    return runBenchCuda(opts, lib);
+  if (!hasTarget(m.targets, "cpu"))
+    throw Error(MIRAS_ERR_DEVICE, "device cpu: '" + opts.library +
+                                      "' was built for cuda only; use --device cuda");
   lib.setNumThreads(static_cast<int32_t>(opts.threads));
   const int threads = static_cast<int>(opts.threads);
 

@@ -2,6 +2,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdio>
+#include <cstring>
 #include <string>
 
 #include "commands.hpp"
@@ -13,7 +14,12 @@ const char kInfoHelp[] =
     "usage: miras info <lib.so>\n"
     "\n"
     "Print the metadata of a compiled module as JSON on stdout: name, source, compiler,\n"
-    "abi_version, dk, dv, chunk, steps, algorithm, flops_per_token, read, params, gates, states, targets and rule.\n";
+    "abi_version, dk, dv, chunk, steps, algorithm, flops_per_token, read, params, gates, states, targets,\n"
+    "cuda and rule. cuda is null unless the module was built with --target=cuda or cpu,cuda;\n"
+    "then it holds the kernels' architecture (arch), whether a cubin is embedded and its\n"
+    "size (cubin, cubin_bytes), the PTX size (ptx_bytes), the entry names for float32 and\n"
+    "bfloat16 inputs (kernel_f32, kernel_bf16) and the launch shape (block_threads,\n"
+    "shared_bytes per block, workspace_bytes per (batch, head) pair).\n";
 
 namespace {
 
@@ -88,6 +94,19 @@ std::string targets(const std::string &list) {
   return "[" + out + "]";
 }
 
+std::string cuda(const miras_cuda_binary *c) {
+  if (c == nullptr)
+    return "null";
+  return "{\"arch\": " + quote(c->arch) + ", \"cubin\": " + (c->cubin ? "true" : "false") +
+         ", \"cubin_bytes\": " + std::to_string(c->cubin_size) +
+         ", \"ptx_bytes\": " + std::to_string(std::strlen(c->ptx)) +
+         ", \"kernel_f32\": " + quote(c->kernel_f32) +
+         ", \"kernel_bf16\": " + quote(c->kernel_bf16) +
+         ", \"block_threads\": " + std::to_string(c->block_threads) +
+         ", \"shared_bytes\": " + std::to_string(c->shared_bytes) +
+         ", \"workspace_bytes\": " + std::to_string(c->workspace_bytes) + "}";
+}
+
 template <typename T, typename F>
 std::string array(const T *items, int32_t n, F format) {
   if (n == 0)
@@ -122,6 +141,7 @@ int runInfo(const Args &args) {
   json += "  \"gates\": " + array(m.gates, m.num_gates, gate) + ",\n";
   json += "  \"states\": " + array(m.states, m.num_states, state) + ",\n";
   json += "  \"targets\": " + targets(m.targets) + ",\n";
+  json += "  \"cuda\": " + cuda(m.cuda) + ",\n";
   json += "  \"rule\": " + quote(m.rule) + "\n}\n";
   std::fputs(json.c_str(), stdout);
   return 0;

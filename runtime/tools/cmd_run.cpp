@@ -12,6 +12,7 @@ namespace miras::cli {
 
 const char kRunHelp[] =
     "usage: miras run <lib.so> --inputs DIR --outputs DIR [--threads N]\n"
+    "                 [--device cpu|cuda] [--input-dtype f32|bf16]\n"
     "\n"
     "Read q.npy, k.npy, v.npy and <gate>.npy for every gate from --inputs, plus\n"
     "<state>.npy for every state when present (a missing state starts from zeros).\n"
@@ -22,7 +23,13 @@ const char kRunHelp[] =
     "  --inputs DIR    directory of input .npy files\n"
     "  --outputs DIR   directory for the output .npy files\n"
     "  --threads N     CPU threads the (batch, head) pairs are split over; 0 = one\n"
-    "                  per CPU (default: MIRAS_NUM_THREADS, else 1)\n";
+    "                  per CPU (default: MIRAS_NUM_THREADS, else 1)\n"
+    "  --device DEV    cpu (default) or cuda: GPU 0, for a module built with\n"
+    "                  --target=cuda or cpu,cuda (the arrays are copied to the GPU and\n"
+    "                  back; the reported time includes the copies)\n"
+    "  --input-dtype D f32 (default) or bf16: q, k, v and the gates are rounded to\n"
+    "                  bfloat16 (to nearest even) before the call; states and o stay\n"
+    "                  float32 (cuda only)\n";
 
 namespace fs = std::filesystem;
 
@@ -31,6 +38,7 @@ namespace {
 struct RunOptions {
   std::string library, inputs, outputs;
   int32_t threads = -1; // -1: the library's default (MIRAS_NUM_THREADS, else 1)
+  std::string device = "cpu", inputDtype = "f32";
 };
 
 // Accepts "--opt VALUE" and "--opt=VALUE".
@@ -44,6 +52,10 @@ RunOptions parseOptions(const Args &args) {
       opts.inputs = value;
     else if (arg == "--outputs")
       opts.outputs = value;
+    else if (arg == "--device")
+      opts.device = value;
+    else if (arg == "--input-dtype")
+      opts.inputDtype = value;
     else if (arg == "--threads") {
       threads = value;
       hasThreads = true;
@@ -56,6 +68,12 @@ RunOptions parseOptions(const Args &args) {
   }
   if (opts.library.empty() || opts.inputs.empty() || opts.outputs.empty())
     throw UsageError("usage: miras run <lib.so> --inputs DIR --outputs DIR [--threads N]");
+  if (opts.device != "cpu" && opts.device != "cuda")
+    throw UsageError("--device expects cpu or cuda, got '" + opts.device + "'");
+  if (opts.inputDtype != "f32" && opts.inputDtype != "bf16")
+    throw UsageError("--input-dtype expects f32 or bf16, got '" + opts.inputDtype + "'");
+  if (opts.inputDtype == "bf16" && opts.device != "cuda")
+    throw UsageError("--input-dtype bf16 needs --device cuda (the cpu forward takes f32 only)");
   if (hasThreads) {
     bool digits = !threads.empty() &&
                   threads.find_first_not_of("0123456789") == std::string::npos;
@@ -104,19 +122,35 @@ void writeOutputs(const TensorMap &outputs, const std::string &dir) {
 int runRun(const Args &args) {
   RunOptions opts = parseOptions(args);
   Library lib = Library::open(opts.library);
+  const bool cuda = opts.device == "cuda";
+  // The device is checked before any input is read, so that its absence is the error.
+  std::string why;
+  if (cuda && !lib.hasCuda())
+    throw Error(MIRAS_ERR_DEVICE, "device cuda: '" + opts.library +
+                                      "' has no cuda kernels (built with --target=" +
+                                      lib.metadata().targets +
+                                      "); rebuild it with --target=cpu,cuda");
+  if (cuda && !cudaAvailable(&why))
+    throw Error(MIRAS_ERR_DEVICE, "device cuda: " + why);
+  if (!cuda && !hasTarget(lib.metadata().targets, "cpu"))
+    throw Error(MIRAS_ERR_DEVICE, "device cpu: '" + opts.library +
+                                      "' was built for cuda only; use --device cuda");
   if (opts.threads >= 0)
     lib.setNumThreads(opts.threads);
   TensorMap inputs = readInputs(lib, opts.inputs);
   auto start = std::chrono::steady_clock::now();
-  TensorMap outputs = lib.forward(inputs);
+  TensorMap outputs =
+      lib.forward(inputs, cuda ? MIRAS_DEVICE_CUDA : MIRAS_DEVICE_CPU,
+                  opts.inputDtype == "bf16" ? MIRAS_DTYPE_BF16 : MIRAS_DTYPE_F32);
   std::chrono::duration<double, std::milli> ms = std::chrono::steady_clock::now() - start;
   writeOutputs(outputs, opts.outputs);
   const std::vector<int64_t> &q = inputs.at("q").shape(); // validated by forward
-  std::printf("%s: B=%lld T=%lld H=%lld forward %.3f ms (%d thread%s), wrote %zu tensors to "
-              "%s\n",
+  std::string where = cuda ? "cuda, " + opts.inputDtype + " inputs"
+                           : std::to_string(lib.numThreads()) + " thread" +
+                                 (lib.numThreads() == 1 ? "" : "s");
+  std::printf("%s: B=%lld T=%lld H=%lld forward %.3f ms (%s), wrote %zu tensors to %s\n",
               lib.metadata().name, (long long)q[0], (long long)q[1], (long long)q[2], ms.count(),
-              (int)lib.numThreads(), lib.numThreads() == 1 ? "" : "s", outputs.size(),
-              opts.outputs.c_str());
+              where.c_str(), outputs.size(), opts.outputs.c_str());
   return 0;
 }
 

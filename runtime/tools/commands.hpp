@@ -32,6 +32,23 @@ inline std::pair<std::string, std::string> nextOption(const Args &args, size_t &
   return {arg, args[++i]};
 }
 
+// Whether a module's target list (metadata targets, "cpu,cuda") names `target`.
+inline bool hasTarget(const char *targets, const std::string &target) {
+  std::string list = targets ? targets : "";
+  for (size_t start = 0; start <= list.size();) {
+    size_t end = list.find(',', start);
+    if (end == std::string::npos)
+      end = list.size();
+    std::string item = list.substr(start, end - start);
+    item.erase(0, item.find_first_not_of(' '));
+    item.erase(item.find_last_not_of(' ') + 1);
+    if (item == target)
+      return true;
+    start = end + 1;
+  }
+  return false;
+}
+
 extern const char kInfoHelp[];
 int runInfo(const Args &args);
 

@@ -17,9 +17,10 @@ const char kHelp[] =
     "\n"
     "commands:\n"
     "  info   print a module's metadata as JSON\n"
-    "  run    run a module on .npy tensors from a directory\n"
-    "  bench  time a module on random inputs against the machine's peak, a scalar\n"
-    "         reference and a hand-fused baseline\n"
+    "  run    run a module on .npy tensors from a directory (cpu or cuda)\n"
+    "  bench  time a module on random inputs: on the cpu against the machine's peak, a\n"
+    "         scalar reference and a hand-fused baseline; on cuda against the GPU's\n"
+    "         copy bandwidth\n"
     "\n"
     "Run 'miras <command> --help' for the options of a command.\n";
 

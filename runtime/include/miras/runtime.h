@@ -82,7 +82,8 @@ MIRAS_RUNTIME_API int64_t miras_state_numel(const miras_module_metadata *meta,
                                             int32_t state_index, int64_t batch,
                                             int64_t heads);
 
-/* Number of elements of gate `gate_index` (B * T * H * dim); -1 as above. */
+/* Number of elements of gate `gate_index` (B * T * H * dim; B * T * H * steps for a
+ * per-step gate); -1 as above. */
 MIRAS_RUNTIME_API int64_t miras_gate_numel(const miras_module_metadata *meta,
                                            int32_t gate_index, int64_t batch,
                                            int64_t length, int64_t heads);
@@ -118,8 +119,8 @@ MIRAS_RUNTIME_API int32_t miras_library_num_threads(const miras_library *lib);
  * Every tensor is checked (name, null data, dtype, rank, each dimension) before the
  * module runs; an input state and its output may share memory (in-place continuation).
  * Errors: MIRAS_ERR_NULL_POINTER, MIRAS_ERR_SHAPE, MIRAS_ERR_DTYPE,
- * MIRAS_ERR_INVALID_ARGUMENT (unknown, duplicate or missing name), or the module's own
- * status. */
+ * MIRAS_ERR_INVALID_ARGUMENT (unknown, duplicate or missing name), MIRAS_ERR_DEVICE (a
+ * module built for cuda only), or the module's own status. */
 MIRAS_RUNTIME_API miras_status miras_library_forward(miras_library *lib,
                                                      const miras_tensor *inputs,
                                                      int32_t num_inputs,
@@ -128,7 +129,7 @@ MIRAS_RUNTIME_API miras_status miras_library_forward(miras_library *lib,
 
 /* Pass-through to the module's forward for callers that build miras_forward_args
  * themselves. Only null pointers and B, T, H > 0 are checked: the buffer sizes are the
- * caller's responsibility. */
+ * caller's responsibility. MIRAS_ERR_DEVICE for a module built for cuda only. */
 MIRAS_RUNTIME_API miras_status miras_library_forward_args(miras_library *lib,
                                                           const miras_forward_args *args);
 
@@ -150,7 +151,10 @@ MIRAS_RUNTIME_API int32_t miras_library_has_cuda(const miras_library *lib);
 /* miras_library_forward on the given device. For MIRAS_DEVICE_CUDA the tensors are in
  * host memory, with q, k, v and the gates all MIRAS_DTYPE_F32 or all MIRAS_DTYPE_BF16;
  * the runtime copies them to the GPU, runs the kernel, copies o and the states back and
- * returns when they are there. Validation is that of miras_library_forward.
+ * returns when they are there (on failure none of the outputs is written). Validation is
+ * that of miras_library_forward. MIRAS_DEVICE_CPU is miras_library_forward itself, which
+ * takes float32 only (MIRAS_ERR_DTYPE for bfloat16) and fails with MIRAS_ERR_DEVICE on a
+ * module built for cuda alone.
  * Errors: those of miras_library_forward, plus MIRAS_ERR_DEVICE (library built without
  * cuda, or no usable GPU) and MIRAS_ERR_DTYPE (mixed input types). */
 MIRAS_RUNTIME_API miras_status miras_library_forward_on(miras_library *lib, int32_t device,
@@ -164,7 +168,13 @@ MIRAS_RUNTIME_API miras_status miras_library_forward_on(miras_library *lib, int3
  * q, k, v and the gates are of input_dtype (MIRAS_DTYPE_F32 or MIRAS_DTYPE_BF16). The
  * work (state copies, zero fill for a NULL state_in, the kernel) is enqueued on stream
  * (a CUstream; NULL for the default stream) and the call returns without waiting.
- * Only null pointers, B, T, H > 0 and the dtype are checked.
+ * Only null pointers, B, T, H > 0 and the dtype are checked. A failure of the kernel
+ * itself surfaces at the caller's next synchronisation, not here.
+ * Concurrency: calls on one library are serialised while they enqueue. A module with
+ * workspace_bytes > 0 runs every launch of a library in the same workspace (allocated on
+ * first use, grown when a larger B * H needs it, freed at close), so forwards of one
+ * library on different streams must not overlap: use one stream per library handle, or
+ * open the module once per stream.
  * Errors: MIRAS_ERR_NULL_POINTER, MIRAS_ERR_SHAPE, MIRAS_ERR_DTYPE, MIRAS_ERR_DEVICE. */
 MIRAS_RUNTIME_API miras_status miras_library_forward_cuda(miras_library *lib,
                                                           const miras_forward_args *args,

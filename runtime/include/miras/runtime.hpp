@@ -56,6 +56,15 @@ using TensorMap = std::map<std::string, Tensor>;
 // "[2, 3, 4]", for messages.
 MIRAS_RUNTIME_API std::string formatShape(const std::vector<int64_t> &shape);
 
+// float32 -> bfloat16 rounded to nearest, ties to even (NaN stays a quiet NaN), and back
+// (exact). bfloat16 is the upper half of a float32's bits.
+MIRAS_RUNTIME_API uint16_t toBfloat16(float x);
+MIRAS_RUNTIME_API float fromBfloat16(uint16_t x);
+
+// Whether a CUDA driver and a GPU are usable (miras_cuda_available); on false, *why (when
+// given) receives the one-line reason.
+MIRAS_RUNTIME_API bool cudaAvailable(std::string *why = nullptr);
+
 // An opened module (move-only).
 class MIRAS_RUNTIME_API Library {
 public:
@@ -85,7 +94,22 @@ public:
 
   // Runs the module. `inputs` holds q, k, v, every gate and optionally initial states;
   // the result holds o and every final state. Throws Error on any invalid tensor.
-  TensorMap forward(const TensorMap &inputs) const;
+  TensorMap forward(const TensorMap &inputs) const { return forward(inputs, MIRAS_DEVICE_CPU); }
+
+  // The same on `device` (miras_library_forward_on). With inputDtype MIRAS_DTYPE_BF16,
+  // q, k, v and the gates are rounded to bfloat16 (toBfloat16) before the call; states
+  // and o stay float32. The CPU takes float32 only (Error MIRAS_ERR_DTYPE otherwise);
+  // CUDA throws Error(MIRAS_ERR_DEVICE) without a GPU or without cuda kernels.
+  TensorMap forward(const TensorMap &inputs, miras_device device,
+                    miras_dtype inputDtype = MIRAS_DTYPE_F32) const;
+
+  // Whether the module carries CUDA kernels (built with --target=cuda or cpu,cuda).
+  bool hasCuda() const { return miras_library_has_cuda(lib_) != 0; }
+
+  // The GPU forward on device pointers, enqueued on `stream` (a CUstream; nullptr for
+  // the default stream) without waiting: miras_library_forward_cuda.
+  void forwardCuda(const miras_forward_args &args, miras_dtype inputDtype = MIRAS_DTYPE_F32,
+                   void *stream = nullptr) const;
 
 private:
   explicit Library(miras_library *lib) : lib_(lib) {}

@@ -5,7 +5,10 @@ Compiles examples/gated_deltanet.miras and examples/mamba2.miras at D=16, runs
 `miras bench --json` on each and checks that the report has every required key, that
 the measured numbers are positive, and that the module's output agrees with the tool's
 scalar reference (max |o - o_ref| < 1e-3): a wrong module or a wrong reference fails.
-Also checks that `--device cuda` fails with a one-line reason. No timing assertions.
+Also checks that `--device cuda` fails with a one-line reason naming cuda when it cannot
+run (these modules are built for the cpu target; without a GPU even a cuda build fails
+for lack of a driver), and that `--input-dtype bf16` without `--device cuda` is a usage
+error. No timing assertions.
 Standard library only (no numpy).
 """
 
@@ -55,6 +58,13 @@ def bench_module(args, name):
         return None
 
 
+def json_device(text):
+    try:
+        return json.loads(text).get("device")
+    except ValueError:
+        return None
+
+
 def main():
     p = argparse.ArgumentParser()
     p.add_argument("--mirasc", required=True)
@@ -98,10 +108,22 @@ def main():
     if lib is not None:
         r = run([args.miras, "bench", lib, "--device", "cuda"])
         lines = r.stderr.strip().splitlines()
-        check(r.returncode != 0, "--device cuda exited 0")
-        check(len(lines) == 1 and "cuda" in lines[0],
-              "--device cuda: want one error line naming cuda, got %r" % r.stderr)
-        check(r.stdout == "", "--device cuda printed on stdout: %r" % r.stdout)
+        if r.returncode == 0:
+            # A cuda build on a machine with a GPU: the report is the cuda one.
+            check(json_device(r.stdout) in (None, "cuda"), "--device cuda: not a cuda report")
+        else:
+            check(r.returncode == 1, "--device cuda exited %d (want 1)" % r.returncode)
+            check(len(lines) == 1 and lines[0].startswith("miras: error: ") and
+                  "cuda" in lines[0].lower() and
+                  any(why in lines[0] for why in ("no cuda kernels", "CUDA driver",
+                                                  "cuInit", "CUDA device")),
+                  "--device cuda: want one error line naming cuda and the reason, got %r" %
+                  r.stderr)
+            check(r.stdout == "", "--device cuda printed on stdout: %r" % r.stdout)
+        r = run([args.miras, "bench", lib, "--input-dtype", "bf16"])
+        check(r.returncode == 2 and len(r.stderr.strip().splitlines()) == 1,
+              "--input-dtype bf16 without --device cuda: want a one-line usage error (exit 2), "
+              "got %d: %r" % (r.returncode, r.stderr))
 
     if failures:
         print("bench test: %d failure(s)" % len(failures))

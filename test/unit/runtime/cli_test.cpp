@@ -77,6 +77,20 @@ TEST_F(Cli, InfoPrintsJson) {
     EXPECT_NE(r.out.find(fragment), std::string::npos) << fragment << "\n" << r.out;
 }
 
+TEST_F(Cli, InfoPrintsCudaTable) {
+  Result r = tool(std::string("info ") + MIRAS_FAKE_CUDA);
+  ASSERT_EQ(r.code, 0) << r.err;
+  for (const char *fragment :
+       {"\"targets\": [\"cpu\", \"cuda\"]",
+        "\"cuda\": {\"arch\": \"sm_90\", \"cubin\": true, \"cubin_bytes\": 21, "
+        "\"ptx_bytes\": 27, \"kernel_f32\": \"fake_linear_f32\", \"kernel_bf16\": "
+        "\"fake_linear_bf16\", \"block_threads\": 128, \"shared_bytes\": 4096, "
+        "\"workspace_bytes\": 64}"})
+    EXPECT_NE(r.out.find(fragment), std::string::npos) << fragment << "\n" << r.out;
+  r = tool(std::string("info ") + MIRAS_FAKE_MODULE);
+  EXPECT_NE(r.out.find("\"cuda\": null"), std::string::npos) << r.out;
+}
+
 TEST_F(Cli, InfoOnBadModuleFails) {
   Result r = tool(std::string("info ") + MIRAS_FAKE_BAD_ENTRY_ABI);
   EXPECT_EQ(r.code, 1);
@@ -125,6 +139,78 @@ TEST_F(Cli, RunReportsMissingAndInvalidInputs) {
   EXPECT_EQ(r.code, 1);
   expectOneErrorLine(r, "input tensor 'k': expected shape [1, 3, 2, 3], got [1, 3, 2, 4]");
   EXPECT_FALSE(std::filesystem::exists(dir_.file("out/o.npy")));
+}
+
+// Without a GPU (or a module without cuda kernels) the cuda device fails with one line
+// that names cuda and the reason, before any output.
+TEST_F(Cli, CudaDeviceFailsWithOneLine) {
+  TensorMap in = fakeInputs(1, 3, 2, true);
+  std::filesystem::create_directory(dir_.file("in"));
+  for (const auto &[name, t] : in)
+    miras::writeNpy(dir_.file("in/" + name + ".npy"), t);
+  std::string io = " --inputs " + dir_.file("in") + " --outputs " + dir_.file("out");
+  auto lower = [](std::string s) {
+    std::transform(s.begin(), s.end(), s.begin(), ::tolower);
+    return s;
+  };
+  for (const std::string &args :
+       {std::string("run ") + MIRAS_FAKE_CUDA + io + " --device cuda",
+        std::string("run ") + MIRAS_FAKE_CUDA + io + " --device=cuda --input-dtype bf16",
+        std::string("bench ") + MIRAS_FAKE_CUDA + " --device cuda --length 4",
+        std::string("bench ") + MIRAS_FAKE_CUDA + " --device cuda --input-dtype=bf16 --json"}) {
+    SCOPED_TRACE(args);
+    Result r = tool(args);
+    EXPECT_EQ(r.code, 1);
+    expectOneErrorLine(r, "");
+    EXPECT_NE(lower(r.err).find("cuda"), std::string::npos) << r.err;
+    EXPECT_EQ(r.out, "");
+  }
+  EXPECT_FALSE(std::filesystem::exists(dir_.file("out/o.npy")));
+  for (const std::string &args : {std::string("run ") + MIRAS_FAKE_MODULE + io + " --device cuda",
+                                  std::string("bench ") + MIRAS_FAKE_MODULE + " --device cuda"}) {
+    Result r = tool(args);
+    EXPECT_EQ(r.code, 1) << args;
+    expectOneErrorLine(r, "has no cuda kernels (built with --target=cpu)");
+    EXPECT_EQ(r.out, "");
+  }
+  for (const std::string &args : {std::string("run ") + MIRAS_FAKE_CUDA_ONLY + io,
+                                  std::string("bench ") + MIRAS_FAKE_CUDA_ONLY}) {
+    Result r = tool(args);
+    EXPECT_EQ(r.code, 1) << args;
+    expectOneErrorLine(r, "was built for cuda only; use --device cuda");
+    EXPECT_EQ(r.out, "");
+  }
+}
+
+TEST_F(Cli, DeviceAndDtypeUsageErrors) {
+  std::string lib = MIRAS_FAKE_CUDA;
+  for (const std::string &args :
+       {"run " + lib + " --inputs d --outputs e --input-dtype bf16",
+        "run " + lib + " --inputs d --outputs e --device cpu --input-dtype bf16",
+        "run " + lib + " --inputs d --outputs e --device gpu",
+        "run " + lib + " --inputs d --outputs e --device cuda --input-dtype f16",
+        "bench " + lib + " --input-dtype bf16", "bench " + lib + " --device tpu"}) {
+    Result r = tool(args);
+    EXPECT_EQ(r.code, 2) << args;
+    expectOneErrorLine(r, "");
+  }
+  Result r = tool("run --help");
+  EXPECT_NE(r.out.find("--device DEV"), std::string::npos);
+  EXPECT_NE(r.out.find("--input-dtype D"), std::string::npos);
+  r = tool("bench --help");
+  EXPECT_NE(r.out.find("copy bandwidth"), std::string::npos);
+}
+
+// The cpu device of a cpu,cuda module is the plain forward.
+TEST_F(Cli, RunOnCpuDeviceOfCudaModule) {
+  TensorMap in = fakeInputs(2, 3, 2, true, 4);
+  std::filesystem::create_directory(dir_.file("in"));
+  for (const auto &[name, t] : in)
+    miras::writeNpy(dir_.file("in/" + name + ".npy"), t);
+  Result r = tool(std::string("run ") + MIRAS_FAKE_CUDA + " --inputs " + dir_.file("in") +
+                  " --outputs " + dir_.file("out") + " --device cpu");
+  ASSERT_EQ(r.code, 0) << r.err;
+  expectNear(miras::readNpy(dir_.file("out/o.npy")), reference(in)["o"]);
 }
 
 } // namespace

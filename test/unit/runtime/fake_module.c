@@ -10,6 +10,15 @@
  *   FAKE_META_ABI=n    metadata claims ABI version n
  *   FAKE_BAD_DK        metadata has dk = 0
  *   FAKE_FORWARD_FAILS forward returns MIRAS_ERR_DEVICE
+ * and CUDA variants:
+ *   FAKE_CUDA          targets "cpu,cuda" with a cuda table (fake PTX and sm_90 cubin:
+ *                      only the fake driver of cuda_test.cpp can "run" them)
+ *   FAKE_CUDA_ONLY     with FAKE_CUDA: targets "cuda", NULL forward and forward_range
+ *   FAKE_SHARED_BYTES=n  the table's shared_bytes (default 4096)
+ *   FAKE_BAD_CUDA=n    with FAKE_CUDA: one malformed cuda field (see below)
+ *
+ * fake_kernel_forward is exported under its own name in every variant: the fake driver's
+ * cuLaunchKernel runs it on the "device" buffers, standing in for the GPU kernel.
  */
 #include <string.h>
 
@@ -36,6 +45,45 @@ static const miras_gate_info gates[] = {
 };
 static const miras_state_info states[] = {{"W", 2, {DV, DK, 0, 0}}};
 
+#ifndef FAKE_BAD_CUDA
+#define FAKE_BAD_CUDA 0
+#endif
+#ifndef FAKE_SHARED_BYTES
+#define FAKE_SHARED_BYTES 4096
+#endif
+
+#if defined(FAKE_CUDA_ONLY)
+#define FAKE_TARGETS "cuda"
+#elif defined(FAKE_CUDA) && FAKE_BAD_CUDA == 2
+#define FAKE_TARGETS "cpu" /* but a cuda table */
+#elif defined(FAKE_CUDA) && FAKE_BAD_CUDA == 8
+#define FAKE_TARGETS "tpu"
+#elif defined(FAKE_CUDA)
+#define FAKE_TARGETS "cpu, cuda"
+#else
+#define FAKE_TARGETS "cpu"
+#endif
+
+#ifdef FAKE_CUDA
+static const unsigned char fake_cubin[] = "fake cubin for sm_90";
+/* FAKE_BAD_CUDA: 1 no table, 3 block_threads 0, 4 block_threads 2048, 5 cubin without
+ * size, 6 empty PTX, 7 no bf16 kernel name, 9 NULL forward although targets names cpu. */
+static const miras_cuda_binary cuda_binary = {
+    .arch = "sm_90",
+    .ptx = FAKE_BAD_CUDA == 6 ? "" : "// fake PTX of fake_linear\n",
+    .cubin = fake_cubin,
+    .cubin_size = FAKE_BAD_CUDA == 5 ? 0 : sizeof fake_cubin,
+    .kernel_f32 = "fake_linear_f32",
+    .kernel_bf16 = FAKE_BAD_CUDA == 7 ? NULL : "fake_linear_bf16",
+    .block_threads = FAKE_BAD_CUDA == 3 ? 0 : FAKE_BAD_CUDA == 4 ? 2048 : 128,
+    .shared_bytes = FAKE_SHARED_BYTES,
+    .workspace_bytes = 64,
+};
+#define FAKE_CUDA_TABLE (FAKE_BAD_CUDA == 1 ? NULL : &cuda_binary)
+#else
+#define FAKE_CUDA_TABLE NULL
+#endif
+
 static const miras_module_metadata metadata = {
     .abi_version = FAKE_META_ABI,
     .name = "fake_linear",
@@ -52,10 +100,11 @@ static const miras_module_metadata metadata = {
     .gates = gates,
     .num_states = 1,
     .states = states,
-    .targets = "cpu",
+    .targets = FAKE_TARGETS,
     .rule = "W = alpha * W + (beta * v) k^T",
     .flops_per_token = 4.0 * DV * DK + DV,
     .algorithm = "sequential",
+    .cuda = FAKE_CUDA_TABLE,
 };
 
 static const miras_module_metadata *fake_metadata(void) { return &metadata; }
@@ -103,5 +152,14 @@ static int32_t fake_forward(const miras_forward_args *a) {
   return fake_forward_range(a, 0, a->batch * a->heads);
 }
 
+__attribute__((visibility("default"))) int32_t fake_kernel_forward(const miras_forward_args *a) {
+  return fake_forward(a);
+}
+
+#if defined(FAKE_CUDA_ONLY) || FAKE_BAD_CUDA == 9
+__attribute__((visibility("default"))) const miras_module_entry miras_module_v1 = {
+    FAKE_ENTRY_ABI, fake_metadata, NULL, NULL};
+#else
 __attribute__((visibility("default"))) const miras_module_entry miras_module_v1 = {
     FAKE_ENTRY_ABI, fake_metadata, fake_forward, fake_forward_range};
+#endif

@@ -1,0 +1,657 @@
+/* cuda.c: the GPU side of the runtime, through the CUDA driver API resolved at run time.
+ *
+ * Nothing here runs until a caller asks for the GPU: the first such call dlopens
+ * libcuda.so.1 (or takes the table a test installed), calls cuInit and counts devices;
+ * the outcome is kept for the process, so a machine without a driver pays one failed
+ * dlopen and the CPU path never touches any of this. Each library loads its kernels into
+ * the primary context of GPU 0 on its first GPU forward (the context PyTorch and the CUDA
+ * runtime share, so device pointers from them are valid here) and unloads them at close.
+ */
+#include <dlfcn.h>
+#include <stddef.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "cuda_driver.h"
+#include "internal.h"
+
+/* ---- the process-wide driver ------------------------------------------------------ */
+
+static pthread_mutex_t driver_lock = PTHREAD_MUTEX_INITIALIZER;
+/* Everything below is guarded by driver_lock. */
+static int driver_resolved;            /* resolve_driver ran for the current source */
+static miras_status driver_status;     /* and its outcome */
+static char driver_error[512];         /* its message when it failed */
+static const miras_cuda_driver *driver; /* the table in use after a successful resolve */
+static miras_cuda_driver real_driver;   /* filled from libcuda.so.1 */
+static void *real_handle;               /* never closed: the driver stays for the process */
+static const miras_cuda_driver *test_driver;
+static int test_load_fails;
+static char test_load_error[256];
+
+/* The driver's exported names; cuda.h maps the unversioned API names onto the _v2 ones
+ * with macros, which dlsym does not see. */
+static const struct {
+  const char *name;
+  size_t offset;
+} driver_symbols[] = {
+#define MIRAS_SYMBOL(field, name) {name, offsetof(miras_cuda_driver, field)}
+    MIRAS_SYMBOL(cuInit, "cuInit"),
+    MIRAS_SYMBOL(cuDeviceGetCount, "cuDeviceGetCount"),
+    MIRAS_SYMBOL(cuDeviceGet, "cuDeviceGet"),
+    MIRAS_SYMBOL(cuDeviceGetAttribute, "cuDeviceGetAttribute"),
+    MIRAS_SYMBOL(cuDeviceGetName, "cuDeviceGetName"),
+    MIRAS_SYMBOL(cuDevicePrimaryCtxRetain, "cuDevicePrimaryCtxRetain"),
+    MIRAS_SYMBOL(cuDevicePrimaryCtxRelease, "cuDevicePrimaryCtxRelease_v2"),
+    MIRAS_SYMBOL(cuCtxPushCurrent, "cuCtxPushCurrent_v2"),
+    MIRAS_SYMBOL(cuCtxPopCurrent, "cuCtxPopCurrent_v2"),
+    MIRAS_SYMBOL(cuModuleLoadData, "cuModuleLoadData"),
+    MIRAS_SYMBOL(cuModuleUnload, "cuModuleUnload"),
+    MIRAS_SYMBOL(cuModuleGetFunction, "cuModuleGetFunction"),
+    MIRAS_SYMBOL(cuFuncSetAttribute, "cuFuncSetAttribute"),
+    MIRAS_SYMBOL(cuLaunchKernel, "cuLaunchKernel"),
+    MIRAS_SYMBOL(cuMemAlloc, "cuMemAlloc_v2"),
+    MIRAS_SYMBOL(cuMemFree, "cuMemFree_v2"),
+    MIRAS_SYMBOL(cuMemcpyHtoD, "cuMemcpyHtoD_v2"),
+    MIRAS_SYMBOL(cuMemcpyDtoH, "cuMemcpyDtoH_v2"),
+    MIRAS_SYMBOL(cuMemcpyDtoDAsync, "cuMemcpyDtoDAsync_v2"),
+    MIRAS_SYMBOL(cuMemsetD32Async, "cuMemsetD32Async"),
+    MIRAS_SYMBOL(cuStreamSynchronize, "cuStreamSynchronize"),
+    MIRAS_SYMBOL(cuGetErrorName, "cuGetErrorName"),
+    MIRAS_SYMBOL(cuGetErrorString, "cuGetErrorString"),
+#undef MIRAS_SYMBOL
+};
+
+miras_status miras_cuda_fail(const miras_cuda_driver *drv, const char *call, miras_cu_result rc) {
+  const char *name = NULL, *text = NULL;
+  if (drv != NULL && drv->cuGetErrorName != NULL &&
+      drv->cuGetErrorName(rc, &name) != MIRAS_CU_SUCCESS)
+    name = NULL;
+  if (drv != NULL && drv->cuGetErrorString != NULL &&
+      drv->cuGetErrorString(rc, &text) != MIRAS_CU_SUCCESS)
+    text = NULL;
+  if (name == NULL)
+    return miras_fail(MIRAS_ERR_DEVICE, "%s failed: CUDA error %d", call, (int)rc);
+  return miras_fail(MIRAS_ERR_DEVICE, "%s failed: %s (%s)", call, name,
+                    text ? text : "no description");
+}
+
+static miras_status open_real_driver(void) {
+  if (real_handle == NULL) {
+    dlerror();
+    real_handle = dlopen("libcuda.so.1", RTLD_NOW | RTLD_LOCAL);
+    if (real_handle == NULL) {
+      const char *why = dlerror();
+      return miras_fail(MIRAS_ERR_DEVICE, "no CUDA driver: %s",
+                        why ? why : "libcuda.so.1 cannot be loaded");
+    }
+  }
+  for (size_t i = 0; i < sizeof driver_symbols / sizeof driver_symbols[0]; ++i) {
+    void *fn = dlsym(real_handle, driver_symbols[i].name);
+    if (fn == NULL)
+      return miras_fail(MIRAS_ERR_DEVICE,
+                        "CUDA driver libcuda.so.1 has no '%s' (driver too old?)",
+                        driver_symbols[i].name);
+    /* POSIX guarantees that a data pointer from dlsym converts to a function pointer. */
+    memcpy((char *)&real_driver + driver_symbols[i].offset, &fn, sizeof fn);
+  }
+  driver = &real_driver;
+  return MIRAS_OK;
+}
+
+/* Picks the table, initialises the driver and checks that a device exists; called once
+ * per driver source with driver_lock held. */
+static miras_status resolve_driver(void) {
+  driver = NULL;
+  miras_status st;
+  if (test_driver != NULL) {
+    driver = test_driver;
+    st = MIRAS_OK;
+  } else if (test_load_fails) {
+    st = miras_fail(MIRAS_ERR_DEVICE, "no CUDA driver: %s", test_load_error);
+  } else {
+    st = open_real_driver();
+  }
+  if (st != MIRAS_OK)
+    return st;
+  miras_cu_result rc = driver->cuInit(0);
+  if (rc != MIRAS_CU_SUCCESS)
+    return miras_cuda_fail(driver, "cuInit", rc);
+  int count = 0;
+  rc = driver->cuDeviceGetCount(&count);
+  if (rc != MIRAS_CU_SUCCESS)
+    return miras_cuda_fail(driver, "cuDeviceGetCount", rc);
+  if (count < 1)
+    return miras_fail(MIRAS_ERR_DEVICE, "no CUDA device (the driver reports none)");
+  return MIRAS_OK;
+}
+
+/* The initialised driver, or MIRAS_ERR_DEVICE with the (remembered) reason. */
+static miras_status get_driver(const miras_cuda_driver **out) {
+  pthread_mutex_lock(&driver_lock);
+  if (!driver_resolved) {
+    driver_status = resolve_driver();
+    driver_resolved = 1;
+    if (driver_status != MIRAS_OK)
+      snprintf(driver_error, sizeof driver_error, "%s", miras_last_error());
+  }
+  miras_status st = driver_status;
+  *out = st == MIRAS_OK ? driver : NULL;
+  pthread_mutex_unlock(&driver_lock);
+  if (st != MIRAS_OK)
+    return miras_fail(st, "%s", driver_error); /* this thread's message, too */
+  return MIRAS_OK;
+}
+
+void miras_cuda_set_driver_for_testing(const miras_cuda_driver *table, const char *load_error) {
+  pthread_mutex_lock(&driver_lock);
+  test_driver = table;
+  test_load_fails = table == NULL && load_error != NULL;
+  snprintf(test_load_error, sizeof test_load_error, "%s", load_error ? load_error : "");
+  driver_resolved = 0;
+  driver = NULL;
+  pthread_mutex_unlock(&driver_lock);
+}
+
+miras_status miras_cuda_available(void) {
+  const miras_cuda_driver *drv;
+  return get_driver(&drv);
+}
+
+miras_status miras_cuda_gpu_acquire(miras_cuda_gpu *gpu) {
+  memset(gpu, 0, sizeof *gpu);
+  const miras_cuda_driver *drv;
+  miras_status st = get_driver(&drv);
+  if (st != MIRAS_OK)
+    return st;
+  miras_cu_device dev;
+  miras_cu_result rc = drv->cuDeviceGet(&dev, 0);
+  if (rc != MIRAS_CU_SUCCESS)
+    return miras_cuda_fail(drv, "cuDeviceGet(0)", rc);
+  int major = 0, minor = 0;
+  rc = drv->cuDeviceGetAttribute(&major, MIRAS_CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MAJOR, dev);
+  if (rc == MIRAS_CU_SUCCESS)
+    rc = drv->cuDeviceGetAttribute(&minor, MIRAS_CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MINOR,
+                                   dev);
+  if (rc != MIRAS_CU_SUCCESS)
+    return miras_cuda_fail(drv, "cuDeviceGetAttribute(compute capability)", rc);
+  miras_cu_context ctx;
+  rc = drv->cuDevicePrimaryCtxRetain(&ctx, dev);
+  if (rc != MIRAS_CU_SUCCESS)
+    return miras_cuda_fail(drv, "cuDevicePrimaryCtxRetain", rc);
+  *gpu = (miras_cuda_gpu){drv, dev, ctx, major, minor};
+  return MIRAS_OK;
+}
+
+void miras_cuda_gpu_release(miras_cuda_gpu *gpu) {
+  if (gpu == NULL || gpu->driver == NULL)
+    return;
+  gpu->driver->cuDevicePrimaryCtxRelease(gpu->device);
+  gpu->driver = NULL;
+}
+
+miras_status miras_cuda_push(const miras_cuda_gpu *gpu) {
+  miras_cu_result rc = gpu->driver->cuCtxPushCurrent(gpu->context);
+  return rc == MIRAS_CU_SUCCESS ? MIRAS_OK
+                                : miras_cuda_fail(gpu->driver, "cuCtxPushCurrent", rc);
+}
+
+void miras_cuda_pop(const miras_cuda_gpu *gpu) {
+  miras_cu_context ignored;
+  gpu->driver->cuCtxPopCurrent(&ignored);
+}
+
+/* ---- a library's kernels ---------------------------------------------------------- */
+
+enum { KERNEL_F32 = 0, KERNEL_BF16 = 1 };
+
+struct miras_library_cuda {
+  miras_cuda_gpu gpu;
+  miras_cu_module module;
+  miras_cu_function kernels[2]; /* KERNEL_F32, KERNEL_BF16 */
+  miras_cu_deviceptr workspace; /* grown on demand, freed at close */
+  size_t workspace_size;
+};
+
+/* "sm_90" -> 9.0, "sm_100a" -> 10.0; 0 when arch is not of that form. */
+static int parse_arch(const char *arch, int *major, int *minor) {
+  if (strncmp(arch, "sm_", 3) != 0)
+    return 0;
+  char *end;
+  long n = strtol(arch + 3, &end, 10);
+  if (end == arch + 3 || n < 10 || n > 10000)
+    return 0;
+  *major = (int)(n / 10);
+  *minor = (int)(n % 10);
+  return 1;
+}
+
+/* Loads the cubin when it was assembled for this GPU, else (or when the cubin is
+ * refused) the PTX, which the driver JIT-compiles for whatever GPU this is. */
+static miras_status load_module(const miras_cuda_gpu *gpu, const miras_cuda_binary *bin,
+                                miras_cu_module *module) {
+  const miras_cuda_driver *drv = gpu->driver;
+  int major, minor;
+  if (bin->cubin != NULL && parse_arch(bin->arch, &major, &minor) &&
+      major == gpu->cc_major && minor == gpu->cc_minor &&
+      drv->cuModuleLoadData(module, bin->cubin) == MIRAS_CU_SUCCESS)
+    return MIRAS_OK;
+  miras_cu_result rc = drv->cuModuleLoadData(module, bin->ptx);
+  if (rc == MIRAS_CU_SUCCESS)
+    return MIRAS_OK;
+  char call[96];
+  snprintf(call, sizeof call, "cuModuleLoadData (PTX for %s on a cc %d.%d GPU)", bin->arch,
+           gpu->cc_major, gpu->cc_minor);
+  return miras_cuda_fail(drv, call, rc);
+}
+
+static miras_status get_kernels(struct miras_library_cuda *c, const miras_cuda_binary *bin) {
+  const miras_cuda_driver *drv = c->gpu.driver;
+  const char *names[2] = {bin->kernel_f32, bin->kernel_bf16};
+  for (int i = 0; i < 2; ++i) {
+    miras_cu_result rc = drv->cuModuleGetFunction(&c->kernels[i], c->module, names[i]);
+    char call[192];
+    if (rc != MIRAS_CU_SUCCESS) {
+      snprintf(call, sizeof call, "cuModuleGetFunction('%s')", names[i]);
+      return miras_cuda_fail(drv, call, rc);
+    }
+    /* Above the default 48 KiB a kernel must opt in to its dynamic shared memory. */
+    if (bin->shared_bytes > MIRAS_CUDA_DEFAULT_SHARED_BYTES) {
+      rc = drv->cuFuncSetAttribute(c->kernels[i],
+                                   MIRAS_CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES,
+                                   (int)bin->shared_bytes);
+      if (rc != MIRAS_CU_SUCCESS) {
+        snprintf(call, sizeof call,
+                 "cuFuncSetAttribute('%s', max dynamic shared memory = %u bytes)", names[i],
+                 (unsigned)bin->shared_bytes);
+        return miras_cuda_fail(drv, call, rc);
+      }
+    }
+  }
+  return MIRAS_OK;
+}
+
+/* With lib->cuda_lock held: lib->cuda, loading it on first use. */
+static miras_status library_cuda(miras_library *lib, struct miras_library_cuda **out) {
+  if (lib->cuda != NULL) {
+    *out = lib->cuda;
+    return MIRAS_OK;
+  }
+  struct miras_library_cuda *c = calloc(1, sizeof *c);
+  if (c == NULL)
+    return miras_fail(MIRAS_ERR_DEVICE, "'%s': out of memory", lib->path);
+  miras_status st = miras_cuda_gpu_acquire(&c->gpu);
+  if (st != MIRAS_OK) {
+    free(c);
+    return st;
+  }
+  st = miras_cuda_push(&c->gpu);
+  if (st == MIRAS_OK) {
+    st = load_module(&c->gpu, lib->meta->cuda, &c->module);
+    if (st == MIRAS_OK)
+      st = get_kernels(c, lib->meta->cuda);
+    if (st != MIRAS_OK && c->module != NULL)
+      c->gpu.driver->cuModuleUnload(c->module);
+    miras_cuda_pop(&c->gpu);
+  }
+  if (st != MIRAS_OK) {
+    miras_cuda_gpu_release(&c->gpu);
+    free(c);
+    return st;
+  }
+  lib->cuda = c;
+  *out = c;
+  return MIRAS_OK;
+}
+
+void miras_cuda_close_library(miras_library *lib) {
+  struct miras_library_cuda *c = lib->cuda;
+  if (c == NULL)
+    return;
+  if (miras_cuda_push(&c->gpu) == MIRAS_OK) {
+    /* cuMemFree waits for the kernels still using the workspace. */
+    if (c->workspace != 0)
+      c->gpu.driver->cuMemFree(c->workspace);
+    c->gpu.driver->cuModuleUnload(c->module);
+    miras_cuda_pop(&c->gpu);
+  }
+  miras_cuda_gpu_release(&c->gpu);
+  free(c);
+  lib->cuda = NULL;
+}
+
+/* ---- launching -------------------------------------------------------------------- */
+
+static miras_cu_deviceptr dptr(const void *p) { return (miras_cu_deviceptr)(uintptr_t)p; }
+
+/* The per-(batch, head) workspace for `pairs` pairs, grown when too small. Growing frees
+ * the old buffer; cuMemFree waits for earlier launches that still read it. */
+static miras_status ensure_workspace(struct miras_library_cuda *c, uint64_t per_pair,
+                                     int64_t pairs, miras_cu_deviceptr *out) {
+  *out = 0;
+  if (per_pair == 0)
+    return MIRAS_OK;
+  int64_t bytes = per_pair > INT64_MAX ? -1 : miras_mul_checked(pairs, (int64_t)per_pair);
+  if (bytes < 0)
+    return miras_fail(MIRAS_ERR_SHAPE, "cuda workspace of %lld pairs x %llu bytes overflows",
+                      (long long)pairs, (unsigned long long)per_pair);
+  if ((uint64_t)bytes > c->workspace_size) {
+    const miras_cuda_driver *drv = c->gpu.driver;
+    if (c->workspace != 0)
+      drv->cuMemFree(c->workspace);
+    c->workspace = 0;
+    c->workspace_size = 0;
+    miras_cu_result rc = drv->cuMemAlloc(&c->workspace, (size_t)bytes);
+    if (rc != MIRAS_CU_SUCCESS) {
+      c->workspace = 0;
+      char call[96];
+      snprintf(call, sizeof call, "cuMemAlloc(workspace, %lld bytes)", (long long)bytes);
+      return miras_cuda_fail(drv, call, rc);
+    }
+    c->workspace_size = (size_t)bytes;
+  }
+  *out = c->workspace;
+  return MIRAS_OK;
+}
+
+/*
+ * Enqueues one forward on `stream` (the library's context current, cuda_lock held):
+ * the initial states into the state buffers, then the kernel, with the parameters of
+ * the launch contract in miras_abi.h.
+ */
+static miras_status enqueue(miras_library *lib, struct miras_library_cuda *c,
+                            const miras_forward_args *a, int32_t input_dtype,
+                            miras_cu_stream stream) {
+  const miras_module_metadata *m = lib->meta;
+  const miras_cuda_binary *bin = m->cuda;
+  const miras_cuda_driver *drv = c->gpu.driver;
+  int64_t pairs = miras_mul_checked(a->batch, a->heads);
+  if (pairs < 0 || pairs > INT32_MAX) /* gridDim.x is at most 2^31 - 1 */
+    return miras_fail(MIRAS_ERR_SHAPE, "cuda forward: B * H = %lld * %lld exceeds the grid limit",
+                      (long long)a->batch, (long long)a->heads);
+  miras_cu_result rc;
+  for (int32_t i = 0; i < m->num_states; ++i) {
+    int64_t n = miras_state_numel(m, i, a->batch, a->heads);
+    if (n < 0 || n > INT64_MAX / 4)
+      return miras_fail(MIRAS_ERR_SHAPE, "cuda forward: state '%s' is too large",
+                        m->states[i].name);
+    if (a->state_in[i] == NULL)
+      rc = drv->cuMemsetD32Async(dptr(a->state_out[i]), 0u, (size_t)n, stream);
+    else if ((const void *)a->state_in[i] != (const void *)a->state_out[i])
+      rc = drv->cuMemcpyDtoDAsync(dptr(a->state_out[i]), dptr(a->state_in[i]),
+                                  (size_t)n * sizeof(float), stream);
+    else
+      continue;
+    if (rc != MIRAS_CU_SUCCESS)
+      return miras_cuda_fail(drv,
+                             a->state_in[i] ? "cuMemcpyDtoDAsync(initial state)"
+                                            : "cuMemsetD32Async(zero initial state)",
+                             rc);
+  }
+  miras_cu_deviceptr workspace;
+  miras_status st = ensure_workspace(c, bin->workspace_bytes, pairs, &workspace);
+  if (st != MIRAS_OK)
+    return st;
+
+  /* int64 B, T, H, then q, k, v, gates, states, o, workspace: each by address. */
+  int64_t dims[3] = {a->batch, a->length, a->heads};
+  int32_t num_ptrs = 3 + m->num_gates + m->num_states + 2;
+  miras_cu_deviceptr *ptrs = malloc((size_t)num_ptrs * sizeof *ptrs);
+  void **params = malloc((size_t)(3 + num_ptrs) * sizeof *params);
+  if (ptrs == NULL || params == NULL) {
+    free(ptrs);
+    free(params);
+    return miras_fail(MIRAS_ERR_DEVICE, "cuda forward: out of memory");
+  }
+  int32_t k = 0;
+  ptrs[k++] = dptr(a->q);
+  ptrs[k++] = dptr(a->k);
+  ptrs[k++] = dptr(a->v);
+  for (int32_t i = 0; i < m->num_gates; ++i)
+    ptrs[k++] = dptr(a->gates[i]);
+  for (int32_t i = 0; i < m->num_states; ++i)
+    ptrs[k++] = dptr(a->state_out[i]);
+  ptrs[k++] = dptr(a->o);
+  ptrs[k++] = workspace;
+  for (int32_t i = 0; i < 3; ++i)
+    params[i] = &dims[i];
+  for (int32_t i = 0; i < num_ptrs; ++i)
+    params[3 + i] = &ptrs[i];
+  miras_cu_function fn = c->kernels[input_dtype == MIRAS_DTYPE_BF16 ? KERNEL_BF16 : KERNEL_F32];
+  rc = drv->cuLaunchKernel(fn, (unsigned)pairs, 1, 1, bin->block_threads, 1, 1,
+                           bin->shared_bytes, stream, params, NULL);
+  free(ptrs);
+  free(params);
+  if (rc != MIRAS_CU_SUCCESS) {
+    char call[192];
+    snprintf(call, sizeof call, "cuLaunchKernel('%s', grid %lld, block %u, %u shared bytes)",
+             input_dtype == MIRAS_DTYPE_BF16 ? bin->kernel_bf16 : bin->kernel_f32,
+             (long long)pairs, (unsigned)bin->block_threads, (unsigned)bin->shared_bytes);
+    return miras_cuda_fail(drv, call, rc);
+  }
+  return MIRAS_OK;
+}
+
+/* Locks the library's GPU side, loads it when needed and makes its context current. */
+static miras_status begin_gpu(miras_library *lib, struct miras_library_cuda **c) {
+  pthread_mutex_lock(&lib->cuda_lock);
+  miras_status st = library_cuda(lib, c);
+  if (st == MIRAS_OK)
+    st = miras_cuda_push(&(*c)->gpu);
+  if (st != MIRAS_OK)
+    pthread_mutex_unlock(&lib->cuda_lock);
+  return st;
+}
+
+static void end_gpu(miras_library *lib, struct miras_library_cuda *c) {
+  miras_cuda_pop(&c->gpu);
+  pthread_mutex_unlock(&lib->cuda_lock);
+}
+
+int32_t miras_library_has_cuda(const miras_library *lib) {
+  return lib != NULL && lib->meta->cuda != NULL;
+}
+
+miras_status miras_library_forward_cuda(miras_library *lib, const miras_forward_args *args,
+                                        int32_t input_dtype, void *stream) {
+  miras_status st = miras_check_forward_args(lib, args, "miras_library_forward_cuda");
+  if (st != MIRAS_OK)
+    return st;
+  if (input_dtype != MIRAS_DTYPE_F32 && input_dtype != MIRAS_DTYPE_BF16)
+    return miras_fail(MIRAS_ERR_DTYPE,
+                      "miras_library_forward_cuda: input dtype %d is neither float32 (%d) nor "
+                      "bfloat16 (%d)",
+                      (int)input_dtype, (int)MIRAS_DTYPE_F32, (int)MIRAS_DTYPE_BF16);
+  if (lib->meta->cuda == NULL)
+    return miras_fail(MIRAS_ERR_DEVICE,
+                      "'%s' has no cuda kernels (built with --target=%s); rebuild with "
+                      "--target=cpu,cuda",
+                      lib->path, lib->meta->targets);
+  struct miras_library_cuda *c;
+  st = begin_gpu(lib, &c);
+  if (st != MIRAS_OK)
+    return st;
+  st = enqueue(lib, c, args, input_dtype, (miras_cu_stream)stream);
+  end_gpu(lib, c);
+  return st;
+}
+
+/* ---- the host-memory forward ------------------------------------------------------ */
+
+/* Bytes of the named tensor for B, T, H with elements of elem_size bytes; -1 on overflow. */
+static int64_t tensor_bytes(const miras_library *lib, const char *name,
+                            const miras_forward_args *a, int64_t elem_size) {
+  int32_t rank;
+  int64_t shape[MIRAS_TENSOR_MAX_RANK];
+  if (miras_library_tensor_shape(lib, name, a->batch, a->length, a->heads, &rank, shape) !=
+      MIRAS_OK)
+    return -1;
+  int64_t n = elem_size;
+  for (int32_t i = 0; i < rank && n >= 0; ++i)
+    n = miras_mul_checked(n, shape[i]);
+  return n;
+}
+
+enum { DEVICE_ALIGN = 256 };
+
+/*
+ * One device allocation holds every tensor (one cuMemAlloc and one cuMemFree per call):
+ * buffer i is [offset[i], offset[i] + bytes[i]). Order: q, k, v, gates, states, o.
+ */
+typedef struct host_plan {
+  int32_t count;
+  const void **host_in; /* source of the upload, NULL for none (outputs, absent states) */
+  void **host_out;      /* destination of the download, NULL for inputs */
+  int64_t *bytes, *offset;
+  int64_t total;
+} host_plan;
+
+static miras_status make_plan(const miras_library *lib, const miras_forward_args *a,
+                              int32_t input_dtype, host_plan *p) {
+  const miras_module_metadata *m = lib->meta;
+  int32_t n = 3 + m->num_gates + m->num_states + 1;
+  memset(p, 0, sizeof *p);
+  p->count = n;
+  p->host_in = calloc((size_t)n, sizeof *p->host_in);
+  p->host_out = calloc((size_t)n, sizeof *p->host_out);
+  p->bytes = calloc((size_t)n, sizeof *p->bytes);
+  p->offset = calloc((size_t)n, sizeof *p->offset);
+  if (!p->host_in || !p->host_out || !p->bytes || !p->offset)
+    return miras_fail(MIRAS_ERR_DEVICE, "cuda forward: out of memory");
+  int64_t in_size = input_dtype == MIRAS_DTYPE_BF16 ? 2 : 4;
+  int32_t k = 0;
+  const char *fixed[3] = {"q", "k", "v"};
+  const void *fixed_data[3] = {a->q, a->k, a->v};
+  for (int32_t i = 0; i < 3; ++i, ++k) {
+    p->host_in[k] = fixed_data[i];
+    p->bytes[k] = tensor_bytes(lib, fixed[i], a, in_size);
+  }
+  for (int32_t i = 0; i < m->num_gates; ++i, ++k) {
+    p->host_in[k] = a->gates[i];
+    p->bytes[k] = tensor_bytes(lib, m->gates[i].name, a, in_size);
+  }
+  for (int32_t i = 0; i < m->num_states; ++i, ++k) {
+    p->host_in[k] = a->state_in[i];
+    p->host_out[k] = a->state_out[i];
+    p->bytes[k] = tensor_bytes(lib, m->states[i].name, a, 4);
+  }
+  p->host_out[k] = a->o;
+  p->bytes[k] = tensor_bytes(lib, "o", a, 4);
+  int64_t total = 0;
+  for (int32_t i = 0; i < n; ++i) {
+    if (p->bytes[i] < 0 || total > INT64_MAX - p->bytes[i] - DEVICE_ALIGN)
+      return miras_fail(MIRAS_ERR_SHAPE, "cuda forward: the tensors' total size overflows");
+    p->offset[i] = total;
+    total += (p->bytes[i] + DEVICE_ALIGN - 1) / DEVICE_ALIGN * DEVICE_ALIGN;
+  }
+  p->total = total;
+  return MIRAS_OK;
+}
+
+static void free_plan(host_plan *p) {
+  free(p->host_in);
+  free(p->host_out);
+  free(p->bytes);
+  free(p->offset);
+}
+
+/* With the context current: upload, enqueue on the default stream, wait, and download
+ * o and the states into `staging` (the outputs' bytes back to back, in plan order). */
+static miras_status run_on_device(miras_library *lib, struct miras_library_cuda *c,
+                                  const miras_forward_args *a, const host_plan *p,
+                                  miras_cu_deviceptr base, int32_t input_dtype, char *staging) {
+  const miras_module_metadata *m = lib->meta;
+  const miras_cuda_driver *drv = c->gpu.driver;
+  miras_cu_result rc;
+  for (int32_t i = 0; i < p->count; ++i) {
+    if (p->host_in[i] == NULL)
+      continue;
+    rc = drv->cuMemcpyHtoD(base + (miras_cu_deviceptr)p->offset[i], p->host_in[i],
+                           (size_t)p->bytes[i]);
+    if (rc != MIRAS_CU_SUCCESS)
+      return miras_cuda_fail(drv, "cuMemcpyHtoD", rc);
+  }
+  /* Device views of the buffers. A state's buffer already holds its initial value
+   * (state_in = state_out: enqueue copies nothing) or is zero-filled by enqueue. */
+  int32_t first_state = 3 + m->num_gates;
+  void **ptr = malloc((size_t)(p->count + m->num_states) * sizeof *ptr);
+  if (ptr == NULL)
+    return miras_fail(MIRAS_ERR_DEVICE, "cuda forward: out of memory");
+  void **state_in = ptr + p->count;
+  for (int32_t i = 0; i < p->count; ++i)
+    ptr[i] = (void *)(uintptr_t)(base + (miras_cu_deviceptr)p->offset[i]);
+  for (int32_t i = 0; i < m->num_states; ++i)
+    state_in[i] = p->host_in[first_state + i] ? ptr[first_state + i] : NULL;
+  miras_forward_args dev = {
+      .batch = a->batch, .length = a->length, .heads = a->heads,
+      .q = ptr[0], .k = ptr[1], .v = ptr[2],
+      .gates = (const float *const *)(ptr + 3),
+      .state_in = (const float *const *)state_in,
+      .state_out = (float *const *)(ptr + first_state),
+      .o = ptr[p->count - 1],
+  };
+  /* The legacy default stream orders the kernel after the synchronous uploads. */
+  miras_status st = enqueue(lib, c, &dev, input_dtype, NULL);
+  free(ptr);
+  if (st != MIRAS_OK)
+    return st;
+  rc = drv->cuStreamSynchronize(NULL);
+  if (rc != MIRAS_CU_SUCCESS)
+    return miras_cuda_fail(drv, "cuStreamSynchronize (the kernel failed)", rc);
+  for (int32_t i = 0; i < p->count; ++i) {
+    if (p->host_out[i] == NULL)
+      continue;
+    rc = drv->cuMemcpyDtoH(staging, base + (miras_cu_deviceptr)p->offset[i],
+                           (size_t)p->bytes[i]);
+    if (rc != MIRAS_CU_SUCCESS)
+      return miras_cuda_fail(drv, "cuMemcpyDtoH", rc);
+    staging += p->bytes[i];
+  }
+  return MIRAS_OK;
+}
+
+miras_status miras_cuda_forward_host(miras_library *lib, const miras_forward_args *a,
+                                     int32_t input_dtype) {
+  host_plan p;
+  miras_status st = make_plan(lib, a, input_dtype, &p);
+  /* The results land in staging first and reach the caller's buffers only once every
+   * step has succeeded. */
+  int64_t out_bytes = 0;
+  for (int32_t i = 0; st == MIRAS_OK && i < p.count; ++i)
+    if (p.host_out[i] != NULL)
+      out_bytes += p.bytes[i];
+  char *staging = NULL;
+  if (st == MIRAS_OK && (staging = malloc(out_bytes > 0 ? (size_t)out_bytes : 1)) == NULL)
+    st = miras_fail(MIRAS_ERR_DEVICE, "cuda forward: out of memory for %lld bytes of results",
+                    (long long)out_bytes);
+  struct miras_library_cuda *c = NULL;
+  if (st == MIRAS_OK)
+    st = begin_gpu(lib, &c);
+  if (st == MIRAS_OK) {
+    const miras_cuda_driver *drv = c->gpu.driver;
+    miras_cu_deviceptr base = 0;
+    miras_cu_result rc = drv->cuMemAlloc(&base, (size_t)p.total);
+    if (rc != MIRAS_CU_SUCCESS) {
+      char call[96];
+      snprintf(call, sizeof call, "cuMemAlloc(%lld bytes)", (long long)p.total);
+      st = miras_cuda_fail(drv, call, rc);
+    } else {
+      st = run_on_device(lib, c, a, &p, base, input_dtype, staging);
+      drv->cuMemFree(base);
+    }
+    end_gpu(lib, c);
+  }
+  if (st == MIRAS_OK) {
+    const char *from = staging;
+    for (int32_t i = 0; i < p.count; ++i) {
+      if (p.host_out[i] == NULL)
+        continue;
+      memcpy(p.host_out[i], from, (size_t)p.bytes[i]);
+      from += p.bytes[i];
+    }
+  }
+  free(staging);
+  free_plan(&p);
+  return st;
+}
