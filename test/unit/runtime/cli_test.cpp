@@ -20,9 +20,11 @@ struct Result {
 
 class Cli : public ::testing::Test {
 protected:
-  Result tool(const std::string &args) {
+  // `env` prefixes the command, e.g. "LD_LIBRARY_PATH=dir ".
+  Result tool(const std::string &args, const std::string &env = "") {
     std::string out = dir_.file("stdout"), err = dir_.file("stderr");
-    int rc = std::system((std::string(MIRAS_TOOL) + " " + args + " >" + out + " 2>" + err).c_str());
+    int rc = std::system(
+        (env + std::string(MIRAS_TOOL) + " " + args + " >" + out + " 2>" + err).c_str());
     return {WIFEXITED(rc) ? WEXITSTATUS(rc) : -1, read(out), read(err)};
   }
 
@@ -199,6 +201,49 @@ TEST_F(Cli, DeviceAndDtypeUsageErrors) {
   EXPECT_NE(r.out.find("--input-dtype D"), std::string::npos);
   r = tool("bench --help");
   EXPECT_NE(r.out.find("copy bandwidth"), std::string::npos);
+}
+
+// With the fake libcuda.so.1 on the library path, the real dlopen path and the tool's
+// cuda commands run end to end: same numbers as the cpu kernel.
+TEST_F(Cli, CudaCommandsThroughFakeDriver) {
+  const std::string env = std::string("LD_LIBRARY_PATH=") + MIRAS_FAKE_DRIVER_DIR + " ";
+  TensorMap in = fakeInputs(2, 4, 3, true, 8);
+  std::filesystem::create_directory(dir_.file("in"));
+  for (const auto &[name, t] : in)
+    miras::writeNpy(dir_.file("in/" + name + ".npy"), t);
+  std::string run = std::string("run ") + MIRAS_FAKE_CUDA + " --inputs " + dir_.file("in");
+  Result r = tool(run + " --outputs " + dir_.file("cpu"), "");
+  ASSERT_EQ(r.code, 0) << r.err;
+  r = tool(run + " --outputs " + dir_.file("gpu") + " --device cuda", env);
+  ASSERT_EQ(r.code, 0) << r.err;
+  EXPECT_NE(r.out.find("(cuda, f32 inputs)"), std::string::npos) << r.out;
+  for (const char *name : {"o", "W"})
+    EXPECT_EQ(miras::readNpy(dir_.file(std::string("gpu/") + name + ".npy")).values(),
+              miras::readNpy(dir_.file(std::string("cpu/") + name + ".npy")).values())
+        << name;
+  r = tool(run + " --outputs " + dir_.file("bf16") + " --device cuda --input-dtype bf16", env);
+  ASSERT_EQ(r.code, 0) << r.err;
+  expectNear(miras::readNpy(dir_.file("bf16/o.npy")), reference(in)["o"], 5e-2f);
+
+  for (const char *dtype : {"f32", "bf16"}) {
+    r = tool(std::string("bench ") + MIRAS_FAKE_CUDA +
+                 " --device cuda --json --length 8 --repeat 2 --threads 1 --input-dtype " + dtype,
+             env);
+    ASSERT_EQ(r.code, 0) << r.err;
+    for (const std::string &fragment :
+         {std::string("\"device\": \"cuda\""), std::string("\"device_name\": \"Fake GPU\""),
+          std::string("\"compute_capability\": \"9.0\""),
+          "\"input_dtype\": \"" + std::string(dtype) + "\"", std::string("\"block_threads\": 128"),
+          std::string("\"max_abs_diff_vs_cpu\": 0,"), std::string("\"output_finite\": true")})
+      EXPECT_NE(r.out.find(fragment), std::string::npos) << fragment << "\n" << r.out;
+    // 2 * 8 * 8 tokens: f32 inputs 4 bytes, bf16 2, state read + written, o written.
+    const double tok = 2 * 8 * 8, in = tok * (3 + 3 + 4 + 1 + 4), state = 2 * 8 * 12 * 4;
+    const double bytes = in * (std::string(dtype) == "bf16" ? 2 : 4) + 2 * state + tok * 4 * 4;
+    char want[64];
+    std::snprintf(want, sizeof want, "\"bytes_per_forward\": %.6g,", bytes);
+    EXPECT_NE(r.out.find(want), std::string::npos) << want << "\n" << r.out;
+    EXPECT_EQ(r.out.find("null"), std::string::npos) << r.out;
+  }
 }
 
 // The cpu device of a cpu,cuda module is the plain forward.

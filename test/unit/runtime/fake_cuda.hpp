@@ -54,6 +54,7 @@ struct FakeFunction {
 struct FakeCuda {
   int ccMajor = 9, ccMinor = 0, deviceCount = 1, initResult = 0;
   bool failCubinLoad = false;
+  size_t maxAlloc = SIZE_MAX; // larger cuMemAlloc requests fail with out of memory
   std::map<std::string, int> failures; // call name -> CUresult it returns
 
   std::vector<std::string> calls;
@@ -299,6 +300,8 @@ inline const miras_cuda_driver *fakeCudaDriver() {
       /* cuMemAlloc */ [](miras_cu_deviceptr *p, size_t bytes) -> miras_cu_result {
         if (int rc = enter("cuMemAlloc"))
           return rc;
+        if (bytes > fakeCuda().maxAlloc)
+          return kCuErrorOutOfMemory;
         void *host = std::malloc(bytes);
         if (host == nullptr)
           return kCuErrorOutOfMemory;
