@@ -8,6 +8,8 @@
 //   derived  + the derived step function (miras-derive)
 //   rule     the derived update rule as math
 //   linalg   fused sequential kernel on memrefs (miras-to-linalg)
+//   gpu      CUDA kernels in the gpu dialect (miras-linalg-to-simt, miras-to-gpu)
+//   ptx      their PTX (miras-gpu-to-ptx)
 //   llvm     LLVM IR (miras-linalg-to-llvm, then translation)
 //   obj      host object file
 //   lib      lib<name>.so + <name>.h (default)
@@ -45,7 +47,7 @@ namespace cl = llvm::cl;
 
 namespace {
 
-enum class Stage { AST, MLIR, Derived, Rule, Linalg, LLVM, Obj, Lib };
+enum class Stage { AST, MLIR, Derived, Rule, Linalg, GPU, PTX, LLVM, Obj, Lib };
 
 cl::OptionCategory category("mirasc options");
 
@@ -65,6 +67,8 @@ cl::opt<Stage> emit(
         clEnumValN(Stage::Derived, "derived", "after deriving the update rule"),
         clEnumValN(Stage::Rule, "rule", "the derived update rule as math"),
         clEnumValN(Stage::Linalg, "linalg", "fused kernel in linalg on memrefs"),
+        clEnumValN(Stage::GPU, "gpu", "CUDA kernels in the gpu dialect"),
+        clEnumValN(Stage::PTX, "ptx", "PTX of the CUDA kernels"),
         clEnumValN(Stage::LLVM, "llvm", "LLVM IR"),
         clEnumValN(Stage::Obj, "obj", "host object file"),
         clEnumValN(Stage::Lib, "lib", "shared library and C header")),
@@ -87,6 +91,23 @@ cl::opt<std::string> targetCpu(
     "mcpu",
     cl::desc("CPU to generate code for (default: this machine; 'generic' for "
              "a portable library)"),
+    cl::cat(category));
+cl::opt<std::string> targetList(
+    "target",
+    cl::desc("What the library runs on: cpu (default), cuda, or cpu,cuda"),
+    cl::init("cpu"), cl::cat(category));
+cl::opt<std::string> cudaArch(
+    "cuda-arch", cl::desc("CUDA architecture of the PTX and cubin"),
+    cl::init("sm_90"), cl::cat(category));
+cl::opt<int64_t> gpuThreads(
+    "gpu-threads",
+    cl::desc("Threads per CUDA block (0: picked from the kernel's largest loop)"),
+    cl::init(0), cl::cat(category));
+cl::opt<bool> simtOnCpu(
+    "simt-on-cpu",
+    cl::desc("Build the CPU kernel from the CUDA kernel's thread-distributed "
+             "form, each block's threads run in turn: checks the GPU mapping "
+             "on machines without a GPU"),
     cl::cat(category));
 cl::opt<bool> keepTemps("keep-temps",
                         cl::desc("Keep the generated glue and object files"),
@@ -213,6 +234,16 @@ int compile(const std::string &source) {
   if (algorithm != "auto" && algorithm != "sequential" && algorithm != "chunked")
     return fail("--algorithm expects auto, sequential or chunked, got '" +
                 algorithm + "'");
+  iface.targets.clear();
+  for (llvm::StringRef target : llvm::split(targetList.getValue(), ',')) {
+    if (target != "cpu" && target != "cuda")
+      return fail("--target expects cpu, cuda or cpu,cuda, got '" + targetList + "'");
+    if (!iface.hasTarget(target.str()))
+      iface.targets.push_back(target.str());
+  }
+  if (gpuThreads < 0 || gpuThreads > 1024)
+    return fail("--gpu-threads expects 0 (automatic) to 1024, got " +
+                llvm::Twine(gpuThreads.getValue()));
   ToLinalgOptions toLinalg;
   toLinalg.algorithm = algorithm.getValue();
   if (!runStage(context, *module, [&](OpPassManager &pm) {
@@ -225,6 +256,62 @@ int compile(const std::string &source) {
   if (emit == Stage::Linalg)
     return writeText(print);
 
+  SimtOptions simt;
+  simt.threads = gpuThreads.getValue();
+  const bool gpuStage = emit == Stage::GPU || emit == Stage::PTX;
+  if (gpuStage || iface.hasTarget("cuda")) {
+    OwningOpRef<ModuleOp> gpu = module->clone();
+    if (!runStage(context, *gpu, [&](OpPassManager &pm) {
+          buildLinalgToSimtPipeline(pm, simt);
+          buildSimtToGPUPipeline(pm, simt);
+        }))
+      return 1;
+    if (emit == Stage::GPU)
+      return writeText([&](llvm::raw_ostream &os) { gpu->print(os); });
+    auto cuda = describeCudaKernels(*gpu, cudaArch);
+    if (!cuda)
+      return fail(llvm::toString(cuda.takeError()));
+    GPUToPTXOptions toPTX;
+    toPTX.chip = cudaArch.getValue();
+    toPTX.toolkit = findCudaToolkit();
+    if (!runStage(context, *gpu, [&](OpPassManager &pm) {
+          buildGPUToPTXPipeline(pm, toPTX);
+        }))
+      return 1;
+    auto ptx = extractPTX(*gpu);
+    if (!ptx)
+      return fail(llvm::toString(ptx.takeError()));
+    if (emit == Stage::PTX)
+      return writeText([&](llvm::raw_ostream &os) { os << *ptx; });
+    cuda->ptx = std::move(*ptx);
+    // Without ptxas the library carries PTX only; the driver JIT-compiles it.
+    if (std::string ptxas = findPtxas(toPTX.toolkit); !ptxas.empty()) {
+      auto cubin = assembleCubin(cuda->ptx, cudaArch, ptxas);
+      if (!cubin)
+        return fail(llvm::toString(cubin.takeError()));
+      cuda->cubin = std::move(*cubin);
+    }
+    iface.cuda = std::move(*cuda);
+  }
+
+  CodegenOptions codegen;
+  codegen.cpu = targetCpu;
+  codegen.keepTemps = keepTemps;
+  if (!iface.hasTarget("cpu")) {
+    if (emit == Stage::LLVM || emit == Stage::Obj)
+      return fail("--emit=llvm and --emit=obj show the CPU kernel; add cpu to "
+                  "--target");
+    std::string path =
+        outputFile.empty() ? "lib" + iface.moduleName + ".so" : outputFile;
+    if (llvm::Error err = writeLibrary(nullptr, iface, path, codegen))
+      return fail(llvm::toString(std::move(err)));
+    return 0;
+  }
+  if (simtOnCpu && !runStage(context, *module, [&](OpPassManager &pm) {
+        buildLinalgToSimtPipeline(pm, simt);
+      }))
+    return 1;
+
   LinalgToLLVMOptions toLLVM;
   toLLVM.vectorWidth = vectorWidthForCPU(targetCpu);
   if (!runStage(context, *module, [&](OpPassManager &pm) {
@@ -232,9 +319,6 @@ int compile(const std::string &source) {
       }))
     return 1;
 
-  CodegenOptions codegen;
-  codegen.cpu = targetCpu;
-  codegen.keepTemps = keepTemps;
   if (emit == Stage::LLVM || emit == Stage::Obj) {
     llvm::LLVMContext llvmContext;
     auto llvmModule = translateToLLVMIR(*module, llvmContext);

@@ -13,8 +13,19 @@
 #include "mlir/InitAllPasses.h"
 #include "mlir/Pass/PassRegistry.h"
 #include "mlir/Target/LLVMIR/Dialect/Builtin/BuiltinToLLVMIRTranslation.h"
+#include "mlir/Target/LLVMIR/Dialect/GPU/GPUToLLVMIRTranslation.h"
 #include "mlir/Target/LLVMIR/Dialect/LLVMIR/LLVMToLLVMIRTranslation.h"
+#include "mlir/Target/LLVMIR/Dialect/NVVM/NVVMToLLVMIRTranslation.h"
+#include "mlir/Target/LLVM/NVVM/Target.h"
 #include "mlir/Transforms/Passes.h"
+#include "mlir/Dialect/Arith/Transforms/Passes.h"
+#include "mlir/Dialect/GPU/Transforms/Passes.h"
+#include "mlir/Dialect/SCF/Transforms/Passes.h"
+#include "llvm/Support/FileSystem.h"
+#include "llvm/Support/Path.h"
+#include "llvm/Support/Program.h"
+
+#include <cstdlib>
 
 using namespace mlir;
 
@@ -65,6 +76,69 @@ void miras::buildLinalgToLLVMPipeline(OpPassManager &pm,
   pm.addPass(createReconcileUnrealizedCastsPass());
 }
 
+void miras::buildLinalgToSimtPipeline(OpPassManager &pm,
+                                      const SimtOptions &options) {
+  pm.addNestedPass<func::FuncOp>(createConvertLinalgToParallelLoopsPass());
+  pm.addPass(memref::createFoldMemRefAliasOpsPass());
+  pm.addPass(createCanonicalizerPass());
+  // Fewer threads regions, fewer barriers: fuses adjacent loops over the same
+  // range when each iteration reads only what the same iteration wrote.
+  pm.addNestedPass<func::FuncOp>(createParallelLoopFusionPass());
+  MirasDistributeThreadsOptions distribute;
+  distribute.threads = options.threads;
+  distribute.sharedBudget = options.sharedBudget;
+  pm.addNestedPass<func::FuncOp>(createMirasDistributeThreads(distribute));
+  pm.addPass(createCanonicalizerPass());
+  pm.addPass(createCSEPass());
+}
+
+void miras::buildSimtToGPUPipeline(OpPassManager &pm,
+                                   const SimtOptions &options) {
+  MirasSimtToGPUOptions toGPU;
+  toGPU.sharedBudget = options.sharedBudget;
+  pm.addPass(createMirasSimtToGPU(toGPU));
+  pm.addPass(createCanonicalizerPass());
+  pm.addPass(createCSEPass());
+}
+
+void miras::buildGPUToPTXPipeline(OpPassManager &pm,
+                                  const GPUToPTXOptions &options) {
+  // PIPELINES.md section 3 (2): strided metadata and affine maps are expanded
+  // before convert-gpu-to-nvvm, or they reach the serialiser unconverted.
+  pm.addPass(createSCFToControlFlowPass());
+  pm.addPass(arith::createArithExpandOpsPass());
+  pm.addPass(memref::createExpandStridedMetadataPass());
+  pm.addPass(createLowerAffinePass());
+  GpuNVVMAttachTargetOptions target;
+  target.chip = options.chip;
+  target.features = options.features;
+  target.optLevel = 3;
+  pm.addPass(createGpuNVVMAttachTarget(target));
+  ConvertGpuOpsToNVVMOpsOptions toNVVM;
+  // Kernel parameters are plain device pointers (miras_abi.h launch contract).
+  toNVVM.useBarePtrCallConv = true;
+  OpPassManager &gpuModule = pm.nest<gpu::GPUModuleOp>();
+  gpuModule.addPass(createConvertGpuOpsToNVVMOps(toNVVM));
+  gpuModule.addPass(createCanonicalizerPass());
+  gpuModule.addPass(createCSEPass());
+  gpuModule.addPass(createReconcileUnrealizedCastsPass());
+  GpuModuleToBinaryPassOptions binary;
+  binary.compilationTarget = "isa";
+  binary.toolkitPath = options.toolkit;
+  pm.addPass(createGpuModuleToBinaryPass(binary));
+}
+
+std::string miras::findCudaToolkit() {
+  for (const char *var : {"CUDA_ROOT", "CUDA_HOME", "CUDA_PATH"})
+    if (const char *value = std::getenv(var); value && *value)
+      return value;
+  if (auto ptxas = llvm::sys::findProgramByName("ptxas"))
+    return llvm::sys::path::parent_path(llvm::sys::path::parent_path(*ptxas)).str();
+  if (llvm::sys::fs::is_directory("/usr/local/cuda"))
+    return "/usr/local/cuda";
+  return "";
+}
+
 void miras::registerMirasPipelines() {
   mlir::registerAllPasses();
   registerMirasPasses();
@@ -79,6 +153,16 @@ void miras::registerMirasPipelines() {
       "miras-linalg-to-llvm",
       "Linalg kernel to vector code (miras-vectorize) and the LLVM dialect",
       buildLinalgToLLVMPipeline);
+  PassPipelineRegistration<SimtOptions>(
+      "miras-linalg-to-simt",
+      "Linalg kernel to its SIMT form (parallel loops over a block's threads)",
+      buildLinalgToSimtPipeline);
+  PassPipelineRegistration<SimtOptions>(
+      "miras-to-gpu", "SIMT-form kernel to a gpu.module of CUDA kernels",
+      buildSimtToGPUPipeline);
+  PassPipelineRegistration<GPUToPTXOptions>(
+      "miras-gpu-to-ptx", "gpu.module to NVVM and a gpu.binary holding PTX",
+      buildGPUToPTXPipeline);
 }
 
 void miras::registerMirasDialects(DialectRegistry &registry) {
@@ -87,4 +171,8 @@ void miras::registerMirasDialects(DialectRegistry &registry) {
   mlir::registerAllExtensions(registry);
   registerBuiltinDialectTranslation(registry);
   registerLLVMDialectTranslation(registry);
+  // gpu-module-to-binary: NVVM to LLVM IR, and the #nvvm.target serialiser.
+  registerGPUDialectTranslation(registry);
+  registerNVVMDialectTranslation(registry);
+  NVVM::registerNVVMTargetInterfaceExternalModels(registry);
 }

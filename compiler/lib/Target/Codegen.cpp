@@ -5,6 +5,7 @@
 //===----------------------------------------------------------------------===//
 
 #include "miras/Compiler/Target.h"
+#include "Tools.h"
 
 #include "mlir/IR/BuiltinOps.h"
 #include "mlir/IR/Diagnostics.h"
@@ -94,9 +95,9 @@ createTargetMachine(const Triple &triple, const CodegenOptions &options) {
   return std::move(tm);
 }
 
-/// Runs `program args...` with stdout+stderr captured; returns an error
-/// carrying the command line and its output unless it exits with status 0.
-Error runTool(StringRef program, ArrayRef<std::string> args) {
+} // namespace
+
+Error runTool(StringRef what, StringRef program, ArrayRef<std::string> args) {
   SmallString<128> logPath;
   if (std::error_code ec =
           sys::fs::createTemporaryFile("miras-cc", "log", logPath))
@@ -124,11 +125,9 @@ Error runTool(StringRef program, ArrayRef<std::string> args) {
   std::string why = execFailed ? "could not be run: " + errMsg
                     : rc < 0   ? "crashed: " + errMsg
                                : "failed with exit status " + std::to_string(rc);
-  return fail("C compiler " + why + "\n  command: " + commandLine +
+  return fail(what + " " + why + "\n  command: " + commandLine +
               (output.empty() ? "" : "\n" + output));
 }
-
-} // namespace
 
 Expected<std::unique_ptr<Module>> translateToLLVMIR(mlir::ModuleOp module,
                                                     LLVMContext &llvmContext) {
@@ -278,8 +277,9 @@ Error linkSharedLibrary(StringRef objectPath, StringRef glueSourcePath,
   scope_exit removeTmp([&] { sys::fs::remove(tmpPath); });
 
   std::vector<std::string> args = {*cc,   "-O2", "-fPIC", "-shared", "-o",
-                                   tmpPath.str().str(), glueSourcePath.str(),
-                                   objectPath.str()};
+                                   tmpPath.str().str(), glueSourcePath.str()};
+  if (!objectPath.empty())
+    args.push_back(objectPath.str());
   args.insert(args.end(), options.extraArgs.begin(), options.extraArgs.end());
   args.push_back("-lm");
 #ifdef __linux__
@@ -287,7 +287,7 @@ Error linkSharedLibrary(StringRef objectPath, StringRef glueSourcePath,
   // not need) now, not at dlopen time on the user's machine.
   args.push_back("-Wl,-z,defs");
 #endif
-  if (Error e = runTool(*cc, args))
+  if (Error e = runTool("C compiler", *cc, args))
     return joinErrors(fail("cannot link '" + outputPath + "'"), std::move(e));
   if (!sys::fs::exists(tmpPath))
     return fail("C compiler reported success but wrote no '" + tmpPath + "'");
@@ -301,7 +301,8 @@ Error writeLibrary(mlir::ModuleOp llvmDialectModule, const KernelInterface &ifac
   if (Error e = validateInterface(iface))
     return e;
   std::string entry = "_mlir_ciface_" + iface.kernelName();
-  if (!llvmDialectModule.lookupSymbol(entry))
+  if (iface.hasTarget("cpu") &&
+      (!llvmDialectModule || !llvmDialectModule.lookupSymbol(entry)))
     return fail("module has no '" + entry + "' (is `" + iface.kernelName() +
                 "` marked llvm.emit_c_interface and lowered to LLVM?)");
 
@@ -326,20 +327,24 @@ Error writeLibrary(mlir::ModuleOp llvmDialectModule, const KernelInterface &ifac
     return p;
   };
 
-  LLVMContext llvmContext;
-  auto llvmModule = translateToLLVMIR(llvmDialectModule, llvmContext);
-  if (!llvmModule)
-    return llvmModule.takeError();
-  // Only the ABI entry points (defined in the glue) are exported; the kernel
-  // and its helpers stay internal to the library, so two modules loaded into
-  // one process cannot interpose each other's symbols.
-  for (GlobalValue &gv : (*llvmModule)->global_values())
-    if (!gv.isDeclaration() && gv.hasExternalLinkage())
-      gv.setVisibility(GlobalValue::HiddenVisibility);
+  // A cuda-only library has no host kernel: the glue holds its GPU binary.
+  SmallString<256> objectPath;
+  if (iface.hasTarget("cpu")) {
+    LLVMContext llvmContext;
+    auto llvmModule = translateToLLVMIR(llvmDialectModule, llvmContext);
+    if (!llvmModule)
+      return llvmModule.takeError();
+    // Only the ABI entry points (defined in the glue) are exported; the kernel
+    // and its helpers stay internal to the library, so two modules loaded into
+    // one process cannot interpose each other's symbols.
+    for (GlobalValue &gv : (*llvmModule)->global_values())
+      if (!gv.isDeclaration() && gv.hasExternalLinkage())
+        gv.setVisibility(GlobalValue::HiddenVisibility);
 
-  SmallString<256> objectPath = tmpFile("kernel.o");
-  if (Error e = emitObjectFile(**llvmModule, objectPath, options))
-    return e;
+    objectPath = tmpFile("kernel.o");
+    if (Error e = emitObjectFile(**llvmModule, objectPath, options))
+      return e;
+  }
 
   SmallString<256> gluePath = tmpFile(iface.moduleName + "_glue.c");
   {

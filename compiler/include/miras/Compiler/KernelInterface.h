@@ -21,7 +21,9 @@
 #ifndef MIRAS_COMPILER_KERNELINTERFACE_H
 #define MIRAS_COMPILER_KERNELINTERFACE_H
 
+#include <algorithm>
 #include <cstdint>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -59,7 +61,21 @@ struct KernelInterface {
   std::string algorithm = "sequential"; // or "chunked" (SPEC section 7)
   std::vector<std::string> targets{"cpu"};
 
+  /// The CUDA kernels (miras_cuda_binary of miras_abi.h), when targets
+  /// names "cuda".
+  struct CudaKernels {
+    std::string arch;  // "sm_90"
+    std::string ptx;
+    std::string cubin; // bytes; empty when mirasc ran without ptxas
+    std::string kernelF32, kernelBF16;
+    int64_t blockThreads = 0, sharedBytes = 0, workspaceBytes = 0;
+  };
+  std::optional<CudaKernels> cuda;
+
   std::string kernelName() const { return moduleName + "_kernel"; }
+  bool hasTarget(const std::string &target) const {
+    return std::find(targets.begin(), targets.end(), target) != targets.end();
+  }
 };
 
 } // namespace miras

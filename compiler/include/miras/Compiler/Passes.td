@@ -147,4 +147,105 @@ def MirasVectorize : Pass<"miras-vectorize", "::mlir::func::FuncOp"> {
                            "::mlir::arith::ArithDialect"];
 }
 
+def MirasDistributeThreads : Pass<"miras-distribute-threads", "::mlir::func::FuncOp"> {
+  let summary = "Distributes a kernel's parallel loops over the threads of one block (SIMT form)";
+  let description = [{
+    The first half of the CUDA lowering, kept on ordinary `func.func` code so
+    that it also runs on the CPU (mirasc `--simt-on-cpu`) and the GPU mapping
+    is checked numerically on machines without a GPU.
+
+    Input: a `<name>_kernel` after `convert-linalg-to-parallel-loops` (one
+    `scf.parallel` per linalg op, reductions as `scf.for` inside it). The loop
+    over (batch, head) pairs becomes "one block per pair" and everything in it
+    runs on `threads` threads:
+
+      * each `scf.parallel` becomes a threads region
+        `scf.parallel (%tid) = (0) to (threads) {miras.threads}` whose thread
+        walks the flattened iteration space from `%tid` in steps of `threads`
+        (consecutive threads take consecutive innermost indices);
+      * an op that writes memory outside any parallel loop (a scalar store)
+        becomes a threads region in which only thread 0 runs it;
+      * loops and ifs around threads regions stay: every thread runs them, on
+        block-uniform bounds; pure ops and loads run redundantly on every
+        thread;
+      * when the states and the kernel's buffers fit in `shared-budget` bytes,
+        each state slice of the pair is copied into a buffer of its own at the
+        start (its own threads region) and back at the end, so the token loop
+        reads and writes the copy (shared memory on the GPU).
+
+    Threads regions never race (each thread writes the elements it owns), so
+    running them one after another, as the CPU does, gives the GPU's result;
+    `miras-simt-to-gpu` turns each into the thread's code plus barriers.
+
+    ```mlir
+    // before: y[i] = sum_j W[i, j] k[j]
+    scf.parallel (%i) = (%c0) to (%c64) step (%c1) {
+      scf.for %j = %c0 to %c64 step %c1 { ... memref.store %s, %y[%i] }
+    }
+    // after (threads = 128)
+    scf.parallel (%tid) = (%c0) to (%c128) step (%c1) {
+      scf.for %lin = %tid to %c64 step %c128 {
+        scf.for %j = %c0 to %c64 step %c1 { ... memref.store %s, %y[%lin] }
+      }
+    } {miras.threads}
+    ```
+  }];
+  let options = [
+    Option<"threads", "threads", "int64_t", /*default=*/"0",
+           "Threads per block; 0 picks one from the largest loop (a multiple "
+           "of 32 between 32 and 512, about 16 iterations per thread)">,
+    Option<"sharedBudget", "shared-budget", "int64_t", /*default=*/"232448",
+           "Bytes of shared memory a block may use (227 KiB: sm_90's opt-in "
+           "maximum); states are promoted only when everything fits">,
+  ];
+  let dependentDialects = ["::mlir::memref::MemRefDialect",
+                           "::mlir::scf::SCFDialect",
+                           "::mlir::arith::ArithDialect"];
+}
+
+def MirasSimtToGPU : Pass<"miras-simt-to-gpu", "::mlir::ModuleOp"> {
+  let summary = "Turns the SIMT-form kernel into CUDA kernels in a gpu.module";
+  let description = [{
+    Replaces the kernel built by `miras-distribute-threads` with
+    `gpu.module @<name>_cuda` holding two `gpu.func` kernels with the launch
+    contract of `miras_cuda_binary` (miras_abi.h): `<name>_f32` and
+    `<name>_bf16` (q, k, v and gates in bfloat16, widened on load).
+
+      * Parameters `(i64 B, i64 T, i64 H, memref<?xT> per tensor,
+        memref<?xi8> workspace)`; each flat tensor is reinterpreted with its
+        `[B, T, H, ...]` or `[B, H, ...]` shape.
+      * The pair loop becomes `gpu.block_id x`; each threads region the code
+        of thread `gpu.thread_id x`, followed by `gpu.barrier`, and preceded
+        by one when a block-uniform load since the last barrier read a buffer
+        the region may overwrite.
+      * Buffers go to dynamic shared memory in order while they fit in
+        `shared-budget` bytes, the rest to the pair's slice of the workspace.
+
+    The gpu.module carries `miras.block_threads`, `miras.shared_bytes` and
+    `miras.workspace_bytes` for the launch table.
+
+    ```mlir
+    gpu.module @deltanet_cuda {
+      gpu.func @deltanet_f32(%B: i64, %T: i64, %H: i64, %q: memref<?xf32>, ...,
+                             %ws: memref<?xi8>) kernel
+          attributes {known_block_size = array<i32: 128, 1, 1>} {
+        %pair = gpu.block_id x
+        %tid = gpu.thread_id x
+        ...
+        gpu.barrier
+        gpu.return
+      }
+    }
+    ```
+  }];
+  let options = [
+    Option<"sharedBudget", "shared-budget", "int64_t", /*default=*/"232448",
+           "Bytes of dynamic shared memory a block may use">,
+  ];
+  let dependentDialects = ["::mlir::gpu::GPUDialect",
+                           "::mlir::memref::MemRefDialect",
+                           "::mlir::scf::SCFDialect",
+                           "::mlir::arith::ArithDialect"];
+}
+
 #endif

@@ -45,6 +45,51 @@ struct LinalgToLLVMOptions : mlir::PassPipelineOptions<LinalgToLLVMOptions> {
 void buildLinalgToLLVMPipeline(mlir::OpPassManager &pm,
                                const LinalgToLLVMOptions &options = {});
 
+struct SimtOptions : mlir::PassPipelineOptions<SimtOptions> {
+  Option<int64_t> threads{
+      *this, "threads",
+      llvm::cl::desc("Threads per block (0: picked from the largest loop)"),
+      llvm::cl::init(0)};
+  Option<int64_t> sharedBudget{
+      *this, "shared-budget",
+      llvm::cl::desc("Bytes of shared memory per block (sm_90: 227 KiB)"),
+      llvm::cl::init(232448)};
+};
+
+/// `miras-linalg-to-simt`: kernel -> parallel loops (one per linalg op,
+/// adjacent independent ones fused) -> SIMT form (miras-distribute-threads).
+/// Still a func.func: the CPU pipeline can run it (mirasc --simt-on-cpu).
+void buildLinalgToSimtPipeline(mlir::OpPassManager &pm,
+                               const SimtOptions &options = {});
+
+/// `miras-to-gpu`: SIMT form -> gpu.module with the f32 and bf16 kernels
+/// (miras-simt-to-gpu).
+void buildSimtToGPUPipeline(mlir::OpPassManager &pm,
+                            const SimtOptions &options = {});
+
+struct GPUToPTXOptions : mlir::PassPipelineOptions<GPUToPTXOptions> {
+  Option<std::string> chip{*this, "chip", llvm::cl::desc("CUDA architecture"),
+                           llvm::cl::init("sm_90")};
+  Option<std::string> features{
+      *this, "features",
+      llvm::cl::desc("PTX ISA version (sm_90 needs +ptx80 or later)"),
+      llvm::cl::init("+ptx80")};
+  Option<std::string> toolkit{
+      *this, "toolkit",
+      llvm::cl::desc("CUDA toolkit root, for libdevice (the math functions)"),
+      llvm::cl::init("")};
+};
+
+/// `miras-gpu-to-ptx`: gpu.module -> NVVM -> `gpu.binary` holding PTX
+/// (PIPELINES.md section 3, `format=isa`: no ptxas needed).
+void buildGPUToPTXPipeline(mlir::OpPassManager &pm,
+                           const GPUToPTXOptions &options = {});
+
+/// The CUDA toolkit root: $CUDA_ROOT, $CUDA_HOME or $CUDA_PATH, else the
+/// parent of the directory of `ptxas` on PATH, else /usr/local/cuda when it
+/// exists; empty when none is found.
+std::string findCudaToolkit();
+
 /// The f32 lanes of the widest vector register of `cpu` (empty: the host,
 /// with the features it actually has enabled): 16 with avx512f, 8 with
 /// AVX/AVX2, else 4. For `buildLinalgToLLVMPipeline`. The environment

@@ -100,8 +100,27 @@ llvm::Error linkSharedLibrary(llvm::StringRef objectPath,
                               llvm::StringRef outputPath,
                               const LinkOptions &options);
 
+/// The launch description miras-simt-to-gpu left on the gpu.module of
+/// `gpuDialectModule` (threads, shared and workspace bytes, kernel names),
+/// for CUDA architecture `arch`; ptx and cubin are left empty.
+llvm::Expected<KernelInterface::CudaKernels>
+describeCudaKernels(mlir::ModuleOp gpuDialectModule, llvm::StringRef arch);
+
+/// The PTX text of the gpu.binary that miras-gpu-to-ptx produced.
+llvm::Expected<std::string> extractPTX(mlir::ModuleOp module);
+
+/// ptxas under `toolkit`/bin, else on PATH; empty when there is none.
+std::string findPtxas(llvm::StringRef toolkit);
+
+/// Runs `ptxas -arch=<arch> -O3` on `ptx` and returns the cubin's bytes; the
+/// error carries ptxas' messages.
+llvm::Expected<std::string> assembleCubin(llvm::StringRef ptx,
+                                          llvm::StringRef arch,
+                                          llvm::StringRef ptxas);
+
 /// All of the above: validates `iface`, translates, optimises and emits the
-/// kernel object, writes the glue, links `libraryPath` (e.g. out/libtoy.so)
+/// kernel object (none for a cuda-only library, where `llvmDialectModule`
+/// may be null; the CUDA kernels travel in `iface.cuda`), writes the glue, links `libraryPath` (e.g. out/libtoy.so)
 /// and then writes `<moduleName>.h` in the same directory. Temporaries live
 /// in a fresh directory under the system temp dir and are removed unless
 /// `options.keepTemps`. Kernel symbols are given hidden visibility so only the

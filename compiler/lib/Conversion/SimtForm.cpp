@@ -1,0 +1,389 @@
+//===- SimtForm.cpp - Parallel loops -> threads of one block ---------------===//
+//
+// `miras-distribute-threads` (see Passes.td): the GPU mapping, written on
+// plain func/scf/memref code so the CPU can run it too. Kernel shape it
+// expects (MirasToLinalg + convert-linalg-to-parallel-loops):
+//
+//   func.func @<name>_kernel(%begin, %end, %q, ..., %o) {
+//     <allocas, dims, constants>
+//     scf.for %pair = %begin to %end {          // one block per pair
+//       %b = ..., %h = ...
+//       <uniform code: token loops, scalar loads, scf.parallel per op>
+//     }
+//   }
+//
+//===----------------------------------------------------------------------===//
+#include "SimtForm.h"
+
+#include "miras/Compiler/Passes.h"
+
+#include "mlir/Dialect/Arith/IR/Arith.h"
+#include "mlir/Dialect/MemRef/IR/MemRef.h"
+#include "mlir/Dialect/SCF/IR/SCF.h"
+#include "mlir/IR/IRMapping.h"
+#include "mlir/Interfaces/SideEffectInterfaces.h"
+
+#include "llvm/ADT/DenseSet.h"
+#include "llvm/Support/MathExtras.h"
+
+namespace miras {
+#define GEN_PASS_DEF_MIRASDISTRIBUTETHREADS
+#include "miras/Compiler/Passes.h.inc"
+} // namespace miras
+
+using namespace mlir;
+using namespace miras;
+
+scf::ForOp miras::findPairLoop(func::FuncOp kernel) {
+  if (kernel.getNumArguments() < 2)
+    return {};
+  for (auto loop : kernel.getBody().getOps<scf::ForOp>())
+    if (loop.getLowerBound() == kernel.getArgument(0) &&
+        loop.getUpperBound() == kernel.getArgument(1))
+      return loop;
+  return {};
+}
+
+bool miras::isThreadsRegion(Operation *op) {
+  return isa<scf::ParallelOp>(op) && op->hasAttr(kThreadsAttr);
+}
+
+int64_t miras::staticBytes(MemRefType type) {
+  if (!type.hasStaticShape())
+    return -1;
+  return type.getNumElements() *
+         llvm::divideCeil(type.getElementTypeBitWidth(), 8);
+}
+
+namespace {
+
+/// True when `op` writes memory (directly or in its regions).
+bool writesMemory(Operation *op) {
+  bool writes = false;
+  op->walk([&](Operation *inner) {
+    if (auto effects = dyn_cast<MemoryEffectOpInterface>(inner)) {
+      if (effects.hasEffect<MemoryEffects::Write>() ||
+          effects.hasEffect<MemoryEffects::Allocate>() ||
+          effects.hasEffect<MemoryEffects::Free>())
+        writes = true;
+    } else if (!inner->hasTrait<OpTrait::HasRecursiveMemoryEffects>() &&
+               !isPure(inner) && !isa<scf::YieldOp, scf::ReduceOp>(inner)) {
+      writes = true; // unknown effects: assume the worst
+    }
+    return writes ? WalkResult::interrupt() : WalkResult::advance();
+  });
+  return writes;
+}
+
+bool containsParallel(Operation *op) {
+  return op->walk([](scf::ParallelOp) { return WalkResult::interrupt(); })
+      .wasInterrupted();
+}
+
+/// Trip count of one dimension of `loop` when it is static, else -1.
+int64_t staticTrips(scf::ParallelOp loop, unsigned d) {
+  auto lb = getConstantIntValue(loop.getLowerBound()[d]);
+  auto ub = getConstantIntValue(loop.getUpperBound()[d]);
+  auto step = getConstantIntValue(loop.getStep()[d]);
+  if (!lb || !ub || !step || *step <= 0)
+    return -1;
+  return *ub > *lb ? llvm::divideCeil(*ub - *lb, *step) : 0;
+}
+
+class Distributor {
+public:
+  Distributor(func::FuncOp kernel, int64_t threads)
+      : kernel(kernel), threads(threads) {}
+
+  /// Rewrites the uniform code of `block`; fails on an op it cannot place.
+  LogicalResult distribute(Block &block) {
+    for (Operation &op : llvm::make_early_inc_range(block)) {
+      if (op.hasTrait<OpTrait::IsTerminator>())
+        continue;
+      if (isa<memref::PrefetchOp>(op)) {
+        op.erase(); // a CPU cache hint; on the GPU the loads are the prefetch
+        continue;
+      }
+      if (auto loop = dyn_cast<scf::ParallelOp>(op)) {
+        if (failed(distributeLoop(loop)))
+          return failure();
+        continue;
+      }
+      if (!writesMemory(&op))
+        continue; // every thread runs it (pure, or reads only)
+      if (containsParallel(&op) && isa<scf::ForOp, scf::IfOp>(op)) {
+        for (Region &region : op.getRegions())
+          for (Block &inner : region)
+            if (failed(distribute(inner)))
+              return failure();
+        continue;
+      }
+      if (failed(runOnThreadZero(&op)))
+        return failure();
+    }
+    return success();
+  }
+
+private:
+  /// `scf.parallel (%tid) = (0) to (threads) {miras.threads}` before `at`;
+  /// the builder is left inside its body.
+  std::pair<scf::ParallelOp, Value> threadsRegion(OpBuilder &b, Location loc) {
+    Value zero = arith::ConstantIndexOp::create(b, loc, 0);
+    Value one = arith::ConstantIndexOp::create(b, loc, 1);
+    Value count = arith::ConstantIndexOp::create(b, loc, threads);
+    auto region = scf::ParallelOp::create(b, loc, ValueRange{zero},
+                                          ValueRange{count}, ValueRange{one});
+    region->setAttr(kThreadsAttr, b.getUnitAttr());
+    b.setInsertionPointToStart(region.getBody());
+    return {region, region.getInductionVars()[0]};
+  }
+
+  LogicalResult distributeLoop(scf::ParallelOp loop) {
+    if (loop.getNumResults() != 0)
+      return loop.emitOpError("with reductions is not supported on the GPU");
+    Location loc = loop.getLoc();
+    OpBuilder b(loop);
+    // Flattened trip count; dynamic bounds are computed on every thread.
+    SmallVector<Value> trips;
+    Value total = arith::ConstantIndexOp::create(b, loc, 1);
+    for (unsigned d = 0; d < loop.getNumLoops(); ++d) {
+      Value span = arith::SubIOp::create(b, loc, loop.getUpperBound()[d],
+                                         loop.getLowerBound()[d]);
+      Value n = arith::CeilDivSIOp::create(b, loc, span, loop.getStep()[d]);
+      n = arith::MaxSIOp::create(b, loc, n,
+                                 arith::ConstantIndexOp::create(b, loc, 0));
+      trips.push_back(n);
+      total = arith::MulIOp::create(b, loc, total, n);
+    }
+    auto [region, tid] = threadsRegion(b, loc);
+    Value stride = arith::ConstantIndexOp::create(b, loc, threads);
+    auto walk = scf::ForOp::create(b, loc, tid, total, stride);
+    b.setInsertionPointToStart(walk.getBody());
+    // Row-major delinearisation: the innermost dimension varies fastest
+    // across consecutive threads (coalesced global and conflict-free shared
+    // accesses for the elementwise ops).
+    IRMapping map;
+    Value rest = walk.getInductionVar();
+    for (int d = loop.getNumLoops() - 1; d >= 0; --d) {
+      Value index = rest;
+      if (d > 0) {
+        index = arith::RemUIOp::create(b, loc, rest, trips[d]);
+        rest = arith::DivUIOp::create(b, loc, rest, trips[d]);
+      }
+      Value iv = arith::AddIOp::create(
+          b, loc, loop.getLowerBound()[d],
+          arith::MulIOp::create(b, loc, index, loop.getStep()[d]));
+      map.map(loop.getInductionVars()[d], iv);
+    }
+    for (Operation &inner : loop.getBody()->without_terminator())
+      b.clone(inner, map);
+    loop.erase();
+    return success();
+  }
+
+  /// Thread 0 runs `op`; values it yields (a scan's last product) reach the
+  /// other threads through a buffer of their own, read after the region.
+  LogicalResult runOnThreadZero(Operation *op) {
+    Location loc = op->getLoc();
+    SmallVector<Value> buffers;
+    for (Type type : op->getResultTypes()) {
+      if (!type.isIntOrIndexOrFloat())
+        return op->emitOpError("yields a ") << type << " outside any parallel "
+               "loop; only scalars can be passed between threads";
+      OpBuilder entry = OpBuilder::atBlockBegin(&kernel.getBody().front());
+      buffers.push_back(memref::AllocaOp::create(entry, loc, MemRefType::get({}, type)));
+    }
+    OpBuilder b(op);
+    auto [region, tid] = threadsRegion(b, loc);
+    Value first = arith::CmpIOp::create(b, loc, arith::CmpIPredicate::eq, tid,
+                                        arith::ConstantIndexOp::create(b, loc, 0));
+    auto guard = scf::IfOp::create(b, loc, first, /*withElseRegion=*/false);
+    op->moveBefore(guard.thenBlock()->getTerminator());
+    b.setInsertionPoint(guard.thenBlock()->getTerminator());
+    for (auto [result, buffer] : llvm::zip(op->getResults(), buffers))
+      memref::StoreOp::create(b, loc, result, buffer);
+    b.setInsertionPointAfter(region);
+    for (auto [result, buffer] : llvm::zip(op->getResults(), buffers)) {
+      Value shared = memref::LoadOp::create(b, loc, buffer);
+      result.replaceUsesWithIf(shared, [&](OpOperand &use) {
+        return !guard->isAncestor(use.getOwner());
+      });
+    }
+    return success();
+  }
+
+  func::FuncOp kernel;
+  int64_t threads;
+};
+
+/// Threads for `kernel`: about 16 iterations of its largest parallel loop
+/// per thread, a multiple of 32 (a warp) in [32, 512].
+int64_t pickThreads(Block &pairBody) {
+  int64_t largest = 1;
+  pairBody.walk([&](scf::ParallelOp loop) {
+    int64_t n = 1;
+    for (unsigned d = 0; d < loop.getNumLoops(); ++d) {
+      int64_t t = staticTrips(loop, d);
+      n = t < 0 ? 1 << 14 : n * t;
+    }
+    largest = std::max(largest, n);
+  });
+  int64_t threads = llvm::alignTo(llvm::divideCeil(largest, 16), 32);
+  return std::clamp<int64_t>(threads, 32, 512);
+}
+
+/// Copies each state's slice of the pair into a buffer of its own (on the
+/// GPU: shared memory) when every use indexes it at the pair's (b, h), and
+/// the buffers plus the kernel's allocas fit in `budget` bytes.
+void promoteStates(func::FuncOp kernel, scf::ForOp pairLoop, int64_t budget) {
+  int64_t used = 0;
+  kernel.walk([&](Operation *op) {
+    if (!isa<memref::AllocaOp, memref::AllocOp>(op))
+      return;
+    int64_t bytes = staticBytes(cast<MemRefType>(op->getResult(0).getType()));
+    used += bytes < 0 ? budget + 1 : bytes;
+  });
+  struct Candidate {
+    BlockArgument arg;
+    Value b, h;
+    MemRefType sliceType;
+  };
+  SmallVector<Candidate> candidates;
+  for (BlockArgument arg : kernel.getArguments()) {
+    auto type = dyn_cast<MemRefType>(arg.getType());
+    if (!type || !isStateType(type))
+      continue;
+    Value bIndex, hIndex;
+    bool ok = !arg.use_empty();
+    for (Operation *user : arg.getUsers()) {
+      ValueRange indices;
+      if (auto load = dyn_cast<memref::LoadOp>(user))
+        indices = load.getIndices();
+      else if (auto store = dyn_cast<memref::StoreOp>(user);
+               store && store.getMemRef() == arg)
+        indices = store.getIndices();
+      else {
+        ok = false;
+        break;
+      }
+      if (!bIndex) {
+        bIndex = indices[0];
+        hIndex = indices[1];
+      }
+      ok &= indices[0] == bIndex && indices[1] == hIndex &&
+            pairLoop->isAncestor(user);
+    }
+    // b and h must be computed at the top of the pair body, before any use.
+    ok = ok && bIndex.getParentBlock() == pairLoop.getBody() &&
+         hIndex.getParentBlock() == pairLoop.getBody();
+    if (!ok)
+      continue;
+    auto slice = MemRefType::get(type.getShape().drop_front(2),
+                                 type.getElementType());
+    used += staticBytes(slice);
+    candidates.push_back({arg, bIndex, hIndex, slice});
+  }
+  if (candidates.empty() || used > budget)
+    return;
+
+  Location loc = pairLoop.getLoc();
+  for (Candidate &c : candidates) {
+    OpBuilder entry(pairLoop);
+    auto buffer = memref::AllocaOp::create(entry, loc, c.sliceType);
+    buffer->setAttr(kPromotedStateAttr, entry.getUnitAttr());
+    // Copy in after b and h exist; copy out before the pair ends.
+    Operation *lastDef = c.b.getDefiningOp()->isBeforeInBlock(c.h.getDefiningOp())
+                             ? c.h.getDefiningOp()
+                             : c.b.getDefiningOp();
+    auto copy = [&](OpBuilder &b, bool in) {
+      if (c.sliceType.getRank() == 0) { // a scalar state: one thread copies it
+        SmallVector<Value> full{c.b, c.h};
+        if (in)
+          memref::StoreOp::create(b, loc, memref::LoadOp::create(b, loc, c.arg, full),
+                                  buffer, ValueRange{});
+        else
+          memref::StoreOp::create(b, loc, memref::LoadOp::create(b, loc, buffer, ValueRange{}),
+                                  c.arg, full);
+        return;
+      }
+      SmallVector<Value> lbs, ubs, steps;
+      for (int64_t extent : c.sliceType.getShape()) {
+        lbs.push_back(arith::ConstantIndexOp::create(b, loc, 0));
+        ubs.push_back(arith::ConstantIndexOp::create(b, loc, extent));
+        steps.push_back(arith::ConstantIndexOp::create(b, loc, 1));
+      }
+      scf::ParallelOp::create(
+          b, loc, lbs, ubs, steps,
+          [&](OpBuilder &nb, Location l, ValueRange ivs) {
+            SmallVector<Value> full{c.b, c.h};
+            full.append(ivs.begin(), ivs.end());
+            if (in)
+              memref::StoreOp::create(
+                  nb, l, memref::LoadOp::create(nb, l, c.arg, full), buffer, ivs);
+            else
+              memref::StoreOp::create(
+                  nb, l, memref::LoadOp::create(nb, l, buffer, ivs), c.arg, full);
+          });
+    };
+    // Rewrite the existing uses first, so the copies keep the argument.
+    for (Operation *user : llvm::make_early_inc_range(c.arg.getUsers())) {
+      OpBuilder b(user);
+      if (auto load = dyn_cast<memref::LoadOp>(user)) {
+        auto rest = load.getIndices().drop_front(2);
+        load.replaceAllUsesWith(
+            memref::LoadOp::create(b, load.getLoc(), buffer, rest).getResult());
+        load.erase();
+      } else {
+        auto store = cast<memref::StoreOp>(user);
+        auto rest = store.getIndices().drop_front(2);
+        memref::StoreOp::create(b, store.getLoc(), store.getValueToStore(),
+                                buffer, rest);
+        store.erase();
+      }
+    }
+    OpBuilder in(pairLoop.getContext());
+    in.setInsertionPointAfter(lastDef);
+    copy(in, /*in=*/true);
+    OpBuilder out(pairLoop.getBody()->getTerminator());
+    copy(out, /*in=*/false);
+  }
+}
+
+struct DistributeThreadsPass
+    : public miras::impl::MirasDistributeThreadsBase<DistributeThreadsPass> {
+  using MirasDistributeThreadsBase::MirasDistributeThreadsBase;
+
+  void runOnOperation() override {
+    func::FuncOp kernel = getOperation();
+    if (!kernel->hasAttr("miras.algorithm"))
+      return; // not a miras kernel
+    scf::ForOp pairLoop = miras::findPairLoop(kernel);
+    if (!pairLoop) {
+      kernel.emitOpError("has no loop over (batch, head) pairs from its first "
+                         "two arguments");
+      return signalPassFailure();
+    }
+    int64_t count = threads > 0 ? threads.getValue() : pickThreads(*pairLoop.getBody());
+    if (count > 1024) {
+      kernel.emitOpError("threads=") << count << " exceeds a CUDA block (1024)";
+      return signalPassFailure();
+    }
+    promoteStates(kernel, pairLoop, sharedBudget);
+    Distributor distributor(kernel, count);
+    if (failed(distributor.distribute(*pairLoop.getBody())))
+      return signalPassFailure();
+    kernel->setAttr(miras::kSimtThreadsAttr,
+                    OpBuilder(kernel).getI64IntegerAttr(count));
+  }
+};
+
+} // namespace
+
+bool miras::isStateType(MemRefType type) {
+  // [B, H, shape...]: exactly two leading dynamic dims, the rest static
+  // (token tensors have three: [B, T, H, ...]).
+  ArrayRef<int64_t> shape = type.getShape();
+  return shape.size() >= 2 && ShapedType::isDynamic(shape[0]) &&
+         ShapedType::isDynamic(shape[1]) &&
+         llvm::none_of(shape.drop_front(2), ShapedType::isDynamic);
+}

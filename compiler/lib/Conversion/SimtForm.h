@@ -1,0 +1,41 @@
+//===- SimtForm.h - Shared by the two halves of the CUDA lowering -*- C++ -*-===//
+//
+// miras-distribute-threads (SimtForm.cpp) writes the SIMT form; miras-simt-to-gpu
+// (SimtToGPU.cpp) reads it. These are the markers and queries both rely on.
+//
+//===----------------------------------------------------------------------===//
+#ifndef MIRAS_CONVERSION_SIMTFORM_H
+#define MIRAS_CONVERSION_SIMTFORM_H
+
+#include "mlir/Dialect/Func/IR/FuncOps.h"
+#include "mlir/Dialect/SCF/IR/SCF.h"
+#include "mlir/IR/BuiltinTypes.h"
+
+namespace miras {
+
+/// Unit attribute of a threads region: `scf.parallel (%tid) = (0) to (N)`
+/// whose iterations are the block's threads (Passes.td, miras-distribute-threads).
+inline constexpr llvm::StringLiteral kThreadsAttr = "miras.threads";
+/// i64 attribute of a kernel in SIMT form: its threads per block.
+inline constexpr llvm::StringLiteral kSimtThreadsAttr = "miras.simt_threads";
+/// Unit attribute of the alloca holding a promoted state slice (placed in
+/// shared memory first).
+inline constexpr llvm::StringLiteral kPromotedStateAttr = "miras.promoted_state";
+
+/// The `scf.for` over (batch, head) pairs from the kernel's first two
+/// arguments, or null.
+mlir::scf::ForOp findPairLoop(mlir::func::FuncOp kernel);
+
+/// True for a threads region.
+bool isThreadsRegion(mlir::Operation *op);
+
+/// Bytes of a statically shaped memref, or -1.
+int64_t staticBytes(mlir::MemRefType type);
+
+/// True for a state argument `[B, H, shape...]` (two leading dynamic dims, the
+/// rest static); token tensors `[B, T, H, ...]` have three.
+bool isStateType(mlir::MemRefType type);
+
+} // namespace miras
+
+#endif

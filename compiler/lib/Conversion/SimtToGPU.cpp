@@ -1,0 +1,346 @@
+//===- SimtToGPU.cpp - SIMT-form kernel -> gpu.module with CUDA kernels ----===//
+//
+// `miras-simt-to-gpu` (see Passes.td). Everything that decides who computes
+// what happened in miras-distribute-threads; this pass only changes where
+// things live (block and thread ids, shared memory, flat device pointers)
+// and adds the barriers the CPU did not need.
+//
+//===----------------------------------------------------------------------===//
+#include "SimtForm.h"
+
+#include "miras/Compiler/Passes.h"
+
+#include "mlir/Dialect/Arith/IR/Arith.h"
+#include "mlir/Dialect/GPU/IR/GPUDialect.h"
+#include "mlir/Dialect/MemRef/IR/MemRef.h"
+#include "mlir/Dialect/SCF/IR/SCF.h"
+#include "mlir/IR/IRMapping.h"
+
+#include "llvm/ADT/DenseSet.h"
+#include "llvm/Support/MathExtras.h"
+
+namespace miras {
+#define GEN_PASS_DEF_MIRASSIMTTOGPU
+#include "miras/Compiler/Passes.h.inc"
+} // namespace miras
+
+using namespace mlir;
+using namespace miras;
+
+namespace {
+
+/// The kernel's buffers: allocations in its entry block (scratch vectors on
+/// the stack, the chunked form's matrices on the heap).
+bool isBuffer(Operation *op) { return isa<memref::AllocaOp, memref::AllocOp>(op); }
+MemRefType bufferType(Operation *op) {
+  return cast<MemRefType>(op->getResult(0).getType());
+}
+
+/// Where the kernel's buffers live; the same for every variant.
+struct BufferPlan {
+  struct Slot {
+    bool shared;
+    int64_t offset;
+  };
+  std::vector<Slot> slots; // in the order planBuffers saw the allocas
+  int64_t sharedBytes = 0, workspaceBytes = 0;
+};
+
+/// Promoted states first (they are touched every token), then the others in
+/// program order; each goes to shared memory while it fits, else to the
+/// workspace. 16-byte aligned offsets.
+FailureOr<BufferPlan> planBuffers(ArrayRef<Operation *> allocas,
+                                  int64_t budget) {
+  BufferPlan plan;
+  plan.slots.resize(allocas.size());
+  for (bool promoted : {true, false})
+    for (auto [i, alloca] : llvm::enumerate(allocas)) {
+      if (alloca->hasAttr(kPromotedStateAttr) != promoted)
+        continue;
+      int64_t bytes = staticBytes(bufferType(alloca));
+      if (bytes < 0)
+        return alloca->emitOpError("needs a static shape on the GPU"), failure();
+      int64_t offset = llvm::alignTo(plan.sharedBytes, 16);
+      if (offset + bytes <= budget) {
+        plan.slots[i] = {true, offset};
+        plan.sharedBytes = offset + bytes;
+      } else {
+        offset = llvm::alignTo(plan.workspaceBytes, 16);
+        plan.slots[i] = {false, offset};
+        plan.workspaceBytes = offset + bytes;
+      }
+    }
+  plan.workspaceBytes = llvm::alignTo(plan.workspaceBytes, 16);
+  return plan;
+}
+
+/// Places barriers around the threads regions of the block-uniform code and
+/// inlines them as the code of thread `gpu.thread_id x`.
+class BarrierPlacer {
+public:
+  explicit BarrierPlacer(gpu::GPUFuncOp kernel) {
+    // Buffers the kernel writes: a block-uniform load from one of them may
+    // race with a later threads region that overwrites it.
+    kernel.walk([&](memref::StoreOp store) { written.insert(store.getMemRef()); });
+  }
+
+  /// Decides, for each threads region under `block`, whether it needs a
+  /// barrier before it; returns whether a hazardous load is pending at the
+  /// end of the block.
+  bool plan(Block &block, bool pending) {
+    for (Operation &op : block) {
+      if (isThreadsRegion(&op)) {
+        barrierBefore[&op] = pending;
+        pending = false;
+      } else if (auto loop = dyn_cast<scf::ForOp>(op)) {
+        // The body's end flows into its start on the next iteration.
+        bool carried = plan(*loop.getBody(), false);
+        pending = plan(*loop.getBody(), pending || carried) || pending;
+      } else if (auto branch = dyn_cast<scf::IfOp>(op)) {
+        bool thenPending = plan(*branch.thenBlock(), pending);
+        bool elsePending =
+            branch.elseBlock() ? plan(*branch.elseBlock(), pending) : pending;
+        pending = thenPending || elsePending;
+      } else {
+        op.walk([&](memref::LoadOp load) {
+          pending |= written.contains(load.getMemRef());
+        });
+      }
+    }
+    return pending;
+  }
+
+  void apply(Value tid) {
+    for (auto [op, before] : barrierBefore) {
+      OpBuilder b(op);
+      if (before)
+        gpu::BarrierOp::create(b, op->getLoc());
+      auto region = cast<scf::ParallelOp>(op);
+      region.getInductionVars()[0].replaceAllUsesWith(tid);
+      Block *body = region.getBody();
+      body->getTerminator()->erase();
+      region->getBlock()->getOperations().splice(Block::iterator(region),
+                                                 body->getOperations());
+      gpu::BarrierOp::create(b, region.getLoc());
+      region.erase();
+    }
+  }
+
+private:
+  llvm::DenseSet<Value> written;
+  llvm::MapVector<Operation *, bool> barrierBefore;
+};
+
+struct SimtToGPUPass : public miras::impl::MirasSimtToGPUBase<SimtToGPUPass> {
+  using MirasSimtToGPUBase::MirasSimtToGPUBase;
+
+  void runOnOperation() override {
+    ModuleOp module = getOperation();
+    SmallVector<func::FuncOp> kernels;
+    module.walk([&](func::FuncOp f) {
+      if (f->hasAttr(kSimtThreadsAttr))
+        kernels.push_back(f);
+    });
+    for (func::FuncOp kernel : kernels)
+      if (failed(convert(module, kernel)))
+        return signalPassFailure();
+  }
+
+  LogicalResult convert(ModuleOp module, func::FuncOp kernel) {
+    MLIRContext *ctx = module.getContext();
+    int64_t threads = kernel->getAttrOfType<IntegerAttr>(kSimtThreadsAttr).getInt();
+    StringRef name = kernel.getSymName();
+    name.consume_back("_kernel");
+    scf::ForOp pairLoop = findPairLoop(kernel);
+    if (!pairLoop)
+      return kernel.emitOpError("in SIMT form has no pair loop");
+
+    SmallVector<Operation *> allocas;
+    for (Operation &op : kernel.getBody().front())
+      if (isBuffer(&op))
+        allocas.push_back(&op);
+    if (kernel->walk([&](Operation *op) {
+          return isBuffer(op) && op->getParentOp() != kernel
+                     ? WalkResult::interrupt()
+                     : WalkResult::advance();
+        }).wasInterrupted())
+      return kernel.emitOpError("allocates inside its loops; the GPU lowering "
+                                "needs every buffer at kernel entry");
+    FailureOr<BufferPlan> plan = planBuffers(allocas, sharedBudget);
+    if (failed(plan))
+      return failure();
+
+    module->setAttr(gpu::GPUDialect::getContainerModuleAttrName(),
+                    UnitAttr::get(ctx));
+    OpBuilder b(kernel);
+    auto gpuModule = gpu::GPUModuleOp::create(b, kernel.getLoc(),
+                                              (name + "_cuda").str());
+    gpuModule->setAttr("miras.block_threads", b.getI64IntegerAttr(threads));
+    gpuModule->setAttr("miras.shared_bytes", b.getI64IntegerAttr(plan->sharedBytes));
+    gpuModule->setAttr("miras.workspace_bytes",
+                       b.getI64IntegerAttr(plan->workspaceBytes));
+    for (Type inputType : {Type(b.getF32Type()), Type(b.getBF16Type())}) {
+      std::string variant = (name + (inputType.isF32() ? "_f32" : "_bf16")).str();
+      if (failed(buildVariant(gpuModule, kernel, variant, inputType, threads,
+                              allocas, *plan)))
+        return failure();
+    }
+    kernel.erase();
+    return success();
+  }
+
+  /// One gpu.func: `kernel`'s body with flat device pointers, blocks, threads.
+  LogicalResult buildVariant(gpu::GPUModuleOp gpuModule, func::FuncOp kernel,
+                             StringRef variant, Type inputType, int64_t threads,
+                             ArrayRef<Operation *> allocas,
+                             const BufferPlan &plan) {
+    Location loc = kernel.getLoc();
+    OpBuilder b = OpBuilder::atBlockEnd(gpuModule.getBody());
+    Type i64 = b.getI64Type();
+    auto tensorArgs = kernel.getArguments().drop_front(2);
+    // q, k, v and gates come before the states and o (KernelInterface.h).
+    unsigned numStates = llvm::count_if(tensorArgs, [](BlockArgument a) {
+      return isStateType(cast<MemRefType>(a.getType()));
+    });
+    unsigned numInputs = tensorArgs.size() - numStates - 1;
+
+    // Each tensor is one device pointer: convert-gpu-to-nvvm passes bare
+    // pointers only for static shapes, so the parameter is typed memref<1xT>
+    // and reinterpreted below with the tensor's real shape.
+    SmallVector<Type> argTypes{i64, i64, i64};
+    for (auto [i, arg] : llvm::enumerate(tensorArgs)) {
+      Type element = i < numInputs ? inputType
+                                   : cast<MemRefType>(arg.getType()).getElementType();
+      argTypes.push_back(MemRefType::get({1}, element));
+    }
+    argTypes.push_back(MemRefType::get({1}, b.getI8Type()));
+    auto func = gpu::GPUFuncOp::create(b, loc, variant,
+                                       b.getFunctionType(argTypes, {}));
+    func->setAttr(gpu::GPUDialect::getKernelFuncAttrName(), b.getUnitAttr());
+    func.setKnownBlockSizeAttr(b.getDenseI32ArrayAttr(
+        {static_cast<int32_t>(threads), 1, 1}));
+    Block &entry = func.getBody().front();
+    b.setInsertionPointToStart(&entry);
+
+    // Shapes: [B, T, H, ...] or [B, H, ...] over the flat pointers.
+    auto toIndex = [&](Value v) {
+      return arith::IndexCastOp::create(b, loc, b.getIndexType(), v).getResult();
+    };
+    Value B = toIndex(entry.getArgument(0)), T = toIndex(entry.getArgument(1)),
+          H = toIndex(entry.getArgument(2));
+    Value pair = gpu::BlockIdOp::create(b, loc, gpu::Dimension::x);
+    Value tid = gpu::ThreadIdOp::create(b, loc, gpu::Dimension::x);
+    IRMapping map;
+    Value zero = arith::ConstantIndexOp::create(b, loc, 0);
+    map.map(kernel.getArgument(0), zero);
+    map.map(kernel.getArgument(1), zero);
+    SmallVector<Value> widened; // inputs read as bf16
+    for (auto [i, arg] : llvm::enumerate(tensorArgs)) {
+      auto type = cast<MemRefType>(arg.getType());
+      SmallVector<Value> dynamic = isStateType(type) ? SmallVector<Value>{B, H}
+                                                     : SmallVector<Value>{B, T, H};
+      SmallVector<OpFoldResult> sizes, strides(type.getRank());
+      unsigned next = 0;
+      for (int64_t extent : type.getShape())
+        sizes.push_back(ShapedType::isDynamic(extent) ? OpFoldResult(dynamic[next++])
+                                                      : OpFoldResult(b.getIndexAttr(extent)));
+      Value running;
+      int64_t staticRunning = 1;
+      for (int d = type.getRank() - 1; d >= 0; --d) {
+        strides[d] = running ? OpFoldResult(running) : b.getIndexAttr(staticRunning);
+        if (!running && !ShapedType::isDynamic(type.getShape()[d]))
+          staticRunning *= type.getShape()[d];
+        else {
+          if (!running)
+            running = arith::ConstantIndexOp::create(b, loc, staticRunning);
+          Value extent = isa<Value>(sizes[d])
+                             ? cast<Value>(sizes[d])
+                             : arith::ConstantIndexOp::create(b, loc, type.getShape()[d]).getResult();
+          running = arith::MulIOp::create(b, loc, running, extent);
+        }
+      }
+      Type element = cast<MemRefType>(argTypes[3 + i]).getElementType();
+      auto view = memref::ReinterpretCastOp::create(
+          b, loc, MemRefType::get(type.getShape(), element),
+          entry.getArgument(3 + i), b.getIndexAttr(0), sizes, strides);
+      map.map(arg, view.getResult());
+      if (element != type.getElementType())
+        widened.push_back(view);
+    }
+
+    // Buffers: views of dynamic shared memory or of the pair's workspace.
+    auto workgroup = gpu::AddressSpaceAttr::get(b.getContext(),
+                                                gpu::AddressSpace::Workgroup);
+    Value shared, workspaceBase;
+    if (plan.sharedBytes > 0)
+      shared = gpu::DynamicSharedMemoryOp::create(
+          b, loc, MemRefType::get({ShapedType::kDynamic}, b.getI8Type(), nullptr,
+                                  workgroup));
+    Value workspace;
+    if (plan.workspaceBytes > 0) {
+      workspaceBase = arith::MulIOp::create(
+          b, loc, pair, arith::ConstantIndexOp::create(b, loc, plan.workspaceBytes));
+      // memref.view needs a dynamic 1-D i8 source: B * H * workspace bytes.
+      Value bytes = arith::MulIOp::create(
+          b, loc, arith::MulIOp::create(b, loc, B, H),
+          arith::ConstantIndexOp::create(b, loc, plan.workspaceBytes));
+      workspace = memref::ReinterpretCastOp::create(
+          b, loc, MemRefType::get({ShapedType::kDynamic}, b.getI8Type()),
+          entry.getArgument(entry.getNumArguments() - 1), b.getIndexAttr(0),
+          ArrayRef<OpFoldResult>{bytes}, ArrayRef<OpFoldResult>{b.getIndexAttr(1)});
+    }
+    for (auto [alloca, slot] : llvm::zip(allocas, plan.slots)) {
+      MemRefType type = bufferType(alloca);
+      Value offset = arith::ConstantIndexOp::create(b, loc, slot.offset);
+      Value view;
+      if (slot.shared)
+        view = memref::ViewOp::create(
+            b, loc, MemRefType::get(type.getShape(), type.getElementType(), nullptr,
+                                    workgroup),
+            shared, offset, ValueRange{});
+      else
+        view = memref::ViewOp::create(
+            b, loc, MemRefType::get(type.getShape(), type.getElementType()),
+            workspace, arith::AddIOp::create(b, loc, workspaceBase, offset),
+            ValueRange{});
+      map.map(alloca->getResult(0), view);
+    }
+
+    // The body, with the pair loop opened up: this block is pair `pair`.
+    scf::ForOp pairLoop = findPairLoop(kernel);
+    for (Operation &op : kernel.getBody().front().without_terminator()) {
+      if (isBuffer(&op) || isa<memref::DeallocOp>(op))
+        continue;
+      if (&op == pairLoop.getOperation()) {
+        map.map(pairLoop.getInductionVar(), pair);
+        for (Operation &inner : pairLoop.getBody()->without_terminator())
+          b.clone(inner, map);
+        continue;
+      }
+      b.clone(op, map);
+    }
+    gpu::ReturnOp::create(b, loc);
+
+    for (Value view : widened)
+      for (Operation *user : llvm::make_early_inc_range(view.getUsers())) {
+        if (isa<memref::DimOp>(user))
+          continue;
+        auto load = dyn_cast<memref::LoadOp>(user);
+        if (!load)
+          return user->emitOpError("reads a bf16 input other than by a load");
+        OpBuilder lb(load);
+        Value narrow = memref::LoadOp::create(lb, load.getLoc(), view,
+                                              load.getIndices());
+        load.replaceAllUsesWith(arith::ExtFOp::create(
+            lb, load.getLoc(), load.getType(), narrow).getResult());
+        load.erase();
+      }
+
+    BarrierPlacer barriers(func);
+    barriers.plan(entry, false);
+    barriers.apply(tid);
+    return success();
+  }
+};
+
+} // namespace

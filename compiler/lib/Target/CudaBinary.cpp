@@ -1,0 +1,104 @@
+//===- CudaBinary.cpp - PTX and cubin for the library's CUDA table ---------===//
+//
+// The GPU half of the target stage (strategy B of PIPELINES.md section 5):
+// the PTX that gpu-module-to-binary produced is taken out of the IR, assembled
+// to a cubin by ptxas when one is installed, and both are embedded in the
+// library as data (CSource.cpp). The runtime loads them lazily.
+//
+//===----------------------------------------------------------------------===//
+#include "miras/Compiler/Target.h"
+#include "Tools.h"
+
+#include "mlir/Dialect/GPU/IR/GPUDialect.h"
+#include "mlir/IR/BuiltinOps.h"
+
+#include "llvm/ADT/ScopeExit.h"
+#include "llvm/Support/FileSystem.h"
+#include "llvm/Support/MemoryBuffer.h"
+#include "llvm/Support/Path.h"
+#include "llvm/Support/Program.h"
+
+using namespace llvm;
+
+namespace miras {
+
+static Error fail(const Twine &msg) {
+  return createStringError(inconvertibleErrorCode(), msg);
+}
+
+Expected<KernelInterface::CudaKernels>
+describeCudaKernels(mlir::ModuleOp gpuDialectModule, StringRef arch) {
+  for (auto gpuModule : gpuDialectModule.getOps<mlir::gpu::GPUModuleOp>()) {
+    auto number = [&](StringRef name) -> int64_t {
+      auto attr = gpuModule->getAttrOfType<mlir::IntegerAttr>(name);
+      return attr ? attr.getInt() : -1;
+    };
+    KernelInterface::CudaKernels cuda;
+    cuda.arch = arch.str();
+    cuda.blockThreads = number("miras.block_threads");
+    cuda.sharedBytes = number("miras.shared_bytes");
+    cuda.workspaceBytes = number("miras.workspace_bytes");
+    for (auto func : gpuModule.getOps<mlir::gpu::GPUFuncOp>()) {
+      if (func.getName().ends_with("_f32"))
+        cuda.kernelF32 = func.getName().str();
+      else if (func.getName().ends_with("_bf16"))
+        cuda.kernelBF16 = func.getName().str();
+    }
+    if (cuda.blockThreads < 1 || cuda.sharedBytes < 0 || cuda.workspaceBytes < 0 ||
+        cuda.kernelF32.empty() || cuda.kernelBF16.empty())
+      return fail("gpu.module '" + gpuModule.getName() +
+                  "' was not built by miras-simt-to-gpu (launch attributes or "
+                  "kernels missing)");
+    return cuda;
+  }
+  return fail("no gpu.module to describe");
+}
+
+Expected<std::string> extractPTX(mlir::ModuleOp module) {
+  for (auto binary : module.getOps<mlir::gpu::BinaryOp>())
+    for (mlir::Attribute attr : binary.getObjects())
+      if (auto object = dyn_cast<mlir::gpu::ObjectAttr>(attr))
+        if (object.getFormat() == mlir::gpu::CompilationTarget::Assembly)
+          return object.getObject().getValue().str();
+  return fail("no gpu.binary holding PTX (format=isa) in the module");
+}
+
+std::string findPtxas(StringRef toolkit) {
+  if (!toolkit.empty()) {
+    SmallString<256> path(toolkit);
+    sys::path::append(path, "bin", "ptxas");
+    if (sys::fs::can_execute(path))
+      return path.str().str();
+  }
+  if (auto onPath = sys::findProgramByName("ptxas"))
+    return *onPath;
+  return "";
+}
+
+Expected<std::string> assembleCubin(StringRef ptx, StringRef arch,
+                                    StringRef ptxas) {
+  SmallString<128> dir;
+  if (std::error_code ec = sys::fs::createUniqueDirectory("miras-ptxas", dir))
+    return fail("cannot create a temporary directory: " + ec.message());
+  scope_exit cleanup([&] { sys::fs::remove_directories(dir); });
+  SmallString<256> ptxPath(dir), cubinPath(dir);
+  sys::path::append(ptxPath, "kernels.ptx");
+  sys::path::append(cubinPath, "kernels.cubin");
+  {
+    std::error_code ec;
+    raw_fd_ostream out(ptxPath, ec);
+    if (ec)
+      return fail("cannot write '" + ptxPath + "': " + ec.message());
+    out << ptx;
+  }
+  if (Error e = runTool("ptxas", ptxas,
+                        {ptxas.str(), "-arch=" + arch.str(), "-O3",
+                         ptxPath.str().str(), "-o", cubinPath.str().str()}))
+    return std::move(e);
+  auto cubin = MemoryBuffer::getFile(cubinPath, /*IsText=*/false);
+  if (!cubin)
+    return fail("ptxas wrote no cubin: " + cubin.getError().message());
+  return (*cubin)->getBuffer().str();
+}
+
+} // namespace miras
