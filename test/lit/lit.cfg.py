@@ -1,4 +1,5 @@
 # lit configuration for miras. Run through the build: lit build/test/lit
+import ctypes
 import os
 import shutil
 
@@ -24,3 +25,19 @@ ptxas = shutil.which("ptxas") or ("/usr/local/cuda/bin/ptxas" if os.path.exists(
 if ptxas:
     config.available_features.add("ptxas")
     config.substitutions.append(("%ptxas", ptxas))
+
+
+def cuda_device_present():
+    """True when the CUDA driver loads and sees a GPU (the runtime's own check, by hand)."""
+    try:
+        cuda = ctypes.CDLL("libcuda.so.1")
+        count = ctypes.c_int(0)
+        return cuda.cuInit(0) == 0 and cuda.cuDeviceGetCount(ctypes.byref(count)) == 0 \
+            and count.value > 0
+    except OSError:
+        return False
+
+
+# Tests that launch kernels (test/lit/CUDA/device) need both the toolkit and a GPU.
+if ptxas and cuda_device_present():
+    config.available_features.add("cuda-device")

@@ -104,13 +104,14 @@ def parse_wall_ms(text):
     return None
 
 
-def run_module(miras, lib, indir, outdir):
+def run_module(miras, lib, indir, outdir, run_args=()):
     os.makedirs(outdir, exist_ok=True)
     for f in os.listdir(outdir):
         if f.endswith(".npy"):
             os.remove(os.path.join(outdir, f))
     t0 = time.perf_counter()
-    p = _run([miras, "run", lib, "--inputs", indir, "--outputs", outdir], "miras run")
+    p = _run([miras, "run", lib, "--inputs", indir, "--outputs", outdir] + list(run_args),
+             "miras run")
     proc_ms = (time.perf_counter() - t0) * 1e3
     return p.stdout + p.stderr, proc_ms
 
@@ -286,7 +287,8 @@ def _write_inputs(inp, workdir):
     return indir
 
 
-def _prepare_and_run_mlp(miras, lib, model, rule, meta, B, T, H, seed, workdir, fd_eta=None):
+def _prepare_and_run_mlp(miras, lib, model, rule, meta, B, T, H, seed, workdir, fd_eta=None,
+                         run_args=()):
     """MLP memories: every state by name, in the module's order. Results: o, then states."""
     D = meta["dk"]
     inp = R.make_mlp_inputs(model, rule, B, T, H, D, meta["gates"], seed=seed)
@@ -294,7 +296,7 @@ def _prepare_and_run_mlp(miras, lib, model, rule, meta, B, T, H, seed, workdir, 
         inp[rule.lr[1]] = np.full_like(inp[rule.lr[1]], fd_eta)
     indir = _write_inputs(inp, workdir)
     outdir = os.path.join(workdir, "out")
-    log, proc_ms = run_module(miras, lib, indir, outdir)
+    log, proc_ms = run_module(miras, lib, indir, outdir, run_args)
     res = {}
     names = [n for n, _ in meta["states"]]
     if fd_eta is None:
@@ -323,7 +325,7 @@ def _yaad_margin(trace, warn_below=1e-4):
 
 
 def prepare_and_run(args_mirasc, args_miras, module, model, mode, defines, B, T, H, seed,
-                    workdir, libdir=None, fd_eta=None, mirasc_args=()):
+                    workdir, libdir=None, fd_eta=None, mirasc_args=(), run_args=()):
     """Compile, run, compute the reference. Returns (results dict, timing info)."""
     defs = parse_defines(defines)
     lib = compile_module(args_mirasc, module, libdir or os.path.join(workdir, "lib"), defines,
@@ -350,14 +352,14 @@ def prepare_and_run(args_mirasc, args_miras, module, model, mode, defines, B, T,
     if isinstance(model, R.MlpModel):
         check_mlp_meta(model, rule, meta)
         return _prepare_and_run_mlp(args_miras, lib, model, rule, meta, B, T, H, seed, workdir,
-                                    fd_eta)
+                                    fd_eta, run_args)
     check_against_model(model, rule, meta)
     dk, dv = meta["dk"], meta["dv"]
     states = meta["states"] or [("W", (dv, dk))]
     inp = R.make_inputs(B, T, H, dk, dv, meta["gates"], seed=seed, model=model, states=states)
     indir = _write_inputs(inp, workdir)
     outdir = os.path.join(workdir, "out")
-    log, proc_ms = run_module(args_miras, lib, indir, outdir)
+    log, proc_ms = run_module(args_miras, lib, indir, outdir, run_args)
     o = load_out(outdir, "o", (B, T, H, dv))
     W = load_out(outdir, "W", (B, H, dv, dk))
     if rechunked:
@@ -410,6 +412,32 @@ def main_compare_algorithms(a):
     bad = _report(both, list(both), a.tol, "sequential kernel")
     print("chunked vs float64 reference of model '%s':" % model.name)
     bad += _report(par, [n for n in par if par[n][1] is not None], a.tol,
+                   "%s reference of model '%s'" % (mode, model.name))
+    for b in bad:
+        print("error: " + b, file=sys.stderr)
+    return 1 if bad else 0
+
+
+def main_compare_devices(a):
+    """The CUDA kernels against the CPU kernel of the same library (--target=cpu,cuda),
+    on the same inputs, then against the float64 reference. With --input-dtype bf16 the
+    GPU reads q, k, v and the gates rounded to bfloat16 (state and accumulation float32)."""
+    model, mode = resolve_model(a.model, a.module, a.define)
+    mirasc_args = a.mirasc_arg + ["--target=cpu,cuda"]
+    results = {}
+    for device, run_args in (("cpu", []),
+                             ("cuda", ["--device", "cuda", "--input-dtype", a.input_dtype])):
+        workdir = os.path.join(a.workdir, device)
+        os.makedirs(workdir, exist_ok=True)
+        results[device], _ = prepare_and_run(
+            a.mirasc, a.miras, a.module, model, mode, a.define, a.B, a.T, a.H, a.seed,
+            workdir, mirasc_args=mirasc_args, run_args=run_args)
+    cpu, gpu = results["cpu"], results["cuda"]
+    print("cuda (%s inputs) vs cpu kernel:" % a.input_dtype)
+    both = {n: (gpu[n][0], np.asarray(cpu[n][0], np.float64)) for n in cpu}
+    bad = _report(both, list(both), a.tol, "cpu kernel")
+    print("cuda vs float64 reference of model '%s':" % model.name)
+    bad += _report(gpu, [n for n in gpu if gpu[n][1] is not None], a.tol,
                    "%s reference of model '%s'" % (mode, model.name))
     for b in bad:
         print("error: " + b, file=sys.stderr)
@@ -875,6 +903,11 @@ def build_parser():
                    help="compile with --algorithm=sequential and =chunked, run both on the "
                         "same inputs and compare them with each other and the reference "
                         "(prints 'parallel form not applicable: WHY' when it is not)")
+    p.add_argument("--device", choices=("cpu", "cuda"), default="cpu",
+                   help="cuda: build with --target=cpu,cuda and compare the GPU run with "
+                        "the CPU kernel and the reference (needs a GPU)")
+    p.add_argument("--input-dtype", choices=("f32", "bf16"), default="f32",
+                   help="with --device cuda: the GPU's q, k, v and gates in bfloat16")
     p.add_argument("--self-test", action="store_true")
     p.add_argument("--list-models", action="store_true")
     p.add_argument("--fd-gradient", action="store_true",
@@ -908,6 +941,8 @@ def main(argv=None):
             return main_fd_gradient(a)
         if a.compare_algorithms:
             return main_compare_algorithms(a)
+        if a.device == "cuda":
+            return main_compare_devices(a)
         return main_check(a)
     except CheckError as e:
         print("error: %s" % e, file=sys.stderr)

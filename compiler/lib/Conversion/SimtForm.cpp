@@ -21,6 +21,8 @@
 #include "mlir/Dialect/MemRef/IR/MemRef.h"
 #include "mlir/Dialect/SCF/IR/SCF.h"
 #include "mlir/IR/IRMapping.h"
+#include "mlir/IR/PatternMatch.h"
+#include "mlir/Interfaces/LoopLikeInterface.h"
 #include "mlir/Interfaces/SideEffectInterfaces.h"
 
 #include "llvm/ADT/DenseSet.h"
@@ -216,6 +218,66 @@ private:
   int64_t threads;
 };
 
+/// Keeps reduction accumulators in registers: in a loop that loads M[I] and
+/// later stores M[I] (I defined outside the loop) and touches M nowhere
+/// else, M[I] becomes an iter_arg, loaded before and stored after the loop.
+/// convert-linalg-to-parallel-loops leaves `y[i] += W[i, j] k[j]` as a
+/// load and a store per j; on the GPU y is in shared memory, and LLVM cannot
+/// prove it apart from W (same base, other offset) to do this itself.
+void promoteAccumulators(func::FuncOp kernel) {
+  SmallVector<scf::ForOp> loops;
+  kernel.walk([&](scf::ForOp loop) { loops.push_back(loop); });
+  IRRewriter rewriter(kernel.getContext());
+  for (scf::ForOp loop : loops) {
+    SmallVector<std::pair<memref::LoadOp, memref::StoreOp>> accumulators;
+    for (auto load : loop.getBody()->getOps<memref::LoadOp>()) {
+      Value buffer = load.getMemRef();
+      auto definedOutside = [&](Value v) {
+        return !loop->isAncestor(v.getParentBlock()->getParentOp());
+      };
+      if (!definedOutside(buffer) || !llvm::all_of(load.getIndices(), definedOutside))
+        continue;
+      memref::StoreOp store;
+      bool other = false;
+      loop.walk([&](Operation *op) {
+        if (op == load.getOperation() ||
+            !llvm::is_contained(op->getOperands(), buffer))
+          return;
+        auto candidate = dyn_cast<memref::StoreOp>(op);
+        if (candidate && !store && candidate->getBlock() == loop.getBody() &&
+            candidate.getMemRef() == buffer &&
+            candidate.getIndices() == load.getIndices() &&
+            load->isBeforeInBlock(candidate))
+          store = candidate;
+        else
+          other = true;
+      });
+      if (store && !other)
+        accumulators.push_back({load, store});
+    }
+    for (auto [load, store] : accumulators) {
+      rewriter.setInsertionPoint(loop);
+      Value init = memref::LoadOp::create(rewriter, load.getLoc(), load.getMemRef(),
+                                          load.getIndices());
+      Value stored = store.getValueToStore();
+      auto grown = cast<scf::ForOp>(
+          *cast<LoopLikeOpInterface>(loop.getOperation())
+               .replaceWithAdditionalYields(
+                   rewriter, init, /*replaceInitOperandUsesInLoop=*/false,
+                   [&](OpBuilder &, Location, ArrayRef<BlockArgument>) {
+                     return SmallVector<Value>{stored};
+                   }));
+      load.replaceAllUsesWith(grown.getRegionIterArgs().back());
+      rewriter.setInsertionPointAfter(grown);
+      memref::StoreOp::create(rewriter, store.getLoc(), grown.getResults().back(),
+                              store.getMemRef(), store.getIndices());
+      load.erase();
+      store.erase();
+      loop = grown;
+    }
+  }
+}
+
 /// Threads for `kernel`: about 16 iterations of its largest parallel loop
 /// per thread, a multiple of 32 (a warp) in [32, 512].
 int64_t pickThreads(Block &pairBody) {
@@ -369,6 +431,7 @@ struct DistributeThreadsPass
       return signalPassFailure();
     }
     promoteStates(kernel, pairLoop, sharedBudget);
+    promoteAccumulators(kernel);
     Distributor distributor(kernel, count);
     if (failed(distributor.distribute(*pairLoop.getBody())))
       return signalPassFailure();

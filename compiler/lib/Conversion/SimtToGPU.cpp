@@ -36,6 +36,17 @@ MemRefType bufferType(Operation *op) {
   return cast<MemRefType>(op->getResult(0).getType());
 }
 
+/// The shape a buffer gets in shared memory: rows whose length is a multiple
+/// of 32 words get one more, so that a warp walking a column (thread i reads
+/// W[i][j], the matvec) hits 32 different banks instead of one.
+SmallVector<int64_t> sharedShape(MemRefType type) {
+  SmallVector<int64_t> shape(type.getShape());
+  if (shape.size() >= 2 && type.getElementTypeBitWidth() == 32 &&
+      shape.back() % 32 == 0)
+    ++shape.back();
+  return shape;
+}
+
 /// Where the kernel's buffers live; the same for every variant.
 struct BufferPlan {
   struct Slot {
@@ -60,10 +71,13 @@ FailureOr<BufferPlan> planBuffers(ArrayRef<Operation *> allocas,
       int64_t bytes = staticBytes(bufferType(alloca));
       if (bytes < 0)
         return alloca->emitOpError("needs a static shape on the GPU"), failure();
+      MemRefType type = bufferType(alloca);
+      int64_t padded = staticBytes(MemRefType::get(sharedShape(type),
+                                                   type.getElementType()));
       int64_t offset = llvm::alignTo(plan.sharedBytes, 16);
-      if (offset + bytes <= budget) {
+      if (offset + padded <= budget) {
         plan.slots[i] = {true, offset};
-        plan.sharedBytes = offset + bytes;
+        plan.sharedBytes = offset + padded;
       } else {
         offset = llvm::alignTo(plan.workspaceBytes, 16);
         plan.slots[i] = {false, offset};
@@ -293,12 +307,19 @@ struct SimtToGPUPass : public miras::impl::MirasSimtToGPUBase<SimtToGPUPass> {
       MemRefType type = bufferType(alloca);
       Value offset = arith::ConstantIndexOp::create(b, loc, slot.offset);
       Value view;
-      if (slot.shared)
+      if (slot.shared) {
+        SmallVector<int64_t> padded = sharedShape(type);
         view = memref::ViewOp::create(
-            b, loc, MemRefType::get(type.getShape(), type.getElementType(), nullptr,
-                                    workgroup),
+            b, loc, MemRefType::get(padded, type.getElementType(), nullptr, workgroup),
             shared, offset, ValueRange{});
-      else
+        if (padded != type.getShape()) {
+          SmallVector<OpFoldResult> zeros(type.getRank(), b.getIndexAttr(0)),
+              ones(type.getRank(), b.getIndexAttr(1)), sizes;
+          for (int64_t extent : type.getShape())
+            sizes.push_back(b.getIndexAttr(extent));
+          view = memref::SubViewOp::create(b, loc, view, zeros, sizes, ones);
+        }
+      } else
         view = memref::ViewOp::create(
             b, loc, MemRefType::get(type.getShape(), type.getElementType()),
             workspace, arith::AddIOp::create(b, loc, workspaceBase, offset),
