@@ -102,10 +102,6 @@ public:
     for (Operation &op : llvm::make_early_inc_range(block)) {
       if (op.hasTrait<OpTrait::IsTerminator>())
         continue;
-      if (isa<memref::PrefetchOp>(op)) {
-        op.erase(); // a CPU cache hint; on the GPU the loads are the prefetch
-        continue;
-      }
       if (auto loop = dyn_cast<scf::ParallelOp>(op)) {
         if (failed(distributeLoop(loop)))
           return failure();
@@ -278,6 +274,36 @@ void promoteAccumulators(func::FuncOp kernel) {
   }
 }
 
+/// memref.copy becomes a parallel loop of loads and stores: on the GPU there
+/// is no memrefCopy to call, and at block level the copy is one more loop
+/// to spread over the threads.
+void expandCopies(func::FuncOp kernel) {
+  kernel.walk([](memref::CopyOp copy) {
+    OpBuilder b(copy);
+    Location loc = copy.getLoc();
+    auto type = cast<MemRefType>(copy.getSource().getType());
+    if (type.getRank() == 0) {
+      memref::StoreOp::create(b, loc,
+                              memref::LoadOp::create(b, loc, copy.getSource()),
+                              copy.getTarget());
+      copy.erase();
+      return;
+    }
+    SmallVector<Value> lbs, ubs, steps;
+    for (int64_t d = 0; d < type.getRank(); ++d) {
+      lbs.push_back(arith::ConstantIndexOp::create(b, loc, 0));
+      ubs.push_back(memref::DimOp::create(b, loc, copy.getSource(), d));
+      steps.push_back(arith::ConstantIndexOp::create(b, loc, 1));
+    }
+    scf::ParallelOp::create(b, loc, lbs, ubs, steps,
+                            [&](OpBuilder &nb, Location l, ValueRange ivs) {
+                              Value x = memref::LoadOp::create(nb, l, copy.getSource(), ivs);
+                              memref::StoreOp::create(nb, l, x, copy.getTarget(), ivs);
+                            });
+    copy.erase();
+  });
+}
+
 /// Threads for `kernel`: about 16 iterations of its largest parallel loop
 /// per thread, a multiple of 32 (a warp) in [32, 512].
 int64_t pickThreads(Block &pairBody) {
@@ -430,6 +456,9 @@ struct DistributeThreadsPass
       kernel.emitOpError("threads=") << count << " exceeds a CUDA block (1024)";
       return signalPassFailure();
     }
+    // CPU cache hints; on the GPU the next token's loads are in flight anyway.
+    kernel.walk([](memref::PrefetchOp prefetch) { prefetch.erase(); });
+    expandCopies(kernel);
     promoteStates(kernel, pairLoop, sharedBudget);
     promoteAccumulators(kernel);
     Distributor distributor(kernel, count);

@@ -88,6 +88,9 @@ void miras::buildLinalgToSimtPipeline(OpPassManager &pm,
   distribute.threads = options.threads;
   distribute.sharedBudget = options.sharedBudget;
   pm.addNestedPass<func::FuncOp>(createMirasDistributeThreads(distribute));
+  // The expanded copies load and store through subviews: fold them, so every
+  // access names its buffer (the bf16 kernel widens loads of the inputs).
+  pm.addPass(memref::createFoldMemRefAliasOpsPass());
   pm.addPass(createCanonicalizerPass());
   pm.addPass(createCSEPass());
 }
