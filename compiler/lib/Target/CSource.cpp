@@ -315,10 +315,12 @@ static void emitCudaTable(raw_ostream &os, const KernelInterface::CudaKernels &c
   os << "\n/* CUDA kernels (miras_abi.h, miras_cuda_binary). */\n"
      << "static const char miras_cuda_ptx[] =";
   // One literal per PTX line: readable, and far below any compiler's limit.
-  SmallVector<StringRef> lines;
-  StringRef(cuda.ptx).split(lines, '\n');
-  for (StringRef line : lines)
-    os << "\n  " << cString((line + "\n").str());
+  StringRef rest = cuda.ptx;
+  do {
+    size_t end = std::min(rest.find('\n'), rest.size() - 1) + 1;
+    os << "\n  " << cString(rest.take_front(end).str());
+    rest = rest.drop_front(end);
+  } while (!rest.empty());
   os << ";\n";
   if (!cuda.cubin.empty()) {
     os << "static const unsigned char miras_cuda_cubin[" << cuda.cubin.size() << "] = {";

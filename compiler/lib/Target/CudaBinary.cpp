@@ -13,6 +13,7 @@
 #include "mlir/IR/BuiltinOps.h"
 
 #include "llvm/ADT/ScopeExit.h"
+#include "llvm/ADT/StringExtras.h"
 #include "llvm/Support/FileSystem.h"
 #include "llvm/Support/MemoryBuffer.h"
 #include "llvm/Support/Path.h"
@@ -54,12 +55,39 @@ describeCudaKernels(mlir::ModuleOp gpuDialectModule, StringRef arch) {
   return fail("no gpu.module to describe");
 }
 
+/// The functions the PTX declares but does not define: the driver would
+/// refuse to load it.
+static SmallVector<StringRef> unresolvedFunctions(StringRef ptx) {
+  SmallVector<StringRef> names;
+  SmallVector<StringRef> lines;
+  ptx.split(lines, '\n');
+  for (StringRef line : lines) {
+    line = line.trim();
+    if (!line.consume_front(".extern .func"))
+      continue;
+    // ".extern .func  (.param .b32 func_retval0) __nv_expf" -> __nv_expf
+    line = line.trim();
+    if (line.starts_with("("))
+      line = line.split(')').second;
+    names.push_back(line.split('(').first.trim());
+  }
+  return names;
+}
+
 Expected<std::string> extractPTX(mlir::ModuleOp module) {
   for (auto binary : module.getOps<mlir::gpu::BinaryOp>())
     for (mlir::Attribute attr : binary.getObjects())
       if (auto object = dyn_cast<mlir::gpu::ObjectAttr>(attr))
-        if (object.getFormat() == mlir::gpu::CompilationTarget::Assembly)
-          return object.getObject().getValue().str();
+        if (object.getFormat() == mlir::gpu::CompilationTarget::Assembly) {
+          StringRef ptx = object.getObject().getValue();
+          SmallVector<StringRef> missing = unresolvedFunctions(ptx);
+          if (!missing.empty())
+            return fail("the CUDA kernels call " + join(missing, ", ") +
+                        ", which come from libdevice in the CUDA toolkit, and it "
+                        "was not found: set CUDA_ROOT to the toolkit (the "
+                        "directory holding nvvm/libdevice)");
+          return ptx.str();
+        }
   return fail("no gpu.binary holding PTX (format=isa) in the module");
 }
 

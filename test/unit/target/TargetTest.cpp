@@ -228,6 +228,65 @@ TEST_F(TargetTest, GlueCompilesForChannelGatesAndSeveralStates) {
                         "-Wextra", "-Werror"}));
 }
 
+/// The toy interface built for `targets` with a CUDA table whose PTX and
+/// cubin exercise the escaping (quotes, backslashes, NUL and high bytes).
+KernelInterface cudaInterface(std::vector<std::string> targets) {
+  KernelInterface k = toyInterface();
+  k.targets = std::move(targets);
+  KernelInterface::CudaKernels cuda;
+  cuda.arch = "sm_90";
+  cuda.ptx = "//\n.version 8.0\n.target sm_90\n// \"quoted\" \\ */ ?\?=\n";
+  cuda.cubin = std::string("\x7f" "ELF\0\xff\x80\n", 8);
+  cuda.kernelF32 = "toy_f32";
+  cuda.kernelBF16 = "toy_bf16";
+  cuda.blockThreads = 128;
+  cuda.sharedBytes = 70000;
+  cuda.workspaceBytes = 48;
+  k.cuda = cuda;
+  return k;
+}
+
+TEST_F(TargetTest, CudaTableIsEmbeddedAsData) {
+  for (auto targets : {std::vector<std::string>{"cpu", "cuda"},
+                       std::vector<std::string>{"cuda"}}) {
+    KernelInterface iface = cudaInterface(targets);
+    ASSERT_FALSE(llvm::errorToBool(validateInterface(iface)));
+    EXPECT_TRUE(compiles(generateGlue(iface),
+                         {"-fsyntax-only", "-x", "c", "-std=c99", "-Wall", "-Wextra",
+                          "-pedantic", "-Werror"}));
+    std::string h = generateHeader(iface);
+    EXPECT_EQ(h.find("toy_forward(") != std::string::npos, targets.size() == 2) << h;
+  }
+
+  // A cuda-only library has no host kernel: no object file, the table is data.
+  KernelInterface iface = cudaInterface({"cuda"});
+  std::string lib = path("libtoy_cuda.so");
+  llvm::Error err = writeLibrary(nullptr, iface, lib, CodegenOptions{});
+  ASSERT_FALSE(err) << llvm::toString(std::move(err));
+  void *handle = dlopen(lib.c_str(), RTLD_NOW | RTLD_LOCAL);
+  ASSERT_NE(handle, nullptr) << dlerror();
+  auto *entry = static_cast<const miras_module_entry *>(
+      dlsym(handle, MIRAS_MODULE_ENTRY_SYMBOL));
+  ASSERT_NE(entry, nullptr);
+  EXPECT_EQ(entry->forward, nullptr);
+  EXPECT_EQ(entry->forward_range, nullptr);
+  const miras_module_metadata *meta = entry->metadata();
+  EXPECT_STREQ(meta->targets, "cuda");
+  ASSERT_NE(meta->cuda, nullptr);
+  const miras_cuda_binary *cuda = meta->cuda;
+  EXPECT_STREQ(cuda->arch, "sm_90");
+  EXPECT_EQ(std::string(cuda->ptx), iface.cuda->ptx);
+  ASSERT_EQ(cuda->cubin_size, iface.cuda->cubin.size());
+  EXPECT_EQ(std::string(reinterpret_cast<const char *>(cuda->cubin), cuda->cubin_size),
+            iface.cuda->cubin);
+  EXPECT_STREQ(cuda->kernel_f32, "toy_f32");
+  EXPECT_STREQ(cuda->kernel_bf16, "toy_bf16");
+  EXPECT_EQ(cuda->block_threads, 128u);
+  EXPECT_EQ(cuda->shared_bytes, 70000u);
+  EXPECT_EQ(cuda->workspace_bytes, 48u);
+  dlclose(handle);
+}
+
 TEST_F(TargetTest, ValidateInterfaceRejectsBadInterfaces) {
   auto bad = [](auto mutate) {
     KernelInterface k = toyInterface();
@@ -243,6 +302,18 @@ TEST_F(TargetTest, ValidateInterfaceRejectsBadInterfaces) {
   EXPECT_TRUE(bad([](KernelInterface &k) { k.gates.push_back(k.gates[0]); }));
   EXPECT_TRUE(bad([](KernelInterface &k) { k.states[0].shape = {1, 1, 1, 1, 1}; }));
   EXPECT_TRUE(bad([](KernelInterface &k) { k.states[0].shape = {2, 0}; }));
+  EXPECT_TRUE(bad([](KernelInterface &k) { k.targets = {}; }));
+  EXPECT_TRUE(bad([](KernelInterface &k) { k.targets = {"cpu", "cuda"}; })); // no table
+  EXPECT_TRUE(bad([](KernelInterface &k) { k.cuda = cudaInterface({"cuda"}).cuda; }));
+  EXPECT_TRUE(bad([](KernelInterface &k) {
+    k = cudaInterface({"cuda"});
+    k.cuda->blockThreads = 2048;
+  }));
+  EXPECT_TRUE(bad([](KernelInterface &k) {
+    k = cudaInterface({"cuda"});
+    k.cuda->ptx.clear();
+  }));
+  EXPECT_FALSE(bad([](KernelInterface &k) { k = cudaInterface({"cuda"}); }));
   EXPECT_FALSE(bad([](KernelInterface &) {}));
 }
 
