@@ -183,7 +183,7 @@ lines = ["## CPU", "",
 lines += [r[-1] for r in rows]
 cpu = "\n".join(lines) + "\n"
 
-gpu = "## GPU\n\nnot measured yet: no H200 has been lent to a session.\n"
+gpu = "## GPU\n\nNot measured yet: run bench/gpu.sh on a machine with an NVIDIA GPU.\n"
 head = "# miras benchmark results\n\n"
 if os.path.exists(results):
     with open(results) as f:
