@@ -194,9 +194,10 @@ def MirasDistributeThreads : Pass<"miras-distribute-threads", "::mlir::func::Fun
     Option<"threads", "threads", "int64_t", /*default=*/"0",
            "Threads per block; 0 picks one from the largest loop (a multiple "
            "of 32 between 32 and 512, about 16 iterations per thread)">,
-    Option<"sharedBudget", "shared-budget", "int64_t", /*default=*/"232448",
-           "Bytes of shared memory a block may use (227 KiB: sm_90's opt-in "
-           "maximum); states are promoted only when everything fits">,
+    Option<"sharedBudget", "shared-budget", "int64_t", /*default=*/"231424",
+           "Bytes of shared memory a block may use (226 KiB: sm_90 allows 227 KiB "
+           "per block, less the kernel's few static bytes); states are promoted "
+           "only when everything fits">,
   ];
   let dependentDialects = ["::mlir::memref::MemRefDialect",
                            "::mlir::scf::SCFDialect",
@@ -239,7 +240,7 @@ def MirasSimtToGPU : Pass<"miras-simt-to-gpu", "::mlir::ModuleOp"> {
     ```
   }];
   let options = [
-    Option<"sharedBudget", "shared-budget", "int64_t", /*default=*/"232448",
+    Option<"sharedBudget", "shared-budget", "int64_t", /*default=*/"231424",
            "Bytes of dynamic shared memory a block may use">,
   ];
   let dependentDialects = ["::mlir::gpu::GPUDialect",

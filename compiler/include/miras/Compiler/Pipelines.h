@@ -52,8 +52,8 @@ struct SimtOptions : mlir::PassPipelineOptions<SimtOptions> {
       llvm::cl::init(0)};
   Option<int64_t> sharedBudget{
       *this, "shared-budget",
-      llvm::cl::desc("Bytes of shared memory per block (sm_90: 227 KiB)"),
-      llvm::cl::init(232448)};
+      llvm::cl::desc("Bytes of shared memory per block (sm_90 allows 227 KiB)"),
+      llvm::cl::init(231424)};
 };
 
 /// `miras-linalg-to-simt`: kernel -> parallel loops (one per linalg op,
