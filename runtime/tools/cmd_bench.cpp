@@ -121,12 +121,7 @@ BenchOptions parseOptions(const Args &args) {
   }
   if (opts.library.empty())
     throw UsageError("usage: miras bench <lib.so> [options] (see 'miras bench --help')");
-  if (opts.device != "cpu" && opts.device != "cuda")
-    throw UsageError("--device expects cpu or cuda, got '" + opts.device + "'");
-  if (opts.inputDtype != "f32" && opts.inputDtype != "bf16")
-    throw UsageError("--input-dtype expects f32 or bf16, got '" + opts.inputDtype + "'");
-  if (opts.inputDtype == "bf16" && opts.device != "cuda")
-    throw UsageError("--input-dtype bf16 needs --device cuda (the cpu forward takes f32 only)");
+  checkDeviceOptions(opts.device, opts.inputDtype);
   if (opts.threads > 4096)
     throw UsageError("--threads " + std::to_string(opts.threads) + " is more than 4096");
   return opts;
@@ -328,58 +323,75 @@ std::string jsonText(const std::optional<std::string> &value) {
   return value ? quote(*value) : "null";
 }
 
-struct Result {
-  std::string module, library, algorithm, peakIsa;
+/// What every bench run reports, on either device.
+struct RunFigures {
+  std::string module, library, algorithm;
   int64_t batch, length, heads, dk, dv, chunk, threads, repeat, warmup;
   uint64_t seed;
   Timing timing;
-  double tokensPerS = 0.0, peakGflops = 0.0;
-  Number flopsPerToken, gflops, fractionOfPeak;
-  Number referenceMs, speedupVsReference, maxAbsDiffVsReference, maxRelDiffVsReference;
-  Number baselineMs, speedupVsBaseline, baselineMaxAbsDiffVsReference;
-  std::optional<std::string> baselineIsa, referenceNote, baselineNote;
+  double tokensPerS = 0.0;
+  Number flopsPerToken, gflops;
   bool finite = true;
 };
 
+/// A JSON object built field by field, in order.
+struct JsonObject {
+  std::string text = "{";
+  void add(const char *key, const std::string &value) {
+    text += (text.size() > 1 ? ", " : "") + quote(key) + ": " + value;
+  }
+  void print() const { std::printf("%s}\n", text.c_str()); }
+};
+
+void addRunFigures(JsonObject &j, const RunFigures &r) {
+  j.add("module", quote(r.module));
+  j.add("library", quote(r.library));
+  j.add("batch", std::to_string(r.batch));
+  j.add("length", std::to_string(r.length));
+  j.add("heads", std::to_string(r.heads));
+  j.add("dk", std::to_string(r.dk));
+  j.add("dv", std::to_string(r.dv));
+  j.add("threads", std::to_string(r.threads));
+  j.add("chunk", std::to_string(r.chunk));
+  j.add("algorithm", quote(r.algorithm));
+  j.add("repeat", std::to_string(r.repeat));
+  j.add("warmup", std::to_string(r.warmup));
+  j.add("seed", std::to_string(r.seed));
+  j.add("ms", jsonNumber(r.timing.medianMs));
+  j.add("ms_best", jsonNumber(r.timing.bestMs));
+  j.add("tokens_per_s", jsonNumber(r.tokensPerS));
+  j.add("flops_per_token", jsonNumber(r.flopsPerToken));
+  j.add("gflops", jsonNumber(r.gflops));
+  j.add("output_finite", r.finite ? "true" : "false");
+}
+
+struct Result : RunFigures {
+  std::string peakIsa;
+  double peakGflops = 0.0;
+  Number fractionOfPeak;
+  Number referenceMs, speedupVsReference, maxAbsDiffVsReference, maxRelDiffVsReference;
+  Number baselineMs, speedupVsBaseline, baselineMaxAbsDiffVsReference;
+  std::optional<std::string> baselineIsa, referenceNote, baselineNote;
+};
+
 void printJson(const Result &r) {
-  std::string j = "{";
-  auto add = [&](const char *key, const std::string &value) {
-    j += (j.size() > 1 ? ", " : "") + quote(key) + ": " + value;
-  };
-  add("module", quote(r.module));
-  add("library", quote(r.library));
-  add("device", quote("cpu"));
-  add("batch", std::to_string(r.batch));
-  add("length", std::to_string(r.length));
-  add("heads", std::to_string(r.heads));
-  add("dk", std::to_string(r.dk));
-  add("dv", std::to_string(r.dv));
-  add("threads", std::to_string(r.threads));
-  add("chunk", std::to_string(r.chunk));
-  add("algorithm", quote(r.algorithm));
-  add("repeat", std::to_string(r.repeat));
-  add("warmup", std::to_string(r.warmup));
-  add("seed", std::to_string(r.seed));
-  add("ms", jsonNumber(r.timing.medianMs));
-  add("ms_best", jsonNumber(r.timing.bestMs));
-  add("tokens_per_s", jsonNumber(r.tokensPerS));
-  add("flops_per_token", jsonNumber(r.flopsPerToken));
-  add("gflops", jsonNumber(r.gflops));
-  add("peak_gflops", jsonNumber(r.peakGflops));
-  add("peak_isa", quote(r.peakIsa));
-  add("fraction_of_peak", jsonNumber(r.fractionOfPeak));
-  add("output_finite", r.finite ? "true" : "false");
-  add("reference_ms", jsonNumber(r.referenceMs));
-  add("speedup_vs_reference", jsonNumber(r.speedupVsReference));
-  add("max_abs_diff_vs_reference", jsonNumber(r.maxAbsDiffVsReference));
-  add("max_rel_diff_vs_reference", jsonNumber(r.maxRelDiffVsReference));
-  add("reference_note", jsonText(r.referenceNote));
-  add("baseline_ms", jsonNumber(r.baselineMs));
-  add("speedup_vs_baseline", jsonNumber(r.speedupVsBaseline));
-  add("baseline_isa", jsonText(r.baselineIsa));
-  add("baseline_max_abs_diff_vs_reference", jsonNumber(r.baselineMaxAbsDiffVsReference));
-  add("baseline_note", jsonText(r.baselineNote));
-  std::printf("%s}\n", j.c_str());
+  JsonObject j;
+  j.add("device", quote("cpu"));
+  addRunFigures(j, r);
+  j.add("peak_gflops", jsonNumber(r.peakGflops));
+  j.add("peak_isa", quote(r.peakIsa));
+  j.add("fraction_of_peak", jsonNumber(r.fractionOfPeak));
+  j.add("reference_ms", jsonNumber(r.referenceMs));
+  j.add("speedup_vs_reference", jsonNumber(r.speedupVsReference));
+  j.add("max_abs_diff_vs_reference", jsonNumber(r.maxAbsDiffVsReference));
+  j.add("max_rel_diff_vs_reference", jsonNumber(r.maxRelDiffVsReference));
+  j.add("reference_note", jsonText(r.referenceNote));
+  j.add("baseline_ms", jsonNumber(r.baselineMs));
+  j.add("speedup_vs_baseline", jsonNumber(r.speedupVsBaseline));
+  j.add("baseline_isa", jsonText(r.baselineIsa));
+  j.add("baseline_max_abs_diff_vs_reference", jsonNumber(r.baselineMaxAbsDiffVsReference));
+  j.add("baseline_note", jsonText(r.baselineNote));
+  j.print();
 }
 
 std::string fixed(double value, int digits) {
@@ -435,57 +447,32 @@ void printText(const Result &r) {
 // ---------------------------------------------------------------------------------------
 // CUDA
 
-struct CudaResult {
-  std::string module, library, algorithm, deviceName, computeCapability, inputDtype;
-  int64_t batch, length, heads, dk, dv, chunk, threads, repeat, warmup;
-  uint64_t seed;
+struct CudaResult : RunFigures {
+  std::string deviceName, computeCapability, inputDtype;
   uint32_t blockThreads, sharedBytes;
-  Timing timing;
-  double tokensPerS = 0.0, bytesPerForward = 0.0, gbytesPerS = 0.0, copyGbytesPerS = 0.0;
-  Number flopsPerToken, gflops, fractionOfCopyBandwidth;
+  double bytesPerForward = 0.0, gbytesPerS = 0.0, copyGbytesPerS = 0.0;
+  Number fractionOfCopyBandwidth;
   Number maxAbsDiffVsCpu, maxRelDiffVsCpu;
   std::string cpuNote;
-  bool finite = true;
 };
 
 void printCudaJson(const CudaResult &r) {
-  std::string j = "{";
-  auto add = [&](const char *key, const std::string &value) {
-    j += (j.size() > 1 ? ", " : "") + quote(key) + ": " + value;
-  };
-  add("module", quote(r.module));
-  add("library", quote(r.library));
-  add("device", quote("cuda"));
-  add("device_name", quote(r.deviceName));
-  add("compute_capability", quote(r.computeCapability));
-  add("input_dtype", quote(r.inputDtype));
-  add("batch", std::to_string(r.batch));
-  add("length", std::to_string(r.length));
-  add("heads", std::to_string(r.heads));
-  add("dk", std::to_string(r.dk));
-  add("dv", std::to_string(r.dv));
-  add("chunk", std::to_string(r.chunk));
-  add("algorithm", quote(r.algorithm));
-  add("block_threads", std::to_string(r.blockThreads));
-  add("shared_bytes", std::to_string(r.sharedBytes));
-  add("repeat", std::to_string(r.repeat));
-  add("warmup", std::to_string(r.warmup));
-  add("seed", std::to_string(r.seed));
-  add("ms", jsonNumber(r.timing.medianMs));
-  add("ms_best", jsonNumber(r.timing.bestMs));
-  add("tokens_per_s", jsonNumber(r.tokensPerS));
-  add("flops_per_token", jsonNumber(r.flopsPerToken));
-  add("gflops", jsonNumber(r.gflops));
-  add("bytes_per_forward", jsonNumber(r.bytesPerForward));
-  add("gbytes_per_s", jsonNumber(r.gbytesPerS));
-  add("copy_gbytes_per_s", jsonNumber(r.copyGbytesPerS));
-  add("fraction_of_copy_bandwidth", jsonNumber(r.fractionOfCopyBandwidth));
-  add("output_finite", r.finite ? "true" : "false");
-  add("threads", std::to_string(r.threads));
-  add("max_abs_diff_vs_cpu", jsonNumber(r.maxAbsDiffVsCpu));
-  add("max_rel_diff_vs_cpu", jsonNumber(r.maxRelDiffVsCpu));
-  add("cpu_note", quote(r.cpuNote));
-  std::printf("%s}\n", j.c_str());
+  JsonObject j;
+  j.add("device", quote("cuda"));
+  addRunFigures(j, r);
+  j.add("device_name", quote(r.deviceName));
+  j.add("compute_capability", quote(r.computeCapability));
+  j.add("input_dtype", quote(r.inputDtype));
+  j.add("block_threads", std::to_string(r.blockThreads));
+  j.add("shared_bytes", std::to_string(r.sharedBytes));
+  j.add("bytes_per_forward", jsonNumber(r.bytesPerForward));
+  j.add("gbytes_per_s", jsonNumber(r.gbytesPerS));
+  j.add("copy_gbytes_per_s", jsonNumber(r.copyGbytesPerS));
+  j.add("fraction_of_copy_bandwidth", jsonNumber(r.fractionOfCopyBandwidth));
+  j.add("max_abs_diff_vs_cpu", jsonNumber(r.maxAbsDiffVsCpu));
+  j.add("max_rel_diff_vs_cpu", jsonNumber(r.maxRelDiffVsCpu));
+  j.add("cpu_note", quote(r.cpuNote));
+  j.print();
 }
 
 void printCudaText(const CudaResult &r) {

@@ -68,12 +68,7 @@ RunOptions parseOptions(const Args &args) {
   }
   if (opts.library.empty() || opts.inputs.empty() || opts.outputs.empty())
     throw UsageError("usage: miras run <lib.so> --inputs DIR --outputs DIR [--threads N]");
-  if (opts.device != "cpu" && opts.device != "cuda")
-    throw UsageError("--device expects cpu or cuda, got '" + opts.device + "'");
-  if (opts.inputDtype != "f32" && opts.inputDtype != "bf16")
-    throw UsageError("--input-dtype expects f32 or bf16, got '" + opts.inputDtype + "'");
-  if (opts.inputDtype == "bf16" && opts.device != "cuda")
-    throw UsageError("--input-dtype bf16 needs --device cuda (the cpu forward takes f32 only)");
+  checkDeviceOptions(opts.device, opts.inputDtype);
   if (hasThreads) {
     bool digits = !threads.empty() &&
                   threads.find_first_not_of("0123456789") == std::string::npos;

@@ -33,6 +33,16 @@ inline std::pair<std::string, std::string> nextOption(const Args &args, size_t &
 }
 
 // Whether a module's target list (metadata targets, "cpu,cuda") names `target`.
+/// --device and --input-dtype of `miras run` and `miras bench`.
+inline void checkDeviceOptions(const std::string &device, const std::string &inputDtype) {
+  if (device != "cpu" && device != "cuda")
+    throw UsageError("--device expects cpu or cuda, got '" + device + "'");
+  if (inputDtype != "f32" && inputDtype != "bf16")
+    throw UsageError("--input-dtype expects f32 or bf16, got '" + inputDtype + "'");
+  if (inputDtype == "bf16" && device != "cuda")
+    throw UsageError("--input-dtype bf16 needs --device cuda (the cpu forward takes f32 only)");
+}
+
 inline bool hasTarget(const char *targets, const std::string &target) {
   std::string list = targets ? targets : "";
   for (size_t start = 0; start <= list.size();) {

@@ -29,19 +29,22 @@
 
 using namespace mlir;
 
-void miras::buildDerivePipeline(OpPassManager &pm) {
-  pm.addPass(createMirasDeriveUpdate());
+/// `pass`, then canonicalize and cse: the stages end with tidy IR to print.
+static void addThenTidy(OpPassManager &pm, std::unique_ptr<Pass> pass) {
+  pm.addPass(std::move(pass));
   pm.addPass(createCanonicalizerPass());
   pm.addPass(createCSEPass());
+}
+
+void miras::buildDerivePipeline(OpPassManager &pm) {
+  addThenTidy(pm, createMirasDeriveUpdate());
 }
 
 void miras::buildToLinalgPipeline(OpPassManager &pm,
                                   const ToLinalgOptions &options) {
   MirasLowerToLinalgOptions lowering;
   lowering.algorithm = options.algorithm;
-  pm.addPass(createMirasLowerToLinalg(lowering));
-  pm.addPass(createCanonicalizerPass());
-  pm.addPass(createCSEPass());
+  addThenTidy(pm, createMirasLowerToLinalg(lowering));
 }
 
 void miras::buildLinalgToLLVMPipeline(OpPassManager &pm,
@@ -90,18 +93,14 @@ void miras::buildLinalgToSimtPipeline(OpPassManager &pm,
   pm.addNestedPass<func::FuncOp>(createMirasDistributeThreads(distribute));
   // The expanded copies load and store through subviews: fold them, so every
   // access names its buffer (the bf16 kernel widens loads of the inputs).
-  pm.addPass(memref::createFoldMemRefAliasOpsPass());
-  pm.addPass(createCanonicalizerPass());
-  pm.addPass(createCSEPass());
+  addThenTidy(pm, memref::createFoldMemRefAliasOpsPass());
 }
 
 void miras::buildSimtToGPUPipeline(OpPassManager &pm,
                                    const SimtOptions &options) {
   MirasSimtToGPUOptions toGPU;
   toGPU.sharedBudget = options.sharedBudget;
-  pm.addPass(createMirasSimtToGPU(toGPU));
-  pm.addPass(createCanonicalizerPass());
-  pm.addPass(createCSEPass());
+  addThenTidy(pm, createMirasSimtToGPU(toGPU));
 }
 
 void miras::buildGPUToPTXPipeline(OpPassManager &pm,
