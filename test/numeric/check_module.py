@@ -404,14 +404,21 @@ def main_compare_algorithms(a):
                 raise
             print("chunked algorithm not applicable: %s" % why.group(1).strip())
             return 0
-    seq, par = results["sequential"], results["chunked"]
     lib = os.path.join(a.workdir, "chunked", "lib", "lib%s.so" % module_name(a.module))
     built = module_info(a.miras, lib).get("algorithm")
-    print("%s vs sequential kernel (%s):" % (built, " ".join(a.mirasc_arg)))
-    both = {n: (par[n][0], np.asarray(seq[n][0], np.float64)) for n in seq}
-    bad = _report(both, list(both), a.tol, "sequential kernel")
-    print("chunked vs float64 reference of model '%s':" % model.name)
-    bad += _report(par, [n for n in par if par[n][1] is not None], a.tol,
+    return _report_pair(results["chunked"], results["sequential"], a.tol, model, mode,
+                        "%s vs sequential kernel (%s):" % (built, " ".join(a.mirasc_arg)),
+                        "sequential kernel", "chunked")
+
+
+def _report_pair(new, base, tol, model, mode, heading, base_what, new_name):
+    """Prints `new` against `base` (two runs on the same inputs), then `new` against the
+    reference; returns the exit status."""
+    print(heading)
+    both = {n: (new[n][0], np.asarray(base[n][0], np.float64)) for n in base}
+    bad = _report(both, list(both), tol, base_what)
+    print("%s vs float64 reference of model '%s':" % (new_name, model.name))
+    bad += _report(new, [n for n in new if new[n][1] is not None], tol,
                    "%s reference of model '%s'" % (mode, model.name))
     for b in bad:
         print("error: " + b, file=sys.stderr)
@@ -432,16 +439,8 @@ def main_compare_devices(a):
         results[device], _ = prepare_and_run(
             a.mirasc, a.miras, a.module, model, mode, a.define, a.B, a.T, a.H, a.seed,
             workdir, mirasc_args=mirasc_args, run_args=run_args)
-    cpu, gpu = results["cpu"], results["cuda"]
-    print("cuda (%s inputs) vs cpu kernel:" % a.input_dtype)
-    both = {n: (gpu[n][0], np.asarray(cpu[n][0], np.float64)) for n in cpu}
-    bad = _report(both, list(both), a.tol, "cpu kernel")
-    print("cuda vs float64 reference of model '%s':" % model.name)
-    bad += _report(gpu, [n for n in gpu if gpu[n][1] is not None], a.tol,
-                   "%s reference of model '%s'" % (mode, model.name))
-    for b in bad:
-        print("error: " + b, file=sys.stderr)
-    return 1 if bad else 0
+    return _report_pair(results["cuda"], results["cpu"], a.tol, model, mode,
+                        "cuda (%s inputs) vs cpu kernel:" % a.input_dtype, "cpu kernel", "cuda")
 
 
 def main_check(a):
