@@ -347,6 +347,9 @@ int miras::runMirasc(int argc, char **argv) {
   registerAsmPrinterCLOptions();
   registerMLIRContextCLOptions();
   registerPassManagerCLOptions();
+  // --help lists mirasc's own options; LLVM's and MLIR's (hundreds) stay
+  // usable and are listed by --help-hidden.
+  cl::HideUnrelatedOptions(category);
   cl::ParseCommandLineOptions(
       argc, argv,
       "mirasc: compiles a .miras memory module to a shared library\n\n"
