@@ -287,11 +287,28 @@ def _write_inputs(inp, workdir):
     return indir
 
 
+def to_bf16_values(x):
+    """float32 -> the nearest bfloat16 value (round to nearest even), kept as float32."""
+    u = np.ascontiguousarray(x, dtype=np.float32).view(np.uint32).astype(np.uint64)
+    u = (u + 0x7FFF + ((u >> 16) & 1)) & 0xFFFF0000
+    return u.astype(np.uint32).view(np.float32)
+
+
+def _bf16_inputs(inp, meta):
+    """q, k, v and the gates rounded to bfloat16 values, the initial states untouched: what a
+    bf16 GPU run reads, exactly, so that every run and the reference see the same numbers
+    and the comparison measures the kernel, not the rounding of its inputs."""
+    rounded = {"q", "k", "v"} | {g[0] for g in meta["gates"]}
+    return {n: to_bf16_values(x) if n in rounded else x for n, x in inp.items()}
+
+
 def _prepare_and_run_mlp(miras, lib, model, rule, meta, B, T, H, seed, workdir, fd_eta=None,
-                         run_args=()):
+                         run_args=(), bf16_values=False):
     """MLP memories: every state by name, in the module's order. Results: o, then states."""
     D = meta["dk"]
     inp = R.make_mlp_inputs(model, rule, B, T, H, D, meta["gates"], seed=seed)
+    if bf16_values:
+        inp = _bf16_inputs(inp, meta)
     if fd_eta is not None:
         inp[rule.lr[1]] = np.full_like(inp[rule.lr[1]], fd_eta)
     indir = _write_inputs(inp, workdir)
@@ -325,8 +342,10 @@ def _yaad_margin(trace, warn_below=1e-4):
 
 
 def prepare_and_run(args_mirasc, args_miras, module, model, mode, defines, B, T, H, seed,
-                    workdir, libdir=None, fd_eta=None, mirasc_args=(), run_args=()):
-    """Compile, run, compute the reference. Returns (results dict, timing info)."""
+                    workdir, libdir=None, fd_eta=None, mirasc_args=(), run_args=(),
+                    bf16_values=False):
+    """Compile, run, compute the reference. Returns (results dict, timing info). With
+    bf16_values, q, k, v and the gates are rounded to bfloat16 values first."""
     defs = parse_defines(defines)
     lib = compile_module(args_mirasc, module, libdir or os.path.join(workdir, "lib"), defines,
                          mirasc_args)
@@ -352,11 +371,13 @@ def prepare_and_run(args_mirasc, args_miras, module, model, mode, defines, B, T,
     if isinstance(model, R.MlpModel):
         check_mlp_meta(model, rule, meta)
         return _prepare_and_run_mlp(args_miras, lib, model, rule, meta, B, T, H, seed, workdir,
-                                    fd_eta, run_args)
+                                    fd_eta, run_args, bf16_values)
     check_against_model(model, rule, meta)
     dk, dv = meta["dk"], meta["dv"]
     states = meta["states"] or [("W", (dv, dk))]
     inp = R.make_inputs(B, T, H, dk, dv, meta["gates"], seed=seed, model=model, states=states)
+    if bf16_values:
+        inp = _bf16_inputs(inp, meta)
     indir = _write_inputs(inp, workdir)
     outdir = os.path.join(workdir, "out")
     log, proc_ms = run_module(args_miras, lib, indir, outdir, run_args)
@@ -428,7 +449,8 @@ def _report_pair(new, base, tol, model, mode, heading, base_what, new_name):
 def main_compare_devices(a):
     """The CUDA kernels against the CPU kernel of the same library (--target=cpu,cuda),
     on the same inputs, then against the float64 reference. With --input-dtype bf16 the
-    GPU reads q, k, v and the gates rounded to bfloat16 (state and accumulation float32)."""
+    GPU reads q, k, v and the gates as bfloat16 (state and accumulation float32); the
+    inputs are then bfloat16 values for every run, the CPU's and the reference's too."""
     model, mode = resolve_model(a.model, a.module, a.define)
     mirasc_args = a.mirasc_arg + ["--target=cpu,cuda"]
     results = {}
@@ -438,7 +460,8 @@ def main_compare_devices(a):
         os.makedirs(workdir, exist_ok=True)
         results[device], _ = prepare_and_run(
             a.mirasc, a.miras, a.module, model, mode, a.define, a.B, a.T, a.H, a.seed,
-            workdir, mirasc_args=mirasc_args, run_args=run_args)
+            workdir, mirasc_args=mirasc_args, run_args=run_args,
+            bf16_values=a.input_dtype == "bf16")
     return _report_pair(results["cuda"], results["cpu"], a.tol, model, mode,
                         "cuda (%s inputs) vs cpu kernel:" % a.input_dtype, "cpu kernel", "cuda")
 
