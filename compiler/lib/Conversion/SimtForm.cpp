@@ -94,8 +94,8 @@ int64_t staticTrips(scf::ParallelOp loop, unsigned d) {
 
 class Distributor {
 public:
-  Distributor(func::FuncOp kernel, int64_t threads)
-      : kernel(kernel), threads(threads) {}
+  Distributor(func::FuncOp kernel, int64_t threads, bool reverse)
+      : kernel(kernel), threads(threads), reverse(reverse) {}
 
   /// Rewrites the uniform code of `block`; fails on an op it cannot place.
   LogicalResult distribute(Block &block) {
@@ -133,7 +133,11 @@ private:
                                           ValueRange{count}, ValueRange{one});
     region->setAttr(kThreadsAttr, b.getUnitAttr());
     b.setInsertionPointToStart(region.getBody());
-    return {region, region.getInductionVars()[0]};
+    Value tid = region.getInductionVars()[0];
+    if (reverse) // thread threads - 1 - i runs i-th
+      tid = arith::SubIOp::create(
+          b, loc, arith::ConstantIndexOp::create(b, loc, threads - 1), tid);
+    return {region, tid};
   }
 
   LogicalResult distributeLoop(scf::ParallelOp loop) {
@@ -212,6 +216,7 @@ private:
 
   func::FuncOp kernel;
   int64_t threads;
+  bool reverse;
 };
 
 /// Keeps reduction accumulators in registers: in a loop that loads M[I] and
@@ -321,8 +326,8 @@ int64_t pickThreads(Block &pairBody) {
 }
 
 /// Copies each state's slice of the pair into a buffer of its own (on the
-/// GPU: shared memory) when every use indexes it at the pair's (b, h), and
-/// the buffers plus the kernel's allocas fit in `budget` bytes.
+/// GPU: shared memory) when every use indexes it at the pair's (b, h) and it
+/// fits in `budget` bytes next to the kernel's buffers and the states before it.
 void promoteStates(func::FuncOp kernel, scf::ForOp pairLoop, int64_t budget) {
   int64_t used = 0;
   kernel.walk([&](Operation *op) {
@@ -368,11 +373,13 @@ void promoteStates(func::FuncOp kernel, scf::ForOp pairLoop, int64_t budget) {
       continue;
     auto slice = MemRefType::get(type.getShape().drop_front(2),
                                  type.getElementType());
+    // In argument order while they fit: a state left out stays in global
+    // memory (cached), the others still gain.
+    if (used + staticBytes(slice) > budget)
+      continue;
     used += staticBytes(slice);
     candidates.push_back({arg, bIndex, hIndex, slice});
   }
-  if (candidates.empty() || used > budget)
-    return;
 
   Location loc = pairLoop.getLoc();
   for (Candidate &c : candidates) {
@@ -461,7 +468,7 @@ struct DistributeThreadsPass
     expandCopies(kernel);
     promoteStates(kernel, pairLoop, sharedBudget);
     promoteAccumulators(kernel);
-    Distributor distributor(kernel, count);
+    Distributor distributor(kernel, count, reverseThreads);
     if (failed(distributor.distribute(*pairLoop.getBody())))
       return signalPassFailure();
     kernel->setAttr(miras::kSimtThreadsAttr,

@@ -106,8 +106,8 @@ cl::opt<int64_t> gpuThreads(
 cl::opt<bool> simtOnCpu(
     "simt-on-cpu",
     cl::desc("Build the CPU kernel from the CUDA kernel's thread-distributed "
-             "form, each block's threads run in turn: checks the GPU mapping "
-             "on machines without a GPU"),
+             "form, each block's threads run in turn (last first): checks the "
+             "GPU mapping on machines without a GPU"),
     cl::cat(category));
 cl::opt<bool> keepTemps("keep-temps",
                         cl::desc("Keep the generated glue and object files"),
@@ -307,6 +307,9 @@ int compile(const std::string &source) {
       return fail(llvm::toString(std::move(err)));
     return 0;
   }
+  // On the CPU the threads of a region run one after another; backwards, so
+  // that a region whose result depends on that order gives other numbers.
+  simt.reverseThreads = true;
   if (simtOnCpu && !runStage(context, *module, [&](OpPassManager &pm) {
         buildLinalgToSimtPipeline(pm, simt);
       }))

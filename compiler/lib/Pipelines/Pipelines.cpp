@@ -90,6 +90,7 @@ void miras::buildLinalgToSimtPipeline(OpPassManager &pm,
   MirasDistributeThreadsOptions distribute;
   distribute.threads = options.threads;
   distribute.sharedBudget = options.sharedBudget;
+  distribute.reverseThreads = options.reverseThreads;
   pm.addNestedPass<func::FuncOp>(createMirasDistributeThreads(distribute));
   // The expanded copies load and store through subviews: fold them, so every
   // access names its buffer (the bf16 kernel widens loads of the inputs).

@@ -2,6 +2,12 @@
 // run on thread 0, state slices of the pair are copied into block buffers, reduction
 // accumulators move into registers.
 // RUN: miras-opt %s --pass-pipeline='builtin.module(func.func(miras-distribute-threads{threads=64}),canonicalize,cse)' | FileCheck %s
+// With reverse-threads (mirasc --simt-on-cpu) region i is run by thread 63 - i, so the
+// CPU runs each region's threads last first.
+// RUN: miras-opt %s --pass-pipeline='builtin.module(func.func(miras-distribute-threads{threads=64 reverse-threads=1}),canonicalize,cse)' | FileCheck %s --check-prefix=REVERSE
+// REVERSE: scf.parallel (%[[I:.*]]) = (%c0) to (%c64) step (%c1) {
+// REVERSE-NEXT: %[[TID:.*]] = arith.subi %c63, %[[I]] : index
+// REVERSE-NEXT: arith.cmpi eq, %[[TID]], %c0
 
 // A decayed state and a scalar state: W = a * W + v k^T; o = W q; s += a; and a scan
 // (powers of a in a scratch buffer, the last one scaling it) like the chunked form's.

@@ -168,10 +168,10 @@ def MirasDistributeThreads : Pass<"miras-distribute-threads", "::mlir::func::Fun
       * loops and ifs around threads regions stay: every thread runs them, on
         block-uniform bounds; pure ops and loads run redundantly on every
         thread;
-      * when the states and the kernel's buffers fit in `shared-budget` bytes,
-        each state slice of the pair is copied into a buffer of its own at the
-        start (its own threads region) and back at the end, so the token loop
-        reads and writes the copy (shared memory on the GPU).
+      * each state slice of the pair that fits in `shared-budget` bytes (with
+        the kernel's buffers and the states before it) is copied into a buffer
+        of its own at the start (its own threads region) and back at the end,
+        so the token loop reads and writes the copy (shared memory on the GPU).
 
     Threads regions never race (each thread writes the elements it owns), so
     running them one after another, as the CPU does, gives the GPU's result;
@@ -197,7 +197,11 @@ def MirasDistributeThreads : Pass<"miras-distribute-threads", "::mlir::func::Fun
     Option<"sharedBudget", "shared-budget", "int64_t", /*default=*/"231424",
            "Bytes of shared memory a block may use (226 KiB: sm_90 allows 227 KiB "
            "per block, less the kernel's few static bytes); states are promoted "
-           "only when everything fits">,
+           "in order while they fit">,
+    Option<"reverseThreads", "reverse-threads", "bool", /*default=*/"false",
+           "Number the threads of each region from the last (for --simt-on-cpu: "
+           "the CPU then runs them in the opposite order, so a region whose "
+           "result depends on the order of its threads fails the tests)">,
   ];
   let dependentDialects = ["::mlir::memref::MemRefDialect",
                            "::mlir::scf::SCFDialect",

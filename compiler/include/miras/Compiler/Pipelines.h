@@ -54,6 +54,10 @@ struct SimtOptions : mlir::PassPipelineOptions<SimtOptions> {
       *this, "shared-budget",
       llvm::cl::desc("Bytes of shared memory per block (sm_90 allows 227 KiB)"),
       llvm::cl::init(231424)};
+  Option<bool> reverseThreads{
+      *this, "reverse-threads",
+      llvm::cl::desc("Number each region's threads from the last (CPU checks)"),
+      llvm::cl::init(false)};
 };
 
 /// `miras-linalg-to-simt`: kernel -> parallel loops (one per linalg op,
