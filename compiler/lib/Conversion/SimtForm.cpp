@@ -26,6 +26,7 @@
 #include "mlir/Interfaces/SideEffectInterfaces.h"
 
 #include "llvm/ADT/DenseSet.h"
+#include "llvm/ADT/bit.h"
 #include "llvm/Support/MathExtras.h"
 
 namespace miras {
@@ -103,6 +104,9 @@ public:
       if (op.hasTrait<OpTrait::IsTerminator>())
         continue;
       if (auto loop = dyn_cast<scf::ParallelOp>(op)) {
+        if (scf::ParallelOp partials = splitReduction(loop))
+          if (failed(distributeLoop(partials)))
+            return failure();
         if (failed(distributeLoop(loop)))
           return failure();
         continue;
@@ -138,6 +142,124 @@ private:
       tid = arith::SubIOp::create(
           b, loc, arith::ConstantIndexOp::create(b, loc, threads - 1), tid);
     return {region, tid};
+  }
+
+  /// A loop over fewer rows than half the threads whose body reduces a row
+  /// with a sum (the matvec `y[i] = sum_j W[i, j] k[j]` over Dv rows, one
+  /// thread each, Dk dependent adds) leaves most threads idle and the rest on
+  /// a long chain. With K = threads / rows (a power of two, at most 32), a
+  /// new loop before it has K threads per row sum every K-th term into a
+  /// buffer of partial sums, and the row's sum becomes the sum of its K
+  /// partials. Only for `addf` sums carrying `reassoc` (the reduction order
+  /// is free) whose terms depend on nothing computed in the row's body.
+  /// Returns the new loop (not yet distributed), or null when it does not
+  /// apply.
+  scf::ParallelOp splitReduction(scf::ParallelOp loop) {
+    if (loop.getNumLoops() != 1 || loop.getNumResults() != 0 ||
+        getConstantIntValue(loop.getLowerBound()[0]) != 0 ||
+        getConstantIntValue(loop.getStep()[0]) != 1)
+      return {};
+    int64_t rows = staticTrips(loop, 0);
+    if (rows < 1 || rows * 2 > threads)
+      return {};
+    int64_t lanes = std::min<int64_t>(32, llvm::bit_floor(uint64_t(threads / rows)));
+    // The sum: an scf.for in the row's body with one f32 iter_arg whose only
+    // use is `acc + term`, yielded.
+    scf::ForOp sum;
+    arith::AddFOp add;
+    for (auto candidate : loop.getBody()->getOps<scf::ForOp>()) {
+      if (candidate.getNumRegionIterArgs() != 1 ||
+          !candidate.getRegionIterArgs()[0].getType().isF32())
+        continue;
+      Value acc = candidate.getRegionIterArgs()[0];
+      auto yielded = candidate.getBody()->getTerminator()->getOperand(0).getDefiningOp<arith::AddFOp>();
+      if (!yielded || !acc.hasOneUse() ||
+          !llvm::is_contained(yielded->getOperands(), acc) ||
+          !bitEnumContainsAll(yielded.getFastmath(), arith::FastMathFlags::reassoc))
+        continue;
+      sum = candidate;
+      add = yielded;
+      break;
+    }
+    auto outside = [&](Value v) {
+      return !loop->isAncestor(v.getParentBlock()->getParentOp());
+    };
+    if (!sum || writesMemory(sum) || !outside(sum.getLowerBound()) ||
+        !outside(sum.getUpperBound()) || !outside(sum.getStep()))
+      return {};
+    // No more lanes than terms.
+    if (std::optional<APInt> terms = sum.getStaticTripCount())
+      lanes = std::min<int64_t>(lanes, llvm::bit_floor(terms->getZExtValue()));
+    if (lanes < 2)
+      return {};
+    // Its terms may read the row index and values from outside the row loop.
+    Value row = loop.getInductionVars()[0];
+    bool free = !sum->walk([&](Operation *op) {
+                      if (op == sum.getOperation())
+                        return WalkResult::advance(); // bounds checked above
+                      for (Value v : op->getOperands()) {
+                        Operation *owner = v.getParentBlock()->getParentOp();
+                        if (v != row && owner != sum && !sum->isAncestor(owner) &&
+                            loop->isAncestor(owner))
+                          return WalkResult::interrupt();
+                      }
+                      return WalkResult::advance();
+                    }).wasInterrupted();
+    if (!free)
+      return {};
+
+    Location loc = loop.getLoc();
+    OpBuilder entry = OpBuilder::atBlockBegin(&kernel.getBody().front());
+    Value partials = memref::AllocaOp::create(
+        entry, loc, MemRefType::get({rows * lanes}, entry.getF32Type()));
+    OpBuilder b(loop);
+    Value zero = arith::ConstantIndexOp::create(b, loc, 0);
+    Value one = arith::ConstantIndexOp::create(b, loc, 1);
+    Value laneCount = arith::ConstantIndexOp::create(b, loc, lanes);
+    Value rowCount = arith::ConstantIndexOp::create(b, loc, rows);
+    Value acc = sum.getRegionIterArgs()[0];
+    Value term = add.getLhs() == acc ? add.getRhs() : add.getLhs();
+    arith::FastMathFlags fastmath = add.getFastmath();
+    auto partialLoop = scf::ParallelOp::create(
+        b, loc, ValueRange{zero, zero}, ValueRange{rowCount, laneCount},
+        ValueRange{one, one}, [&](OpBuilder &nb, Location l, ValueRange ivs) {
+          Value stride = arith::MulIOp::create(nb, l, sum.getStep(), laneCount);
+          Value first = arith::AddIOp::create(
+              nb, l, sum.getLowerBound(),
+              arith::MulIOp::create(nb, l, ivs[1], sum.getStep()));
+          Value init = arith::ConstantFloatOp::create(nb, l, nb.getF32Type(),
+                                                      APFloat(0.0f));
+          auto part = scf::ForOp::create(
+              nb, l, first, sum.getUpperBound(), stride, ValueRange{init},
+              [&](OpBuilder &fb, Location fl, Value j, ValueRange iter) {
+                IRMapping map;
+                map.map(row, ivs[0]);
+                map.map(sum.getInductionVar(), j);
+                for (Operation &op : sum.getBody()->without_terminator())
+                  if (&op != add.getOperation())
+                    fb.clone(op, map);
+                Value next = arith::AddFOp::create(fb, fl, iter[0],
+                                                   map.lookupOrDefault(term), fastmath);
+                scf::YieldOp::create(fb, fl, next);
+              });
+          Value slot = arith::AddIOp::create(
+              nb, l, arith::MulIOp::create(nb, l, ivs[0], laneCount), ivs[1]);
+          memref::StoreOp::create(nb, l, part.getResult(0), partials, slot);
+        });
+    // The row's sum now adds its partials, in lane order.
+    b.setInsertionPoint(sum);
+    Value base = arith::MulIOp::create(b, loc, row, laneCount);
+    auto total = scf::ForOp::create(
+        b, loc, zero, laneCount, one, ValueRange{sum.getInitArgs()[0]},
+        [&](OpBuilder &fb, Location fl, Value lane, ValueRange iter) {
+          Value x = memref::LoadOp::create(
+              fb, fl, partials, ValueRange{arith::AddIOp::create(fb, fl, base, lane)});
+          scf::YieldOp::create(fb, fl,
+                               ValueRange{arith::AddFOp::create(fb, fl, iter[0], x, fastmath)});
+        });
+    sum.getResult(0).replaceAllUsesWith(total.getResult(0));
+    sum.erase();
+    return partialLoop;
   }
 
   LogicalResult distributeLoop(scf::ParallelOp loop) {

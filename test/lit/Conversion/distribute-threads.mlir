@@ -1,6 +1,6 @@
 // miras-distribute-threads: parallel loops become threads regions, stores outside them
 // run on thread 0, state slices of the pair are copied into block buffers, reduction
-// accumulators move into registers.
+// accumulators move into registers, short row loops share each row's sum over threads.
 // RUN: miras-opt %s --pass-pipeline='builtin.module(func.func(miras-distribute-threads{threads=64}),canonicalize,cse)' | FileCheck %s
 // With reverse-threads (mirasc --simt-on-cpu) region i is run by thread 63 - i, so the
 // CPU runs each region's threads last first.
@@ -47,8 +47,8 @@ func.func @toy_kernel(%begin: index, %end: index, %q: memref<?x?x?x4xf32>,
           %w = memref.load %W[%b, %h, %i, %j] : memref<?x?x8x4xf32>
           %qj = memref.load %q[%b, %t, %h, %j] : memref<?x?x?x4xf32>
           %acc = memref.load %o[%b, %t, %h, %i] : memref<?x?x?x8xf32>
-          %m = arith.mulf %w, %qj : f32
-          %n = arith.addf %acc, %m : f32
+          %m = arith.mulf %w, %qj fastmath<reassoc,contract> : f32
+          %n = arith.addf %acc, %m fastmath<reassoc,contract> : f32
           memref.store %n, %o[%b, %t, %h, %i] : memref<?x?x?x8xf32>
         }
         scf.reduce
@@ -78,6 +78,7 @@ func.func @toy_kernel(%begin: index, %end: index, %q: memref<?x?x?x4xf32>,
 // scan's result from thread 0 to the others.
 // CHECK-DAG: %[[SCAN:.*]] = memref.alloca() : memref<4xf32>
 // CHECK-DAG: %[[PASS:.*]] = memref.alloca() : memref<f32>
+// CHECK-DAG: %[[PART:.*]] = memref.alloca() : memref<32xf32>
 // CHECK-DAG: %[[SW:.*]] = memref.alloca() {miras.promoted_state} : memref<8x4xf32>
 // CHECK-DAG: %[[SS:.*]] = memref.alloca() {miras.promoted_state} : memref<f32>
 // CHECK: scf.for %[[PAIR:.*]] = %{{.*}} to %{{.*}} step
@@ -105,11 +106,22 @@ func.func @toy_kernel(%begin: index, %end: index, %q: memref<?x?x?x4xf32>,
 // CHECK:     memref.load %[[SW]][%[[I]], %[[J]]]
 // CHECK:     memref.store %{{.*}}, %[[SW]][%[[I]], %[[J]]]
 // CHECK: } {miras.threads}
-// The matvec: its accumulator o[b, t, h, i] is carried in a register over j.
+// The matvec, 8 rows on 64 threads: 4 threads per row (one per term here) sum every 4th
+// term into partials, then each row adds its partials to its accumulator o[b, t, h, i],
+// carried in a register.
+// CHECK: scf.parallel (%[[T4:.*]]) = (%c0) to (%c64) step (%c1) {
+// CHECK:   scf.for %[[L4:.*]] = %[[T4]] to %c32 step %c64 {
+// CHECK:     %[[LANE:.*]] = arith.remui %[[L4]], %c4
+// CHECK:     %[[R4:.*]] = arith.divui %[[L4]], %c4
+// CHECK:     %[[P:.*]] = scf.for %{{.*}} = %[[LANE]] to %c4 step %c4 iter_args(%{{.*}} = %cst{{.*}}) -> (f32) {
+// CHECK:     %[[SLOT:.*]] = arith.addi %{{.*}}, %[[LANE]]
+// CHECK:     memref.store %[[P]], %[[PART]][%[[SLOT]]] : memref<32xf32>
+// CHECK: } {miras.threads}
 // CHECK: scf.parallel
 // CHECK:   scf.for %[[ROW:.*]] = %{{.*}} to %c8 step %c64 {
 // CHECK:     %[[INIT:.*]] = memref.load %{{.*}}[%[[B]], %[[T]], %[[H]], %[[ROW]]]
 // CHECK:     %[[SUM:.*]] = scf.for %{{.*}} = %c0 to %c4 step %c1 iter_args(%[[ACC:.*]] = %[[INIT]]) -> (f32) {
+// CHECK:       memref.load %[[PART]]
 // CHECK:       arith.addf %[[ACC]]
 // CHECK:     memref.store %[[SUM]], %{{.*}}[%[[B]], %[[T]], %[[H]], %[[ROW]]]
 // CHECK: } {miras.threads}
