@@ -127,7 +127,7 @@ public:
   }
 
 private:
-  /// `scf.parallel (%tid) = (0) to (threads) {miras.threads}` before `at`;
+  /// `scf.parallel (%tid) = (0) to (threads) {miras.threads}` at the insertion point;
   /// the builder is left inside its body.
   std::pair<scf::ParallelOp, Value> threadsRegion(OpBuilder &b, Location loc) {
     Value zero = arith::ConstantIndexOp::create(b, loc, 0);
