@@ -9,6 +9,7 @@
  */
 #include <dlfcn.h>
 #include <stddef.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -46,7 +47,7 @@ static const struct {
     MIRAS_SYMBOL(cuDevicePrimaryCtxRelease, "cuDevicePrimaryCtxRelease_v2"),
     MIRAS_SYMBOL(cuCtxPushCurrent, "cuCtxPushCurrent_v2"),
     MIRAS_SYMBOL(cuCtxPopCurrent, "cuCtxPopCurrent_v2"),
-    MIRAS_SYMBOL(cuModuleLoadData, "cuModuleLoadData"),
+    MIRAS_SYMBOL(cuModuleLoadDataEx, "cuModuleLoadDataEx"),
     MIRAS_SYMBOL(cuModuleUnload, "cuModuleUnload"),
     MIRAS_SYMBOL(cuModuleGetFunction, "cuModuleGetFunction"),
     MIRAS_SYMBOL(cuFuncSetAttribute, "cuFuncSetAttribute"),
@@ -235,14 +236,20 @@ static miras_status load_module(const miras_cuda_gpu *gpu, const miras_cuda_bina
   int major, minor;
   if (bin->cubin != NULL && parse_arch(bin->arch, &major, &minor) &&
       major == gpu->cc_major && minor == gpu->cc_minor &&
-      drv->cuModuleLoadData(module, bin->cubin) == MIRAS_CU_SUCCESS)
+      drv->cuModuleLoadDataEx(module, bin->cubin, 0, NULL, NULL) == MIRAS_CU_SUCCESS)
     return MIRAS_OK;
-  miras_cu_result rc = drv->cuModuleLoadData(module, bin->ptx);
+  /* The JIT says why it refused a PTX in its error log: keep the first line. */
+  char log[512] = "";
+  int options[2] = {MIRAS_CU_JIT_ERROR_LOG_BUFFER, MIRAS_CU_JIT_ERROR_LOG_BUFFER_SIZE_BYTES};
+  void *values[2] = {log, (void *)(uintptr_t)sizeof log};
+  miras_cu_result rc = drv->cuModuleLoadDataEx(module, bin->ptx, 2, options, values);
   if (rc == MIRAS_CU_SUCCESS)
     return MIRAS_OK;
-  char call[96];
-  snprintf(call, sizeof call, "cuModuleLoadData (PTX for %s on a cc %d.%d GPU)", bin->arch,
-           gpu->cc_major, gpu->cc_minor);
+  log[sizeof log - 1] = '\0';
+  log[strcspn(log, "\n")] = '\0';
+  char call[640];
+  snprintf(call, sizeof call, "cuModuleLoadDataEx (PTX for %s on a cc %d.%d GPU%s%s)",
+           bin->arch, gpu->cc_major, gpu->cc_minor, log[0] ? "; JIT log: " : "", log);
   return miras_cuda_fail(drv, call, rc);
 }
 

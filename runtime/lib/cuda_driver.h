@@ -40,6 +40,12 @@ enum {
   MIRAS_CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES = 8
 };
 
+/* cuModuleLoadDataEx options (CUjit_option): where the JIT writes why a PTX failed. */
+enum {
+  MIRAS_CU_JIT_ERROR_LOG_BUFFER = 5,
+  MIRAS_CU_JIT_ERROR_LOG_BUFFER_SIZE_BYTES = 6
+};
+
 /* Dynamic shared memory a kernel may use without opting in through
  * MIRAS_CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES. */
 #define MIRAS_CUDA_DEFAULT_SHARED_BYTES (48u * 1024u)
@@ -54,7 +60,9 @@ typedef struct miras_cuda_driver {
   miras_cu_result (*cuDevicePrimaryCtxRelease)(miras_cu_device device);   /* _v2 */
   miras_cu_result (*cuCtxPushCurrent)(miras_cu_context ctx);              /* _v2 */
   miras_cu_result (*cuCtxPopCurrent)(miras_cu_context *ctx);              /* _v2 */
-  miras_cu_result (*cuModuleLoadData)(miras_cu_module *module, const void *image);
+  miras_cu_result (*cuModuleLoadDataEx)(miras_cu_module *module, const void *image,
+                                        unsigned int num_options, int *options,
+                                        void **option_values);
   miras_cu_result (*cuModuleUnload)(miras_cu_module module);
   miras_cu_result (*cuModuleGetFunction)(miras_cu_function *function, miras_cu_module module,
                                          const char *name);

@@ -169,7 +169,7 @@ TEST_F(Cuda, PtxOnOtherGpu) {
   miras::Library lib = miras::Library::open(MIRAS_FAKE_CUDA);
   lib.forward(fakeInputs(1, 2, 1, true), MIRAS_DEVICE_CUDA);
   EXPECT_EQ(fakeCuda().loadedImages, std::vector<std::string>{"ptx"});
-  EXPECT_EQ(fakeCuda().count("cuModuleLoadData"), 1) << "the sm_90 cubin is not even tried";
+  EXPECT_EQ(fakeCuda().count("cuModuleLoadDataEx"), 1) << "the sm_90 cubin is not even tried";
 }
 
 TEST_F(Cuda, PtxFallbackWhenCubinIsRefused) {
@@ -177,18 +177,19 @@ TEST_F(Cuda, PtxFallbackWhenCubinIsRefused) {
   miras::Library lib = miras::Library::open(MIRAS_FAKE_CUDA);
   TensorMap in = fakeInputs(1, 3, 2, true);
   TensorMap gpu = lib.forward(in, MIRAS_DEVICE_CUDA);
-  EXPECT_EQ(fakeCuda().count("cuModuleLoadData"), 2);
+  EXPECT_EQ(fakeCuda().count("cuModuleLoadDataEx"), 2);
   EXPECT_EQ(fakeCuda().loadedImages, std::vector<std::string>{"ptx"});
   expectNear(gpu["o"], reference(in)["o"]);
 }
 
 TEST_F(Cuda, ModuleLoadFailureIsReportedAndRetried) {
-  fakeCuda().failures["cuModuleLoadData"] = kCuErrorInvalidImage;
+  fakeCuda().failures["cuModuleLoadDataEx"] = kCuErrorInvalidImage;
   miras::Library lib = miras::Library::open(MIRAS_FAKE_CUDA);
   TensorMap in = fakeInputs(1, 2, 1, true);
   TensorMap out = outputsFor(1, 2, 1, 3.0f);
   EXPECT_EQ(forwardOn(lib, MIRAS_DEVICE_CUDA, in, out), MIRAS_ERR_DEVICE);
-  expectMessage({"cuModuleLoadData", "PTX for sm_90", "CUDA_ERROR_INVALID_IMAGE",
+  expectMessage({"cuModuleLoadDataEx", "PTX for sm_90",
+                 "JIT log: ptxas fatal: the fake JIT refuses)", "CUDA_ERROR_INVALID_IMAGE",
                  "described by the fake driver"});
   fakeCuda().failures.clear(); // a later call loads again
   ASSERT_EQ(forwardOn(lib, MIRAS_DEVICE_CUDA, in, out), MIRAS_OK) << miras_last_error();

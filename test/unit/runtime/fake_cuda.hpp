@@ -166,9 +166,26 @@ inline miras_cu_result launch(miras_cu_function f, unsigned gx, unsigned gy, uns
   return fn->module->kernel(&a) == 0 ? 0 : kCuErrorLaunchFailed;
 }
 
-inline miras_cu_result loadData(miras_cu_module *module, const void *image) {
-  if (int rc = enter("cuModuleLoadData"))
+/// Writes `text` into the JIT error log a cuModuleLoadDataEx caller passed, if any.
+inline void writeJitLog(unsigned int n, const int *options, void **values, const char *text) {
+  char *buffer = nullptr;
+  size_t size = 0;
+  for (unsigned int i = 0; i < n; ++i) {
+    if (options[i] == MIRAS_CU_JIT_ERROR_LOG_BUFFER)
+      buffer = static_cast<char *>(values[i]);
+    else if (options[i] == MIRAS_CU_JIT_ERROR_LOG_BUFFER_SIZE_BYTES)
+      size = reinterpret_cast<uintptr_t>(values[i]);
+  }
+  if (buffer != nullptr && size > 0)
+    std::snprintf(buffer, size, "%s", text);
+}
+
+inline miras_cu_result loadData(miras_cu_module *module, const void *image, unsigned int n,
+                                int *options, void **values) {
+  if (int rc = enter("cuModuleLoadDataEx")) {
+    writeJitLog(n, options, values, "ptxas fatal: the fake JIT refuses\nsecond line");
     return rc;
+  }
   FakeCuda &fake = fakeCuda();
   // The image lives in a fake module library: find it and its kernel.
   Dl_info info;
@@ -272,7 +289,7 @@ inline const miras_cuda_driver *fakeCudaDriver() {
           *ctx = nullptr;
         return enter("cuCtxPopCurrent");
       },
-      /* cuModuleLoadData */ loadData,
+      /* cuModuleLoadDataEx */ loadData,
       /* cuModuleUnload */ [](miras_cu_module module) -> miras_cu_result {
         ++fakeCuda().unloads;
         dlclose(reinterpret_cast<FakeModule *>(module)->handle);

@@ -39,8 +39,9 @@ FAKE_EXPORT int cuDevicePrimaryCtxRelease_v2(int device) {
 }
 FAKE_EXPORT int cuCtxPushCurrent_v2(miras_cu_context ctx) { return driver().cuCtxPushCurrent(ctx); }
 FAKE_EXPORT int cuCtxPopCurrent_v2(miras_cu_context *ctx) { return driver().cuCtxPopCurrent(ctx); }
-FAKE_EXPORT int cuModuleLoadData(miras_cu_module *module, const void *image) {
-  return driver().cuModuleLoadData(module, image);
+FAKE_EXPORT int cuModuleLoadDataEx(miras_cu_module *module, const void *image,
+                                   unsigned int n, int *options, void **values) {
+  return driver().cuModuleLoadDataEx(module, image, n, options, values);
 }
 FAKE_EXPORT int cuModuleUnload(miras_cu_module module) { return driver().cuModuleUnload(module); }
 FAKE_EXPORT int cuModuleGetFunction(miras_cu_function *f, miras_cu_module module,
