@@ -241,6 +241,8 @@ int compile(const std::string &source) {
     if (!iface.hasTarget(target.str()))
       iface.targets.push_back(target.str());
   }
+  if (llvm::Error err = checkCudaArch(cudaArch))
+    return fail(llvm::toString(std::move(err)));
   if (gpuThreads < 0 || gpuThreads > 1024)
     return fail("--gpu-threads expects 0 (automatic) to 1024, got " +
                 llvm::Twine(gpuThreads.getValue()));

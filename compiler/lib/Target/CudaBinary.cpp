@@ -14,6 +14,9 @@
 
 #include "llvm/ADT/ScopeExit.h"
 #include "llvm/ADT/StringExtras.h"
+#include "llvm/MC/MCSubtargetInfo.h"
+#include "llvm/MC/TargetRegistry.h"
+#include "llvm/TargetParser/Triple.h"
 #include "llvm/Support/FileSystem.h"
 #include "llvm/Support/MemoryBuffer.h"
 #include "llvm/Support/Path.h"
@@ -25,6 +28,31 @@ namespace miras {
 
 static Error fail(const Twine &msg) {
   return createStringError(inconvertibleErrorCode(), msg);
+}
+
+// The NVPTX backend's registration, from libLLVM (no header declares one
+// target's entry points without the others').
+extern "C" void LLVMInitializeNVPTXTargetInfo();
+extern "C" void LLVMInitializeNVPTXTargetMC();
+
+Error checkCudaArch(StringRef arch) {
+  static const bool registered = [] {
+    LLVMInitializeNVPTXTargetInfo();
+    LLVMInitializeNVPTXTargetMC();
+    return true;
+  }();
+  (void)registered;
+  Triple triple("nvptx64-nvidia-cuda");
+  std::string error;
+  const Target *target = TargetRegistry::lookupTarget(triple, error);
+  if (!target)
+    return fail("this LLVM has no NVPTX backend: " + error);
+  std::unique_ptr<MCSubtargetInfo> info(
+      target->createMCSubtargetInfo(triple, arch, ""));
+  if (!arch.starts_with("sm_") || !info || !info->isCPUStringValid(arch))
+    return fail("--cuda-arch expects a CUDA architecture such as sm_80, sm_90 or "
+                "sm_90a, got '" + arch + "'");
+  return Error::success();
 }
 
 Expected<KernelInterface::CudaKernels>

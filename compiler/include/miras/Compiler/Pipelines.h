@@ -76,8 +76,9 @@ struct GPUToPTXOptions : mlir::PassPipelineOptions<GPUToPTXOptions> {
                            llvm::cl::init("sm_90")};
   Option<std::string> features{
       *this, "features",
-      llvm::cl::desc("PTX ISA version (sm_90 needs +ptx80 or later)"),
-      llvm::cl::init("+ptx80")};
+      llvm::cl::desc("PTX ISA version, e.g. +ptx86 (empty: the chip's minimum, "
+                     "7.8 for sm_90)"),
+      llvm::cl::init("")};
   Option<std::string> toolkit{
       *this, "toolkit",
       llvm::cl::desc("CUDA toolkit root, for libdevice (the math functions)"),

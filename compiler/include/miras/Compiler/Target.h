@@ -106,6 +106,10 @@ llvm::Error linkSharedLibrary(llvm::StringRef objectPath,
 llvm::Expected<KernelInterface::CudaKernels>
 describeCudaKernels(mlir::ModuleOp gpuDialectModule, llvm::StringRef arch);
 
+/// Success when `arch` names a CUDA architecture LLVM's NVPTX backend knows
+/// ("sm_90", "sm_90a", "sm_100", ...); otherwise an error listing the form.
+llvm::Error checkCudaArch(llvm::StringRef arch);
+
 /// The PTX text of the gpu.binary that miras-gpu-to-ptx produced.
 llvm::Expected<std::string> extractPTX(mlir::ModuleOp module);
 
