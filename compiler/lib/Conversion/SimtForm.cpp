@@ -12,6 +12,12 @@
 //     }
 //   }
 //
+// In order: CPU prefetch hints go and memref.copy becomes loops; state slices
+// move to block buffers (promoteStates); reduction accumulators move to
+// registers (promoteAccumulators); then the Distributor turns the pair body's
+// parallel loops into threads regions (splitting short rows' sums first) and
+// its other memory writes into thread-0 regions.
+//
 //===----------------------------------------------------------------------===//
 #include "SimtForm.h"
 
@@ -25,7 +31,6 @@
 #include "mlir/Interfaces/LoopLikeInterface.h"
 #include "mlir/Interfaces/SideEffectInterfaces.h"
 
-#include "llvm/ADT/DenseSet.h"
 #include "llvm/ADT/bit.h"
 #include "llvm/Support/MathExtras.h"
 
