@@ -199,7 +199,8 @@ struct SimtToGPUPass : public miras::impl::MirasSimtToGPUBase<SimtToGPUPass> {
                               allocas, *plan)))
         return failure();
     }
-    kernel.erase();
+    if (!keepKernel)
+      kernel.erase();
     return success();
   }
 

@@ -109,6 +109,13 @@ cl::opt<bool> simtOnCpu(
              "form, each block's threads run in turn (last first): checks the "
              "GPU mapping on machines without a GPU"),
     cl::cat(category));
+cl::opt<bool> cudaOnCpu(
+    "cuda-on-cpu",
+    cl::desc("Build the CPU kernel from the CUDA kernel's code itself (after "
+             "barriers, shared memory and the workspace are placed), each "
+             "block's threads run in turn between barriers: a missing barrier "
+             "changes the numbers"),
+    cl::cat(category));
 cl::opt<bool> keepTemps("keep-temps",
                         cl::desc("Keep the generated glue and object files"),
                         cl::cat(category));
@@ -312,8 +319,16 @@ int compile(const std::string &source) {
   // On the CPU the threads of a region run one after another; backwards, so
   // that a region whose result depends on that order gives other numbers.
   simt.reverseThreads = true;
+  if (simtOnCpu && cudaOnCpu)
+    return fail("--simt-on-cpu and --cuda-on-cpu are two different checks; "
+                "pick one");
   if (simtOnCpu && !runStage(context, *module, [&](OpPassManager &pm) {
         buildLinalgToSimtPipeline(pm, simt);
+      }))
+    return 1;
+  simt.reverseThreads = false; // miras-gpu-lockstep runs the threads backwards
+  if (cudaOnCpu && !runStage(context, *module, [&](OpPassManager &pm) {
+        buildCudaOnCpuPipeline(pm, simt);
       }))
     return 1;
 

@@ -104,6 +104,16 @@ void miras::buildSimtToGPUPipeline(OpPassManager &pm,
   addThenTidy(pm, createMirasSimtToGPU(toGPU));
 }
 
+void miras::buildCudaOnCpuPipeline(OpPassManager &pm,
+                                   const SimtOptions &options) {
+  buildLinalgToSimtPipeline(pm, options);
+  MirasSimtToGPUOptions toGPU;
+  toGPU.sharedBudget = options.sharedBudget;
+  toGPU.keepKernel = true;
+  addThenTidy(pm, createMirasSimtToGPU(toGPU));
+  addThenTidy(pm, createMirasGPULockstep());
+}
+
 void miras::buildGPUToPTXPipeline(OpPassManager &pm,
                                   const GPUToPTXOptions &options) {
   // PIPELINES.md section 3 (2): strided metadata and affine maps are expanded
@@ -163,6 +173,10 @@ void miras::registerMirasPipelines() {
   PassPipelineRegistration<SimtOptions>(
       "miras-to-gpu", "SIMT-form kernel to a gpu.module of CUDA kernels",
       buildSimtToGPUPipeline);
+  PassPipelineRegistration<SimtOptions>(
+      "miras-cuda-on-cpu",
+      "Linalg kernel to the CUDA kernel's code, run on the CPU in lockstep",
+      buildCudaOnCpuPipeline);
   PassPipelineRegistration<GPUToPTXOptions>(
       "miras-gpu-to-ptx", "gpu.module to NVVM and a gpu.binary holding PTX",
       buildGPUToPTXPipeline);

@@ -246,9 +246,36 @@ def MirasSimtToGPU : Pass<"miras-simt-to-gpu", "::mlir::ModuleOp"> {
   let options = [
     Option<"sharedBudget", "shared-budget", "int64_t", /*default=*/"231424",
            "Bytes of dynamic shared memory a block may use">,
+    Option<"keepKernel", "keep-kernel", "bool", /*default=*/"false",
+           "Keep the SIMT-form func.func next to the gpu.module (for "
+           "miras-gpu-lockstep)">,
   ];
   let dependentDialects = ["::mlir::gpu::GPUDialect",
                            "::mlir::memref::MemRefDialect",
+                           "::mlir::scf::SCFDialect",
+                           "::mlir::arith::ArithDialect"];
+}
+
+def MirasGPULockstep : Pass<"miras-gpu-lockstep", "::mlir::ModuleOp"> {
+  let summary = "Runs a CUDA kernel's code on the CPU, threads in turn between barriers";
+  let description = [{
+    A check of the CUDA lowering on machines without a GPU (mirasc
+    `--cuda-on-cpu`). Replaces the body of each `<name>_kernel` kept by
+    `miras-simt-to-gpu{keep-kernel}` with the code of `<name>_f32` from the
+    gpu.module (then erased): one pair per block as on the GPU, its shared
+    memory a stack buffer, its workspace a heap buffer, and its threads run
+    in lockstep: the code between two barriers (a "segment") runs for thread
+    `threads - 1` down to 0 before the next segment starts.
+
+    That is one schedule a GPU may choose, so correct code gives the same
+    numbers; a barrier missing between a write and another thread's read (or
+    a read and another thread's later write) changes them. Values a segment
+    passes to later code go through a slot each thread writes (the last one's
+    value is used): they must be the same on every thread, as in correct
+    code. Ops that neither touch memory nor depend on the thread run once,
+    outside the segments.
+  }];
+  let dependentDialects = ["::mlir::memref::MemRefDialect",
                            "::mlir::scf::SCFDialect",
                            "::mlir::arith::ArithDialect"];
 }

@@ -71,6 +71,13 @@ void buildLinalgToSimtPipeline(mlir::OpPassManager &pm,
 void buildSimtToGPUPipeline(mlir::OpPassManager &pm,
                             const SimtOptions &options = {});
 
+/// `miras-cuda-on-cpu`: linalg kernel -> the CUDA kernel's code (SIMT form,
+/// then miras-simt-to-gpu) run on the CPU by miras-gpu-lockstep, threads in
+/// turn between barriers. For mirasc --cuda-on-cpu: a CPU library that
+/// checks the GPU lowering numerically.
+void buildCudaOnCpuPipeline(mlir::OpPassManager &pm,
+                            const SimtOptions &options = {});
+
 struct GPUToPTXOptions : mlir::PassPipelineOptions<GPUToPTXOptions> {
   Option<std::string> chip{*this, "chip", llvm::cl::desc("CUDA architecture"),
                            llvm::cl::init("sm_90")};
