@@ -311,6 +311,23 @@ static miras_status bind_forward(const miras_library *lib, int32_t device,
   return MIRAS_OK;
 }
 
+/* Binds the named tensors (one validation for both devices), then runs the module on
+ * `device` (checked by the caller). */
+static miras_status bind_and_run(miras_library *lib, int32_t device,
+                                 const miras_tensor *inputs, int32_t num_inputs,
+                                 const miras_tensor *outputs, int32_t num_outputs) {
+  miras_forward_args args;
+  int32_t input_dtype;
+  void **slots;
+  miras_status st = bind_forward(lib, device, inputs, num_inputs, outputs, num_outputs,
+                                 &args, &input_dtype, &slots);
+  if (st == MIRAS_OK)
+    st = device == MIRAS_DEVICE_CPU ? call_module(lib, &args)
+                                    : miras_cuda_forward_host(lib, &args, input_dtype);
+  free(slots);
+  return st;
+}
+
 miras_status miras_library_forward(miras_library *lib, const miras_tensor *inputs,
                                    int32_t num_inputs, const miras_tensor *outputs,
                                    int32_t num_outputs) {
@@ -319,15 +336,7 @@ miras_status miras_library_forward(miras_library *lib, const miras_tensor *input
   miras_status st = require_cpu(lib);
   if (st != MIRAS_OK)
     return st;
-  miras_forward_args args;
-  int32_t input_dtype;
-  void **slots;
-  st = bind_forward(lib, MIRAS_DEVICE_CPU, inputs, num_inputs, outputs, num_outputs, &args,
-                    &input_dtype, &slots);
-  if (st == MIRAS_OK)
-    st = call_module(lib, &args);
-  free(slots);
-  return st;
+  return bind_and_run(lib, MIRAS_DEVICE_CPU, inputs, num_inputs, outputs, num_outputs);
 }
 
 miras_status miras_library_forward_on(miras_library *lib, int32_t device,
@@ -344,15 +353,7 @@ miras_status miras_library_forward_on(miras_library *lib, int32_t device,
   miras_status st = require_cuda(lib);
   if (st != MIRAS_OK)
     return st;
-  miras_forward_args args;
-  int32_t input_dtype;
-  void **slots;
-  st = bind_forward(lib, MIRAS_DEVICE_CUDA, inputs, num_inputs, outputs, num_outputs, &args,
-                    &input_dtype, &slots);
-  if (st == MIRAS_OK)
-    st = miras_cuda_forward_host(lib, &args, input_dtype);
-  free(slots);
-  return st;
+  return bind_and_run(lib, MIRAS_DEVICE_CUDA, inputs, num_inputs, outputs, num_outputs);
 }
 
 static int all_set(const void *const *ptrs, int32_t n) {

@@ -406,6 +406,21 @@ void promoteAccumulators(func::FuncOp kernel) {
   }
 }
 
+/// Calls `body` with the indices of every element of an index space of
+/// `extents`: once, inside one scf.parallel (which the Distributor spreads
+/// over the threads); for rank 0, once in place (a thread-0 store then).
+void forEachElement(OpBuilder &b, Location loc, ValueRange extents,
+                    function_ref<void(OpBuilder &, Location, ValueRange)> body) {
+  if (extents.empty()) {
+    body(b, loc, ValueRange{});
+    return;
+  }
+  Value zero = arith::ConstantIndexOp::create(b, loc, 0);
+  Value one = arith::ConstantIndexOp::create(b, loc, 1);
+  SmallVector<Value> lbs(extents.size(), zero), steps(extents.size(), one);
+  scf::ParallelOp::create(b, loc, lbs, extents, steps, body);
+}
+
 /// memref.copy becomes a parallel loop of loads and stores: on the GPU there
 /// is no memrefCopy to call, and at block level the copy is one more loop
 /// to spread over the threads.
@@ -413,25 +428,13 @@ void expandCopies(func::FuncOp kernel) {
   kernel.walk([](memref::CopyOp copy) {
     OpBuilder b(copy);
     Location loc = copy.getLoc();
-    auto type = cast<MemRefType>(copy.getSource().getType());
-    if (type.getRank() == 0) {
-      memref::StoreOp::create(b, loc,
-                              memref::LoadOp::create(b, loc, copy.getSource()),
-                              copy.getTarget());
-      copy.erase();
-      return;
-    }
-    SmallVector<Value> lbs, ubs, steps;
-    for (int64_t d = 0; d < type.getRank(); ++d) {
-      lbs.push_back(arith::ConstantIndexOp::create(b, loc, 0));
-      ubs.push_back(memref::DimOp::create(b, loc, copy.getSource(), d));
-      steps.push_back(arith::ConstantIndexOp::create(b, loc, 1));
-    }
-    scf::ParallelOp::create(b, loc, lbs, ubs, steps,
-                            [&](OpBuilder &nb, Location l, ValueRange ivs) {
-                              Value x = memref::LoadOp::create(nb, l, copy.getSource(), ivs);
-                              memref::StoreOp::create(nb, l, x, copy.getTarget(), ivs);
-                            });
+    SmallVector<Value> extents;
+    for (int64_t d = 0; d < cast<MemRefType>(copy.getSource().getType()).getRank(); ++d)
+      extents.push_back(memref::DimOp::create(b, loc, copy.getSource(), d));
+    forEachElement(b, loc, extents, [&](OpBuilder &nb, Location l, ValueRange ivs) {
+      Value x = memref::LoadOp::create(nb, l, copy.getSource(), ivs);
+      memref::StoreOp::create(nb, l, x, copy.getTarget(), ivs);
+    });
     copy.erase();
   });
 }
@@ -518,34 +521,19 @@ void promoteStates(func::FuncOp kernel, scf::ForOp pairLoop, int64_t budget) {
                              ? c.h.getDefiningOp()
                              : c.b.getDefiningOp();
     auto copy = [&](OpBuilder &b, bool in) {
-      if (c.sliceType.getRank() == 0) { // a scalar state: one thread copies it
+      SmallVector<Value> extents;
+      for (int64_t extent : c.sliceType.getShape())
+        extents.push_back(arith::ConstantIndexOp::create(b, loc, extent));
+      forEachElement(b, loc, extents, [&](OpBuilder &nb, Location l, ValueRange ivs) {
         SmallVector<Value> full{c.b, c.h};
+        full.append(ivs.begin(), ivs.end());
         if (in)
-          memref::StoreOp::create(b, loc, memref::LoadOp::create(b, loc, c.arg, full),
-                                  buffer, ValueRange{});
+          memref::StoreOp::create(nb, l, memref::LoadOp::create(nb, l, c.arg, full),
+                                  buffer, ivs);
         else
-          memref::StoreOp::create(b, loc, memref::LoadOp::create(b, loc, buffer, ValueRange{}),
+          memref::StoreOp::create(nb, l, memref::LoadOp::create(nb, l, buffer, ivs),
                                   c.arg, full);
-        return;
-      }
-      SmallVector<Value> lbs, ubs, steps;
-      for (int64_t extent : c.sliceType.getShape()) {
-        lbs.push_back(arith::ConstantIndexOp::create(b, loc, 0));
-        ubs.push_back(arith::ConstantIndexOp::create(b, loc, extent));
-        steps.push_back(arith::ConstantIndexOp::create(b, loc, 1));
-      }
-      scf::ParallelOp::create(
-          b, loc, lbs, ubs, steps,
-          [&](OpBuilder &nb, Location l, ValueRange ivs) {
-            SmallVector<Value> full{c.b, c.h};
-            full.append(ivs.begin(), ivs.end());
-            if (in)
-              memref::StoreOp::create(
-                  nb, l, memref::LoadOp::create(nb, l, c.arg, full), buffer, ivs);
-            else
-              memref::StoreOp::create(
-                  nb, l, memref::LoadOp::create(nb, l, buffer, ivs), c.arg, full);
-          });
+      });
     };
     // Rewrite the existing uses first, so the copies keep the argument.
     for (Operation *user : llvm::make_early_inc_range(c.arg.getUsers())) {

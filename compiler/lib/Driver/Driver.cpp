@@ -316,17 +316,19 @@ int compile(const std::string &source) {
       return fail(llvm::toString(std::move(err)));
     return 0;
   }
-  // On the CPU the threads of a region run one after another; backwards, so
-  // that a region whose result depends on that order gives other numbers.
-  simt.reverseThreads = true;
   if (simtOnCpu && cudaOnCpu)
     return fail("--simt-on-cpu and --cuda-on-cpu are two different checks; "
                 "pick one");
-  if (simtOnCpu && !runStage(context, *module, [&](OpPassManager &pm) {
-        buildLinalgToSimtPipeline(pm, simt);
-      }))
-    return 1;
-  simt.reverseThreads = false; // miras-gpu-lockstep runs the threads backwards
+  // On the CPU the threads of a region run one after another; backwards, so
+  // that a region whose result depends on that order gives other numbers
+  // (miras-gpu-lockstep reverses them itself, after the GPU lowering).
+  if (simtOnCpu) {
+    simt.reverseThreads = true;
+    if (!runStage(context, *module, [&](OpPassManager &pm) {
+          buildLinalgToSimtPipeline(pm, simt);
+        }))
+      return 1;
+  }
   if (cudaOnCpu && !runStage(context, *module, [&](OpPassManager &pm) {
         buildCudaOnCpuPipeline(pm, simt);
       }))

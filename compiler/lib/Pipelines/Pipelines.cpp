@@ -97,20 +97,24 @@ void miras::buildLinalgToSimtPipeline(OpPassManager &pm,
   addThenTidy(pm, memref::createFoldMemRefAliasOpsPass());
 }
 
+/// miras-simt-to-gpu with `options`; `keepKernel` for miras-gpu-lockstep.
+static void addSimtToGPU(OpPassManager &pm, const miras::SimtOptions &options,
+                         bool keepKernel) {
+  miras::MirasSimtToGPUOptions toGPU;
+  toGPU.sharedBudget = options.sharedBudget;
+  toGPU.keepKernel = keepKernel;
+  addThenTidy(pm, miras::createMirasSimtToGPU(toGPU));
+}
+
 void miras::buildSimtToGPUPipeline(OpPassManager &pm,
                                    const SimtOptions &options) {
-  MirasSimtToGPUOptions toGPU;
-  toGPU.sharedBudget = options.sharedBudget;
-  addThenTidy(pm, createMirasSimtToGPU(toGPU));
+  addSimtToGPU(pm, options, /*keepKernel=*/false);
 }
 
 void miras::buildCudaOnCpuPipeline(OpPassManager &pm,
                                    const SimtOptions &options) {
   buildLinalgToSimtPipeline(pm, options);
-  MirasSimtToGPUOptions toGPU;
-  toGPU.sharedBudget = options.sharedBudget;
-  toGPU.keepKernel = true;
-  addThenTidy(pm, createMirasSimtToGPU(toGPU));
+  addSimtToGPU(pm, options, /*keepKernel=*/true);
   addThenTidy(pm, createMirasGPULockstep());
 }
 

@@ -7,6 +7,7 @@
 //===----------------------------------------------------------------------===//
 
 #include "miras/Compiler/Target.h"
+#include "Tools.h"
 
 #include "llvm/ADT/STLExtras.h"
 #include "llvm/ADT/StringExtras.h"
@@ -30,10 +31,6 @@ const char *const kAbiHeaderText =
 
 constexpr int kMaxStateRank = 4; // MIRAS_MAX_STATE_RANK in miras_abi.h
 constexpr const char *kCompilerId = "mirasc 0.1";
-
-Error fail(const Twine &msg) {
-  return createStringError(inconvertibleErrorCode(), msg);
-}
 
 bool isCIdentifier(StringRef s) {
   if (s.empty() || isDigit(s.front()))

@@ -40,14 +40,6 @@ using namespace llvm;
 namespace miras {
 namespace {
 
-Error fail(const Twine &msg) {
-  return createStringError(inconvertibleErrorCode(), msg);
-}
-
-Error fail(const Twine &msg, std::error_code ec) {
-  return createStringError(ec, msg + ": " + ec.message());
-}
-
 bool initNativeTarget() {
   // Registration is global and idempotent, but not free; do it once.
   static const bool ok = !InitializeNativeTarget() &&

@@ -26,10 +26,6 @@ using namespace llvm;
 
 namespace miras {
 
-static Error fail(const Twine &msg) {
-  return createStringError(inconvertibleErrorCode(), msg);
-}
-
 // The NVPTX backend's registration, from libLLVM (no header declares one
 // target's entry points without the others').
 extern "C" void LLVMInitializeNVPTXTargetInfo();
@@ -135,7 +131,7 @@ Expected<std::string> assembleCubin(StringRef ptx, StringRef arch,
                                     StringRef ptxas) {
   SmallString<128> dir;
   if (std::error_code ec = sys::fs::createUniqueDirectory("miras-ptxas", dir))
-    return fail("cannot create a temporary directory: " + ec.message());
+    return fail("cannot create a temporary directory", ec);
   scope_exit cleanup([&] { sys::fs::remove_directories(dir); });
   SmallString<256> ptxPath(dir), cubinPath(dir);
   sys::path::append(ptxPath, "kernels.ptx");
@@ -144,7 +140,7 @@ Expected<std::string> assembleCubin(StringRef ptx, StringRef arch,
     std::error_code ec;
     raw_fd_ostream out(ptxPath, ec);
     if (ec)
-      return fail("cannot write '" + ptxPath + "': " + ec.message());
+      return fail("cannot write '" + ptxPath + "'", ec);
     out << ptx;
   }
   if (Error e = runTool("ptxas", ptxas,
