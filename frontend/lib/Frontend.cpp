@@ -35,14 +35,15 @@ std::vector<Diagnostic> sortByLocation(std::vector<Diagnostic> diags) {
 
 LoadResult frontend::loadModule(const std::string &path,
                                 const std::string &source,
-                                const std::map<std::string, std::string> &defines) {
+                                const std::map<std::string, std::string> &defines,
+                                std::optional<int64_t> chunk) {
   LoadResult result;
   Diags diags;
   std::optional<Diagnostic> trailer;
   try {
     if (auto module = parseModule(path, source, diags)) {
       result.syntax = std::move(*module);
-      auto resolved = resolveModule(*result.syntax, defines, diags);
+      auto resolved = resolveModule(*result.syntax, defines, chunk, diags);
       if (resolved && diags.errors == 0)
         result.resolved = std::move(*resolved);
     }

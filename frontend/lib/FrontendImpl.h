@@ -48,7 +48,8 @@ ast::ExprPtr parseExpression(const std::string &file, const std::string &text,
 /// Semantic analysis. Returns a module only if it found no error.
 std::optional<ast::ResolvedModule>
 resolveModule(const ast::Module &module,
-              const std::map<std::string, std::string> &defines, Diags &diags);
+              const std::map<std::string, std::string> &defines,
+              std::optional<int64_t> chunk, Diags &diags);
 
 /// Parses a number as the lexer spells it (`64`, `-0.5`, `1e-6`), with an
 /// optional leading '-'. Returns false on anything else or an infinite value.

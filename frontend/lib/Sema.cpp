@@ -1,12 +1,16 @@
 //===- Sema.cpp - Semantic analysis: ast::Module -> ast::ResolvedModule ----===//
 //
-// Substitutes params, checks every component against the registry below,
-// expands built-in biases from their DSL definitions, and type-checks bias
+// Substitutes params, checks every component against its definition in the
+// ChoiceRegistry (dialect/lib/Miras/Choices: the one table the dialect's
+// verifier also asks), runs the definitions' combination rules, expands
+// built-in biases from their DSL definitions, and type-checks bias
 // expressions (scalar vs vector). Reports every error it can find and keeps
 // going; the result is returned only when there were none.
 //
 //===----------------------------------------------------------------------===//
 #include "FrontendImpl.h"
+
+#include "miras/Dialect/Miras/Choices/Choice.h"
 
 #include <cmath>
 #include <functional>
@@ -20,236 +24,13 @@ using ast::ExprPtr;
 
 namespace {
 
-//===----------------------------------------------------------------------===//
-// Component registry: the single place that defines the built-ins.
-//===----------------------------------------------------------------------===//
-
-/// What an argument accepts (a bit set).
-enum Accept : unsigned {
-  kNumber = 1,      // a constant expression of numbers and params
-  kScalarGate = 2,  // a scalar gate's name
-  kChannelGate = 4, // a channel gate's name
-  kKeyword = 8,     // one of ArgSpec::keywords
-  kFlag = 16,       // 0/1; a bare positional `name` sets it
-  kPosInt = 32,     // a positive integer constant
-  kFunction = 64,   // `name(x) = expr`, element-wise in x (a user map)
-};
-
-/// Constraint on a number (checked after evaluation).
-enum class Range {
-  Any,
-  Positive,
-  NonNegative,
-  UnitInterval,   // (0, 1]
-  ClosedUnit,     // [0, 1]
-  GreaterThanOne, // > 1 (with kPosInt: an integer >= 2)
-};
-
-struct ArgSpec {
-  const char *name;
-  unsigned accepts;
-  const char *defaultValue = nullptr; // nullptr: required
-  Range range = Range::Any;
-  std::vector<const char *> keywords = {};
-};
-
-/// A built-in of one role. Biases carry their definition as DSL text over
-/// `y`, `v` and their argument names, parsed with the file's own grammar; `e`
-/// in the spec's table is written `(y - v)`. `signal`, when set, is the error
-/// signal psi(y, v) used instead of differentiating `loss` (lp smoothing).
-struct ComponentSpec {
-  const char *role;
-  const char *name;
-  std::vector<ArgSpec> args;
-  const char *loss = nullptr;
-  const char *signal = nullptr;
-};
-
-const std::vector<ComponentSpec> &registry() {
-  static const std::vector<ComponentSpec> specs = {
-      {"memory", "linear", {{"dk", kPosInt}, {"dv", kPosInt}}},
-      // An element-wise (vector) memory f(w; z) = w * z (RetNet's n = 1,
-      // HGRN's diagonal state); dk = dv = dim.
-      {"memory", "diagonal", {{"dim", kPosInt}}},
-      // f(z) = [z +] [LN](W_depth act(... act(W1 z))), hidden width
-      // expansion * dim (SPEC §4); dk = dv = dim.
-      {"memory",
-       "mlp",
-       {{"dim", kPosInt},
-        {"depth", kPosInt, "2", Range::GreaterThanOne},
-        {"expansion", kPosInt, "4"},
-        {"act", kKeyword, "gelu", Range::Any,
-         {"gelu", "gelu_tanh", "silu", "relu", "identity"}},
-        {"residual", kFlag, "0"},
-        {"layernorm", kFlag, "0"}}},
-
-      {"bias", "dot", {}, "-2 * sum(y * v)"},
-      {"bias", "l2", {}, "0.5 * sum((y - v)^2)"},
-      {"bias",
-       "lp",
-       {{"p", kNumber, nullptr, Range::Positive},
-        {"smooth", kFlag, "0"},
-        {"kappa", kNumber, "10", Range::Positive},
-        {"eps", kNumber, "1e-6", Range::NonNegative}},
-       "sum(abs(y - v)^p)",
-       "p * tanh(kappa * (y - v)) * ((y - v)^2 + eps)^((p - 1) / 2)"},
-      // The gradient of this loss is exactly clip(y - v, -delta, delta).
-      {"bias",
-       "huber",
-       {{"delta", kNumber | kScalarGate, nullptr, Range::Positive}},
-       "sum(min(max(y - v, -delta), delta) * "
-       "((y - v) - min(max(y - v, -delta), delta) / 2))"},
-      {"bias",
-       "huber_norm",
-       {{"delta", kNumber | kScalarGate, nullptr, Range::Positive}},
-       "min(norm(y - v), delta) * (norm(y - v) - min(norm(y - v), delta) / 2)"},
-      {"bias",
-       "value_shift",
-       {{"delta", kNumber | kScalarGate, nullptr, Range::Positive}},
-       "0.5 * sum((y - v)^2) + delta * norm(y - v)"},
-      // Yaad: l2's signal while the error is small, a smoothed delta * Sign(e)
-      // (l1's) beyond delta (SPEC §3).
-      {"bias",
-       "yaad_mix",
-       {{"delta", kNumber | kScalarGate, nullptr, Range::Positive},
-        {"kappa", kNumber, "10", Range::Positive}},
-       nullptr,
-       "where(norm(y - v) <= delta, y - v, delta * tanh(kappa * (y - v)))"},
-
-      {"retention", "none", {}},
-      {"retention",
-       "l2",
-       {{"decay", kNumber | kScalarGate | kChannelGate, nullptr,
-         Range::UnitInterval},
-        {"order", kKeyword, "decoupled", Range::Any,
-         {"decoupled", "before_gradient"}}}},
-      {"retention",
-       "l2_coupled",
-       {{"strength", kNumber | kScalarGate, nullptr, Range::Positive}}},
-      // Mirror maps (SPEC §5): lq reads W = A / ||A||_q^(q-2), kl W = softmax(A).
-      {"retention",
-       "lq",
-       {{"q", kNumber, nullptr, Range::GreaterThanOne},
-        {"decay", kNumber | kScalarGate, "1", Range::UnitInterval}}},
-      {"retention",
-       "kl",
-       {{"decay", kNumber | kScalarGate, "1", Range::UnitInterval}}},
-      // FTRL with an elastic net (dual averaging, SPEC §5 mirror table): the
-      // dual state A_t = decay A_{t-1} - lr_t g_t, read as the soft threshold
-      // W = S_{eta/a}(A). Keeps a dual state, so gd only (checkCombinations).
-      {"retention",
-       "ftrl_elastic",
-       {{"eta", kNumber, nullptr, Range::Positive},
-        {"a", kNumber, nullptr, Range::Positive},
-        {"decay", kNumber | kScalarGate, "1", Range::UnitInterval}}},
-      // Bregman divergence of a separable phi: W = (phi')^{-1}(A) element-wise,
-      // one of the built-in inverse maps (sigmoid: phi = negative binary entropy;
-      // exp: phi = negative entropy; tanh).
-      {"retention",
-       "bregman",
-       {{"map", kKeyword | kFunction, nullptr, Range::Any, {"sigmoid", "exp", "tanh"}},
-        {"decay", kNumber | kScalarGate, "1", Range::UnitInterval}}},
-      // f-divergence on the simplex: W_t = W_{t-1} * g(-zeta - lr g_t) with zeta
-      // normalising each row. Only g = exp has a closed-form zeta (see
-      // checkCombinations); the others are named so the error can say why.
-      {"retention",
-       "f_div",
-       {{"g", kKeyword, "exp", Range::Any, {"exp", "chi2", "hellinger"}}}},
-      // Proximal elastic net (SPEC §5): W_t = S_gamma(lambda W_{t-1} - zeta g_t)
-      // with gamma = lr b / (a (lr + b)), lambda = b / (b + lr), zeta = lr
-      // lambda. The closed form is one gd step, so gd only (checkCombinations).
-      {"retention",
-       "elastic_net",
-       {{"a", kNumber | kScalarGate, nullptr, Range::Positive},
-        {"b", kNumber | kScalarGate, nullptr, Range::Positive}}},
-
-      {"optimizer", "gd", {{"lr", kNumber | kScalarGate}}},
-      {"optimizer", "implicit", {{"lr", kNumber | kScalarGate}}},
-      // FTRL (SPEC section 5, the accumulator form of the mirror table): the
-      // dual of a mirror retention accumulates every gradient, A_t = A_{t-1} -
-      // lr g_t, with no decay.
-      {"optimizer", "ftrl", {{"lr", kNumber | kScalarGate, nullptr, Range::Positive}}},
-      // DeltaProduct: n gd steps per token on n (k, v, lr) triples.
-      {"optimizer",
-       "multistep",
-       {{"n", kPosInt}, {"lr", kNumber | kScalarGate, nullptr, Range::Positive}}},
-      // Titans: S_t = beta S_{t-1} - lr g_t, W_t = alpha W_{t-1} + S_t.
-      {"optimizer",
-       "momentum",
-       {{"lr", kNumber | kScalarGate, nullptr, Range::Positive},
-        {"beta", kNumber | kScalarGate, nullptr, Range::ClosedUnit}}},
-  };
-  return specs;
-}
-
-const ComponentSpec *findSpec(const std::string &role, const std::string &name) {
-  for (const ComponentSpec &s : registry())
-    if (role == s.role && name == s.name)
-      return &s;
-  return nullptr;
-}
-
-std::string quotedList(const std::vector<std::string> &items) {
-  std::string out;
-  for (size_t i = 0; i < items.size(); ++i)
-    out += (i == 0 ? "" : i + 1 == items.size() ? " or " : ", ") +
-           ("'" + items[i] + "'");
-  return out;
-}
-
-std::string describeAccepts(const ArgSpec &spec) {
-  if (spec.accepts & kPosInt)
-    return spec.range == Range::GreaterThanOne ? "an integer >= 2"
-                                               : "a positive integer";
-  if (spec.accepts & kFlag)
-    return "0 or 1";
-  if (spec.accepts & kKeyword)
-    return quotedList({spec.keywords.begin(), spec.keywords.end()}) +
-           (spec.accepts & kFunction
-                ? " or an element-wise function '" + std::string(spec.name) +
-                      "(A) = ...'"
-                : "");
-  std::string num = "a number";
-  if (spec.range == Range::Positive)
-    num = "a number > 0";
-  else if (spec.range == Range::NonNegative)
-    num = "a number >= 0";
-  else if (spec.range == Range::UnitInterval)
-    num = "a number in (0, 1]";
-  else if (spec.range == Range::ClosedUnit)
-    num = "a number in [0, 1]";
-  else if (spec.range == Range::GreaterThanOne)
-    num = "a number > 1";
-  if (spec.accepts & kChannelGate)
-    return num + ", a scalar gate or a channel gate";
-  if (spec.accepts & kScalarGate)
-    return num + " or a scalar gate";
-  return num;
-}
+using namespace miras::choices;
 
 /// A number in a message; says why a whole number is not an integer here.
 std::string showNumber(double v, bool isInteger) {
   if (!isInteger && v == std::floor(v))
     return formatNumber(v) + " (from a non-integer value: write 64, not 64.0)";
   return formatNumber(v);
-}
-
-bool inRange(Range r, double v) {
-  switch (r) {
-  case Range::Any:
-    return true;
-  case Range::Positive:
-    return v > 0;
-  case Range::NonNegative:
-    return v >= 0;
-  case Range::UnitInterval:
-    return v > 0 && v <= 1;
-  case Range::ClosedUnit:
-    return v >= 0 && v <= 1;
-  case Range::GreaterThanOne:
-    return v > 1;
-  }
-  return true;
 }
 
 ExprPtr makeNumber(double value, bool isInteger, const ast::SourceLoc &loc) {
@@ -315,7 +96,8 @@ public:
   Sema(const ast::Module &m, Diags &diags) : m(m), diags(diags) {}
 
   std::optional<ast::ResolvedModule>
-  run(const std::map<std::string, std::string> &defines) {
+  run(const std::map<std::string, std::string> &defines,
+      std::optional<int64_t> chunkOverride) {
     int before = diags.errors;
     r.name = m.name;
     r.loc = m.loc;
@@ -323,48 +105,32 @@ public:
     checkBiasNames();
     resolveGateNames();
 
-    bool memoryOk = false, biasOk = false, optimizerOk = false;
+    const ChoiceRegistry &registry = ChoiceRegistry::get();
     if (!m.memory)
       missing("memory", "memory linear(dk = 64, dv = 64);");
-    else if (auto c = resolveComponent(*m.memory, "memory")) {
+    else if (auto c = resolveComponent(*m.memory, Role::Memory)) {
       r.memory = *c;
-      // linear declares dk and dv (the shapes of k/q and v); mlp maps one
-      // width `dim` to itself.
-      auto dim = [&](const char *n) {
-        auto it = c->args.find(n);
-        return it == c->args.end() ? int64_t(0) : int64_t(it->second.number);
-      };
-      bool square = c->args.count("dim") != 0;
-      r.dk = dim(square ? "dim" : "dk");
-      r.dv = dim(square ? "dim" : "dv");
-      memoryOk = true;
+      memory = registry.findMemory(c->name);
+      std::tie(r.dk, r.dv) = memory->widths(lookup(r.memory));
     }
-    resolveGateDims(memoryOk);
+    resolveGateDims();
+    bool biasOk = false;
     if (!m.bias)
       missing("bias", "bias l2;");
     else
       biasOk = resolveBias(*m.bias);
-    bool retentionOk = false;
     if (!m.retention)
       missing("retention", "retention none;");
-    else if (auto c = resolveComponent(*m.retention, "retention")) {
+    else if (auto c = resolveComponent(*m.retention, Role::Retention)) {
       r.retention = *c;
-      retentionOk = true;
+      retention = registry.findRetention(c->name);
     }
     if (!m.optimizer)
       missing("optimizer", "optimizer gd(lr = eta);");
-    else if (auto c = resolveComponent(*m.optimizer, "optimizer")) {
+    else if (auto c = resolveComponent(*m.optimizer, Role::Optimizer)) {
       r.optimizer = *c;
-      optimizerOk = true;
+      optimizer = registry.findOptimizer(c->name);
     }
-    if (optimizerOk && memoryOk && biasOk && r.optimizer.name == "implicit" &&
-        (r.memory.name != "linear" || r.bias.name != "l2"))
-      diags.error(r.optimizer.loc,
-                  "optimizer 'implicit' requires a linear memory and the 'l2' "
-                  "bias (its closed-form step solves the l2 problem exactly), "
-                  "but this module has memory '" +
-                      r.memory.name + "' and bias '" + r.bias.name + "'");
-    checkCombinations(memoryOk, retentionOk, optimizerOk);
 
     if (m.read) {
       if (*m.read == "after_write" || *m.read == "before_write")
@@ -377,133 +143,130 @@ public:
     r.chunkLoc = m.chunk ? m.chunkLoc : m.loc;
     if (m.chunk) {
       if (auto v = evalConstant(*m.chunk, "chunk")) {
-        if (!v->second || v->first < 1 || v->first > kMaxDim)
+        if (!v->second || v->first < 1)
           diags.error(m.chunk->loc, "chunk must be a positive integer, got " +
                                         showNumber(v->first, v->second));
+        else if (v->first > kMaxChunk)
+          diags.error(m.chunk->loc, "chunk must be at most " +
+                                        std::to_string(kMaxChunk) + ", got " +
+                                        formatNumber(v->first));
         else
           r.chunk = static_cast<int64_t>(v->first);
       }
     }
-    if (r.steps > 1 && r.chunk != 1)
-      diags.error(r.chunkLoc, "multistep needs chunk 1 (each token takes its "
-                              "steps at the current state)");
+    if (chunkOverride)
+      r.chunk = *chunkOverride;
+    if (memory && biasOk && retention && optimizer)
+      checkCombinations(chunkOverride.has_value());
     if (diags.errors != before)
       return std::nullopt;
     return r;
   }
 
 private:
-  /// Dimensions and chunk sizes beyond this are certainly typos.
-  static constexpr double kMaxDim = 1 << 24;
-
-  /// Retention/optimizer/memory pairs the compiler cannot (yet) build,
-  /// reported at the retention with a note at the other component.
-  void checkCombinations(bool memoryOk, bool retentionOk, bool optimizerOk) {
-    const std::string &ret = r.retention.name, &opt = r.optimizer.name;
-    if (retentionOk && optimizerOk) {
-      if ((ret == "lq" || ret == "kl" || ret == "ftrl_elastic" || ret == "bregman") &&
-          opt != "gd" && opt != "ftrl") {
-        diags.error(r.retention.loc,
-                    "retention '" + ret +
-                        "' is a mirror map (it keeps a dual state): mirror "
-                        "retentions combine with gd only for now, but the "
-                        "optimizer is '" + opt + "'");
-        diags.note(r.optimizer.loc, "optimizer '" + opt + "' is declared here");
-      }
-      if (ret == "f_div") {
-        const ast::ArgValue &g = r.retention.args.at("g");
-        if (g.name != "exp")
-          diags.error(g.loc,
-                      "f_div(g = " + g.name +
-                          ") has no closed-form step: the row normaliser zeta "
-                          "solving sum_j W_ij g(-zeta_i - lr g_ij) = 1 needs a "
-                          "root search; only g = exp (the exponentiated "
-                          "gradient) has one");
-        if (opt != "gd") {
-          diags.error(r.retention.loc,
-                      "retention 'f_div' renormalises one gd step, but the "
-                      "optimizer is '" + opt + "'");
-          diags.note(r.optimizer.loc, "optimizer '" + opt + "' is declared here");
+  /// A resolved component's arguments as the choice definitions read them.
+  ArgLookup lookup(const ast::ResolvedComponent &component) const {
+    return ArgLookup([this, &component](const std::string &name) {
+      choices::ArgValue value;
+      auto it = component.args.find(name);
+      if (it == component.args.end())
+        return value;
+      const ast::ArgValue &arg = it->second;
+      switch (arg.kind) {
+      case ast::ArgValue::Kind::Number:
+        value.kind = choices::ArgValue::Kind::Number;
+        value.number = arg.number;
+        break;
+      case ast::ArgValue::Kind::Gate:
+        value.kind = choices::ArgValue::Kind::Gate;
+        value.name = arg.name;
+        if (const ast::ResolvedGate *g = r.findGate(arg.name)) {
+          value.channelGate = g->channel;
+          value.axis = g->axis;
         }
+        break;
+      case ast::ArgValue::Kind::Keyword:
+        value.kind = choices::ArgValue::Kind::Keyword;
+        value.name = arg.name;
+        break;
+      case ast::ArgValue::Kind::Function:
+        value.kind = choices::ArgValue::Kind::Function;
+        break;
       }
-      if (opt == "multistep")
-        checkMultistep();
-      if (opt == "ftrl")
-        checkFtrl();
-      if (ret == "elastic_net" && opt != "gd") {
-        diags.error(r.retention.loc,
-                    "retention 'elastic_net' is a proximal step whose closed "
-                    "form assumes one gd step, but the optimizer is '" + opt +
-                        "'");
-        diags.note(r.optimizer.loc, "optimizer '" + opt + "' is declared here");
-      }
-      if (ret == "l2_coupled" && opt == "momentum") {
-        diags.error(r.retention.loc,
-                    "retention 'l2_coupled' is the exact minimiser of a single "
-                    "gd step and does not combine with optimizer 'momentum' "
-                    "(use 'l2(decay = ...)' for decoupled decay)");
-        diags.note(r.optimizer.loc, "optimizer 'momentum' is declared here");
-      }
-    }
-    if (retentionOk && memoryOk && r.memory.name == "mlp") {
-      auto it = r.retention.args.find("order");
-      if (it != r.retention.args.end() &&
-          it->second.kind == ast::ArgValue::Kind::Keyword &&
-          it->second.name == "before_gradient") {
-        diags.error(it->second.loc,
-                    "order = before_gradient needs a linear memory (the decay "
-                    "is applied inside the delta step), but this module has "
-                    "memory '" + r.memory.name + "'");
-        diags.note(r.memory.loc, "memory '" + r.memory.name +
-                                     "' is declared here");
-      }
-    }
+      return value;
+    });
   }
 
-  /// multistep(n): n gd steps per token, the lr gate (if any) one value per
-  /// step; the decay, if any, applies once before the steps.
-  void checkMultistep() {
-    const std::string &ret = r.retention.name;
-    auto order = r.retention.args.find("order");
-    bool decayFirst = ret == "l2" && order != r.retention.args.end() &&
-                      order->second.name == "before_gradient";
-    if (ret != "none" && !decayFirst) {
-      diags.error(r.retention.loc,
-                  "multistep applies the retention once, before its steps, so "
-                  "it combines with 'none' or 'l2(..., order = "
-                  "before_gradient)' only, not '" + ret + "'");
-      diags.note(r.optimizer.loc, "optimizer 'multistep' is declared here");
+  const ast::ResolvedComponent &component(Role role) const {
+    switch (role) {
+    case Role::Memory:
+      return r.memory;
+    case Role::Retention:
+      return r.retention;
+    case Role::Optimizer:
+      return r.optimizer;
+    case Role::Bias:
+      break;
     }
-    r.steps = static_cast<int64_t>(r.optimizer.args.at("n").number);
-    const ast::ArgValue &lr = r.optimizer.args.at("lr");
-    if (lr.kind != ast::ArgValue::Kind::Gate)
+    static const ast::ResolvedComponent none;
+    return none;
+  }
+
+  /// The definitions' combination rules (the verifier runs the same ones),
+  /// each message located at the component or argument it names; then what
+  /// the optimizer makes of the gates and the chunk.
+  void checkCombinations(bool chunkFromCommandLine) {
+    auto locate = [&](Role role, const std::string &arg) {
+      if (role == Role::Bias)
+        return r.bias.loc;
+      const ast::ResolvedComponent &c = component(role);
+      auto it = arg.empty() ? c.args.end() : c.args.find(arg);
+      return it == c.args.end() ? c.loc : it->second.loc;
+    };
+    ChoiceReporter reporter{
+        [&](Role at, const std::string &arg, const std::string &message) {
+          diags.error(locate(at, arg), message);
+        },
+        [&](Role at, const std::string &message) {
+          diags.note(locate(at, ""), message);
+        }};
+    ArgLookup memoryArgs = lookup(r.memory), retentionArgs = lookup(r.retention),
+              optimizerArgs = lookup(r.optimizer);
+    checkCombination({*memory, memoryArgs, registry().findBias(r.bias.name),
+                      r.bias.name, *retention, retentionArgs, *optimizer,
+                      optimizerArgs, r.chunk},
+                     reporter);
+
+    r.steps = optimizer->stepsPerToken(optimizerArgs);
+    std::string chunk = chunkProblem(*optimizer, optimizerArgs, r.chunk);
+    if (!chunk.empty())
+      diags.error(chunkFromCommandLine ? m.loc : r.chunkLoc,
+                  chunkFromCommandLine
+                      ? "--chunk=" + std::to_string(r.chunk) + ": " + chunk
+                      : chunk);
+    markPerStepGate();
+  }
+
+  static const ChoiceRegistry &registry() { return ChoiceRegistry::get(); }
+
+  /// multistep(n): the lr gate (if any) has one value per step, and cannot
+  /// also be one of the retention's arguments.
+  void markPerStepGate() {
+    const char *perStep = optimizer->perStepArg();
+    auto it = perStep && r.steps > 1 ? r.optimizer.args.find(perStep)
+                                     : r.optimizer.args.end();
+    if (it == r.optimizer.args.end() || it->second.kind != ast::ArgValue::Kind::Gate)
       return;
+    const std::string &gate = it->second.name;
     for (ast::ResolvedGate &g : r.gates)
-      if (g.name == lr.name)
+      if (g.name == gate)
         g.perStep = true;
     for (const auto &[name, value] : r.retention.args)
-      if (value.kind == ast::ArgValue::Kind::Gate && value.name == lr.name)
-        diags.error(value.loc, "gate '" + lr.name +
-                                   "' is multistep's per-step learning rate "
-                                   "and cannot also be the retention's '" +
+      if (value.kind == ast::ArgValue::Kind::Gate && value.name == gate)
+        diags.error(value.loc, "gate '" + gate + "' is " + optimizer->name() +
+                                   "'s per-step learning rate and cannot also "
+                                   "be the retention's '" +
                                    name + "'");
-  }
-
-  /// ftrl is gd on the dual of a mirror retention with nothing forgotten.
-  void checkFtrl() {
-    const std::string &ret = r.retention.name;
-    bool mirror = ret == "lq" || ret == "kl" || ret == "ftrl_elastic" || ret == "bregman";
-    if (!mirror) {
-      diags.error(r.optimizer.loc,
-                  "optimizer 'ftrl' accumulates gradients in the dual state of "
-                  "a mirror retention (lq, kl, ftrl_elastic or bregman), but "
-                  "the retention is '" + ret + "'");
-      return;
-    }
-    const ast::ArgValue &decay = r.retention.args.at("decay");
-    if (decay.kind != ast::ArgValue::Kind::Number || decay.number != 1.0)
-      diags.error(decay.loc, "optimizer 'ftrl' keeps every past gradient: the "
-                             "retention's decay must be 1");
   }
 
   void missing(const char *what, const char *example) {
@@ -616,10 +379,10 @@ private:
     }
   }
 
-  void resolveGateDims(bool memoryOk) {
+  void resolveGateDims() {
     for (ast::ResolvedGate &g : r.gates) {
-      g.dim = !g.channel || !memoryOk ? 1 : g.axis == "dk" ? r.dk : r.dv;
-      if (memoryOk && g.channel && r.memory.name == "mlp") {
+      g.dim = !g.channel || !memory ? 1 : g.axis == "dk" ? r.dk : r.dv;
+      if (memory && g.channel && !memory->acceptsChannelGates()) {
         diags.error(g.loc, "channel gate '" + g.name +
                                "' needs a linear memory: memory '" +
                                r.memory.name +
@@ -743,34 +506,31 @@ private:
   //--- components -----------------------------------------------------------
 
   std::optional<ast::ResolvedComponent>
-  resolveComponent(const ast::Component &c, const std::string &role) {
-    const ComponentSpec *spec = findSpec(role, c.name);
-    if (!spec) {
-      std::vector<std::string> names;
-      for (const ComponentSpec &s : registry())
-        if (role == s.role)
-          names.push_back(s.name);
-      diags.error(c.loc, "unknown " + role + " '" + c.name +
-                             "': expected " + quotedList(names));
+  resolveComponent(const ast::Component &c, Role role) {
+    const Choice *definition = registry().find(role, c.name);
+    if (!definition) {
+      diags.error(c.loc, std::string("unknown ") + roleName(role) + " '" + c.name +
+                             "': expected " + registry().namesOf(role));
       return std::nullopt;
     }
+    const std::vector<ArgSpec> specArgs = definition->args();
     int before = diags.errors;
-    std::string title = role + " '" + c.name + "'";
+    std::string title = std::string(roleName(role)) + " '" + c.name + "'";
     // Bind written arguments to the spec's slots.
-    std::vector<const ast::Arg *> bound(spec->args.size(), nullptr);
-    std::vector<bool> flagSet(spec->args.size(), false);
-    std::vector<ast::SourceLoc> flagLocs(spec->args.size());
+    std::vector<const ast::Arg *> bound(specArgs.size(), nullptr);
+    std::vector<bool> flagSet(specArgs.size(), false);
+    std::vector<ast::SourceLoc> flagLocs(specArgs.size());
     size_t positional = 0;
     bool sawNamed = false;
     auto slotOf = [&](const std::string &name) -> int {
-      for (size_t i = 0; i < spec->args.size(); ++i)
-        if (name == spec->args[i].name)
+      for (size_t i = 0; i < specArgs.size(); ++i)
+        if (name == specArgs[i].name)
           return static_cast<int>(i);
       return -1;
     };
     auto bind = [&](int slot, const ast::Arg &a) {
       if (bound[slot] || flagSet[slot]) {
-        diags.error(a.loc, "argument '" + std::string(spec->args[slot].name) +
+        diags.error(a.loc, "argument '" + std::string(specArgs[slot].name) +
                                "' of " + title + " is given twice");
         if (bound[slot])
           diags.note(bound[slot]->loc, "first given here");
@@ -784,7 +544,7 @@ private:
         int slot = slotOf(a.name);
         if (slot < 0) {
           std::vector<std::string> names;
-          for (const ArgSpec &s : spec->args)
+          for (const ArgSpec &s : specArgs)
             names.push_back(s.name);
           diags.error(a.loc, title + " has no argument '" + a.name + "'" +
                                  (names.empty() ? " (it takes none)"
@@ -797,7 +557,7 @@ private:
       // A bare flag name sets the flag wherever it stands (`lp(3, smooth)`).
       if (a.value && a.value->kind == Expr::Kind::Name) {
         int slot = slotOf(a.value->name);
-        if (slot >= 0 && (spec->args[slot].accepts & kFlag)) {
+        if (slot >= 0 && (specArgs[slot].accepts & kFlag)) {
           if (bound[slot] || flagSet[slot])
             diags.error(a.loc, "flag '" + a.value->name + "' of " + title +
                                    " is given twice");
@@ -811,9 +571,9 @@ private:
                                title);
         continue;
       }
-      if (positional >= spec->args.size()) {
+      if (positional >= specArgs.size()) {
         diags.error(a.loc, "too many arguments for " + title + " (it takes " +
-                               std::to_string(spec->args.size()) + ")");
+                               std::to_string(specArgs.size()) + ")");
         continue;
       }
       bind(static_cast<int>(positional++), a);
@@ -822,8 +582,8 @@ private:
     ast::ResolvedComponent out;
     out.name = c.name;
     out.loc = c.loc;
-    for (size_t i = 0; i < spec->args.size(); ++i) {
-      const ArgSpec &as = spec->args[i];
+    for (size_t i = 0; i < specArgs.size(); ++i) {
+      const ArgSpec &as = specArgs[i];
       ast::ArgValue v;
       if (flagSet[i]) {
         v.number = 1;
@@ -939,7 +699,7 @@ private:
       return std::nullopt;
     v.number = value->first;
     if ((spec.accepts & kPosInt) &&
-        (!value->second || v.number < 1 || v.number > kMaxDim))
+        (!value->second || v.number < 1 || v.number > kMaxWidth))
       return wrong(showNumber(v.number, value->second));
     if ((spec.accepts & kFlag) && v.number != 0 && v.number != 1)
       return wrong(formatNumber(v.number));
@@ -961,19 +721,16 @@ private:
       rename = {{b.predictionName, "y"}, {b.targetName, "v"}};
       source = b.expr;
     } else {
-      auto c = resolveComponent(b.builtin, "bias");
+      auto c = resolveComponent(b.builtin, Role::Bias);
       if (!c)
         return false;
-      const ComponentSpec &spec = *findSpec("bias", c->name);
+      const BiasChoice &definition = *registry().findBias(c->name);
       r.bias.name = c->name;
       r.bias.args = c->args;
-      bool useSignal =
-          spec.signal && (!spec.loss || (c->args.count("smooth") &&
-                                         c->args.at("smooth").number != 0) ||
-                          (c->args.count("p") && c->args.at("p").number < 2));
+      bool useSignal = definition.usesSignal(lookup(*c));
       r.bias.kind = useSignal ? ast::ResolvedBias::Kind::ErrorSignal
                               : ast::ResolvedBias::Kind::Loss;
-      std::string text = useSignal ? spec.signal : spec.loss;
+      std::string text = useSignal ? definition.signal() : definition.loss();
       source = parseExpression("<builtin " + c->name + ">", text, diags);
       if (!source)
         return false;
@@ -1130,6 +887,10 @@ private:
   const ast::Module &m;
   Diags &diags;
   ast::ResolvedModule r;
+  // The definitions of the resolved components (null until resolved).
+  const MemoryChoice *memory = nullptr;
+  const RetentionChoice *retention = nullptr;
+  const OptimizerChoice *optimizer = nullptr;
 };
 
 } // namespace
@@ -1137,6 +898,6 @@ private:
 std::optional<ast::ResolvedModule>
 detail::resolveModule(const ast::Module &module,
                       const std::map<std::string, std::string> &defines,
-                      Diags &diags) {
-  return Sema(module, diags).run(defines);
+                      std::optional<int64_t> chunk, Diags &diags) {
+  return Sema(module, diags).run(defines, chunk);
 }

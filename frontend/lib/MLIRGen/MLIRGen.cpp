@@ -237,18 +237,23 @@ OwningOpRef<ModuleOp> Generator::run() {
   for (const auto &[name, value] : memory.args)
     if (name != "dk" && name != "dv" && name != "dim")
       memoryArgs.push_back(b.getNamedAttr(name, argAttr(value)));
-  MemoryOp::create(b, loc(memory.loc), b.getStringAttr(memory.name),
-                   b.getDictionaryAttr(memoryArgs));
+  // Sema resolved every name in the registry, so the lookups succeed.
+  const choices::ChoiceRegistry &registry = choices::ChoiceRegistry::get();
+  MemoryOp::create(b, loc(memory.loc),
+                   MemoryAttr::get(&ctx, registry.findMemory(memory.name),
+                                   b.getDictionaryAttr(memoryArgs)));
   emitBias(loc(module.bias.loc));
-  RetentionOp::create(b, loc(module.retention.loc),
-                      b.getStringAttr(module.retention.name),
-                      argsAttr(module.retention.args));
+  RetentionOp::create(
+      b, loc(module.retention.loc),
+      RetentionAttr::get(&ctx, registry.findRetention(module.retention.name),
+                         argsAttr(module.retention.args)));
   for (const auto &[name, arg] : module.retention.args)
     if (arg.kind == ast::ArgValue::Kind::Function)
       emitMirrorMap(arg);
-  OptimizerOp::create(b, loc(module.optimizer.loc),
-                      b.getStringAttr(module.optimizer.name),
-                      argsAttr(module.optimizer.args));
+  OptimizerOp::create(
+      b, loc(module.optimizer.loc),
+      OptimizerAttr::get(&ctx, registry.findOptimizer(module.optimizer.name),
+                         argsAttr(module.optimizer.args)));
   if (failedToEmit || failed(verify(*top)))
     return nullptr;
   return top;

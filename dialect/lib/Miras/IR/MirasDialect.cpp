@@ -12,4 +12,5 @@ void MirasDialect::initialize() {
 #define GET_OP_LIST
 #include "miras/Dialect/Miras/IR/MirasOps.cpp.inc"
       >();
+  registerAttributes();
 }

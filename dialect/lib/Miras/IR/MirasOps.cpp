@@ -5,6 +5,8 @@
 #include "mlir/IR/OpImplementation.h"
 #include "llvm/ADT/STLExtras.h"
 
+#include <optional>
+
 #include <cmath>
 
 using namespace mlir;
@@ -22,47 +24,90 @@ SmallVector<GateOp> MemoryModuleOp::getGates() {
   return gates;
 }
 
-/// The range a numeric component argument must lie in.
-enum class ArgRange { Positive, UnitInterval /* (0, 1] */, Fraction /* [0, 1] */ };
+namespace {
 
-/// Checks a component argument that must be a number in `range` or a gate
-/// reference; `allowChannel` admits channel gates (a per-channel decay).
-static LogicalResult verifyRateArg(Operation *component, MemoryModuleOp module,
-                                   StringRef argName, bool allowChannel,
-                                   ArgRange range) {
-  auto args = component->getAttrOfType<DictionaryAttr>("args");
-  Attribute value = args ? args.get(argName) : Attribute();
-  if (!value)
-    return component->emitOpError("requires argument '") << argName << "'";
-  if (auto number = dyn_cast<FloatAttr>(value)) {
-    double x = number.getValueAsDouble();
-    bool ok = range == ArgRange::Positive       ? x > 0.0
-              : range == ArgRange::UnitInterval ? x > 0.0 && x <= 1.0
-                                             : x >= 0.0 && x <= 1.0;
-    if (!ok)
-      return component->emitOpError("argument '")
-             << argName << "' must be in "
-             << (range == ArgRange::Positive       ? "(0, inf)"
-                 : range == ArgRange::UnitInterval ? "(0, 1]"
-                                                : "[0, 1]")
-             << ", got " << x;
-    return success();
+using choices::ArgSpec;
+using choices::Role;
+
+/// Checks a component's arguments against its definition's table (the one
+/// the frontend parses against): known names, gates that exist and are of an
+/// accepted kind, numbers in range, keywords from the list. `implicit` names
+/// arguments the op carries that are not written (a memory's widths).
+LogicalResult verifyArgs(Operation *component, const choices::Choice &definition,
+                         DictionaryAttr args, MemoryModuleOp module,
+                         ArrayRef<StringRef> implicit = {}) {
+  std::vector<ArgSpec> specs = definition.args();
+  auto specOf = [&](StringRef name) -> const ArgSpec * {
+    for (const ArgSpec &spec : specs)
+      if (name == spec.name)
+        return &spec;
+    return nullptr;
+  };
+  for (NamedAttribute arg : args) {
+    StringRef name = arg.getName().getValue();
+    if (llvm::is_contained(implicit, name))
+      continue;
+    const ArgSpec *spec = specOf(name);
+    if (!spec)
+      return component->emitOpError("'")
+             << definition.name() << "' has no argument '" << name << "'";
+    Attribute value = arg.getValue();
+    if (isa<FloatAttr, IntegerAttr>(value)) {
+      double x = isa<FloatAttr>(value)
+                     ? cast<FloatAttr>(value).getValueAsDouble()
+                     : static_cast<double>(cast<IntegerAttr>(value).getInt());
+      if (!(spec->accepts & (choices::kNumber | choices::kPosInt | choices::kFlag)))
+        return component->emitOpError("argument '")
+               << name << "' must be " << choices::describeAccepts(*spec);
+      bool integral = x == std::floor(x);
+      if (((spec->accepts & choices::kPosInt) && (!integral || x < 1)) ||
+          ((spec->accepts & choices::kFlag) && x != 0 && x != 1) ||
+          !choices::inRange(spec->range, x))
+        return component->emitOpError("argument '")
+               << name << "' must be " << choices::describeAccepts(*spec)
+               << ", got " << x;
+      continue;
+    }
+    if (auto ref = dyn_cast<FlatSymbolRefAttr>(value)) {
+      if (!(spec->accepts & (choices::kScalarGate | choices::kChannelGate)))
+        return component->emitOpError("argument '")
+               << name << "' must be " << choices::describeAccepts(*spec)
+               << ", not a gate";
+      auto gate = dyn_cast_or_null<GateOp>(
+          SymbolTable::lookupSymbolIn(module, ref.getAttr()));
+      if (!gate)
+        return component->emitOpError("argument '")
+               << name << "' refers to undeclared gate " << ref;
+      if (gate.getChannel() && !(spec->accepts & choices::kChannelGate))
+        return component->emitOpError("argument '")
+               << name << "' needs a scalar gate, but " << ref
+               << " is a channel gate";
+      continue;
+    }
+    if (auto keyword = dyn_cast<StringAttr>(value)) {
+      bool known = (spec->accepts & choices::kFunction) && keyword == "user";
+      for (const char *k : spec->keywords)
+        known = known || keyword == k;
+      if (!(spec->accepts & choices::kKeyword) || !known)
+        return component->emitOpError("argument '")
+               << name << "' must be " << choices::describeAccepts(*spec)
+               << (spec->accepts & choices::kFunction
+                       ? " (\"user\" with a miras.mirror_map)"
+                       : "")
+               << ", got \"" << keyword.getValue() << "\"";
+      continue;
+    }
+    return component->emitOpError("argument '")
+           << name << "' must be a number, a gate symbol or a keyword";
   }
-  auto ref = dyn_cast<FlatSymbolRefAttr>(value);
-  if (!ref)
-    return component->emitOpError("argument '")
-           << argName << "' must be a number or a gate symbol";
-  auto gate = dyn_cast_or_null<GateOp>(
-      SymbolTable::lookupSymbolIn(module, ref.getAttr()));
-  if (!gate)
-    return component->emitOpError("argument '")
-           << argName << "' refers to undeclared gate " << ref;
-  if (gate.getChannel() && !allowChannel)
-    return component->emitOpError("argument '")
-           << argName << "' needs a scalar gate, but " << ref
-           << " is a channel gate";
+  for (const ArgSpec &spec : specs)
+    if (!spec.defaultValue && !args.get(spec.name) &&
+        !llvm::is_contained(implicit, spec.name))
+      return component->emitOpError("requires argument '") << spec.name << "'";
   return success();
 }
+
+} // namespace
 
 LogicalResult MemoryModuleOp::verify() {
   // The I64Attr getters are unsigned: read the signed values to reject
@@ -71,9 +116,10 @@ LogicalResult MemoryModuleOp::verify() {
   if (dk <= 0 || dv <= 0)
     return emitOpError("widths must be positive, got dk = ")
            << dk << ", dv = " << dv;
-  if (getChunkAttr().getInt() < 1)
-    return emitOpError("chunk must be at least 1, got ")
-           << getChunkAttr().getInt();
+  int64_t chunk = getChunkAttr().getInt();
+  if (chunk < 1 || chunk > choices::kMaxChunk)
+    return emitOpError("chunk must be between 1 and ")
+           << choices::kMaxChunk << ", got " << chunk;
   if (getStepsAttr().getInt() < 1)
     return emitOpError("steps must be at least 1, got ")
            << getStepsAttr().getInt();
@@ -95,9 +141,10 @@ LogicalResult MemoryModuleOp::verify() {
     return failure();
 
   MemoryOp memory = getComponent<MemoryOp>();
-  if (memory.getKind() != "linear" && getDk() != getDv())
+  const choices::MemoryChoice &memoryKind = memory.getDefinition();
+  if (!memoryKind.isLinear() && getDk() != getDv())
     return memory.emitOpError("a ")
-           << memory.getKind() << " memory needs dk == dv";
+           << memoryKind.name() << " memory needs dk == dv";
   auto memoryDk = memory.getArgs().getAs<IntegerAttr>("dk");
   auto memoryDv = memory.getArgs().getAs<IntegerAttr>("dv");
   if (!memoryDk || !memoryDv || memoryDk.getInt() != dk ||
@@ -108,6 +155,10 @@ LogicalResult MemoryModuleOp::verify() {
   for (GateOp gate : getGates()) {
     if (!gate.getChannel())
       continue;
+    if (!memoryKind.acceptsChannelGates())
+      return gate.emitOpError("a channel gate needs a memory that takes them, "
+                              "but the memory is '")
+             << memoryKind.name() << "'";
     int64_t expected = gate.getAxis() == "dk" ? getDk() : getDv();
     if (gate.getDim() != expected)
       return gate.emitOpError("channel gate along ")
@@ -124,91 +175,69 @@ LogicalResult MemoryModuleOp::verify() {
              << yType << " (dv = " << getDv() << "), got " << arg.getType();
 
   RetentionOp retention = getComponent<RetentionOp>();
-  StringRef kind = retention.getKind();
-  bool linear = memory.getKind() == "linear";
-  if ((kind == "l2" || kind == "lq" || kind == "kl" || kind == "ftrl_elastic" ||
-       kind == "bregman") &&
-      failed(verifyRateArg(retention, *this, "decay",
-                           /*allowChannel=*/kind == "l2" && memory.getKind() != "mlp",
-                           ArgRange::UnitInterval)))
+  OptimizerOp optimizer = getComponent<OptimizerOp>();
+  if (failed(verifyArgs(memory, memoryKind, memory.getArgs(), *this,
+                        {"dk", "dv", "dim"})) ||
+      failed(verifyArgs(retention, retention.getDefinition(), retention.getArgs(),
+                        *this)) ||
+      failed(verifyArgs(optimizer, optimizer.getDefinition(), optimizer.getArgs(),
+                        *this)))
     return failure();
-  if (kind == "l2_coupled" &&
-      failed(verifyRateArg(retention, *this, "strength", false,
-                           ArgRange::Positive)))
-    return failure();
-  if (kind == "ftrl_elastic") {
-    // The threshold eta / a is a compile-time constant of the map.
-    for (StringRef name : {"eta", "a"})
-      if (!retention.getArgs().getAs<FloatAttr>(name) ||
-          failed(verifyRateArg(retention, *this, name, false, ArgRange::Positive)))
-        return retention.emitOpError("ftrl_elastic needs a positive number for '")
-               << name << "'";
-  }
-  bool rowWise = kind == "kl" || kind == "f_div";
-  if (rowWise && memory.getKind() == "diagonal")
-    return retention.emitOpError("'")
-           << kind << "' normalises each row of a matrix, but a diagonal "
-           << "memory's state is a vector";
-  if (kind == "elastic_net" &&
-      (failed(verifyRateArg(retention, *this, "a", false, ArgRange::Positive)) ||
-       failed(verifyRateArg(retention, *this, "b", false, ArgRange::Positive))))
-    return failure();
-  auto order = retention.getArgs().getAs<StringAttr>("order");
-  if (!linear && order && order.getValue() == "before_gradient")
-    return retention.emitOpError("before_gradient needs a linear memory");
 
   auto mapKind = retention.getArgs().getAs<StringAttr>("map");
-  bool userMap = kind == "bregman" && mapKind && mapKind.getValue() == "user";
+  bool userMap = mapKind && mapKind.getValue() == "user";
   if (userMap != static_cast<bool>(getComponent<MirrorMapOp>()))
     return retention.emitOpError(
-        "a miras.mirror_map goes with, and only with, bregman map = \"user\"");
+        "a miras.mirror_map goes with, and only with, map = \"user\"");
 
-  OptimizerOp optimizer = getComponent<OptimizerOp>();
-  if (failed(verifyRateArg(optimizer, *this, "lr", false, ArgRange::Positive)))
-    return failure();
-  if (optimizer.getKind() == "multistep") {
-    auto n = optimizer.getArgs().getAs<FloatAttr>("n");
-    if (!n || n.getValueAsDouble() != static_cast<double>(getSteps()))
-      return optimizer.emitOpError("multistep's n must equal the module's steps (")
-             << getSteps() << ")";
-    bool decayFirst = kind == "l2" && order && order.getValue() == "before_gradient";
-    if (kind != "none" && !decayFirst)
-      return optimizer.emitOpError("multistep applies the retention once before "
-                                   "its steps: use none or l2 with order = "
-                                   "before_gradient");
-    if (getChunk() != 1)
-      return optimizer.emitOpError("multistep needs chunk 1");
-  } else if (getSteps() != 1) {
-    return emitOpError("steps = ") << getSteps() << " needs optimizer multistep";
-  }
-  if (optimizer.getKind() == "momentum") {
-    if (failed(verifyRateArg(optimizer, *this, "beta", false, ArgRange::Fraction)))
-      return failure();
-    if (kind != "none" && kind != "l2")
-      return optimizer.emitOpError("momentum combines with the none and l2 "
-                                   "retentions only, not '")
-             << kind << "'";
-  }
-  if (optimizer.getKind() == "implicit" &&
-      (memory.getKind() != "linear" || bias.getName() != "l2"))
-    return optimizer.emitOpError(
-        "'implicit' has a closed form only for a linear memory with the l2 "
-        "bias");
-  // Only gd has a closed form with a map or a proximal step.
-  bool mapped = kind == "lq" || kind == "kl" || kind == "ftrl_elastic" ||
-                kind == "bregman" || kind == "elastic_net" || kind == "f_div";
-  bool mirror = kind == "lq" || kind == "kl" || kind == "ftrl_elastic" ||
-                kind == "bregman";
-  if (optimizer.getKind() == "ftrl") {
-    auto decay = retention.getArgs().getAs<FloatAttr>("decay");
-    if (!mirror || !decay || decay.getValueAsDouble() != 1.0)
-      return optimizer.emitOpError("'ftrl' accumulates gradients in the dual of "
-                                   "a mirror retention with decay 1");
-  } else if (mapped && optimizer.getKind() != "gd")
-    return optimizer.emitOpError("retention '")
-           << kind << "' has a closed-form step with 'gd' only, not '"
-           << optimizer.getKind() << "'";
-  return success();
+  choices::ArgLookup memoryArgs = argLookup(memory.getArgs(), *this);
+  choices::ArgLookup retentionArgs = argLookup(retention.getArgs(), *this);
+  choices::ArgLookup optimizerArgs = argLookup(optimizer.getArgs(), *this);
+  const choices::OptimizerChoice &optimizerKind = optimizer.getDefinition();
+  int64_t steps = optimizerKind.stepsPerToken(optimizerArgs);
+  if (steps != getSteps())
+    return optimizer.emitOpError("takes ")
+           << steps << " step(s) per token, but the module's steps is "
+           << getSteps();
+  std::string chunkProblem =
+      choices::chunkProblem(optimizerKind, optimizerArgs, getChunk());
+  if (!chunkProblem.empty())
+    return optimizer.emitOpError(chunkProblem);
+
+  // The combination rules, shared with the frontend.
+  auto opFor = [&](Role role) -> Operation * {
+    switch (role) {
+    case Role::Memory:
+      return memory;
+    case Role::Bias:
+      return bias;
+    case Role::Retention:
+      return retention;
+    case Role::Optimizer:
+      return optimizer;
+    }
+    return *this;
+  };
+  std::optional<InFlightDiagnostic> pending;
+  bool failedRule = false;
+  choices::ChoiceReporter reporter{
+      [&](Role at, const std::string &, const std::string &message) {
+        pending.reset(); // reports the previous error with its notes
+        pending.emplace(opFor(at)->emitError(message));
+        failedRule = true;
+      },
+      [&](Role at, const std::string &message) {
+        if (pending)
+          pending->attachNote(opFor(at)->getLoc()) << message;
+      }};
+  const choices::BiasChoice *biasKind =
+      choices::ChoiceRegistry::get().findBias(bias.getName().str());
+  choices::checkCombination({memoryKind, memoryArgs, biasKind, bias.getName().str(),
+                             retention.getDefinition(), retentionArgs,
+                             optimizerKind, optimizerArgs, getChunk()},
+                            reporter);
+  pending.reset();
+  return failure(failedRule);
 }
 
 //===----------------------------------------------------------------------===//
@@ -282,81 +311,47 @@ void GateOp::print(OpAsmPrinter &p) {
 // Components
 //===----------------------------------------------------------------------===//
 
-LogicalResult MemoryOp::verify() {
-  if (getKind() == "linear" || getKind() == "diagonal")
-    return success();
-  if (getKind() != "mlp")
-    return emitOpError("unknown memory architecture '")
-           << getKind() << "' (supported: linear, diagonal, mlp)";
-  auto depth = getArgs().getAs<FloatAttr>("depth");
-  auto expansion = getArgs().getAs<FloatAttr>("expansion");
-  auto isInteger = [](FloatAttr a) {
-    return a && a.getValueAsDouble() == std::floor(a.getValueAsDouble());
-  };
-  if (!isInteger(depth) || depth.getValueAsDouble() < 2 ||
-      !isInteger(expansion) || expansion.getValueAsDouble() < 1)
-    return emitOpError("mlp needs an integer depth >= 2 and an integer "
-                       "expansion >= 1");
-  auto act = getArgs().getAs<StringAttr>("act");
-  if (!act || !llvm::is_contained(llvm::ArrayRef<llvm::StringRef>{
-                                      "gelu", "gelu_tanh", "silu", "relu",
-                                      "identity"},
-                                  act.getValue()))
-    return emitOpError("mlp act must be gelu, gelu_tanh, silu, relu or "
-                       "identity");
-  return success();
+// miras.memory "linear" {dk = 4 : i64, dv = 4 : i64}, and likewise
+// miras.retention and miras.optimizer: the kind resolved in the registry.
+template <typename AttrT>
+static ParseResult parseComponent(OpAsmParser &parser, OperationState &result,
+                                  Role role) {
+  SMLoc at = parser.getCurrentLocation();
+  std::string kind;
+  DictionaryAttr args;
+  if (parser.parseString(&kind) || parser.parseAttribute(args))
+    return failure();
+  const choices::ChoiceRegistry &registry = choices::ChoiceRegistry::get();
+  const choices::Choice *definition = registry.find(role, kind);
+  if (!definition)
+    return parser.emitError(at) << "unknown " << choices::roleName(role) << " '"
+                                << kind << "' (supported: "
+                                << registry.namesOf(role) << ")";
+  using Definition = std::remove_pointer_t<decltype(std::declval<AttrT>().getDefinition())>;
+  result.addAttribute("choice",
+                      AttrT::get(parser.getContext(),
+                                 static_cast<Definition *>(definition), args));
+  return parser.parseOptionalAttrDict(result.attributes);
 }
 
-LogicalResult RetentionOp::verify() {
-  StringRef kind = getKind();
-  if (!llvm::is_contained(
-          llvm::ArrayRef<llvm::StringRef>{"none", "l2", "l2_coupled", "lq", "kl",
-                                          "ftrl_elastic", "elastic_net",
-                                          "bregman", "f_div"},
-          kind))
-    return emitOpError("unknown retention '")
-           << kind
-           << "' (supported: none, l2, l2_coupled, lq, kl, ftrl_elastic, "
-              "elastic_net, bregman, f_div)";
-  if (kind == "bregman") {
-    auto map = getArgs().getAs<StringAttr>("map");
-    if (!map || !llvm::is_contained(llvm::ArrayRef<llvm::StringRef>{"sigmoid",
-                                                                    "exp", "tanh",
-                                                                    "user"},
-                                    map.getValue()))
-      return emitOpError("bregman needs map = \"sigmoid\", \"exp\", \"tanh\" "
-                         "or \"user\" (with a miras.mirror_map)");
-  }
-  if (kind == "f_div") {
-    auto g = getArgs().getAs<StringAttr>("g");
-    if (!g || g.getValue() != "exp")
-      return emitOpError("f_div has a closed-form step only for g = \"exp\" "
-                         "(the row normaliser of any other g needs a root "
-                         "search)");
-  }
-  if (kind == "lq") {
-    auto q = getArgs().getAs<FloatAttr>("q");
-    if (!q || q.getValueAsDouble() <= 1.0)
-      return emitOpError("lq needs q > 1");
-  }
-  if (kind == "l2") {
-    auto order = getArgs().getAs<StringAttr>("order");
-    if (order && order.getValue() != "decoupled" &&
-        order.getValue() != "before_gradient")
-      return emitOpError("order must be \"decoupled\" or \"before_gradient\"");
-  }
-  return success();
+template <typename OpT> static void printComponent(OpT op, OpAsmPrinter &p) {
+  p << " \"" << op.getDefinition().name() << "\" ";
+  p.printAttribute(op.getArgs());
+  p.printOptionalAttrDict(op->getAttrs(), {"choice"});
 }
 
-LogicalResult OptimizerOp::verify() {
-  if (!llvm::is_contained(llvm::ArrayRef<llvm::StringRef>{"gd", "implicit",
-                                                          "momentum", "multistep",
-                                                          "ftrl"},
-                          getKind()))
-    return emitOpError("unknown optimizer '")
-           << getKind() << "' (supported: gd, implicit, momentum, multistep, ftrl)";
-  return success();
+ParseResult MemoryOp::parse(OpAsmParser &parser, OperationState &result) {
+  return parseComponent<MemoryAttr>(parser, result, Role::Memory);
 }
+void MemoryOp::print(OpAsmPrinter &p) { printComponent(*this, p); }
+ParseResult RetentionOp::parse(OpAsmParser &parser, OperationState &result) {
+  return parseComponent<RetentionAttr>(parser, result, Role::Retention);
+}
+void RetentionOp::print(OpAsmPrinter &p) { printComponent(*this, p); }
+ParseResult OptimizerOp::parse(OpAsmParser &parser, OperationState &result) {
+  return parseComponent<OptimizerAttr>(parser, result, Role::Optimizer);
+}
+void OptimizerOp::print(OpAsmPrinter &p) { printComponent(*this, p); }
 
 // miras.bias "l2" loss { ... }   /   miras.bias "lp" error_signal { ... }
 ParseResult BiasOp::parse(OpAsmParser &parser, OperationState &result) {

@@ -43,8 +43,11 @@ struct LoadResult {
 /// Parses `source` (the contents of `path`) and runs semantic analysis.
 /// `defines` are command-line overrides `-DNAME=VALUE` (VALUE as written); an
 /// override of an undeclared param or an unparsable value is a diagnostic.
+/// `chunk` replaces the module's chunk size (mirasc --chunk) before the rules
+/// that depend on it are checked.
 LoadResult loadModule(const std::string &path, const std::string &source,
-                      const std::map<std::string, std::string> &defines);
+                      const std::map<std::string, std::string> &defines = {},
+                      std::optional<int64_t> chunk = std::nullopt);
 
 /// Human-readable dump of the syntax tree (`mirasc --emit=ast`).
 std::string dumpAST(const ast::Module &module);

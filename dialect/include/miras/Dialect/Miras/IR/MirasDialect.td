@@ -29,6 +29,11 @@ def Miras_Dialect : Dialect {
     "::mlir::func::FuncDialect",
     "::mlir::tensor::TensorDialect"
   ];
+  let useDefaultAttributePrinterParser = 1;
+  let extraClassDeclaration = [{
+    /// The choice attributes (MirasAttrs.td), registered where they are defined.
+    void registerAttributes();
+  }];
 }
 
 class Miras_Op<string mnemonic, list<Trait> traits = []>

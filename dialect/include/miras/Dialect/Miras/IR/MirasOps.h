@@ -2,6 +2,7 @@
 #ifndef MIRAS_DIALECT_MIRAS_IR_MIRASOPS_H
 #define MIRAS_DIALECT_MIRAS_IR_MIRASOPS_H
 
+#include "miras/Dialect/Miras/IR/MirasAttrs.h"
 #include "miras/Dialect/Miras/IR/MirasDialect.h"
 #include "mlir/IR/BuiltinTypes.h"
 #include "mlir/IR/OpDefinition.h"

@@ -3,6 +3,7 @@
 #define MIRAS_OPS_TD
 
 include "miras/Dialect/Miras/IR/MirasDialect.td"
+include "miras/Dialect/Miras/IR/MirasAttrs.td"
 include "mlir/IR/SymbolInterfaces.td"
 include "mlir/IR/RegionKindInterface.td"
 include "mlir/Interfaces/SideEffectInterfaces.td"
@@ -123,9 +124,15 @@ def Miras_MemoryOp : Miras_Op<"memory", [HasParent<"MemoryModuleOp">]> {
                         layernorm = 1.0 : f64, residual = 1.0 : f64}
     ```
   }];
-  let arguments = (ins StrAttr:$kind, DictionaryAttr:$args);
-  let assemblyFormat = "$kind $args attr-dict";
-  let hasVerifier = 1;
+  let arguments = (ins Miras_MemoryAttr:$choice);
+  let hasCustomAssemblyFormat = 1;
+  let extraClassDeclaration = [{
+    /// The definition of the kind (Choices/Memorys.cpp).
+    const ::miras::choices::MemoryChoice &getDefinition() {
+      return *getChoice().getDefinition();
+    }
+    ::mlir::DictionaryAttr getArgs() { return getChoice().getArgs(); }
+  }];
 }
 
 def Miras_BiasOp : Miras_Op<"bias", [HasParent<"MemoryModuleOp">]> {
@@ -175,9 +182,15 @@ def Miras_RetentionOp : Miras_Op<"retention", [HasParent<"MemoryModuleOp">]> {
     miras.retention "lq" {decay = @alpha, q = 4.0 : f64}
     ```
   }];
-  let arguments = (ins StrAttr:$kind, DictionaryAttr:$args);
-  let assemblyFormat = "$kind $args attr-dict";
-  let hasVerifier = 1;
+  let arguments = (ins Miras_RetentionAttr:$choice);
+  let hasCustomAssemblyFormat = 1;
+  let extraClassDeclaration = [{
+    /// The definition of the kind (Choices/Retentions.cpp).
+    const ::miras::choices::RetentionChoice &getDefinition() {
+      return *getChoice().getDefinition();
+    }
+    ::mlir::DictionaryAttr getArgs() { return getChoice().getArgs(); }
+  }];
 }
 
 def Miras_OptimizerOp : Miras_Op<"optimizer", [HasParent<"MemoryModuleOp">]> {
@@ -196,9 +209,15 @@ def Miras_OptimizerOp : Miras_Op<"optimizer", [HasParent<"MemoryModuleOp">]> {
     miras.optimizer "gd" {lr = 5.000000e-01 : f64}
     ```
   }];
-  let arguments = (ins StrAttr:$kind, DictionaryAttr:$args);
-  let assemblyFormat = "$kind $args attr-dict";
-  let hasVerifier = 1;
+  let arguments = (ins Miras_OptimizerAttr:$choice);
+  let hasCustomAssemblyFormat = 1;
+  let extraClassDeclaration = [{
+    /// The definition of the kind (Choices/Optimizers.cpp).
+    const ::miras::choices::OptimizerChoice &getDefinition() {
+      return *getChoice().getDefinition();
+    }
+    ::mlir::DictionaryAttr getArgs() { return getChoice().getArgs(); }
+  }];
 }
 
 def Miras_MirrorMapOp : Miras_Op<"mirror_map", [HasParent<"MemoryModuleOp">]> {

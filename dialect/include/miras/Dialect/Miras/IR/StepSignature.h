@@ -1,0 +1,114 @@
+//===- StepSignature.h - Argument groups of the step and the kernel -*- C++ -*-===//
+//
+// The one owner of the argument order that miras-derive-update gives the
+// step function and the lowering gives the kernel; every pass asks it instead
+// of rebuilding the order by index arithmetic.
+//
+//   step(states..., anchors..., q, k, v, gates...) -> (states'..., o)
+//
+//   states   the memory's weights (W, or W1, W2, ... for an MLP), or their
+//            duals (A, A1, ...) when the retention is a mirror map; then each
+//            group of extra states its optimizer declares (momentum: S, S1..)
+//   anchors  when chunk > 1, the weights at the start of the chunk (SPEC
+//            section 7), one per weight, named like it with `_anchor`
+//   q, k, v  one token's query, key and value (multistep: one k, v row per
+//            step); gates in declaration order
+//
+//   kernel(pair_begin, pair_end, q, k, v, gates..., states..., o)
+//
+//===----------------------------------------------------------------------===//
+#ifndef MIRAS_DIALECT_MIRAS_IR_STEPSIGNATURE_H
+#define MIRAS_DIALECT_MIRAS_IR_STEPSIGNATURE_H
+
+#include "mlir/Dialect/Func/IR/FuncOps.h"
+#include "mlir/IR/Block.h"
+#include "mlir/IR/BuiltinTypes.h"
+
+#include <string>
+
+namespace miras {
+
+class MemoryModuleOp;
+
+class StepSignature {
+public:
+  struct Tensor {
+    std::string name;
+    mlir::Type type;
+  };
+
+  /// Planned from the module's choices: the memory's weights, the
+  /// retention's stem (W or A) and the optimizer's extra states.
+  static StepSignature of(MemoryModuleOp module);
+
+  unsigned numWeights() const { return weights; }
+  unsigned numStates() const { return states.size(); }
+  unsigned numAnchors() const { return anchors.size(); }
+  unsigned numGates() const { return gates.size(); }
+
+  // Positions of the step function's arguments and results.
+  unsigned stateArg(unsigned i) const { return i; }
+  unsigned anchorArg(unsigned i) const { return numStates() + i; }
+  unsigned queryArg() const { return numStates() + numAnchors(); }
+  unsigned keyArg() const { return queryArg() + 1; }
+  unsigned valueArg() const { return queryArg() + 2; }
+  unsigned gateArg(unsigned i) const { return queryArg() + 3 + i; }
+  unsigned numArgs() const { return gateArg(numGates()); }
+  unsigned stateResult(unsigned i) const { return i; }
+  unsigned outputResult() const { return numStates(); }
+
+  const std::vector<Tensor> &getStates() const { return states; }
+  const std::vector<Tensor> &getAnchors() const { return anchors; }
+  const std::vector<Tensor> &getGates() const { return gates; }
+
+  /// The step's function type, and its arguments and results named
+  /// (`miras.name`) as the metadata names them.
+  mlir::FunctionType functionType(mlir::MLIRContext *ctx) const;
+  void nameArguments(mlir::func::FuncOp step) const;
+
+  // The groups as values of the step function's entry block.
+  mlir::ValueRange stateValues(mlir::Block &entry) const {
+    return entry.getArguments().slice(0, numStates());
+  }
+  mlir::ValueRange weightValues(mlir::Block &entry) const {
+    return entry.getArguments().slice(0, numWeights());
+  }
+  /// Extra state group `group` of the optimizer (one value per weight).
+  mlir::ValueRange extraStateValues(mlir::Block &entry, unsigned group) const {
+    return entry.getArguments().slice((group + 1) * numWeights(), numWeights());
+  }
+  mlir::ValueRange anchorValues(mlir::Block &entry) const {
+    return entry.getArguments().slice(anchorArg(0), numAnchors());
+  }
+  mlir::ValueRange gateValues(mlir::Block &entry) const {
+    return entry.getArguments().slice(gateArg(0), numGates());
+  }
+
+private:
+  unsigned weights = 0;
+  std::vector<Tensor> states, anchors, inputs, gates;
+  mlir::Type output;
+};
+
+/// The kernel's arguments (the ABI of KernelInterface.h), for a module with
+/// `numGates` gates and `numStates` states.
+struct KernelLayout {
+  unsigned numGates = 0, numStates = 0;
+
+  static constexpr unsigned pairBegin = 0, pairEnd = 1, query = 2, key = 3,
+                            value = 4;
+  unsigned gate(unsigned i) const { return 5 + i; }
+  unsigned state(unsigned i) const { return 5 + numGates + i; }
+  unsigned output() const { return 5 + numGates + numStates; }
+  unsigned size() const { return output() + 1; }
+  /// q, k, v and the gates: the per-token inputs (bf16 in the bf16 kernel).
+  bool isInput(unsigned arg) const { return arg >= query && arg < state(0); }
+
+  static KernelLayout of(const StepSignature &signature) {
+    return {signature.numGates(), signature.numStates()};
+  }
+};
+
+} // namespace miras
+
+#endif

@@ -1,0 +1,251 @@
+//===- Registry.cpp - The registry of choices and what all kinds share ----===//
+#include "miras/Dialect/Miras/Choices/Choice.h"
+#include "miras/Dialect/Miras/Choices/StepContext.h"
+
+#include <cmath>
+#include <sstream>
+
+using namespace miras;
+using namespace miras::choices;
+
+const char *choices::roleName(Role role) {
+  switch (role) {
+  case Role::Memory:
+    return "memory";
+  case Role::Bias:
+    return "bias";
+  case Role::Retention:
+    return "retention";
+  case Role::Optimizer:
+    return "optimizer";
+  }
+  return "choice";
+}
+
+bool choices::inRange(Range range, double v) {
+  switch (range) {
+  case Range::Any:
+    return true;
+  case Range::Positive:
+    return v > 0;
+  case Range::NonNegative:
+    return v >= 0;
+  case Range::UnitInterval:
+    return v > 0 && v <= 1;
+  case Range::ClosedUnit:
+    return v >= 0 && v <= 1;
+  case Range::GreaterThanOne:
+    return v > 1;
+  }
+  return true;
+}
+
+const char *choices::intervalOf(Range range) {
+  switch (range) {
+  case Range::Any:
+    return "(-inf, inf)";
+  case Range::Positive:
+    return "(0, inf)";
+  case Range::NonNegative:
+    return "[0, inf)";
+  case Range::UnitInterval:
+    return "(0, 1]";
+  case Range::ClosedUnit:
+    return "[0, 1]";
+  case Range::GreaterThanOne:
+    return "(1, inf)";
+  }
+  return "";
+}
+
+std::string choices::quotedList(const std::vector<std::string> &items) {
+  std::string out;
+  for (size_t i = 0; i < items.size(); ++i)
+    out += (i == 0 ? "" : i + 1 == items.size() ? " or " : ", ") +
+           ("'" + items[i] + "'");
+  return out;
+}
+
+std::string choices::describeAccepts(const ArgSpec &spec) {
+  if (spec.accepts & kPosInt)
+    return spec.range == Range::GreaterThanOne ? "an integer >= 2"
+                                               : "a positive integer";
+  if (spec.accepts & kFlag)
+    return "0 or 1";
+  if (spec.accepts & kKeyword)
+    return quotedList({spec.keywords.begin(), spec.keywords.end()}) +
+           (spec.accepts & kFunction
+                ? " or an element-wise function '" + std::string(spec.name) +
+                      "(A) = ...'"
+                : "");
+  std::string num = "a number";
+  if (spec.range == Range::Positive)
+    num = "a number > 0";
+  else if (spec.range == Range::NonNegative)
+    num = "a number >= 0";
+  else if (spec.range == Range::UnitInterval)
+    num = "a number in (0, 1]";
+  else if (spec.range == Range::ClosedUnit)
+    num = "a number in [0, 1]";
+  else if (spec.range == Range::GreaterThanOne)
+    num = "a number > 1";
+  if (spec.accepts & kChannelGate)
+    return num + ", a scalar gate or a channel gate";
+  if (spec.accepts & kScalarGate)
+    return num + " or a scalar gate";
+  return num;
+}
+
+double ArgLookup::number(const std::string &name, double fallback) const {
+  ArgValue v = get(name);
+  return v.kind == ArgValue::Kind::Number ? v.number : fallback;
+}
+
+std::string ArgLookup::keyword(const std::string &name,
+                               const std::string &fallback) const {
+  ArgValue v = get(name);
+  return v.kind == ArgValue::Kind::Keyword ? v.name : fallback;
+}
+
+Choice::~Choice() = default;
+RetentionStep::~RetentionStep() = default;
+
+//===----------------------------------------------------------------------===//
+// Retention defaults: nothing is forgotten, W' = W - lr g.
+//===----------------------------------------------------------------------===//
+
+mlir::Value RetentionChoice::buildMirrorMap(StepContext &, mlir::Value dual) const {
+  return dual;
+}
+
+std::unique_ptr<RetentionStep> RetentionChoice::beginStep(StepContext &ctx) const {
+  return std::make_unique<RetentionStep>(ctx);
+}
+
+mlir::Value RetentionStep::beforeGradient(mlir::Value state) { return state; }
+
+mlir::Value RetentionStep::retain(mlir::Value, mlir::Value kept) { return kept; }
+
+mlir::Value RetentionStep::gdStep(mlir::Value state, mlir::Value kept,
+                                  mlir::Value gradient) {
+  mlir::Value retained = retain(state, kept);
+  return ctx.math().sub(retained, ctx.scaled(lr, gradient));
+}
+
+//===----------------------------------------------------------------------===//
+// The registry
+//===----------------------------------------------------------------------===//
+
+ChoiceRegistry::ChoiceRegistry() {
+  registerMemories(*this);
+  registerBiases(*this);
+  registerRetentions(*this);
+  registerOptimizers(*this);
+}
+
+ChoiceRegistry &ChoiceRegistry::get() {
+  static ChoiceRegistry registry;
+  return registry;
+}
+
+bool ChoiceRegistry::add(std::unique_ptr<Choice> choice) {
+  if (find(choice->role(), choice->name()))
+    return false;
+  choices.push_back(std::move(choice));
+  return true;
+}
+
+const Choice *ChoiceRegistry::find(Role role, const std::string &name) const {
+  for (const std::unique_ptr<Choice> &c : choices)
+    if (c->role() == role && name == c->name())
+      return c.get();
+  return nullptr;
+}
+
+const MemoryChoice *ChoiceRegistry::findMemory(const std::string &name) const {
+  return static_cast<const MemoryChoice *>(find(Role::Memory, name));
+}
+const BiasChoice *ChoiceRegistry::findBias(const std::string &name) const {
+  return static_cast<const BiasChoice *>(find(Role::Bias, name));
+}
+const RetentionChoice *ChoiceRegistry::findRetention(const std::string &name) const {
+  return static_cast<const RetentionChoice *>(find(Role::Retention, name));
+}
+const OptimizerChoice *ChoiceRegistry::findOptimizer(const std::string &name) const {
+  return static_cast<const OptimizerChoice *>(find(Role::Optimizer, name));
+}
+
+std::vector<const Choice *> ChoiceRegistry::all(Role role) const {
+  std::vector<const Choice *> out;
+  for (const std::unique_ptr<Choice> &c : choices)
+    if (c->role() == role)
+      out.push_back(c.get());
+  return out;
+}
+
+std::string ChoiceRegistry::namesOf(Role role) const {
+  std::vector<std::string> names;
+  for (const Choice *c : all(role))
+    names.push_back(c->name());
+  return quotedList(names);
+}
+
+void choices::checkCombination(const ModuleChoices &module,
+                               ChoiceReporter &reporter) {
+  module.optimizer.checkCombination(module, reporter);
+  module.retention.checkCombination(module, reporter);
+  module.memory.checkCombination(module, reporter);
+}
+
+std::string choices::chunkProblem(const OptimizerChoice &optimizer,
+                                 const ArgLookup &optimizerArgs, int64_t chunk) {
+  if (chunk == 1 || optimizer.stepsPerToken(optimizerArgs) == 1)
+    return "";
+  return std::string(optimizer.name()) +
+         " needs chunk 1 (each token takes its steps at the current state)";
+}
+
+//===----------------------------------------------------------------------===//
+// docs/CHOICES.md
+//===----------------------------------------------------------------------===//
+
+namespace {
+std::string acceptsColumn(const ArgSpec &spec) {
+  std::string text = describeAccepts(spec);
+  if (spec.accepts & kKeyword)
+    text = "one of " + text;
+  return text;
+}
+} // namespace
+
+std::string choices::describeChoices() {
+  std::ostringstream os;
+  os << "# The four choices\n\n"
+     << "<!-- Generated by `mirasc --describe-choices` from the definitions in\n"
+     << "     dialect/lib/Miras/Choices/; test/lit/Frontend/choices-doc.test\n"
+     << "     fails when this file is out of date. -->\n\n"
+     << "A module is four choices (MIRAS): a memory architecture `f(W; z)`, an\n"
+     << "attentional bias (the inner loss `L(f(W; k), v)`), a retention (how the\n"
+     << "old state is kept) and an optimizer (how one step is taken). Every\n"
+     << "kind below is one class in `dialect/lib/Miras/Choices/<Role>s.cpp`;\n"
+     << "see `docs/ADDING_A_CHOICE.md` to add one.\n";
+  const Role roles[] = {Role::Memory, Role::Bias, Role::Retention, Role::Optimizer};
+  const char *titles[] = {"Memories", "Biases", "Retentions", "Optimizers"};
+  for (int r = 0; r < 4; ++r) {
+    os << "\n## " << titles[r] << "\n";
+    for (const Choice *c : ChoiceRegistry::get().all(roles[r])) {
+      os << "\n### `" << c->name() << "`\n\n" << c->summary() << "\n\n"
+         << c->math() << "\n";
+      std::vector<ArgSpec> args = c->args();
+      if (args.empty())
+        continue;
+      os << "\n| argument | accepts | default |\n|---|---|---|\n";
+      for (const ArgSpec &a : args)
+        os << "| `" << a.name << "` | " << acceptsColumn(a) << " | "
+           << (a.defaultValue ? std::string("`") + a.defaultValue + "`"
+                              : std::string("required"))
+           << " |\n";
+    }
+  }
+  return os.str();
+}
