@@ -38,7 +38,7 @@ miras.module @bad_decay attributes {chunk = 1 : i64, dk = 4 : i64, dv = 4 : i64,
     %s = miras.sum %p : tensor<4xf32>
     miras.yield %s : f32
   }
-  // expected-error @+1 {{argument 'decay' must be in (0, 1], got 1.5}}
+  // expected-error @+1 {{argument 'decay' must be a number in (0, 1], a scalar gate or a channel gate, got 1.5}}
   miras.retention "l2" {decay = 1.5 : f64}
   miras.optimizer "gd" {lr = 0.5 : f64}
 }
@@ -70,7 +70,7 @@ miras.module @implicit_needs_l2 attributes {chunk = 1 : i64, dk = 4 : i64, dv = 
     miras.yield %s : f32
   }
   miras.retention "none" {}
-  // expected-error @+1 {{'implicit' has a closed form only for a linear memory with the l2 bias}}
+  // expected-error @+1 {{optimizer 'implicit' requires a linear memory and the 'l2' bias (its closed-form step solves the l2 problem exactly), but this module has memory 'linear' and bias 'dot'}}
   miras.optimizer "implicit" {lr = 0.5 : f64}
 }
 
@@ -106,7 +106,7 @@ miras.module @loss_not_scalar attributes {chunk = 1 : i64, dk = 4 : i64, dv = 4 
 // -----
 
 miras.module @unknown_memory attributes {chunk = 1 : i64, dk = 4 : i64, dv = 4 : i64, read_after_write = true} {
-  // expected-error @+1 {{unknown memory architecture 'tree' (supported: linear, diagonal, mlp)}}
+  // expected-error @+1 {{unknown memory 'tree' (supported: 'linear', 'diagonal' or 'mlp')}}
   miras.memory "tree" {dk = 4 : i64, dv = 4 : i64}
   miras.bias "dot" loss {
   ^bb0(%y: tensor<4xf32>, %v: tensor<4xf32>):
@@ -144,14 +144,16 @@ miras.module @momentum_mirror attributes {chunk = 1 : i64, dk = 4 : i64, dv = 4 
     %s = miras.sum %p : tensor<4xf32>
     miras.yield %s : f32
   }
+  // expected-error @+1 {{retention 'lq' is a mirror map (it keeps a dual state): mirror retentions combine with gd only for now, but the optimizer is 'momentum'}}
   miras.retention "lq" {decay = 1.0 : f64, q = 4.0 : f64}
-  // expected-error @+1 {{momentum combines with the none and l2 retentions only, not 'lq'}}
+  // expected-note @+1 {{optimizer 'momentum' is declared here}}
   miras.optimizer "momentum" {lr = 0.5 : f64, beta = 0.9 : f64}
 }
 
 // -----
 
 miras.module @mlp_before_gradient attributes {chunk = 1 : i64, dk = 4 : i64, dv = 4 : i64, read_after_write = true} {
+  // expected-note @+1 {{memory 'mlp' is declared here}}
   miras.memory "mlp" {dk = 4 : i64, dv = 4 : i64, depth = 2.0 : f64, expansion = 2.0 : f64, act = "gelu"}
   miras.bias "dot" loss {
   ^bb0(%y: tensor<4xf32>, %v: tensor<4xf32>):
@@ -167,6 +169,7 @@ miras.module @mlp_before_gradient attributes {chunk = 1 : i64, dk = 4 : i64, dv 
 // -----
 
 miras.module @mlp_channel_decay attributes {chunk = 1 : i64, dk = 4 : i64, dv = 4 : i64, read_after_write = true} {
+  // expected-error @+1 {{a channel gate needs a memory that takes them, but the memory is 'mlp'}}
   miras.gate @alpha : channel along "dk" dim 4
   miras.memory "mlp" {dk = 4 : i64, dv = 4 : i64, depth = 2.0 : f64, expansion = 2.0 : f64, act = "gelu"}
   miras.bias "dot" loss {
@@ -175,7 +178,6 @@ miras.module @mlp_channel_decay attributes {chunk = 1 : i64, dk = 4 : i64, dv = 
     %s = miras.sum %p : tensor<4xf32>
     miras.yield %s : f32
   }
-  // expected-error @+1 {{argument 'decay' needs a scalar gate, but @alpha is a channel gate}}
   miras.retention "l2" {decay = @alpha}
   miras.optimizer "gd" {lr = 0.5 : f64}
 }
@@ -183,7 +185,7 @@ miras.module @mlp_channel_decay attributes {chunk = 1 : i64, dk = 4 : i64, dv = 
 // -----
 
 miras.module @mlp_act attributes {chunk = 1 : i64, dk = 4 : i64, dv = 4 : i64, read_after_write = true} {
-  // expected-error @+1 {{mlp act must be gelu, gelu_tanh, silu, relu or identity}}
+  // expected-error @+1 {{argument 'act' must be 'gelu', 'gelu_tanh', 'silu', 'relu' or 'identity', got "tanh"}}
   miras.memory "mlp" {dk = 4 : i64, dv = 4 : i64, depth = 2.0 : f64, expansion = 2.0 : f64, act = "tanh"}
   miras.bias "dot" loss {
   ^bb0(%y: tensor<4xf32>, %v: tensor<4xf32>):
@@ -205,7 +207,7 @@ miras.module @lq_q attributes {chunk = 1 : i64, dk = 4 : i64, dv = 4 : i64, read
     %s = miras.sum %p : tensor<4xf32>
     miras.yield %s : f32
   }
-  // expected-error @+1 {{lq needs q > 1}}
+  // expected-error @+1 {{argument 'q' must be a number > 1, got 1}}
   miras.retention "lq" {decay = 1.0 : f64, q = 1.0 : f64}
   miras.optimizer "gd" {lr = 0.5 : f64}
 }
@@ -220,8 +222,9 @@ miras.module @prox_momentum attributes {chunk = 1 : i64, dk = 4 : i64, dv = 4 : 
     %s = miras.sum %p : tensor<4xf32>
     miras.yield %s : f32
   }
+  // expected-error @+1 {{retention 'elastic_net' is a proximal step whose closed form assumes one gd step, but the optimizer is 'momentum'}}
   miras.retention "elastic_net" {a = 1.0 : f64, b = 1.0 : f64}
-  // expected-error @+1 {{momentum combines with the none and l2 retentions only, not 'elastic_net'}}
+  // expected-note @+1 {{optimizer 'momentum' is declared here}}
   miras.optimizer "momentum" {lr = 0.5 : f64, beta = 0.9 : f64}
 }
 
@@ -235,14 +238,13 @@ miras.module @ftrl_missing attributes {chunk = 1 : i64, dk = 4 : i64, dv = 4 : i
     %s = miras.sum %p : tensor<4xf32>
     miras.yield %s : f32
   }
-  // expected-error @+1 {{ftrl_elastic needs a positive number for 'a'}}
+  // expected-error @+1 {{requires argument 'a'}}
   miras.retention "ftrl_elastic" {eta = 1.0 : f64, decay = 1.0 : f64}
   miras.optimizer "gd" {lr = 0.5 : f64}
 }
 
 // -----
 
-// expected-error @+1 {{steps = 2 needs optimizer multistep}}
 miras.module @steps_without_multistep attributes {chunk = 1 : i64, dk = 4 : i64, dv = 4 : i64, read_after_write = true, steps = 2 : i64} {
   miras.memory "linear" {dk = 4 : i64, dv = 4 : i64}
   miras.bias "dot" loss {
@@ -252,6 +254,7 @@ miras.module @steps_without_multistep attributes {chunk = 1 : i64, dk = 4 : i64,
     miras.yield %s : f32
   }
   miras.retention "none" {}
+  // expected-error @+1 {{takes 1 step(s) per token, but the module's steps is 2}}
   miras.optimizer "gd" {lr = 0.5 : f64}
 }
 

@@ -6,6 +6,7 @@
 #include "llvm/ADT/STLExtras.h"
 
 #include <optional>
+#include <sstream>
 
 #include <cmath>
 
@@ -27,6 +28,13 @@ SmallVector<GateOp> MemoryModuleOp::getGates() {
 namespace {
 
 using choices::ArgSpec;
+
+/// 1.5, not 1.500000e+00.
+std::string formatNumber(double x) {
+  std::ostringstream os;
+  os << x;
+  return os.str();
+}
 using choices::Role;
 
 /// Checks a component's arguments against its definition's table (the one
@@ -65,7 +73,7 @@ LogicalResult verifyArgs(Operation *component, const choices::Choice &definition
           !choices::inRange(spec->range, x))
         return component->emitOpError("argument '")
                << name << "' must be " << choices::describeAccepts(*spec)
-               << ", got " << x;
+               << ", got " << formatNumber(x);
       continue;
     }
     if (auto ref = dyn_cast<FlatSymbolRefAttr>(value)) {
