@@ -1,0 +1,108 @@
+//===- Compile.h - Compiling a .miras module, as a library ------*- C++ -*-===//
+//
+// The compiler as one call: `compileModule(source, options)` runs the stages
+// in order (Toy chapter 7 style: the Stage order is the pipeline order) and
+// stops after `options.stopAfter`:
+//
+//   ast      syntax tree of the .miras file
+//   mlir     spec-level miras dialect (MLIRGen)
+//   derived  + the derived step function (miras-derive)
+//   rule     the derived update rule as math
+//   linalg   fused kernel on memrefs (miras-to-linalg)
+//   gpu      CUDA kernels in the gpu dialect (miras-linalg-to-simt, miras-to-gpu)
+//   ptx      their PTX (miras-gpu-to-ptx)
+//   llvm     LLVM IR (miras-linalg-to-llvm, then translation)
+//   obj      host object file
+//   lib      lib<name>.so + <name>.h
+//
+// `mirasc` is a thin shell over it; the Python binding calls it too. Every
+// option is validated once, by CompileOptions::validate().
+//
+//===----------------------------------------------------------------------===//
+#ifndef MIRAS_COMPILER_COMPILE_H
+#define MIRAS_COMPILER_COMPILE_H
+
+#include "miras/Compiler/KernelInterface.h"
+
+#include "llvm/ADT/StringRef.h"
+#include "llvm/Support/Error.h"
+#include "llvm/Support/raw_ostream.h"
+
+#include <cstdint>
+#include <map>
+#include <optional>
+#include <string>
+
+namespace miras {
+
+enum class Stage { AST, MLIR, Derived, Rule, Linalg, GPU, PTX, LLVM, Obj, Lib };
+
+/// How the kernel walks a sequence when chunk > 1 (all give the same numbers).
+enum class Algorithm {
+  Auto,       // the chunked form where it applies and pays off, else sequential
+  Sequential, // token by token, gradients at the chunk's anchor
+  Chunked,    // per chunk: matrix products over its tokens
+};
+llvm::Expected<Algorithm> parseAlgorithm(llvm::StringRef name);
+llvm::StringRef algorithmName(Algorithm algorithm);
+
+/// What the library runs on.
+struct TargetSet {
+  bool cpu = true;
+  bool cuda = false;
+};
+/// "cpu", "cuda" or "cpu,cuda".
+llvm::Expected<TargetSet> parseTargets(llvm::StringRef list);
+
+/// A check of the CUDA lowering on the CPU (the library's CPU kernel is built
+/// from the GPU form instead of the CPU pipeline).
+enum class GpuCheck {
+  None,
+  SimtOnCpu, // the thread-distributed form, each region's threads in turn
+  CudaOnCpu, // the CUDA kernel's own code, threads in turn between barriers
+};
+
+struct CompileOptions {
+  /// The file name diagnostics and the metadata name.
+  std::string sourceName = "<input>";
+  Stage stopAfter = Stage::Lib;
+  /// -DNAME=VALUE overrides of the module's params (VALUE as written).
+  std::map<std::string, std::string> params;
+  /// Replaces the module's chunk size (SPEC section 7).
+  std::optional<int64_t> chunk;
+  Algorithm algorithm = Algorithm::Auto;
+  TargetSet targets;
+  std::string cudaArch = "sm_90";
+  /// Threads per CUDA block; 0 picks from the kernel's largest loop.
+  int64_t gpuThreads = 0;
+  /// CPU to generate code for; empty: this machine, "generic": portable.
+  std::string cpu;
+  GpuCheck gpuCheck = GpuCheck::None;
+  bool keepTemps = false;
+  /// Where obj / lib go (default: <name>.o, lib<name>.so).
+  std::string outputPath;
+
+  /// The one check of every option; the message names the option as the
+  /// command line spells it.
+  llvm::Error validate() const;
+};
+
+struct CompileResult {
+  /// What a text stage printed (ast ... ptx, llvm); empty for obj and lib.
+  std::string text;
+  /// The file written by obj or lib.
+  std::string outputPath;
+  /// The library's interface, from the rule stage on.
+  KernelInterface kernel;
+};
+
+/// Compiles `source`. Located diagnostics (file:line:col with a caret) go to
+/// `diagnostics`; a failure after them is an error with an empty message,
+/// any other failure an error that says what went wrong.
+llvm::Expected<CompileResult> compileModule(llvm::StringRef source,
+                                            const CompileOptions &options,
+                                            llvm::raw_ostream &diagnostics);
+
+} // namespace miras
+
+#endif

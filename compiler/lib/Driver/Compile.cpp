@@ -1,0 +1,300 @@
+//===- Compile.cpp - Compiling a .miras module, as a library --------------===//
+//
+// The stages of Compile.h in order, each a named pipeline (Pipelines.h)
+// shared with miras-opt; stops after the one options.stopAfter names.
+//
+//===----------------------------------------------------------------------===//
+#include "miras/Compiler/Compile.h"
+#include "miras/Compiler/Pipelines.h"
+#include "miras/Compiler/Target.h"
+#include "miras/Dialect/Miras/Choices/Choice.h"
+#include "miras/Dialect/Miras/IR/MirasOps.h"
+#include "miras/Dialect/Miras/IR/StepSignature.h"
+#include "miras/Dialect/Miras/Transforms/RulePrinter.h"
+#include "miras/Dialect/Miras/Transforms/StepCost.h"
+#include "miras/Frontend/Frontend.h"
+#include "miras/Frontend/MLIRGen.h"
+
+#include "mlir/IR/MLIRContext.h"
+#include "mlir/Pass/PassManager.h"
+#include "llvm/IR/LLVMContext.h"
+#include "llvm/IR/Module.h"
+#include "llvm/Support/MemoryBuffer.h"
+#include "llvm/Support/SourceMgr.h"
+
+#include <sstream>
+
+using namespace mlir;
+using namespace miras;
+
+llvm::Expected<Algorithm> miras::parseAlgorithm(llvm::StringRef name) {
+  if (name == "auto")
+    return Algorithm::Auto;
+  if (name == "sequential")
+    return Algorithm::Sequential;
+  if (name == "chunked")
+    return Algorithm::Chunked;
+  return llvm::createStringError("--algorithm expects auto, sequential or "
+                                 "chunked, got '" + name + "'");
+}
+
+llvm::StringRef miras::algorithmName(Algorithm algorithm) {
+  switch (algorithm) {
+  case Algorithm::Auto:
+    return "auto";
+  case Algorithm::Sequential:
+    return "sequential";
+  case Algorithm::Chunked:
+    return "chunked";
+  }
+  return "auto";
+}
+
+llvm::Expected<TargetSet> miras::parseTargets(llvm::StringRef list) {
+  TargetSet targets{false, false};
+  for (llvm::StringRef target : llvm::split(list, ',')) {
+    if (target == "cpu")
+      targets.cpu = true;
+    else if (target == "cuda")
+      targets.cuda = true;
+    else
+      return llvm::createStringError("--target expects cpu, cuda or cpu,cuda, got '" +
+                                     list + "'");
+  }
+  return targets;
+}
+
+llvm::Error CompileOptions::validate() const {
+  if (chunk && (*chunk < 1 || *chunk > choices::kMaxChunk))
+    return llvm::createStringError("--chunk expects a size between 1 and " +
+                                   llvm::Twine(choices::kMaxChunk) + ", got " +
+                                   llvm::Twine(*chunk));
+  if (!targets.cpu && !targets.cuda)
+    return llvm::createStringError("--target names no target");
+  if (llvm::Error err = checkCudaArch(cudaArch))
+    return err;
+  if (gpuThreads < 0 || gpuThreads > 1024)
+    return llvm::createStringError("--gpu-threads expects 0 (automatic) to 1024, got " +
+                                   llvm::Twine(gpuThreads));
+  if (!targets.cpu && (stopAfter == Stage::LLVM || stopAfter == Stage::Obj))
+    return llvm::createStringError("--emit=llvm and --emit=obj show the CPU "
+                                   "kernel; add cpu to --target");
+  return llvm::Error::success();
+}
+
+namespace {
+
+/// A failure whose diagnostics are already written.
+llvm::Error diagnosed() {
+  return llvm::createStringError(std::errc::invalid_argument, "");
+}
+
+/// Runs one named pipeline; false once its errors have been reported.
+bool runStage(MLIRContext &context, ModuleOp module,
+              llvm::function_ref<void(OpPassManager &)> buildPipeline) {
+  PassManager pm(&context);
+  buildPipeline(pm);
+  return succeeded(applyPassManagerCLOptions(pm)) && succeeded(pm.run(module));
+}
+
+/// The ABI description of the module, read from the derived IR.
+KernelInterface describe(MemoryModuleOp module, func::FuncOp step,
+                         const std::string &sourcePath) {
+  KernelInterface iface;
+  iface.moduleName = module.getSymName().str();
+  iface.sourcePath = sourcePath;
+  iface.dk = module.getDk();
+  iface.dv = module.getDv();
+  iface.chunk = module.getChunk();
+  iface.readAfterWrite = module.getReadAfterWrite();
+  for (Operation &op : module.getBody().front()) {
+    if (auto param = dyn_cast<ParamOp>(op)) {
+      KernelInterface::Param p{param.getSymName().str(), 0.0, true};
+      if (auto i = dyn_cast<IntegerAttr>(param.getValue()))
+        p.value = static_cast<double>(i.getInt());
+      else if (auto f = dyn_cast<FloatAttr>(param.getValue())) {
+        p.value = f.getValueAsDouble();
+        p.isInteger = false;
+      }
+      iface.params.push_back(p);
+    }
+  }
+  iface.steps = module.getSteps();
+  for (GateOp gate : module.getGates())
+    iface.gates.push_back({gate.getSymName().str(), gate.getChannel(),
+                           gate.getAxis() ? gate.getAxis()->str() : "",
+                           static_cast<int64_t>(gate.getDim()),
+                           gate.getPerStep()});
+  StepSignature signature = StepSignature::of(module);
+  for (const StepSignature::Tensor &state : signature.getStates()) {
+    auto type = cast<RankedTensorType>(state.type);
+    iface.states.push_back(
+        {state.name, std::vector<int64_t>(type.getShape().begin(), type.getShape().end())});
+  }
+  iface.rule = printUpdateRule(step);
+  iface.flopsPerToken = countStepFlops(step);
+  return iface;
+}
+
+} // namespace
+
+llvm::Expected<CompileResult> miras::compileModule(llvm::StringRef sourceText,
+                                                   const CompileOptions &options,
+                                                   llvm::raw_ostream &diagnostics) {
+  if (llvm::Error err = options.validate())
+    return std::move(err);
+  const std::string source = sourceText.str();
+  CompileResult result;
+  auto text = [&](llvm::function_ref<void(llvm::raw_ostream &)> print) {
+    llvm::raw_string_ostream os(result.text);
+    print(os);
+    return std::move(result);
+  };
+
+  frontend::LoadResult loaded =
+      frontend::loadModule(options.sourceName, source, options.params, options.chunk);
+  std::ostringstream frontendDiagnostics;
+  frontend::printDiagnostics(frontendDiagnostics, loaded.diagnostics, source);
+  diagnostics << frontendDiagnostics.str();
+  if (!loaded.ok())
+    return diagnosed();
+  if (options.stopAfter == Stage::AST)
+    return text([&](llvm::raw_ostream &os) { os << frontend::dumpAST(*loaded.syntax); });
+
+  DialectRegistry registry;
+  registerMirasDialects(registry);
+  MLIRContext context(registry);
+  // A located error is the message for a user; the op dump is for miras-opt.
+  context.printOpOnDiagnostic(false);
+  llvm::SourceMgr sourceMgr;
+  sourceMgr.AddNewSourceBuffer(
+      llvm::MemoryBuffer::getMemBufferCopy(source, options.sourceName), llvm::SMLoc());
+  SourceMgrDiagnosticHandler handler(sourceMgr, &context, diagnostics);
+
+  OwningOpRef<ModuleOp> module = mlirGen(context, *loaded.resolved);
+  if (!module)
+    return diagnosed();
+  auto print = [&](llvm::raw_ostream &os) { module->print(os); };
+  if (options.stopAfter == Stage::MLIR)
+    return text(print);
+
+  if (!runStage(context, *module, buildDerivePipeline))
+    return diagnosed();
+  if (options.stopAfter == Stage::Derived)
+    return text(print);
+  auto memoryModule = *module->getOps<MemoryModuleOp>().begin();
+  auto step = cast<func::FuncOp>(SymbolTable::lookupSymbolIn(memoryModule, "step"));
+  KernelInterface &iface = result.kernel;
+  iface = describe(memoryModule, step, options.sourceName);
+  if (options.stopAfter == Stage::Rule)
+    return text([&](llvm::raw_ostream &os) { os << iface.rule; });
+
+  iface.targets.clear();
+  if (options.targets.cpu)
+    iface.targets.push_back("cpu");
+  if (options.targets.cuda)
+    iface.targets.push_back("cuda");
+  ToLinalgOptions toLinalg;
+  toLinalg.algorithm = algorithmName(options.algorithm).str();
+  if (!runStage(context, *module, [&](OpPassManager &pm) {
+        buildToLinalgPipeline(pm, toLinalg);
+      }))
+    return diagnosed();
+  if (auto kernel = module->lookupSymbol<func::FuncOp>(iface.kernelName()))
+    if (auto built = kernel->getAttrOfType<StringAttr>("miras.algorithm"))
+      iface.algorithm = built.str();
+  if (options.stopAfter == Stage::Linalg)
+    return text(print);
+
+  SimtOptions simt;
+  simt.threads = options.gpuThreads;
+  const bool gpuStage =
+      options.stopAfter == Stage::GPU || options.stopAfter == Stage::PTX;
+  if (gpuStage || options.targets.cuda) {
+    OwningOpRef<ModuleOp> gpu = module->clone();
+    if (!runStage(context, *gpu, [&](OpPassManager &pm) {
+          buildLinalgToSimtPipeline(pm, simt);
+          buildSimtToGPUPipeline(pm, simt);
+        }))
+      return diagnosed();
+    if (options.stopAfter == Stage::GPU)
+      return text([&](llvm::raw_ostream &os) { gpu->print(os); });
+    auto cuda = describeCudaKernels(*gpu, options.cudaArch);
+    if (!cuda)
+      return cuda.takeError();
+    GPUToPTXOptions toPTX;
+    toPTX.chip = options.cudaArch;
+    toPTX.toolkit = findCudaToolkit();
+    if (!runStage(context, *gpu, [&](OpPassManager &pm) {
+          buildGPUToPTXPipeline(pm, toPTX);
+        }))
+      return diagnosed();
+    auto ptx = extractPTX(*gpu);
+    if (!ptx)
+      return ptx.takeError();
+    if (options.stopAfter == Stage::PTX)
+      return text([&](llvm::raw_ostream &os) { os << *ptx; });
+    cuda->ptx = std::move(*ptx);
+    // Without ptxas the library carries PTX only; the driver JIT-compiles it.
+    if (std::string ptxas = findPtxas(toPTX.toolkit); !ptxas.empty()) {
+      auto cubin = assembleCubin(cuda->ptx, options.cudaArch, ptxas);
+      if (!cubin)
+        return cubin.takeError();
+      cuda->cubin = std::move(*cubin);
+    }
+    iface.cuda = std::move(*cuda);
+  }
+
+  CodegenOptions codegen;
+  codegen.cpu = options.cpu;
+  codegen.keepTemps = options.keepTemps;
+  result.outputPath = !options.outputPath.empty() ? options.outputPath
+                      : options.stopAfter == Stage::Obj
+                          ? iface.moduleName + ".o"
+                          : "lib" + iface.moduleName + ".so";
+  if (!options.targets.cpu) {
+    if (llvm::Error err = writeLibrary(nullptr, iface, result.outputPath, codegen))
+      return std::move(err);
+    return std::move(result);
+  }
+  // On the CPU the threads of a region run one after another; backwards, so
+  // that a region whose result depends on that order gives other numbers
+  // (miras-gpu-lockstep reverses them itself, after the GPU lowering).
+  if (options.gpuCheck == GpuCheck::SimtOnCpu) {
+    simt.reverseThreads = true;
+    if (!runStage(context, *module, [&](OpPassManager &pm) {
+          buildLinalgToSimtPipeline(pm, simt);
+        }))
+      return diagnosed();
+  }
+  if (options.gpuCheck == GpuCheck::CudaOnCpu &&
+      !runStage(context, *module, [&](OpPassManager &pm) {
+        buildCudaOnCpuPipeline(pm, simt);
+      }))
+    return diagnosed();
+
+  LinalgToLLVMOptions toLLVM;
+  toLLVM.vectorWidth = vectorWidthForCPU(options.cpu);
+  if (!runStage(context, *module, [&](OpPassManager &pm) {
+        buildLinalgToLLVMPipeline(pm, toLLVM);
+      }))
+    return diagnosed();
+
+  if (options.stopAfter == Stage::LLVM || options.stopAfter == Stage::Obj) {
+    llvm::LLVMContext llvmContext;
+    auto llvmModule = translateToLLVMIR(*module, llvmContext);
+    if (!llvmModule)
+      return llvmModule.takeError();
+    if (options.stopAfter == Stage::LLVM) {
+      result.outputPath.clear();
+      return text([&](llvm::raw_ostream &os) { (*llvmModule)->print(os, nullptr); });
+    }
+    if (llvm::Error err = emitObjectFile(**llvmModule, result.outputPath, codegen))
+      return std::move(err);
+    return std::move(result);
+  }
+
+  if (llvm::Error err = writeLibrary(*module, iface, result.outputPath, codegen))
+    return std::move(err);
+  return std::move(result);
+}
