@@ -27,6 +27,7 @@
 //
 //===----------------------------------------------------------------------===//
 #include "KernelLowering.h"
+#include "miras/Dialect/Miras/IR/StepSignature.h"
 
 #include "mlir/IR/Matchers.h"
 
@@ -308,9 +309,8 @@ public:
         ctx(b.getContext()), chunk(kernel.module.getChunk()),
         body(kernel.step.getBody().front()),
         ret(cast<func::ReturnOp>(body.getTerminator())),
-        numStates(ret.getNumOperands() - 1),
-        numAnchors(body.getNumArguments() - numStates - 3 -
-                   kernel.module.getGates().size()) {}
+        signature(StepSignature::of(kernel.module)),
+        numStates(signature.numStates()), numAnchors(signature.numAnchors()) {}
 
   LogicalResult build(Value length);
 
@@ -407,7 +407,8 @@ private:
   int64_t chunk;
   Block &body;
   func::ReturnOp ret;
-  // Step signature: states, anchors of the first states, q, k, v, gates.
+  // The step's argument groups (states, anchors, q, k, v, gates).
+  StepSignature signature;
   unsigned numStates, numAnchors;
 
   /// A product over the whole chunk between two token loops: a read of a
@@ -439,7 +440,7 @@ void ChunkedForm::assignStages() {
   // Values fixed through a chunk: anchors, constants, what reads only those.
   llvm::SmallDenseSet<Value> fixed;
   for (unsigned i = 0; i < numAnchors; ++i)
-    fixed.insert(body.getArgument(numStates + i));
+    fixed.insert(body.getArgument(signature.anchorArg(i)));
   for (Operation &op : body.without_terminator()) {
     if (form.updateOps.contains(&op))
       continue;
@@ -597,7 +598,7 @@ LogicalResult ChunkedForm::tokenLoop(Value upTo,
   k.bindToken(b, loc, entry, bi, ti, hi, numStates + numAnchors);
   k.prefetchNextToken(b, loc, entry, bi, ti, hi);
   for (unsigned i = 0; i < numAnchors; ++i)
-    k.lowered[body.getArgument(numStates + i)] = {Lowered::Kind::Buffer,
+    k.lowered[body.getArgument(signature.anchorArg(i))] = {Lowered::Kind::Buffer,
                                                   k.states[i].slice};
   return fill(t);
 }
@@ -955,7 +956,7 @@ LogicalResult ChunkedForm::build(Value length) {
   // Once per chunk: what reads only the anchors (the states themselves until
   // the chunk ends), and the fixed matrices of the barriers as buffers.
   for (unsigned i = 0; i < numAnchors; ++i)
-    k.lowered[body.getArgument(numStates + i)] = {Lowered::Kind::Buffer,
+    k.lowered[body.getArgument(signature.anchorArg(i))] = {Lowered::Kind::Buffer,
                                                   k.states[i].slice};
   for (Operation &op : body.without_terminator())
     if (stageOf.contains(&op) && stageOf.lookup(&op) == kPerChunk &&

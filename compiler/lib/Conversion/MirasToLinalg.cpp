@@ -14,6 +14,7 @@
 //
 //===----------------------------------------------------------------------===//
 #include "KernelLowering.h"
+#include "miras/Dialect/Miras/IR/StepSignature.h"
 
 #include "miras/Compiler/Passes.h"
 
@@ -470,17 +471,19 @@ void KernelLowering::bindToken(OpBuilder &b, Location loc, Block *entry,
                       : SmallVector<int64_t>{steps, width};
   };
   SmallVector<Value> prefix{bi, ti, hi};
+  KernelLayout layout = KernelLayout::of(StepSignature::of(module));
   unsigned next = first;
   lowered[body.getArgument(next++)] = {
-      Lowered::Kind::Buffer, slice(b, loc, entry->getArgument(2), prefix, {dk})};
+      Lowered::Kind::Buffer,
+      slice(b, loc, entry->getArgument(KernelLayout::query), prefix, {dk})};
   lowered[body.getArgument(next++)] = {
       Lowered::Kind::Buffer,
-      slice(b, loc, entry->getArgument(3), prefix, perStep(dk))};
+      slice(b, loc, entry->getArgument(KernelLayout::key), prefix, perStep(dk))};
   lowered[body.getArgument(next++)] = {
       Lowered::Kind::Buffer,
-      slice(b, loc, entry->getArgument(4), prefix, perStep(dv))};
+      slice(b, loc, entry->getArgument(KernelLayout::value), prefix, perStep(dv))};
   for (auto [i, gate] : llvm::enumerate(gates)) {
-    Value source = entry->getArgument(5 + i);
+    Value source = entry->getArgument(layout.gate(i));
     Value arg = body.getArgument(next++);
     SmallVector<int64_t> shape = gateShape(gate);
     if (!shape.empty())
@@ -532,10 +535,10 @@ LogicalResult KernelLowering::run() {
   SmallVector<GateOp> gates = module.getGates();
   Block &body = step.getBody().front();
   auto ret = cast<func::ReturnOp>(body.getTerminator());
-  // Step signature (miras-derive-update): states, anchors of the first
-  // states when chunk > 1, q, k, v, gates -> new states, o.
-  unsigned numStates = ret.getNumOperands() - 1;
-  unsigned numAnchors = body.getNumArguments() - numStates - 3 - gates.size();
+  // The step's and the kernel's argument groups (StepSignature.h).
+  StepSignature signature = StepSignature::of(module);
+  KernelLayout layout = KernelLayout::of(signature);
+  unsigned numStates = signature.numStates(), numAnchors = signature.numAnchors();
   auto shapeOf = [](Value v) {
     return cast<RankedTensorType>(v.getType()).getShape();
   };
@@ -597,9 +600,10 @@ LogicalResult KernelLowering::run() {
   Block *entry = kernel.addEntryBlock();
   b.setInsertionPointToEnd(entry);
 
-  Value rangeBegin = entry->getArgument(0), rangeEnd = entry->getArgument(1);
-  Value q = entry->getArgument(2);
-  Value out = entry->getArgument(entry->getNumArguments() - 1);
+  Value rangeBegin = entry->getArgument(KernelLayout::pairBegin),
+        rangeEnd = entry->getArgument(KernelLayout::pairEnd);
+  Value q = entry->getArgument(KernelLayout::query);
+  Value out = entry->getArgument(layout.output());
   Value c0 = arith::ConstantIndexOp::create(b, loc, 0);
   Value c1 = arith::ConstantIndexOp::create(b, loc, 1);
   // Scratch buffers go first in the entry block, outside every loop.
@@ -621,7 +625,7 @@ LogicalResult KernelLowering::run() {
   Value bi = arith::DivUIOp::create(b, loc, pair, heads);
   Value hi = arith::RemUIOp::create(b, loc, pair, heads);
   for (unsigned i = 0; i < numStates; ++i) {
-    Value buffer = entry->getArgument(5 + gates.size() + i);
+    Value buffer = entry->getArgument(layout.state(i));
     Value old = body.getArgument(i);
     states.push_back(
         {old, ret.getOperand(i), slice(b, loc, buffer, {bi, hi}, shapeOf(old))});
@@ -647,8 +651,8 @@ LogicalResult KernelLowering::run() {
         memref::CopyOp::create(tb, loc, states[i].slice, anchor);
     }
     for (auto [i, anchor] : llvm::enumerate(anchors))
-      lowered[body.getArgument(numStates + i)] = {Lowered::Kind::Buffer, anchor};
-    bindToken(b, loc, entry, bi, ti, hi, numStates + numAnchors);
+      lowered[body.getArgument(signature.anchorArg(i))] = {Lowered::Kind::Buffer, anchor};
+    bindToken(b, loc, entry, bi, ti, hi, signature.queryArg());
     prefetchNextToken(b, loc, entry, bi, ti, hi);
     outputSlice = slice(b, loc, out, {bi, ti, hi}, {dv});
     outputValue = ret.getOperands().back();
