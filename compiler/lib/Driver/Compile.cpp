@@ -91,10 +91,12 @@ llvm::Error diagnosed() {
 
 /// Runs one named pipeline; false once its errors have been reported.
 bool runStage(MLIRContext &context, ModuleOp module,
-              llvm::function_ref<void(OpPassManager &)> buildPipeline) {
+              llvm::function_ref<void(OpPassManager &)> buildPipeline,
+              bool commandLine) {
   PassManager pm(&context);
   buildPipeline(pm);
-  return succeeded(applyPassManagerCLOptions(pm)) && succeeded(pm.run(module));
+  return (!commandLine || succeeded(applyPassManagerCLOptions(pm))) &&
+         succeeded(pm.run(module));
 }
 
 /// The ABI description of the module, read from the derived IR.
@@ -145,6 +147,7 @@ llvm::Expected<CompileResult> miras::compileModule(llvm::StringRef sourceText,
     return std::move(err);
   const std::string source = sourceText.str();
   CompileResult result;
+  const bool cl = options.passManagerCommandLine;
   auto text = [&](llvm::function_ref<void(llvm::raw_ostream &)> print) {
     llvm::raw_string_ostream os(result.text);
     print(os);
@@ -178,7 +181,7 @@ llvm::Expected<CompileResult> miras::compileModule(llvm::StringRef sourceText,
   if (options.stopAfter == Stage::MLIR)
     return text(print);
 
-  if (!runStage(context, *module, buildDerivePipeline))
+  if (!runStage(context, *module, buildDerivePipeline, cl))
     return diagnosed();
   if (options.stopAfter == Stage::Derived)
     return text(print);
@@ -198,7 +201,7 @@ llvm::Expected<CompileResult> miras::compileModule(llvm::StringRef sourceText,
   toLinalg.algorithm = algorithmName(options.algorithm).str();
   if (!runStage(context, *module, [&](OpPassManager &pm) {
         buildToLinalgPipeline(pm, toLinalg);
-      }))
+      }, cl))
     return diagnosed();
   if (auto kernel = module->lookupSymbol<func::FuncOp>(iface.kernelName()))
     if (auto built = kernel->getAttrOfType<StringAttr>("miras.algorithm"))
@@ -215,7 +218,7 @@ llvm::Expected<CompileResult> miras::compileModule(llvm::StringRef sourceText,
     if (!runStage(context, *gpu, [&](OpPassManager &pm) {
           buildLinalgToSimtPipeline(pm, simt);
           buildSimtToGPUPipeline(pm, simt);
-        }))
+        }, cl))
       return diagnosed();
     if (options.stopAfter == Stage::GPU)
       return text([&](llvm::raw_ostream &os) { gpu->print(os); });
@@ -227,7 +230,7 @@ llvm::Expected<CompileResult> miras::compileModule(llvm::StringRef sourceText,
     toPTX.toolkit = findCudaToolkit();
     if (!runStage(context, *gpu, [&](OpPassManager &pm) {
           buildGPUToPTXPipeline(pm, toPTX);
-        }))
+        }, cl))
       return diagnosed();
     auto ptx = extractPTX(*gpu);
     if (!ptx)
@@ -264,20 +267,20 @@ llvm::Expected<CompileResult> miras::compileModule(llvm::StringRef sourceText,
     simt.reverseThreads = true;
     if (!runStage(context, *module, [&](OpPassManager &pm) {
           buildLinalgToSimtPipeline(pm, simt);
-        }))
+        }, cl))
       return diagnosed();
   }
   if (options.gpuCheck == GpuCheck::CudaOnCpu &&
       !runStage(context, *module, [&](OpPassManager &pm) {
         buildCudaOnCpuPipeline(pm, simt);
-      }))
+      }, cl))
     return diagnosed();
 
   LinalgToLLVMOptions toLLVM;
   toLLVM.vectorWidth = vectorWidthForCPU(options.cpu);
   if (!runStage(context, *module, [&](OpPassManager &pm) {
         buildLinalgToLLVMPipeline(pm, toLLVM);
-      }))
+      }, cl))
     return diagnosed();
 
   if (options.stopAfter == Stage::LLVM || options.stopAfter == Stage::Obj) {

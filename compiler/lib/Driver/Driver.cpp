@@ -148,6 +148,7 @@ llvm::Expected<CompileOptions> readOptions() {
                      : cudaOnCpu ? GpuCheck::CudaOnCpu
                                  : GpuCheck::None;
   options.keepTemps = keepTemps;
+  options.passManagerCommandLine = true;
   if (emit == Stage::Obj || emit == Stage::Lib)
     options.outputPath = outputFile;
   return options;

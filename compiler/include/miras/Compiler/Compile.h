@@ -81,6 +81,9 @@ struct CompileOptions {
   bool keepTemps = false;
   /// Where obj / lib go (default: <name>.o, lib<name>.so).
   std::string outputPath;
+  /// Apply MLIR's pass-manager command-line options (--mlir-print-ir-after-all,
+  /// ...) to every stage; only a tool that registered them (mirasc) sets it.
+  bool passManagerCommandLine = false;
 
   /// The one check of every option; the message names the option as the
   /// command line spells it.

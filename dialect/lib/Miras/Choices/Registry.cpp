@@ -190,9 +190,25 @@ std::string ChoiceRegistry::namesOf(Role role) const {
   return quotedList(names);
 }
 
+/// What holds for every mirror retention, whoever defines it: a dual state
+/// updated by one gradient step (gd), or accumulating them (ftrl).
+static void checkMirror(const ModuleChoices &m, ChoiceReporter &r) {
+  if (!m.retention.isMirror() || m.optimizer.isGradientDescent() ||
+      m.optimizer.accumulatesDual())
+    return;
+  r.error(Role::Retention, "",
+          "retention '" + std::string(m.retention.name()) +
+              "' is a mirror map (it keeps a dual state): mirror retentions "
+              "combine with gd only for now, but the optimizer is '" +
+              m.optimizer.name() + "'");
+  r.note(Role::Optimizer,
+         std::string("optimizer '") + m.optimizer.name() + "' is declared here");
+}
+
 void choices::checkCombination(const ModuleChoices &module,
                                ChoiceReporter &reporter) {
   module.optimizer.checkCombination(module, reporter);
+  checkMirror(module, reporter);
   module.retention.checkCombination(module, reporter);
   module.memory.checkCombination(module, reporter);
 }

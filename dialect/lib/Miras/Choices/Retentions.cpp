@@ -172,19 +172,11 @@ public:
 };
 
 /// The shared part of the mirror retentions: a dual A, A' = decay A - lr g.
+/// (Which optimizers a mirror map combines with is a rule of every mirror
+/// retention, checkCombination in Registry.cpp.)
 class MirrorRetention : public RetentionChoice {
 public:
   bool isMirror() const override { return true; }
-  void checkCombination(const ModuleChoices &m, ChoiceReporter &r) const override {
-    if (m.optimizer.isGradientDescent() || m.optimizer.accumulatesDual())
-      return;
-    r.error(Role::Retention, "",
-            "retention '" + std::string(name()) +
-                "' is a mirror map (it keeps a dual state): mirror retentions "
-                "combine with gd only for now, but the optimizer is '" +
-                m.optimizer.name() + "'");
-    noteOptimizer(m, r);
-  }
 
   class Step final : public RetentionStep {
   public:
@@ -252,7 +244,6 @@ public:
   }
   std::vector<ArgSpec> args() const override { return {unitDecay("1")}; }
   void checkCombination(const ModuleChoices &m, ChoiceReporter &r) const override {
-    MirrorRetention::checkCombination(m, r);
     rejectVectorState(m, r);
   }
   Value buildMirrorMap(StepContext &ctx, Value dual) const override {
