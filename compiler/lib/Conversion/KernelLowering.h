@@ -126,6 +126,13 @@ FailureOr<ParallelForm> matchParallelForm(func::FuncOp step,
 FailureOr<ParallelForm> matchScanForm(func::FuncOp step, unsigned numStates,
                                       unsigned numAnchors, std::string &why);
 
+/// The kernel's form for `algorithm`: none (sequential), or the chunked dual
+/// or scan form; a located error when `chunked` was asked and does not apply.
+FailureOr<std::optional<ParallelForm>>
+planForm(MemoryModuleOp module, func::FuncOp step, StringRef algorithm);
+/// "sequential", "chunked" or "chunked-scan".
+const char *formName(const std::optional<ParallelForm> &form);
+
 /// Builds the kernel of one derived miras.module: the sequential algorithm
 /// (MirasToLinalg.cpp) or the chunked parallel form (ChunkedForm.cpp).
 class KernelLowering {

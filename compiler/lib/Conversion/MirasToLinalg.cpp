@@ -17,6 +17,7 @@
 #include "miras/Dialect/Miras/IR/StepSignature.h"
 
 #include "miras/Compiler/Passes.h"
+#include "miras/Compiler/Pipelines.h"
 
 #include <limits>
 
@@ -529,6 +530,45 @@ static bool worthDualForm(func::FuncOp step, unsigned numStates) {
   return false;
 }
 
+/// The kernel's form for `algorithm`: none (sequential), or the chunked
+/// dual or scan form. With chunk > 1: the dual form where the step matches it
+/// (under auto, when its states are large enough to gain), else the scan form
+/// (ChunkedForm.cpp). Fails, with a located error, when `chunked` was asked
+/// and neither applies.
+FailureOr<std::optional<ParallelForm>>
+planForm(MemoryModuleOp module, func::FuncOp step, StringRef algorithm) {
+  StepSignature signature = StepSignature::of(module);
+  unsigned numStates = signature.numStates(), numAnchors = signature.numAnchors();
+  int64_t chunk = module.getChunk();
+  // Its [C, C] buffers bound the chunk size (4 MiB each at the limit).
+  constexpr int64_t kMaxChunkedSize = 1024;
+  if (algorithm == "sequential")
+    return std::optional<ParallelForm>();
+  std::string why, whyNotScan;
+  FailureOr<ParallelForm> matched =
+      matchParallelForm(step, numStates, numAnchors, why);
+  if (failed(matched))
+    matched = matchScanForm(step, numStates, numAnchors, whyNotScan);
+  if (chunk > kMaxChunkedSize) {
+    matched = failure();
+    whyNotScan = "chunk " + std::to_string(chunk) + " is above its limit of " +
+                 std::to_string(kMaxChunkedSize);
+  }
+  if (succeeded(matched) && algorithm == "auto" && !matched->scan &&
+      !worthDualForm(step, numStates))
+    matched = failure();
+  if (succeeded(matched))
+    return std::optional<ParallelForm>(std::move(*matched));
+  if (algorithm == "chunked")
+    return module.emitError("the chunked algorithm does not apply: ")
+           << whyNotScan << " (the sequential algorithm does)";
+  return std::optional<ParallelForm>();
+}
+
+const char *formName(const std::optional<ParallelForm> &form) {
+  return !form ? "sequential" : form->scan ? "chunked-scan" : "chunked";
+}
+
 LogicalResult KernelLowering::run() {
   Location loc = module.getLoc();
   int64_t dk = module.getDk(), dv = module.getDv(), chunk = module.getChunk();
@@ -543,31 +583,10 @@ LogicalResult KernelLowering::run() {
     return cast<RankedTensorType>(v.getType()).getShape();
   };
 
-  // With chunk > 1: the dual form where the step matches it (under auto, when
-  // its states are large enough to gain), else the scan form (ChunkedForm.cpp).
-  // Its [C, C] buffers bound the chunk size (4 MiB each at the limit).
-  constexpr int64_t kMaxChunkedSize = 1024;
-  std::optional<ParallelForm> form;
-  if (algorithm != "sequential") {
-    std::string why, whyNotScan;
-    FailureOr<ParallelForm> matched =
-        matchParallelForm(step, numStates, numAnchors, why);
-    if (failed(matched))
-      matched = matchScanForm(step, numStates, numAnchors, whyNotScan);
-    if (chunk > kMaxChunkedSize) {
-      matched = failure();
-      whyNotScan = "chunk " + std::to_string(chunk) + " is above its limit of " +
-                   std::to_string(kMaxChunkedSize);
-    }
-    if (succeeded(matched) && algorithm == "auto" && !matched->scan &&
-        !worthDualForm(step, numStates))
-      matched = failure();
-    if (succeeded(matched))
-      form = std::move(*matched);
-    else if (algorithm == "chunked")
-      return module.emitError("the chunked algorithm does not apply: ")
-             << whyNotScan << " (the sequential algorithm does)";
-  }
+  FailureOr<std::optional<ParallelForm>> planned = planForm(module, step, algorithm);
+  if (failed(planned))
+    return failure();
+  std::optional<ParallelForm> form = std::move(*planned);
 
   // Per token: q [Dk]; k, v [Dk] / [Dv], or one row per step of multistep.
   int64_t steps = module.getSteps();
@@ -592,11 +611,9 @@ LogicalResult KernelLowering::run() {
       b, loc, (module.getSymName() + "_kernel").str(),
       b.getFunctionType(argTypes, {}));
   kernel->setAttr("llvm.emit_c_interface", b.getUnitAttr());
-  // Which algorithm was built, for the library's metadata.
-  kernel->setAttr("miras.algorithm",
-                  b.getStringAttr(!form        ? "sequential"
-                                  : form->scan ? "chunked-scan"
-                                               : "chunked"));
+  // Which form was built, for readers of --emit=linalg and the GPU passes
+  // (the library's metadata asks plannedAlgorithm, the same decision).
+  kernel->setAttr("miras.algorithm", b.getStringAttr(formName(form)));
   Block *entry = kernel.addEntryBlock();
   b.setInsertionPointToEnd(entry);
 
@@ -670,6 +687,19 @@ LogicalResult KernelLowering::run() {
 }
 
 } // namespace miras::lowering
+
+mlir::FailureOr<std::string> miras::plannedAlgorithm(MemoryModuleOp module,
+                                                     llvm::StringRef algorithm) {
+  using namespace mlir;
+  auto step = dyn_cast_or_null<func::FuncOp>(SymbolTable::lookupSymbolIn(module, "step"));
+  if (!step)
+    return module.emitError("no derived step function: run miras-derive-update first");
+  FailureOr<std::optional<miras::lowering::ParallelForm>> form = miras::lowering::planForm(module, step, algorithm);
+  if (failed(form))
+    return failure();
+  return std::string(miras::lowering::formName(*form));
+}
+
 
 namespace {
 

@@ -199,13 +199,14 @@ llvm::Expected<CompileResult> miras::compileModule(llvm::StringRef sourceText,
     iface.targets.push_back("cuda");
   ToLinalgOptions toLinalg;
   toLinalg.algorithm = algorithmName(options.algorithm).str();
+  FailureOr<std::string> built = plannedAlgorithm(memoryModule, toLinalg.algorithm);
+  if (failed(built))
+    return diagnosed();
+  iface.algorithm = *built;
   if (!runStage(context, *module, [&](OpPassManager &pm) {
         buildToLinalgPipeline(pm, toLinalg);
       }, cl))
     return diagnosed();
-  if (auto kernel = module->lookupSymbol<func::FuncOp>(iface.kernelName()))
-    if (auto built = kernel->getAttrOfType<StringAttr>("miras.algorithm"))
-      iface.algorithm = built.str();
   if (options.stopAfter == Stage::Linalg)
     return text(print);
 

@@ -17,6 +17,8 @@ class DialectRegistry;
 
 namespace miras {
 
+class MemoryModuleOp;
+
 /// `miras-derive`: spec level -> step level (derive-update, cse, canonicalize).
 void buildDerivePipeline(mlir::OpPassManager &pm);
 
@@ -26,6 +28,12 @@ struct ToLinalgOptions : mlir::PassPipelineOptions<ToLinalgOptions> {
       llvm::cl::desc("auto | sequential | chunked (see miras-lower-to-linalg)"),
       llvm::cl::init("auto")};
 };
+
+/// The kernel form miras-to-linalg builds for `algorithm` (auto, sequential
+/// or chunked) from a derived module: "sequential", "chunked" (the dual form)
+/// or "chunked-scan". Fails with a located error where miras-to-linalg would.
+mlir::FailureOr<std::string> plannedAlgorithm(MemoryModuleOp module,
+                                              llvm::StringRef algorithm);
 
 /// `miras-to-linalg`: step level -> fused linalg-on-memref kernel.
 void buildToLinalgPipeline(mlir::OpPassManager &pm,
