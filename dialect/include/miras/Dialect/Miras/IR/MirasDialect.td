@@ -29,6 +29,9 @@ def Miras_Dialect : Dialect {
     "::mlir::func::FuncDialect",
     "::mlir::tensor::TensorDialect"
   ];
+  // Folders of the step-level ops return constants as attributes; they are
+  // materialised as arith.constant (StepOps.cpp).
+  let hasConstantMaterializer = 1;
 }
 
 class Miras_Op<string mnemonic, list<Trait> traits = []>

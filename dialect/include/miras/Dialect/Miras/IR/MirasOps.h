@@ -3,6 +3,7 @@
 #define MIRAS_DIALECT_MIRAS_IR_MIRASOPS_H
 
 #include "miras/Dialect/Miras/IR/MirasDialect.h"
+#include "miras/Dialect/Miras/IR/DifferentiableOpInterface.h"
 #include "mlir/IR/BuiltinTypes.h"
 #include "mlir/IR/OpDefinition.h"
 #include "mlir/IR/OpImplementation.h"
