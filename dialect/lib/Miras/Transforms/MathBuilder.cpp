@@ -150,6 +150,39 @@ static Term split(Value v) {
   return {1.0, v};
 }
 
+/// Appends the leaves of the product tree `v` (through arith.mulf) to
+/// `factors`; false once there are more than `limit`.
+static bool collectFactors(Value v, SmallVectorImpl<Value> &factors,
+                           size_t limit) {
+  if (auto product = v.getDefiningOp<arith::MulFOp>())
+    return collectFactors(product.getLhs(), factors, limit) &&
+           collectFactors(product.getRhs(), factors, limit);
+  factors.push_back(v);
+  return factors.size() <= limit;
+}
+
+/// Whether `a` and `b` are one product up to the order and grouping of its
+/// factors: reverse mode reaches x (x x) both as (g x) x and as g (x x).
+static bool sameProduct(Value a, Value b) {
+  if (!a || !b)
+    return false;
+  if (a == b)
+    return true;
+  if (!a.getDefiningOp<arith::MulFOp>() || !b.getDefiningOp<arith::MulFOp>())
+    return false;
+  constexpr size_t kMaxFactors = 16; // beyond that, not worth comparing
+  SmallVector<Value> fa, fb;
+  if (!collectFactors(a, fa, kMaxFactors) || !collectFactors(b, fb, kMaxFactors) ||
+      fa.size() != fb.size())
+    return false;
+  auto byAddress = [](Value x, Value y) {
+    return x.getAsOpaquePointer() < y.getAsOpaquePointer();
+  };
+  llvm::sort(fa, byAddress);
+  llvm::sort(fb, byAddress);
+  return fa == fb;
+}
+
 Value MathBuilder::scale(Type type, double coefficient, Value rest) {
   if (!rest || coefficient == 0.0)
     return constant(type, rest ? 0.0 : coefficient);
@@ -180,18 +213,18 @@ Value MathBuilder::add(Value x, Value y) {
     return x;
   // Like terms, c1 z + c2 z = (c1 + c2) z: reverse mode produces them
   // whenever a value is used twice (e * e).
-  if (tx.rest && tx.rest == ty.rest)
+  if (sameProduct(tx.rest, ty.rest))
     return scale(type, tx.coefficient + ty.coefficient, tx.rest);
   // ... also when the first is further down a sum: adjoints accumulate as
   // (u + z) + z.
   for (auto [sum, term] : {std::pair(x, ty), std::pair(y, tx)}) {
     auto chain = sum.getDefiningOp<arith::AddFOp>();
-    if (!chain || !term.rest)
+    if (!chain)
       continue;
     Value other = sum == x ? y : x;
     for (auto [inner, rest] : {std::pair(chain.getLhs(), chain.getRhs()),
                                std::pair(chain.getRhs(), chain.getLhs())})
-      if (split(inner).rest == term.rest)
+      if (sameProduct(split(inner).rest, term.rest))
         return add(rest, add(inner, other));
   }
   // A negative term is subtracted: x + (-z) = x - z.
@@ -214,7 +247,7 @@ Value MathBuilder::sub(Value x, Value y) {
     return x;
   if (!tx.rest && tx.coefficient == 0.0)
     return neg(y);
-  if (tx.rest && tx.rest == ty.rest)
+  if (sameProduct(tx.rest, ty.rest))
     return scale(type, tx.coefficient - ty.coefficient, tx.rest);
   // x - (-z) = x + z.
   if (ty.rest && ty.coefficient < 0)
