@@ -27,10 +27,9 @@ using namespace miras;
 Operation *MirasDialect::materializeConstant(OpBuilder &builder,
                                              Attribute value, Type type,
                                              Location loc) {
-  auto typed = dyn_cast<TypedAttr>(value);
-  if (!typed || typed.getType() != type)
+  if (!arith::ConstantOp::isBuildableWith(value, type))
     return nullptr;
-  return arith::ConstantOp::create(builder, loc, type, typed);
+  return arith::ConstantOp::create(builder, loc, type, cast<TypedAttr>(value));
 }
 
 /// The value of a float constant or of every element of a splat constant.

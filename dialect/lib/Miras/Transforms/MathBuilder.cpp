@@ -215,8 +215,8 @@ Value MathBuilder::add(Value x, Value y) {
   // whenever a value is used twice (e * e).
   if (sameProduct(tx.rest, ty.rest))
     return scale(type, tx.coefficient + ty.coefficient, tx.rest);
-  // ... also when the first is further down a sum: adjoints accumulate as
-  // (u + z) + z.
+  // ... also when one of them meets its like term further down a sum:
+  // adjoints accumulate as (u + z) + z.
   for (auto [sum, term] : {std::pair(x, ty), std::pair(y, tx)}) {
     auto chain = sum.getDefiningOp<arith::AddFOp>();
     if (!chain)

@@ -6,10 +6,11 @@
 // rules build through it, so what `--emit=derived` prints is already close to
 // the closed form a researcher would write.
 //
-// Simplifying (the default), every op is created with createOrFold, so the
-// ops' own folders run: upstream arith / math constant folding and identities
-// (x * 1, -(-x), ...), and the miras ops' folders (a broadcast constant is a
-// splat, the sum of a splat is a number, ...). An op equal to one already
+// Simplifying (the default), every op is folded as it is created (what
+// createOrFold does, OpBuilder::tryFold), so the ops' own folders run:
+// upstream arith / math constant folding and identities (x * 1, -(-x), ...),
+// and the miras ops' folders (a broadcast constant is a splat, the sum of a
+// splat is a number, ...). An op equal to one already
 // built earlier in the block is not built twice: reverse mode computes the
 // same product on several paths, and only one value lets the terms below
 // combine. On top of the folders it applies the algebra of real numbers that
