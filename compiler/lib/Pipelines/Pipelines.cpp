@@ -188,6 +188,8 @@ void miras::registerMirasPipelines() {
 
 void miras::registerMirasDialects(DialectRegistry &registry) {
   registry.insert<MirasDialect>();
+  // Reverse-mode rules of the upstream arith / math ops the derivation uses.
+  registerDifferentiableOpInterfaceExternalModels(registry);
   mlir::registerAllDialects(registry);
   mlir::registerAllExtensions(registry);
   registerBuiltinDialectTranslation(registry);

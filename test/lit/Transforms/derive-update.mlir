@@ -87,17 +87,18 @@ miras.module @rows_before attributes {chunk = 1 : i64, dk = 4 : i64, dv = 4 : i6
 
 // -----
 
-// lp with p = 3 (exact): psi = 3 |e|^2 sign(e) by the abs and pow rules.
+// lp with p = 3 (exact): psi = 3 |e|^2 sign(e) by the abs and pow rules; the
+// factor 3 and the learning rate 0.1 are collected into one constant.
 // RAW-LABEL: miras.module @lp3
 // RAW: func.func private @step
 // RAW: %[[E:.*]] = arith.subf
-// RAW: %[[ABS:.*]] = math.absf %[[E]]
-// RAW: %[[THREE:.*]] = arith.constant dense<3.000000e+00>
-// RAW: %[[SQ:.*]] = arith.mulf %[[ABS]], %[[ABS]]
-// RAW: %[[D:.*]] = arith.mulf %[[THREE]], %[[SQ]]
-// RAW: %[[S:.*]] = miras.sign %[[E]]
-// RAW: arith.mulf %[[D]], %[[S]]
-// RAW: miras.outer
+// RAW-NEXT: %[[ABS:.*]] = math.absf %[[E]]
+// RAW-NEXT: %[[SQ:.*]] = arith.mulf %[[ABS]], %[[ABS]]
+// RAW-NEXT: %[[S:.*]] = miras.sign %[[E]]
+// RAW-NEXT: %[[D:.*]] = arith.mulf %[[SQ]], %[[S]]
+// RAW-NEXT: %[[C:.*]] = arith.constant dense<3.000000e-01>
+// RAW-NEXT: %[[U:.*]] = arith.mulf %[[D]], %[[C]]
+// RAW-NEXT: miras.outer %[[U]]
 miras.module @lp3 attributes {chunk = 1 : i64, dk = 4 : i64, dv = 4 : i64, read_after_write = true} {
   miras.memory "linear" {dk = 4 : i64, dv = 4 : i64}
   miras.bias "lp" loss {
@@ -149,7 +150,7 @@ miras.module @signal attributes {chunk = 1 : i64, dk = 4 : i64, dv = 4 : i64, re
 // RAW-NEXT: %[[S:.*]] = miras.sum %[[KK]]
 // RAW-NEXT: %[[BS:.*]] = arith.mulf %[[B:.*]], %[[S]] : f32
 // RAW-NEXT: %[[ONE:.*]] = arith.constant 1.000000e+00 : f32
-// RAW-NEXT: %[[DEN:.*]] = arith.addf %[[ONE]], %[[BS]] : f32
+// RAW-NEXT: %[[DEN:.*]] = arith.addf %[[BS]], %[[ONE]] : f32
 // RAW-NEXT: %[[C:.*]] = arith.divf %[[B]], %[[DEN]] : f32
 // RAW-NEXT: %[[CV:.*]] = miras.broadcast %[[C]]
 // RAW-NEXT: arith.mulf %[[CV]], %[[E]]

@@ -34,6 +34,9 @@ def Miras_Dialect : Dialect {
     /// The choice attributes (MirasAttrs.td), registered where they are defined.
     void registerAttributes();
   }];
+  // Folders of the step-level ops return constants as attributes; they are
+  // materialised as arith.constant (StepOps.cpp).
+  let hasConstantMaterializer = 1;
 }
 
 class Miras_Op<string mnemonic, list<Trait> traits = []>

@@ -4,6 +4,7 @@
 
 #include "miras/Dialect/Miras/IR/MirasAttrs.h"
 #include "miras/Dialect/Miras/IR/MirasDialect.h"
+#include "miras/Dialect/Miras/IR/DifferentiableOpInterface.h"
 #include "mlir/IR/BuiltinTypes.h"
 #include "mlir/IR/OpDefinition.h"
 #include "mlir/IR/OpImplementation.h"

@@ -271,12 +271,21 @@ def Miras_GateValueOp : Miras_Op<"gate_value", [Pure,
 
 //===----------------------------------------------------------------------===//
 // Step level: tensor math on one token
+//
+// Every op here has a reverse-mode rule (DifferentiableOpInterface, the C++ in
+// StepOps.cpp) and folds a constant operand away. The ops linear in an operand
+// (matvec, vecmat, outer, broadcast, sum) canonicalise by moving a negation of
+// that operand out to their result, where `a - (-b)` can cancel it.
 //===----------------------------------------------------------------------===//
+
+include "miras/Dialect/Miras/IR/DifferentiableOpInterface.td"
+
+def Miras_Differentiable : DeclareOpInterfaceMethods<Miras_DifferentiableOpInterface>;
 
 def F32Vector : 1DTensorOf<[F32]>;
 def F32Matrix : 2DTensorOf<[F32]>;
 
-def Miras_MatVecOp : Miras_Op<"matvec", [Pure]> {
+def Miras_MatVecOp : Miras_Op<"matvec", [Pure, Miras_Differentiable]> {
   let summary = "Matrix-vector product A x";
   let description = [{
     Applies a linear memory to a key or query: `y_i = sum_j A_ij x_j`.
@@ -284,6 +293,9 @@ def Miras_MatVecOp : Miras_Op<"matvec", [Pure]> {
     ```mlir
     %y = miras.matvec %W, %k : tensor<4x8xf32>, tensor<8xf32> -> tensor<4xf32>
     ```
+
+    Folds to a constant when both operands are splat constants or either is
+    zero; `A (-x)` and `(-A) x` canonicalise to `-(A x)`.
   }];
   let arguments = (ins F32Matrix:$matrix, F32Vector:$vector);
   let results = (outs F32Vector:$result);
@@ -291,9 +303,11 @@ def Miras_MatVecOp : Miras_Op<"matvec", [Pure]> {
     $matrix `,` $vector attr-dict `:` type($matrix) `,` type($vector) `->` type($result)
   }];
   let hasVerifier = 1;
+  let hasFolder = 1;
+  let hasCanonicalizer = 1;
 }
 
-def Miras_VecMatOp : Miras_Op<"vecmat", [Pure]> {
+def Miras_VecMatOp : Miras_Op<"vecmat", [Pure, Miras_Differentiable]> {
   let summary = "Vector-matrix product x^T A (the transposed matvec)";
   let description = [{
     `r_j = sum_i x_i A_ij`: how an adjoint flows back through a matvec,
@@ -302,6 +316,8 @@ def Miras_VecMatOp : Miras_Op<"vecmat", [Pure]> {
     ```mlir
     %r = miras.vecmat %g, %W : tensor<4xf32>, tensor<4x8xf32> -> tensor<8xf32>
     ```
+
+    Folds and canonicalises as `miras.matvec` does.
   }];
   let arguments = (ins F32Vector:$vector, F32Matrix:$matrix);
   let results = (outs F32Vector:$result);
@@ -309,13 +325,17 @@ def Miras_VecMatOp : Miras_Op<"vecmat", [Pure]> {
     $vector `,` $matrix attr-dict `:` type($vector) `,` type($matrix) `->` type($result)
   }];
   let hasVerifier = 1;
+  let hasFolder = 1;
+  let hasCanonicalizer = 1;
 }
 
-class Miras_RowReductionOp<string mnemonic> : Miras_Op<mnemonic, [Pure]> {
+class Miras_RowReductionOp<string mnemonic>
+    : Miras_Op<mnemonic, [Pure, Miras_Differentiable]> {
   let arguments = (ins F32Matrix:$input);
   let results = (outs F32Vector:$result);
   let assemblyFormat = "$input attr-dict `:` type($input) `->` type($result)";
   let hasVerifier = 1;
+  let hasFolder = 1;
 }
 
 def Miras_RowSumOp : Miras_RowReductionOp<"row_sum"> {
@@ -326,6 +346,8 @@ def Miras_RowSumOp : Miras_RowReductionOp<"row_sum"> {
     ```mlir
     %z = miras.row_sum %e : tensor<4x8xf32> -> tensor<4xf32>
     ```
+
+    The row sums of a splat constant fold to a constant.
   }];
 }
 
@@ -337,10 +359,13 @@ def Miras_RowMaxOp : Miras_RowReductionOp<"row_max"> {
     ```mlir
     %m = miras.row_max %A : tensor<4x8xf32> -> tensor<4xf32>
     ```
+
+    Its reverse-mode rule splits a row's adjoint evenly between the entries
+    that attain the maximum. The row maxima of a splat constant fold.
   }];
 }
 
-def Miras_ExtractOp : Miras_Op<"extract", [Pure]> {
+def Miras_ExtractOp : Miras_Op<"extract", [Pure, Miras_Differentiable]> {
   let summary = "Row `index` of a matrix, or element `index` of a vector";
   let description = [{
     Picks one step's key, value or learning rate in a multistep module,
@@ -350,6 +375,8 @@ def Miras_ExtractOp : Miras_Op<"extract", [Pure]> {
     %k1 = miras.extract %k [1] : tensor<2x8xf32> -> tensor<8xf32>
     %b1 = miras.extract %beta [1] : tensor<2xf32> -> f32
     ```
+
+    Extracting from a splat constant folds to a constant.
   }];
   let arguments = (ins AnyTypeOf<[F32Vector, F32Matrix]>:$input, I64Attr:$index);
   let results = (outs AnyTypeOf<[F32, F32Vector]>:$result);
@@ -357,9 +384,10 @@ def Miras_ExtractOp : Miras_Op<"extract", [Pure]> {
     $input `[` $index `]` attr-dict `:` type($input) `->` type($result)
   }];
   let hasVerifier = 1;
+  let hasFolder = 1;
 }
 
-def Miras_OuterOp : Miras_Op<"outer", [Pure]> {
+def Miras_OuterOp : Miras_Op<"outer", [Pure, Miras_Differentiable]> {
   let summary = "Outer product a b^T";
   let description = [{
     The rank-1 gradient of a linear memory, `g = psi k^T`. Lowering never
@@ -368,6 +396,10 @@ def Miras_OuterOp : Miras_Op<"outer", [Pure]> {
     ```mlir
     %g = miras.outer %psi, %k : tensor<4xf32>, tensor<8xf32> -> tensor<4x8xf32>
     ```
+
+    Folds to a constant when both operands are splat constants or either is
+    zero; `(-a) b^T` and `a (-b)^T` canonicalise to `-(a b^T)`, so that
+    `W - (-a) b^T` reads `W + a b^T` after canonicalisation.
   }];
   let arguments = (ins F32Vector:$lhs, F32Vector:$rhs);
   let results = (outs F32Matrix:$result);
@@ -375,9 +407,11 @@ def Miras_OuterOp : Miras_Op<"outer", [Pure]> {
     $lhs `,` $rhs attr-dict `:` type($lhs) `,` type($rhs) `->` type($result)
   }];
   let hasVerifier = 1;
+  let hasFolder = 1;
+  let hasCanonicalizer = 1;
 }
 
-def Miras_BroadcastOp : Miras_Op<"broadcast", [Pure]> {
+def Miras_BroadcastOp : Miras_Op<"broadcast", [Pure, Miras_Differentiable]> {
   let summary = "Broadcasts a scalar or vector to a larger tensor";
   let description = [{
     `dims` lists, for each input dimension, the result dimension it runs
@@ -388,6 +422,10 @@ def Miras_BroadcastOp : Miras_Op<"broadcast", [Pure]> {
     %s = miras.broadcast %eta [] : f32 -> tensor<8xf32>
     %c = miras.broadcast %alpha [1] : tensor<8xf32> -> tensor<4x8xf32>
     ```
+
+    A broadcast constant folds to a splat constant. Canonicalisation composes
+    a broadcast of a broadcast scalar into one broadcast, and moves a
+    negation of the input out to the result.
   }];
   let arguments = (ins AnyTypeOf<[F32, F32Vector]>:$input,
                        DenseI64ArrayAttr:$dims);
@@ -396,12 +434,16 @@ def Miras_BroadcastOp : Miras_Op<"broadcast", [Pure]> {
     $input $dims attr-dict `:` type($input) `->` type($result)
   }];
   let hasVerifier = 1;
+  let hasFolder = 1;
+  let hasCanonicalizer = 1;
 }
 
-class Miras_ReductionOp<string mnemonic> : Miras_Op<mnemonic, [Pure]> {
+class Miras_ReductionOp<string mnemonic>
+    : Miras_Op<mnemonic, [Pure, Miras_Differentiable]> {
   let arguments = (ins AnyTypeOf<[F32Vector, F32Matrix]>:$input);
   let results = (outs F32:$result);
   let assemblyFormat = "$input attr-dict `:` type($input)";
+  let hasFolder = 1;
 }
 
 def Miras_SumOp : Miras_ReductionOp<"sum"> {
@@ -411,7 +453,11 @@ def Miras_SumOp : Miras_ReductionOp<"sum"> {
     %s = miras.sum %x : tensor<8xf32>
     %t = miras.sum %A : tensor<4x8xf32>
     ```
+
+    The sum of a splat constant folds to a constant; `sum(-x)` canonicalises
+    to `-sum(x)`.
   }];
+  let hasCanonicalizer = 1;
 }
 
 def Miras_NormOp : Miras_ReductionOp<"norm"> {
@@ -420,20 +466,27 @@ def Miras_NormOp : Miras_ReductionOp<"norm"> {
     ```mlir
     %n = miras.norm %e : tensor<8xf32>
     ```
+
+    Its reverse-mode rule takes the zero subgradient at `x = 0`. The norm of
+    a splat constant folds to a constant.
   }];
 }
 
 def Miras_SignOp : Miras_Op<"sign", [Pure, SameOperandsAndResultType,
-    Elementwise]> {
+    Elementwise, Miras_Differentiable]> {
   let summary = "Element-wise sign: -1, 0 or +1";
   let description = [{
     ```mlir
     %s = miras.sign %e : tensor<8xf32>
     ```
+
+    Its derivative is zero almost everywhere. The sign of a constant folds,
+    and `sign(sign(x))` folds to `sign(x)`.
   }];
   let arguments = (ins AnyTypeOf<[F32, F32Vector, F32Matrix]>:$input);
   let results = (outs AnyTypeOf<[F32, F32Vector, F32Matrix]>:$result);
   let assemblyFormat = "$input attr-dict `:` type($input)";
+  let hasFolder = 1;
 }
 
 #endif // MIRAS_OPS_TD

@@ -12,9 +12,11 @@ namespace miras {
 /// straight-line ops before it (in the insertion block): every `seeds` pair
 /// gives a value and its adjoint (a loss and 1, or a prediction and an error
 /// signal), and the result holds the adjoint of each `wrts` value (zero when
-/// it does not reach a seed). Each supported op has its own reverse-mode rule;
-/// constants fold as adjoints are built, so `0.5 * sum((W k - v)^2)` gives
-/// `(W k - v) k^T` directly. Fails with a located error on an op without a rule.
+/// it does not reach a seed). Each op's vector-Jacobian product is its
+/// DifferentiableOpInterface rule; with `simplify`, constants fold as
+/// adjoints are built, so `0.5 * sum((W k - v)^2)` gives `(W k - v) k^T`
+/// directly. Fails with a located error at an op that reaches a seed and has
+/// no rule (or whose rule rejects it).
 mlir::FailureOr<llvm::SmallVector<mlir::Value>>
 buildGradients(mlir::OpBuilder &builder,
                llvm::ArrayRef<std::pair<mlir::Value, mlir::Value>> seeds,

@@ -1,11 +1,24 @@
 //===- MathBuilder.h - Simplifying builder for step-level math --*- C++ -*-===//
 //
-// Builds the element-wise arith/math ops of the step level on f32 scalars and
-// f32 tensors, folding as it goes: constants are combined, `x * 1`, `x + 0`,
-// `x ^ 1`, `-(-x)` disappear, and scalars are broadcast to the tensor operand's
-// type. Both the derivation (retention and optimizer algebra) and reverse-mode
-// differentiation build through it, so what `--emit=derived` prints is already
-// close to the closed form a researcher would write.
+// Builds the element-wise arith/math ops and the miras step-level ops on f32
+// scalars and f32 tensors; scalars are broadcast to the tensor operand's type.
+// Both the derivation (retention and optimizer algebra) and the derivative
+// rules build through it, so what `--emit=derived` prints is already close to
+// the closed form a researcher would write.
+//
+// Simplifying (the default), every op is folded as it is created (what
+// createOrFold does, OpBuilder::tryFold), so the ops' own folders run:
+// upstream arith / math constant folding and identities (x * 1, -(-x), ...),
+// and the miras ops' folders (a broadcast constant is a splat, the sum of a
+// splat is a number, ...). An op equal to one already
+// built earlier in the block is not built twice: reverse mode computes the
+// same product on several paths, and only one value lets the terms below
+// combine. On top of the folders it applies the algebra of real numbers that
+// IEEE-exact upstream folding leaves alone or that needs new ops: constant
+// factors are collected (c1 x * c2 y = (c1 c2) x y), like terms are added up
+// (x + x = 2 x, also down a chain of sums), `x + 0` and `0 * x` vanish,
+// negations move outwards so that `a - (-b)` cancels (through the linear
+// miras ops too, LinearOps.h), and small integer powers become products.
 //
 //===----------------------------------------------------------------------===//
 #ifndef MIRAS_DIALECT_MIRAS_TRANSFORMS_MATHBUILDER_H
@@ -74,6 +87,15 @@ public:
   std::pair<mlir::Value, mlir::Value> unify(mlir::Value a, mlir::Value b);
 
 private:
+  /// Builds `OpTy(args...)`; simplifying, folds it and reuses an equal op
+  /// built before it in the block.
+  template <typename OpTy, typename... Args>
+  mlir::Value make(Args &&...args);
+
+  /// `coefficient * rest` of `type`: `rest` itself for 1, its negation for
+  /// -1, a constant when `rest` is null or for 0.
+  mlir::Value scale(mlir::Type type, double coefficient, mlir::Value rest);
+
   mlir::OpBuilder &b;
   mlir::Location loc;
   bool simplify;
