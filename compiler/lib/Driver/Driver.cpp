@@ -166,11 +166,16 @@ KernelInterface describe(MemoryModuleOp module, func::FuncOp step) {
     }
   }
   iface.steps = module.getSteps();
-  for (GateOp gate : module.getGates())
+  for (GateOp gate : module.getGates()) {
     iface.gates.push_back({gate.getSymName().str(), gate.getChannel(),
                            gate.getAxis() ? gate.getAxis()->str() : "",
                            static_cast<int64_t>(gate.getDim()),
-                           gate.getPerStep()});
+                           gate.getPerStep(), std::nullopt});
+    if (gate.getRangeLo() && gate.getRangeHi())
+      iface.gates.back().range = KernelInterface::Gate::Range{
+          gate.getRangeLo()->convertToDouble(), gate.getRangeHi()->convertToDouble(),
+          gate.getRangeLoClosed(), gate.getRangeHiClosed()};
+  }
   // Every result of the step but the output is a carried state.
   for (unsigned i = 0; i + 1 < step.getNumResults(); ++i) {
     auto name = step.getResultAttrOfType<StringAttr>(i, "miras.name");
