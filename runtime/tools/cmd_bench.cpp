@@ -34,10 +34,13 @@ const char kBenchHelp[] =
     "Reports the median of R timed forwards after W warm-up ones: ms per forward,\n"
     "tokens/s (B*T/s), GFLOP/s (the module's flops_per_token * B*T*H/s), the measured\n"
     "fp32 FMA peak of this machine on the same threads and the fraction of it; then the\n"
-    "speed-up over a scalar reference (linear memories: linear_attention, retnet, mamba2,\n"
-    "gla, deltanet, gated_deltanet, ttt_linear) and the largest |o - o_ref|, and for\n"
-    "gated_deltanet the speed-up over a hand-fused baseline (ggml's structure). The\n"
-    "reference and the baseline split the B*H pairs over the same threads as the module.\n"
+    "speed-up over a scalar reference and the largest |o - o_ref|, and for a Gated\n"
+    "DeltaNet the speed-up over a hand-fused baseline (ggml's structure). The reference\n"
+    "is chosen by the module's structure, never its name: a linear memory W [dv, dk] whose\n"
+    "derived update rule (miras info: rule) is that of linear_attention, retnet, mamba2,\n"
+    "gla, deltanet, gated_deltanet or ttt_linear, with any gate names (reference_model\n"
+    "says which). The reference and the baseline split the B*H pairs over the same threads\n"
+    "as the module.\n"
     "\n"
     "options:\n"
     "  --batch B        batch size (default 2)\n"
@@ -338,7 +341,7 @@ struct Result : RunFigures {
   Number fractionOfPeak;
   Number referenceMs, speedupVsReference, maxAbsDiffVsReference, maxRelDiffVsReference;
   Number baselineMs, speedupVsBaseline, baselineMaxAbsDiffVsReference;
-  std::optional<std::string> baselineIsa, referenceNote, baselineNote;
+  std::optional<std::string> baselineIsa, referenceNote, baselineNote, referenceModel;
 };
 
 void printJson(const Result &r) {
@@ -348,6 +351,7 @@ void printJson(const Result &r) {
   j.add("peak_gflops", jsonNumber(r.peakGflops));
   j.add("peak_isa", quote(r.peakIsa));
   j.add("fraction_of_peak", jsonNumber(r.fractionOfPeak));
+  j.add("reference_model", jsonText(r.referenceModel));
   j.add("reference_ms", jsonNumber(r.referenceMs));
   j.add("speedup_vs_reference", jsonNumber(r.speedupVsReference));
   j.add("max_abs_diff_vs_reference", jsonNumber(r.maxAbsDiffVsReference));
@@ -392,9 +396,10 @@ void printText(const Result &r) {
   if (!r.finite)
     std::printf("  warning: the module's output o has NaN or infinite values\n");
   if (r.referenceMs)
-    std::printf("  reference  %10.3f ms  scalar loops: module is %.2fx faster; max |o - o_ref| "
-                "= %s (relative %s)\n",
-                *r.referenceMs, *r.speedupVsReference, sci(*r.maxAbsDiffVsReference).c_str(),
+    std::printf("  reference  %10.3f ms  scalar loops (%s rule): module is %.2fx faster; max "
+                "|o - o_ref| = %s (relative %s)\n",
+                *r.referenceMs, r.referenceModel->c_str(), *r.speedupVsReference,
+                sci(*r.maxAbsDiffVsReference).c_str(),
                 sci(*r.maxRelDiffVsReference).c_str());
   else
     std::printf("  reference  none: %s\n", r.referenceNote ? r.referenceNote->c_str() : "");
@@ -667,6 +672,7 @@ int runBench(const Args &args) {
                             end);
       });
     });
+    r.referenceModel = reference->name;
     r.referenceMs = t.medianMs;
     r.speedupVsReference = t.medianMs / r.timing.medianMs;
     r.maxAbsDiffVsReference = maxAbsDiff(in.o, referenceO);
