@@ -34,6 +34,11 @@
 #
 # The gate values of every run come from the module's declared ranges (`miras info`:
 # sample); see test/numeric/README.md.
+#
+# The tests have no files in the source tree, so lit is given the directory and a filter:
+#   lit build/test/lit/Examples --filter 'Examples/simt/titans'
+# and `python3 test/lit/Examples/examples_format.py simt titans` prints that test's script
+# (the one that ran is kept as build/test/lit/Examples/simt/titans.test).
 
 ALL = ("reference", "chunked", "simt", "cuda-on-cpu", "ptx", "device")
 LINEAR = ["W"]
