@@ -16,6 +16,7 @@
 #include "llvm/Support/raw_ostream.h"
 
 #include <cmath>
+#include <cstdlib>
 #include <set>
 
 using namespace llvm;
@@ -107,8 +108,14 @@ std::string rangeText(const KernelInterface::Gate::Range &r) {
   auto end = [](double x) {
     if (std::isinf(x))
       return std::string(x < 0 ? "-inf" : "inf");
+    // The shortest spelling that reads back as x (0.05, not 0.050000000000000003).
     std::string s;
-    raw_string_ostream(s) << format("%.17g", x);
+    for (int digits = 1; digits <= 17; ++digits) {
+      s.clear();
+      raw_string_ostream(s) << format("%.*g", digits, x);
+      if (std::strtod(s.c_str(), nullptr) == x)
+        break;
+    }
     return s;
   };
   return (r.loClosed ? "[" : "(") + end(r.lo) + ", " + end(r.hi) + (r.hiClosed ? "]" : ")");
