@@ -1,6 +1,7 @@
 // cmd_bench.cpp: `miras bench lib.so` times a compiled module on random inputs and puts
 // the figure next to the machine's measured fp32 peak, a scalar reference implementation
-// (also a correctness cross-check) and, for gated_deltanet, a hand-fused peer baseline.
+// (also a correctness cross-check) and, for a Gated DeltaNet, a hand-fused peer baseline;
+// both are chosen by the module's derived update rule, never by its name.
 #include <algorithm>
 #include <chrono>
 #include <cmath>
