@@ -692,10 +692,13 @@ private:
       return std::nullopt;
     }
     if (range.lo == range.hi && !(range.loClosed && range.hiClosed)) {
-      diags.error(d.loc, what + " " + range.str() + " is empty (an open end " +
-                             "excludes the only value; '[" +
-                             formatNumber(range.lo) + ", " +
-                             formatNumber(range.hi) + "]' is the single value)");
+      diags.error(d.loc, what + " " + range.str() + " is empty" +
+                             (std::isinf(range.lo)
+                                  ? std::string()
+                                  : " (an open end excludes the only value; '[" +
+                                        formatNumber(range.lo) + ", " +
+                                        formatNumber(range.hi) +
+                                        "]' is the single value)"));
       return std::nullopt;
     }
     return range;
