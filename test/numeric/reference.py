@@ -698,20 +698,16 @@ class GateSampling:
                                ")" if self.hi_open else "]")
 
 
-_RANGE_RE = None
-
-
 def declared_sampling(src):
     """{gate: GateSampling} from the `in (lo, hi]` declarations of a .miras source, for the
     reference self-test, which runs without a compiler. Only number ends at most 10 apart
     (what the examples and test modules declare); the full rule is gate_sampling.hpp's."""
     import re
-    global _RANGE_RE
-    if _RANGE_RE is None:
-        _RANGE_RE = re.compile(r"\bgate\s+([A-Za-z_]\w*)\s*:\s*[A-Za-z_]\w*\s*(?:\(\s*\w+\s*\))?"
-                               r"\s*in\s*([\[(])\s*([-+0-9.eE]+)\s*,\s*([-+0-9.eE]+)\s*([\])])")
+    declaration = re.compile(r"\bgate\s+([A-Za-z_]\w*)\s*:\s*[A-Za-z_]\w*\s*"
+                             r"(?:\(\s*\w+\s*\))?\s*in\s*([\[(])\s*([-+0-9.eE]+)\s*,"
+                             r"\s*([-+0-9.eE]+)\s*([\])])")
     out = {}
-    for m in _RANGE_RE.finditer(_strip_comments(src)):
+    for m in declaration.finditer(_strip_comments(src)):
         lo, hi = float(m.group(3)), float(m.group(4))
         if not hi - lo <= 10:
             raise ValueError("gate %s: range too wide for declared_sampling" % m.group(1))
