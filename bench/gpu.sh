@@ -3,7 +3,8 @@
 # machine with an NVIDIA GPU (an H200 when one is lent to a session).
 #
 #   1. builds (cmake + ninja into BUILD_DIR, default build/) unless mirasc and miras are there;
-#   2. runs the GPU tests: test/lit/CUDA (every example's PTX through ptxas; with a GPU,
+#   2. runs the GPU tests: test/lit/CUDA and the ptx / device modes of test/lit/Examples
+#      (every example's PTX through ptxas; with a GPU,
 #      every example on the GPU against its CPU kernel, float32 inputs at 1e-4 and bfloat16
 #      inputs at 1e-2) and the runtime's CUDA unit tests;
 #   3. compiles gated_deltanet with --target=cpu,cuda at D = 128 and 64, sequential and
@@ -82,10 +83,12 @@ else
   mkdir -p "$WORK"
   echo "gpu.sh: GPU tests" >&2
   lit_rc=0
-  /usr/lib/llvm-22/bin/lit "$BUILD/test/lit/CUDA" -sv > "$WORK/lit.log" 2>&1 || lit_rc=$?
+  # test/lit/CUDA plus the ptx and device modes of the example matrix (test/lit/Examples).
+  /usr/lib/llvm-22/bin/lit "$BUILD/test/lit/CUDA" "$BUILD/test/lit/Examples" \
+    --filter ':: (CUDA/|Examples/(ptx|device)/)' -sv > "$WORK/lit.log" 2>&1 || lit_rc=$?
   ctest_rc=0
   ctest --test-dir "$BUILD" -R 'Cuda|Bfloat16' --output-on-failure > "$WORK/ctest.log" 2>&1 || ctest_rc=$?
-  WORK_TESTS="lit CUDA/: $(grep -E '^ *(Passed|Failed|Unsupported)' "$WORK/lit.log" | tr -s ' ' | tr '\n' ';' ) (exit $lit_rc); ctest Cuda: $(grep -E 'tests passed' "$WORK/ctest.log" || echo 'no summary') (exit $ctest_rc)"
+  WORK_TESTS="lit CUDA/ + Examples/{ptx,device}/: $(grep -E '^ *(Passed|Failed|Unsupported)' "$WORK/lit.log" | tr -s ' ' | tr '\n' ';' ) (exit $lit_rc); ctest Cuda: $(grep -E 'tests passed' "$WORK/ctest.log" || echo 'no summary') (exit $ctest_rc)"
   echo "gpu.sh: $WORK_TESTS" >&2
   compile_libs "$BUILD/bin/mirasc" "$LIBS"
 fi

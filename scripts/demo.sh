@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Compiles every example in examples/ with BUILD_DIR/bin/mirasc, runs it with
 # BUILD_DIR/bin/miras on random data (B=2, T=1024, H=4, D=64) and checks it against the
-# numpy reference. Usage: scripts/demo.sh [BUILD_DIR] [extra demo.py options]
+# numpy reference (MLP memories on shorter sequences where their float64 reference is
+# chaotic at T=1024; see demo.py). Usage: scripts/demo.sh [BUILD_DIR] [extra demo.py options]
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 BUILD_DIR="${1:-build}"

@@ -19,7 +19,11 @@ item
   ;
 
 paramDecl     : 'param' ID '=' expr ';' ;
-gateDecl      : 'gate' ID ':' kind=ID ( '(' axis=ID ')' )? ';' ;
+// `gate alpha : scalar in (0, 1];`: the range is written after the identifier
+// `in` (not a reserved word: the builder checks its spelling), each end open `(` `)` or
+// closed `[` `]`, each bound a constant expression or `inf` / `-inf`.
+gateDecl      : 'gate' ID ':' kind=ID ( '(' axis=ID ')' )? ( inWord=ID gateRange )? ';' ;
+gateRange     : open=( '(' | '[' ) lo=expr ',' hi=expr close=( ')' | ']' ) ;
 memoryDecl    : 'memory' component ';' ;
 biasDecl      : 'bias' ( '(' pred=ID ',' target=ID ')' '=' expr | component ) ';' ;
 retentionDecl : 'retention' component ';' ;

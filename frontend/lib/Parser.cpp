@@ -325,6 +325,21 @@ private:
                                       "': expected 'scalar' or "
                                       "'channel(dk)' / 'channel(dv)'");
       }
+      if (g->inWord) {
+        if (g->inWord->getText() != "in")
+          diags.error(loc(g->inWord), "expected 'in' before the range of gate '" +
+                                          gate.name + "', found '" +
+                                          g->inWord->getText() + "'");
+        MirasParser::GateRangeContext *rc = g->gateRange();
+        ast::GateRangeDecl range;
+        range.loClosed = rc->open->getText() == "[";
+        range.hiClosed = rc->close->getText() == "]";
+        range.lo = buildExpr(rc->lo);
+        range.hi = buildExpr(rc->hi);
+        range.loc = loc(rc->open);
+        range.closeLoc = loc(rc->close);
+        gate.range = range;
+      }
       m.gates.push_back(gate);
     } else if (auto *d = item->memoryDecl()) {
       ast::Component c = buildComponent(d->component());

@@ -105,10 +105,16 @@ std::string frontend::dumpAST(const ast::Module &m) {
   for (const ast::ParamDecl &p : m.params)
     os << "  param " << p.name << " = "
        << (p.value ? printExpr(*p.value) : "?") << locSuffix(p.loc) << "\n";
-  for (const ast::GateDecl &g : m.gates)
+  for (const ast::GateDecl &g : m.gates) {
     os << "  gate " << g.name << " : "
-       << (g.channel ? "channel(" + g.axis + ")" : "scalar") << locSuffix(g.loc)
-       << "\n";
+       << (g.channel ? "channel(" + g.axis + ")" : "scalar");
+    if (g.range)
+      os << " in " << (g.range->loClosed ? "[" : "(")
+         << (g.range->lo ? printExpr(*g.range->lo) : "?") << ", "
+         << (g.range->hi ? printExpr(*g.range->hi) : "?")
+         << (g.range->hiClosed ? "]" : ")");
+    os << locSuffix(g.loc) << "\n";
+  }
   if (m.memory)
     os << "  memory " << printComponent(*m.memory) << locSuffix(m.memory->loc)
        << "\n";
@@ -177,4 +183,11 @@ void frontend::printDiagnostics(std::ostream &os,
       caret += ' ';
     os << line << "\n" << caret << "^\n";
   }
+}
+
+std::string ast::GateRange::str() const {
+  auto end = [](double x) {
+    return std::isinf(x) ? std::string(x < 0 ? "-inf" : "inf") : formatNumber(x);
+  };
+  return (loClosed ? "[" : "(") + end(lo) + ", " + end(hi) + (hiClosed ? "]" : ")");
 }

@@ -33,6 +33,36 @@ std::string showNumber(double v, bool isInteger) {
   return formatNumber(v);
 }
 
+/// The interval a Range constraint stands for, to compare a gate's declared
+/// range with what the argument using the gate needs.
+ast::GateRange gateIntervalOf(Range r) {
+  const double inf = HUGE_VAL;
+  switch (r) {
+  case Range::Any:
+    return {-inf, inf, false, false};
+  case Range::Positive:
+    return {0, inf, false, false};
+  case Range::NonNegative:
+    return {0, inf, true, false};
+  case Range::UnitInterval:
+    return {0, 1, false, true};
+  case Range::ClosedUnit:
+    return {0, 1, true, true};
+  case Range::GreaterThanOne:
+    return {1, inf, false, false};
+  }
+  return {-inf, inf, false, false};
+}
+
+/// inner is a subset of outer (both non-empty).
+bool within(const ast::GateRange &inner, const ast::GateRange &outer) {
+  bool loOk = inner.lo > outer.lo ||
+              (inner.lo == outer.lo && (outer.loClosed || !inner.loClosed));
+  bool hiOk = inner.hi < outer.hi ||
+              (inner.hi == outer.hi && (outer.hiClosed || !inner.hiClosed));
+  return loOk && hiOk;
+}
+
 ExprPtr makeNumber(double value, bool isInteger, const ast::SourceLoc &loc) {
   auto e = std::make_shared<Expr>();
   e->kind = Expr::Kind::Number;
@@ -372,11 +402,69 @@ private:
                                    "': expected 'dk' (keys) or 'dv' (values)");
       ast::ResolvedGate rg;
       rg.name = g.name;
+      if (g.range)
+        rg.range = resolveGateRange(g);
       rg.channel = g.channel;
       rg.axis = g.channel ? g.axis : "";
       rg.loc = g.loc;
       r.gates.push_back(rg);
     }
+  }
+
+  /// `inf` or `-inf` written as a whole end of a range (a param named `inf`
+  /// would take precedence).
+  std::optional<double> infiniteEnd(const Expr &e) {
+    auto isInf = [&](const Expr &x) {
+      return x.kind == Expr::Kind::Name && x.name == "inf" && !findParam("inf");
+    };
+    if (isInf(e))
+      return HUGE_VAL;
+    if (e.kind == Expr::Kind::Unary && isInf(*e.operands.at(0)))
+      return -HUGE_VAL;
+    return std::nullopt;
+  }
+
+  /// `in (lo, hi]`: each end a constant expression or +-inf; an infinite end
+  /// must be open, and the interval must hold at least one value. nullopt
+  /// after an error.
+  std::optional<ast::GateRange> resolveGateRange(const ast::GateDecl &g) {
+    const ast::GateRangeDecl &d = *g.range;
+    const std::string what = "the range of gate '" + g.name + "'";
+    int before = diags.errors;
+    auto end = [&](const ExprPtr &e, bool closed, bool upper) -> double {
+      if (std::optional<double> inf = infiniteEnd(*e)) {
+        if (closed)
+          diags.error(upper ? d.closeLoc : d.loc,
+                      "an infinite end of " + what + " must be open: write '" +
+                          (upper ? printExpr(*e) + ")'" : "(" + printExpr(*e) + "'"));
+        return *inf;
+      }
+      auto value = evalConstant(*e, what);
+      return value ? value->first : 0.0;
+    };
+    ast::GateRange range;
+    range.loClosed = d.loClosed;
+    range.hiClosed = d.hiClosed;
+    range.lo = end(d.lo, d.loClosed, /*upper=*/false);
+    range.hi = end(d.hi, d.hiClosed, /*upper=*/true);
+    if (diags.errors != before)
+      return std::nullopt;
+    if (range.lo > range.hi) {
+      diags.error(d.loc, what + " " + range.str() + " is empty: its lower end " +
+                             "is above its upper end");
+      return std::nullopt;
+    }
+    if (range.lo == range.hi && !(range.loClosed && range.hiClosed)) {
+      diags.error(d.loc, what + " " + range.str() + " is empty" +
+                             (std::isinf(range.lo)
+                                  ? std::string()
+                                  : " (an open end excludes the only value; '[" +
+                                        formatNumber(range.lo) + ", " +
+                                        formatNumber(range.hi) +
+                                        "]' is the single value)"));
+      return std::nullopt;
+    }
+    return range;
   }
 
   void resolveGateDims() {
@@ -677,6 +765,16 @@ private:
         if (!(spec.accepts & (g->channel ? kChannelGate : kScalarGate)))
           return wrong((g->channel ? "channel gate '" : "scalar gate '") +
                        e.name + "'");
+        // A declared range must fit what the argument accepts as a number: a
+        // gate declared in (0, 2] cannot be a decay, whose values are in (0, 1].
+        if (g->range && !within(*g->range, gateIntervalOf(spec.range))) {
+          diags.error(e.loc, "gate '" + e.name + "' is declared in " +
+                                 g->range->str() + ", but " + what +
+                                 " must be in " +
+                                 gateIntervalOf(spec.range).str());
+          diags.note(g->loc, "gate '" + e.name + "' is declared here");
+          return std::nullopt;
+        }
         v.kind = ast::ArgValue::Kind::Gate;
         v.name = e.name;
         return v;

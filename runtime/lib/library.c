@@ -1,5 +1,6 @@
 /* library.c: loading a compiled module, validating its metadata, shape queries. */
 #include <dlfcn.h>
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -33,6 +34,22 @@ static miras_status check_gate(const char *path, const miras_module_metadata *m,
     snprintf(msg, sizeof msg, "gate '%s': only scalar gates of a multistep module are per step",
              g->name);
     return bad_metadata(path, msg);
+  }
+  if (g->has_range != 0 && g->has_range != 1) {
+    snprintf(msg, sizeof msg, "gate '%s': has_range must be 0 or 1", g->name);
+    return bad_metadata(path, msg);
+  }
+  if (g->has_range) {
+    const double lo = g->range_lo, hi = g->range_hi;
+    int closed_infinite = (isinf(lo) && g->range_lo_closed) || (isinf(hi) && g->range_hi_closed);
+    int empty = lo == hi && !(g->range_lo_closed && g->range_hi_closed);
+    if (isnan(lo) || isnan(hi) || lo > hi || closed_infinite || empty) {
+      snprintf(msg, sizeof msg,
+               "gate '%s': range %c%g, %g%c is empty or malformed (lo <= hi, infinite ends "
+               "open)",
+               g->name, g->range_lo_closed ? '[' : '(', lo, hi, g->range_hi_closed ? ']' : ')');
+      return bad_metadata(path, msg);
+    }
   }
   if (g->kind == MIRAS_GATE_SCALAR) {
     if (g->axis != MIRAS_AXIS_NONE || g->dim != 1) {
@@ -186,7 +203,8 @@ static miras_status check_entry(const char *path, const miras_module_entry *e,
                                 const miras_module_metadata **meta) {
   if (e->abi_version != MIRAS_ABI_VERSION)
     return miras_fail(MIRAS_ERR_ABI_VERSION,
-                      "'%s' was built for miras ABI version %u, runtime expects %u", path,
+                      "'%s' was built for miras ABI version %u, runtime expects %u "
+                      "(recompile the module with a mirasc of this release)", path,
                       (unsigned)e->abi_version, (unsigned)MIRAS_ABI_VERSION);
   if (e->metadata == NULL)
     return miras_fail(MIRAS_ERR_LOAD, "'%s': entry table has a NULL metadata", path);

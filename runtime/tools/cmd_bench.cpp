@@ -1,6 +1,7 @@
 // cmd_bench.cpp: `miras bench lib.so` times a compiled module on random inputs and puts
 // the figure next to the machine's measured fp32 peak, a scalar reference implementation
-// (also a correctness cross-check) and, for gated_deltanet, a hand-fused peer baseline.
+// (also a correctness cross-check) and, for a Gated DeltaNet, a hand-fused peer baseline;
+// both are chosen by the module's derived update rule, never by its name.
 #include <algorithm>
 #include <chrono>
 #include <cmath>
@@ -18,6 +19,7 @@
 #include "bench/problem.hpp"
 #include "bench/reference.hpp"
 #include "commands.hpp"
+#include "gate_sampling.hpp"
 #include "miras/runtime.hpp"
 
 namespace miras::cli {
@@ -28,14 +30,18 @@ const char kBenchHelp[] =
     "                   [--device cpu|cuda] [--input-dtype f32|bf16]\n"
     "\n"
     "Time a compiled module on random inputs (q, k unit vectors per head, v ~ N(0, 1),\n"
-    "gates uniform in the ranges scripts/demo.py uses, a small random initial state).\n"
+    "gates uniform in their declared ranges (see 'miras info': sample), a small random\n"
+    "initial state).\n"
     "Reports the median of R timed forwards after W warm-up ones: ms per forward,\n"
     "tokens/s (B*T/s), GFLOP/s (the module's flops_per_token * B*T*H/s), the measured\n"
     "fp32 FMA peak of this machine on the same threads and the fraction of it; then the\n"
-    "speed-up over a scalar reference (linear memories: linear_attention, retnet, mamba2,\n"
-    "gla, deltanet, gated_deltanet, ttt_linear) and the largest |o - o_ref|, and for\n"
-    "gated_deltanet the speed-up over a hand-fused baseline (ggml's structure). The\n"
-    "reference and the baseline split the B*H pairs over the same threads as the module.\n"
+    "speed-up over a scalar reference and the largest |o - o_ref|, and for a Gated\n"
+    "DeltaNet the speed-up over a hand-fused baseline (ggml's structure). The reference\n"
+    "is chosen by the module's structure, never its name: a linear memory W [dv, dk] whose\n"
+    "derived update rule (miras info: rule) is that of linear_attention, retnet, mamba2,\n"
+    "gla, deltanet, gated_deltanet or ttt_linear, with any gate names (reference_model\n"
+    "says which). The reference and the baseline split the B*H pairs over the same threads\n"
+    "as the module.\n"
     "\n"
     "options:\n"
     "  --batch B        batch size (default 2)\n"
@@ -130,51 +136,6 @@ BenchOptions parseOptions(const Args &args) {
 // ---------------------------------------------------------------------------------------
 // Random inputs
 
-struct Range {
-  float lo, hi;
-};
-
-bool isMlpMemory(const miras_module_metadata &m) {
-  for (int32_t i = 0; i < m.num_states; ++i) {
-    size_t n = std::strlen(m.states[i].name);
-    if (n > 0 && m.states[i].name[n - 1] >= '0' && m.states[i].name[n - 1] <= '9')
-      return true;
-  }
-  return false;
-}
-
-// The gate ranges of test/numeric/reference.py (what scripts/demo.py draws): MLP memories
-// need small steps and decays near 1 to stay well conditioned in float32.
-Range gateRange(const miras_module_metadata &m, const std::string &gate) {
-  const std::string module = m.name;
-  if (isMlpMemory(m)) {
-    if (gate == "alpha")
-      return {0.97f, 1.0f};
-    if (gate == "mu")
-      return {0.5f, 0.9f};
-    if (gate == "delta")
-      return {1.0f, 4.0f};
-    if (module == "moneta" && gate == "eta")
-      return {0.0005f, 0.002f};
-    if (module == "yaad" && gate == "eta")
-      return {0.005f, 0.02f};
-    if ((module == "titans" || module == "robust_titans") && gate == "theta")
-      return {0.01f, 0.05f};
-    if ((module == "ttt_mlp" || module == "memora") && gate == "eta")
-      return {0.01f, 0.05f};
-    if (gate == "eta" || gate == "theta")
-      return {0.001f, 0.005f};
-    return {0.1f, 0.9f};
-  }
-  if (gate == "eta")
-    return {0.05f, 0.5f};
-  if (gate == "alpha")
-    return {0.85f, 1.0f};
-  if (gate == "delta")
-    return {0.2f, 1.0f};
-  return {0.1f, 0.9f};
-}
-
 int64_t product(const std::vector<int64_t> &shape) {
   int64_t n = 1;
   for (int64_t d : shape)
@@ -216,12 +177,22 @@ Inputs makeInputs(const Library &lib, const BenchOptions &opts) {
   for (float &x : in.v)
     x = normal(rng);
   in.o.assign(product(lib.shapeOf("o", B, T, H)), 0.0f);
+  // Gates: uniform in the interval their declared range gives (gate_sampling.hpp); a
+  // draw on an open end is drawn again.
   for (int32_t g = 0; g < m.num_gates; ++g) {
-    Range range = gateRange(m, m.gates[g].name);
-    std::uniform_real_distribution<float> uniform(range.lo, range.hi);
-    std::vector<float> x(product(lib.shapeOf(m.gates[g].name, B, T, H)));
+    // The draws are float32: compare them with the range's ends rounded to float32, so
+    // that a closed end's own value (0.05f is above 0.05) counts as inside.
+    miras_gate_info gate = m.gates[g];
+    gate.range_lo = static_cast<float>(gate.range_lo);
+    gate.range_hi = static_cast<float>(gate.range_hi);
+    SampleInterval interval = sampleInterval(m.gates[g]);
+    std::uniform_real_distribution<float> uniform(static_cast<float>(interval.lo),
+                                                  static_cast<float>(interval.hi));
+    std::vector<float> x(product(lib.shapeOf(gate.name, B, T, H)));
     for (float &value : x)
-      value = uniform(rng);
+      do
+        value = uniform(rng);
+      while (!inDeclaredRange(gate, value));
     in.gates.push_back(std::move(x));
   }
   // Initial states: a small random W for linear memories (as demo.py), N(0, 1/fan_in)
@@ -371,7 +342,7 @@ struct Result : RunFigures {
   Number fractionOfPeak;
   Number referenceMs, speedupVsReference, maxAbsDiffVsReference, maxRelDiffVsReference;
   Number baselineMs, speedupVsBaseline, baselineMaxAbsDiffVsReference;
-  std::optional<std::string> baselineIsa, referenceNote, baselineNote;
+  std::optional<std::string> baselineIsa, referenceNote, baselineNote, referenceModel;
 };
 
 void printJson(const Result &r) {
@@ -381,6 +352,7 @@ void printJson(const Result &r) {
   j.add("peak_gflops", jsonNumber(r.peakGflops));
   j.add("peak_isa", quote(r.peakIsa));
   j.add("fraction_of_peak", jsonNumber(r.fractionOfPeak));
+  j.add("reference_model", jsonText(r.referenceModel));
   j.add("reference_ms", jsonNumber(r.referenceMs));
   j.add("speedup_vs_reference", jsonNumber(r.speedupVsReference));
   j.add("max_abs_diff_vs_reference", jsonNumber(r.maxAbsDiffVsReference));
@@ -425,9 +397,10 @@ void printText(const Result &r) {
   if (!r.finite)
     std::printf("  warning: the module's output o has NaN or infinite values\n");
   if (r.referenceMs)
-    std::printf("  reference  %10.3f ms  scalar loops: module is %.2fx faster; max |o - o_ref| "
-                "= %s (relative %s)\n",
-                *r.referenceMs, *r.speedupVsReference, sci(*r.maxAbsDiffVsReference).c_str(),
+    std::printf("  reference  %10.3f ms  scalar loops (%s rule): module is %.2fx faster; max "
+                "|o - o_ref| = %s (relative %s)\n",
+                *r.referenceMs, r.referenceModel->c_str(), *r.speedupVsReference,
+                sci(*r.maxAbsDiffVsReference).c_str(),
                 sci(*r.maxRelDiffVsReference).c_str());
   else
     std::printf("  reference  none: %s\n", r.referenceNote ? r.referenceNote->c_str() : "");
@@ -700,6 +673,7 @@ int runBench(const Args &args) {
                             end);
       });
     });
+    r.referenceModel = reference->name;
     r.referenceMs = t.medianMs;
     r.speedupVsReference = t.medianMs / r.timing.medianMs;
     r.maxAbsDiffVsReference = maxAbsDiff(in.o, referenceO);

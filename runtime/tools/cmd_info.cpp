@@ -2,10 +2,12 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdio>
+#include <cstdlib>
 #include <cstring>
 #include <string>
 
 #include "commands.hpp"
+#include "gate_sampling.hpp"
 #include "miras/runtime.hpp"
 
 namespace miras::cli {
@@ -19,7 +21,14 @@ const char kInfoHelp[] =
     "then it holds the kernels' architecture (arch), whether a cubin is embedded and its\n"
     "size (cubin, cubin_bytes), the PTX size (ptx_bytes), the entry names for float32 and\n"
     "bfloat16 inputs (kernel_f32, kernel_bf16) and the launch shape (block_threads,\n"
-    "shared_bytes per block, workspace_bytes per (batch, head) pair).\n";
+    "shared_bytes per block, workspace_bytes per (batch, head) pair).\n"
+    "\n"
+    "Each gate has its declared range (the .miras file's `in (lo, hi]`) as range: null\n"
+    "when none is declared, else {text, lo, hi, lo_closed, hi_closed} with text in interval\n"
+    "notation (\"(0, 1]\", \"[1, inf)\") and lo / hi null for an unbounded end; and sample,\n"
+    "the [lo, hi] that `miras bench` and the tests draw the gate from: the range itself\n"
+    "when finite and at most 10 wide, else its part within 1 of its point nearest 0;\n"
+    "[0.1, 0.9] without a range (a draw on an open end is drawn again).\n";
 
 namespace {
 
@@ -59,6 +68,40 @@ std::string param(const miras_param_info &p) {
          ", \"integer\": " + (p.is_integer ? "true" : "false") + "}";
 }
 
+// A bound as text: the shortest spelling that reads back as the same double.
+std::string bound(double x) {
+  char buf[32];
+  for (int digits = 1; digits <= 17; ++digits) {
+    std::snprintf(buf, sizeof buf, "%.*g", digits, x);
+    if (std::strtod(buf, nullptr) == x)
+      break;
+  }
+  return buf;
+}
+
+// The declared range: null when none; otherwise its interval notation and its ends
+// (null for an unbounded end: JSON has no infinity) with their closedness.
+std::string range(const miras_gate_info &g) {
+  if (!g.has_range)
+    return "null";
+  auto end = [](double x) { return std::isinf(x) ? std::string("null") : bound(x); };
+  auto text = [](double x) {
+    return std::isinf(x) ? std::string(x < 0 ? "-inf" : "inf") : bound(x);
+  };
+  std::string notation = std::string(g.range_lo_closed ? "[" : "(") + text(g.range_lo) + ", " +
+                         text(g.range_hi) + (g.range_hi_closed ? "]" : ")");
+  return "{\"text\": " + quote(notation) + ", \"lo\": " + end(g.range_lo) +
+         ", \"hi\": " + end(g.range_hi) +
+         ", \"lo_closed\": " + (g.range_lo_closed ? "true" : "false") +
+         ", \"hi_closed\": " + (g.range_hi_closed ? "true" : "false") + "}";
+}
+
+// The interval `miras bench` and the tests draw the gate from (gate_sampling.hpp).
+std::string sample(const miras_gate_info &g) {
+  SampleInterval s = sampleInterval(g);
+  return "[" + bound(s.lo) + ", " + bound(s.hi) + "]";
+}
+
 std::string gate(const miras_gate_info &g) {
   bool scalar = g.kind == MIRAS_GATE_SCALAR;
   const char *axis = scalar ? "null" : g.axis == MIRAS_AXIS_KEY ? "\"dk\"" : "\"dv\"";
@@ -68,7 +111,7 @@ std::string gate(const miras_gate_info &g) {
   return "{\"name\": " + quote(g.name) + ", \"kind\": \"" + (scalar ? "scalar" : "channel") +
          "\", \"axis\": " + axis + ", \"dim\": " + std::to_string(g.dim) +
          ", \"per_step\": " + (g.per_step ? "true" : "false") + ", \"shape\": \"" + shape +
-         "\"}";
+         "\", \"range\": " + range(g) + ", \"sample\": " + sample(g) + "}";
 }
 
 std::string state(const miras_state_info &s) {

@@ -19,6 +19,8 @@ config.environment["PATH"] = os.pathsep.join(
 config.substitutions.append(("%python", "/usr/bin/python3"))
 config.substitutions.append(("%examples", os.path.join(config.miras_src_root, "examples")))
 config.substitutions.append(("%numeric", os.path.join(config.miras_src_root, "test", "numeric")))
+config.substitutions.append(("%scripts", os.path.join(config.miras_src_root, "scripts")))
+config.substitutions.append(("%build", config.miras_obj_root))
 
 # GPU tooling: PTX assembly checks need ptxas; launch tests need a device.
 ptxas = shutil.which("ptxas") or ("/usr/local/cuda/bin/ptxas" if os.path.exists("/usr/local/cuda/bin/ptxas") else None)

@@ -171,8 +171,14 @@ def parse_info(info, defaults):
     if isinstance(read, bool) or isinstance(read, int):
         read = "after_write" if read else "before_write"
     chunk = info.get("chunk")
+    # Where each gate's random values come from: its declared range, as `miras info`
+    # reports it (GateSampling.from_info).
+    try:
+        sampling = {g["name"]: R.GateSampling.from_info(g) for g in info.get("gates", [])}
+    except ValueError as e:
+        raise CheckError(str(e))
     return dict(dk=dk, dv=dv, chunk=None if chunk is None else int(chunk), read=read,
-                gates=gates, states=states, params=params)
+                gates=gates, states=states, params=params, sampling=sampling)
 
 
 def gate_mismatches(model, meta):
@@ -306,7 +312,7 @@ def _prepare_and_run_mlp(miras, lib, model, rule, meta, B, T, H, seed, workdir, 
                          run_args=(), bf16_values=False):
     """MLP memories: every state by name, in the module's order. Results: o, then states."""
     D = meta["dk"]
-    inp = R.make_mlp_inputs(model, rule, B, T, H, D, meta["gates"], seed=seed)
+    inp = R.make_mlp_inputs(model, rule, B, T, H, D, meta["gates"], meta["sampling"], seed=seed)
     if bf16_values:
         inp = _bf16_inputs(inp, meta)
     if fd_eta is not None:
@@ -375,7 +381,8 @@ def prepare_and_run(args_mirasc, args_miras, module, model, mode, defines, B, T,
     check_against_model(model, rule, meta)
     dk, dv = meta["dk"], meta["dv"]
     states = meta["states"] or [("W", (dv, dk))]
-    inp = R.make_inputs(B, T, H, dk, dv, meta["gates"], seed=seed, model=model, states=states)
+    inp = R.make_inputs(B, T, H, dk, dv, meta["gates"], meta["sampling"], seed=seed, model=model,
+                        states=states)
     if bf16_values:
         inp = _bf16_inputs(inp, meta)
     indir = _write_inputs(inp, workdir)
@@ -544,11 +551,25 @@ LIT_SIZES = {"chunked_decoupled": [(2, 50, 3, 16)], "gla": [(2, 32, 3, 32)],
 LIT_DEFAULT_SIZE = [(2, 48, 3, 16)]
 
 
+_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+
+def _declared_sampling(model):
+    """The gate ranges the module file of a registry model declares (examples/NAME.miras,
+    else test/numeric/modules/NAME.miras): the self-test draws what the lit tests draw."""
+    for d in (os.path.join(_ROOT, "examples"), os.path.join(_ROOT, "test", "numeric", "modules")):
+        path = os.path.join(d, model.name + ".miras")
+        if os.path.exists(path):
+            with open(path) as f:
+                return R.declared_sampling(f.read())
+    raise CheckError("self-test: no module file for model '%s'" % model.name)
+
+
 def _model_inputs(model, B, T, H, D, seed):
     gates = []
     for n, (kind, axis) in model.gates.items():
         gates.append((n, kind, axis, D if kind == "channel" else 1))
-    return R.make_inputs(B, T, H, D, D, gates, seed=seed, model=model)
+    return R.make_inputs(B, T, H, D, D, gates, _declared_sampling(model), seed=seed, model=model)
 
 
 MLP_LIT_SIZE = (2, 24, 2, 8)     # B, T, H, D of test/lit/Numeric/<mlp example>.test
@@ -557,7 +578,8 @@ FD_LIT_D = 4                     # -DD of the --fd-gradient lit tests
 
 def _mlp_inputs(model, B, T, H, D, seed):
     r = model.rule(model.params)
-    return R.make_mlp_inputs(model, r, B, T, H, D, R.mlp_gates(model), seed=seed), r
+    return R.make_mlp_inputs(model, r, B, T, H, D, R.mlp_gates(model), _declared_sampling(model),
+                             seed=seed), r
 
 
 def _self_test_mlp(report, fails, tol_fd=1e-7, tol_exact=1e-9, tol_fp32=2e-6):

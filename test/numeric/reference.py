@@ -545,7 +545,7 @@ G = lambda name: ("gate", name)
 
 
 class Model:
-    def __init__(self, name, gates, rule, params=None, primary="closed", gate_ranges=None,
+    def __init__(self, name, gates, rule, params=None, primary="closed",
                  fd=False, key_from=None, steps=1, per_step=()):
         self.name = name
         self.steps = steps        # multistep(n): k, v [B,T,H,n,D]
@@ -555,7 +555,6 @@ class Model:
         self.params = dict(params or {})
         self.rule = rule
         self.primary = primary
-        self.gate_ranges = dict(gate_ranges or {})
         self.fd = fd             # the bias is a loss: an FD psi exists
 
     def reference(self, inp, params, mode=None):
@@ -612,7 +611,7 @@ _add(Model("hgrn2", {"alpha": CH_DK},
            lambda P: Rule("dot", retention="l2", decay=G("alpha"), decay_axis="dk", lr=0.5),
            key_from="alpha"))
 _add(Model("deltaproduct", {"beta": SCALAR}, lambda P: Rule("l2", lr=G("beta")), params={"N": 2.0},
-           gate_ranges={"beta": (0.1, 0.9)}, steps=2, per_step=("beta",)))
+           steps=2, per_step=("beta",)))
 _add(Model("logcosh_gated_delta", {"eta": SCALAR, "alpha": SCALAR},
            lambda P: Rule("logcosh", retention="l2", decay=G("alpha"),
                           order="before_gradient", lr=G("eta")),
@@ -637,10 +636,10 @@ _add(Model("pseudo_huber", {"eta": SCALAR},
 _add(Model("user_value_shift", {"eta": SCALAR},
            lambda P: Rule("value_shift", {"delta": 0.5}, lr=G("eta")),
            primary="fd", fd=True))
-# psi = 3 e|e| grows quadratically: smaller steps keep the recurrence well conditioned
+# psi = 3 e|e| grows quadratically: modules/lp3.miras declares smaller steps
 _add(Model("lp3", {"eta": SCALAR, "alpha": SCALAR},
            lambda P: Rule("lp", {"p": 3.0}, retention="l2", decay=G("alpha"), lr=G("eta")),
-           primary="fd", fd=True, gate_ranges={"eta": (0.02, 0.1)}))
+           primary="fd", fd=True))
 _add(Model("lp_smooth", {"eta": SCALAR},
            lambda P: Rule("lp_smooth", {"p": 1.5, "kappa": 10.0, "eps": 1e-6}, lr=G("eta")),
            primary="generic"))
@@ -657,23 +656,77 @@ _add(Model("value_shift", {"eta": SCALAR, "delta": SCALAR},
 # --------------------------------------------------------------------------------------
 # inputs
 
-DEFAULT_GATE_RANGES = {"eta": (0.05, 0.5), "alpha": (0.85, 1.0), "delta": (0.2, 1.0)}
-OTHER_GATE_RANGE = (0.1, 0.9)
+# Gate values are drawn from the interval the module's declared range gives (`gate eta :
+# scalar in [0.05, 0.5];`), as `miras info` reports it: "sample" [lo, hi], plus the range's
+# open ends (a draw on one is drawn again). The rule that turns a range into that interval
+# lives in one place, runtime/tools/gate_sampling.hpp; `miras bench` draws from the same.
+class GateSampling:
+    """Where one gate's random values come from: uniform in [lo, hi], except the open
+    ends of the declared range."""
+
+    def __init__(self, lo, hi, lo_open=False, hi_open=False):
+        self.lo, self.hi = float(lo), float(hi)
+        self.lo_open, self.hi_open = bool(lo_open), bool(hi_open)
+
+    @classmethod
+    def from_info(cls, gate):
+        """From one gate of `miras info` JSON."""
+        if "sample" not in gate:
+            raise ValueError("miras info gives no sampling interval for gate '%s' (a library "
+                             "older than ABI 5?)" % gate.get("name"))
+        lo, hi = gate["sample"]
+        rng = gate.get("range")
+        return cls(lo, hi, rng is not None and not rng["lo_closed"],
+                   rng is not None and not rng["hi_closed"])
+
+    def outside(self, x):
+        """Mask of float32 draws on an open end (compared with the ends in float32, the
+        precision of the values)."""
+        lo, hi = np.float32(self.lo), np.float32(self.hi)
+        return ((x <= lo) if self.lo_open else (x < lo)) | ((x >= hi) if self.hi_open else (x > hi))
+
+    def draw(self, rng, shape):
+        x = rng.uniform(self.lo, self.hi, size=shape).astype(np.float32)
+        bad = self.outside(x)
+        while bad.any():
+            x[bad] = rng.uniform(self.lo, self.hi, size=int(bad.sum())).astype(np.float32)
+            bad = self.outside(x)
+        return x
+
+    def __repr__(self):
+        return "%s%g, %g%s" % ("(" if self.lo_open else "[", self.lo, self.hi,
+                               ")" if self.hi_open else "]")
 
 
-def gate_range(model, name):
-    if model is not None and name in model.gate_ranges:
-        return model.gate_ranges[name]
-    return DEFAULT_GATE_RANGES.get(name, OTHER_GATE_RANGE)
+def declared_sampling(src):
+    """{gate: GateSampling} from the `in (lo, hi]` declarations of a .miras source, for the
+    reference self-test, which runs without a compiler. Only number ends at most 10 apart
+    (what the examples and test modules declare); the full rule is gate_sampling.hpp's."""
+    import re
+    declaration = re.compile(r"\bgate\s+([A-Za-z_]\w*)\s*:\s*[A-Za-z_]\w*\s*"
+                             r"(?:\(\s*\w+\s*\))?\s*in\s*([\[(])\s*([-+0-9.eE]+)\s*,"
+                             r"\s*([-+0-9.eE]+)\s*([\])])")
+    out = {}
+    for m in declaration.finditer(_strip_comments(src)):
+        lo, hi = float(m.group(3)), float(m.group(4))
+        if not hi - lo <= 10:
+            raise ValueError("gate %s: range too wide for declared_sampling" % m.group(1))
+        out[m.group(1)] = GateSampling(lo, hi, m.group(2) == "(", m.group(5) == ")")
+    return out
 
 
-def make_inputs(B, T, H, Dk, Dv, gates, seed=0, model=None, w0_scale=0.05, states=None):
+def make_inputs(B, T, H, Dk, Dv, gates, sampling, seed=0, model=None, w0_scale=0.05,
+                states=None):
     """Random inputs of SPEC section 8 (float32, C order).
 
-    gates: list of (name, kind, axis, dim); states: list of (name, shape) per (B, H).
-    k is L2-normalised per token; q, v ~ N(0, 1); gates uniform in their range; the
-    initial state is small and non-zero.
+    gates: list of (name, kind, axis, dim); sampling: {gate name: GateSampling} (from
+    `miras info`); states: list of (name, shape) per (B, H).
+    k is L2-normalised per token; q, v ~ N(0, 1); gates uniform in their sampling
+    interval; the initial state is small and non-zero.
     """
+    missing = [g[0] for g in gates if g[0] not in sampling]
+    if missing:
+        raise ValueError("no sampling interval for gate(s) %s" % ", ".join(missing))
     rng = np.random.default_rng(seed)
     f32 = np.float32
     inp = {}
@@ -682,9 +735,8 @@ def make_inputs(B, T, H, Dk, Dv, gates, seed=0, model=None, w0_scale=0.05, state
     inp["k"] = (k / np.linalg.norm(k, axis=-1, keepdims=True)).astype(f32)
     inp["v"] = rng.standard_normal((B, T, H, Dv)).astype(f32)
     for name, kind, axis, dim in gates:
-        lo, hi = gate_range(model, name)
         shape = (B, T, H) if kind == "scalar" else (B, T, H, dim)
-        inp[name] = rng.uniform(lo, hi, size=shape).astype(f32)
+        inp[name] = sampling[name].draw(rng, shape)
     if getattr(model, "key_from", None):
         inp["k"] = (1.0 - inp[model.key_from]).astype(f32)
     n = getattr(model, "steps", 1)
@@ -693,8 +745,7 @@ def make_inputs(B, T, H, Dk, Dv, gates, seed=0, model=None, w0_scale=0.05, state
         inp["k"] = (k / np.linalg.norm(k, axis=-1, keepdims=True)).astype(f32)
         inp["v"] = rng.standard_normal((B, T, H, n, Dv)).astype(f32)
         for name in model.per_step:
-            lo, hi = gate_range(model, name)
-            inp[name] = rng.uniform(lo, hi, size=(B, T, H, n)).astype(f32)
+            inp[name] = sampling[name].draw(rng, (B, T, H, n))
     for name, shape in (states if states is not None else [("W", (Dv, Dk))]):
         inp[name] = (w0_scale * rng.standard_normal((B, H) + tuple(shape))).astype(f32)
     return {n: np.ascontiguousarray(x) for n, x in inp.items()}
@@ -1037,13 +1088,12 @@ class MlpModel:
 
     kind = "mlp"
 
-    def __init__(self, name, gates, rule, params=None, gate_ranges=None, init=None):
+    def __init__(self, name, gates, rule, params=None, init=None):
         self.name = name
         self.gates = gates
         self.rule = rule
         self.params = dict(params or {})
         self.primary = "generic"
-        self.gate_ranges = dict(gate_ranges or {})
         self.fd = False
         self.init = dict(init or {})   # initial-state scales, see init_mlp_states
 
@@ -1078,9 +1128,9 @@ def init_mlp_states(rule, D, B, H, rng, weight_scale=1.0, logit_scale=1.0, s_sca
     return out
 
 
-def make_mlp_inputs(model, rule, B, T, H, D, gates, seed=0):
+def make_mlp_inputs(model, rule, B, T, H, D, gates, sampling, seed=0):
     """Inputs of SPEC section 8 for an MLP module (float32, C order)."""
-    inp = make_inputs(B, T, H, D, D, gates, seed=seed, model=model, states=[])
+    inp = make_inputs(B, T, H, D, D, gates, sampling, seed=seed, model=model, states=[])
     rng = np.random.default_rng(seed + 1000003)
     for n, x in init_mlp_states(rule, D, B, H, rng, **model.init).items():
         inp[n] = np.ascontiguousarray(x.astype(np.float32))
@@ -1098,30 +1148,26 @@ def _addm(m):
 # the MIRAS MLP of SPEC section 4
 MIRAS_MLP = dict(depth=2, expansion=4, act="gelu", residual=True, layernorm=True)
 
-# Gate ranges and initial scales keep the float32 recurrences well conditioned at the lit
-# sizes (D=8, T=24): the float32-vs-float64 gap of run_mlp is <= ~1.3e-6 (check_module.py
-# --self-test [7]). alpha is drawn from (0.97, 1): stronger decay shrinks the weights,
-# LN's 1/sigma then amplifies rounding (gap ~5e-5 with alpha in (0.85, 1)).
-_MLP_ALPHA = (0.97, 1.0)
+# The examples' declared gate ranges (examples/*.miras) and the initial scales below keep
+# the float32 recurrences well conditioned at the lit sizes (D=8, T=24): the
+# float32-vs-float64 gap of run_mlp is <= ~1.3e-6 (check_module.py --self-test [7]). alpha
+# is declared in [0.97, 1]: stronger decay shrinks the weights, LN's 1/sigma then
+# amplifies rounding (gap ~5e-5 with alpha in [0.85, 1]).
 _addm(MlpModel("ttt_mlp", {"eta": SCALAR},
-               lambda P: MlpRule(Mlp(2, 4, "gelu_tanh", True, True), "l2", lr=G("eta")),
-               gate_ranges={"eta": (0.01, 0.05)}))
+               lambda P: MlpRule(Mlp(2, 4, "gelu_tanh", True, True), "l2", lr=G("eta"))))
 _addm(MlpModel("titans", {"theta": SCALAR, "mu": SCALAR, "alpha": SCALAR},
                lambda P: MlpRule(Mlp(2, 4, "silu"), "l2", retention="l2", decay=G("alpha"),
-                                 optimizer="momentum", lr=G("theta"), beta=G("mu")),
-               gate_ranges={"theta": (0.01, 0.05), "mu": (0.5, 0.9), "alpha": _MLP_ALPHA}))
+                                 optimizer="momentum", lr=G("theta"), beta=G("mu"))))
 # psi = 3 e|e| and the 1/||A||_4^2 map: small steps
 _addm(MlpModel("moneta", {"eta": SCALAR, "alpha": SCALAR},
                lambda P: MlpRule(Mlp(**MIRAS_MLP), "lp", {"p": 3.0}, retention="lq", q=4.0,
-                                 decay=G("alpha"), lr=G("eta")),
-               gate_ranges={"eta": (0.0005, 0.002), "alpha": _MLP_ALPHA}))
+                                 decay=G("alpha"), lr=G("eta"))))
 # delta in (1, 4) with D = 8 puts ~10-15% of the tokens on the l2 branch; weights 3x
 # N(0, 1/fan_in) keep LN's variance away from eps (the tanh(10 e) branch is stiff)
 _addm(MlpModel("yaad", {"eta": SCALAR, "alpha": SCALAR, "delta": SCALAR},
                lambda P: MlpRule(Mlp(**MIRAS_MLP), "yaad_mix",
                                  {"delta": G("delta"), "kappa": 10.0}, retention="l2",
                                  decay=G("alpha"), lr=G("eta")),
-               gate_ranges={"eta": (0.005, 0.02), "delta": (1.0, 4.0), "alpha": _MLP_ALPHA},
                init={"weight_scale": 3.0}))
 # Titans' memory with an outlier-robust bias: huber_norm caps each token's pull
 # (param delta ~ sqrt(D), the typical ||v||: tokens fall on both sides of the cap)
@@ -1129,13 +1175,11 @@ _addm(MlpModel("robust_titans", {"theta": SCALAR, "mu": SCALAR, "alpha": SCALAR}
                lambda P: MlpRule(Mlp(2, 4, "silu"), "huber_norm", {"delta": P["delta"]},
                                  retention="l2", decay=G("alpha"), optimizer="momentum",
                                  lr=G("theta"), beta=G("mu")),
-               params={"delta": 8.0},
-               gate_ranges={"theta": (0.01, 0.05), "mu": (0.5, 0.9), "alpha": _MLP_ALPHA}))
+               params={"delta": 8.0}))
 # logits N(0, 2^2): peaked rows keep the LN input's variance up
 _addm(MlpModel("memora", {"eta": SCALAR, "alpha": SCALAR},
                lambda P: MlpRule(Mlp(**MIRAS_MLP), "l2", retention="kl", decay=G("alpha"),
                                  lr=G("eta")),
-               gate_ranges={"eta": (0.01, 0.05), "alpha": _MLP_ALPHA},
                init={"logit_scale": 2.0}))
 
 # test modules for the finite-difference check of the compiled gradient (modules/mlp_fd_*)
@@ -1420,10 +1464,4 @@ def model_from_source(src, overrides=None, name=None):
                    read=read, chunk=chunk)
     # LN divides by the output's spread: larger weights / peaked softmax rows keep it up
     init = {"weight_scale": 3.0 if mlp.layernorm else 1.0, "logit_scale": 2.0}
-    return MlpModel(mname, gates, lambda P: rule, params=params, gate_ranges=DSL_GATE_RANGES,
-                    init=init)
-
-
-# conservative steps for modules read with --model dsl (see the registry comments above)
-DSL_GATE_RANGES = {"eta": (0.001, 0.005), "theta": (0.001, 0.005), "mu": (0.5, 0.9),
-                   "alpha": (0.97, 1.0), "delta": (1.0, 4.0)}
+    return MlpModel(mname, gates, lambda P: rule, params=params, init=init)

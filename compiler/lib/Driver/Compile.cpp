@@ -122,11 +122,16 @@ KernelInterface describe(MemoryModuleOp module, func::FuncOp step,
     }
   }
   iface.steps = module.getSteps();
-  for (GateOp gate : module.getGates())
+  for (GateOp gate : module.getGates()) {
     iface.gates.push_back({gate.getSymName().str(), gate.getChannel(),
                            gate.getAxis() ? gate.getAxis()->str() : "",
                            static_cast<int64_t>(gate.getDim()),
-                           gate.getPerStep()});
+                           gate.getPerStep(), std::nullopt});
+    if (gate.getRangeLo() && gate.getRangeHi())
+      iface.gates.back().range = KernelInterface::Gate::Range{
+          gate.getRangeLo()->convertToDouble(), gate.getRangeHi()->convertToDouble(),
+          gate.getRangeLoClosed(), gate.getRangeHiClosed()};
+  }
   StepSignature signature = StepSignature::of(module);
   for (const StepSignature::Tensor &state : signature.getStates()) {
     auto type = cast<RankedTensorType>(state.type);

@@ -16,6 +16,7 @@
 #include "llvm/Support/raw_ostream.h"
 
 #include <cmath>
+#include <cstdlib>
 #include <set>
 
 using namespace llvm;
@@ -102,6 +103,24 @@ std::string cDouble(double v) {
   return s;
 }
 
+/// A gate range in the interval notation of the .miras file, `(0, 1]`.
+std::string rangeText(const KernelInterface::Gate::Range &r) {
+  auto end = [](double x) {
+    if (std::isinf(x))
+      return std::string(x < 0 ? "-inf" : "inf");
+    // The shortest spelling that reads back as x (0.05, not 0.050000000000000003).
+    std::string s;
+    for (int digits = 1; digits <= 17; ++digits) {
+      s.clear();
+      raw_string_ostream(s) << format("%.*g", digits, x);
+      if (std::strtod(s.c_str(), nullptr) == x)
+        break;
+    }
+    return s;
+  };
+  return (r.loClosed ? "[" : "(") + end(r.lo) + ", " + end(r.hi) + (r.hiClosed ? "]" : ")");
+}
+
 std::string joinInts(ArrayRef<int64_t> values) {
   std::string s;
   for (auto [i, v] : enumerate(values))
@@ -168,8 +187,9 @@ Layout computeLayout(const KernelInterface &iface) {
                              : std::vector<std::string>{"B", "T", "H"};
     l.gates.push_back(makeTensor(
         unique(g.name), std::move(sizes),
-        g.channel ? "channel gate `" + g.name + "` along " + g.axis
-                  : "scalar gate `" + g.name + "`"));
+        (g.channel ? "channel gate `" + g.name + "` along " + g.axis
+                   : "scalar gate `" + g.name + "`") +
+            (g.range ? " in " + rangeText(*g.range) : std::string())));
   }
   for (const auto &s : iface.states) {
     std::vector<std::string> sizes{"B", "H"};
@@ -216,6 +236,14 @@ Error validateInterface(const KernelInterface &iface) {
   for (const auto &g : iface.gates) {
     if (g.name.empty() || !gates.insert(g.name).second)
       return fail("module '" + n + "': empty or duplicate gate '" + g.name + "'");
+    if (const auto &r = g.range) {
+      bool infiniteClosed =
+          (std::isinf(r->lo) && r->loClosed) || (std::isinf(r->hi) && r->hiClosed);
+      if (std::isnan(r->lo) || std::isnan(r->hi) || r->lo > r->hi || infiniteClosed ||
+          (r->lo == r->hi && !(r->loClosed && r->hiClosed)))
+        return fail("gate '" + g.name + "': range " + rangeText(*r) +
+                    " is empty or malformed");
+    }
     if (!g.channel) {
       if (g.dim != 1)
         return fail("scalar gate '" + g.name + "' must have dim 1");
@@ -518,7 +546,12 @@ std::string generateGlue(const KernelInterface &iface) {
        << (g.channel ? "MIRAS_GATE_CHANNEL" : "MIRAS_GATE_SCALAR") << ", "
        << (!g.channel ? "MIRAS_AXIS_NONE"
                       : g.axis == "dk" ? "MIRAS_AXIS_KEY" : "MIRAS_AXIS_VALUE")
-       << ", " << (g.channel ? g.dim : 1) << ", " << (g.perStep ? 1 : 0) << "}";
+       << ", " << (g.channel ? g.dim : 1) << ", " << (g.perStep ? 1 : 0) << ", ";
+    if (g.range)
+      os << "1, " << cDouble(g.range->lo) << ", " << cDouble(g.range->hi) << ", "
+         << (g.range->loClosed ? 1 : 0) << ", " << (g.range->hiClosed ? 1 : 0) << "}";
+    else
+      os << "0, 0.0, 0.0, 0, 0}";
   });
   table("miras_state_info", "miras_states", iface.states.size(), [&](size_t i) {
     const auto &st = iface.states[i];

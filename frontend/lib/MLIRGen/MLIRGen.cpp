@@ -222,12 +222,20 @@ OwningOpRef<ModuleOp> Generator::run() {
             : TypedAttr(b.getF64FloatAttr(p.value));
     ParamOp::create(b, loc(p.loc), b.getStringAttr(p.name), value);
   }
-  for (const ast::ResolvedGate &g : module.gates)
-    GateOp::create(b, loc(g.loc), b.getStringAttr(g.name),
-                   g.channel ? b.getUnitAttr() : UnitAttr(),
-                   g.channel ? b.getStringAttr(g.axis) : StringAttr(),
-                   b.getI64IntegerAttr(g.dim),
-                   g.perStep ? b.getUnitAttr() : UnitAttr());
+  for (const ast::ResolvedGate &g : module.gates) {
+    auto gate = GateOp::create(b, loc(g.loc), b.getStringAttr(g.name),
+                               g.channel ? b.getUnitAttr() : UnitAttr(),
+                               g.channel ? b.getStringAttr(g.axis) : StringAttr(),
+                               b.getI64IntegerAttr(g.dim),
+                               g.perStep ? b.getUnitAttr() : UnitAttr(),
+                               FloatAttr(), FloatAttr(), UnitAttr(), UnitAttr());
+    if (g.range) {
+      gate.setRangeLoAttr(b.getF64FloatAttr(g.range->lo));
+      gate.setRangeHiAttr(b.getF64FloatAttr(g.range->hi));
+      gate.setRangeLoClosed(g.range->loClosed);
+      gate.setRangeHiClosed(g.range->hiClosed);
+    }
+  }
 
   // The memory's widths as integers, its other arguments as written.
   const ast::ResolvedComponent &memory = module.memory;

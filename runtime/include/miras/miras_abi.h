@@ -24,7 +24,12 @@
 extern "C" {
 #endif
 
-#define MIRAS_ABI_VERSION 4u
+/* Version history (a loader accepts exactly its own version; the runtime reports a
+ * mismatch as MIRAS_ERR_ABI_VERSION with both numbers, before touching anything else):
+ *   5  miras_gate_info carries the gate's declared range (has_range, range_lo, range_hi,
+ *      range_lo_closed, range_hi_closed): libraries built for 4 must be recompiled.
+ *   4  the CUDA table (miras_cuda_binary). */
+#define MIRAS_ABI_VERSION 5u
 
 /* Status codes returned by every entry point (0 is success). */
 typedef enum miras_status {
@@ -58,12 +63,25 @@ typedef struct miras_param_info {
   int32_t is_integer; /* 1 when declared with an integer literal */
 } miras_param_info;
 
+/*
+ * A gate's range is the set of values the module is declared for, written in the
+ * .miras file in interval notation (`gate alpha : scalar in (0, 1];`). It is a contract
+ * on the host's inputs (the kernel does not check the values), and what `miras bench`
+ * and the tests draw random inputs from. has_range = 0: none declared (any value), the
+ * other range fields are then 0. Otherwise range_lo <= range_hi, an unbounded end is
+ * -HUGE_VAL / HUGE_VAL and open, and the interval holds at least one value.
+ */
 typedef struct miras_gate_info {
   const char *name;
   int32_t kind;  /* miras_gate_kind */
   int32_t axis;  /* miras_axis; MIRAS_AXIS_NONE for scalar gates */
   int64_t dim;   /* channel length; 1 for scalar gates */
   int32_t per_step; /* 1: one value per step of a multistep module */
+  int32_t has_range;       /* 1: the range below was declared (ABI 5) */
+  double range_lo;         /* lower end, -HUGE_VAL when unbounded */
+  double range_hi;         /* upper end, HUGE_VAL when unbounded */
+  int32_t range_lo_closed; /* 1: range_lo itself is allowed ('['), 0: open ('(') */
+  int32_t range_hi_closed; /* 1: range_hi itself is allowed (']'), 0: open (')') */
 } miras_gate_info;
 
 #define MIRAS_MAX_STATE_RANK 4

@@ -66,7 +66,9 @@ MIRAS_RUNTIME_API const char *miras_status_string(miras_status status);
  * and validates the metadata. A path without '/' is taken relative to the current
  * directory (not searched on the library path). On success *out owns the library.
  * Errors: MIRAS_ERR_NULL_POINTER, MIRAS_ERR_LOAD (missing file, not a miras module,
- * malformed metadata), MIRAS_ERR_ABI_VERSION. */
+ * malformed metadata, e.g. an empty gate range), MIRAS_ERR_ABI_VERSION (a library built
+ * for another version, such as 4 from before gate ranges: the message names both
+ * versions; recompile the module). */
 MIRAS_RUNTIME_API miras_status miras_library_open(const char *path, miras_library **out);
 
 /* Unloads the module. NULL is ignored. */
@@ -112,7 +114,9 @@ MIRAS_RUNTIME_API miras_status miras_library_set_num_threads(miras_library *lib,
 /* Current thread count of the library (>= 1), or 0 for a NULL library. */
 MIRAS_RUNTIME_API int32_t miras_library_num_threads(const miras_library *lib);
 
-/* Runs the module over named tensors.
+/* Runs the module over named tensors. A gate's declared range (miras_gate_info) is the
+ * caller's promise and is not checked here: values outside it run, with whatever numbers
+ * the recurrence gives.
  *   inputs:  q, k, v and every gate (required); every state (optional: an absent state
  *            starts from zeros). B, T, H are taken from q.
  *   outputs: o and every state (the final state); all required.

@@ -16,8 +16,10 @@
 // 16 independent lanes, which the vectoriser maps onto one zmm (or two ymm) register
 // without needing -ffast-math to reorder a single running sum.
 #include "baseline_gdn.hpp"
+#include "reference.hpp"
 
 #include <cstring>
+#include <optional>
 #include <vector>
 
 namespace miras::bench {
@@ -91,28 +93,21 @@ gatedDeltaNetPairs(const float *q, const float *k, const float *v, const float *
 
 bool matchGatedDeltaNet(const miras_module_metadata &meta, GatedDeltaNetGates *gates,
                         std::string *whyNot) {
-  if (std::strcmp(meta.name, "gated_deltanet") != 0) {
-    *whyNot = "the hand-fused baseline exists for gated_deltanet only";
+  // By structure, as the scalar reference recognises it: the name says nothing.
+  std::string why;
+  std::optional<ReferenceModel> model = findReference(meta, &why);
+  if (!model || model->kind != ReferenceKind::GatedDeltaNet) {
+    *whyNot = "the hand-fused baseline computes the Gated DeltaNet rule; module '" +
+              std::string(meta.name) + "' has another";
     return false;
   }
-  *gates = {};
-  for (int32_t i = 0; i < meta.num_gates; ++i) {
-    const miras_gate_info &g = meta.gates[i];
-    bool scalar = g.kind == MIRAS_GATE_SCALAR && !g.per_step;
-    if (scalar && std::strcmp(g.name, "eta") == 0)
-      gates->eta = i;
-    else if (scalar && std::strcmp(g.name, "alpha") == 0)
-      gates->alpha = i;
-  }
-  bool linearW = meta.num_states == 1 && std::strcmp(meta.states[0].name, "W") == 0 &&
-                 meta.states[0].rank == 2 && meta.states[0].shape[0] == meta.dv &&
-                 meta.states[0].shape[1] == meta.dk && meta.steps == 1;
-  if (gates->eta < 0 || gates->alpha < 0 || meta.num_gates != 2 || !linearW ||
-      !meta.read_after_write) {
-    *whyNot = "module 'gated_deltanet' does not have the scalar gates eta, alpha, the state "
-              "W [dv, dk] and read after write of the baseline";
+  if (!model->readAfterWrite) {
+    *whyNot = "module '" + std::string(meta.name) + "' reads before the write; the baseline "
+              "reads after it";
     return false;
   }
+  gates->eta = model->etaGate;
+  gates->alpha = model->alphaGate;
   return true;
 }
 

@@ -10,8 +10,8 @@
 
 namespace miras::bench {
 
-// Gate indices of a module the baseline can stand in for: a Gated DeltaNet (by name)
-// with scalar gates eta and alpha and the single state W [dv, dk].
+// Gate indices of a module the baseline can stand in for: a Gated DeltaNet, recognised by
+// its structure (findReference in reference.hpp), read after write.
 struct GatedDeltaNetGates {
   int eta = -1, alpha = -1;
 };

@@ -1,5 +1,6 @@
 // reference.cpp: scalar reference implementations of the linear-memory models of SPEC
-// section 6 (linear attention, RetNet, Mamba2, GLA, DeltaNet, Gated DeltaNet, TTT-Linear).
+// section 6 (linear attention, RetNet, Mamba2, GLA, DeltaNet, Gated DeltaNet, TTT-Linear),
+// and the recognition of a module as one of them by its derived update rule.
 //
 // The loops are the recurrences of the SPEC table typed in literally, one token at a
 // time, W stored as in SPEC section 8 ([dv, dk], f(W; k) = W k), with the chunk rule of
@@ -13,6 +14,9 @@
 // timing is that of genuinely scalar code: it is the "x vs reference" of `miras bench`.
 #include "reference.hpp"
 
+#include <cctype>
+#include <cstdio>
+#include <cstdlib>
 #include <cstring>
 #include <vector>
 
@@ -20,53 +24,111 @@ namespace miras::bench {
 
 namespace {
 
-const miras_gate_info *findGate(const miras_module_metadata &meta, const char *name,
-                                int *index) {
-  for (int32_t i = 0; i < meta.num_gates; ++i)
-    if (std::strcmp(meta.gates[i].name, name) == 0) {
-      *index = i;
-      return &meta.gates[i];
-    }
-  return nullptr;
-}
+// ---------------------------------------------------------------------------------------
+// Recognising a module by its structure: the derived update rule in the metadata
+// (`mirasc --emit=rule`, e.g. "W' = alpha * W - (eta * ((alpha * W) k - v)) k^T") is
+// matched against the rule of each reference, with placeholders for the gates that play
+// a role, so the module's name and its gates' names do not matter.
+//
+// Placeholders: {decay} a scalar gate, {decay_keys} a key-axis channel gate (both the
+// decay, alphaGate), {lr} a scalar gate (etaGate), {const} a number (the rule prints
+// constants with %g; a param printing the same supplies the exact value), {Wa} the state
+// the gradient reads: W, or W_anchor with chunks (SPEC section 7).
 
-const miras_param_info *findParam(const miras_module_metadata &meta, const char *name) {
-  for (int32_t i = 0; i < meta.num_params; ++i)
-    if (std::strcmp(meta.params[i].name, name) == 0)
-      return &meta.params[i];
-  return nullptr;
-}
-
-struct GateSpec {
+struct RulePattern {
+  ReferenceKind kind;
   const char *name;
-  int32_t kind;
-  int32_t axis;
+  const char *update; // the first line of the rule, W' = ...
 };
 
-// Checks that the module has exactly the expected gates and records their indices.
-bool matchGates(const miras_module_metadata &meta, std::initializer_list<GateSpec> expected,
-                ReferenceModel &model, std::string *whyNot) {
-  if (meta.num_gates != static_cast<int32_t>(expected.size())) {
-    *whyNot = "module '" + std::string(meta.name) + "' has " + std::to_string(meta.num_gates) +
-              " gates, the reference expects " + std::to_string(expected.size());
-    return false;
+const RulePattern kPatterns[] = {
+    {ReferenceKind::LinearAttention, "linear_attention", "W' = W + v k^T"},
+    {ReferenceKind::RetNet, "retnet", "W' = W * {const} + v k^T"},
+    {ReferenceKind::Mamba2, "mamba2", "W' = {decay} * W + v k^T"},
+    {ReferenceKind::Gla, "gla", "W' = {decay_keys}[j] * W + v k^T"},
+    {ReferenceKind::DeltaNet, "deltanet", "W' = W - ({lr} * ({Wa} k - v)) k^T"},
+    {ReferenceKind::GatedDeltaNet, "gated_deltanet",
+     "W' = {decay} * W - ({lr} * (({decay} * {Wa}) k - v)) k^T"},
+    {ReferenceKind::TttLinear, "ttt_linear", "W' = W - (({Wa} k - v) * {const}) k^T"},
+};
+
+bool isIdentChar(char c) {
+  return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
+         c == '_';
+}
+
+int gateIndex(const miras_module_metadata &meta, const std::string &name) {
+  for (int32_t i = 0; i < meta.num_gates; ++i)
+    if (name == meta.gates[i].name)
+      return i;
+  return -1;
+}
+
+// The constant of a rule: a param's exact value when one prints the same with %g.
+double exactConstant(const miras_module_metadata &meta, const std::string &text) {
+  for (int32_t i = 0; i < meta.num_params; ++i) {
+    char buf[32];
+    std::snprintf(buf, sizeof buf, "%g", meta.params[i].value);
+    if (text == buf)
+      return meta.params[i].value;
   }
-  for (const GateSpec &spec : expected) {
-    int index = -1;
-    const miras_gate_info *gate = findGate(meta, spec.name, &index);
-    if (!gate || gate->kind != spec.kind || gate->per_step ||
-        (spec.kind == MIRAS_GATE_CHANNEL && gate->axis != spec.axis)) {
-      *whyNot = "module '" + std::string(meta.name) + "' lacks the " +
-                (spec.kind == MIRAS_GATE_SCALAR ? "scalar" : "key-axis channel") + " gate '" +
-                spec.name + "' of the reference";
-      return false;
+  return std::strtod(text.c_str(), nullptr);
+}
+
+// Matches `rule` against `pattern` whole, binding the placeholders into `model`
+// (a placeholder seen twice must bind the same gate).
+bool matchRule(const miras_module_metadata &meta, const std::string &pattern,
+               const std::string &rule, ReferenceModel &model) {
+  size_t p = 0, r = 0;
+  while (p < pattern.size()) {
+    if (pattern[p] != '{') {
+      if (r >= rule.size() || rule[r] != pattern[p])
+        return false;
+      ++p, ++r;
+      continue;
     }
-    if (std::strcmp(spec.name, "eta") == 0)
-      model.etaGate = index;
-    else
-      model.alphaGate = index;
+    const size_t close = pattern.find('}', p);
+    const std::string hole = pattern.substr(p + 1, close - p - 1);
+    p = close + 1;
+    if (hole == "Wa") {
+      if (rule.compare(r, 8, "W_anchor") == 0 && (r + 8 == rule.size() || !isIdentChar(rule[r + 8])))
+        r += 8;
+      else if (rule.compare(r, 1, "W") == 0 && (r + 1 == rule.size() || !isIdentChar(rule[r + 1])))
+        r += 1;
+      else
+        return false;
+      continue;
+    }
+    if (hole == "const") {
+      size_t end = r;
+      while (end < rule.size() && (std::isdigit(static_cast<unsigned char>(rule[end])) ||
+                                   rule[end] == '.' || rule[end] == 'e' ||
+                                   ((rule[end] == '-' || rule[end] == '+') && end > r &&
+                                    rule[end - 1] == 'e')))
+        ++end;
+      if (end == r)
+        return false;
+      model.constant = static_cast<float>(exactConstant(meta, rule.substr(r, end - r)));
+      r = end;
+      continue;
+    }
+    // A gate placeholder: an identifier naming a gate of the right kind.
+    size_t end = r;
+    while (end < rule.size() && isIdentChar(rule[end]))
+      ++end;
+    const int index = end > r ? gateIndex(meta, rule.substr(r, end - r)) : -1;
+    if (index < 0 || meta.gates[index].per_step)
+      return false;
+    const miras_gate_info &gate = meta.gates[index];
+    const bool keys = gate.kind == MIRAS_GATE_CHANNEL && gate.axis == MIRAS_AXIS_KEY;
+    int *slot = hole == "lr" ? &model.etaGate : &model.alphaGate;
+    const bool kindOk = hole == "decay_keys" ? keys : gate.kind == MIRAS_GATE_SCALAR;
+    if (!kindOk || (*slot >= 0 && *slot != index))
+      return false;
+    *slot = index;
+    r = end;
   }
-  return true;
+  return r == rule.size();
 }
 
 } // namespace
@@ -74,59 +136,6 @@ bool matchGates(const miras_module_metadata &meta, std::initializer_list<GateSpe
 std::optional<ReferenceModel> findReference(const miras_module_metadata &meta,
                                             std::string *whyNot) {
   const std::string name = meta.name;
-  ReferenceModel model;
-  model.name = name;
-  model.chunk = meta.chunk;
-  model.readAfterWrite = meta.read_after_write != 0;
-  const GateSpec eta{"eta", MIRAS_GATE_SCALAR, MIRAS_AXIS_NONE};
-  const GateSpec alpha{"alpha", MIRAS_GATE_SCALAR, MIRAS_AXIS_NONE};
-  const GateSpec alphaKeys{"alpha", MIRAS_GATE_CHANNEL, MIRAS_AXIS_KEY};
-  bool gatesOk = false;
-  if (name == "linear_attention") {
-    model.kind = ReferenceKind::LinearAttention;
-    gatesOk = matchGates(meta, {}, model, whyNot);
-  } else if (name == "retnet") {
-    model.kind = ReferenceKind::RetNet;
-    const miras_param_info *gamma = findParam(meta, "gamma");
-    if (!gamma) {
-      *whyNot = "module 'retnet' has no param 'gamma' (its constant decay)";
-      return std::nullopt;
-    }
-    model.constant = static_cast<float>(gamma->value);
-    gatesOk = matchGates(meta, {}, model, whyNot);
-  } else if (name == "mamba2") {
-    model.kind = ReferenceKind::Mamba2;
-    gatesOk = matchGates(meta, {alpha}, model, whyNot);
-  } else if (name == "gla") {
-    model.kind = ReferenceKind::Gla;
-    gatesOk = matchGates(meta, {alphaKeys}, model, whyNot);
-  } else if (name == "deltanet") {
-    model.kind = ReferenceKind::DeltaNet;
-    gatesOk = matchGates(meta, {eta}, model, whyNot);
-  } else if (name == "gated_deltanet") {
-    model.kind = ReferenceKind::GatedDeltaNet;
-    gatesOk = matchGates(meta, {eta, alpha}, model, whyNot);
-  } else if (name == "ttt_linear") {
-    model.kind = ReferenceKind::TttLinear;
-    // The learning rate is a param (inner_lr in examples/, or eta), or else a gate eta.
-    const miras_param_info *lr = findParam(meta, "inner_lr");
-    if (!lr)
-      lr = findParam(meta, "eta");
-    if (lr) {
-      model.constantLr = true;
-      model.constant = static_cast<float>(lr->value);
-      gatesOk = matchGates(meta, {}, model, whyNot);
-    } else {
-      gatesOk = matchGates(meta, {eta}, model, whyNot);
-    }
-  } else {
-    *whyNot = "no scalar reference for module '" + name +
-              "' (references exist for the linear memories linear_attention, retnet, mamba2, "
-              "gla, deltanet, gated_deltanet, ttt_linear)";
-    return std::nullopt;
-  }
-  if (!gatesOk)
-    return std::nullopt;
   if (meta.steps != 1 || meta.num_states != 1 || std::strcmp(meta.states[0].name, "W") != 0 ||
       meta.states[0].rank != 2 || meta.states[0].shape[0] != meta.dv ||
       meta.states[0].shape[1] != meta.dk) {
@@ -138,7 +147,30 @@ std::optional<ReferenceModel> findReference(const miras_module_metadata &meta,
     *whyNot = "module '" + name + "' has chunk " + std::to_string(meta.chunk);
     return std::nullopt;
   }
-  return model;
+  // The rule: the update line, then the read (o = W' q after the write, o = W q before).
+  const std::string rule = meta.rule;
+  const size_t newline = rule.find('\n');
+  const std::string update = rule.substr(0, newline);
+  std::string read = newline == std::string::npos ? "" : rule.substr(newline + 1);
+  while (!read.empty() && (read.back() == '\n' || read.back() == ' '))
+    read.pop_back();
+  const char *expectedRead = meta.read_after_write ? "o = W' q" : "o = W q";
+  if (read == expectedRead)
+    for (const RulePattern &pattern : kPatterns) {
+      ReferenceModel model;
+      model.kind = pattern.kind;
+      model.name = pattern.name;
+      model.chunk = meta.chunk;
+      model.readAfterWrite = meta.read_after_write != 0;
+      if (!matchRule(meta, pattern.update, update, model))
+        continue;
+      model.constantLr = pattern.kind == ReferenceKind::TttLinear;
+      return model;
+    }
+  *whyNot = "no scalar reference for the update rule of module '" + name + "' (" + update +
+            "): references exist for the linear-memory rules of linear_attention, retnet, "
+            "mamba2, gla, deltanet, gated_deltanet and ttt_linear";
+  return std::nullopt;
 }
 
 void runReference(const ReferenceModel &model, const Problem &p, float *o, float *finalState,

@@ -25,17 +25,19 @@ enum class ReferenceKind {
 // Everything a reference needs from the module's metadata, resolved once.
 struct ReferenceModel {
   ReferenceKind kind = ReferenceKind::LinearAttention;
-  std::string name;
+  std::string name;        // the model the rule was recognised as ("gated_deltanet")
   int etaGate = -1;        // index into Problem::gates, -1 when the model has none
   int alphaGate = -1;
-  bool constantLr = false; // ttt_linear with its learning rate as a param
-  float constant = 0.0f;   // retnet's gamma or ttt_linear's constant learning rate
+  bool constantLr = false; // ttt_linear: the learning rate is a constant of the rule
+  float constant = 0.0f;   // retnet's decay or ttt_linear's learning rate
   int64_t chunk = 1;       // SPEC section 7: gradients at the state that starts the chunk
   bool readAfterWrite = true;
 };
 
-// The reference for a module (chosen by metadata name, then checked against its gates,
-// params and state), or nullopt with the reason in *whyNot.
+// The reference for a module, recognised by its structure: the single state W [dv, dk],
+// one (k, v) pair per token, and the derived update rule of the metadata (`rule`) being
+// one of the references' rules, whatever the module and its gates are named. nullopt
+// with the reason in *whyNot otherwise.
 std::optional<ReferenceModel> findReference(const miras_module_metadata &meta,
                                             std::string *whyNot);
 

@@ -16,6 +16,7 @@ with mirasc, runs it with `miras run` and compares o and the final state.
 Usage: check_retention.py --rule ftrl|prox|diagonal|bregman|fdiv|product --module FILE --workdir DIR
 """
 import argparse
+import json
 import os
 import subprocess
 import sys
@@ -142,6 +143,20 @@ def main():
         np.save(os.path.join(indir, name + ".npy"), x.astype(np.float32))
     lib = os.path.join(a.workdir, "lib", "libmodule.so")
     subprocess.run([a.mirasc, a.module, "-DD=%d" % D, "-o", lib], check=True)
+    # The fixed draws above must lie in the ranges the test module declares.
+    info = json.loads(subprocess.run([a.miras, "info", lib], check=True, text=True,
+                                     stdout=subprocess.PIPE).stdout)
+    for g in info["gates"]:
+        r = g["range"]
+        if g["name"] not in inp or r is None:
+            continue
+        x = inp[g["name"]].astype(np.float32)
+        lo = -np.inf if r["lo"] is None else np.float32(r["lo"])
+        hi = np.inf if r["hi"] is None else np.float32(r["hi"])
+        inside = ((x >= lo) if r["lo_closed"] else (x > lo)) & ((x <= hi) if r["hi_closed"] else (x < hi))
+        if not inside.all():
+            print("gate %s: drawn values outside its declared range %s" % (g["name"], r["text"]))
+            return 1
     subprocess.run([a.miras, "run", lib, "--inputs", indir, "--outputs", outdir],
                    check=True, stdout=subprocess.DEVNULL)
     f32 = {n: x.astype(np.float32).astype(np.float64) for n, x in inp.items()}

@@ -5,7 +5,10 @@ Compiles examples/gated_deltanet.miras and examples/mamba2.miras at D=16, runs
 `miras bench --json` on each and checks that the report has every required key, that
 the measured numbers are positive, and that the module's output agrees with the tool's
 scalar reference (max |o - o_ref| < 1e-3): a wrong module or a wrong reference fails.
-Also checks that `--device cuda` fails with a one-line reason naming cuda when it cannot
+Also checks that the reference and the Gated DeltaNet baseline follow the module's
+structure, not its name: a module named gated_deltanet that computes Mamba2 gets the
+Mamba2 reference and no baseline, one with a decoupled decay gets neither, and a Gated
+DeltaNet named otherwise (gates renamed) gets both. Also checks that `--device cuda` fails with a one-line reason naming cuda when it cannot
 run (these modules are built for the cpu target; without a GPU even a cuda build fails
 for lack of a driver), and that `--input-dtype bf16` without `--device cuda` is a usage
 error. No timing assertions.
@@ -56,6 +59,90 @@ def bench_module(args, name):
     except ValueError:
         check(False, "miras bench %s printed no single JSON object: %r" % (name, r.stdout))
         return None
+
+
+# The reference and the baseline are picked by what a module computes, never its name.
+IMPOSTOR = """// named gated_deltanet, computes Mamba2
+module gated_deltanet {
+  gate alpha : scalar in [0.85, 1];
+  memory linear(dk = 16, dv = 16);
+  bias dot;
+  retention l2(decay = alpha);
+  optimizer gd(lr = 0.5);
+}
+"""
+DECOUPLED = """// named gated_deltanet, but the decay is applied after the gradient step (decoupled)
+module gated_deltanet {
+  gate eta : scalar in [0.05, 0.5];
+  gate alpha : scalar in [0.85, 1];
+  memory linear(dk = 16, dv = 16);
+  bias l2;
+  retention l2(decay = alpha, order = decoupled);
+  optimizer gd(lr = eta);
+}
+"""
+RENAMED = """// Gated DeltaNet under another name, its gates renamed and declared in another order
+module my_memory {
+  gate forget : scalar in [0.85, 1];
+  gate rate : scalar in [0.05, 0.5];
+  memory linear(dk = 16, dv = 16);
+  bias l2;
+  retention l2(decay = forget, order = before_gradient);
+  optimizer gd(lr = rate);
+}
+"""
+
+
+def bench_source(args, tag, source):
+    path = os.path.join(args.workdir, tag + ".miras")
+    with open(path, "w") as f:
+        f.write(source)
+    lib = os.path.join(args.workdir, tag, "lib.so")
+    r = run([args.mirasc, path, "-o", lib])
+    if r.returncode != 0:
+        check(False, "mirasc %s failed: %s" % (tag, r.stderr.strip()))
+        return None
+    r = run([args.miras, "bench", lib, "--json", "--length", "64", "--batch", "1", "--heads",
+             "2", "--repeat", "1"])
+    check(r.returncode == 0, "miras bench %s exited %d: %s" % (tag, r.returncode,
+                                                              r.stderr.strip()))
+    try:
+        return json.loads(r.stdout)
+    except ValueError:
+        check(False, "miras bench %s printed no single JSON object: %r" % (tag, r.stdout))
+        return None
+
+
+def check_structure(args):
+    report = bench_source(args, "impostor", IMPOSTOR)
+    if report is not None:
+        check(report.get("reference_model") == "mamba2",
+              "module named gated_deltanet computing Mamba2: reference_model %r, want 'mamba2'"
+              % report.get("reference_model"))
+        check(report.get("baseline_ms") is None,
+              "module named gated_deltanet computing Mamba2 got the Gated DeltaNet baseline")
+        diff = report.get("max_abs_diff_vs_reference")
+        check(isinstance(diff, (int, float)) and diff < 1e-3,
+              "impostor: max_abs_diff_vs_reference %r" % diff)
+    report = bench_source(args, "decoupled", DECOUPLED)
+    if report is not None:
+        check(report.get("reference_model") is None and report.get("reference_ms") is None,
+              "gated_deltanet with a decoupled decay got a reference (%r): none computes it"
+              % report.get("reference_model"))
+        check(report.get("baseline_ms") is None,
+              "gated_deltanet with a decoupled decay got the Gated DeltaNet baseline")
+    report = bench_source(args, "renamed", RENAMED)
+    if report is not None:
+        check(report.get("reference_model") == "gated_deltanet",
+              "renamed Gated DeltaNet: reference_model %r" % report.get("reference_model"))
+        for key in ("baseline_ms", "speedup_vs_baseline"):
+            value = report.get(key)
+            check(isinstance(value, (int, float)) and value > 0,
+                  "renamed Gated DeltaNet: %s = %r, want the baseline" % (key, value))
+        for key in ("max_abs_diff_vs_reference", "baseline_max_abs_diff_vs_reference"):
+            value = report.get(key)
+            check(isinstance(value, (int, float)) and 0 <= value < 1e-3,
+                  "renamed Gated DeltaNet: %s = %r (want < 1e-3)" % (key, value))
 
 
 def json_device(text):
@@ -124,6 +211,8 @@ def main():
         check(r.returncode == 2 and len(r.stderr.strip().splitlines()) == 1,
               "--input-dtype bf16 without --device cuda: want a one-line usage error (exit 2), "
               "got %d: %r" % (r.returncode, r.stderr))
+
+    check_structure(args)
 
     if failures:
         print("bench test: %d failure(s)" % len(failures))

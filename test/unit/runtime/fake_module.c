@@ -3,12 +3,13 @@
  * can be tested without the compiler. It is a gated linear-attention memory,
  *     W_t = alpha_t W_{t-1} + (beta_t * v_t) k_t^T,   o_t = W_t q_t   (read after write)
  * with dk = 3 and dv = 4 (different on purpose, so a swapped axis cannot pass), a
- * scalar gate `alpha` and a channel gate `beta` along dv.
+ * scalar gate `alpha` (declared in (0, 1]) and a channel gate `beta` along dv (no range).
  *
  * Compile definitions build broken variants from the same source:
  *   FAKE_ENTRY_ABI=n   entry table claims ABI version n
  *   FAKE_META_ABI=n    metadata claims ABI version n
  *   FAKE_BAD_DK        metadata has dk = 0
+ *   FAKE_BAD_RANGE     gate alpha's range is (1, 0] (empty)
  *   FAKE_FORWARD_FAILS forward returns MIRAS_ERR_DEVICE
  * and CUDA variants:
  *   FAKE_CUDA          targets "cpu,cuda" with a cuda table (fake PTX and sm_90 cubin:
@@ -39,9 +40,18 @@
 enum { DK = 3, DV = 4 };
 
 static const miras_param_info params[] = {{"eta", 0.5, 0}, {"steps", 2.0, 1}};
+/* alpha declares its range (a decay, (0, 1]); beta declares none. FAKE_BAD_RANGE turns
+ * alpha's into (1, 0]. */
+#ifdef FAKE_BAD_RANGE
+#define FAKE_ALPHA_LO 1.0
+#define FAKE_ALPHA_HI 0.0
+#else
+#define FAKE_ALPHA_LO 0.0
+#define FAKE_ALPHA_HI 1.0
+#endif
 static const miras_gate_info gates[] = {
-    {"alpha", MIRAS_GATE_SCALAR, MIRAS_AXIS_NONE, 1},
-    {"beta", MIRAS_GATE_CHANNEL, MIRAS_AXIS_VALUE, DV},
+    {"alpha", MIRAS_GATE_SCALAR, MIRAS_AXIS_NONE, 1, 0, 1, FAKE_ALPHA_LO, FAKE_ALPHA_HI, 0, 1},
+    {"beta", MIRAS_GATE_CHANNEL, MIRAS_AXIS_VALUE, DV, 0, 0, 0.0, 0.0, 0, 0},
 };
 static const miras_state_info states[] = {{"W", 2, {DV, DK, 0, 0}}};
 

@@ -62,6 +62,36 @@ TEST(Library, EntryAbiMismatchNamesBothVersions) {
   EXPECT_NE(msg.find("expects " + std::to_string(MIRAS_ABI_VERSION)), std::string::npos) << msg;
 }
 
+// ABI 5 added the gate ranges to miras_gate_info: a library built for 4 has the old
+// struct layout and must be refused by its version, naming both and what to do.
+TEST(Library, PreviousAbiVersionIsRefused) {
+  static_assert(MIRAS_ABI_VERSION == 5, "update this test with the version history");
+  std::string msg = openFails(MIRAS_FAKE_OLD_ABI, MIRAS_ERR_ABI_VERSION);
+  EXPECT_NE(msg.find("ABI version 4"), std::string::npos) << msg;
+  EXPECT_NE(msg.find("expects 5"), std::string::npos) << msg;
+  EXPECT_NE(msg.find("recompile"), std::string::npos) << msg;
+}
+
+TEST(Library, GateRangeIsRead) {
+  miras_library *lib = nullptr;
+  ASSERT_EQ(miras_library_open(MIRAS_FAKE_MODULE, &lib), MIRAS_OK) << miras_last_error();
+  const miras_module_metadata *m = miras_library_metadata(lib);
+  ASSERT_EQ(m->num_gates, 2);
+  EXPECT_EQ(m->gates[0].has_range, 1);
+  EXPECT_EQ(m->gates[0].range_lo, 0.0);
+  EXPECT_EQ(m->gates[0].range_hi, 1.0);
+  EXPECT_EQ(m->gates[0].range_lo_closed, 0);
+  EXPECT_EQ(m->gates[0].range_hi_closed, 1);
+  EXPECT_EQ(m->gates[1].has_range, 0);
+  miras_library_close(lib);
+}
+
+TEST(Library, EmptyGateRangeIsRejected) {
+  std::string msg = openFails(MIRAS_FAKE_BAD_RANGE, MIRAS_ERR_LOAD);
+  EXPECT_NE(msg.find("malformed module metadata"), std::string::npos) << msg;
+  EXPECT_NE(msg.find("gate 'alpha': range (1, 0]"), std::string::npos) << msg;
+}
+
 TEST(Library, MetadataAbiMismatch) {
   std::string msg = openFails(MIRAS_FAKE_BAD_META_ABI, MIRAS_ERR_ABI_VERSION);
   EXPECT_NE(msg.find("version 7"), std::string::npos) << msg;

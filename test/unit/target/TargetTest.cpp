@@ -91,7 +91,9 @@ KernelInterface toyInterface() {
   k.sourcePath = "examples/\"toy\"\\dir/toy.miras"; // must survive C escaping
   k.dk = k.dv = 2;
   k.params = {{"D", 2, true}, {"gamma", 0.9, false}};
-  k.gates = {{"alpha", false, "", 1}};
+  // An unbounded end, so the generated C spells infinity (HUGE_VAL).
+  k.gates = {{"alpha", false, "", 1, false,
+              KernelInterface::Gate::Range{0.0, HUGE_VAL, true, false}}};
   k.states = {{"W", {2, 2}}};
   k.rule = "W_t = alpha_t * W_{t-1} + v_t k_t^T   /* \"hebb\" \\ ?\?/ */";
   return k;
@@ -184,7 +186,7 @@ TEST_F(TargetTest, HeaderCompilesAsCAndCxxAndSpellsOutShapes) {
   ASSERT_FALSE(llvm::errorToBool(validateInterface(iface)));
   std::string h = generateHeader(iface);
   EXPECT_NE(h.find("#ifndef MIRAS_MODULE_TOY_H"), std::string::npos);
-  EXPECT_NE(h.find("#define MIRAS_ABI_VERSION 4u"), std::string::npos);
+  EXPECT_NE(h.find("#define MIRAS_ABI_VERSION 5u"), std::string::npos);
   EXPECT_NE(h.find("[B, T, H, 2]"), std::string::npos);
   EXPECT_NE(h.find("[B, T, H]"), std::string::npos);
   EXPECT_NE(h.find("[B, H, 2, 2]"), std::string::npos);
@@ -300,6 +302,10 @@ TEST_F(TargetTest, ValidateInterfaceRejectsBadInterfaces) {
   EXPECT_TRUE(bad([](KernelInterface &k) { k.gates.push_back({"c", true, "dq", 2}); }));
   EXPECT_TRUE(bad([](KernelInterface &k) { k.gates.push_back({"c", true, "dk", 3}); }));
   EXPECT_TRUE(bad([](KernelInterface &k) { k.gates.push_back(k.gates[0]); }));
+  EXPECT_TRUE(bad([](KernelInterface &k) { k.gates[0].range->lo = 2 * HUGE_VAL; }));
+  EXPECT_TRUE(bad([](KernelInterface &k) { k.gates[0].range->hiClosed = true; })); // [0, inf]
+  EXPECT_TRUE(bad([](KernelInterface &k) { k.gates[0].range = {{1.0, 1.0, true, false}}; }));
+  EXPECT_FALSE(bad([](KernelInterface &k) { k.gates[0].range = {{1.0, 1.0, true, true}}; }));
   EXPECT_TRUE(bad([](KernelInterface &k) { k.states[0].shape = {1, 1, 1, 1, 1}; }));
   EXPECT_TRUE(bad([](KernelInterface &k) { k.states[0].shape = {2, 0}; }));
   EXPECT_TRUE(bad([](KernelInterface &k) { k.targets = {}; }));
@@ -359,6 +365,11 @@ TEST_F(TargetTest, ToyLibraryComputesTheRecurrence) {
   EXPECT_EQ(md->gates[0].kind, MIRAS_GATE_SCALAR);
   EXPECT_EQ(md->gates[0].axis, MIRAS_AXIS_NONE);
   EXPECT_EQ(md->gates[0].dim, 1);
+  EXPECT_EQ(md->gates[0].has_range, 1);
+  EXPECT_EQ(md->gates[0].range_lo, 0.0);
+  EXPECT_EQ(md->gates[0].range_hi, HUGE_VAL);
+  EXPECT_EQ(md->gates[0].range_lo_closed, 1);
+  EXPECT_EQ(md->gates[0].range_hi_closed, 0);
   ASSERT_EQ(md->num_states, 1);
   EXPECT_STREQ(md->states[0].name, "W");
   EXPECT_EQ(md->states[0].rank, 2);

@@ -41,6 +41,12 @@ struct KernelInterface {
     std::string axis; // "dk" | "dv" for channel gates
     int64_t dim = 1;
     bool perStep = false; // one value per step of a multistep module
+    /// The declared range (miras_gate_info's range fields); none: any value.
+    struct Range {
+      double lo = 0, hi = 0; // +-infinity for unbounded ends
+      bool loClosed = false, hiClosed = false;
+    };
+    std::optional<Range> range;
   };
   struct State {
     std::string name;            // "W"

@@ -263,7 +263,40 @@ Type GateOp::getValueType() {
   return RankedTensorType::get({getDim()}, f32);
 }
 
+/// The declared range: both ends or none, lo <= hi, infinite ends open, not
+/// empty.
+static LogicalResult verifyGateRange(GateOp gate) {
+  auto toDouble = [](std::optional<APFloat> x) -> std::optional<double> {
+    if (!x)
+      return std::nullopt;
+    return x->convertToDouble();
+  };
+  std::optional<double> lo = toDouble(gate.getRangeLo());
+  std::optional<double> hi = toDouble(gate.getRangeHi());
+  if (!lo && !hi) {
+    if (gate.getRangeLoClosed() || gate.getRangeHiClosed())
+      return gate.emitOpError("range_lo_closed / range_hi_closed without a range");
+    return success();
+  }
+  if (!lo || !hi)
+    return gate.emitOpError("a range needs both range_lo and range_hi");
+  if (std::isnan(*lo) || std::isnan(*hi))
+    return gate.emitOpError("range ends must be numbers, not NaN");
+  if ((std::isinf(*lo) && gate.getRangeLoClosed()) ||
+      (std::isinf(*hi) && gate.getRangeHiClosed()))
+    return gate.emitOpError("an infinite range end must be open");
+  if (*lo > *hi)
+    return gate.emitOpError("range lower end ")
+           << *lo << " is above its upper end " << *hi;
+  if (*lo == *hi && !(gate.getRangeLoClosed() && gate.getRangeHiClosed()))
+    return gate.emitOpError("range with equal ends ")
+           << *lo << " must be closed at both, or it is empty";
+  return success();
+}
+
 LogicalResult GateOp::verify() {
+  if (failed(verifyGateRange(*this)))
+    return failure();
   if (getPerStep() && getChannel())
     return emitOpError("only a scalar gate can be per step");
   if (!getChannel())
@@ -298,6 +331,34 @@ ParseResult GateOp::parse(OpAsmParser &parser, OperationState &result) {
     result.addAttribute(getPerStepAttrName(result.name), b.getUnitAttr());
   }
   result.addAttribute(getDimAttrName(result.name), b.getI64IntegerAttr(dim));
+  if (succeeded(parser.parseOptionalKeyword("in"))) {
+    // in (lo, hi] / [lo, inf): brackets say closed, parentheses open.
+    bool loClosed = succeeded(parser.parseOptionalLSquare());
+    if (!loClosed && parser.parseLParen())
+      return failure();
+    auto parseEnd = [&](double &x) -> ParseResult {
+      bool negative = succeeded(parser.parseOptionalMinus());
+      if (succeeded(parser.parseOptionalKeyword("inf")))
+        x = HUGE_VAL;
+      else if (parser.parseFloat(x))
+        return failure();
+      if (negative)
+        x = -x;
+      return success();
+    };
+    double lo = 0, hi = 0;
+    if (parseEnd(lo) || parser.parseComma() || parseEnd(hi))
+      return failure();
+    bool hiClosed = succeeded(parser.parseOptionalRSquare());
+    if (!hiClosed && parser.parseRParen())
+      return failure();
+    result.addAttribute(getRangeLoAttrName(result.name), b.getF64FloatAttr(lo));
+    result.addAttribute(getRangeHiAttrName(result.name), b.getF64FloatAttr(hi));
+    if (loClosed)
+      result.addAttribute(getRangeLoClosedAttrName(result.name), b.getUnitAttr());
+    if (hiClosed)
+      result.addAttribute(getRangeHiClosedAttrName(result.name), b.getUnitAttr());
+  }
   return parser.parseOptionalAttrDict(result.attributes);
 }
 
@@ -309,10 +370,29 @@ void GateOp::print(OpAsmPrinter &p) {
     p << "channel along \"" << *getAxis() << "\" dim " << getDim();
   else
     p << "scalar" << (getPerStep() ? " per_step" : "");
-  p.printOptionalAttrDict((*this)->getAttrs(),
-                          {getSymNameAttrName(), getChannelAttrName(),
-                           getAxisAttrName(), getDimAttrName(),
-                           getPerStepAttrName()});
+  // The range in interval notation when it is well formed (the verifier
+  // rejects the rest, which then prints as plain attributes).
+  bool printRange = getRangeLo() && getRangeHi();
+  if (printRange) {
+    auto printEnd = [&](APFloat x) {
+      if (x.isInfinity())
+        p << (x.isNegative() ? "-inf" : "inf");
+      else
+        p.printFloat(x);
+    };
+    p << " in " << (getRangeLoClosed() ? "[" : "(");
+    printEnd(*getRangeLo());
+    p << ", ";
+    printEnd(*getRangeHi());
+    p << (getRangeHiClosed() ? "]" : ")");
+  }
+  SmallVector<StringRef> elided = {getSymNameAttrName(), getChannelAttrName(),
+                                   getAxisAttrName(), getDimAttrName(),
+                                   getPerStepAttrName()};
+  if (printRange)
+    elided.append({getRangeLoAttrName(), getRangeHiAttrName(),
+                   getRangeLoClosedAttrName(), getRangeHiClosedAttrName()});
+  p.printOptionalAttrDict((*this)->getAttrs(), elided);
 }
 
 //===----------------------------------------------------------------------===//

@@ -72,11 +72,22 @@ struct ParamDecl {
   SourceLoc loc;
 };
 
-/// `gate eta : scalar;` or `gate alpha : channel(dk);`
+/// `in (0, 1]` after a gate's kind: each end open or closed; `inf` / `-inf`
+/// are plain names here (Sema reads them).
+struct GateRangeDecl {
+  ExprPtr lo, hi;
+  bool loClosed = false, hiClosed = false;
+  SourceLoc loc;      // the opening bracket
+  SourceLoc closeLoc; // the closing bracket
+};
+
+/// `gate eta : scalar;`, `gate alpha : channel(dk);`, optionally with a range:
+/// `gate alpha : scalar in (0, 1];`.
 struct GateDecl {
   std::string name;
   bool channel = false;
   std::string axis; // "dk" or "dv" for channel gates
+  std::optional<GateRangeDecl> range;
   SourceLoc loc;
   SourceLoc axisLoc;
 };
@@ -134,8 +145,23 @@ struct ResolvedParam {
   SourceLoc loc;
 };
 
+/// The values a gate may take, as declared (`in (0, 1]`): lo <= hi, an
+/// infinite end is open, and the set is not empty.
+struct GateRange {
+  double lo = 0.0, hi = 0.0;
+  bool loClosed = false, hiClosed = false;
+
+  bool contains(double x) const {
+    return (loClosed ? x >= lo : x > lo) && (hiClosed ? x <= hi : x < hi);
+  }
+  /// Interval notation, `(0, 1]`, `[0.5, inf)`.
+  std::string str() const;
+};
+
 struct ResolvedGate {
   std::string name;
+  /// Declared with `in ...`; none: any value (the module states no contract).
+  std::optional<GateRange> range;
   bool channel = false;
   std::string axis; // "dk" | "dv" for channel gates, empty for scalar
   int64_t dim = 1;  // channel length (dk or dv); 1 for scalar

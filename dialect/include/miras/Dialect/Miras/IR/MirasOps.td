@@ -94,11 +94,22 @@ def Miras_GateOp : Miras_Op<"gate", [Symbol, HasParent<"MemoryModuleOp">]> {
     miras.gate @eta : scalar
     miras.gate @alpha : channel along "dk" dim 64
     miras.gate @beta : scalar per_step   // multistep's lr: one value per step
+    miras.gate @alpha : scalar in (0.0, 1.0]
+    miras.gate @delta : scalar in [1.0, inf)
     ```
+
+    The optional range is the values the host promises (the DSL's
+    `gate alpha : scalar in (0, 1];`), carried to the library metadata:
+    `range_lo` and `range_hi` (both or neither, `range_lo <= range_hi`, an
+    infinite end open), each end closed when `range_lo_closed` /
+    `range_hi_closed` is set.
   }];
   let arguments = (ins SymbolNameAttr:$sym_name, UnitAttr:$channel,
                        OptionalAttr<StrAttr>:$axis, I64Attr:$dim,
-                       UnitAttr:$per_step);
+                       UnitAttr:$per_step,
+                       OptionalAttr<F64Attr>:$range_lo,
+                       OptionalAttr<F64Attr>:$range_hi,
+                       UnitAttr:$range_lo_closed, UnitAttr:$range_hi_closed);
   let hasCustomAssemblyFormat = 1;
   let hasVerifier = 1;
   let extraClassDeclaration = [{
