@@ -33,36 +33,6 @@ std::string showNumber(double v, bool isInteger) {
   return formatNumber(v);
 }
 
-/// The interval a Range constraint stands for, to compare a gate's declared
-/// range with what the argument using the gate needs.
-ast::GateRange gateIntervalOf(Range r) {
-  const double inf = HUGE_VAL;
-  switch (r) {
-  case Range::Any:
-    return {-inf, inf, false, false};
-  case Range::Positive:
-    return {0, inf, false, false};
-  case Range::NonNegative:
-    return {0, inf, true, false};
-  case Range::UnitInterval:
-    return {0, 1, false, true};
-  case Range::ClosedUnit:
-    return {0, 1, true, true};
-  case Range::GreaterThanOne:
-    return {1, inf, false, false};
-  }
-  return {-inf, inf, false, false};
-}
-
-/// inner is a subset of outer (both non-empty).
-bool within(const ast::GateRange &inner, const ast::GateRange &outer) {
-  bool loOk = inner.lo > outer.lo ||
-              (inner.lo == outer.lo && (outer.loClosed || !inner.loClosed));
-  bool hiOk = inner.hi < outer.hi ||
-              (inner.hi == outer.hi && (outer.hiClosed || !inner.hiClosed));
-  return loOk && hiOk;
-}
-
 ExprPtr makeNumber(double value, bool isInteger, const ast::SourceLoc &loc) {
   auto e = std::make_shared<Expr>();
   e->kind = Expr::Kind::Number;
@@ -767,11 +737,12 @@ private:
                        e.name + "'");
         // A declared range must fit what the argument accepts as a number: a
         // gate declared in (0, 2] cannot be a decay, whose values are in (0, 1].
-        if (g->range && !within(*g->range, gateIntervalOf(spec.range))) {
+        Interval admitted = intervalOf(spec.range);
+        if (g->range && !admitted.includes({g->range->lo, g->range->hi,
+                                            g->range->loClosed, g->range->hiClosed})) {
           diags.error(e.loc, "gate '" + e.name + "' is declared in " +
                                  g->range->str() + ", but " + what +
-                                 " must be in " +
-                                 gateIntervalOf(spec.range).str());
+                                 " must be in " + admitted.str());
           diags.note(g->loc, "gate '" + e.name + "' is declared here");
           return std::nullopt;
         }

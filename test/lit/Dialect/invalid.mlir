@@ -280,3 +280,55 @@ miras.module @negative_width attributes {chunk = 1 : i64, dk = -4 : i64, dv = 4 
   miras.retention "none" {}
   miras.optimizer "gd" {lr = 0.5 : f64}
 }
+
+// -----
+
+// A gate's declared range must fit the argument it is passed to (the rule the
+// frontend checks too): a decay is in (0, 1].
+miras.module @gate_range_misfit attributes {chunk = 1 : i64, dk = 4 : i64, dv = 4 : i64, read_after_write = true} {
+  miras.gate @alpha : scalar in (0.0, 2.0]
+  miras.memory "linear" {dk = 4 : i64, dv = 4 : i64}
+  miras.bias "dot" loss {
+  ^bb0(%y: tensor<4xf32>, %v: tensor<4xf32>):
+    %p = arith.mulf %y, %v : tensor<4xf32>
+    %s = miras.sum %p : tensor<4xf32>
+    miras.yield %s : f32
+  }
+  // expected-error @+1 {{argument 'decay' must be in (0, 1], but @alpha is declared in (0, 2]}}
+  miras.retention "l2" {decay = @alpha}
+  miras.optimizer "gd" {lr = 0.5 : f64}
+}
+
+// -----
+
+// Row-normalising retentions need matrix weights: the rule is the retention's,
+// shared with the frontend.
+miras.module @kl_on_a_vector attributes {chunk = 1 : i64, dk = 4 : i64, dv = 4 : i64, read_after_write = true} {
+  // expected-note @+1 {{memory 'diagonal' is declared here}}
+  miras.memory "diagonal" {dk = 4 : i64, dv = 4 : i64}
+  miras.bias "dot" loss {
+  ^bb0(%y: tensor<4xf32>, %v: tensor<4xf32>):
+    %p = arith.mulf %y, %v : tensor<4xf32>
+    %s = miras.sum %p : tensor<4xf32>
+    miras.yield %s : f32
+  }
+  // expected-error @+1 {{retention 'kl' normalises each row of a matrix, but a diagonal memory's state is a vector}}
+  miras.retention "kl" {decay = 1.0 : f64}
+  miras.optimizer "gd" {lr = 0.5 : f64}
+}
+
+// -----
+
+// An unknown kind is a located parse error naming the registered kinds.
+miras.module @unknown_optimizer attributes {chunk = 1 : i64, dk = 4 : i64, dv = 4 : i64, read_after_write = true} {
+  miras.memory "linear" {dk = 4 : i64, dv = 4 : i64}
+  miras.bias "dot" loss {
+  ^bb0(%y: tensor<4xf32>, %v: tensor<4xf32>):
+    %p = arith.mulf %y, %v : tensor<4xf32>
+    %s = miras.sum %p : tensor<4xf32>
+    miras.yield %s : f32
+  }
+  miras.retention "none" {}
+  // expected-error @+1 {{unknown optimizer 'adam' (supported: 'gd', 'implicit', 'ftrl', 'multistep' or 'momentum')}}
+  miras.optimizer "adam" {lr = 0.5 : f64}
+}

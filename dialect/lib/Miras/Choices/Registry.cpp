@@ -40,22 +40,40 @@ bool choices::inRange(Range range, double v) {
   return true;
 }
 
-const char *choices::intervalOf(Range range) {
+Interval choices::intervalOf(Range range) {
+  const double inf = HUGE_VAL;
   switch (range) {
   case Range::Any:
-    return "(-inf, inf)";
+    return {-inf, inf, false, false};
   case Range::Positive:
-    return "(0, inf)";
+    return {0, inf, false, false};
   case Range::NonNegative:
-    return "[0, inf)";
+    return {0, inf, true, false};
   case Range::UnitInterval:
-    return "(0, 1]";
+    return {0, 1, false, true};
   case Range::ClosedUnit:
-    return "[0, 1]";
+    return {0, 1, true, true};
   case Range::GreaterThanOne:
-    return "(1, inf)";
+    return {1, inf, false, false};
   }
-  return "";
+  return {-inf, inf, false, false};
+}
+
+bool Interval::includes(const Interval &inner) const {
+  bool loOk = inner.lo > lo || (inner.lo == lo && (loClosed || !inner.loClosed));
+  bool hiOk = inner.hi < hi || (inner.hi == hi && (hiClosed || !inner.hiClosed));
+  return loOk && hiOk;
+}
+
+std::string Interval::str() const {
+  auto end = [](double x) {
+    if (std::isinf(x))
+      return std::string(x < 0 ? "-inf" : "inf");
+    std::ostringstream os;
+    os << x;
+    return os.str();
+  };
+  return (loClosed ? "[" : "(") + end(lo) + ", " + end(hi) + (hiClosed ? "]" : ")");
 }
 
 std::string choices::quotedList(const std::vector<std::string> &items) {

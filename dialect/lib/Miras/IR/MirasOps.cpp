@@ -90,6 +90,18 @@ LogicalResult verifyArgs(Operation *component, const choices::Choice &definition
         return component->emitOpError("argument '")
                << name << "' needs a scalar gate, but " << ref
                << " is a channel gate";
+      // The same fit the frontend checks: a gate declared in (0, 2] cannot
+      // be a decay, whose values are in (0, 1].
+      choices::Interval admitted = choices::intervalOf(spec->range);
+      if (gate.getRangeLo() && gate.getRangeHi()) {
+        choices::Interval declared{gate.getRangeLo()->convertToDouble(),
+                                   gate.getRangeHi()->convertToDouble(),
+                                   gate.getRangeLoClosed(), gate.getRangeHiClosed()};
+        if (!admitted.includes(declared))
+          return component->emitOpError("argument '")
+                 << name << "' must be in " << admitted.str() << ", but " << ref
+                 << " is declared in " << declared.str();
+      }
       continue;
     }
     if (auto keyword = dyn_cast<StringAttr>(value)) {

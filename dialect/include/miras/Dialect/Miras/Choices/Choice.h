@@ -72,8 +72,24 @@ enum class Range {
   GreaterThanOne, // > 1 (with kPosInt: an integer >= 2)
 };
 bool inRange(Range range, double value);
-/// "(0, 1]", "(0, inf)", ...: the interval of a Range.
-const char *intervalOf(Range range);
+
+/// An interval of the real line, open or closed at each end (an infinite end
+/// is open): what a Range admits, and what a gate declares (`in (0, 1]`).
+struct Interval {
+  double lo, hi;
+  bool loClosed, hiClosed;
+
+  bool contains(double x) const {
+    return (loClosed ? x >= lo : x > lo) && (hiClosed ? x <= hi : x < hi);
+  }
+  /// Whether every value of `inner` (non-empty) lies in this interval.
+  bool includes(const Interval &inner) const;
+  /// Interval notation: "(0, 1]", "[0.5, inf)".
+  std::string str() const;
+};
+/// The values a Range admits; a gate passed to an argument must be declared
+/// within it.
+Interval intervalOf(Range range);
 
 struct ArgSpec {
   const char *name;
