@@ -7,6 +7,7 @@
 //
 //===----------------------------------------------------------------------===//
 #include "SimtForm.h"
+#include "miras/Dialect/Miras/IR/StepSignature.h"
 
 #include "miras/Compiler/Passes.h"
 
@@ -199,7 +200,7 @@ struct GPULockstepPass
     }
     Location loc = host.getLoc();
     OpBuilder b = OpBuilder::atBlockEnd(&body);
-    Value q = host.getArgument(2);
+    Value q = host.getArgument(KernelLayout::query);
     auto dim = [&](int64_t d) {
       return memref::DimOp::create(b, loc, q, d).getResult();
     };
@@ -213,7 +214,7 @@ struct GPULockstepPass
     map.map(entry.getArgument(1), toI64(T));
     map.map(entry.getArgument(2), toI64(H));
     // Flat pointers: the kernel reinterprets them with their shapes again.
-    for (unsigned i = 2; i < host.getNumArguments(); ++i) {
+    for (unsigned i = KernelLayout::query; i < host.getNumArguments(); ++i) {
       Value flat = memref::ReinterpretCastOp::create(
           b, loc, cast<MemRefType>(entry.getArgument(i + 1).getType()),
           host.getArgument(i), b.getIndexAttr(0),
@@ -244,7 +245,8 @@ struct GPULockstepPass
             b, loc, MemRefType::get({std::max<int64_t>(sharedBytes, 1)}, b.getI8Type())));
 
     Value one = arith::ConstantIndexOp::create(b, loc, 1);
-    auto pairs = scf::ForOp::create(b, loc, host.getArgument(0), host.getArgument(1), one);
+    auto pairs = scf::ForOp::create(b, loc, host.getArgument(KernelLayout::pairBegin),
+                                    host.getArgument(KernelLayout::pairEnd), one);
     OpBuilder inner = OpBuilder::atBlockBegin(pairs.getBody());
     // The thread id, until each segment gives it its value.
     Value tid = arith::ConstantIndexOp::create(inner, loc, -1);

@@ -7,6 +7,7 @@
 //
 //===----------------------------------------------------------------------===//
 #include "SimtForm.h"
+#include "miras/Dialect/Miras/IR/StepSignature.h"
 
 #include "miras/Compiler/Passes.h"
 
@@ -212,8 +213,8 @@ struct SimtToGPUPass : public miras::impl::MirasSimtToGPUBase<SimtToGPUPass> {
     Location loc = kernel.getLoc();
     OpBuilder b = OpBuilder::atBlockEnd(gpuModule.getBody());
     Type i64 = b.getI64Type();
-    auto tensorArgs = kernel.getArguments().drop_front(2);
-    // q, k, v and gates come before the states and o (KernelInterface.h).
+    // q, k, v and gates come before the states and o (KernelLayout).
+    auto tensorArgs = kernel.getArguments().drop_front(KernelLayout::query);
     unsigned numStates = llvm::count_if(tensorArgs, [](BlockArgument a) {
       return isStateType(cast<MemRefType>(a.getType()));
     });
@@ -247,8 +248,8 @@ struct SimtToGPUPass : public miras::impl::MirasSimtToGPUBase<SimtToGPUPass> {
     Value tid = gpu::ThreadIdOp::create(b, loc, gpu::Dimension::x);
     IRMapping map;
     Value zero = arith::ConstantIndexOp::create(b, loc, 0);
-    map.map(kernel.getArgument(0), zero);
-    map.map(kernel.getArgument(1), zero);
+    map.map(kernel.getArgument(KernelLayout::pairBegin), zero);
+    map.map(kernel.getArgument(KernelLayout::pairEnd), zero);
     SmallVector<Value> widened; // inputs read as bf16
     for (auto [i, arg] : llvm::enumerate(tensorArgs)) {
       auto type = cast<MemRefType>(arg.getType());

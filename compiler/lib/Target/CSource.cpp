@@ -443,6 +443,7 @@ static void emitForward(raw_ostream &os, const KernelInterface &iface,
        << "    else if (src + (size_t)begin * per_pair != dst) "
           "memmove(dst, src + (size_t)begin * per_pair, bytes);\n  }\n";
   }
+  // The kernel's arguments in KernelLayout's order (StepSignature.h).
   os << "  _mlir_ciface_" << n << "_kernel(begin, end, &d_q, &d_k, &d_v";
   for (size_t i = 0; i < l.gates.size(); ++i)
     os << ", &d_g" << i;

@@ -31,6 +31,7 @@
 #include "mlir/Support/LogicalResult.h"
 #include "llvm/ADT/SmallVector.h"
 
+#include <cmath>
 #include <cstdint>
 #include <functional>
 #include <memory>
@@ -81,6 +82,11 @@ struct Interval {
 
   bool contains(double x) const {
     return (loClosed ? x >= lo : x > lo) && (hiClosed ? x <= hi : x < hi);
+  }
+  /// Ends that are numbers, in order, infinite ends open.
+  bool wellFormed() const {
+    return lo == lo && hi == hi && lo <= hi && !(loClosed && lo == -HUGE_VAL) &&
+           !(hiClosed && hi == HUGE_VAL);
   }
   /// Whether every value of `inner` (non-empty) lies in this interval.
   bool includes(const Interval &inner) const;
