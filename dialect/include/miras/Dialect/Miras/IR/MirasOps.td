@@ -121,6 +121,12 @@ def Miras_GateOp : Miras_Op<"gate", [Symbol, HasParent<"MemoryModuleOp">]> {
 def Miras_MemoryOp : Miras_Op<"memory", [HasParent<"MemoryModuleOp">]> {
   let summary = "The memory architecture f(W; z)";
   let description = [{
+    Carries a `#miras.memory` choice attribute: the kind's definition in the
+    ChoiceRegistry (`dialect/lib/Miras/Choices/Memories.cpp`, resolved when
+    the op is parsed or built; an unknown kind is a parse error) and its
+    arguments, always with the widths `dk` and `dv`. The kinds, with their
+    math, are listed in `docs/CHOICES.md`:
+
     `linear`: `f(W; z) = W z` with `W : [dv, dk]`.
     `diagonal`: an element-wise (vector) memory `f(w; z) = w ⊙ z`, `w : [D]`.
     `mlp`: `depth` weights applied in order with `act` (gelu, gelu_tanh,
@@ -138,7 +144,7 @@ def Miras_MemoryOp : Miras_Op<"memory", [HasParent<"MemoryModuleOp">]> {
   let arguments = (ins Miras_MemoryAttr:$choice);
   let hasCustomAssemblyFormat = 1;
   let extraClassDeclaration = [{
-    /// The definition of the kind (Choices/Memorys.cpp).
+    /// The definition of the kind (Choices/Memories.cpp).
     const ::miras::choices::MemoryChoice &getDefinition() {
       return *getChoice().getDefinition();
     }
@@ -178,6 +184,11 @@ def Miras_BiasOp : Miras_Op<"bias", [HasParent<"MemoryModuleOp">]> {
 def Miras_RetentionOp : Miras_Op<"retention", [HasParent<"MemoryModuleOp">]> {
   let summary = "How the old state is kept (SPEC section 5)";
   let description = [{
+    Carries a `#miras.retention` choice attribute: the kind's definition
+    (`dialect/lib/Miras/Choices/Retentions.cpp`) and its arguments, checked
+    by the module's verifier against the definition's argument table and
+    combination rules (the ones the frontend runs). The built-ins:
+
     `none`; `l2` with `decay` (a number, or a gate symbol: scalar, or channel
     scaling the columns (`dk`) or rows (`dv`) of W) and `order` (`decoupled`:
     `W_t = a W_{t-1} - eta g(W_{t-1})`, or `before_gradient`:
@@ -207,6 +218,10 @@ def Miras_RetentionOp : Miras_Op<"retention", [HasParent<"MemoryModuleOp">]> {
 def Miras_OptimizerOp : Miras_Op<"optimizer", [HasParent<"MemoryModuleOp">]> {
   let summary = "The memory algorithm: how one step is taken";
   let description = [{
+    Carries a `#miras.optimizer` choice attribute: the kind's definition
+    (`dialect/lib/Miras/Choices/Optimizers.cpp`: its update, and the states it
+    carries besides the weights) and its arguments. The built-ins:
+
     `gd` with learning rate `lr`; `implicit` (Longhorn; linear memory and l2
     bias only): the exact implicit step `W_t = W_{t-1} - c (W_{t-1} k - v) k^T`
     with `c = lr / (1 + lr ||k||^2)`; `momentum` (Titans) with `lr` and

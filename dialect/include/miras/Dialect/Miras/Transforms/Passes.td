@@ -13,8 +13,14 @@ def MirasDeriveUpdate : Pass<"miras-derive-update", "::mlir::ModuleOp"> {
     `error_signal` bias), the gradient `psi k^T` of the linear memory,
     retention and optimizer folded into the state update, and the read.
 
-    Signature: states, (anchor states when chunk > 1), q, k, v, one argument
-    per gate in declaration order; results: next states, then `o`.
+    The pass names no kind: the optimizer's definition builds the update
+    (asking the retention's RetentionStep how the old state is kept), the
+    memory's the forward function, the retention's its mirror map; all reach
+    the step through one StepContext (Choices/StepContext.h).
+
+    Signature (StepSignature.h): states (the weights or their duals, then the
+    optimizer's extra states), anchor states when chunk > 1, q, k, v, one
+    argument per gate in declaration order; results: next states, then `o`.
 
     ```mlir
     // miras.optimizer "gd" {lr = @eta}, miras.retention "none", l2 bias:
