@@ -255,7 +255,8 @@ LogicalResult MemoryModuleOp::verify() {
       choices::ChoiceRegistry::get().findBias(bias.getName().str());
   choices::checkCombination({memoryKind, memoryArgs, biasKind, bias.getName().str(),
                              retention.getDefinition(), retentionArgs,
-                             optimizerKind, optimizerArgs, getChunk()},
+                             optimizerKind, optimizerArgs,
+                             static_cast<int64_t>(getChunk())},
                             reporter);
   pending.reset();
   return failure(failedRule);

@@ -35,7 +35,8 @@ StepSignature StepSignature::of(MemoryModuleOp module) {
   auto perStep = [&](RankedTensorType t) -> Type {
     if (module.getSteps() == 1)
       return t;
-    return RankedTensorType::get({module.getSteps(), t.getDimSize(0)}, f32);
+    return RankedTensorType::get(
+        {static_cast<int64_t>(module.getSteps()), t.getDimSize(0)}, f32);
   };
   sig.inputs = {{"q", vecK}, {"k", perStep(vecK)}, {"v", perStep(vecV)}};
   for (GateOp gate : module.getGates())
