@@ -190,6 +190,11 @@ llvm::Expected<CompileResult> miras::compileModule(llvm::StringRef sourceText,
     return diagnosed();
   if (options.stopAfter == Stage::Derived)
     return text(print);
+  if (options.stopAfter == Stage::Backward) {
+    if (!runStage(context, *module, buildBackwardPipeline, cl))
+      return diagnosed();
+    return text(print);
+  }
   auto memoryModule = *module->getOps<MemoryModuleOp>().begin();
   auto step = cast<func::FuncOp>(SymbolTable::lookupSymbolIn(memoryModule, "step"));
   KernelInterface &iface = result.kernel;

@@ -46,6 +46,8 @@ cl::opt<Stage> emit(
         clEnumValN(Stage::AST, "ast", "syntax tree of the .miras file"),
         clEnumValN(Stage::MLIR, "mlir", "spec-level miras dialect"),
         clEnumValN(Stage::Derived, "derived", "after deriving the update rule"),
+        clEnumValN(Stage::Backward, "backward",
+                   "+ the reverse step (adjoints of every step input)"),
         clEnumValN(Stage::Rule, "rule", "the derived update rule as math"),
         clEnumValN(Stage::Linalg, "linalg", "fused kernel in linalg on memrefs"),
         clEnumValN(Stage::GPU, "gpu", "CUDA kernels in the gpu dialect"),

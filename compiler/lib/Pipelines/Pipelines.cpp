@@ -40,6 +40,10 @@ void miras::buildDerivePipeline(OpPassManager &pm) {
   addThenTidy(pm, createMirasDeriveUpdate());
 }
 
+void miras::buildBackwardPipeline(OpPassManager &pm) {
+  addThenTidy(pm, createMirasDeriveBackward());
+}
+
 void miras::buildToLinalgPipeline(OpPassManager &pm,
                                   const ToLinalgOptions &options) {
   MirasLowerToLinalgOptions lowering;
@@ -163,6 +167,9 @@ void miras::registerMirasPipelines() {
   PassPipelineRegistration<>("miras-derive",
                              "Spec level to the derived step function",
                              buildDerivePipeline);
+  PassPipelineRegistration<>("miras-backward",
+                             "Derived step function to its reverse step",
+                             buildBackwardPipeline);
   PassPipelineRegistration<ToLinalgOptions>(
       "miras-to-linalg", "Derived step function to a fused linalg kernel",
       buildToLinalgPipeline);

@@ -40,6 +40,10 @@ MODES = {
               "kernel and the float64 reference, with float32 inputs (1e-4) and with bfloat16 "
               "q, k, v and gates (1e-2; those are bfloat16 values for the CPU run and the "
               "reference too, so the check measures the kernel, not the rounding)",
+    "step-backward": "the reverse step (mirasc --emit=backward, miras-derive-backward) "
+                     "against central finite differences of the step, both evaluated "
+                     "from the IR in float64 (check_step_backward.py); with anchors too "
+                     "where the module takes a chunk",
 }
 GPU_FORMS = {"simt": ["--mirasc-arg=--simt-on-cpu", "--mirasc-arg=--gpu-threads=40"],
              "cuda-on-cpu": ["--mirasc-arg=--cuda-on-cpu", "--mirasc-arg=--gpu-threads=40"]}
@@ -50,6 +54,8 @@ def entries():
 
 
 def applies(entry, mode):
+    if mode == "step-backward":  # every module has a reverse step
+        return entry.get("step_backward", True)
     return mode in entry.get("modes", manifest.ALL)
 
 
@@ -93,6 +99,22 @@ def _chunked(e, mode):
     return lines
 
 
+def _step_backward(e):
+    """The -D flags of the entry's sizes; a second run with anchors (chunk 3) for a
+    module that takes a chunk."""
+    size = e.get("size") or e.get("chunked", {}).get("size") or e.get("unchunked", "")
+    defines = " ".join(t for t in size.split() if t.startswith("-D"))
+    check = "%python %numeric/check_step_backward.py | FileCheck %s --implicit-check-not=FAIL"
+    runs = ["# RUN: mirasc %s %s --emit=backward --mlir-print-op-generic | %s" % (
+        e["module"], defines, check)]
+    if "chunked" in e:
+        runs.append("# RUN: mirasc %s %s --chunk=3 --emit=backward --mlir-print-op-generic "
+                    "| %s --check-prefix=ANCHORS" % (e["module"], defines, check))
+        runs.append("# ANCHORS: d{{[A-Z][0-9]*}}_anchor: max_rel_err={{.*}} OK")
+        runs.append("# ANCHORS: step_backward: {{[0-9]+}} adjoints OK")
+    return runs + ["# CHECK: step_backward: {{[0-9]+}} adjoints OK"]
+
+
 def _ptx(e):
     return ["# REQUIRES: ptxas",
             "# RUN: mirasc %s --emit=ptx -o %%t.ptx" % e["module"],
@@ -128,6 +150,8 @@ def script(mode, name):
         body = _ptx(e)
     elif mode == "device":
         body = _device(e)
+    elif mode == "step-backward":
+        body = _step_backward(e)
     else:
         raise ValueError("unknown mode '%s'" % mode)
     header = ["# Generated from test/lit/Examples/manifest.py (entry %s, mode %s): do not "

@@ -14,6 +14,8 @@
 #   ptx          --emit=ptx: both kernels, no external calls, ptxas accepts (REQUIRES: ptxas)
 #   device       on a GPU, f32 and bf16 inputs, vs the CPU kernel and the reference
 #                (REQUIRES: cuda-device)
+#   step-backward  the reverse step against finite differences of the step, from the IR
+#                (every entry unless step_backward=False; with anchors when chunked)
 #
 # Fields:
 #   name       test name; for ptx also the module name (the kernels are NAME_f32/NAME_bf16)
@@ -67,7 +69,8 @@ ENTRIES = [
          model="gated_deltanet", states=LINEAR, size="-DD=16", chunked=CHUNK8),
     # The same example at its default D = 64.
     dict(name="gated_deltanet_d64", module="%examples/gated_deltanet.miras",
-         model="gated_deltanet", states=LINEAR, size="--T 32 --H 2", modes=("reference",)),
+         model="gated_deltanet", states=LINEAR, size="--T 32 --H 2", modes=("reference",),
+         step_backward=False),
     # DeltaProduct (multistep(2)): also against the Householder-product form of
     # check_retention.py; multistep modules take no chunk, so simt / cuda-on-cpu run it
     # once with chunk 1 (mirasc's refusal of --chunk is in Pipeline/driver-chunk-errors).

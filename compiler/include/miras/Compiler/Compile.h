@@ -7,6 +7,8 @@
 //   ast      syntax tree of the .miras file
 //   mlir     spec-level miras dialect (MLIRGen)
 //   derived  + the derived step function (miras-derive)
+//   backward + its reverse step @step_backward (miras-backward); the later
+//            stages do not need it yet (no backward kernel so far)
 //   rule     the derived update rule as math
 //   linalg   fused kernel on memrefs (miras-to-linalg)
 //   gpu      CUDA kernels in the gpu dialect (miras-linalg-to-simt, miras-to-gpu)
@@ -35,7 +37,9 @@
 
 namespace miras {
 
-enum class Stage { AST, MLIR, Derived, Rule, Linalg, GPU, PTX, LLVM, Obj, Lib };
+enum class Stage {
+  AST, MLIR, Derived, Backward, Rule, Linalg, GPU, PTX, LLVM, Obj, Lib
+};
 
 /// How the kernel walks a sequence when chunk > 1 (all give the same numbers).
 enum class Algorithm {

@@ -22,6 +22,10 @@ class MemoryModuleOp;
 /// `miras-derive`: spec level -> step level (derive-update, cse, canonicalize).
 void buildDerivePipeline(mlir::OpPassManager &pm);
 
+/// `miras-backward`: adds the reverse step `@step_backward` of every derived
+/// module (miras-derive-backward, cse, canonicalize).
+void buildBackwardPipeline(mlir::OpPassManager &pm);
+
 struct ToLinalgOptions : mlir::PassPipelineOptions<ToLinalgOptions> {
   Option<std::string> algorithm{
       *this, "algorithm",

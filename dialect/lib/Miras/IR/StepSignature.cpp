@@ -69,3 +69,25 @@ void StepSignature::nameArguments(func::FuncOp step) const {
   step.setResultAttr(outputResult(), "miras.name", name("o"));
 }
 
+
+FunctionType StepSignature::backwardFunctionType(MLIRContext *ctx) const {
+  FunctionType forward = functionType(ctx);
+  SmallVector<Type> args(forward.getInputs());
+  args.append(forward.getResults().begin(), forward.getResults().end());
+  return FunctionType::get(ctx, args, forward.getInputs());
+}
+
+void StepSignature::nameBackwardArguments(func::FuncOp backward) const {
+  auto name = [&](const std::string &n) {
+    return StringAttr::get(backward.getContext(), n);
+  };
+  unsigned arg = 0;
+  for (const auto *group : {&states, &anchors, &inputs, &gates})
+    for (const Tensor &t : *group) {
+      backward.setArgAttr(arg, "miras.name", name(t.name));
+      backward.setResultAttr(arg++, "miras.name", name("d" + t.name));
+    }
+  for (const Tensor &t : states)
+    backward.setArgAttr(arg++, "miras.name", name("d" + t.name + "_next"));
+  backward.setArgAttr(arg, "miras.name", name("do"));
+}

@@ -16,6 +16,14 @@
 //
 //   kernel(pair_begin, pair_end, q, k, v, gates..., states..., o)
 //
+// and the reverse step miras-derive-backward builds (its adjoint groups):
+//
+//   step_backward(step's arguments..., dstates'..., do)
+//       -> (dstates..., danchors..., dq, dk, dv, dgates...)
+//
+//   the adjoints of the step's results (the next states, named d<state>_next,
+//   and o, named do) in; the adjoint of every step argument (d<name>) out.
+//
 //===----------------------------------------------------------------------===//
 #ifndef MIRAS_DIALECT_MIRAS_IR_STEPSIGNATURE_H
 #define MIRAS_DIALECT_MIRAS_IR_STEPSIGNATURE_H
@@ -65,6 +73,13 @@ public:
   /// (`miras.name`) as the metadata names them.
   mlir::FunctionType functionType(mlir::MLIRContext *ctx) const;
   void nameArguments(mlir::func::FuncOp step) const;
+
+  // The reverse step: the step's arguments, then one adjoint per step result.
+  unsigned resultAdjointArg(unsigned result) const { return numArgs() + result; }
+  unsigned numBackwardArgs() const { return numArgs() + numStates() + 1; }
+  /// Result `i` of the reverse step is the adjoint of step argument `i`.
+  mlir::FunctionType backwardFunctionType(mlir::MLIRContext *ctx) const;
+  void nameBackwardArguments(mlir::func::FuncOp backward) const;
 
   // The groups as values of the step function's entry block.
   mlir::ValueRange stateValues(mlir::Block &entry) const {

@@ -48,4 +48,39 @@ def MirasDeriveUpdate : Pass<"miras-derive-update", "::mlir::ModuleOp"> {
                            "::mlir::math::MathDialect"];
 }
 
+def MirasDeriveBackward : Pass<"miras-derive-backward", "::mlir::ModuleOp"> {
+  let summary = "Derives the reverse step of every derived miras.module";
+  let description = [{
+    Adds `func.func @step_backward` next to `@step`: the vector-Jacobian
+    product of the whole step, by the same reverse mode that derives the
+    update (DifferentiableOpInterface), applied once more to the derived step
+    itself. What the step already contains is differentiated again: the
+    inner gradient (so the adjoints hold Hessian-vector products of the bias
+    through the memory), mirror maps, momentum states, the steps of
+    multistep, and the anchors of SPEC section 7 (their adjoints are a
+    result of their own). The body recomputes the step's forward values,
+    then accumulates adjoints backwards.
+
+    Signature (StepSignature.h): the step's arguments, then the adjoints of
+    its results (the next states, then `o`); results: the adjoint of every
+    step argument, in the step's argument order.
+
+    ```mlir
+    // step(%W, %q, %k, %v, %eta) -> (%W', %o):
+    func.func private @step_backward(%W: tensor<4x4xf32>, %q: tensor<4xf32>,
+        %k: tensor<4xf32>, %v: tensor<4xf32>, %eta: f32,
+        %dW_next: tensor<4x4xf32>, %do: tensor<4xf32>)
+        -> (tensor<4x4xf32>, tensor<4xf32>, tensor<4xf32>, tensor<4xf32>, f32)
+    ```
+
+    Points where the step is not differentiable take the subgradient of each
+    op's rule: `sign` and comparisons have derivative 0, `abs` at 0 gives 0,
+    a `select` (`where`, Yaad's switch) sends the adjoint to the branch taken,
+    `max`/`min` to the operand selected.
+  }];
+  let dependentDialects = ["::mlir::func::FuncDialect",
+                           "::mlir::arith::ArithDialect",
+                           "::mlir::math::MathDialect"];
+}
+
 #endif
