@@ -191,6 +191,7 @@ llvm::Expected<CompileResult> miras::compileModule(llvm::StringRef sourceText,
   if (options.stopAfter == Stage::Derived)
     return text(print);
   if (options.stopAfter == Stage::Backward) {
+    // (The later stages do not build a backward kernel yet.)
     if (!runStage(context, *module, buildBackwardPipeline, cl))
       return diagnosed();
     return text(print);
@@ -199,6 +200,15 @@ llvm::Expected<CompileResult> miras::compileModule(llvm::StringRef sourceText,
   auto step = cast<func::FuncOp>(SymbolTable::lookupSymbolIn(memoryModule, "step"));
   KernelInterface &iface = result.kernel;
   iface = describe(memoryModule, step, options.sourceName);
+  if (options.stopAfter == Stage::Rule && options.backwardRule) {
+    if (!runStage(context, *module, buildBackwardPipeline, cl))
+      return diagnosed();
+    auto backward = cast<func::FuncOp>(
+        SymbolTable::lookupSymbolIn(memoryModule, "step_backward"));
+    return text([&](llvm::raw_ostream &os) {
+      os << iface.rule << "\nreverse step:\n" << printReverseRule(backward);
+    });
+  }
   if (options.stopAfter == Stage::Rule)
     return text([&](llvm::raw_ostream &os) { os << iface.rule; });
 

@@ -99,6 +99,11 @@ cl::opt<bool> cudaOnCpu(
              "block's threads run in turn between barriers: a missing barrier "
              "changes the numbers"),
     cl::cat(category));
+cl::opt<bool> backwardRule(
+    "backward",
+    cl::desc("With --emit=rule: also print the reverse step's rule (the "
+             "adjoint of every step input)"),
+    cl::cat(category));
 cl::opt<bool> keepTemps("keep-temps",
                         cl::desc("Keep the generated glue and object files"),
                         cl::cat(category));
@@ -150,6 +155,10 @@ llvm::Expected<CompileOptions> readOptions() {
                      : cudaOnCpu ? GpuCheck::CudaOnCpu
                                  : GpuCheck::None;
   options.keepTemps = keepTemps;
+  if (backwardRule && emit != Stage::Rule)
+    return llvm::createStringError("--backward goes with --emit=rule (--emit=backward "
+                                   "prints the reverse step's IR)");
+  options.backwardRule = backwardRule;
   options.passManagerCommandLine = true;
   if (emit == Stage::Obj || emit == Stage::Lib)
     options.outputPath = outputFile;

@@ -82,6 +82,8 @@ struct CompileOptions {
   /// CPU to generate code for; empty: this machine, "generic": portable.
   std::string cpu;
   GpuCheck gpuCheck = GpuCheck::None;
+  /// With stopAfter = Rule: also the reverse step's rule (the adjoints).
+  bool backwardRule = false;
   bool keepTemps = false;
   /// Where obj / lib go (default: <name>.o, lib<name>.so).
   std::string outputPath;

@@ -30,13 +30,13 @@ static std::string number(double x) {
 
 class RulePrinter {
 public:
-  explicit RulePrinter(func::FuncOp step) {
+  RulePrinter(func::FuncOp step, bool primeStates) {
     for (unsigned i = 0; i < step.getNumArguments(); ++i)
       if (auto name = step.getArgAttrOfType<StringAttr>(i, "miras.name"))
         names[step.getArgument(i)] = {name.str(), Atom};
     auto ret = cast<func::ReturnOp>(step.getBody().front().getTerminator());
     // A read after the write refers to a new state by its primed name.
-    for (unsigned i = 0; i + 1 < ret.getNumOperands(); ++i)
+    for (unsigned i = 0; primeStates && i + 1 < ret.getNumOperands(); ++i)
       if (auto name = step.getResultAttrOfType<StringAttr>(i, "miras.name"))
         primed[ret.getOperand(i)] = name.str() + "'";
   }
@@ -163,18 +163,28 @@ Rendered RulePrinter::renderOp(Value v) {
 
 } // namespace
 
-std::string miras::printUpdateRule(func::FuncOp step) {
-  RulePrinter printer(step);
-  auto ret = cast<func::ReturnOp>(step.getBody().front().getTerminator());
+/// One line per result of `func` (primed for a step's next states), then the
+/// shared subexpressions.
+static std::string printRule(func::FuncOp func, bool primeStates) {
+  RulePrinter printer(func, primeStates);
+  auto ret = cast<func::ReturnOp>(func.getBody().front().getTerminator());
   std::string lines;
   for (auto [i, value] : llvm::enumerate(ret.getOperands())) {
-    auto name = step.getResultAttrOfType<StringAttr>(i, "miras.name");
+    auto name = func.getResultAttrOfType<StringAttr>(i, "miras.name");
     std::string lhs = name ? name.str() : ("r" + std::to_string(i));
-    if (i + 1 < ret.getNumOperands())
+    if (primeStates && i + 1 < ret.getNumOperands())
       lhs += "'";
     lines += lhs + " = " + printer.render(value, /*top=*/true).text + "\n";
   }
   if (printer.definitions.empty())
     return lines;
   return lines + "where\n" + printer.definitions;
+}
+
+std::string miras::printUpdateRule(func::FuncOp step) {
+  return printRule(step, /*primeStates=*/true);
+}
+
+std::string miras::printReverseRule(func::FuncOp backward) {
+  return printRule(backward, /*primeStates=*/false);
 }

@@ -14,6 +14,10 @@ namespace miras {
 /// subexpressions are written out where used.
 std::string printUpdateRule(mlir::func::FuncOp step);
 
+/// Renders `@step_backward` the same way, one line per adjoint:
+///   dW = dW_next + do q^T - ...
+std::string printReverseRule(mlir::func::FuncOp backward);
+
 } // namespace miras
 
 #endif
