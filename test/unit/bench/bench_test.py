@@ -43,22 +43,29 @@ def run(cmd):
     return subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 
-def bench_module(args, name):
-    lib = os.path.join(args.workdir, "lib%s.so" % name)
-    src = os.path.join(args.examples, name + ".miras")
-    r = run([args.mirasc, src, "-DD=16", "-o", lib])
+def compile_and_bench(args, tag, src, lib, mirasc_args=()):
+    """The `miras bench --json` report of `src` compiled to `lib`, or None after a
+    failed check."""
+    r = run([args.mirasc, src, *mirasc_args, "-o", lib])
     if r.returncode != 0:
-        check(False, "mirasc %s failed: %s" % (name, r.stderr.strip()))
+        check(False, "mirasc %s failed: %s" % (tag, r.stderr.strip()))
         return None
     r = run([args.miras, "bench", lib, "--json", "--length", "64", "--batch", "1", "--heads",
              "2", "--repeat", "1"])
-    check(r.returncode == 0, "miras bench %s exited %d: %s" % (name, r.returncode,
-                                                               r.stderr.strip()))
+    check(r.returncode == 0, "miras bench %s exited %d: %s" % (tag, r.returncode,
+                                                              r.stderr.strip()))
     try:
-        return lib, json.loads(r.stdout)
+        return json.loads(r.stdout)
     except ValueError:
-        check(False, "miras bench %s printed no single JSON object: %r" % (name, r.stdout))
+        check(False, "miras bench %s printed no single JSON object: %r" % (tag, r.stdout))
         return None
+
+
+def bench_module(args, name):
+    lib = os.path.join(args.workdir, "lib%s.so" % name)
+    src = os.path.join(args.examples, name + ".miras")
+    report = compile_and_bench(args, name, src, lib, ["-DD=16"])
+    return None if report is None else (lib, report)
 
 
 # The reference and the baseline are picked by what a module computes, never its name.
@@ -97,20 +104,7 @@ def bench_source(args, tag, source):
     path = os.path.join(args.workdir, tag + ".miras")
     with open(path, "w") as f:
         f.write(source)
-    lib = os.path.join(args.workdir, tag, "lib.so")
-    r = run([args.mirasc, path, "-o", lib])
-    if r.returncode != 0:
-        check(False, "mirasc %s failed: %s" % (tag, r.stderr.strip()))
-        return None
-    r = run([args.miras, "bench", lib, "--json", "--length", "64", "--batch", "1", "--heads",
-             "2", "--repeat", "1"])
-    check(r.returncode == 0, "miras bench %s exited %d: %s" % (tag, r.returncode,
-                                                              r.stderr.strip()))
-    try:
-        return json.loads(r.stdout)
-    except ValueError:
-        check(False, "miras bench %s printed no single JSON object: %r" % (tag, r.stdout))
-        return None
+    return compile_and_bench(args, tag, path, os.path.join(args.workdir, tag, "lib.so"))
 
 
 def check_structure(args):
