@@ -44,6 +44,14 @@ MODES = {
                      "against central finite differences of the step, both evaluated "
                      "from the IR in float64 (check_step_backward.py); with anchors too "
                      "where the module takes a chunk",
+    "seq-backward": "the reverse step composed over a sequence (forward keeping the "
+                    "states and chunk anchors, reverse sweep with the anchors' adjoints "
+                    "added to their chunk's start state) against central finite "
+                    "differences of the float64 reference forward (check_seq_backward.py, "
+                    "grad_reference.py), plus two calls chained by the state and a "
+                    "corrupted reverse step that must fail; chunk 1, then chunk 3 over "
+                    "T = 8 where the module takes a chunk, and the rule read from the "
+                    "module (dsl) where the reference mode checks that too",
 }
 GPU_FORMS = {"simt": ["--mirasc-arg=--simt-on-cpu", "--mirasc-arg=--gpu-threads=40"],
              "cuda-on-cpu": ["--mirasc-arg=--cuda-on-cpu", "--mirasc-arg=--gpu-threads=40"]}
@@ -56,6 +64,8 @@ def entries():
 def applies(entry, mode):
     if mode == "step-backward":  # every module has a reverse step
         return entry.get("step_backward", True)
+    if mode == "seq-backward":
+        return entry.get("seq_backward", True)
     return mode in entry.get("modes", manifest.ALL)
 
 
@@ -115,6 +125,43 @@ def _step_backward(e):
     return runs + ["# CHECK: step_backward: {{[0-9]+}} adjoints OK"]
 
 
+SEQ_BACKWARD = ("%python %numeric/check_seq_backward.py --mirasc mirasc --miras miras "
+                "--T 8 --H 2 --negative-control")
+
+
+def _seq_backward(e):
+    """D = 4 (full finite differences over every coordinate stay cheap) with the entry's
+    other -D flags; a second run with chunk 3 (T = 8: two full chunks and a partial one)
+    for a module that takes a chunk, and one against the rule read from the module
+    (--model dsl) where the reference mode has such a run."""
+    size = e.get("size") or e.get("chunked", {}).get("size") or e.get("unchunked", "")
+    defines = " ".join(["-DD=4"] + [t for t in size.split()
+                                    if t.startswith("-D") and not t.startswith("-DD=")])
+    runs = [("CHECK", e["model"], "")]
+    if "chunked" in e:
+        runs.append(("CHUNK3", e["model"], " --chunk 3"))
+    if e["model"] != "dsl" and any("--model dsl" in r for r in e.get("runs", [])):
+        runs.append(("DSL", "dsl", ""))
+    lines = []
+    for prefix, model, extra in runs:
+        lines.append("# RUN: %s --module %s --model %s %s%s | FileCheck %%s "
+                     "--implicit-check-not=FAIL --check-prefix=%s" % (
+                         SEQ_BACKWARD, e["module"], model, defines, extra, prefix))
+    for prefix, _, extra in runs:
+        lines.append("# %s: forward o: max_rel_err={{.*}} OK" % prefix)
+        lines += ["# %s: d%s: max_rel_err={{.*}} OK" % (prefix, n)
+                  for n in ["q", "k", "v"] + e["states"]]
+        lines.append("# %s: split at t={{[0-9]+}} (at a chunk boundary): chained calls vs "
+                     "single call: max_rel_err={{.*}} OK" % prefix)
+        if extra:
+            lines.append("# %s: split at t={{[0-9]+}} (inside a chunk): chained calls vs "
+                         "FD of the reference as the same two calls: max_rel_err={{.*}} OK"
+                         % prefix)
+        lines.append("# %s: negative control ({{.*}}): max_rel_err={{.*}} detected" % prefix)
+        lines.append("# %s: seq_backward: {{[0-9]+}} adjoints OK" % prefix)
+    return lines
+
+
 def _ptx(e):
     return ["# REQUIRES: ptxas",
             "# RUN: mirasc %s --emit=ptx -o %%t.ptx" % e["module"],
@@ -152,6 +199,8 @@ def script(mode, name):
         body = _device(e)
     elif mode == "step-backward":
         body = _step_backward(e)
+    elif mode == "seq-backward":
+        body = _seq_backward(e)
     else:
         raise ValueError("unknown mode '%s'" % mode)
     header = ["# Generated from test/lit/Examples/manifest.py (entry %s, mode %s): do not "

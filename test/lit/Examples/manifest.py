@@ -16,6 +16,10 @@
 #                (REQUIRES: cuda-device)
 #   step-backward  the reverse step against finite differences of the step, from the IR
 #                (every entry unless step_backward=False; with anchors when chunked)
+#   seq-backward   the reverse step composed over a whole sequence (and two chained calls)
+#                against finite differences of the float64 reference, at D = 4 (every
+#                entry unless seq_backward=False; again with chunk 3 when chunked, and
+#                with --model dsl where the entry's runs have one)
 #
 # Fields:
 #   name       test name; for ptx also the module name (the kernels are NAME_f32/NAME_bf16)
@@ -68,9 +72,10 @@ ENTRIES = [
     dict(name="gated_deltanet", module="%examples/gated_deltanet.miras",
          model="gated_deltanet", states=LINEAR, size="-DD=16", chunked=CHUNK8),
     # The same example at its default D = 64.
+    # (seq-backward runs at D = 4: this entry would repeat gated_deltanet's.)
     dict(name="gated_deltanet_d64", module="%examples/gated_deltanet.miras",
          model="gated_deltanet", states=LINEAR, size="--T 32 --H 2", modes=("reference",),
-         step_backward=False),
+         step_backward=False, seq_backward=False),
     # DeltaProduct (multistep(2)): also against the Householder-product form of
     # check_retention.py; multistep modules take no chunk, so simt / cuda-on-cpu run it
     # once with chunk 1 (mirasc's refusal of --chunk is in Pipeline/driver-chunk-errors).
