@@ -57,18 +57,22 @@ def ptrs(arrays):
 
 class Module:
     """The step's argument groups read from the IR (StepSignature's order: states,
-    q, k, v, gates; no anchors with chunk 1)."""
+    anchors (chunk > 1: the weights at the chunk's start, one per weight), q, k, v,
+    gates)."""
 
-    def __init__(self, text):
+    def __init__(self, text, chunk):
         self.text = text
+        self.chunk = chunk
         self.step_args, types, self.names, self.step = ir_eval.function(text, 'step')
         self.back_args, _, _, self.back = ir_eval.function(text, 'step_backward')
         self.shapes = [ir_eval.shape_of(t) for t in types]
         self.q = self.names.index('q')
+        self.na = sum(n.endswith('_anchor') for n in self.names)
+        self.ns = self.q - self.na
         self.ranges = gate_ranges(text)
 
     def states(self):
-        return range(self.q)
+        return range(self.ns)
 
     def inputs(self):
         return range(self.q, len(self.names))
@@ -163,7 +167,7 @@ def reference_backward(m, B, T, H, inputs, states_in, d_o, d_states_out):
     step from the last token to the first."""
     d_inputs = [np.zeros(x.shape) for x in inputs]
     d_states = [np.zeros(s.shape) for s in states_in]
-    ns = m.q
+    ns, na, C = m.ns, m.na, m.chunk
     for b in range(B):
         for h in range(H):
             S = [states_in[i][b, h].astype(float) for i in range(ns)]
@@ -174,13 +178,21 @@ def reference_backward(m, B, T, H, inputs, states_in, d_o, d_states_out):
                      for inp in inputs]
                 history.append(S)
                 tokens.append(x)
-                S = ir_eval.run(m.step, dict(zip(m.step_args, S + x)))[:ns]
+                anchors = history[t - t % C][:na]
+                S = ir_eval.run(m.step, dict(zip(m.step_args, S + anchors + x)))[:ns]
             dS = [d[b, h].astype(float) for d in d_states_out]
+            d_anchors = [0.0] * na
             for t in reversed(range(T)):
                 seeds = dS + [d_o[b, t, h].astype(float)]
-                adj = ir_eval.run(m.back, dict(zip(m.back_args, history[t] + tokens[t] + seeds)))
+                anchors = history[t - t % C][:na]
+                adj = ir_eval.run(m.back, dict(zip(m.back_args,
+                                                   history[t] + anchors + tokens[t] + seeds)))
                 dS = list(adj[:ns])
-                for i, a in enumerate(adj[ns:]):
+                d_anchors = [a + d for a, d in zip(d_anchors, adj[ns:ns + na])]
+                if t % C == 0:  # the anchor is the state before this token
+                    dS = [d + d_anchors[i] if i < na else d for i, d in enumerate(dS)]
+                    d_anchors = [0.0] * na
+                for i, a in enumerate(adj[ns + na:]):
                     d_inputs[i][b, t, h] = a
             for i in range(ns):
                 d_states[i][b, h] = dS[i]
@@ -200,6 +212,8 @@ def main():
     parser.add_argument('--T', type=int, default=7)
     parser.add_argument('--H', type=int, default=2)
     parser.add_argument('--segment', type=int, default=3)
+    parser.add_argument('--chunk', type=int, default=None,
+                        help="mirasc --chunk (default: the module's)")
     parser.add_argument('--seed', type=int, default=0)
     parser.add_argument('--tol', type=float, default=1e-3,
                         help='float32 kernel vs float64 sweep, relative to the largest entry')
@@ -211,16 +225,22 @@ def main():
                         help='also the entry tables and the answers to bad arguments')
     args = parser.parse_args()
     defines = ['-D' + d for d in args.defines]
+    if args.chunk:
+        defines.append('--chunk=%d' % args.chunk)
     work = args.workdir or tempfile.mkdtemp(prefix='miras-bwd-')
     os.makedirs(work, exist_ok=True)
 
     text = subprocess.run([args.mirasc, args.module] + defines +
                           ['--emit=backward', '--mlir-print-op-generic'],
                           check=True, capture_output=True, text=True).stdout
-    m = Module(text)
+    chunk = int(next(l for l in text.splitlines() if '"miras.module"' in l)
+                .split('chunk = ')[1].split(' ')[0])
+    m = Module(text, chunk)
     name = next(l for l in text.splitlines() if '"miras.module"' in l)
     name = name.split('sym_name = "')[1].split('"')[0]
     libs = []
+    # mirasc rounds the segment up to a multiple of the chunk.
+    effective = [-(-segment // chunk) * chunk for segment in (args.segment, args.T + 1)]
     for segment in (args.segment, args.T + 1):
         path = os.path.join(work, 'lib%s_s%d.so' % (name, segment))
         subprocess.run([args.mirasc, args.module] + defines +
@@ -254,8 +274,8 @@ def main():
         print('d%s %s: max_rel_err=%.2e %s' % (n, what, err, 'OK' if ok else 'FAIL'))
 
     for n, a, b, c in zip(names, got[0], got[1], want):
-        report('vs float64 sweep (S=%d)' % args.segment, n, rel(a, c), args.tol)
-        report('S=%d vs S=%d' % (args.segment, T + 1), n, rel(a, b), 1e-5)
+        report('vs float64 sweep (S=%d)' % effective[0], n, rel(a, c), args.tol)
+        report('S=%d vs S=%d' % tuple(effective), n, rel(a, b), 1e-5)
 
     # Finite differences of the compiled forward, one random direction per tensor.
     def loss(ins, sts):

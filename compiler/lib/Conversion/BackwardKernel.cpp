@@ -47,7 +47,8 @@ void KernelLowering::beginBody(func::FuncOp function) {
 
 LogicalResult KernelLowering::lowerStateStep(OpBuilder &b, Location loc,
                                              Block *entry, Value bi, Value ti,
-                                             Value hi, ArrayRef<Value> slices) {
+                                             Value hi, ArrayRef<Value> slices,
+                                             ArrayRef<Value> anchors) {
   Block &body = step.getBody().front();
   auto ret = cast<func::ReturnOp>(body.getTerminator());
   StepSignature signature = StepSignature::of(module);
@@ -56,6 +57,9 @@ LogicalResult KernelLowering::lowerStateStep(OpBuilder &b, Location loc,
     states.push_back({old, ret.getOperand(signature.stateResult(i)), slice});
     lowered[old] = {Lowered::Kind::Buffer, slice};
   }
+  for (auto [i, anchor] : llvm::enumerate(anchors))
+    lowered[body.getArgument(signature.anchorArg(i))] = {Lowered::Kind::Buffer,
+                                                         anchor};
   bindToken(b, loc, entry, bi, ti, hi, signature.queryArg());
   // Only the ops the new states depend on: the sweep never reads o.
   llvm::SmallPtrSet<Operation *, 32> needed;
@@ -75,14 +79,14 @@ LogicalResult KernelLowering::runBackward(func::FuncOp backward,
                                           int64_t segment) {
   Location loc = module.getLoc();
   StepSignature signature = StepSignature::of(module);
-  if (signature.numAnchors() > 0)
-    return module.emitError("the backward kernel does not cover chunk ")
-           << module.getChunk()
-           << " yet: its steps read the chunk's anchor (build with --chunk=1)";
-  if (segment < 1)
-    return module.emitError("the backward segment must be at least 1 token, "
-                            "got ")
-           << segment;
+  int64_t chunk = module.getChunk();
+  // Segments start at chunk starts, so a chunk's anchor is one of its
+  // segment's recomputed states.
+  if (segment < 1 || segment % chunk != 0)
+    return module.emitError("the backward segment must be a positive multiple "
+                            "of the chunk (")
+           << chunk << "), got " << segment;
+  unsigned numAnchors = signature.numAnchors();
   BackwardKernelLayout layout = BackwardKernelLayout::of(signature);
   func::FuncOp forward = step;
   Block &forwardBody = forward.getBody().front();
@@ -133,6 +137,15 @@ LogicalResult KernelLowering::runBackward(func::FuncOp backward,
   Value c0 = arith::ConstantIndexOp::create(b, loc, 0);
   Value c1 = arith::ConstantIndexOp::create(b, loc, 1);
   Value segmentSize = arith::ConstantIndexOp::create(b, loc, segment);
+  Value chunkSize = arith::ConstantIndexOp::create(b, loc, chunk);
+  auto stateType = [&](unsigned i) {
+    return RankedTensorType::get(stateShapes[i], Float32Type::get(ctx));
+  };
+  // Whether token (or slot) `t` starts a chunk.
+  auto startsChunk = [&](OpBuilder &ob, Value t) {
+    Value offset = arith::RemUIOp::create(ob, loc, t, chunkSize);
+    return arith::CmpIOp::create(ob, loc, arith::CmpIPredicate::eq, offset, c0);
+  };
   OpBuilder eb(ctx);
   eb.setInsertionPoint(c0.getDefiningOp());
   entryBuilder = &eb;
@@ -162,7 +175,11 @@ LogicalResult KernelLowering::runBackward(func::FuncOp backward,
   };
 
   // (a) The state before every segment, from checkpoint 0 (the initial state)
-  // on, run in segment slot 0.
+  // on, run in segment slot 0 (with the anchors copied at each chunk start,
+  // as the forward kernel does).
+  SmallVector<Value> forwardAnchors;
+  for (unsigned i = 0; i < numAnchors; ++i)
+    forwardAnchors.push_back(heapScratch(stateType(i)));
   SmallVector<Value> running;
   for (unsigned i = 0; i < numStates; ++i)
     running.push_back(segmentState(b, i, c0));
@@ -176,9 +193,16 @@ LogicalResult KernelLowering::runBackward(func::FuncOp backward,
     Value start = arith::SubIOp::create(cb, loc, end, segmentSize);
     auto tLoop = scf::ForOp::create(cb, loc, start, end, c1);
     OpBuilder tb = OpBuilder::atBlockBegin(tLoop.getBody());
+    if (numAnchors) {
+      auto ifOp = scf::IfOp::create(tb, loc, startsChunk(tb, tLoop.getInductionVar()),
+                                    /*withElseRegion=*/false);
+      OpBuilder ib = ifOp.getThenBodyBuilder();
+      for (unsigned i = 0; i < numAnchors; ++i)
+        memref::CopyOp::create(ib, loc, running[i], forwardAnchors[i]);
+    }
     beginBody(forward);
     if (failed(lowerStateStep(tb, loc, entry, bi, tLoop.getInductionVar(), hi,
-                              running)))
+                              running, forwardAnchors)))
       return failure();
     cb.setInsertionPointAfter(tLoop);
     copyStates(cb, [&](unsigned i) { return running[i]; },
@@ -190,6 +214,33 @@ LogicalResult KernelLowering::runBackward(func::FuncOp backward,
   for (unsigned i = 0; i < numStates; ++i)
     adjoints.push_back(
         slice(b, loc, arg(layout.stateAdjoint(i)), {bi, hi}, stateShapes[i]));
+  // The anchors' adjoints, summed over the tokens of the current chunk and
+  // added to the running state adjoint at the chunk's start: the anchor is the
+  // state before that token.
+  Value zero = arith::ConstantOp::create(b, loc, b.getF32FloatAttr(0.0));
+  SmallVector<Value> anchorSums, anchorStep;
+  for (unsigned i = 0; i < numAnchors; ++i) {
+    anchorSums.push_back(heapScratch(stateType(i)));
+    anchorStep.push_back(heapScratch(stateType(i)));
+    linalg::FillOp::create(b, loc, ValueRange{zero}, ValueRange{anchorSums[i]});
+  }
+  // dest += src, element-wise.
+  auto accumulate = [&](OpBuilder &ob, Value src, Value dest) {
+    unsigned rank = cast<MemRefType>(dest.getType()).getRank();
+    AffineMap identity = AffineMap::getMultiDimIdentityMap(rank, ctx);
+    linalg::GenericOp::create(
+        ob, loc, ValueRange{src}, ValueRange{dest},
+        ArrayRef<AffineMap>{identity, identity}, parallel(rank),
+        [&](OpBuilder &nb, Location nloc, ValueRange args) {
+          linalg::YieldOp::create(
+              nb, nloc, Value(arith::AddFOp::create(nb, nloc, args[1], args[0])));
+        });
+  };
+  // The slot holding the anchor of slot `j`: its chunk's first.
+  auto anchorSlot = [&](OpBuilder &ob, Value j) {
+    return arith::SubIOp::create(ob, loc, j,
+                                 arith::RemUIOp::create(ob, loc, j, chunkSize));
+  };
   auto rLoop = scf::ForOp::create(b, loc, c0, segments, c1);
   OpBuilder rb = OpBuilder::atBlockBegin(rLoop.getBody());
   Value last = arith::SubIOp::create(rb, loc, segments, c1);
@@ -211,8 +262,12 @@ LogicalResult KernelLowering::runBackward(func::FuncOp backward,
       memref::CopyOp::create(jb, loc, segmentState(jb, i, previous), slot[i]);
     }
     Value ti = arith::AddIOp::create(jb, loc, start, previous);
+    SmallVector<Value> anchors;
+    Value first = anchorSlot(jb, previous);
+    for (unsigned i = 0; i < numAnchors; ++i)
+      anchors.push_back(segmentState(jb, i, first));
     beginBody(forward);
-    if (failed(lowerStateStep(jb, loc, entry, bi, ti, hi, slot)))
+    if (failed(lowerStateStep(jb, loc, entry, bi, ti, hi, slot, anchors)))
       return failure();
   }
   auto backLoop = scf::ForOp::create(rb, loc, c0, count, c1);
@@ -227,6 +282,12 @@ LogicalResult KernelLowering::runBackward(func::FuncOp backward,
   for (unsigned i = 0; i < numStates; ++i)
     lowered[body.getArgument(signature.stateArg(i))] = {
         Lowered::Kind::Buffer, segmentState(bb, i, j)};
+  Value firstOfChunk = anchorSlot(bb, j);
+  for (unsigned i = 0; i < numAnchors; ++i) {
+    lowered[body.getArgument(signature.anchorArg(i))] = {
+        Lowered::Kind::Buffer, segmentState(bb, i, firstOfChunk)};
+    extraOutputs.push_back({ret.getOperand(signature.anchorArg(i)), anchorStep[i]});
+  }
   bindToken(bb, loc, entry, bi, ti, hi, signature.queryArg());
   // The new state adjoints go to scratch buffers and are copied over the
   // running ones after the step: the reverse step may read an old adjoint
@@ -264,6 +325,17 @@ LogicalResult KernelLowering::runBackward(func::FuncOp backward,
       return failure();
   for (unsigned i = 0; i < numStates; ++i)
     memref::CopyOp::create(bb, loc, newAdjoints[i], adjoints[i]);
+  if (numAnchors) {
+    for (unsigned i = 0; i < numAnchors; ++i)
+      accumulate(bb, anchorStep[i], anchorSums[i]);
+    auto ifOp = scf::IfOp::create(bb, loc, startsChunk(bb, ti),
+                                  /*withElseRegion=*/false);
+    OpBuilder ib = ifOp.getThenBodyBuilder();
+    for (unsigned i = 0; i < numAnchors; ++i) {
+      accumulate(ib, anchorSums[i], adjoints[i]);
+      linalg::FillOp::create(ib, loc, ValueRange{zero}, ValueRange{anchorSums[i]});
+    }
+  }
 
   b.setInsertionPointAfter(pairLoop);
   for (Value buffer : heapBuffers)

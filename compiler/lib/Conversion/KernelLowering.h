@@ -199,10 +199,10 @@ private:
   // into one kernel: each starts from a clean slate.
   void beginBody(func::FuncOp function);
   /// One forward step of token `ti` on the states held in `slices`, updated
-  /// in place; o is not computed.
+  /// in place, reading the chunk's anchors from `anchors`; o is not computed.
   LogicalResult lowerStateStep(OpBuilder &b, Location loc, Block *entry,
                                Value bi, Value ti, Value hi,
-                               ArrayRef<Value> slices);
+                               ArrayRef<Value> slices, ArrayRef<Value> anchors);
 
   /// Per-token shape of a gate: [], [dim] or [steps].
   SmallVector<int64_t> gateShape(GateOp gate) {

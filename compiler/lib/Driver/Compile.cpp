@@ -228,8 +228,10 @@ llvm::Expected<CompileResult> miras::compileModule(llvm::StringRef sourceText,
   if (options.backward) {
     if (!runStage(context, *module, buildBackwardPipeline, cl))
       return diagnosed();
-    toLinalg.backwardSegment = options.backwardSegment;
-    iface.backwardSegment = options.backwardSegment;
+    // Segments start at chunk starts: S rounded up to a multiple of the chunk.
+    int64_t chunk = memoryModule.getChunk();
+    iface.backwardSegment = (options.backwardSegment + chunk - 1) / chunk * chunk;
+    toLinalg.backwardSegment = iface.backwardSegment;
   }
   FailureOr<std::string> built = plannedAlgorithm(memoryModule, toLinalg.algorithm);
   if (failed(built))

@@ -102,13 +102,14 @@ cl::opt<bool> cudaOnCpu(
 cl::opt<bool> backwardFlag(
     "backward",
     cl::desc("Also build the backward kernel and <name>_backward, the adjoints "
-             "of a whole sequence (CPU; chunk 1); with --emit=rule: print the "
+             "of a whole sequence (CPU); with --emit=rule: print the "
              "reverse step's rule (the adjoint of every step input)"),
     cl::cat(category));
 cl::opt<int64_t> backwardSegment(
     "backward-segment",
     cl::desc("With --backward: tokens the backward kernel recomputes at a time "
-             "(memory: ceil(T/S) + S states per batch and head)"),
+             "(memory: ceil(T/S) + S states per batch and head; rounded up to a "
+             "multiple of the chunk)"),
     cl::init(64), cl::cat(category));
 cl::opt<bool> keepTemps("keep-temps",
                         cl::desc("Keep the generated glue and object files"),

@@ -186,8 +186,9 @@ typedef struct miras_forward_args {
  * [B, T, H, Dv]; d_state_out[i] is the adjoint of the final state i (NULL array or
  * entry: zero). Outputs, each shaped like its input: d_q, d_k, d_v, d_gates[i] and
  * d_state_in[i] (the adjoint of the initial state; it may equal d_state_out[i]). The
- * outputs must not overlap the inputs otherwise. Chunk 1 only (a library with chunk > 1
- * is built without it).
+ * outputs must not overlap the inputs otherwise. With chunk > 1 these are the adjoints
+ * of the sequential algorithm with anchors (SPEC section 7), whose numbers the chunked
+ * forms give too.
  */
 typedef struct miras_backward_args {
   int64_t batch;  /* B */

@@ -90,9 +90,15 @@ def MirasLowerBackwardKernel
     the state before every segment of `segment` = S tokens, then walks the
     segments from the last: restores the segment's checkpoint, recomputes its
     states into the workspace and applies the reverse step token by token
-    backwards, the state adjoints updated in place. Each body is lowered with
-    the forward kernel's op lowering; a recomputing step skips what only `o`
-    needs. Chunk > 1 (steps reading an anchor) is refused with an error.
+    backwards, the new state adjoints written to scratch and copied over the
+    running ones. Each body is lowered with the forward kernel's op lowering; a
+    recomputing step skips what only `o` needs.
+
+    With chunk C > 1 this is the reverse of the sequential algorithm with
+    anchors (SPEC section 7; the chunked forms give its numbers): `segment`
+    must be a multiple of C, so a chunk's anchor is one of its segment's
+    recomputed states; the anchors' adjoints are summed over the chunk and
+    added to the running state adjoint at the chunk's first token.
 
     ```mlir
     func.func @deltanet_backward_kernel(%begin: index, %end: index,
@@ -122,8 +128,8 @@ def MirasLowerBackwardKernel
   }];
   let options = [
     Option<"segment", "segment", "int64_t", /*default=*/"64",
-           "Tokens per recomputed segment S: memory ceil(T/S) + S states per "
-           "pair">
+           "Tokens per recomputed segment S (a multiple of the chunk): "
+           "memory ceil(T/S) + S states per pair">
   ];
   let dependentDialects = ["::mlir::linalg::LinalgDialect",
                            "::mlir::memref::MemRefDialect",
