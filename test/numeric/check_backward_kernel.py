@@ -221,6 +221,8 @@ def main():
     parser.add_argument("--fd-h", type=float, default=4e-3,
                         help="finite-difference step, relative to each tensor")
     parser.add_argument('--workdir', default=None)
+    parser.add_argument('--miras', default=None,
+                        help="also run `miras grad` (1 and 3 threads) on the same tensors")
     parser.add_argument('--glue-checks', action='store_true',
                         help='also the entry tables and the answers to bad arguments')
     args = parser.parse_args()
@@ -305,6 +307,41 @@ def main():
         # otherwise compare two small numbers made of float32 noise.
         scale = max(abs(fd), abs(an), float(np.linalg.norm(adjoint)), 1e-6)
         report('vs finite differences', n, abs(fd - an) / scale, args.fd_tol)
+    if args.miras:
+        # The runtime's named interface and the CLI: .npy files in, d<name>.npy out.
+        dirs = {d: os.path.join(work, d) for d in ('inputs', 'adjoints')}
+        for d in dirs.values():
+            os.makedirs(d, exist_ok=True)
+        for n, x in zip([m.names[i] for i in m.inputs()], inputs):
+            np.save(os.path.join(dirs['inputs'], n + '.npy'), x)
+        for i, x in zip(m.states(), states_in):
+            np.save(os.path.join(dirs['inputs'], m.names[i] + '.npy'), x)
+        np.save(os.path.join(dirs['adjoints'], 'o.npy'), d_o)
+        for i, x in zip(m.states(), d_states_out):
+            np.save(os.path.join(dirs['adjoints'], m.names[i] + '.npy'), x)
+        for threads in (1, 3):
+            out = os.path.join(work, 'grad%d' % threads)
+            subprocess.run([args.miras, 'grad', os.path.join(work, 'lib%s_s%d.so' % (
+                name, args.segment)), '--inputs', dirs['inputs'], '--adjoints',
+                dirs['adjoints'], '--outputs', out, '--threads', str(threads)], check=True,
+                stdout=subprocess.DEVNULL)
+            for n, a in zip(names, got[0]):
+                b = np.load(os.path.join(out, 'd' + n + '.npy'))
+                report('miras grad --threads %d vs %s_backward' % (threads, name), n,
+                       rel(b, a), 1e-6)
+
+        # A wrongly shaped adjoint is named in the runtime's error.
+        bad = os.path.join(work, 'bad_adjoints')
+        os.makedirs(bad, exist_ok=True)
+        np.save(os.path.join(bad, 'o.npy'), d_o[:, :-1])
+        run = subprocess.run([args.miras, 'grad', os.path.join(work, 'lib%s_s%d.so' % (
+            name, args.segment)), '--inputs', dirs['inputs'], '--adjoints', bad,
+            '--outputs', os.path.join(work, 'bad_out')], capture_output=True, text=True)
+        ok = run.returncode != 0 and "adjoint tensor 'o': expected shape" in run.stderr
+        failed += not ok
+        print('miras grad: wrongly shaped o.npy refused %s' % ('OK' if ok else 'FAIL: ' +
+                                                               run.stderr.strip()))
+
     if args.glue_checks:
         path = os.path.join(work, 'lib%s_forward_only.so' % name)
         subprocess.run([args.mirasc, args.module] + defines + ['-o', path], check=True)

@@ -28,7 +28,7 @@ extern "C" {
  * mismatch as MIRAS_ERR_ABI_VERSION with both numbers, before touching anything else):
  *   6  the backward pass: miras_module_metadata ends with backward_segment,
  *      miras_module_entry with backward and backward_range (miras_backward_args), and
- *      the status MIRAS_ERR_ALLOC: libraries built for 5 must be recompiled.
+ *      the statuses MIRAS_ERR_ALLOC and MIRAS_ERR_UNSUPPORTED: libraries built for 5 must be recompiled.
  *   5  miras_gate_info carries the gate's declared range (has_range, range_lo, range_hi,
  *      range_lo_closed, range_hi_closed): libraries built for 4 must be recompiled.
  *   4  the CUDA table (miras_cuda_binary). */
@@ -45,7 +45,9 @@ typedef enum miras_status {
   MIRAS_ERR_IO = 6,             /* a file could not be read or written */
   MIRAS_ERR_DEVICE = 7,         /* the requested device is not available */
   MIRAS_ERR_INVALID_ARGUMENT = 8, /* any other invalid argument */
-  MIRAS_ERR_ALLOC = 9            /* a workspace could not be allocated (ABI 6) */
+  MIRAS_ERR_ALLOC = 9,           /* a workspace could not be allocated (ABI 6) */
+  MIRAS_ERR_UNSUPPORTED = 10     /* the library lacks the entry point (e.g. built
+                                    without --backward; ABI 6) */
 } miras_status;
 
 /* Kind of a gate (per-token input computed by the host model). */
