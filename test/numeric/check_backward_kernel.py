@@ -160,6 +160,17 @@ def check_glue(report_status, lib, plain, B, T, H, inputs, states_in, d_o, d_sta
     report_status('range past B * H -> MIRAS_ERR_INVALID_ARGUMENT',
                   call(begin=0, end=B * H + 1) == 8)
     report_status('empty range -> MIRAS_OK', call(begin=1, end=1) == 0)
+    # d_state_in in the place of state_in, and of d_state_out (miras_abi.h).
+    want = lib.backward(B, T, H, inputs, states_in, d_o, d_states_out)
+    if states_in:
+        in_place = [s.copy() for s in states_in]
+        call({'state_in': ptrs(in_place), 'd_state_in': ptrs(in_place)})
+        report_status('d_state_in == state_in gives the same adjoints',
+                      all(np.array_equal(a, b) for a, b in zip(in_place, want[1])))
+        in_place = [s.copy() for s in d_states_out]
+        call({'d_state_out': ptrs(in_place), 'd_state_in': ptrs(in_place)})
+        report_status('d_state_in == d_state_out gives the same adjoints',
+                      all(np.array_equal(a, b) for a, b in zip(in_place, want[1])))
 
 
 def reference_backward(m, B, T, H, inputs, states_in, d_o, d_states_out):

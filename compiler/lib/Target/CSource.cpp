@@ -650,18 +650,11 @@ static void emitBackward(raw_ostream &os, const KernelInterface &iface,
     os << "  if (failed) {\n    for (int i = 0; i < " << 2 * numStates
        << "; ++i) free(work[i]);\n    return MIRAS_ERR_ALLOC;\n  }\n";
   }
+  // Checkpoint 0 of each pair: its initial state, read before any d_state_in is
+  // written, so that a d_state_in may take the place of its state_in.
   for (size_t i = 0; i < numStates; ++i) {
     std::string idx = std::to_string(i);
     os << "  {\n    const size_t per_pair = (size_t)(n_s" << idx << " / pairs);\n"
-       // The running adjoint starts as the final state's, in d_state_in.
-       << "    const float *src = args->d_state_out ? args->d_state_out[" << idx
-       << "] : NULL;\n    float *dst = args->d_state_in[" << idx
-       << "] + (size_t)begin * per_pair;\n"
-       << "    size_t bytes = (size_t)P * per_pair * sizeof(float);\n"
-       << "    if (src == NULL) memset(dst, 0, bytes);\n"
-       << "    else if (src + (size_t)begin * per_pair != dst) "
-          "memmove(dst, src + (size_t)begin * per_pair, bytes);\n"
-       // Checkpoint 0 of each pair: its initial state.
        << "    const float *init = args->state_in ? args->state_in[" << idx
        << "] : NULL;\n"
        << "    for (int64_t p = 0; p < P; ++p) {\n"
@@ -673,6 +666,19 @@ static void emitBackward(raw_ostream &os, const KernelInterface &iface,
        << 2 * i << "];\n"
        << "    m_w" << idx << ".allocated = m_w" << idx << ".aligned = work["
        << 2 * i + 1 << "];\n  }\n";
+  }
+  // The running adjoint starts as the final state's, in d_state_in (memmove: they may
+  // be the same buffer).
+  for (size_t i = 0; i < numStates; ++i) {
+    std::string idx = std::to_string(i);
+    os << "  {\n    const size_t per_pair = (size_t)(n_s" << idx << " / pairs);\n"
+       << "    const float *src = args->d_state_out ? args->d_state_out[" << idx
+       << "] : NULL;\n    float *dst = args->d_state_in[" << idx
+       << "] + (size_t)begin * per_pair;\n"
+       << "    size_t bytes = (size_t)P * per_pair * sizeof(float);\n"
+       << "    if (src == NULL) memset(dst, 0, bytes);\n"
+       << "    else if (src + (size_t)begin * per_pair != dst) "
+          "memmove(dst, src + (size_t)begin * per_pair, bytes);\n  }\n";
   }
   os << "  _mlir_ciface_" << n << "_backward_kernel(begin, end, &m_q, &m_k, &m_v";
   for (size_t i = 0; i < l.gates.size(); ++i)

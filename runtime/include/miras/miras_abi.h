@@ -187,8 +187,8 @@ typedef struct miras_forward_args {
  * miras_forward_args; a NULL state_in, or entry, is a zero initial state). d_o is
  * [B, T, H, Dv]; d_state_out[i] is the adjoint of the final state i (NULL array or
  * entry: zero). Outputs, each shaped like its input: d_q, d_k, d_v, d_gates[i] and
- * d_state_in[i] (the adjoint of the initial state; it may equal d_state_out[i]). The
- * outputs must not overlap the inputs otherwise. With chunk > 1 these are the adjoints
+ * d_state_in[i] (the adjoint of the initial state; it may equal d_state_out[i] or
+ * state_in[i]). The outputs must not overlap the inputs otherwise. With chunk > 1 these are the adjoints
  * of the sequential algorithm with anchors (SPEC section 7), whose numbers the chunked
  * forms give too.
  */
