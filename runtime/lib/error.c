@@ -28,6 +28,8 @@ const char *miras_status_string(miras_status status) {
   case MIRAS_ERR_IO: return "I/O error";
   case MIRAS_ERR_DEVICE: return "device not available";
   case MIRAS_ERR_INVALID_ARGUMENT: return "invalid argument";
+  case MIRAS_ERR_ALLOC: return "out of memory";
+  case MIRAS_ERR_UNSUPPORTED: return "unsupported";
   }
   return "unknown status";
 }

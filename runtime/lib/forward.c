@@ -29,9 +29,10 @@ static const char *slot_name(const miras_module_metadata *m, int is_output, int3
   return i < m->num_gates ? m->gates[i].name : m->states[i - m->num_gates].name;
 }
 
-/* Initial states are the only optional tensors (absent means zeros). */
-static int slot_required(const miras_module_metadata *m, int is_output, int32_t i) {
-  return is_output || i < NUM_FIXED_INPUTS + m->num_gates;
+/* Whether slot i holds a state (an initial one in the input list, a final one in the
+ * output list). */
+static int slot_is_state(const miras_module_metadata *m, int is_output, int32_t i) {
+  return is_output ? i >= 1 : i >= NUM_FIXED_INPUTS + m->num_gates;
 }
 
 static int32_t find_slot(const miras_module_metadata *m, int is_output, const char *name) {
@@ -146,11 +147,14 @@ static miras_status check_dtype(const miras_module_metadata *m, const miras_tens
 }
 
 /* Validates one list (inputs or outputs) and stores each data pointer in its slot. */
+/* The lists of the slots: the forward's inputs (q, k, v, gates, states) or its outputs
+ * (o, states), under the caller's role name; with optional_states a state may be absent
+ * (zeros). */
 static miras_status bind_tensors(const miras_library *lib, const miras_tensor *ts, int32_t n,
-                                 int is_output, const int64_t bth[3], int32_t device,
+                                 int is_output, const char *role, int optional_states,
+                                 const int64_t bth[3], int32_t device,
                                  int32_t *input_dtype, void **slots) {
   const miras_module_metadata *m = lib->meta;
-  const char *role = is_output ? "output" : "input";
   const char *first_input = NULL;
   for (int32_t i = 0; i < n; ++i) {
     const miras_tensor *t = &ts[i];
@@ -173,7 +177,7 @@ static miras_status bind_tensors(const miras_library *lib, const miras_tensor *t
     slots[slot] = t->data;
   }
   for (int32_t i = 0; i < slot_count(m, is_output); ++i)
-    if (slots[i] == NULL && slot_required(m, is_output, i))
+    if (slots[i] == NULL && !(optional_states && slot_is_state(m, is_output, i)))
       return miras_fail(MIRAS_ERR_INVALID_ARGUMENT, "missing %s tensor '%s'", role,
                         slot_name(m, is_output, i));
   return MIRAS_OK;
@@ -193,10 +197,12 @@ static miras_status check_list(const miras_tensor *ts, int32_t n, const char *ro
   return MIRAS_OK;
 }
 
-/* One contiguous block of (batch, head) pairs per task. */
+/* One contiguous block of (batch, head) pairs per task, of the forward (args) or the
+ * backward (backward_args). */
 typedef struct range_job {
   const miras_module_entry *entry;
   const miras_forward_args *args;
+  const miras_backward_args *backward_args;
   int64_t pairs;
   int32_t parts;
   int32_t *status; /* one per part */
@@ -206,14 +212,24 @@ static void run_range(void *context, int32_t part) {
   const range_job *job = context;
   int64_t begin = job->pairs * part / job->parts;
   int64_t end = job->pairs * (part + 1) / job->parts;
-  job->status[part] = job->entry->forward_range(job->args, begin, end);
+  job->status[part] = job->backward_args
+                          ? job->entry->backward_range(job->backward_args, begin, end)
+                          : job->entry->forward_range(job->args, begin, end);
 }
 
-/* Splits the B * H pairs over the library's threads. */
-static int32_t run_parallel(miras_library *lib, const miras_forward_args *args) {
-  int64_t pairs = miras_mul_checked(args->batch, args->heads); /* -1 on overflow */
+static int32_t run_whole(const miras_library *lib, const miras_forward_args *args,
+                         const miras_backward_args *backward_args) {
+  return backward_args ? lib->entry->backward(backward_args) : lib->entry->forward(args);
+}
+
+/* Splits the B * H pairs over the library's threads: the forward of args, or the
+ * backward of backward_args when it is not NULL. */
+static int32_t run_parallel(miras_library *lib, const miras_forward_args *args,
+                            const miras_backward_args *backward_args) {
+  int64_t pairs = backward_args ? miras_mul_checked(backward_args->batch, backward_args->heads)
+                                : miras_mul_checked(args->batch, args->heads); /* -1: overflow */
   if (lib->num_threads <= 1 || pairs <= 1)
-    return lib->entry->forward(args); /* which reports an overflow itself */
+    return run_whole(lib, args, backward_args); /* which reports an overflow itself */
   int32_t parts = pairs < lib->num_threads ? (int32_t)pairs : lib->num_threads;
   pthread_mutex_lock(&lib->pool_lock);
   if (lib->pool == NULL)
@@ -223,9 +239,9 @@ static int32_t run_parallel(miras_library *lib, const miras_forward_args *args) 
   int32_t *status = calloc((size_t)parts, sizeof *status);
   if (pool == NULL || status == NULL) {
     free(status);
-    return lib->entry->forward(args); /* out of memory for threads: run on this one */
+    return run_whole(lib, args, backward_args); /* out of memory for threads: this one */
   }
-  range_job job = {lib->entry, args, pairs, parts, status};
+  range_job job = {lib->entry, args, backward_args, pairs, parts, status};
   miras_pool_run(pool, parts, run_range, &job);
   int32_t rc = MIRAS_OK;
   for (int32_t i = 0; i < parts && rc == MIRAS_OK; ++i)
@@ -235,15 +251,21 @@ static int32_t run_parallel(miras_library *lib, const miras_forward_args *args) 
 }
 
 /* Calls the module; a failing module cannot set our message, so we do. */
-static miras_status call_module(miras_library *lib, const miras_forward_args *args) {
-  int32_t rc = run_parallel(lib, args);
+static miras_status call_module_pass(miras_library *lib, const miras_forward_args *args,
+                                     const miras_backward_args *backward_args) {
+  int32_t rc = run_parallel(lib, args, backward_args);
   if (rc == MIRAS_OK)
     return MIRAS_OK;
-  miras_status st = rc >= MIRAS_ERR_NULL_POINTER && rc <= MIRAS_ERR_INVALID_ARGUMENT
+  miras_status st = rc >= MIRAS_ERR_NULL_POINTER && rc <= MIRAS_ERR_ALLOC
                         ? (miras_status)rc
                         : MIRAS_ERR_INVALID_ARGUMENT;
-  return miras_fail(st, "module '%s' forward failed with status %d (%s)", lib->meta->name,
-                    (int)rc, miras_status_string((miras_status)rc));
+  return miras_fail(st, "module '%s' %s failed with status %d (%s)", lib->meta->name,
+                    backward_args ? "backward" : "forward", (int)rc,
+                    miras_status_string((miras_status)rc));
+}
+
+static miras_status call_module(miras_library *lib, const miras_forward_args *args) {
+  return call_module_pass(lib, args, NULL);
 }
 
 /* A module built with --target=cuda alone has no CPU entry points. */
@@ -293,9 +315,10 @@ static miras_status bind_forward(const miras_library *lib, int32_t device,
     return miras_fail(MIRAS_ERR_INVALID_ARGUMENT, "forward: out of memory");
   *slots = all;
   void **in = all, **out = all + n_in;
-  st = bind_tensors(lib, inputs, num_inputs, 0, bth, device, input_dtype, in);
+  st = bind_tensors(lib, inputs, num_inputs, 0, "input", 1, bth, device, input_dtype, in);
   if (st == MIRAS_OK)
-    st = bind_tensors(lib, outputs, num_outputs, 1, bth, device, input_dtype, out);
+    st = bind_tensors(lib, outputs, num_outputs, 1, "output", 0, bth, device, input_dtype,
+                      out);
   if (st != MIRAS_OK)
     return st;
   /* The slots hold void * so that bfloat16 inputs pass through; miras_forward_args types
@@ -395,5 +418,63 @@ miras_status miras_library_forward_args(miras_library *lib, const miras_forward_
     st = require_cpu(lib);
   if (st == MIRAS_OK)
     st = call_module(lib, args);
+  return st;
+}
+
+miras_status miras_library_backward(miras_library *lib, const miras_tensor *inputs,
+                                    int32_t num_inputs, const miras_tensor *adjoints,
+                                    int32_t num_adjoints, const miras_tensor *outputs,
+                                    int32_t num_outputs) {
+  if (lib == NULL)
+    return miras_fail(MIRAS_ERR_NULL_POINTER, "miras_library_backward: library is NULL");
+  miras_status st = require_cpu(lib);
+  if (st != MIRAS_OK)
+    return st;
+  const miras_module_metadata *m = lib->meta;
+  if (m->backward_segment <= 0 || lib->entry->backward == NULL)
+    return miras_fail(MIRAS_ERR_UNSUPPORTED,
+                      "'%s' has no backward pass: rebuild module '%s' with mirasc --backward",
+                      lib->path, m->name);
+  st = check_list(inputs, num_inputs, "input");
+  if (st == MIRAS_OK)
+    st = check_list(adjoints, num_adjoints, "adjoint");
+  if (st == MIRAS_OK)
+    st = check_list(outputs, num_outputs, "output");
+  int64_t bth[3];
+  if (st == MIRAS_OK)
+    st = batch_dims(inputs, num_inputs, bth);
+  if (st != MIRAS_OK)
+    return st;
+  /* Inputs and outputs use the forward's input slots (q, k, v, gates, states), the
+   * adjoints its output slots (o, states). */
+  int32_t n_in = slot_count(m, 0), n_adj = slot_count(m, 1);
+  void **all = calloc((size_t)(2 * n_in + n_adj), sizeof *all);
+  if (all == NULL)
+    return miras_fail(MIRAS_ERR_ALLOC, "backward: out of memory");
+  void **in = all, **adj = all + n_in, **out = all + n_in + n_adj;
+  int32_t input_dtype = -1;
+  st = bind_tensors(lib, inputs, num_inputs, 0, "input", 1, bth, MIRAS_DEVICE_CPU,
+                    &input_dtype, in);
+  if (st == MIRAS_OK)
+    st = bind_tensors(lib, adjoints, num_adjoints, 1, "adjoint", 1, bth, MIRAS_DEVICE_CPU,
+                      &input_dtype, adj);
+  if (st == MIRAS_OK)
+    st = bind_tensors(lib, outputs, num_outputs, 0, "output", 0, bth, MIRAS_DEVICE_CPU,
+                      &input_dtype, out);
+  if (st == MIRAS_OK) {
+    miras_backward_args args = {
+        .batch = bth[0], .length = bth[1], .heads = bth[2],
+        .q = in[0], .k = in[1], .v = in[2],
+        .gates = (const float *const *)(in + NUM_FIXED_INPUTS),
+        .state_in = (const float *const *)(in + NUM_FIXED_INPUTS + m->num_gates),
+        .d_o = adj[0],
+        .d_state_out = (const float *const *)(adj + 1),
+        .d_q = out[0], .d_k = out[1], .d_v = out[2],
+        .d_gates = (float *const *)(out + NUM_FIXED_INPUTS),
+        .d_state_in = (float *const *)(out + NUM_FIXED_INPUTS + m->num_gates),
+    };
+    st = call_module_pass(lib, NULL, &args);
+  }
+  free(all);
   return st;
 }

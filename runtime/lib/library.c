@@ -221,6 +221,14 @@ static miras_status check_entry(const char *path, const miras_module_entry *e,
                       "'%s': targets names cpu but the entry table has a NULL forward or "
                       "forward_range",
                       path);
+  /* The backward entry points exist exactly when the metadata gives a segment. */
+  if ((*meta)->backward_segment < 0 ||
+      ((*meta)->backward_segment > 0) != (e->backward != NULL && e->backward_range != NULL) ||
+      (e->backward == NULL) != (e->backward_range == NULL))
+    return miras_fail(MIRAS_ERR_LOAD,
+                      "'%s': malformed module metadata: backward_segment %lld does not match "
+                      "the entry table's backward entry points",
+                      path, (long long)(*meta)->backward_segment);
   return MIRAS_OK;
 }
 

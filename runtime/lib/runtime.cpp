@@ -178,6 +178,36 @@ TensorMap Library::forward(const TensorMap &inputs, miras_device device,
   return outputs;
 }
 
+TensorMap Library::backward(const TensorMap &inputs, const TensorMap &adjoints) const {
+  const miras_module_metadata &m = metadata();
+  // The adjoints are sized from q's B, T, H, like forward's outputs.
+  TensorMap outputs;
+  auto q = inputs.find("q");
+  if (q != inputs.end() && q->second.shape().size() == 4 &&
+      std::all_of(q->second.shape().begin(), q->second.shape().begin() + 3,
+                  [](int64_t d) { return d > 0; })) {
+    const std::vector<int64_t> &s = q->second.shape();
+    std::vector<std::string> names{"q", "k", "v"};
+    for (int32_t i = 0; i < m.num_gates; ++i)
+      names.push_back(m.gates[i].name);
+    for (int32_t i = 0; i < m.num_states; ++i)
+      names.push_back(m.states[i].name);
+    for (const std::string &name : names)
+      outputs.emplace(name, Tensor(shapeOf(name, s[0], s[1], s[2])));
+  }
+  std::vector<miras_tensor> in, adj, out;
+  for (const auto &[name, t] : inputs)
+    in.push_back(viewOf(name, t));
+  for (const auto &[name, t] : adjoints)
+    adj.push_back(viewOf(name, t));
+  for (const auto &[name, t] : outputs)
+    out.push_back(viewOf(name, t));
+  check(miras_library_backward(lib_, in.data(), static_cast<int32_t>(in.size()), adj.data(),
+                               static_cast<int32_t>(adj.size()), out.data(),
+                               static_cast<int32_t>(out.size())));
+  return outputs;
+}
+
 void Library::forwardCuda(const miras_forward_args &args, miras_dtype inputDtype,
                           void *stream) const {
   check(miras_library_forward_cuda(lib_, &args, inputDtype, stream));

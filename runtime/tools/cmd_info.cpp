@@ -17,6 +17,7 @@ const char kInfoHelp[] =
     "\n"
     "Print the metadata of a compiled module as JSON on stdout: name, source, compiler,\n"
     "abi_version, dk, dv, chunk, steps, algorithm, flops_per_token, read, params, gates, states, targets,\n"
+    "backward_segment (0: built without --backward; else the backward's segment length),\n"
     "cuda and rule. cuda is null unless the module was built with --target=cuda or cpu,cuda;\n"
     "then it holds the kernels' architecture (arch), whether a cubin is embedded and its\n"
     "size (cubin, cubin_bytes), the PTX size (ptx_bytes), the entry names for float32 and\n"
@@ -184,6 +185,7 @@ int runInfo(const Args &args) {
   json += "  \"gates\": " + array(m.gates, m.num_gates, gate) + ",\n";
   json += "  \"states\": " + array(m.states, m.num_states, state) + ",\n";
   json += "  \"targets\": " + targets(m.targets) + ",\n";
+  json += "  \"backward_segment\": " + std::to_string(m.backward_segment) + ",\n";
   json += "  \"cuda\": " + cuda(m.cuda) + ",\n";
   json += "  \"rule\": " + quote(m.rule) + "\n}\n";
   std::fputs(json.c_str(), stdout);

@@ -65,6 +65,9 @@ int runInfo(const Args &args);
 extern const char kRunHelp[];
 int runRun(const Args &args);
 
+extern const char kGradHelp[];
+int runGrad(const Args &args);
+
 extern const char kBenchHelp[];
 int runBench(const Args &args);
 

@@ -18,6 +18,7 @@ const char kHelp[] =
     "commands:\n"
     "  info   print a module's metadata as JSON\n"
     "  run    run a module on .npy tensors from a directory (cpu or cuda)\n"
+    "  grad   the backward pass of a module built with mirasc --backward, on .npy tensors\n"
     "  bench  time a module on random inputs: on the cpu against the machine's peak, a\n"
     "         scalar reference and a hand-fused baseline; on cuda against the GPU's\n"
     "         copy bandwidth\n"
@@ -34,6 +35,7 @@ struct Command {
 const Command kCommands[] = {
     {"info", kInfoHelp, runInfo},
     {"run", kRunHelp, runRun},
+    {"grad", kGradHelp, runGrad},
     {"bench", kBenchHelp, runBench},
 };
 

@@ -145,6 +145,10 @@ public:
 
   /// Builds `@<name>_kernel` before the miras.module.
   LogicalResult run();
+  /// Builds `@<name>_backward_kernel` before the miras.module from the step
+  /// and its reverse `backward` (BackwardKernel.cpp): the adjoints of a whole
+  /// sequence, recomputing the states segment by segment of `segment` tokens.
+  LogicalResult runBackward(func::FuncOp backward, int64_t segment);
 
 private:
   /// Binds q, k, v and the gates of token `ti` of pair (bi, hi) to the step's
@@ -188,6 +192,17 @@ private:
 
   LogicalResult lowerOp(OpBuilder &b, Operation &op);
   LogicalResult lowerReturn(OpBuilder &b, func::ReturnOp ret);
+  /// Writes one result (any kind) of the function being lowered into `dest`.
+  LogicalResult storeResult(OpBuilder &b, Location loc, Value value, Value dest);
+
+  // The backward kernel (BackwardKernel.cpp) lowers several function bodies
+  // into one kernel: each starts from a clean slate.
+  void beginBody(func::FuncOp function);
+  /// One forward step of token `ti` on the states held in `slices`, updated
+  /// in place, reading the chunk's anchors from `anchors`; o is not computed.
+  LogicalResult lowerStateStep(OpBuilder &b, Location loc, Block *entry,
+                               Value bi, Value ti, Value hi,
+                               ArrayRef<Value> slices, ArrayRef<Value> anchors);
 
   /// Per-token shape of a gate: [], [dim] or [steps].
   SmallVector<int64_t> gateShape(GateOp gate) {
@@ -223,7 +238,12 @@ private:
   Value destinationFor(Value v) {
     if (v == outputValue)
       return outputSlice;
-    return scratch(cast<RankedTensorType>(v.getType()));
+    auto type = cast<RankedTensorType>(v.getType());
+    for (auto [value, dest] : extraOutputs)
+      if (value == v &&
+          cast<MemRefType>(dest.getType()).getShape() == type.getShape())
+        return dest;
+    return scratch(type);
   }
 
   /// One state tensor: the step's argument, its new value and its slice of
@@ -244,6 +264,13 @@ private:
   SmallVector<Value> heapBuffers;        // anchors and scratch matrices
   DenseMap<Value, bool> expensive;       // isExpensive's memo
   Value outputSlice, outputValue;
+  /// Further per-token results and their slices (the backward kernel's dq,
+  /// dk, dv and gate adjoints), written at the return before the states.
+  SmallVector<std::pair<Value, Value>> extraOutputs;
+  /// Whether each state's new value overwrites the old one's buffer (the
+  /// forward); false when the slices are distinct buffers and the old value
+  /// stays readable (the reverse step's state adjoints).
+  bool statesInPlace = true;
   StringRef algorithm; // the pass option: auto | sequential | chunked
 };
 

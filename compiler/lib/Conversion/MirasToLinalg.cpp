@@ -201,7 +201,7 @@ LogicalResult KernelLowering::writeState(OpBuilder &b, unsigned index) {
   else if (failed(materialize(b, state.next, state.slice)))
     return failure();
   lowered[state.next] = {Lowered::Kind::Buffer, state.slice};
-  if (state.old != state.next)
+  if (state.old != state.next && statesInPlace)
     lowered[state.old] = {Lowered::Kind::Clobbered, Value()};
   return success();
 }
@@ -334,9 +334,28 @@ LogicalResult KernelLowering::lowerOp(OpBuilder &b, Operation &op) {
     else if (auto dense = dyn_cast<DenseFPElementsAttr>(cst.getValue());
              dense && dense.isSplat())
       value = dense.getSplatValue<APFloat>().convertToDouble();
+    auto dense = dyn_cast<DenseFPElementsAttr>(cst.getValue());
+    constexpr int64_t kMaxConstantElements = 1024;
+    if (!value && dense && tensorType && tensorType.getRank() == 1 &&
+        dense.getNumElements() <= kMaxConstantElements) {
+      // A small constant vector (a reverse step's one-hot selecting one step
+      // of a multistep input): filled once at kernel entry.
+      Value buffer = scratch(tensorType);
+      for (auto [i, element] : llvm::enumerate(dense.getValues<APFloat>())) {
+        Value index = arith::ConstantIndexOp::create(*entryBuilder, op.getLoc(), i);
+        Value scalar = arith::ConstantOp::create(
+            *entryBuilder, op.getLoc(),
+            b.getFloatAttr(tensorType.getElementType(), element.convertToDouble()));
+        memref::StoreOp::create(*entryBuilder, op.getLoc(), scalar, buffer,
+                                ValueRange{index});
+      }
+      lowered[result] = {Lowered::Kind::Buffer, buffer};
+      return success();
+    }
     if (!value)
       return op.emitError("cannot lower this constant to a kernel (only f32 "
-                          "scalars and splats are supported)");
+                          "scalars, splats and vectors of up to ")
+             << kMaxConstantElements << " entries are supported)";
     Value scalar = arith::ConstantOp::create(
         b, op.getLoc(), b.getFloatAttr(getElementTypeOrSelf(result.getType()),
                                        *value));
@@ -448,10 +467,33 @@ LogicalResult KernelLowering::lowerOp(OpBuilder &b, Operation &op) {
   return success();
 }
 
+LogicalResult KernelLowering::storeResult(OpBuilder &b, Location loc,
+                                          Value value, Value dest) {
+  Lowered l = lowered.lookup(value);
+  if (l.kind == Lowered::Kind::Buffer && l.value == dest)
+    return success();
+  if (l.kind == Lowered::Kind::Buffer) {
+    memref::CopyOp::create(b, loc, l.value, dest);
+    return success();
+  }
+  if (l.kind == Lowered::Kind::Scalar) {
+    memref::StoreOp::create(b, loc, l.value, dest);
+    return success();
+  }
+  return materialize(b, value, dest);
+}
+
 LogicalResult KernelLowering::lowerReturn(OpBuilder &b, func::ReturnOp ret) {
+  // The extra outputs first: they may read the old value of a state that
+  // the state writes below overwrite.
+  for (auto [value, dest] : extraOutputs)
+    if (failed(storeResult(b, ret.getLoc(), value, dest)))
+      return failure();
   for (unsigned index = 0; index < states.size(); ++index)
     if (!writing.contains(index) && failed(writeState(b, index)))
       return failure();
+  if (!outputValue)
+    return success(); // a step recomputing the states only
   Lowered o = lowered.lookup(outputValue);
   if (o.kind == Lowered::Kind::Buffer && o.value == outputSlice)
     return success();

@@ -76,6 +76,13 @@ llvm::Error CompileOptions::validate() const {
   if (gpuThreads < 0 || gpuThreads > 1024)
     return llvm::createStringError("--gpu-threads expects 0 (automatic) to 1024, got " +
                                    llvm::Twine(gpuThreads));
+  if (backward && backwardSegment < 1)
+    return llvm::createStringError("--backward-segment expects at least 1 token, got " +
+                                   llvm::Twine(backwardSegment));
+  if (backward && (targets.cuda || gpuCheck != GpuCheck::None))
+    return llvm::createStringError("--backward builds a CPU kernel only: use "
+                                   "--target=cpu, without --simt-on-cpu or "
+                                   "--cuda-on-cpu");
   if (!targets.cpu && (stopAfter == Stage::LLVM || stopAfter == Stage::Obj))
     return llvm::createStringError("--emit=llvm and --emit=obj show the CPU "
                                    "kernel; add cpu to --target");
@@ -191,7 +198,6 @@ llvm::Expected<CompileResult> miras::compileModule(llvm::StringRef sourceText,
   if (options.stopAfter == Stage::Derived)
     return text(print);
   if (options.stopAfter == Stage::Backward) {
-    // (The later stages do not build a backward kernel yet.)
     if (!runStage(context, *module, buildBackwardPipeline, cl))
       return diagnosed();
     return text(print);
@@ -219,6 +225,14 @@ llvm::Expected<CompileResult> miras::compileModule(llvm::StringRef sourceText,
     iface.targets.push_back("cuda");
   ToLinalgOptions toLinalg;
   toLinalg.algorithm = algorithmName(options.algorithm).str();
+  if (options.backward) {
+    if (!runStage(context, *module, buildBackwardPipeline, cl))
+      return diagnosed();
+    // Segments start at chunk starts: S rounded up to a multiple of the chunk.
+    int64_t chunk = memoryModule.getChunk();
+    iface.backwardSegment = (options.backwardSegment + chunk - 1) / chunk * chunk;
+    toLinalg.backwardSegment = iface.backwardSegment;
+  }
   FailureOr<std::string> built = plannedAlgorithm(memoryModule, toLinalg.algorithm);
   if (failed(built))
     return diagnosed();

@@ -99,11 +99,18 @@ cl::opt<bool> cudaOnCpu(
              "block's threads run in turn between barriers: a missing barrier "
              "changes the numbers"),
     cl::cat(category));
-cl::opt<bool> backwardRule(
+cl::opt<bool> backwardFlag(
     "backward",
-    cl::desc("With --emit=rule: also print the reverse step's rule (the "
-             "adjoint of every step input)"),
+    cl::desc("Also build the backward kernel and <name>_backward, the adjoints "
+             "of a whole sequence (CPU); with --emit=rule: print the "
+             "reverse step's rule (the adjoint of every step input)"),
     cl::cat(category));
+cl::opt<int64_t> backwardSegment(
+    "backward-segment",
+    cl::desc("With --backward: tokens the backward kernel recomputes at a time "
+             "(memory: ceil(T/S) + S states per batch and head; rounded up to a "
+             "multiple of the chunk)"),
+    cl::init(64), cl::cat(category));
 cl::opt<bool> keepTemps("keep-temps",
                         cl::desc("Keep the generated glue and object files"),
                         cl::cat(category));
@@ -155,10 +162,18 @@ llvm::Expected<CompileOptions> readOptions() {
                      : cudaOnCpu ? GpuCheck::CudaOnCpu
                                  : GpuCheck::None;
   options.keepTemps = keepTemps;
-  if (backwardRule && emit != Stage::Rule)
-    return llvm::createStringError("--backward goes with --emit=rule (--emit=backward "
-                                   "prints the reverse step's IR)");
-  options.backwardRule = backwardRule;
+  if (backwardFlag && emit < Stage::Rule)
+    return llvm::createStringError("--backward goes with --emit=rule, linalg, llvm, "
+                                   "obj or lib (--emit=backward prints the reverse "
+                                   "step's IR)");
+  if (backwardFlag && (emit == Stage::GPU || emit == Stage::PTX))
+    return llvm::createStringError("--backward builds a CPU kernel only; it does not "
+                                   "go with --emit=gpu or ptx");
+  if (backwardSegment.getNumOccurrences() && !backwardFlag)
+    return llvm::createStringError("--backward-segment goes with --backward");
+  options.backwardRule = backwardFlag && emit == Stage::Rule;
+  options.backward = backwardFlag && emit != Stage::Rule;
+  options.backwardSegment = backwardSegment;
   options.passManagerCommandLine = true;
   if (emit == Stage::Obj || emit == Stage::Lib)
     options.outputPath = outputFile;

@@ -46,6 +46,11 @@ void miras::buildBackwardPipeline(OpPassManager &pm) {
 
 void miras::buildToLinalgPipeline(OpPassManager &pm,
                                   const ToLinalgOptions &options) {
+  if (options.backwardSegment > 0) {
+    MirasLowerBackwardKernelOptions backward;
+    backward.segment = options.backwardSegment;
+    pm.addPass(createMirasLowerBackwardKernel(backward));
+  }
   MirasLowerToLinalgOptions lowering;
   lowering.algorithm = options.algorithm;
   addThenTidy(pm, createMirasLowerToLinalg(lowering));

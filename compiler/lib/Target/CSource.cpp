@@ -327,7 +327,14 @@ std::string generateHeader(const KernelInterface &iface) {
        << "int32_t " << n
        << "_forward_range(const miras_forward_args *args, int64_t begin, int64_t end);\n"
        << explicitSignature(iface, l) << ";\n";
-  else
+  if (iface.hasTarget("cpu") && iface.backwardSegment > 0)
+    os << "/* The backward pass (mirasc --backward, segment S = " << iface.backwardSegment
+       << "): the adjoints of every\n * input given d_o and the final states' adjoints "
+       << "(miras_backward_args). */\n"
+       << "int32_t " << n << "_backward(const miras_backward_args *args);\n"
+       << "int32_t " << n
+       << "_backward_range(const miras_backward_args *args, int64_t begin, int64_t end);\n";
+  if (!iface.hasTarget("cpu"))
     os << "/* Built for cuda only: the kernels are in " << n
        << "_metadata()->cuda, run them with\n * the miras runtime "
           "(miras_library_forward_on, miras_library_forward_cuda). */\n";
@@ -508,6 +515,199 @@ static void emitKernelPrototype(raw_ostream &os, const std::string &n,
   os << ");\n\n";
 }
 
+/// The descriptor ranks and the prototype of the backward kernel, in
+/// BackwardKernelLayout's order (StepSignature.h).
+static void emitBackwardPrototype(raw_ostream &os, const std::string &n,
+                                  const Layout &l) {
+  // Checkpoints [P, N, shape] and the segment [S, shape] add ranks of their own.
+  std::set<size_t> ranks = {3, 4};
+  for (const auto &t : l.statesIn)
+    ranks.insert(t.sizes.size());
+  ranks.insert(l.k.sizes.size());
+  for (const auto &t : l.statesIn)
+    for (size_t r : {t.sizes.size(), t.sizes.size() - 1})
+      if (!ranks.count(r))
+        os << "typedef struct { float *allocated; float *aligned; int64_t offset; "
+           << "int64_t sizes[" << r << "]; int64_t strides[" << r
+           << "]; } miras_memref" << r << ";\n",
+            ranks.insert(r);
+  std::vector<size_t> args = {l.q.sizes.size(), l.k.sizes.size(), l.v.sizes.size()};
+  for (const auto &g : l.gates)
+    args.push_back(g.sizes.size());
+  args.push_back(l.o.sizes.size());
+  for (const auto &t : l.statesIn)
+    args.push_back(t.sizes.size());
+  args.insert(args.end(), {l.q.sizes.size(), l.k.sizes.size(), l.v.sizes.size()});
+  for (const auto &g : l.gates)
+    args.push_back(g.sizes.size());
+  for (const auto &t : l.statesIn)
+    args.push_back(t.sizes.size());
+  for (const auto &t : l.statesIn)
+    args.push_back(t.sizes.size() - 1);
+  os << "extern void _mlir_ciface_" << n << "_backward_kernel(int64_t, int64_t";
+  for (size_t r : args)
+    os << ", miras_memref" << r << " *";
+  os << ");\n\n";
+}
+
+/// <name>_backward_range and <name>_backward (CPU target, --backward): the
+/// forward glue's validation, the running state adjoints initialised in
+/// d_state_in, the workspace (checkpoints whose slot 0 holds each pair's
+/// initial state, and one segment) allocated here, the kernel call.
+static void emitBackward(raw_ostream &os, const KernelInterface &iface,
+                         const Layout &l) {
+  const std::string &n = iface.moduleName;
+  const size_t numStates = l.statesIn.size();
+  os << "MIRAS_EXPORT int32_t " << n
+     << "_backward_range(const miras_backward_args *args, int64_t begin, "
+        "int64_t end) {\n"
+     << "  if (args == NULL) return MIRAS_ERR_NULL_POINTER;\n"
+     << "  const int64_t B = args->batch, T = args->length, H = args->heads;\n"
+     << "  if (B <= 0 || T <= 0 || H <= 0) return MIRAS_ERR_SHAPE;\n"
+     << "  int64_t pairs;\n"
+     << "  if (__builtin_mul_overflow(B, H, &pairs)) return MIRAS_ERR_SHAPE;\n"
+     << "  if (begin < 0 || begin > end || end > pairs) return "
+        "MIRAS_ERR_INVALID_ARGUMENT;\n"
+     << "  if (begin == end) return MIRAS_OK;\n"
+     << "  if (args->q == NULL || args->k == NULL || args->v == NULL || "
+        "args->d_o == NULL ||\n"
+     << "      args->d_q == NULL || args->d_k == NULL || args->d_v == NULL)\n"
+     << "    return MIRAS_ERR_NULL_POINTER;\n";
+  if (!l.gates.empty()) {
+    os << "  if (args->gates == NULL || args->d_gates == NULL) return "
+          "MIRAS_ERR_NULL_POINTER;\n";
+    for (size_t i = 0; i < l.gates.size(); ++i)
+      os << "  if (args->gates[" << i << "] == NULL || args->d_gates[" << i
+         << "] == NULL) return MIRAS_ERR_NULL_POINTER;\n";
+  }
+  if (numStates) {
+    os << "  if (args->d_state_in == NULL) return MIRAS_ERR_NULL_POINTER;\n";
+    for (size_t i = 0; i < numStates; ++i)
+      os << "  if (args->d_state_in[" << i
+         << "] == NULL) return MIRAS_ERR_NULL_POINTER;\n";
+  }
+  os << "  int64_t count;\n";
+  auto desc = [&](StringRef var, const Tensor &t, StringRef ptr,
+                  StringRef countVar = "count") {
+    size_t r = t.sizes.size();
+    os << "  miras_memref" << r << " " << var << " = {(float *)" << ptr
+       << ", (float *)" << ptr << ", 0, {" << join(t.sizes, ", ") << "}, {0}};\n"
+       << "  if (!miras_contiguous(" << r << ", " << var << ".sizes, " << var
+       << ".strides, &" << countVar << ")) return MIRAS_ERR_SHAPE;\n";
+  };
+  desc("m_q", l.q, "args->q");
+  desc("m_k", l.k, "args->k");
+  desc("m_v", l.v, "args->v");
+  for (size_t i = 0; i < l.gates.size(); ++i)
+    desc("m_g" + std::to_string(i), l.gates[i], "args->gates[" + std::to_string(i) + "]");
+  desc("m_do", l.o, "args->d_o");
+  for (size_t i = 0; i < numStates; ++i) {
+    std::string c = "n_s" + std::to_string(i);
+    os << "  int64_t " << c << ";\n";
+    desc("m_ds" + std::to_string(i), l.statesIn[i],
+         "args->d_state_in[" + std::to_string(i) + "]", c);
+  }
+  desc("m_dq", l.q, "args->d_q");
+  desc("m_dk", l.k, "args->d_k");
+  desc("m_dv", l.v, "args->d_v");
+  for (size_t i = 0; i < l.gates.size(); ++i)
+    desc("m_dg" + std::to_string(i), l.gates[i],
+         "args->d_gates[" + std::to_string(i) + "]");
+  // Workspace: per state, ceil(T / S) checkpoints for each pair of the range
+  // and S segment states; sizes checked for overflow like every shape.
+  os << "  const int64_t S = " << iface.backwardSegment << ";\n"
+     << "  const int64_t N = (T - 1) / S + 1, P = end - begin;\n";
+  for (size_t i = 0; i < numStates; ++i) {
+    std::string idx = std::to_string(i);
+    const Tensor &t = l.statesIn[i];
+    std::vector<std::string> ckptSizes{"P", "N"}, segSizes{"S"};
+    ckptSizes.insert(ckptSizes.end(), t.sizes.begin() + 2, t.sizes.end());
+    segSizes.insert(segSizes.end(), t.sizes.begin() + 2, t.sizes.end());
+    os << "  int64_t n_c" << idx << ", n_w" << idx << ";\n"
+       << "  miras_memref" << ckptSizes.size() << " m_c" << idx
+       << " = {NULL, NULL, 0, {" << join(ckptSizes, ", ") << "}, {0}};\n"
+       << "  if (!miras_contiguous(" << ckptSizes.size() << ", m_c" << idx
+       << ".sizes, m_c" << idx << ".strides, &n_c" << idx
+       << ")) return MIRAS_ERR_SHAPE;\n"
+       << "  miras_memref" << segSizes.size() << " m_w" << idx
+       << " = {NULL, NULL, 0, {" << join(segSizes, ", ") << "}, {0}};\n"
+       << "  if (!miras_contiguous(" << segSizes.size() << ", m_w" << idx
+       << ".sizes, m_w" << idx << ".strides, &n_w" << idx
+       << ")) return MIRAS_ERR_SHAPE;\n";
+  }
+  if (numStates) {
+    os << "  float *work[" << 2 * numStates << "] = {NULL};\n"
+       << "  int failed = 0;\n";
+    for (size_t i = 0; i < numStates; ++i) {
+      std::string idx = std::to_string(i);
+      os << "  work[" << 2 * i << "] = (float *)malloc((size_t)n_c" << idx
+         << " * sizeof(float));\n"
+         << "  work[" << 2 * i + 1 << "] = (float *)malloc((size_t)n_w" << idx
+         << " * sizeof(float));\n"
+         << "  failed |= work[" << 2 * i << "] == NULL || work[" << 2 * i + 1
+         << "] == NULL;\n";
+    }
+    os << "  if (failed) {\n    for (int i = 0; i < " << 2 * numStates
+       << "; ++i) free(work[i]);\n    return MIRAS_ERR_ALLOC;\n  }\n";
+  }
+  // Checkpoint 0 of each pair: its initial state, read before any d_state_in is
+  // written, so that a d_state_in may take the place of its state_in.
+  for (size_t i = 0; i < numStates; ++i) {
+    std::string idx = std::to_string(i);
+    os << "  {\n    const size_t per_pair = (size_t)(n_s" << idx << " / pairs);\n"
+       << "    const float *init = args->state_in ? args->state_in[" << idx
+       << "] : NULL;\n"
+       << "    for (int64_t p = 0; p < P; ++p) {\n"
+       << "      float *slot = work[" << 2 * i << "] + (size_t)p * (size_t)N * per_pair;\n"
+       << "      if (init == NULL) memset(slot, 0, per_pair * sizeof(float));\n"
+       << "      else memcpy(slot, init + (size_t)(begin + p) * per_pair, "
+          "per_pair * sizeof(float));\n    }\n"
+       << "    m_c" << idx << ".allocated = m_c" << idx << ".aligned = work["
+       << 2 * i << "];\n"
+       << "    m_w" << idx << ".allocated = m_w" << idx << ".aligned = work["
+       << 2 * i + 1 << "];\n  }\n";
+  }
+  // The running adjoint starts as the final state's, in d_state_in (memmove: they may
+  // be the same buffer).
+  for (size_t i = 0; i < numStates; ++i) {
+    std::string idx = std::to_string(i);
+    os << "  {\n    const size_t per_pair = (size_t)(n_s" << idx << " / pairs);\n"
+       << "    const float *src = args->d_state_out ? args->d_state_out[" << idx
+       << "] : NULL;\n    float *dst = args->d_state_in[" << idx
+       << "] + (size_t)begin * per_pair;\n"
+       << "    size_t bytes = (size_t)P * per_pair * sizeof(float);\n"
+       << "    if (src == NULL) memset(dst, 0, bytes);\n"
+       << "    else if (src + (size_t)begin * per_pair != dst) "
+          "memmove(dst, src + (size_t)begin * per_pair, bytes);\n  }\n";
+  }
+  os << "  _mlir_ciface_" << n << "_backward_kernel(begin, end, &m_q, &m_k, &m_v";
+  for (size_t i = 0; i < l.gates.size(); ++i)
+    os << ", &m_g" << i;
+  os << ", &m_do";
+  for (size_t i = 0; i < numStates; ++i)
+    os << ", &m_ds" << i;
+  os << ", &m_dq, &m_dk, &m_dv";
+  for (size_t i = 0; i < l.gates.size(); ++i)
+    os << ", &m_dg" << i;
+  for (size_t i = 0; i < numStates; ++i)
+    os << ", &m_c" << i;
+  for (size_t i = 0; i < numStates; ++i)
+    os << ", &m_w" << i;
+  os << ");\n";
+  if (numStates)
+    os << "  for (int i = 0; i < " << 2 * numStates << "; ++i) free(work[i]);\n";
+  os << "  return MIRAS_OK;\n}\n\n";
+
+  os << "MIRAS_EXPORT int32_t " << n
+     << "_backward(const miras_backward_args *args) {\n"
+     << "  if (args == NULL) return MIRAS_ERR_NULL_POINTER;\n"
+     << "  int64_t pairs;\n"
+     << "  if (args->batch <= 0 || args->heads <= 0 ||\n"
+     << "      __builtin_mul_overflow(args->batch, args->heads, &pairs))\n"
+     << "    return MIRAS_ERR_SHAPE;\n"
+     << "  return " << n << "_backward_range(args, 0, pairs);\n}\n\n";
+}
+
 std::string generateGlue(const KernelInterface &iface) {
   const std::string &n = iface.moduleName;
   Layout l = computeLayout(iface);
@@ -516,13 +716,16 @@ std::string generateGlue(const KernelInterface &iface) {
   os << "/* ABI glue of miras module " << n << ", generated by " << kCompilerId
      << ". Do not edit. */\n"
      << "#include <math.h>\n#include <stddef.h>\n#include <stdint.h>\n"
-     << "#include <string.h>\n\n"
+     << "#include <stdlib.h>\n#include <string.h>\n\n"
      << generateHeader(iface) << "\n"
      << "#define MIRAS_EXPORT __attribute__((visibility(\"default\")))\n\n";
 
   const bool cpu = iface.hasTarget("cpu");
+  const bool backward = cpu && iface.backwardSegment > 0;
   if (cpu)
     emitKernelPrototype(os, n, l);
+  if (backward)
+    emitBackwardPrototype(os, n, l);
 
   // Metadata tables. C forbids empty arrays, so absent tables are NULL.
   auto table = [&](StringRef type, StringRef var, size_t count, auto &&emitRow) {
@@ -576,16 +779,21 @@ std::string generateGlue(const KernelInterface &iface) {
      << tableRef(!iface.states.empty(), "miras_states") << ",\n  "
      << cString(join(iface.targets, ",")) << ",\n  " << cString(iface.rule)
      << ",\n  " << cDouble(iface.flopsPerToken) << ", " << cString(iface.algorithm)
-     << ", " << (iface.cuda ? "&miras_cuda_table" : "NULL") << "};\n\n"
+     << ", " << (iface.cuda ? "&miras_cuda_table" : "NULL") << ",\n  "
+     << (backward ? iface.backwardSegment : 0) << "};\n\n"
      << "MIRAS_EXPORT const miras_module_metadata *" << n << "_metadata(void) {\n"
      << "  return &miras_metadata_table;\n}\n\n";
 
   if (cpu)
     emitForward(os, iface, l);
+  if (backward)
+    emitBackward(os, iface, l);
 
   os << "MIRAS_EXPORT const miras_module_entry miras_module_v1 = {\n"
      << "  MIRAS_ABI_VERSION, " << n << "_metadata, "
      << (cpu ? n + "_forward, " + n + "_forward_range" : std::string("NULL, NULL"))
+     << ",\n  "
+     << (backward ? n + "_backward, " + n + "_backward_range" : std::string("NULL, NULL"))
      << "};\n";
   return s;
 }

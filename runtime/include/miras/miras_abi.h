@@ -26,10 +26,13 @@ extern "C" {
 
 /* Version history (a loader accepts exactly its own version; the runtime reports a
  * mismatch as MIRAS_ERR_ABI_VERSION with both numbers, before touching anything else):
+ *   6  the backward pass: miras_module_metadata ends with backward_segment,
+ *      miras_module_entry with backward and backward_range (miras_backward_args), and
+ *      the statuses MIRAS_ERR_ALLOC and MIRAS_ERR_UNSUPPORTED: libraries built for 5 must be recompiled.
  *   5  miras_gate_info carries the gate's declared range (has_range, range_lo, range_hi,
  *      range_lo_closed, range_hi_closed): libraries built for 4 must be recompiled.
  *   4  the CUDA table (miras_cuda_binary). */
-#define MIRAS_ABI_VERSION 5u
+#define MIRAS_ABI_VERSION 6u
 
 /* Status codes returned by every entry point (0 is success). */
 typedef enum miras_status {
@@ -41,7 +44,10 @@ typedef enum miras_status {
   MIRAS_ERR_LOAD = 5,           /* the library could not be opened or is not a miras module */
   MIRAS_ERR_IO = 6,             /* a file could not be read or written */
   MIRAS_ERR_DEVICE = 7,         /* the requested device is not available */
-  MIRAS_ERR_INVALID_ARGUMENT = 8 /* any other invalid argument */
+  MIRAS_ERR_INVALID_ARGUMENT = 8, /* any other invalid argument */
+  MIRAS_ERR_ALLOC = 9,           /* a workspace could not be allocated (ABI 6) */
+  MIRAS_ERR_UNSUPPORTED = 10     /* the library lacks the entry point (e.g. built
+                                    without --backward; ABI 6) */
 } miras_status;
 
 /* Kind of a gate (per-token input computed by the host model). */
@@ -149,6 +155,10 @@ typedef struct miras_module_metadata {
                                 matrix products per chunk; "chunked-scan" the state-free
                                 part per chunk, the rest token by token. Same numbers. */
   const miras_cuda_binary *cuda; /* NULL unless targets names "cuda" */
+  int64_t backward_segment;  /* 0: built without --backward (no backward entry points);
+                                else the backward's segment S: it recomputes the states S
+                                tokens at a time, keeping ceil(T / S) + S states per
+                                (batch, head) pair (ABI 6) */
 } miras_module_metadata;
 
 /*
@@ -170,6 +180,36 @@ typedef struct miras_forward_args {
   float *o;
 } miras_forward_args;
 
+/*
+ * Arguments of one backward call (mirasc --backward): the adjoints of a loss L with
+ * respect to every input of the forward call over the same sequence, given dL/do and
+ * dL/d(final state). q, k, v, gates and state_in are the forward's inputs (as in
+ * miras_forward_args; a NULL state_in, or entry, is a zero initial state). d_o is
+ * [B, T, H, Dv]; d_state_out[i] is the adjoint of the final state i (NULL array or
+ * entry: zero). Outputs, each shaped like its input: d_q, d_k, d_v, d_gates[i] and
+ * d_state_in[i] (the adjoint of the initial state; it may equal d_state_out[i] or
+ * state_in[i]). The outputs must not overlap the inputs otherwise. With chunk > 1 these are the adjoints
+ * of the sequential algorithm with anchors (SPEC section 7), whose numbers the chunked
+ * forms give too.
+ */
+typedef struct miras_backward_args {
+  int64_t batch;  /* B */
+  int64_t length; /* T */
+  int64_t heads;  /* H */
+  const float *q;
+  const float *k;
+  const float *v;
+  const float *const *gates;
+  const float *const *state_in;
+  const float *d_o;
+  const float *const *d_state_out;
+  float *d_q;
+  float *d_k;
+  float *d_v;
+  float *const *d_gates;
+  float *const *d_state_in;
+} miras_backward_args;
+
 /* Every compiled module exports, next to its named entry points, this table under the
  * fixed symbol "miras_module_v1" so that a loader can find it without knowing the name. */
 typedef struct miras_module_entry {
@@ -182,6 +222,12 @@ typedef struct miras_module_entry {
    * parts of state_out and o, so they may run concurrently from different threads: this
    * is how a host splits one forward over its own thread pool. */
   int32_t (*forward_range)(const miras_forward_args *args, int64_t begin, int64_t end);
+  /* NULL unless metadata->backward_segment > 0 (ABI 6). backward_range, like
+   * forward_range, runs only the pairs [begin, end) (allocating its own workspace, so
+   * disjoint ranges may run concurrently); MIRAS_ERR_ALLOC when the workspace of
+   * (end - begin) * ceil(T / S) + S states per state tensor cannot be allocated. */
+  int32_t (*backward)(const miras_backward_args *args);
+  int32_t (*backward_range)(const miras_backward_args *args, int64_t begin, int64_t end);
 } miras_module_entry;
 
 #define MIRAS_MODULE_ENTRY_SYMBOL "miras_module_v1"

@@ -131,6 +131,27 @@ MIRAS_RUNTIME_API miras_status miras_library_forward(miras_library *lib,
                                                      const miras_tensor *outputs,
                                                      int32_t num_outputs);
 
+/* The backward pass of a module built with `mirasc --backward` (metadata
+ * backward_segment > 0): the adjoints of a loss L with respect to every input of the
+ * forward over the same tensors, given dL/do and dL/d(final states).
+ *   inputs:   as miras_library_forward's (q, k, v, every gate; states optional, absent:
+ *             zeros). B, T, H are taken from q.
+ *   adjoints: "o" (dL/do, required, shaped like o) and any state (dL/d final state,
+ *             shaped like it; absent: zero).
+ *   outputs:  the adjoint of every input, named and shaped like it: q, k, v, every gate
+ *             and every state (the initial state's adjoint); all required. An output
+ *             state may share memory with its adjoint; nothing else may overlap.
+ * The pairs are split over the library's threads like the forward's.
+ * Errors: those of miras_library_forward, MIRAS_ERR_UNSUPPORTED (built without
+ * --backward), MIRAS_ERR_ALLOC (the recompute workspace could not be allocated). */
+MIRAS_RUNTIME_API miras_status miras_library_backward(miras_library *lib,
+                                                      const miras_tensor *inputs,
+                                                      int32_t num_inputs,
+                                                      const miras_tensor *adjoints,
+                                                      int32_t num_adjoints,
+                                                      const miras_tensor *outputs,
+                                                      int32_t num_outputs);
+
 /* Pass-through to the module's forward for callers that build miras_forward_args
  * themselves. Only null pointers and B, T, H > 0 are checked: the buffer sizes are the
  * caller's responsibility. MIRAS_ERR_DEVICE for a module built for cuda only. */

@@ -103,6 +103,12 @@ public:
   TensorMap forward(const TensorMap &inputs, miras_device device,
                     miras_dtype inputDtype = MIRAS_DTYPE_F32) const;
 
+  // The backward pass (miras_library_backward; a library built with mirasc --backward):
+  // `inputs` as forward's, `adjoints` holds o's adjoint and optionally the final states';
+  // the result holds the adjoint of q, k, v, every gate and every initial state, named
+  // like them. Throws Error (MIRAS_ERR_UNSUPPORTED without a backward pass).
+  TensorMap backward(const TensorMap &inputs, const TensorMap &adjoints) const;
+
   // Whether the module carries CUDA kernels (built with --target=cuda or cpu,cuda).
   bool hasCuda() const { return miras_library_has_cuda(lib_) != 0; }
 

@@ -56,18 +56,29 @@ TEST_F(Cli, Help) {
 
 TEST_F(Cli, UsageErrorsExitTwo) {
   for (const char *args : {"", "frobnicate", "info", "info a.so b.so", "run x.so --inputs d",
-                           "run x.so --inputs d --outputs e --threads -1", "run x.so --bogus 1"}) {
+                           "run x.so --inputs d --outputs e --threads -1", "run x.so --bogus 1",
+                           "grad", "grad x.so --inputs d --adjoints e", "grad x.so --bogus 1",
+                           "grad x.so --inputs d --adjoints e --outputs f --threads x"}) {
     Result r = tool(args);
     EXPECT_EQ(r.code, 2) << args;
     expectOneErrorLine(r, "");
   }
 }
 
+// A library built without --backward: the one error line says how to get one, before
+// any file is read (the directories do not exist).
+TEST_F(Cli, GradWithoutBackwardPass) {
+  Result r = tool(std::string("grad ") + MIRAS_FAKE_MODULE +
+                  " --inputs /nonexistent --adjoints /nonexistent --outputs /nonexistent");
+  EXPECT_EQ(r.code, 1) << r.err;
+  expectOneErrorLine(r, "has no backward pass: rebuild module 'fake_linear' with mirasc --backward");
+}
+
 TEST_F(Cli, InfoPrintsJson) {
   Result r = tool(std::string("info ") + MIRAS_FAKE_MODULE);
   ASSERT_EQ(r.code, 0) << r.err;
   for (const char *fragment :
-       {"\"name\": \"fake_linear\"", "\"abi_version\": 5", "\"algorithm\": \"sequential\"", "\"flops_per_token\": 52", "\"dk\": 3", "\"dv\": 4",
+       {"\"name\": \"fake_linear\"", "\"abi_version\": 6", "\"backward_segment\": 0", "\"algorithm\": \"sequential\"", "\"flops_per_token\": 52", "\"dk\": 3", "\"dv\": 4",
         "\"read\": \"after_write\"", "{\"name\": \"steps\", \"value\": 2, \"integer\": true}",
         "{\"name\": \"eta\", \"value\": 0.5, \"integer\": false}",
         "{\"name\": \"alpha\", \"kind\": \"scalar\", \"axis\": null, \"dim\": 1, \"per_step\": false, \"shape\": "

@@ -11,6 +11,8 @@
  *   FAKE_BAD_DK        metadata has dk = 0
  *   FAKE_BAD_RANGE     gate alpha's range is (1, 0] (empty)
  *   FAKE_FORWARD_FAILS forward returns MIRAS_ERR_DEVICE
+ *   FAKE_BACKWARD      has the backward entry points (backward_segment 4): the exact
+ *                      adjoint of the recurrence, written out by hand
  * and CUDA variants:
  *   FAKE_CUDA          targets "cpu,cuda" with a cuda table (fake PTX and sm_90 cubin:
  *                      only the fake driver of cuda_test.cpp can "run" them)
@@ -21,6 +23,7 @@
  * fake_kernel_forward is exported under its own name in every variant: the fake driver's
  * cuLaunchKernel runs it on the "device" buffers, standing in for the GPU kernel.
  */
+#include <stdlib.h>
 #include <string.h>
 
 #include "miras/miras_abi.h"
@@ -115,6 +118,9 @@ static const miras_module_metadata metadata = {
     .flops_per_token = 4.0 * DV * DK + DV,
     .algorithm = "sequential",
     .cuda = FAKE_CUDA_TABLE,
+#ifdef FAKE_BACKWARD
+    .backward_segment = 4,
+#endif
 };
 
 static const miras_module_metadata *fake_metadata(void) { return &metadata; }
@@ -166,10 +172,90 @@ __attribute__((visibility("default"))) int32_t fake_kernel_forward(const miras_f
   return fake_forward(a);
 }
 
+#ifdef FAKE_BACKWARD
+/* The adjoint of run_head for pairs [begin, end), walking the tokens backwards with
+ * every state kept (the tests' sequences are short). G is the running adjoint of W:
+ *   G += do_t q_t^T;  dq_t = W_t^T do_t;  with u = beta_t * v_t and g = G k_t:
+ *   dv_t = beta_t * g, dbeta_t = v_t * g, dk_t = G^T u, dalpha_t = <G, W_{t-1}>;
+ *   G = alpha_t G. */
+static int32_t fake_backward_range(const miras_backward_args *a, int64_t begin, int64_t end) {
+  if (begin < 0 || begin > end || end > a->batch * a->heads)
+    return MIRAS_ERR_INVALID_ARGUMENT;
+  const int64_t T = a->length, H = a->heads;
+  float *Ws = malloc(sizeof(float) * (size_t)(T + 1) * DV * DK);
+  if (Ws == NULL)
+    return MIRAS_ERR_ALLOC;
+  for (int64_t pair = begin; pair < end; ++pair) {
+    const int64_t b = pair / H, h = pair % H, off = pair * DV * DK;
+    if (a->state_in && a->state_in[0])
+      memcpy(Ws, a->state_in[0] + off, sizeof(float) * DV * DK);
+    else
+      memset(Ws, 0, sizeof(float) * DV * DK);
+    for (int64_t t = 0; t < T; ++t) {
+      const int64_t tok = (b * T + t) * H + h;
+      const float *k = a->k + tok * DK, *v = a->v + tok * DV, *beta = a->gates[1] + tok * DV;
+      const float alpha = a->gates[0][tok];
+      const float *prev = Ws + t * DV * DK;
+      float *W = Ws + (t + 1) * DV * DK;
+      for (int i = 0; i < DV; ++i)
+        for (int j = 0; j < DK; ++j)
+          W[i * DK + j] = alpha * prev[i * DK + j] + beta[i] * v[i] * k[j];
+    }
+    float G[DV * DK];
+    if (a->d_state_out && a->d_state_out[0])
+      memcpy(G, a->d_state_out[0] + off, sizeof G);
+    else
+      memset(G, 0, sizeof G);
+    for (int64_t t = T - 1; t >= 0; --t) {
+      const int64_t tok = (b * T + t) * H + h;
+      const float *q = a->q + tok * DK, *k = a->k + tok * DK, *v = a->v + tok * DV;
+      const float *beta = a->gates[1] + tok * DV, *d_o = a->d_o + tok * DV;
+      const float alpha = a->gates[0][tok];
+      const float *W = Ws + (t + 1) * DV * DK, *prev = Ws + t * DV * DK;
+      float g[DV], dalpha = 0.0f;
+      for (int i = 0; i < DV; ++i)
+        for (int j = 0; j < DK; ++j)
+          G[i * DK + j] += d_o[i] * q[j];
+      for (int j = 0; j < DK; ++j) {
+        float dq = 0.0f, dk = 0.0f;
+        for (int i = 0; i < DV; ++i) {
+          dq += W[i * DK + j] * d_o[i];
+          dk += G[i * DK + j] * beta[i] * v[i];
+        }
+        a->d_q[tok * DK + j] = dq;
+        a->d_k[tok * DK + j] = dk;
+      }
+      for (int i = 0; i < DV; ++i) {
+        g[i] = 0.0f;
+        for (int j = 0; j < DK; ++j) {
+          g[i] += G[i * DK + j] * k[j];
+          dalpha += G[i * DK + j] * prev[i * DK + j];
+        }
+        a->d_v[tok * DV + i] = beta[i] * g[i];
+        a->d_gates[1][tok * DV + i] = v[i] * g[i];
+      }
+      a->d_gates[0][tok] = dalpha;
+      for (int i = 0; i < DV * DK; ++i)
+        G[i] *= alpha;
+    }
+    memcpy(a->d_state_in[0] + off, G, sizeof G);
+  }
+  free(Ws);
+  return MIRAS_OK;
+}
+
+static int32_t fake_backward(const miras_backward_args *a) {
+  return fake_backward_range(a, 0, a->batch * a->heads);
+}
+#define FAKE_BACKWARD_ENTRIES , fake_backward, fake_backward_range
+#else
+#define FAKE_BACKWARD_ENTRIES
+#endif
+
 #if defined(FAKE_CUDA_ONLY) || FAKE_BAD_CUDA == 9
 __attribute__((visibility("default"))) const miras_module_entry miras_module_v1 = {
     FAKE_ENTRY_ABI, fake_metadata, NULL, NULL};
 #else
 __attribute__((visibility("default"))) const miras_module_entry miras_module_v1 = {
-    FAKE_ENTRY_ABI, fake_metadata, fake_forward, fake_forward_range};
+    FAKE_ENTRY_ABI, fake_metadata, fake_forward, fake_forward_range FAKE_BACKWARD_ENTRIES};
 #endif

@@ -63,6 +63,27 @@ TEST_F(Forward, MatchesReference) {
   expectNear(out_["W"], want["W"]);
 }
 
+// The fake module was not built with --backward (backward_segment 0, NULL entries):
+// the backward is refused before any tensor is looked at, saying how to get one.
+TEST_F(Forward, BackwardWithoutBackwardPassIsUnsupported) {
+  EXPECT_EQ(lib_.metadata().backward_segment, 0);
+  std::vector<miras_tensor> adjoints{find(outputs, "o")};
+  EXPECT_EQ(miras_library_backward(lib_.handle(), inputs.data(), int32_t(inputs.size()),
+                                   adjoints.data(), 1, inputs.data(),
+                                   int32_t(inputs.size())),
+            MIRAS_ERR_UNSUPPORTED);
+  EXPECT_NE(std::string(miras_last_error()).find("mirasc --backward"), std::string::npos)
+      << miras_last_error();
+  EXPECT_EQ(miras_library_backward(nullptr, nullptr, 0, nullptr, 0, nullptr, 0),
+            MIRAS_ERR_NULL_POINTER);
+  try {
+    lib_.backward(in_, {{"o", out_.at("o")}});
+    ADD_FAILURE() << "no error";
+  } catch (const miras::Error &e) {
+    EXPECT_EQ(e.status(), MIRAS_ERR_UNSUPPORTED);
+  }
+}
+
 TEST_F(Forward, AbsentInitialStateIsZero) {
   inputs.erase(std::find_if(inputs.begin(), inputs.end(),
                             [](const miras_tensor &t) { return std::string(t.name) == "W"; }));

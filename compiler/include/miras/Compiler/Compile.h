@@ -7,8 +7,9 @@
 //   ast      syntax tree of the .miras file
 //   mlir     spec-level miras dialect (MLIRGen)
 //   derived  + the derived step function (miras-derive)
-//   backward + its reverse step @step_backward (miras-backward); the later
-//            stages do not need it yet (no backward kernel so far)
+//   backward + its reverse step @step_backward (miras-backward); with
+//            CompileOptions::backward the later stages also build the
+//            sequence-level backward kernel from it
 //   rule     the derived update rule as math
 //   linalg   fused kernel on memrefs (miras-to-linalg)
 //   gpu      CUDA kernels in the gpu dialect (miras-linalg-to-simt, miras-to-gpu)
@@ -84,6 +85,11 @@ struct CompileOptions {
   GpuCheck gpuCheck = GpuCheck::None;
   /// With stopAfter = Rule: also the reverse step's rule (the adjoints).
   bool backwardRule = false;
+  /// From linalg on: also build the backward kernel (miras-lower-backward-
+  /// kernel) and, in the library, <name>_backward (CPU target only).
+  bool backward = false;
+  /// Tokens per recomputed segment of the backward kernel (S >= 1).
+  int64_t backwardSegment = 64;
   bool keepTemps = false;
   /// Where obj / lib go (default: <name>.o, lib<name>.so).
   std::string outputPath;

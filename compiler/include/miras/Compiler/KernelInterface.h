@@ -66,6 +66,10 @@ struct KernelInterface {
   double flopsPerToken = 0; // countStepFlops of the derived step, per head
   std::string algorithm = "sequential"; // or "chunked" (SPEC section 7)
   std::vector<std::string> targets{"cpu"};
+  /// 0: no backward kernel; else its segment S (`<name>_backward_kernel`,
+  /// BackwardKernelLayout of StepSignature.h; the glue allocates its
+  /// checkpoints and segment workspace).
+  int64_t backwardSegment = 0;
 
   /// The CUDA kernels (miras_cuda_binary of miras_abi.h), when targets
   /// names "cuda".

@@ -72,6 +72,73 @@ def MirasLowerToLinalg : Pass<"miras-lower-to-linalg", "::mlir::ModuleOp"> {
                            "::mlir::func::FuncDialect"];
 }
 
+def MirasLowerBackwardKernel
+    : Pass<"miras-lower-backward-kernel", "::mlir::ModuleOp"> {
+  let summary = "Builds the sequence-level backward kernel of each miras.module";
+  let description = [{
+    For every derived `miras.module` with a reverse step (`@step_backward`,
+    from `miras-derive-backward`), adds `func.func @<name>_backward_kernel`
+    before the module and erases the reverse step; `miras-lower-to-linalg`
+    then builds the forward kernel as before. Arguments (BackwardKernelLayout
+    in StepSignature.h): the pair range, q, k, v, the gates, `do`, the state
+    adjoints (in: of the final states; out: of the initial states), dq, dk,
+    dv, the gate adjoints, then per state `[P, ceil(T/S), shape]` checkpoints
+    (slot 0 of each of the range's P pairs: its initial state) and an
+    `[S, shape]` segment workspace.
+
+    Per (batch, head) pair it runs the forward from the initial state keeping
+    the state before every segment of `segment` = S tokens, then walks the
+    segments from the last: restores the segment's checkpoint, recomputes its
+    states into the workspace and applies the reverse step token by token
+    backwards, the new state adjoints written to scratch and copied over the
+    running ones. Each body is lowered with the forward kernel's op lowering; a
+    recomputing step skips what only `o` needs.
+
+    With chunk C > 1 this is the reverse of the sequential algorithm with
+    anchors (SPEC section 7; the chunked forms give its numbers): `segment`
+    must be a multiple of C, so a chunk's anchor is one of its segment's
+    recomputed states; the anchors' adjoints are summed over the chunk and
+    added to the running state adjoint at the chunk's first token.
+
+    ```mlir
+    func.func @deltanet_backward_kernel(%begin: index, %end: index,
+        %q: memref<?x?x?x16xf32>, %k: ..., %v: ..., %eta: memref<?x?x?xf32>,
+        %do: memref<?x?x?x16xf32>, %dW: memref<?x?x16x16xf32>,
+        %dq: ..., %dk: ..., %dv: ..., %deta: memref<?x?x?xf32>,
+        %Wckpt: memref<?x?x16x16xf32>, %Wseg: memref<?x16x16xf32>)
+        attributes {llvm.emit_c_interface, miras.backward_segment = 64 : i64} {
+      scf.for %pair = %begin to %end step %c1 {
+        memref.copy %ckpt0, %slot0            // the initial state
+        scf.for %c = %c1 to %segments step %c1 {
+          scf.for %t = ... { linalg.generic ... outs(%slot0) }  // W -= u k^T
+          memref.copy %slot0, %ckpt_c
+        }
+        scf.for %r = %c0 to %segments step %c1 {   // segment c = last - r
+          memref.copy %ckpt_c, %slot0
+          scf.for %j = %c1 to %count step %c1 { ... }   // slot j = step(slot j-1)
+          scf.for %r2 = %c0 to %count step %c1 {         // token start + j
+            linalg.generic ...   // dq, dk, dv, deta of token t
+            linalg.generic ... outs(%dWbh)  // dW = dW' - ... (in place)
+          }
+        }
+      }
+      return
+    }
+    ```
+  }];
+  let options = [
+    Option<"segment", "segment", "int64_t", /*default=*/"64",
+           "Tokens per recomputed segment S (a multiple of the chunk): "
+           "memory ceil(T/S) + S states per pair">
+  ];
+  let dependentDialects = ["::mlir::linalg::LinalgDialect",
+                           "::mlir::memref::MemRefDialect",
+                           "::mlir::scf::SCFDialect",
+                           "::mlir::arith::ArithDialect",
+                           "::mlir::math::MathDialect",
+                           "::mlir::func::FuncDialect"];
+}
+
 def MirasVectorize : Pass<"miras-vectorize", "::mlir::func::FuncOp"> {
   let summary = "Vectorises the kernel's linalg.generic ops along their contiguous dimension";
   let description = [{

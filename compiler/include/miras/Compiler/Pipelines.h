@@ -31,6 +31,12 @@ struct ToLinalgOptions : mlir::PassPipelineOptions<ToLinalgOptions> {
       *this, "algorithm",
       llvm::cl::desc("auto | sequential | chunked (see miras-lower-to-linalg)"),
       llvm::cl::init("auto")};
+  Option<int64_t> backwardSegment{
+      *this, "backward-segment",
+      llvm::cl::desc("0: no backward kernel; S > 0: also build "
+                     "@<name>_backward_kernel (miras-lower-backward-kernel) "
+                     "recomputing S tokens at a time; needs @step_backward"),
+      llvm::cl::init(0)};
 };
 
 /// The kernel form miras-to-linalg builds for `algorithm` (auto, sequential

@@ -124,6 +124,40 @@ struct KernelLayout {
   }
 };
 
+/// The backward kernel's arguments (KernelInterface.h), for a module with
+/// `numGates` gates and `numStates` states:
+///
+///   backward_kernel(pair_begin, pair_end, q, k, v, gates...,   as the kernel
+///                   do,                  [B, T, H, Dv]
+///                   dstates...,          [B, H, shape]: in, the adjoint of
+///                                        the final state; out, of the initial
+///                   dq, dk, dv, dgates...  per token, shaped like q, k, ...
+///                   checkpoints...,      [P, N, shape]: N = ceil(T / S)
+///                                        states per pair of the range (P of
+///                                        them); in, slot 0 holds the initial
+///                                        state; the rest is workspace
+///                   segment...)          [S, shape]: workspace
+struct BackwardKernelLayout {
+  unsigned numGates = 0, numStates = 0;
+
+  static constexpr unsigned pairBegin = 0, pairEnd = 1, query = 2, key = 3,
+                            value = 4;
+  unsigned gate(unsigned i) const { return 5 + i; }
+  unsigned outputAdjoint() const { return 5 + numGates; }
+  unsigned stateAdjoint(unsigned i) const { return 6 + numGates + i; }
+  unsigned queryAdjoint() const { return 6 + numGates + numStates; }
+  unsigned keyAdjoint() const { return queryAdjoint() + 1; }
+  unsigned valueAdjoint() const { return queryAdjoint() + 2; }
+  unsigned gateAdjoint(unsigned i) const { return queryAdjoint() + 3 + i; }
+  unsigned checkpoint(unsigned i) const { return gateAdjoint(numGates) + i; }
+  unsigned segment(unsigned i) const { return checkpoint(numStates) + i; }
+  unsigned size() const { return segment(numStates); }
+
+  static BackwardKernelLayout of(const StepSignature &signature) {
+    return {signature.numGates(), signature.numStates()};
+  }
+};
+
 } // namespace miras
 
 #endif

@@ -1,0 +1,377 @@
+//===- BackwardKernel.cpp - The sequence-level reverse pass as a kernel ---===//
+//
+// `@<name>_backward_kernel` runs the reverse of the sequential forward over a
+// whole sequence (docs/TRAINING.md). The reverse step needs the state before
+// each token, walked from the last token to the first; storing all T states
+// would cost T states per (batch, head) pair, so the kernel recomputes them:
+//
+//   (a) forward from the initial state, keeping the state before every
+//       segment of S tokens (checkpoint c: before token c * S);
+//   (b) from the last segment to the first: restore its checkpoint, recompute
+//       its (at most S) states into the segment workspace, then apply
+//       @step_backward token by token backwards. Its state results are the
+//       running state adjoint, updated in place in the dstate buffers (which
+//       end as the adjoint of the initial state); dq, dk, dv and the gate
+//       adjoints are written per token.
+//
+// Saved memory per pair: ceil(T / S) checkpoints plus S segment states; the
+// work is two forward steps and one reverse step per token.
+//
+// Each step body is lowered by KernelLowering's op lowering (lowerOp) as in
+// the forward kernel, one body at a time (beginBody).
+//
+//===----------------------------------------------------------------------===//
+#include "KernelLowering.h"
+#include "miras/Dialect/Miras/IR/StepSignature.h"
+
+#include "miras/Compiler/Passes.h"
+#include "miras/Compiler/Pipelines.h"
+
+namespace miras {
+#define GEN_PASS_DEF_MIRASLOWERBACKWARDKERNEL
+#include "miras/Compiler/Passes.h.inc"
+} // namespace miras
+
+namespace miras::lowering {
+
+void KernelLowering::beginBody(func::FuncOp function) {
+  step = function;
+  lowered.clear();
+  states.clear();
+  writing.clear();
+  expensive.clear();
+  outputSlice = outputValue = Value();
+  extraOutputs.clear();
+  statesInPlace = true;
+}
+
+LogicalResult KernelLowering::lowerStateStep(OpBuilder &b, Location loc,
+                                             Block *entry, Value bi, Value ti,
+                                             Value hi, ArrayRef<Value> slices,
+                                             ArrayRef<Value> anchors) {
+  Block &body = step.getBody().front();
+  auto ret = cast<func::ReturnOp>(body.getTerminator());
+  StepSignature signature = StepSignature::of(module);
+  for (auto [i, slice] : llvm::enumerate(slices)) {
+    Value old = body.getArgument(signature.stateArg(i));
+    states.push_back({old, ret.getOperand(signature.stateResult(i)), slice});
+    lowered[old] = {Lowered::Kind::Buffer, slice};
+  }
+  for (auto [i, anchor] : llvm::enumerate(anchors))
+    lowered[body.getArgument(signature.anchorArg(i))] = {Lowered::Kind::Buffer,
+                                                         anchor};
+  bindToken(b, loc, entry, bi, ti, hi, signature.queryArg());
+  // Only the ops the new states depend on: the sweep never reads o.
+  llvm::SmallPtrSet<Operation *, 32> needed;
+  SmallVector<Value> work(ret.getOperands().take_front(signature.numStates()));
+  while (!work.empty()) {
+    Operation *def = work.pop_back_val().getDefiningOp();
+    if (def && needed.insert(def).second)
+      llvm::append_range(work, def->getOperands());
+  }
+  for (Operation &op : body)
+    if ((needed.contains(&op) || &op == ret) && failed(lowerOp(b, op)))
+      return failure();
+  return success();
+}
+
+LogicalResult KernelLowering::runBackward(func::FuncOp backward,
+                                          int64_t segment) {
+  Location loc = module.getLoc();
+  StepSignature signature = StepSignature::of(module);
+  int64_t chunk = module.getChunk();
+  // Segments start at chunk starts, so a chunk's anchor is one of its
+  // segment's recomputed states.
+  if (segment < 1 || segment % chunk != 0)
+    return module.emitError("the backward segment must be a positive multiple "
+                            "of the chunk (")
+           << chunk << "), got " << segment;
+  unsigned numAnchors = signature.numAnchors();
+  BackwardKernelLayout layout = BackwardKernelLayout::of(signature);
+  func::FuncOp forward = step;
+  Block &forwardBody = forward.getBody().front();
+  unsigned numStates = signature.numStates();
+  int64_t dk = module.getDk(), dv = module.getDv(), steps = module.getSteps();
+  SmallVector<GateOp> gates = module.getGates();
+  auto perStep = [&](int64_t width) {
+    return steps == 1 ? SmallVector<int64_t>{width}
+                      : SmallVector<int64_t>{steps, width};
+  };
+  SmallVector<SmallVector<int64_t>> stateShapes;
+  for (unsigned i = 0; i < numStates; ++i) {
+    ArrayRef<int64_t> shape =
+        cast<RankedTensorType>(forwardBody.getArgument(i).getType()).getShape();
+    stateShapes.emplace_back(shape.begin(), shape.end());
+  }
+
+  // BackwardKernelLayout's order (StepSignature.h).
+  Type indexType = IndexType::get(ctx);
+  SmallVector<Type> argTypes{indexType, indexType, sequenceType(ctx, 3, {dk}),
+                             sequenceType(ctx, 3, perStep(dk)),
+                             sequenceType(ctx, 3, perStep(dv))};
+  for (GateOp gate : gates)
+    argTypes.push_back(sequenceType(ctx, 3, gateShape(gate)));
+  argTypes.push_back(sequenceType(ctx, 3, {dv}));
+  for (auto &shape : stateShapes)
+    argTypes.push_back(sequenceType(ctx, 2, shape));
+  argTypes.append({sequenceType(ctx, 3, {dk}), sequenceType(ctx, 3, perStep(dk)),
+                   sequenceType(ctx, 3, perStep(dv))});
+  for (GateOp gate : gates)
+    argTypes.push_back(sequenceType(ctx, 3, gateShape(gate)));
+  for (auto &shape : stateShapes)
+    argTypes.push_back(sequenceType(ctx, 2, shape));
+  for (auto &shape : stateShapes)
+    argTypes.push_back(sequenceType(ctx, 1, shape));
+  assert(argTypes.size() == layout.size());
+
+  OpBuilder b(module);
+  auto kernel = func::FuncOp::create(
+      b, loc, (module.getSymName() + "_backward_kernel").str(),
+      b.getFunctionType(argTypes, {}));
+  kernel->setAttr("llvm.emit_c_interface", b.getUnitAttr());
+  kernel->setAttr("miras.backward_segment", b.getI64IntegerAttr(segment));
+  Block *entry = kernel.addEntryBlock();
+  b.setInsertionPointToEnd(entry);
+  auto arg = [&](unsigned i) { return entry->getArgument(i); };
+
+  Value c0 = arith::ConstantIndexOp::create(b, loc, 0);
+  Value c1 = arith::ConstantIndexOp::create(b, loc, 1);
+  Value segmentSize = arith::ConstantIndexOp::create(b, loc, segment);
+  Value chunkSize = arith::ConstantIndexOp::create(b, loc, chunk);
+  auto stateType = [&](unsigned i) {
+    return RankedTensorType::get(stateShapes[i], Float32Type::get(ctx));
+  };
+  // Whether token (or slot) `t` starts a chunk.
+  auto startsChunk = [&](OpBuilder &ob, Value t) {
+    Value offset = arith::RemUIOp::create(ob, loc, t, chunkSize);
+    return arith::CmpIOp::create(ob, loc, arith::CmpIPredicate::eq, offset, c0);
+  };
+  OpBuilder eb(ctx);
+  eb.setInsertionPoint(c0.getDefiningOp());
+  entryBuilder = &eb;
+  Value length = memref::DimOp::create(b, loc, arg(BackwardKernelLayout::query), 1);
+  Value heads = memref::DimOp::create(b, loc, arg(BackwardKernelLayout::query), 2);
+  Value segments = arith::CeilDivUIOp::create(b, loc, length, segmentSize);
+
+  auto pairLoop = scf::ForOp::create(b, loc, arg(BackwardKernelLayout::pairBegin),
+                                     arg(BackwardKernelLayout::pairEnd), c1);
+  b.setInsertionPointToStart(pairLoop.getBody());
+  Value pair = pairLoop.getInductionVar();
+  Value bi = arith::DivUIOp::create(b, loc, pair, heads);
+  Value hi = arith::RemUIOp::create(b, loc, pair, heads);
+  // The checkpoints are laid out per pair of the range, from its first.
+  Value local = arith::SubIOp::create(
+      b, loc, pair, arg(BackwardKernelLayout::pairBegin));
+  auto checkpoint = [&](OpBuilder &ob, unsigned i, Value c) {
+    return slice(ob, loc, arg(layout.checkpoint(i)), {local, c}, stateShapes[i]);
+  };
+  auto segmentState = [&](OpBuilder &ob, unsigned i, Value j) {
+    return slice(ob, loc, arg(layout.segment(i)), {j}, stateShapes[i]);
+  };
+  auto copyStates = [&](OpBuilder &ob, function_ref<Value(unsigned)> from,
+                        function_ref<Value(unsigned)> to) {
+    for (unsigned i = 0; i < numStates; ++i)
+      memref::CopyOp::create(ob, loc, from(i), to(i));
+  };
+
+  // (a) The state before every segment, from checkpoint 0 (the initial state)
+  // on, run in segment slot 0 (with the anchors copied at each chunk start,
+  // as the forward kernel does).
+  SmallVector<Value> forwardAnchors;
+  for (unsigned i = 0; i < numAnchors; ++i)
+    forwardAnchors.push_back(heapScratch(stateType(i)));
+  SmallVector<Value> running;
+  for (unsigned i = 0; i < numStates; ++i)
+    running.push_back(segmentState(b, i, c0));
+  copyStates(b, [&](unsigned i) { return checkpoint(b, i, c0); },
+             [&](unsigned i) { return running[i]; });
+  {
+    auto cLoop = scf::ForOp::create(b, loc, c1, segments, c1);
+    OpBuilder cb = OpBuilder::atBlockBegin(cLoop.getBody());
+    Value c = cLoop.getInductionVar();
+    Value end = arith::MulIOp::create(cb, loc, c, segmentSize);
+    Value start = arith::SubIOp::create(cb, loc, end, segmentSize);
+    auto tLoop = scf::ForOp::create(cb, loc, start, end, c1);
+    OpBuilder tb = OpBuilder::atBlockBegin(tLoop.getBody());
+    if (numAnchors) {
+      auto ifOp = scf::IfOp::create(tb, loc, startsChunk(tb, tLoop.getInductionVar()),
+                                    /*withElseRegion=*/false);
+      OpBuilder ib = ifOp.getThenBodyBuilder();
+      for (unsigned i = 0; i < numAnchors; ++i)
+        memref::CopyOp::create(ib, loc, running[i], forwardAnchors[i]);
+    }
+    beginBody(forward);
+    if (failed(lowerStateStep(tb, loc, entry, bi, tLoop.getInductionVar(), hi,
+                              running, forwardAnchors)))
+      return failure();
+    cb.setInsertionPointAfter(tLoop);
+    copyStates(cb, [&](unsigned i) { return running[i]; },
+               [&](unsigned i) { return checkpoint(cb, i, c); });
+  }
+
+  // (b) Segment by segment from the last.
+  SmallVector<Value> adjoints;
+  for (unsigned i = 0; i < numStates; ++i)
+    adjoints.push_back(
+        slice(b, loc, arg(layout.stateAdjoint(i)), {bi, hi}, stateShapes[i]));
+  // The anchors' adjoints, summed over the tokens of the current chunk and
+  // added to the running state adjoint at the chunk's start: the anchor is the
+  // state before that token.
+  Value zero = arith::ConstantOp::create(b, loc, b.getF32FloatAttr(0.0));
+  SmallVector<Value> anchorSums, anchorStep;
+  for (unsigned i = 0; i < numAnchors; ++i) {
+    anchorSums.push_back(heapScratch(stateType(i)));
+    anchorStep.push_back(heapScratch(stateType(i)));
+    linalg::FillOp::create(b, loc, ValueRange{zero}, ValueRange{anchorSums[i]});
+  }
+  // dest += src, element-wise.
+  auto accumulate = [&](OpBuilder &ob, Value src, Value dest) {
+    unsigned rank = cast<MemRefType>(dest.getType()).getRank();
+    AffineMap identity = AffineMap::getMultiDimIdentityMap(rank, ctx);
+    linalg::GenericOp::create(
+        ob, loc, ValueRange{src}, ValueRange{dest},
+        ArrayRef<AffineMap>{identity, identity}, parallel(rank),
+        [&](OpBuilder &nb, Location nloc, ValueRange args) {
+          linalg::YieldOp::create(
+              nb, nloc, Value(arith::AddFOp::create(nb, nloc, args[1], args[0])));
+        });
+  };
+  // The slot holding the anchor of slot `j`: its chunk's first.
+  auto anchorSlot = [&](OpBuilder &ob, Value j) {
+    return arith::SubIOp::create(ob, loc, j,
+                                 arith::RemUIOp::create(ob, loc, j, chunkSize));
+  };
+  auto rLoop = scf::ForOp::create(b, loc, c0, segments, c1);
+  OpBuilder rb = OpBuilder::atBlockBegin(rLoop.getBody());
+  Value last = arith::SubIOp::create(rb, loc, segments, c1);
+  Value c = arith::SubIOp::create(rb, loc, last, rLoop.getInductionVar());
+  Value start = arith::MulIOp::create(rb, loc, c, segmentSize);
+  Value count = arith::MinUIOp::create(
+      rb, loc, segmentSize, arith::SubIOp::create(rb, loc, length, start));
+  copyStates(rb, [&](unsigned i) { return checkpoint(rb, i, c); },
+             [&](unsigned i) { return segmentState(rb, i, c0); });
+  {
+    // Slot j holds the state before token start + j.
+    auto jLoop = scf::ForOp::create(rb, loc, c1, count, c1);
+    OpBuilder jb = OpBuilder::atBlockBegin(jLoop.getBody());
+    Value j = jLoop.getInductionVar();
+    Value previous = arith::SubIOp::create(jb, loc, j, c1);
+    SmallVector<Value> slot;
+    for (unsigned i = 0; i < numStates; ++i) {
+      slot.push_back(segmentState(jb, i, j));
+      memref::CopyOp::create(jb, loc, segmentState(jb, i, previous), slot[i]);
+    }
+    Value ti = arith::AddIOp::create(jb, loc, start, previous);
+    SmallVector<Value> anchors;
+    Value first = anchorSlot(jb, previous);
+    for (unsigned i = 0; i < numAnchors; ++i)
+      anchors.push_back(segmentState(jb, i, first));
+    beginBody(forward);
+    if (failed(lowerStateStep(jb, loc, entry, bi, ti, hi, slot, anchors)))
+      return failure();
+  }
+  auto backLoop = scf::ForOp::create(rb, loc, c0, count, c1);
+  OpBuilder bb = OpBuilder::atBlockBegin(backLoop.getBody());
+  Value j = arith::SubIOp::create(
+      bb, loc, arith::SubIOp::create(bb, loc, count, c1),
+      backLoop.getInductionVar());
+  Value ti = arith::AddIOp::create(bb, loc, start, j);
+  beginBody(backward);
+  Block &body = backward.getBody().front();
+  auto ret = cast<func::ReturnOp>(body.getTerminator());
+  for (unsigned i = 0; i < numStates; ++i)
+    lowered[body.getArgument(signature.stateArg(i))] = {
+        Lowered::Kind::Buffer, segmentState(bb, i, j)};
+  Value firstOfChunk = anchorSlot(bb, j);
+  for (unsigned i = 0; i < numAnchors; ++i) {
+    lowered[body.getArgument(signature.anchorArg(i))] = {
+        Lowered::Kind::Buffer, segmentState(bb, i, firstOfChunk)};
+    extraOutputs.push_back({ret.getOperand(signature.anchorArg(i)), anchorStep[i]});
+  }
+  bindToken(bb, loc, entry, bi, ti, hi, signature.queryArg());
+  // The new state adjoints go to scratch buffers and are copied over the
+  // running ones after the step: the reverse step may read an old adjoint
+  // (momentum's dS') after computing a new one (dS).
+  statesInPlace = false;
+  SmallVector<Value> newAdjoints;
+  for (unsigned i = 0; i < numStates; ++i) {
+    Value next = body.getArgument(
+        signature.resultAdjointArg(signature.stateResult(i)));
+    newAdjoints.push_back(heapScratch(RankedTensorType::get(
+        stateShapes[i], Float32Type::get(ctx))));
+    // Result i of the reverse step is the adjoint of step argument i.
+    states.push_back({next, ret.getOperand(signature.stateArg(i)), newAdjoints[i]});
+    lowered[next] = {Lowered::Kind::Buffer, adjoints[i]};
+  }
+  SmallVector<Value> prefix{bi, ti, hi};
+  lowered[body.getArgument(signature.resultAdjointArg(signature.outputResult()))] =
+      {Lowered::Kind::Buffer,
+       slice(bb, loc, arg(layout.outputAdjoint()), prefix, {dv})};
+  extraOutputs.push_back(
+      {ret.getOperand(signature.queryArg()),
+       slice(bb, loc, arg(layout.queryAdjoint()), prefix, {dk})});
+  extraOutputs.push_back(
+      {ret.getOperand(signature.keyArg()),
+       slice(bb, loc, arg(layout.keyAdjoint()), prefix, perStep(dk))});
+  extraOutputs.push_back(
+      {ret.getOperand(signature.valueArg()),
+       slice(bb, loc, arg(layout.valueAdjoint()), prefix, perStep(dv))});
+  for (auto [i, gate] : llvm::enumerate(gates))
+    extraOutputs.push_back(
+        {ret.getOperand(signature.gateArg(i)),
+         slice(bb, loc, arg(layout.gateAdjoint(i)), prefix, gateShape(gate))});
+  for (Operation &op : body)
+    if (failed(lowerOp(bb, op)))
+      return failure();
+  for (unsigned i = 0; i < numStates; ++i)
+    memref::CopyOp::create(bb, loc, newAdjoints[i], adjoints[i]);
+  if (numAnchors) {
+    for (unsigned i = 0; i < numAnchors; ++i)
+      accumulate(bb, anchorStep[i], anchorSums[i]);
+    auto ifOp = scf::IfOp::create(bb, loc, startsChunk(bb, ti),
+                                  /*withElseRegion=*/false);
+    OpBuilder ib = ifOp.getThenBodyBuilder();
+    for (unsigned i = 0; i < numAnchors; ++i) {
+      accumulate(ib, anchorSums[i], adjoints[i]);
+      linalg::FillOp::create(ib, loc, ValueRange{zero}, ValueRange{anchorSums[i]});
+    }
+  }
+
+  b.setInsertionPointAfter(pairLoop);
+  for (Value buffer : heapBuffers)
+    memref::DeallocOp::create(b, loc, buffer);
+  func::ReturnOp::create(b, loc);
+  return success();
+}
+
+} // namespace miras::lowering
+
+namespace {
+
+using namespace mlir;
+using namespace miras;
+
+struct LowerBackwardKernelPass
+    : public miras::impl::MirasLowerBackwardKernelBase<LowerBackwardKernelPass> {
+  using MirasLowerBackwardKernelBase::MirasLowerBackwardKernelBase;
+  void runOnOperation() override {
+    for (auto module : getOperation().getOps<MemoryModuleOp>()) {
+      auto step = dyn_cast_or_null<func::FuncOp>(
+          SymbolTable::lookupSymbolIn(module, "step"));
+      auto backward = dyn_cast_or_null<func::FuncOp>(
+          SymbolTable::lookupSymbolIn(module, "step_backward"));
+      if (!step || !backward) {
+        module.emitError("no reverse step: run miras-derive-update and "
+                         "miras-derive-backward first");
+        return signalPassFailure();
+      }
+      if (failed(miras::lowering::KernelLowering(module, step, "sequential")
+                     .runBackward(backward, segment)))
+        return signalPassFailure();
+      // The forward lowering needs @step only.
+      backward.erase();
+    }
+  }
+};
+
+} // namespace

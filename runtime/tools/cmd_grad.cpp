@@ -1,0 +1,138 @@
+// cmd_grad.cpp: `miras grad lib.so --inputs DIR --adjoints DIR --outputs DIR` runs the
+// backward pass of a module built with `mirasc --backward` on .npy files.
+#include <chrono>
+#include <cstdio>
+#include <filesystem>
+#include <string>
+
+#include "commands.hpp"
+#include "miras/npy.hpp"
+#include "miras/runtime.hpp"
+
+namespace miras::cli {
+
+const char kGradHelp[] =
+    "usage: miras grad <lib.so> --inputs DIR --adjoints DIR --outputs DIR [--threads N]\n"
+    "\n"
+    "The backward pass of a module built with mirasc --backward: the adjoints of a loss\n"
+    "L with respect to every input of the forward. Reads the forward's inputs from\n"
+    "--inputs as 'miras run' does (q, k, v, every gate; <state>.npy when present, else a\n"
+    "zero initial state), o.npy (dL/do, required) and <state>.npy (dL/d final state,\n"
+    "optional: zero) from --adjoints, and writes dq.npy, dk.npy, dv.npy, d<gate>.npy and\n"
+    "d<state>.npy (the initial state's adjoint) to --outputs (created if missing).\n"
+    "\n"
+    "options:\n"
+    "  --inputs DIR    directory of the forward's input .npy files\n"
+    "  --adjoints DIR  directory of o.npy and the final states' adjoints\n"
+    "  --outputs DIR   directory for the d<name>.npy files\n"
+    "  --threads N     CPU threads the (batch, head) pairs are split over; 0 = one\n"
+    "                  per CPU (default: MIRAS_NUM_THREADS, else 1)\n";
+
+namespace fs = std::filesystem;
+
+namespace {
+
+struct GradOptions {
+  std::string library, inputs, adjoints, outputs;
+  int32_t threads = -1;
+};
+
+GradOptions parseOptions(const Args &args) {
+  GradOptions opts;
+  std::string threads;
+  bool hasThreads = false;
+  for (size_t i = 0; i < args.size(); ++i) {
+    auto [arg, value] = nextOption(args, i);
+    if (arg == "--inputs")
+      opts.inputs = value;
+    else if (arg == "--adjoints")
+      opts.adjoints = value;
+    else if (arg == "--outputs")
+      opts.outputs = value;
+    else if (arg == "--threads") {
+      threads = value;
+      hasThreads = true;
+    } else if (arg.rfind("-", 0) == 0)
+      throw UsageError("unknown option '" + arg + "' for 'miras grad'");
+    else if (opts.library.empty())
+      opts.library = arg;
+    else
+      throw UsageError("unexpected argument '" + arg + "'");
+  }
+  if (opts.library.empty() || opts.inputs.empty() || opts.adjoints.empty() ||
+      opts.outputs.empty())
+    throw UsageError("usage: miras grad <lib.so> --inputs DIR --adjoints DIR --outputs DIR "
+                     "[--threads N]");
+  if (hasThreads) {
+    bool digits = !threads.empty() &&
+                  threads.find_first_not_of("0123456789") == std::string::npos;
+    if (!digits || threads.size() > 6 || std::stoi(threads) > 4096)
+      throw UsageError("--threads expects an integer from 0 to 4096, got '" + threads + "'");
+    opts.threads = std::stoi(threads);
+  }
+  return opts;
+}
+
+std::string npyPath(const std::string &dir, const std::string &name) {
+  return (fs::path(dir) / (name + ".npy")).string();
+}
+
+/// `required` names must exist; the states are read when present.
+TensorMap readNamed(const Library &lib, const std::string &dir,
+                    const std::vector<std::string> &required, const char *stateRole) {
+  const miras_module_metadata &m = lib.metadata();
+  TensorMap tensors;
+  for (const std::string &name : required)
+    tensors[name] = readNpy(npyPath(dir, name));
+  for (int32_t i = 0; i < m.num_states; ++i) {
+    std::string path = npyPath(dir, m.states[i].name);
+    std::error_code ec;
+    if (fs::exists(path, ec))
+      tensors[m.states[i].name] = readNpy(path);
+    else
+      std::fprintf(stderr, "miras: note: %s not found; %s '%s' is zero\n", path.c_str(),
+                   stateRole, m.states[i].name);
+  }
+  return tensors;
+}
+
+} // namespace
+
+int runGrad(const Args &args) {
+  GradOptions opts = parseOptions(args);
+  Library lib = Library::open(opts.library);
+  const miras_module_metadata &m = lib.metadata();
+  // What the library cannot do is the error, before any file is read.
+  if (!hasTarget(m.targets, "cpu"))
+    throw Error(MIRAS_ERR_DEVICE, "'" + opts.library + "' was built for cuda only; the "
+                                  "backward pass runs on the cpu");
+  if (m.backward_segment <= 0)
+    throw Error(MIRAS_ERR_UNSUPPORTED, "'" + opts.library + "' has no backward pass: "
+                                       "rebuild module '" + m.name + "' with mirasc --backward");
+  if (opts.threads >= 0)
+    lib.setNumThreads(opts.threads);
+  std::vector<std::string> inputNames{"q", "k", "v"};
+  for (int32_t i = 0; i < m.num_gates; ++i)
+    inputNames.push_back(m.gates[i].name);
+  TensorMap inputs = readNamed(lib, opts.inputs, inputNames, "initial state");
+  TensorMap adjoints = readNamed(lib, opts.adjoints, {"o"}, "the adjoint of final state");
+  auto start = std::chrono::steady_clock::now();
+  TensorMap grads = lib.backward(inputs, adjoints);
+  std::chrono::duration<double, std::milli> ms = std::chrono::steady_clock::now() - start;
+  std::error_code ec;
+  fs::create_directories(opts.outputs, ec);
+  if (ec)
+    throw Error(MIRAS_ERR_IO, "cannot create output directory '" + opts.outputs +
+                                  "': " + ec.message());
+  for (const auto &[name, tensor] : grads)
+    writeNpy(npyPath(opts.outputs, "d" + name), tensor);
+  const std::vector<int64_t> &q = inputs.at("q").shape(); // validated by backward
+  std::printf("%s: B=%lld T=%lld H=%lld backward %.3f ms (%d thread%s, segment %lld), "
+              "wrote %zu tensors to %s\n",
+              m.name, (long long)q[0], (long long)q[1], (long long)q[2], ms.count(),
+              (int)lib.numThreads(), lib.numThreads() == 1 ? "" : "s",
+              (long long)m.backward_segment, grads.size(), opts.outputs.c_str());
+  return 0;
+}
+
+} // namespace miras::cli

@@ -1,0 +1,137 @@
+// backward_test.cpp: miras_library_backward over named tensors, on the fake module built
+// with its backward entry points (fake_module.c, FAKE_BACKWARD): the adjoints against
+// central differences of the float64 reference forward, and the validation of the
+// inputs, adjoints and outputs lists.
+#include "test_util.hpp"
+
+namespace {
+
+using namespace miras::test;
+using miras::Tensor;
+using miras::TensorMap;
+
+constexpr int64_t B = 2, T = 5, H = 3;
+
+miras_tensor view(const char *name, Tensor &t) {
+  miras_tensor v{};
+  v.name = name;
+  v.data = t.data();
+  v.dtype = MIRAS_DTYPE_F32;
+  v.rank = static_cast<int32_t>(t.shape().size());
+  std::copy(t.shape().begin(), t.shape().end(), v.shape);
+  return v;
+}
+
+class Backward : public ::testing::Test {
+protected:
+  Backward()
+      : lib_(miras::Library::open(MIRAS_FAKE_BACKWARD)), in_(fakeInputs(B, T, H, true)),
+        adj_{{"o", randomTensor({B, T, H, kDv}, 11)}, {"W", randomTensor({B, H, kDv, kDk}, 12)}} {
+    for (auto &[name, t] : in_) {
+      out_.emplace(name, Tensor(t.shape()));
+      inputs.push_back(view(name.c_str(), t));
+    }
+    for (auto &[name, t] : adj_)
+      adjoints.push_back(view(name.c_str(), t));
+    for (auto &[name, t] : out_)
+      outputs.push_back(view(name.c_str(), t));
+  }
+
+  miras_status run() {
+    return miras_library_backward(lib_.handle(), inputs.data(), int32_t(inputs.size()),
+                                  adjoints.data(), int32_t(adjoints.size()), outputs.data(),
+                                  int32_t(outputs.size()));
+  }
+
+  void expectError(miras_status status, std::initializer_list<const char *> fragments) {
+    EXPECT_EQ(run(), status) << miras_last_error();
+    std::string msg = miras_last_error();
+    for (const char *f : fragments)
+      EXPECT_NE(msg.find(f), std::string::npos) << "'" << f << "' not in: " << msg;
+  }
+
+  // L = sum(do * o) + sum(dW * W_T) of the float64 reference.
+  double loss(const TensorMap &in) {
+    TensorMap out = reference(in);
+    double l = 0;
+    for (const char *name : {"o", "W"})
+      for (int64_t i = 0; i < out.at(name).numel(); ++i)
+        l += double(out.at(name).values()[i]) * adj_.at(name).values()[i];
+    return l;
+  }
+
+  miras::Library lib_;
+  TensorMap in_, adj_, out_;
+  std::vector<miras_tensor> inputs, adjoints, outputs;
+};
+
+TEST_F(Backward, MetadataAndEntryTableSayThereIsOne) {
+  EXPECT_EQ(lib_.metadata().backward_segment, 4);
+}
+
+// Every input's adjoint at a few coordinates against central differences of the loss (it
+// is linear in each coordinate of q, k, v, beta and W, a polynomial in alpha).
+TEST_F(Backward, MatchesFiniteDifferences) {
+  ASSERT_EQ(run(), MIRAS_OK) << miras_last_error();
+  for (auto &[name, x] : in_) {
+    for (int64_t i : {int64_t(0), x.numel() / 2, x.numel() - 1}) {
+      const float h = 1e-2f, saved = x.values()[i];
+      x.values()[i] = saved + h;
+      double plus = loss(in_);
+      x.values()[i] = saved - h;
+      double minus = loss(in_);
+      x.values()[i] = saved;
+      double fd = (plus - minus) / (2 * h), an = out_.at(name).values()[i];
+      EXPECT_NEAR(an, fd, 1e-3 * std::max(1.0, std::abs(fd))) << name << "[" << i << "]";
+    }
+  }
+}
+
+TEST_F(Backward, AbsentStateAdjointIsZeroAndThreadsChangeNothing) {
+  ASSERT_EQ(run(), MIRAS_OK) << miras_last_error();
+  TensorMap first = out_;
+  lib_.setNumThreads(4);
+  TensorMap threaded = lib_.backward(in_, adj_);
+  for (auto &[name, t] : first)
+    expectNear(threaded.at(name), t, 0.0f);
+  std::fill(adj_.at("W").values().begin(), adj_.at("W").values().end(), 0.0f);
+  TensorMap zero = lib_.backward(in_, adj_);
+  TensorMap absent = lib_.backward(in_, {{"o", adj_.at("o")}});
+  for (auto &[name, t] : zero)
+    expectNear(absent.at(name), t, 0.0f);
+}
+
+TEST_F(Backward, AdjointOfOIsRequired) {
+  adjoints.pop_back(); // "o" (the map is ordered: W, o)
+  expectError(MIRAS_ERR_INVALID_ARGUMENT, {"missing adjoint tensor 'o'"});
+}
+
+TEST_F(Backward, UnknownAdjointIsNamed) {
+  adjoints[0].name = "q";
+  expectError(MIRAS_ERR_INVALID_ARGUMENT, {"unknown adjoint tensor 'q'", "o, W"});
+}
+
+TEST_F(Backward, WronglyShapedAdjointIsNamed) {
+  adjoints[1].shape[1] = T + 1;
+  expectError(MIRAS_ERR_SHAPE, {"adjoint tensor 'o': expected shape [2, 5, 3, 4]"});
+}
+
+TEST_F(Backward, EveryOutputIsRequired) {
+  outputs.pop_back(); // "v" (ordered: W, alpha, beta, k, q, v)
+  expectError(MIRAS_ERR_INVALID_ARGUMENT, {"missing output tensor 'v'"});
+  outputs.push_back(view("v", out_.at("v")));
+  outputs.erase(outputs.begin()); // "W": the initial state's adjoint is an output too
+  expectError(MIRAS_ERR_INVALID_ARGUMENT, {"missing output tensor 'W'"});
+}
+
+TEST_F(Backward, WronglyShapedOutputIsNamed) {
+  outputs[1].rank = 2; // alpha
+  expectError(MIRAS_ERR_SHAPE, {"output tensor 'alpha': expected shape [2, 5, 3]"});
+}
+
+TEST_F(Backward, NullDataIsRefused) {
+  outputs[3].data = nullptr;
+  expectError(MIRAS_ERR_NULL_POINTER, {"output tensor 'k' has NULL data"});
+}
+
+} // namespace
