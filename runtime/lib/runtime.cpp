@@ -129,17 +129,25 @@ Tensor Library::zeroState(const std::string &name, int64_t batch, int64_t heads)
               "module '" + std::string(m.name) + "' has no state named '" + name + "'");
 }
 
+/// q's shape when it is [B, T, H, Dk] with B, T, H positive (what the outputs are
+/// sized from), else null: the C API then reports what is wrong with it.
+static const std::vector<int64_t> *validQueryShape(const TensorMap &inputs) {
+  auto q = inputs.find("q");
+  if (q == inputs.end() || q->second.shape().size() != 4 ||
+      !std::all_of(q->second.shape().begin(), q->second.shape().begin() + 3,
+                   [](int64_t d) { return d > 0; }))
+    return nullptr;
+  return &q->second.shape();
+}
+
 TensorMap Library::forward(const TensorMap &inputs, miras_device device,
                            miras_dtype inputDtype) const {
   const miras_module_metadata &m = metadata();
   // Outputs are sized from q's B, T, H. A missing or malformed q allocates nothing and
   // is then reported by the C API, which owns all validation messages.
   TensorMap outputs;
-  auto q = inputs.find("q");
-  if (q != inputs.end() && q->second.shape().size() == 4 &&
-      std::all_of(q->second.shape().begin(), q->second.shape().begin() + 3,
-                  [](int64_t d) { return d > 0; })) {
-    const std::vector<int64_t> &s = q->second.shape();
+  if (const std::vector<int64_t> *qShape = validQueryShape(inputs)) {
+    const std::vector<int64_t> &s = *qShape;
     outputs.emplace("o", Tensor(shapeOf("o", s[0], s[1], s[2])));
     for (int32_t i = 0; i < m.num_states; ++i)
       outputs.emplace(m.states[i].name, Tensor(shapeOf(m.states[i].name, s[0], s[1], s[2])));
@@ -182,11 +190,8 @@ TensorMap Library::backward(const TensorMap &inputs, const TensorMap &adjoints) 
   const miras_module_metadata &m = metadata();
   // The adjoints are sized from q's B, T, H, like forward's outputs.
   TensorMap outputs;
-  auto q = inputs.find("q");
-  if (q != inputs.end() && q->second.shape().size() == 4 &&
-      std::all_of(q->second.shape().begin(), q->second.shape().begin() + 3,
-                  [](int64_t d) { return d > 0; })) {
-    const std::vector<int64_t> &s = q->second.shape();
+  if (const std::vector<int64_t> *qShape = validQueryShape(inputs)) {
+    const std::vector<int64_t> &s = *qShape;
     std::vector<std::string> names{"q", "k", "v"};
     for (int32_t i = 0; i < m.num_gates; ++i)
       names.push_back(m.gates[i].name);

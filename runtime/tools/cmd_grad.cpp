@@ -63,13 +63,8 @@ GradOptions parseOptions(const Args &args) {
       opts.outputs.empty())
     throw UsageError("usage: miras grad <lib.so> --inputs DIR --adjoints DIR --outputs DIR "
                      "[--threads N]");
-  if (hasThreads) {
-    bool digits = !threads.empty() &&
-                  threads.find_first_not_of("0123456789") == std::string::npos;
-    if (!digits || threads.size() > 6 || std::stoi(threads) > 4096)
-      throw UsageError("--threads expects an integer from 0 to 4096, got '" + threads + "'");
-    opts.threads = std::stoi(threads);
-  }
+  if (hasThreads)
+    opts.threads = parseThreadCount(threads);
   return opts;
 }
 

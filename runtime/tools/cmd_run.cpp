@@ -69,13 +69,8 @@ RunOptions parseOptions(const Args &args) {
   if (opts.library.empty() || opts.inputs.empty() || opts.outputs.empty())
     throw UsageError("usage: miras run <lib.so> --inputs DIR --outputs DIR [--threads N]");
   checkDeviceOptions(opts.device, opts.inputDtype);
-  if (hasThreads) {
-    bool digits = !threads.empty() &&
-                  threads.find_first_not_of("0123456789") == std::string::npos;
-    if (!digits || threads.size() > 6 || std::stoi(threads) > 4096)
-      throw UsageError("--threads expects an integer from 0 to 4096, got '" + threads + "'");
-    opts.threads = std::stoi(threads);
-  }
+  if (hasThreads)
+    opts.threads = parseThreadCount(threads);
   return opts;
 }
 

@@ -5,6 +5,7 @@
 #ifndef MIRAS_TOOLS_COMMANDS_HPP
 #define MIRAS_TOOLS_COMMANDS_HPP
 
+#include <cstdint>
 #include <stdexcept>
 #include <string>
 #include <utility>
@@ -33,6 +34,14 @@ inline std::pair<std::string, std::string> nextOption(const Args &args, size_t &
 }
 
 // Whether a module's target list (metadata targets, "cpu,cuda") names `target`.
+/// The value of --threads (`miras run`, `miras grad`): 0 (one per CPU) to 4096.
+inline int32_t parseThreadCount(const std::string &text) {
+  bool digits = !text.empty() && text.find_first_not_of("0123456789") == std::string::npos;
+  if (!digits || text.size() > 6 || std::stoi(text) > 4096)
+    throw UsageError("--threads expects an integer from 0 to 4096, got '" + text + "'");
+  return std::stoi(text);
+}
+
 /// --device and --input-dtype of `miras run` and `miras bench`.
 inline void checkDeviceOptions(const std::string &device, const std::string &inputDtype) {
   if (device != "cpu" && device != "cuda")

@@ -373,6 +373,18 @@ static void emitCudaTable(raw_ostream &os, const KernelInterface::CudaKernels &c
 
 /// <name>_forward_range, <name>_forward and <name>_forward_explicit (CPU
 /// target): validation, state copy, memref descriptors, the kernel call.
+/// A memref descriptor `var` of `t` over `ptr`, and the check that its shape is
+/// contiguous (its element count into `countVar`); the forward and backward glue
+/// check every tensor this way before anything is written.
+static void emitDescriptor(raw_ostream &os, StringRef var, const Tensor &t,
+                           StringRef ptr, StringRef countVar) {
+  size_t r = t.sizes.size();
+  os << "  miras_memref" << r << " " << var << " = {(float *)" << ptr << ", (float *)"
+     << ptr << ", 0, {" << join(t.sizes, ", ") << "}, {0}};\n"
+     << "  if (!miras_contiguous(" << r << ", " << var << ".sizes, " << var
+     << ".strides, &" << countVar << ")) return MIRAS_ERR_SHAPE;\n";
+}
+
 static void emitForward(raw_ostream &os, const KernelInterface &iface,
                         const Layout &l) {
   const std::string &n = iface.moduleName;
@@ -416,11 +428,7 @@ static void emitForward(raw_ostream &os, const KernelInterface &iface,
   os << "  int64_t count;\n";
   auto desc = [&](StringRef var, const Tensor &t, StringRef ptr,
                   StringRef countVar = "count") {
-    size_t r = t.sizes.size();
-    os << "  miras_memref" << r << " " << var << " = {(float *)" << ptr
-       << ", (float *)" << ptr << ", 0, {" << join(t.sizes, ", ") << "}, {0}};\n"
-       << "  if (!miras_contiguous(" << r << ", " << var << ".sizes, " << var
-       << ".strides, &" << countVar << ")) return MIRAS_ERR_SHAPE;\n";
+    emitDescriptor(os, var, t, ptr, countVar);
   };
   desc("d_q", l.q, "args->q");
   desc("d_k", l.k, "args->k");
@@ -589,11 +597,7 @@ static void emitBackward(raw_ostream &os, const KernelInterface &iface,
   os << "  int64_t count;\n";
   auto desc = [&](StringRef var, const Tensor &t, StringRef ptr,
                   StringRef countVar = "count") {
-    size_t r = t.sizes.size();
-    os << "  miras_memref" << r << " " << var << " = {(float *)" << ptr
-       << ", (float *)" << ptr << ", 0, {" << join(t.sizes, ", ") << "}, {0}};\n"
-       << "  if (!miras_contiguous(" << r << ", " << var << ".sizes, " << var
-       << ".strides, &" << countVar << ")) return MIRAS_ERR_SHAPE;\n";
+    emitDescriptor(os, var, t, ptr, countVar);
   };
   desc("m_q", l.q, "args->q");
   desc("m_k", l.k, "args->k");
