@@ -39,32 +39,21 @@ struct GradOptions {
 
 GradOptions parseOptions(const Args &args) {
   GradOptions opts;
-  std::string threads;
-  bool hasThreads = false;
-  for (size_t i = 0; i < args.size(); ++i) {
-    auto [arg, value] = nextOption(args, i);
-    if (arg == "--inputs")
-      opts.inputs = value;
-    else if (arg == "--adjoints")
-      opts.adjoints = value;
-    else if (arg == "--outputs")
-      opts.outputs = value;
-    else if (arg == "--threads") {
-      threads = value;
-      hasThreads = true;
-    } else if (arg.rfind("-", 0) == 0)
-      throw UsageError("unknown option '" + arg + "' for 'miras grad'");
-    else if (opts.library.empty())
-      opts.library = arg;
-    else
-      throw UsageError("unexpected argument '" + arg + "'");
-  }
+  std::optional<std::string> inputs, adjoints, outputs, threads;
+  opts.library = parseLibraryCommand(args, "grad",
+                                     {{"--inputs", &inputs},
+                                      {"--adjoints", &adjoints},
+                                      {"--outputs", &outputs},
+                                      {"--threads", &threads}});
+  opts.inputs = inputs.value_or("");
+  opts.adjoints = adjoints.value_or("");
+  opts.outputs = outputs.value_or("");
   if (opts.library.empty() || opts.inputs.empty() || opts.adjoints.empty() ||
       opts.outputs.empty())
     throw UsageError("usage: miras grad <lib.so> --inputs DIR --adjoints DIR --outputs DIR "
                      "[--threads N]");
-  if (hasThreads)
-    opts.threads = parseThreadCount(threads);
+  if (threads)
+    opts.threads = parseThreadCount(*threads);
   return opts;
 }
 

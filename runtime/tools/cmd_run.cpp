@@ -41,36 +41,24 @@ struct RunOptions {
   std::string device = "cpu", inputDtype = "f32";
 };
 
-// Accepts "--opt VALUE" and "--opt=VALUE".
 RunOptions parseOptions(const Args &args) {
   RunOptions opts;
-  std::string threads;
-  bool hasThreads = false;
-  for (size_t i = 0; i < args.size(); ++i) {
-    auto [arg, value] = nextOption(args, i);
-    if (arg == "--inputs")
-      opts.inputs = value;
-    else if (arg == "--outputs")
-      opts.outputs = value;
-    else if (arg == "--device")
-      opts.device = value;
-    else if (arg == "--input-dtype")
-      opts.inputDtype = value;
-    else if (arg == "--threads") {
-      threads = value;
-      hasThreads = true;
-    } else if (arg.rfind("-", 0) == 0)
-      throw UsageError("unknown option '" + arg + "' for 'miras run'");
-    else if (opts.library.empty())
-      opts.library = arg;
-    else
-      throw UsageError("unexpected argument '" + arg + "'");
-  }
+  std::optional<std::string> inputs, outputs, device, inputDtype, threads;
+  opts.library = parseLibraryCommand(args, "run",
+                                     {{"--inputs", &inputs},
+                                      {"--outputs", &outputs},
+                                      {"--device", &device},
+                                      {"--input-dtype", &inputDtype},
+                                      {"--threads", &threads}});
+  opts.inputs = inputs.value_or("");
+  opts.outputs = outputs.value_or("");
+  opts.device = device.value_or(opts.device);
+  opts.inputDtype = inputDtype.value_or(opts.inputDtype);
   if (opts.library.empty() || opts.inputs.empty() || opts.outputs.empty())
     throw UsageError("usage: miras run <lib.so> --inputs DIR --outputs DIR [--threads N]");
   checkDeviceOptions(opts.device, opts.inputDtype);
-  if (hasThreads)
-    opts.threads = parseThreadCount(threads);
+  if (threads)
+    opts.threads = parseThreadCount(*threads);
   return opts;
 }
 

@@ -5,7 +5,9 @@
 #ifndef MIRAS_TOOLS_COMMANDS_HPP
 #define MIRAS_TOOLS_COMMANDS_HPP
 
+#include <algorithm>
 #include <cstdint>
+#include <optional>
 #include <stdexcept>
 #include <string>
 #include <utility>
@@ -34,6 +36,29 @@ inline std::pair<std::string, std::string> nextOption(const Args &args, size_t &
 }
 
 // Whether a module's target list (metadata targets, "cpu,cuda") names `target`.
+/// `miras <command> <lib.so> --name VALUE ...` (or `--name=VALUE`): the library path,
+/// each option's value into `options` (only those listed are accepted). A wrong
+/// option or a second positional argument is a usage error naming the command.
+inline std::string parseLibraryCommand(
+    const Args &args, const std::string &command,
+    const std::vector<std::pair<std::string, std::optional<std::string> *>> &options) {
+  std::string library;
+  for (size_t i = 0; i < args.size(); ++i) {
+    auto [arg, value] = nextOption(args, i);
+    auto known = std::find_if(options.begin(), options.end(),
+                              [&](const auto &o) { return o.first == arg; });
+    if (known != options.end())
+      *known->second = value;
+    else if (arg.rfind("-", 0) == 0)
+      throw UsageError("unknown option '" + arg + "' for 'miras " + command + "'");
+    else if (library.empty())
+      library = arg;
+    else
+      throw UsageError("unexpected argument '" + arg + "'");
+  }
+  return library;
+}
+
 /// The value of --threads (`miras run`, `miras grad`): 0 (one per CPU) to 4096.
 inline int32_t parseThreadCount(const std::string &text) {
   bool digits = !text.empty() && text.find_first_not_of("0123456789") == std::string::npos;

@@ -337,10 +337,7 @@ LogicalResult KernelLowering::runBackward(func::FuncOp backward,
     }
   }
 
-  b.setInsertionPointAfter(pairLoop);
-  for (Value buffer : heapBuffers)
-    memref::DeallocOp::create(b, loc, buffer);
-  func::ReturnOp::create(b, loc);
+  closeKernel(b, loc, pairLoop);
   return success();
 }
 

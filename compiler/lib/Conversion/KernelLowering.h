@@ -155,6 +155,8 @@ private:
   /// arguments from `first` on.
   void bindToken(OpBuilder &b, Location loc, Block *entry, Value bi, Value ti,
                  Value hi, unsigned first);
+  /// After the pair loop: frees the heap scratch buffers and returns.
+  void closeKernel(OpBuilder &b, Location loc, Operation *pairLoop);
   /// Prefetches the q, k, v rows of token ti + 1.
   void prefetchNextToken(OpBuilder &b, Location loc, Block *entry, Value bi,
                          Value ti, Value hi);

@@ -611,6 +611,13 @@ const char *formName(const std::optional<ParallelForm> &form) {
   return !form ? "sequential" : form->scan ? "chunked-scan" : "chunked";
 }
 
+void KernelLowering::closeKernel(OpBuilder &b, Location loc, Operation *pairLoop) {
+  b.setInsertionPointAfter(pairLoop);
+  for (Value buffer : heapBuffers)
+    memref::DeallocOp::create(b, loc, buffer);
+  func::ReturnOp::create(b, loc);
+}
+
 LogicalResult KernelLowering::run() {
   Location loc = module.getLoc();
   int64_t dk = module.getDk(), dv = module.getDv(), chunk = module.getChunk();
@@ -721,10 +728,7 @@ LogicalResult KernelLowering::run() {
         return failure();
   }
 
-  b.setInsertionPointAfter(pairLoop);
-  for (Value buffer : heapBuffers)
-    memref::DeallocOp::create(b, loc, buffer);
-  func::ReturnOp::create(b, loc);
+  closeKernel(b, loc, pairLoop);
   return success();
 }
 

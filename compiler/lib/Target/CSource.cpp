@@ -385,6 +385,23 @@ static void emitDescriptor(raw_ostream &os, StringRef var, const Tensor &t,
      << ".strides, &" << countVar << ")) return MIRAS_ERR_SHAPE;\n";
 }
 
+/// Copies pairs [begin, begin + pairs) of `args->from[i]` (NULL array or entry:
+/// zeros) into `args->to[i]`, the buffer the kernel then updates in place: states
+/// are [B, H, ...], so a range of pairs is one contiguous block. memmove: the caller
+/// may pass overlapping buffers. `n_s<i>` holds the tensor's element count.
+static void emitSeedRange(raw_ostream &os, size_t i, StringRef from, StringRef to,
+                          StringRef pairs) {
+  std::string idx = std::to_string(i);
+  os << "  {\n    const size_t per_pair = (size_t)(n_s" << idx << " / pairs);\n"
+     << "    const float *src = args->" << from << " ? args->" << from << "[" << idx
+     << "] : NULL;\n    float *dst = args->" << to << "[" << idx
+     << "] + (size_t)begin * per_pair;\n"
+     << "    size_t bytes = (size_t)" << pairs << " * per_pair * sizeof(float);\n"
+     << "    if (src == NULL) memset(dst, 0, bytes);\n"
+     << "    else if (src + (size_t)begin * per_pair != dst) "
+        "memmove(dst, src + (size_t)begin * per_pair, bytes);\n  }\n";
+}
+
 static void emitForward(raw_ostream &os, const KernelInterface &iface,
                         const Layout &l) {
   const std::string &n = iface.moduleName;
@@ -447,17 +464,8 @@ static void emitForward(raw_ostream &os, const KernelInterface &iface,
   // in range goes into state_out first (states are [B, H, ...], so a range of
   // pairs is one contiguous block). memmove: the caller may pass overlapping
   // buffers.
-  for (size_t i = 0; i < l.statesOut.size(); ++i) {
-    std::string idx = std::to_string(i);
-    os << "  {\n    const size_t per_pair = (size_t)(n_s" << idx << " / pairs);\n"
-       << "    const float *src = args->state_in ? args->state_in[" << idx
-       << "] : NULL;\n    float *dst = args->state_out[" << idx
-       << "] + (size_t)begin * per_pair;\n"
-       << "    size_t bytes = (size_t)(end - begin) * per_pair * sizeof(float);\n"
-       << "    if (src == NULL) memset(dst, 0, bytes);\n"
-       << "    else if (src + (size_t)begin * per_pair != dst) "
-          "memmove(dst, src + (size_t)begin * per_pair, bytes);\n  }\n";
-  }
+  for (size_t i = 0; i < l.statesOut.size(); ++i)
+    emitSeedRange(os, i, "state_in", "state_out", "(end - begin)");
   // The kernel's arguments in KernelLayout's order (StepSignature.h).
   os << "  _mlir_ciface_" << n << "_kernel(begin, end, &d_q, &d_k, &d_v";
   for (size_t i = 0; i < l.gates.size(); ++i)
@@ -673,17 +681,8 @@ static void emitBackward(raw_ostream &os, const KernelInterface &iface,
   }
   // The running adjoint starts as the final state's, in d_state_in (memmove: they may
   // be the same buffer).
-  for (size_t i = 0; i < numStates; ++i) {
-    std::string idx = std::to_string(i);
-    os << "  {\n    const size_t per_pair = (size_t)(n_s" << idx << " / pairs);\n"
-       << "    const float *src = args->d_state_out ? args->d_state_out[" << idx
-       << "] : NULL;\n    float *dst = args->d_state_in[" << idx
-       << "] + (size_t)begin * per_pair;\n"
-       << "    size_t bytes = (size_t)P * per_pair * sizeof(float);\n"
-       << "    if (src == NULL) memset(dst, 0, bytes);\n"
-       << "    else if (src + (size_t)begin * per_pair != dst) "
-          "memmove(dst, src + (size_t)begin * per_pair, bytes);\n  }\n";
-  }
+  for (size_t i = 0; i < numStates; ++i)
+    emitSeedRange(os, i, "d_state_out", "d_state_in", "P");
   os << "  _mlir_ciface_" << n << "_backward_kernel(begin, end, &m_q, &m_k, &m_v";
   for (size_t i = 0; i < l.gates.size(); ++i)
     os << ", &m_g" << i;

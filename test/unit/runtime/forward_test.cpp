@@ -9,16 +9,6 @@ using miras::TensorMap;
 
 constexpr int64_t B = 2, T = 5, H = 3;
 
-miras_tensor view(const char *name, Tensor &t) {
-  miras_tensor v{};
-  v.name = name;
-  v.data = t.data();
-  v.dtype = MIRAS_DTYPE_F32;
-  v.rank = static_cast<int32_t>(t.shape().size());
-  std::copy(t.shape().begin(), t.shape().end(), v.shape);
-  return v;
-}
-
 // Valid C views of every input and output; tests break one thing and call forward.
 class Forward : public ::testing::Test {
 protected:

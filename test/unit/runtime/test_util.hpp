@@ -3,6 +3,7 @@
 #ifndef MIRAS_TEST_UNIT_RUNTIME_TEST_UTIL_HPP
 #define MIRAS_TEST_UNIT_RUNTIME_TEST_UTIL_HPP
 
+#include <algorithm>
 #include <cstdlib>
 #include <filesystem>
 #include <random>
@@ -35,6 +36,17 @@ public:
 private:
   std::filesystem::path path_;
 };
+
+/// A float32 C view of `t` named `name` (the tensor lists of the C API).
+inline miras_tensor view(const char *name, Tensor &t) {
+  miras_tensor v{};
+  v.name = name;
+  v.data = t.data();
+  v.dtype = MIRAS_DTYPE_F32;
+  v.rank = static_cast<int32_t>(t.shape().size());
+  std::copy(t.shape().begin(), t.shape().end(), v.shape);
+  return v;
+}
 
 inline Tensor randomTensor(std::vector<int64_t> shape, unsigned seed, float lo = -1,
                            float hi = 1) {
