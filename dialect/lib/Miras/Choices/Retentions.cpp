@@ -214,7 +214,7 @@ public:
     MathBuilder &mb = ctx.math();
     Type f32 = mb.getBuilder().getF32Type();
     // W = A / ||A||_q^(q-2) = A * (sum |A|^q)^(-(q-2)/q)
-    double q = ctx.number(ctx.retentionOp(), "q", 2);
+    double q = ctx.retentionArgs().number("q", 2);
     if (q == 2)
       return dual;
     // |A|^q: the absolute value is redundant for even integer q.
@@ -273,8 +273,8 @@ public:
             unitDecay("1")};
   }
   Value buildMirrorMap(StepContext &ctx, Value dual) const override {
-    double threshold = ctx.number(ctx.retentionOp(), "eta", 0) /
-                       ctx.number(ctx.retentionOp(), "a", 1);
+    double threshold =
+        ctx.retentionArgs().number("eta", 0) / ctx.retentionArgs().number("a", 1);
     return ctx.math().softThreshold(dual,
                                     ctx.math().constant(dual.getType(), threshold));
   }

@@ -30,12 +30,6 @@ Value StepContext::rate(Operation *component, StringRef name, double fallback) {
   return mb.constant(mb.getBuilder().getF32Type(), value);
 }
 
-double StepContext::number(Operation *component, StringRef name, double fallback) {
-  return argLookup(cast<ChoiceAttrInterface>(component->getAttr("choice")).getChoiceArgs(),
-                   module)
-      .number(name.str(), fallback);
-}
-
 Value StepContext::applyDecay(Value decay, Value matrix) {
   int64_t axis = -1;
   if (isa<RankedTensorType>(decay.getType()))

@@ -43,8 +43,6 @@ public:
   /// current token's gate value; `fallback` when it is absent.
   mlir::Value rate(mlir::Operation *component, llvm::StringRef name,
                    double fallback = 1.0);
-  /// A number argument of a component, `fallback` when absent.
-  double number(mlir::Operation *component, llvm::StringRef name, double fallback);
 
   /// `decay ⊙ matrix`: a scalar, or a channel gate scaling the columns (dk)
   /// or the rows (dv) of W.
