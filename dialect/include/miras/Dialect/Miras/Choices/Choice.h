@@ -85,7 +85,7 @@ struct Interval {
   }
   /// Ends that are numbers, in order, infinite ends open.
   bool wellFormed() const {
-    return lo == lo && hi == hi && lo <= hi && !(loClosed && lo == -HUGE_VAL) &&
+    return !std::isnan(lo) && !std::isnan(hi) && lo <= hi && !(loClosed && lo == -HUGE_VAL) &&
            !(hiClosed && hi == HUGE_VAL);
   }
   /// Whether every value of `inner` (non-empty) lies in this interval.

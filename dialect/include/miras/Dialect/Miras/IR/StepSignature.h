@@ -66,7 +66,6 @@ public:
   unsigned outputResult() const { return numStates(); }
 
   const std::vector<Tensor> &getStates() const { return states; }
-  const std::vector<Tensor> &getAnchors() const { return anchors; }
   const std::vector<Tensor> &getGates() const { return gates; }
 
   /// The step's function type, and its arguments and results named
@@ -76,15 +75,11 @@ public:
 
   // The reverse step: the step's arguments, then one adjoint per step result.
   unsigned resultAdjointArg(unsigned result) const { return numArgs() + result; }
-  unsigned numBackwardArgs() const { return numArgs() + numStates() + 1; }
   /// Result `i` of the reverse step is the adjoint of step argument `i`.
   mlir::FunctionType backwardFunctionType(mlir::MLIRContext *ctx) const;
   void nameBackwardArguments(mlir::func::FuncOp backward) const;
 
   // The groups as values of the step function's entry block.
-  mlir::ValueRange stateValues(mlir::Block &entry) const {
-    return entry.getArguments().slice(0, numStates());
-  }
   mlir::ValueRange weightValues(mlir::Block &entry) const {
     return entry.getArguments().slice(0, numWeights());
   }
@@ -116,8 +111,6 @@ struct KernelLayout {
   unsigned state(unsigned i) const { return 5 + numGates + i; }
   unsigned output() const { return 5 + numGates + numStates; }
   unsigned size() const { return output() + 1; }
-  /// q, k, v and the gates: the per-token inputs (bf16 in the bf16 kernel).
-  bool isInput(unsigned arg) const { return arg >= query && arg < state(0); }
 
   static KernelLayout of(const StepSignature &signature) {
     return {signature.numGates(), signature.numStates()};
