@@ -385,6 +385,41 @@ static void emitDescriptor(raw_ostream &os, StringRef var, const Tensor &t,
      << ".strides, &" << countVar << ")) return MIRAS_ERR_SHAPE;\n";
 }
 
+/// The checks every `_range` entry point starts with: args, B, T, H and the pair
+/// range [begin, end) (an empty range does nothing).
+static void emitRangePrologue(raw_ostream &os) {
+  os << "  if (args == NULL) return MIRAS_ERR_NULL_POINTER;\n"
+     << "  const int64_t B = args->batch, T = args->length, H = args->heads;\n"
+     << "  if (B <= 0 || T <= 0 || H <= 0) return MIRAS_ERR_SHAPE;\n"
+     << "  int64_t pairs;\n"
+     << "  if (__builtin_mul_overflow(B, H, &pairs)) return MIRAS_ERR_SHAPE;\n"
+     << "  if (begin < 0 || begin > end || end > pairs) return "
+        "MIRAS_ERR_INVALID_ARGUMENT;\n"
+     << "  if (begin == end) return MIRAS_OK;\n";
+}
+
+/// `args->array` and each of its `size` entries must be non-NULL (nothing to check
+/// for an empty array).
+static void emitNonNullArray(raw_ostream &os, StringRef array, size_t size) {
+  if (size == 0)
+    return;
+  os << "  if (args->" << array << " == NULL) return MIRAS_ERR_NULL_POINTER;\n";
+  for (size_t i = 0; i < size; ++i)
+    os << "  if (args->" << array << "[" << i << "] == NULL) return MIRAS_ERR_NULL_POINTER;\n";
+}
+
+/// Descriptors `<prefix>q`, `<prefix>k`, `<prefix>v`, `<prefix>g<i>` of the token
+/// inputs, each shape checked.
+static void emitTokenInputs(raw_ostream &os, const Layout &l, StringRef prefix) {
+  std::string p = prefix.str();
+  emitDescriptor(os, p + "q", l.q, "args->q", "count");
+  emitDescriptor(os, p + "k", l.k, "args->k", "count");
+  emitDescriptor(os, p + "v", l.v, "args->v", "count");
+  for (size_t i = 0; i < l.gates.size(); ++i)
+    emitDescriptor(os, p + "g" + std::to_string(i), l.gates[i],
+                   "args->gates[" + std::to_string(i) + "]", "count");
+}
+
 /// Copies pairs [begin, begin + pairs) of `args->from[i]` (NULL array or entry:
 /// zeros) into `args->to[i]`, the buffer the kernel then updates in place: states
 /// are [B, H, ...], so a range of pairs is one contiguous block. memmove: the caller
@@ -419,40 +454,19 @@ static void emitForward(raw_ostream &os, const KernelInterface &iface,
 
   os << "MIRAS_EXPORT int32_t " << n
      << "_forward_range(const miras_forward_args *args, int64_t begin, "
-        "int64_t end) {\n"
-     << "  if (args == NULL) return MIRAS_ERR_NULL_POINTER;\n"
-     << "  const int64_t B = args->batch, T = args->length, H = args->heads;\n"
-     << "  if (B <= 0 || T <= 0 || H <= 0) return MIRAS_ERR_SHAPE;\n"
-     << "  int64_t pairs;\n"
-     << "  if (__builtin_mul_overflow(B, H, &pairs)) return MIRAS_ERR_SHAPE;\n"
-     << "  if (begin < 0 || begin > end || end > pairs) return "
-        "MIRAS_ERR_INVALID_ARGUMENT;\n"
-     << "  if (begin == end) return MIRAS_OK;\n"
-     << "  if (args->q == NULL || args->k == NULL || args->v == NULL || "
+        "int64_t end) {\n";
+  emitRangePrologue(os);
+  os << "  if (args->q == NULL || args->k == NULL || args->v == NULL || "
         "args->o == NULL)\n    return MIRAS_ERR_NULL_POINTER;\n";
-  if (!l.gates.empty()) {
-    os << "  if (args->gates == NULL) return MIRAS_ERR_NULL_POINTER;\n";
-    for (size_t i = 0; i < l.gates.size(); ++i)
-      os << "  if (args->gates[" << i << "] == NULL) return MIRAS_ERR_NULL_POINTER;\n";
-  }
-  if (!l.statesOut.empty()) {
-    os << "  if (args->state_out == NULL) return MIRAS_ERR_NULL_POINTER;\n";
-    for (size_t i = 0; i < l.statesOut.size(); ++i)
-      os << "  if (args->state_out[" << i
-         << "] == NULL) return MIRAS_ERR_NULL_POINTER;\n";
-  }
+  emitNonNullArray(os, "gates", l.gates.size());
+  emitNonNullArray(os, "state_out", l.statesOut.size());
   // Descriptors; every shape is checked before anything is written.
   os << "  int64_t count;\n";
   auto desc = [&](StringRef var, const Tensor &t, StringRef ptr,
                   StringRef countVar = "count") {
     emitDescriptor(os, var, t, ptr, countVar);
   };
-  desc("d_q", l.q, "args->q");
-  desc("d_k", l.k, "args->k");
-  desc("d_v", l.v, "args->v");
-  for (size_t i = 0; i < l.gates.size(); ++i)
-    desc("d_g" + std::to_string(i), l.gates[i],
-         "args->gates[" + std::to_string(i) + "]");
+  emitTokenInputs(os, l, "d_");
   for (size_t i = 0; i < l.statesOut.size(); ++i) {
     std::string c = "n_s" + std::to_string(i);
     os << "  int64_t " << c << ";\n";
@@ -576,16 +590,9 @@ static void emitBackward(raw_ostream &os, const KernelInterface &iface,
   const size_t numStates = l.statesIn.size();
   os << "MIRAS_EXPORT int32_t " << n
      << "_backward_range(const miras_backward_args *args, int64_t begin, "
-        "int64_t end) {\n"
-     << "  if (args == NULL) return MIRAS_ERR_NULL_POINTER;\n"
-     << "  const int64_t B = args->batch, T = args->length, H = args->heads;\n"
-     << "  if (B <= 0 || T <= 0 || H <= 0) return MIRAS_ERR_SHAPE;\n"
-     << "  int64_t pairs;\n"
-     << "  if (__builtin_mul_overflow(B, H, &pairs)) return MIRAS_ERR_SHAPE;\n"
-     << "  if (begin < 0 || begin > end || end > pairs) return "
-        "MIRAS_ERR_INVALID_ARGUMENT;\n"
-     << "  if (begin == end) return MIRAS_OK;\n"
-     << "  if (args->q == NULL || args->k == NULL || args->v == NULL || "
+        "int64_t end) {\n";
+  emitRangePrologue(os);
+  os << "  if (args->q == NULL || args->k == NULL || args->v == NULL || "
         "args->d_o == NULL ||\n"
      << "      args->d_q == NULL || args->d_k == NULL || args->d_v == NULL)\n"
      << "    return MIRAS_ERR_NULL_POINTER;\n";
@@ -596,22 +603,13 @@ static void emitBackward(raw_ostream &os, const KernelInterface &iface,
       os << "  if (args->gates[" << i << "] == NULL || args->d_gates[" << i
          << "] == NULL) return MIRAS_ERR_NULL_POINTER;\n";
   }
-  if (numStates) {
-    os << "  if (args->d_state_in == NULL) return MIRAS_ERR_NULL_POINTER;\n";
-    for (size_t i = 0; i < numStates; ++i)
-      os << "  if (args->d_state_in[" << i
-         << "] == NULL) return MIRAS_ERR_NULL_POINTER;\n";
-  }
+  emitNonNullArray(os, "d_state_in", numStates);
   os << "  int64_t count;\n";
   auto desc = [&](StringRef var, const Tensor &t, StringRef ptr,
                   StringRef countVar = "count") {
     emitDescriptor(os, var, t, ptr, countVar);
   };
-  desc("m_q", l.q, "args->q");
-  desc("m_k", l.k, "args->k");
-  desc("m_v", l.v, "args->v");
-  for (size_t i = 0; i < l.gates.size(); ++i)
-    desc("m_g" + std::to_string(i), l.gates[i], "args->gates[" + std::to_string(i) + "]");
+  emitTokenInputs(os, l, "m_");
   desc("m_do", l.o, "args->d_o");
   for (size_t i = 0; i < numStates; ++i) {
     std::string c = "n_s" + std::to_string(i);
