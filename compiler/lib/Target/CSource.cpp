@@ -425,16 +425,16 @@ static void emitTokenInputs(raw_ostream &os, const Layout &l, StringRef prefix) 
 /// are [B, H, ...], so a range of pairs is one contiguous block. memmove: the caller
 /// may pass overlapping buffers. `n_s<i>` holds the tensor's element count.
 static void emitSeedRange(raw_ostream &os, size_t i, StringRef from, StringRef to,
-                          StringRef pairs) {
+                          StringRef first, StringRef pairs) {
   std::string idx = std::to_string(i);
   os << "  {\n    const size_t per_pair = (size_t)(n_s" << idx << " / pairs);\n"
      << "    const float *src = args->" << from << " ? args->" << from << "[" << idx
      << "] : NULL;\n    float *dst = args->" << to << "[" << idx
-     << "] + (size_t)begin * per_pair;\n"
+     << "] + (size_t)" << first << " * per_pair;\n"
      << "    size_t bytes = (size_t)" << pairs << " * per_pair * sizeof(float);\n"
      << "    if (src == NULL) memset(dst, 0, bytes);\n"
-     << "    else if (src + (size_t)begin * per_pair != dst) "
-        "memmove(dst, src + (size_t)begin * per_pair, bytes);\n  }\n";
+     << "    else if (src + (size_t)" << first << " * per_pair != dst) "
+        "memmove(dst, src + (size_t)" << first << " * per_pair, bytes);\n  }\n";
 }
 
 static void emitForward(raw_ostream &os, const KernelInterface &iface,
@@ -479,7 +479,7 @@ static void emitForward(raw_ostream &os, const KernelInterface &iface,
   // pairs is one contiguous block). memmove: the caller may pass overlapping
   // buffers.
   for (size_t i = 0; i < l.statesOut.size(); ++i)
-    emitSeedRange(os, i, "state_in", "state_out", "(end - begin)");
+    emitSeedRange(os, i, "state_in", "state_out", "begin", "(end - begin)");
   // The kernel's arguments in KernelLayout's order (StepSignature.h).
   os << "  _mlir_ciface_" << n << "_kernel(begin, end, &d_q, &d_k, &d_v";
   for (size_t i = 0; i < l.gates.size(); ++i)
@@ -549,7 +549,7 @@ static void emitKernelPrototype(raw_ostream &os, const std::string &n,
 /// BackwardKernelLayout's order (StepSignature.h).
 static void emitBackwardPrototype(raw_ostream &os, const std::string &n,
                                   const Layout &l) {
-  // Checkpoints [P, N, shape] and the segment [S, shape] add ranks of their own.
+  // Checkpoints [1, N, shape] (one pair at a time) and the segment [S, shape] add ranks of their own.
   std::set<size_t> ranks = {3, 4};
   for (const auto &t : l.statesIn)
     ranks.insert(t.sizes.size());
@@ -623,14 +623,15 @@ static void emitBackward(raw_ostream &os, const KernelInterface &iface,
   for (size_t i = 0; i < l.gates.size(); ++i)
     desc("m_dg" + std::to_string(i), l.gates[i],
          "args->d_gates[" + std::to_string(i) + "]");
-  // Workspace: per state, ceil(T / S) checkpoints for each pair of the range
-  // and S segment states; sizes checked for overflow like every shape.
+  // Workspace: per state, ceil(T / S) checkpoints and S segment states, reused
+  // by the pairs of the range one after the other; sizes checked for overflow
+  // like every shape.
   os << "  const int64_t S = " << iface.backwardSegment << ";\n"
-     << "  const int64_t N = (T - 1) / S + 1, P = end - begin;\n";
+     << "  const int64_t N = (T - 1) / S + 1;\n";
   for (size_t i = 0; i < numStates; ++i) {
     std::string idx = std::to_string(i);
     const Tensor &t = l.statesIn[i];
-    std::vector<std::string> ckptSizes{"P", "N"}, segSizes{"S"};
+    std::vector<std::string> ckptSizes{"1", "N"}, segSizes{"S"};
     ckptSizes.insert(ckptSizes.end(), t.sizes.begin() + 2, t.sizes.end());
     segSizes.insert(segSizes.end(), t.sizes.begin() + 2, t.sizes.end());
     os << "  int64_t n_c" << idx << ", n_w" << idx << ";\n"
@@ -655,33 +656,34 @@ static void emitBackward(raw_ostream &os, const KernelInterface &iface,
          << "  work[" << 2 * i + 1 << "] = (float *)malloc((size_t)n_w" << idx
          << " * sizeof(float));\n"
          << "  failed |= work[" << 2 * i << "] == NULL || work[" << 2 * i + 1
-         << "] == NULL;\n";
+         << "] == NULL;\n"
+         << "  m_c" << idx << ".allocated = m_c" << idx << ".aligned = work["
+         << 2 * i << "];\n"
+         << "  m_w" << idx << ".allocated = m_w" << idx << ".aligned = work["
+         << 2 * i + 1 << "];\n";
     }
     os << "  if (failed) {\n    for (int i = 0; i < " << 2 * numStates
        << "; ++i) free(work[i]);\n    return MIRAS_ERR_ALLOC;\n  }\n";
   }
-  // Checkpoint 0 of each pair: its initial state, read before any d_state_in is
-  // written, so that a d_state_in may take the place of its state_in.
+  // Pair by pair: checkpoint 0 is the pair's initial state, read before its
+  // d_state_in is written (a d_state_in may take the place of its state_in);
+  // the running adjoint starts as the final state's, in d_state_in (memmove:
+  // they may be the same buffer). The kernel keeps its checkpoints at slot 0
+  // of the pair range it is given.
+  os << "  for (int64_t pair = begin; pair < end; ++pair) {\n";
   for (size_t i = 0; i < numStates; ++i) {
     std::string idx = std::to_string(i);
     os << "  {\n    const size_t per_pair = (size_t)(n_s" << idx << " / pairs);\n"
        << "    const float *init = args->state_in ? args->state_in[" << idx
        << "] : NULL;\n"
-       << "    for (int64_t p = 0; p < P; ++p) {\n"
-       << "      float *slot = work[" << 2 * i << "] + (size_t)p * (size_t)N * per_pair;\n"
-       << "      if (init == NULL) memset(slot, 0, per_pair * sizeof(float));\n"
-       << "      else memcpy(slot, init + (size_t)(begin + p) * per_pair, "
-          "per_pair * sizeof(float));\n    }\n"
-       << "    m_c" << idx << ".allocated = m_c" << idx << ".aligned = work["
-       << 2 * i << "];\n"
-       << "    m_w" << idx << ".allocated = m_w" << idx << ".aligned = work["
-       << 2 * i + 1 << "];\n  }\n";
+       << "    if (init == NULL) memset(work[" << 2 * i
+       << "], 0, per_pair * sizeof(float));\n"
+       << "    else memcpy(work[" << 2 * i
+       << "], init + (size_t)pair * per_pair, per_pair * sizeof(float));\n  }\n";
+    emitSeedRange(os, i, "d_state_out", "d_state_in", "pair", "1");
   }
-  // The running adjoint starts as the final state's, in d_state_in (memmove: they may
-  // be the same buffer).
-  for (size_t i = 0; i < numStates; ++i)
-    emitSeedRange(os, i, "d_state_out", "d_state_in", "P");
-  os << "  _mlir_ciface_" << n << "_backward_kernel(begin, end, &m_q, &m_k, &m_v";
+  os << "  _mlir_ciface_" << n
+     << "_backward_kernel(pair, pair + 1, &m_q, &m_k, &m_v";
   for (size_t i = 0; i < l.gates.size(); ++i)
     os << ", &m_g" << i;
   os << ", &m_do";
@@ -694,7 +696,7 @@ static void emitBackward(raw_ostream &os, const KernelInterface &iface,
     os << ", &m_c" << i;
   for (size_t i = 0; i < numStates; ++i)
     os << ", &m_w" << i;
-  os << ");\n";
+  os << ");\n  }\n";
   if (numStates)
     os << "  for (int i = 0; i < " << 2 * numStates << "; ++i) free(work[i]);\n";
   os << "  return MIRAS_OK;\n}\n\n";
