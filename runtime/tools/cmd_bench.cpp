@@ -27,7 +27,7 @@ namespace miras::cli {
 const char kBenchHelp[] =
     "usage: miras bench <lib.so> [--batch B] [--length T] [--heads H] [--threads N]\n"
     "                   [--repeat R] [--warmup W] [--seed S] [--json] [--no-reference]\n"
-    "                   [--device cpu|cuda] [--input-dtype f32|bf16]\n"
+    "                   [--device cpu|cuda] [--input-dtype f32|bf16] [--backward]\n"
     "\n"
     "Time a compiled module on random inputs (q, k unit vectors per head, v ~ N(0, 1),\n"
     "gates uniform in their declared ranges (see 'miras info': sample), a small random\n"
@@ -56,6 +56,17 @@ const char kBenchHelp[] =
     "  --device DEV     cpu (default) or cuda\n"
     "  --input-dtype D  f32 (default) or bf16: q, k, v and the gates rounded to bfloat16\n"
     "                   (cuda only)\n"
+    "  --backward       also time the backward pass (a module built with mirasc --backward,\n"
+    "                   cpu): see below\n"
+    "\n"
+    "With --backward, after the forward: the median of R timed backwards (random dL/do\n"
+    "and dL/d(final states), N(0, 1)) through miras_library_backward on the same threads;\n"
+    "the backward/forward time ratio; the states its recompute keeps, ceil(T/S) + S per\n"
+    "(batch, head) pair in flight for segment S (against T to keep them all) and their\n"
+    "bytes in this call (one pair in flight per thread); and for a module with a scalar\n"
+    "reference, a hand-written scalar reverse sweep (same segment) timed on the same\n"
+    "threads, and the largest |d - d_ref| / max |d_ref| over the adjoints of q, k, v, the\n"
+    "gates and the initial state (worst one named).\n"
     "\n"
     "With --device cuda (a module built with --target=cuda or cpu,cuda, a CUDA driver and\n"
     "a GPU), the inputs are uploaded once and the device-pointer forward is timed (each\n"
@@ -74,7 +85,7 @@ struct BenchOptions {
   int64_t batch = 2, length = 1024, heads = 8;
   int64_t threads = 0, repeat = 5, warmup = 1;
   uint64_t seed = 0;
-  bool json = false, reference = true;
+  bool json = false, reference = true, backward = false;
   std::string device = "cpu";
   std::string inputDtype = "f32";
 };
@@ -97,6 +108,10 @@ BenchOptions parseOptions(const Args &args) {
     }
     if (args[i] == "--no-reference") {
       opts.reference = false;
+      continue;
+    }
+    if (args[i] == "--backward") {
+      opts.backward = true;
       continue;
     }
     auto [arg, value] = nextOption(args, i);
@@ -128,6 +143,8 @@ BenchOptions parseOptions(const Args &args) {
   if (opts.library.empty())
     throw UsageError("usage: miras bench <lib.so> [options] (see 'miras bench --help')");
   checkDeviceOptions(opts.device, opts.inputDtype);
+  if (opts.backward && opts.device != "cpu")
+    throw UsageError("--backward runs on the cpu: the backward pass has no cuda kernels yet");
   if (opts.threads > 4096)
     throw UsageError("--threads " + std::to_string(opts.threads) + " is more than 4096");
   return opts;
@@ -336,7 +353,19 @@ void addRunFigures(JsonObject &j, const RunFigures &r) {
   j.add("output_finite", r.finite ? "true" : "false");
 }
 
+/// `--backward`: the backward pass next to the forward.
+struct BackwardFigures {
+  int64_t segment = 0, statesPerPair = 0, allStatesPerPair = 0;
+  double savedBytes = 0.0; // the recompute's states in this call
+  Timing timing;
+  double overForward = 0.0;
+  bool finite = true;
+  Number referenceMs, speedupVsReference, maxRelDiffVsReference;
+  std::optional<std::string> worstOutput, referenceNote;
+};
+
 struct Result : RunFigures {
+  std::optional<BackwardFigures> backward;
   std::string peakIsa;
   double peakGflops = 0.0;
   Number fractionOfPeak;
@@ -363,6 +392,21 @@ void printJson(const Result &r) {
   j.add("baseline_isa", jsonText(r.baselineIsa));
   j.add("baseline_max_abs_diff_vs_reference", jsonNumber(r.baselineMaxAbsDiffVsReference));
   j.add("baseline_note", jsonText(r.baselineNote));
+  if (const std::optional<BackwardFigures> &bw = r.backward) {
+    j.add("backward_ms", jsonNumber(bw->timing.medianMs));
+    j.add("backward_ms_best", jsonNumber(bw->timing.bestMs));
+    j.add("backward_over_forward", jsonNumber(bw->overForward));
+    j.add("backward_segment", std::to_string(bw->segment));
+    j.add("backward_states_per_pair", std::to_string(bw->statesPerPair));
+    j.add("backward_all_states_per_pair", std::to_string(bw->allStatesPerPair));
+    j.add("backward_saved_bytes", jsonNumber(bw->savedBytes));
+    j.add("backward_output_finite", bw->finite ? "true" : "false");
+    j.add("reference_backward_ms", jsonNumber(bw->referenceMs));
+    j.add("backward_speedup_vs_reference", jsonNumber(bw->speedupVsReference));
+    j.add("backward_max_rel_diff_vs_reference", jsonNumber(bw->maxRelDiffVsReference));
+    j.add("backward_worst_output", jsonText(bw->worstOutput));
+    j.add("reference_backward_note", jsonText(bw->referenceNote));
+  }
   j.print();
 }
 
@@ -414,6 +458,23 @@ void printText(const Result &r) {
     std::printf("\n");
   } else {
     std::printf("  baseline   none: %s\n", r.baselineNote ? r.baselineNote->c_str() : "");
+  }
+  if (const std::optional<BackwardFigures> &bw = r.backward) {
+    std::printf("  backward   %10.3f ms  (best %.3f)   %.2fx the forward; segment %lld keeps "
+                "%lld states per pair (T = %lld to keep all), %.3g MB in this call\n",
+                bw->timing.medianMs, bw->timing.bestMs, bw->overForward,
+                (long long)bw->segment, (long long)bw->statesPerPair,
+                (long long)bw->allStatesPerPair, bw->savedBytes * 1e-6);
+    if (!bw->finite)
+      std::printf("  warning: the backward's adjoints have NaN or infinite values\n");
+    if (bw->referenceMs)
+      std::printf("  reference backward %10.3f ms  scalar reverse sweep: module is %.2fx "
+                  "faster; max |d - d_ref| / max |d_ref| = %s (worst: %s)\n",
+                  *bw->referenceMs, *bw->speedupVsReference,
+                  sci(*bw->maxRelDiffVsReference).c_str(), bw->worstOutput->c_str());
+    else
+      std::printf("  reference backward none: %s\n",
+                  bw->referenceNote ? bw->referenceNote->c_str() : "");
   }
 }
 
@@ -592,6 +653,125 @@ int runBenchCuda(BenchOptions &opts, Library &lib) {
   return 0;
 }
 
+/// One named float32 tensor of the runtime's API over `data`.
+miras_tensor tensorOf(const Library &lib, const char *name, std::vector<float> &data,
+                      const BenchOptions &opts) {
+  miras_tensor t{};
+  t.name = name;
+  t.data = data.data();
+  t.dtype = MIRAS_DTYPE_F32;
+  std::vector<int64_t> shape = lib.shapeOf(name, opts.batch, opts.length, opts.heads);
+  t.rank = static_cast<int32_t>(shape.size());
+  std::copy(shape.begin(), shape.end(), t.shape);
+  return t;
+}
+
+/// `--backward`: times miras_library_backward on the forward's inputs, and the scalar
+/// reverse sweep when the module has a reference.
+BackwardFigures benchBackward(Library &lib, const BenchOptions &opts, Inputs &in,
+                              double forwardMs,
+                              const std::optional<bench::ReferenceModel> &reference,
+                              const bench::Problem &problem) {
+  const miras_module_metadata &m = lib.metadata();
+  if (m.backward_segment <= 0)
+    throw Error(MIRAS_ERR_UNSUPPORTED, "--backward: '" + opts.library +
+                                           "' has no backward pass: rebuild module '" +
+                                           m.name + "' with mirasc --backward");
+  BackwardFigures bw;
+  bw.segment = m.backward_segment;
+  const int64_t T = opts.length, pairs = opts.batch * opts.heads;
+  bw.statesPerPair = (T - 1) / bw.segment + 1 + bw.segment;
+  bw.allStatesPerPair = T;
+  double stateBytes = 0.0; // of one pair, every state
+  for (const std::vector<float> &s : in.initialStates)
+    stateBytes += double(bytesOf(s)) / double(pairs);
+  const int64_t inFlight = std::min<int64_t>(opts.threads, pairs);
+  bw.savedBytes = double(inFlight) * double(bw.statesPerPair) * stateBytes;
+
+  // dL/do and dL/d(final states): N(0, 1), from a seed of their own.
+  std::mt19937_64 rng(opts.seed + 1);
+  std::normal_distribution<float> normal(0.0f, 1.0f);
+  auto randomLike = [&](const std::vector<float> &x) {
+    std::vector<float> y(x.size());
+    for (float &value : y)
+      value = normal(rng);
+    return y;
+  };
+  std::vector<float> dO = randomLike(in.o);
+  std::vector<std::vector<float>> dFinal;
+  for (const std::vector<float> &s : in.initialStates)
+    dFinal.push_back(randomLike(s));
+
+  // Outputs, named like the inputs they are the adjoints of.
+  std::vector<std::string> names{"q", "k", "v"};
+  std::vector<std::vector<float> *> values{&in.q, &in.k, &in.v};
+  for (int32_t g = 0; g < m.num_gates; ++g)
+    names.push_back(m.gates[g].name), values.push_back(&in.gates[g]);
+  for (int32_t s = 0; s < m.num_states; ++s)
+    names.push_back(m.states[s].name), values.push_back(&in.initialStates[s]);
+  std::vector<std::vector<float>> grads;
+  for (std::vector<float> *x : values)
+    grads.emplace_back(x->size(), 0.0f);
+  std::vector<miras_tensor> inputs, adjoints, outputs;
+  for (size_t i = 0; i < names.size(); ++i) {
+    inputs.push_back(tensorOf(lib, names[i].c_str(), *values[i], opts));
+    outputs.push_back(tensorOf(lib, names[i].c_str(), grads[i], opts));
+  }
+  adjoints.push_back(tensorOf(lib, "o", dO, opts));
+  for (int32_t s = 0; s < m.num_states; ++s)
+    adjoints.push_back(tensorOf(lib, m.states[s].name, dFinal[s], opts));
+  bw.timing = timeRuns(opts.warmup, opts.repeat, [&] {
+    miras_status status = miras_library_backward(
+        lib.handle(), inputs.data(), static_cast<int32_t>(inputs.size()), adjoints.data(),
+        static_cast<int32_t>(adjoints.size()), outputs.data(),
+        static_cast<int32_t>(outputs.size()));
+    if (status != MIRAS_OK)
+      throw Error(status, miras_last_error());
+  });
+  bw.overForward = bw.timing.medianMs / forwardMs;
+  for (const std::vector<float> &g : grads)
+    bw.finite = bw.finite && allFinite(g);
+
+  if (!opts.reference) {
+    bw.referenceNote = "skipped (--no-reference)";
+    return bw;
+  }
+  if (!reference) {
+    bw.referenceNote = "no scalar reference for this module (see reference above)";
+    return bw;
+  }
+  std::vector<std::vector<float>> refGrads;
+  for (std::vector<float> *x : values)
+    refGrads.emplace_back(x->size(), 0.0f);
+  bench::ReferenceAdjoints d;
+  d.o = dO.data();
+  d.finalState = dFinal[0].data();
+  d.dq = refGrads[0].data(), d.dk = refGrads[1].data(), d.dv = refGrads[2].data();
+  for (int32_t g = 0; g < m.num_gates; ++g)
+    d.gates.push_back(refGrads[3 + g].data());
+  d.initialState = refGrads[3 + m.num_gates].data();
+  const int threads = static_cast<int>(opts.threads);
+  Timing t = timeRuns(0, 1, [&] {
+    bench::forEachPairRange(pairs, threads, [&](int64_t begin, int64_t end) {
+      bench::runReferenceBackward(*reference, problem, d, bw.segment, begin, end);
+    });
+  });
+  bw.referenceMs = t.medianMs;
+  bw.speedupVsReference = t.medianMs / bw.timing.medianMs;
+  double worst = -1.0;
+  for (size_t i = 0; i < names.size(); ++i) {
+    double rel = maxAbsDiff(grads[i], refGrads[i]) / std::max(maxAbs(refGrads[i]), 1e-30);
+    if (!(rel <= worst)) {
+      worst = std::isnan(rel) ? INFINITY : rel;
+      bw.worstOutput = "d" + names[i];
+    }
+  }
+  bw.maxRelDiffVsReference = worst;
+  bw.referenceNote = std::string("scalar loops, ") + std::to_string(threads) + " thread" +
+                     (threads == 1 ? "" : "s");
+  return bw;
+}
+
 } // namespace
 
 int runBench(const Args &args) {
@@ -704,6 +884,9 @@ int runBench(const Args &args) {
       r.baselineNote = "the baseline is sequential (C = 1), the module has chunk " +
                        std::to_string(m.chunk) + ": outputs not compared";
   }
+
+  if (opts.backward)
+    r.backward = benchBackward(lib, opts, in, r.timing.medianMs, reference, problem);
 
   if (opts.json)
     printJson(r);

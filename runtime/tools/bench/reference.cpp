@@ -17,6 +17,7 @@
 #include <cctype>
 #include <cstdio>
 #include <cstdlib>
+#include <algorithm>
 #include <cstring>
 #include <vector>
 
@@ -173,103 +174,264 @@ std::optional<ReferenceModel> findReference(const miras_module_metadata &meta,
   return std::nullopt;
 }
 
+namespace {
+
+bool hasGradient(const ReferenceModel &model) {
+  return model.kind == ReferenceKind::DeltaNet || model.kind == ReferenceKind::GatedDeltaNet ||
+         model.kind == ReferenceKind::TttLinear;
+}
+
+// One token's view of the problem: its rows of q, k, v and its gates.
+struct Token {
+  int64_t index;          // (b * T + t) * H + h: the index of a scalar gate
+  const float *q, *k, *v; // rows of dk, dk, dv
+  float eta, alpha;       // the rule's scalar gates (0 when it has none)
+  const float *alphaKeys; // GLA's key-axis decay [dk]
+  float lr;               // the learning rate of the gradient rules: eta or a constant
+};
+
+Token tokenAt(const ReferenceModel &model, const Problem &p, int64_t b, int64_t t, int64_t h) {
+  Token tok;
+  tok.index = (b * p.length + t) * p.heads + h;
+  tok.q = p.q + tok.index * p.dk;
+  tok.k = p.k + tok.index * p.dk;
+  tok.v = p.v + tok.index * p.dv;
+  tok.eta = model.etaGate >= 0 ? p.gates[model.etaGate][tok.index] : 0.0f;
+  tok.alpha = model.alphaGate >= 0 && model.kind != ReferenceKind::Gla
+                  ? p.gates[model.alphaGate][tok.index]
+                  : 0.0f;
+  tok.alphaKeys = model.kind == ReferenceKind::Gla ? p.gates[model.alphaGate] + tok.index * p.dk
+                                                   : nullptr;
+  tok.lr = model.constantLr ? model.constant : tok.eta;
+  return tok;
+}
+
+// The rank-1 term's left vector of the update W' = decay(W) + u k^T: v for the additive
+// rules, -lr (c W_a k - v) for the gradient rules (c = alpha for Gated DeltaNet, else
+// 1). prediction receives W_a k.
+void updateVector(const ReferenceModel &model, const Problem &p, const Token &tok,
+                  const float *Wa, float *prediction, float *u) {
+  const int64_t dk = p.dk, dv = p.dv;
+  if (!hasGradient(model)) {
+    for (int64_t i = 0; i < dv; ++i)
+      u[i] = tok.v[i];
+    return;
+  }
+  const float c = model.kind == ReferenceKind::GatedDeltaNet ? tok.alpha : 1.0f;
+  for (int64_t i = 0; i < dv; ++i) {
+    float sum = 0.0f;
+    for (int64_t j = 0; j < dk; ++j)
+      sum += Wa[i * dk + j] * tok.k[j];
+    prediction[i] = sum;
+    u[i] = -tok.lr * (c * sum - tok.v[i]);
+  }
+}
+
+// W_next = decay(W) + u k^T. W_next may be W (every element is read before written).
+void advance(const ReferenceModel &model, const Problem &p, const Token &tok, const float *W,
+             const float *u, float *Wnext) {
+  const int64_t dk = p.dk, dv = p.dv;
+  for (int64_t i = 0; i < dv; ++i)
+    for (int64_t j = 0; j < dk; ++j) {
+      float decayed = W[i * dk + j];
+      switch (model.kind) {
+      case ReferenceKind::RetNet:
+        decayed *= model.constant;
+        break;
+      case ReferenceKind::Mamba2:
+      case ReferenceKind::GatedDeltaNet:
+        decayed *= tok.alpha;
+        break;
+      case ReferenceKind::Gla:
+        decayed *= tok.alphaKeys[j];
+        break;
+      default:
+        break;
+      }
+      Wnext[i * dk + j] = decayed + u[i] * tok.k[j];
+    }
+}
+
+// out = W x (W [dv, dk]).
+void matvec(const Problem &p, const float *W, const float *x, float *out) {
+  for (int64_t i = 0; i < p.dv; ++i) {
+    float sum = 0.0f;
+    for (int64_t j = 0; j < p.dk; ++j)
+      sum += W[i * p.dk + j] * x[j];
+    out[i] = sum;
+  }
+}
+
+// out = W^T y.
+void vecmat(const Problem &p, const float *y, const float *W, float *out) {
+  for (int64_t j = 0; j < p.dk; ++j)
+    out[j] = 0.0f;
+  for (int64_t i = 0; i < p.dv; ++i)
+    for (int64_t j = 0; j < p.dk; ++j)
+      out[j] += y[i] * W[i * p.dk + j];
+}
+
+// G += x y^T.
+void addOuter(const Problem &p, const float *x, const float *y, float *G) {
+  for (int64_t i = 0; i < p.dv; ++i)
+    for (int64_t j = 0; j < p.dk; ++j)
+      G[i * p.dk + j] += x[i] * y[j];
+}
+
+} // namespace
+
 void runReference(const ReferenceModel &model, const Problem &p, float *o, float *finalState,
                   int64_t pairBegin, int64_t pairEnd) {
   const int64_t T = p.length, H = p.heads, dk = p.dk, dv = p.dv;
-  const bool hasGradient = model.kind == ReferenceKind::DeltaNet ||
-                           model.kind == ReferenceKind::GatedDeltaNet ||
-                           model.kind == ReferenceKind::TttLinear;
-  std::vector<float> anchor(dv * dk), residual(dv);
+  std::vector<float> anchor(dv * dk), prediction(dv), u(dv);
   for (int64_t pair = pairBegin; pair < pairEnd; ++pair) {
     const int64_t b = pair / H, h = pair % H;
     float *W = finalState + pair * dv * dk;
     std::memcpy(W, p.initialState + pair * dv * dk, sizeof(float) * dv * dk);
     for (int64_t t = 0; t < T; ++t) {
-      const int64_t token = (b * T + t) * H + h; // index of a scalar gate
-      const float *k = p.k + token * dk;
-      const float *q = p.q + token * dk;
-      const float *v = p.v + token * dv;
-      float *out = o + token * dv;
-      const float eta = model.etaGate >= 0 ? p.gates[model.etaGate][token] : 0.0f;
-      const float alpha = model.alphaGate >= 0 ? p.gates[model.alphaGate][token] : 0.0f;
-
+      const Token tok = tokenAt(model, p, b, t, h);
+      float *out = o + tok.index * dv;
       if (!model.readAfterWrite) // o_t = W_{t-1} q_t
-        for (int64_t i = 0; i < dv; ++i) {
-          float sum = 0.0f;
-          for (int64_t j = 0; j < dk; ++j)
-            sum += W[i * dk + j] * q[j];
-          out[i] = sum;
-        }
-
-      if (hasGradient) {
-        // W_a: the state at the start of this token's chunk (the previous one when C = 1).
-        const float *Wa = W;
-        if (model.chunk > 1) {
-          if (t % model.chunk == 0)
-            std::memcpy(anchor.data(), W, sizeof(float) * dv * dk);
-          Wa = anchor.data();
-        }
-        // residual = (alpha_t for Gated DeltaNet) W_a k_t - v_t
-        for (int64_t i = 0; i < dv; ++i) {
-          float prediction = 0.0f;
-          for (int64_t j = 0; j < dk; ++j)
-            prediction += Wa[i * dk + j] * k[j];
-          if (model.kind == ReferenceKind::GatedDeltaNet)
-            prediction = alpha * prediction;
-          residual[i] = prediction - v[i];
-        }
+        matvec(p, W, tok.q, out);
+      // W_a: the state at the start of this token's chunk (the previous one when C = 1).
+      const float *Wa = W;
+      if (model.chunk > 1) {
+        if (t % model.chunk == 0)
+          std::memcpy(anchor.data(), W, sizeof(float) * dv * dk);
+        Wa = anchor.data();
       }
-
-      switch (model.kind) {
-      case ReferenceKind::LinearAttention:
-        for (int64_t i = 0; i < dv; ++i)
-          for (int64_t j = 0; j < dk; ++j)
-            W[i * dk + j] = W[i * dk + j] + v[i] * k[j];
-        break;
-      case ReferenceKind::RetNet:
-        for (int64_t i = 0; i < dv; ++i)
-          for (int64_t j = 0; j < dk; ++j)
-            W[i * dk + j] = model.constant * W[i * dk + j] + v[i] * k[j];
-        break;
-      case ReferenceKind::Mamba2:
-        for (int64_t i = 0; i < dv; ++i)
-          for (int64_t j = 0; j < dk; ++j)
-            W[i * dk + j] = alpha * W[i * dk + j] + v[i] * k[j];
-        break;
-      case ReferenceKind::Gla: {
-        const float *alphaKeys = p.gates[model.alphaGate] + token * dk;
-        for (int64_t i = 0; i < dv; ++i)
-          for (int64_t j = 0; j < dk; ++j)
-            W[i * dk + j] = W[i * dk + j] * alphaKeys[j] + v[i] * k[j];
-        break;
-      }
-      case ReferenceKind::DeltaNet:
-        for (int64_t i = 0; i < dv; ++i)
-          for (int64_t j = 0; j < dk; ++j)
-            W[i * dk + j] = W[i * dk + j] - eta * residual[i] * k[j];
-        break;
-      case ReferenceKind::GatedDeltaNet:
-        for (int64_t i = 0; i < dv; ++i)
-          for (int64_t j = 0; j < dk; ++j)
-            W[i * dk + j] = alpha * W[i * dk + j] - eta * residual[i] * k[j];
-        break;
-      case ReferenceKind::TttLinear: {
-        const float lr = model.constantLr ? model.constant : eta;
-        for (int64_t i = 0; i < dv; ++i)
-          for (int64_t j = 0; j < dk; ++j)
-            W[i * dk + j] = W[i * dk + j] - lr * residual[i] * k[j];
-        break;
-      }
-      }
-
+      updateVector(model, p, tok, Wa, prediction.data(), u.data());
+      advance(model, p, tok, W, u.data(), W);
       if (model.readAfterWrite) // o_t = W_t q_t
-        for (int64_t i = 0; i < dv; ++i) {
-          float sum = 0.0f;
-          for (int64_t j = 0; j < dk; ++j)
-            sum += W[i * dk + j] * q[j];
-          out[i] = sum;
-        }
+        matvec(p, W, tok.q, out);
     }
+  }
+}
+
+void runReferenceBackward(const ReferenceModel &model, const Problem &p,
+                          const ReferenceAdjoints &d, int64_t segment, int64_t pairBegin,
+                          int64_t pairEnd) {
+  const int64_t T = p.length, H = p.heads, dk = p.dk, dv = p.dv, size = dv * dk;
+  const int64_t C = model.chunk, S = segment, N = (T - 1) / S + 1;
+  std::vector<float> checkpoints(N * size), states((S + 1) * size), G(size), anchorAdjoint(size);
+  std::vector<float> prediction(dv), u(dv), du(dv), dPrediction(dv), dkExtra(dk);
+  for (int64_t pair = pairBegin; pair < pairEnd; ++pair) {
+    const int64_t b = pair / H, h = pair % H;
+    // The state before every segment, from the initial one.
+    float *W = states.data();
+    if (p.initialState)
+      std::memcpy(W, p.initialState + pair * size, sizeof(float) * size);
+    else
+      std::memset(W, 0, sizeof(float) * size);
+    float *anchor = states.data() + size; // scratch until the sweep
+    for (int64_t t = 0; t < T; ++t) {
+      if (t % S == 0)
+        std::memcpy(checkpoints.data() + t / S * size, W, sizeof(float) * size);
+      if (C > 1 && t % C == 0)
+        std::memcpy(anchor, W, sizeof(float) * size);
+      const Token tok = tokenAt(model, p, b, t, h);
+      updateVector(model, p, tok, C > 1 ? anchor : W, prediction.data(), u.data());
+      advance(model, p, tok, W, u.data(), W);
+    }
+    // The running adjoint of the state after token t, from the final state's.
+    if (d.finalState)
+      std::memcpy(G.data(), d.finalState + pair * size, sizeof(float) * size);
+    else
+      std::fill(G.begin(), G.end(), 0.0f);
+    std::fill(anchorAdjoint.begin(), anchorAdjoint.end(), 0.0f);
+    for (int64_t c = N - 1; c >= 0; --c) {
+      const int64_t start = c * S, count = std::min(S, T - start);
+      // Slot j: the state before token start + j (slot count: after the segment).
+      std::memcpy(states.data(), checkpoints.data() + c * size, sizeof(float) * size);
+      for (int64_t j = 0; j < count; ++j) {
+        const Token tok = tokenAt(model, p, b, start + j, h);
+        const float *Wprev = states.data() + j * size;
+        const float *Wa = C > 1 ? states.data() + (j - j % C) * size : Wprev;
+        updateVector(model, p, tok, Wa, prediction.data(), u.data());
+        advance(model, p, tok, Wprev, u.data(), states.data() + (j + 1) * size);
+      }
+      for (int64_t j = count - 1; j >= 0; --j) {
+        const int64_t t = start + j;
+        const Token tok = tokenAt(model, p, b, t, h);
+        const float *Wprev = states.data() + j * size, *Wnext = Wprev + size;
+        const float *Wa = C > 1 ? states.data() + (j - j % C) * size : Wprev;
+        const float *dO = d.o + tok.index * dv;
+        float *dq = d.dq + tok.index * dk, *dkOut = d.dk + tok.index * dk;
+        float *dvOut = d.dv + tok.index * dv;
+        // The read: o = W_t q (after the write) or W_{t-1} q.
+        vecmat(p, dO, model.readAfterWrite ? Wnext : Wprev, dq);
+        if (model.readAfterWrite)
+          addOuter(p, dO, tok.q, G.data());
+        // The rank-1 term u k^T.
+        updateVector(model, p, tok, Wa, prediction.data(), u.data());
+        matvec(p, G.data(), tok.k, du.data());
+        vecmat(p, u.data(), G.data(), dkOut);
+        float dAlpha = 0.0f;
+        if (hasGradient(model)) {
+          // u = -lr (c W_a k - v).
+          const float scale = model.kind == ReferenceKind::GatedDeltaNet ? tok.alpha : 1.0f;
+          float dLr = 0.0f;
+          for (int64_t i = 0; i < dv; ++i) {
+            dLr -= (scale * prediction[i] - tok.v[i]) * du[i];
+            const float dResidual = -tok.lr * du[i];
+            dvOut[i] = -dResidual;
+            dPrediction[i] = scale * dResidual;
+            dAlpha += prediction[i] * dResidual;
+          }
+          if (model.kind != ReferenceKind::GatedDeltaNet)
+            dAlpha = 0.0f;
+          if (model.etaGate >= 0 && !model.constantLr)
+            d.gates[model.etaGate][tok.index] = dLr;
+          vecmat(p, dPrediction.data(), Wa, dkExtra.data());
+          for (int64_t j2 = 0; j2 < dk; ++j2)
+            dkOut[j2] += dkExtra[j2];
+        } else {
+          for (int64_t i = 0; i < dv; ++i)
+            dvOut[i] = du[i];
+        }
+        // The decay: G becomes the adjoint of W_{t-1}.
+        float *dAlphaKeys = model.kind == ReferenceKind::Gla
+                                ? d.gates[model.alphaGate] + tok.index * dk
+                                : nullptr;
+        if (dAlphaKeys)
+          for (int64_t j2 = 0; j2 < dk; ++j2)
+            dAlphaKeys[j2] = 0.0f;
+        for (int64_t i = 0; i < dv; ++i)
+          for (int64_t j2 = 0; j2 < dk; ++j2) {
+            float &g = G[i * dk + j2];
+            const float w = Wprev[i * dk + j2];
+            switch (model.kind) {
+            case ReferenceKind::RetNet:
+              g *= model.constant;
+              break;
+            case ReferenceKind::Mamba2:
+            case ReferenceKind::GatedDeltaNet:
+              dAlpha += g * w;
+              g *= tok.alpha;
+              break;
+            case ReferenceKind::Gla:
+              dAlphaKeys[j2] += g * w;
+              g *= tok.alphaKeys[j2];
+              break;
+            default:
+              break;
+            }
+          }
+        if (model.alphaGate >= 0 && model.kind != ReferenceKind::Gla)
+          d.gates[model.alphaGate][tok.index] = dAlpha;
+        // The gradient's read of W_a: the previous state, or the chunk's anchor.
+        if (hasGradient(model))
+          addOuter(p, dPrediction.data(), tok.k, C > 1 ? anchorAdjoint.data() : G.data());
+        if (!model.readAfterWrite)
+          addOuter(p, dO, tok.q, G.data());
+        if (C > 1 && t % C == 0) { // the anchor is the state before this token
+          for (int64_t e = 0; e < size; ++e)
+            G[e] += anchorAdjoint[e];
+          std::fill(anchorAdjoint.begin(), anchorAdjoint.end(), 0.0f);
+        }
+      }
+    }
+    std::memcpy(d.initialState + pair * size, G.data(), sizeof(float) * size);
   }
 }
 

@@ -6,6 +6,7 @@
 
 #include <optional>
 #include <string>
+#include <vector>
 
 #include "miras/miras_abi.h"
 #include "problem.hpp"
@@ -46,6 +47,24 @@ std::optional<ReferenceModel> findReference(const miras_module_metadata &meta,
 // Disjoint ranges may run concurrently.
 void runReference(const ReferenceModel &model, const Problem &problem, float *o,
                   float *finalState, int64_t pairBegin, int64_t pairEnd);
+
+// The adjoints of one backward call (layouts as in Problem): inputs o (dL/do) and
+// finalState (dL/dW_T; NULL: zero); outputs dq, dk, dv, gates[i] (the adjoint of
+// Problem::gates[i]; a gate the rule does not read is left as it is: zero it first) and
+// initialState (dL/dW_0).
+struct ReferenceAdjoints {
+  const float *o = nullptr, *finalState = nullptr;
+  float *dq = nullptr, *dk = nullptr, *dv = nullptr, *initialState = nullptr;
+  std::vector<float *> gates;
+};
+
+// The reverse of runReference over the pairs [pairBegin, pairEnd), written out by hand
+// from the recurrences: the states recomputed a segment of `segment` tokens at a time
+// from checkpoints (a multiple of the chunk, as the module's backward), then each token's
+// adjoints, the anchor's summed over its chunk. Problem::initialState NULL: zeros.
+void runReferenceBackward(const ReferenceModel &model, const Problem &problem,
+                          const ReferenceAdjoints &adjoints, int64_t segment, int64_t pairBegin,
+                          int64_t pairEnd);
 
 } // namespace miras::bench
 

@@ -11,7 +11,12 @@ Mamba2 reference and no baseline, one with a decoupled decay gets neither, and a
 DeltaNet named otherwise (gates renamed) gets both. Also checks that `--device cuda` fails with a one-line reason naming cuda when it cannot
 run (these modules are built for the cpu target; without a GPU even a cuda build fails
 for lack of a driver), and that `--input-dtype bf16` without `--device cuda` is a usage
-error. No timing assertions.
+error. With --backward (check_backward): every model with a scalar reference, with
+chunk 1 and 4, and a module reading before its write, compiled with mirasc --backward:
+the compiled adjoints of q, k, v, the gates and the initial state against the tool's
+hand-written scalar reverse sweep (relative 1e-4), the recompute's state count
+ceil(T/S) + S, and the errors for a library without a backward pass and for cuda.
+No timing assertions.
 Standard library only (no numpy).
 """
 
@@ -139,6 +144,69 @@ def check_structure(args):
                   "renamed Gated DeltaNet: %s = %r (want < 1e-3)" % (key, value))
 
 
+BACKWARD_KEYS = ["backward_ms", "backward_over_forward", "backward_segment",
+                 "backward_states_per_pair", "backward_saved_bytes", "reference_backward_ms",
+                 "backward_speedup_vs_reference", "backward_max_rel_diff_vs_reference"]
+# (tag, source, extra mirasc arguments, expected reference model)
+BACKWARD_CASES = [(name, name, [], name) for name in (
+    "linear_attention", "retnet", "mamba2", "gla", "deltanet", "gated_deltanet",
+    "ttt_linear")] + [
+    ("gated_deltanet_c4", "gated_deltanet", ["--chunk=4", "--backward-segment=8"],
+     "gated_deltanet"),
+    ("gla_c4", "gla", ["--chunk=4", "--backward-segment=8"], "gla"),
+    ("ttt_linear_c4", "ttt_linear", ["--chunk=4", "--backward-segment=12"], "ttt_linear"),
+]
+
+
+def check_backward(args, before_write):
+    length = 37  # neither the segment's nor the chunk's multiple
+    cases = BACKWARD_CASES + [("before_write", before_write, [], "deltanet")]
+    for tag, src, extra, model in cases:
+        path = src if src.endswith(".miras") else os.path.join(args.examples, src + ".miras")
+        lib = os.path.join(args.workdir, "backward", "lib%s.so" % tag)
+        os.makedirs(os.path.dirname(lib), exist_ok=True)
+        r = run([args.mirasc, path, "-DD=8", "--backward", *extra, "-o", lib])
+        if r.returncode != 0:
+            check(False, "mirasc --backward %s failed: %s" % (tag, r.stderr.strip()))
+            continue
+        r = run([args.miras, "bench", lib, "--json", "--backward", "--length", str(length),
+                 "--batch", "2", "--heads", "2", "--threads", "2", "--repeat", "1"])
+        if r.returncode != 0:
+            check(False, "miras bench --backward %s exited %d: %s" % (tag, r.returncode,
+                                                                    r.stderr.strip()))
+            continue
+        report = json.loads(r.stdout)
+        for key in BACKWARD_KEYS:
+            value = report.get(key)
+            check(isinstance(value, (int, float)) and value > 0,
+                  "%s: %s = %r is not a positive number" % (tag, key, value))
+        check(report.get("reference_model") == model,
+              "%s: reference_model %r, want %r" % (tag, report.get("reference_model"), model))
+        diff = report.get("backward_max_rel_diff_vs_reference")
+        check(isinstance(diff, (int, float)) and diff < 1e-4,
+              "%s: backward_max_rel_diff_vs_reference = %r (worst %r), want < 1e-4"
+              % (tag, diff, report.get("backward_worst_output")))
+        segment = report.get("backward_segment")
+        if isinstance(segment, int) and segment > 0:
+            check(report.get("backward_states_per_pair") == (length - 1) // segment + 1 + segment,
+                  "%s: backward_states_per_pair %r for T = %d, S = %d"
+                  % (tag, report.get("backward_states_per_pair"), length, segment))
+        check(report.get("backward_output_finite") is True, "%s: non-finite adjoints" % tag)
+
+    # A library without a backward pass, and --backward on cuda.
+    lib = os.path.join(args.workdir, "backward", "libforward_only.so")
+    r = run([args.mirasc, os.path.join(args.examples, "deltanet.miras"), "-DD=8", "-o", lib])
+    check(r.returncode == 0, "mirasc deltanet: %s" % r.stderr.strip())
+    r = run([args.miras, "bench", lib, "--backward", "--length", "8", "--repeat", "1"])
+    check(r.returncode == 1 and "mirasc --backward" in r.stderr and r.stdout == "",
+          "--backward without a backward pass: want exit 1 naming mirasc --backward, got %d: %r"
+          % (r.returncode, r.stderr))
+    r = run([args.miras, "bench", lib, "--backward", "--device", "cuda"])
+    check(r.returncode == 2 and "cpu" in r.stderr,
+          "--backward --device cuda: want a usage error (exit 2), got %d: %r"
+          % (r.returncode, r.stderr))
+
+
 def json_device(text):
     try:
         return json.loads(text).get("device")
@@ -152,6 +220,8 @@ def main():
     p.add_argument("--miras", required=True)
     p.add_argument("--examples", required=True)
     p.add_argument("--workdir", required=True)
+    p.add_argument("--before-write", required=True,
+                   help="a module reading o before its write (test/numeric/modules)")
     args = p.parse_args()
     os.makedirs(args.workdir, exist_ok=True)
 
@@ -207,6 +277,7 @@ def main():
               "got %d: %r" % (r.returncode, r.stderr))
 
     check_structure(args)
+    check_backward(args, args.before_write)
 
     if failures:
         print("bench test: %d failure(s)" % len(failures))
