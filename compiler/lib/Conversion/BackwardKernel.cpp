@@ -10,9 +10,9 @@
 //   (b) from the last segment to the first: restore its checkpoint, recompute
 //       its (at most S) states into the segment workspace, then apply
 //       @step_backward token by token backwards. Its state results are the
-//       running state adjoint, updated in place in the dstate buffers (which
-//       end as the adjoint of the initial state); dq, dk, dv and the gate
-//       adjoints are written per token.
+//       running state adjoint, alternating between the dstate buffers (which
+//       end as the adjoint of the initial state) and spare ones; dq, dk, dv
+//       and the gate adjoints are written per token.
 //
 // Saved memory per pair: ceil(T / S) checkpoints plus S segment states; the
 // work is two forward steps and one reverse step per token.
@@ -47,15 +47,17 @@ void KernelLowering::beginBody(func::FuncOp function) {
 
 LogicalResult KernelLowering::lowerStateStep(OpBuilder &b, Location loc,
                                              Block *entry, Value bi, Value ti,
-                                             Value hi, ArrayRef<Value> slices,
+                                             Value hi, ArrayRef<Value> from,
+                                             ArrayRef<Value> to,
                                              ArrayRef<Value> anchors) {
   Block &body = step.getBody().front();
   auto ret = cast<func::ReturnOp>(body.getTerminator());
   StepSignature signature = StepSignature::of(module);
-  for (auto [i, slice] : llvm::enumerate(slices)) {
+  statesInPlace = from == to;
+  for (auto [i, source] : llvm::enumerate(from)) {
     Value old = body.getArgument(signature.stateArg(i));
-    states.push_back({old, ret.getOperand(signature.stateResult(i)), slice});
-    lowered[old] = {Lowered::Kind::Buffer, slice};
+    states.push_back({old, ret.getOperand(signature.stateResult(i)), to[i]});
+    lowered[old] = {Lowered::Kind::Buffer, source};
   }
   for (auto [i, anchor] : llvm::enumerate(anchors))
     lowered[body.getArgument(signature.anchorArg(i))] = {Lowered::Kind::Buffer,
@@ -202,7 +204,7 @@ LogicalResult KernelLowering::runBackward(func::FuncOp backward,
     }
     beginBody(forward);
     if (failed(lowerStateStep(tb, loc, entry, bi, tLoop.getInductionVar(), hi,
-                              running, forwardAnchors)))
+                              running, running, forwardAnchors)))
       return failure();
     cb.setInsertionPointAfter(tLoop);
     copyStates(cb, [&](unsigned i) { return running[i]; },
@@ -210,10 +212,13 @@ LogicalResult KernelLowering::runBackward(func::FuncOp backward,
   }
 
   // (b) Segment by segment from the last.
-  SmallVector<Value> adjoints;
-  for (unsigned i = 0; i < numStates; ++i)
+  SmallVector<Value> adjoints, spares;
+  for (unsigned i = 0; i < numStates; ++i) {
     adjoints.push_back(
         slice(b, loc, arg(layout.stateAdjoint(i)), {bi, hi}, stateShapes[i]));
+    spares.push_back(memref::CastOp::create(b, loc, adjoints[i].getType(),
+                                            heapScratch(stateType(i))));
+  }
   // The anchors' adjoints, summed over the tokens of the current chunk and
   // added to the running state adjoint at the chunk's start: the anchor is the
   // state before that token.
@@ -251,15 +256,16 @@ LogicalResult KernelLowering::runBackward(func::FuncOp backward,
   copyStates(rb, [&](unsigned i) { return checkpoint(rb, i, c); },
              [&](unsigned i) { return segmentState(rb, i, c0); });
   {
-    // Slot j holds the state before token start + j.
+    // Slot j holds the state before token start + j: token start + j - 1
+    // steps from slot j - 1 into slot j.
     auto jLoop = scf::ForOp::create(rb, loc, c1, count, c1);
     OpBuilder jb = OpBuilder::atBlockBegin(jLoop.getBody());
     Value j = jLoop.getInductionVar();
     Value previous = arith::SubIOp::create(jb, loc, j, c1);
-    SmallVector<Value> slot;
+    SmallVector<Value> from, to;
     for (unsigned i = 0; i < numStates; ++i) {
-      slot.push_back(segmentState(jb, i, j));
-      memref::CopyOp::create(jb, loc, segmentState(jb, i, previous), slot[i]);
+      from.push_back(segmentState(jb, i, previous));
+      to.push_back(segmentState(jb, i, j));
     }
     Value ti = arith::AddIOp::create(jb, loc, start, previous);
     SmallVector<Value> anchors;
@@ -267,7 +273,7 @@ LogicalResult KernelLowering::runBackward(func::FuncOp backward,
     for (unsigned i = 0; i < numAnchors; ++i)
       anchors.push_back(segmentState(jb, i, first));
     beginBody(forward);
-    if (failed(lowerStateStep(jb, loc, entry, bi, ti, hi, slot, anchors)))
+    if (failed(lowerStateStep(jb, loc, entry, bi, ti, hi, from, to, anchors)))
       return failure();
   }
   auto backLoop = scf::ForOp::create(rb, loc, c0, count, c1);
@@ -289,19 +295,25 @@ LogicalResult KernelLowering::runBackward(func::FuncOp backward,
     extraOutputs.push_back({ret.getOperand(signature.anchorArg(i)), anchorStep[i]});
   }
   bindToken(bb, loc, entry, bi, ti, hi, signature.queryArg());
-  // The new state adjoints go to scratch buffers and are copied over the
-  // running ones after the step: the reverse step may read an old adjoint
-  // (momentum's dS') after computing a new one (dS).
+  // The running adjoint alternates between the caller's buffer and a spare
+  // one, token by token (a reverse step may read an old adjoint after
+  // computing a new one: momentum's dS' after dS): the adjoint of the state
+  // after token t is in the caller's buffer when T - 1 - t is even.
   statesInPlace = false;
-  SmallVector<Value> newAdjoints;
+  Value parity = arith::AndIOp::create(
+      bb, loc, arith::SubIOp::create(bb, loc, arith::SubIOp::create(bb, loc, length, c1), ti),
+      c1);
+  Value inSpare = arith::CmpIOp::create(bb, loc, arith::CmpIPredicate::eq, parity, c1);
+  SmallVector<Value> written;
   for (unsigned i = 0; i < numStates; ++i) {
     Value next = body.getArgument(
         signature.resultAdjointArg(signature.stateResult(i)));
-    newAdjoints.push_back(heapScratch(RankedTensorType::get(
-        stateShapes[i], Float32Type::get(ctx))));
+    Value read = arith::SelectOp::create(bb, loc, inSpare, spares[i], adjoints[i]);
+    written.push_back(
+        arith::SelectOp::create(bb, loc, inSpare, adjoints[i], spares[i]));
     // Result i of the reverse step is the adjoint of step argument i.
-    states.push_back({next, ret.getOperand(signature.stateArg(i)), newAdjoints[i]});
-    lowered[next] = {Lowered::Kind::Buffer, adjoints[i]};
+    states.push_back({next, ret.getOperand(signature.stateArg(i)), written[i]});
+    lowered[next] = {Lowered::Kind::Buffer, read};
   }
   SmallVector<Value> prefix{bi, ti, hi};
   lowered[body.getArgument(signature.resultAdjointArg(signature.outputResult()))] =
@@ -323,8 +335,6 @@ LogicalResult KernelLowering::runBackward(func::FuncOp backward,
   for (Operation &op : body)
     if (failed(lowerOp(bb, op)))
       return failure();
-  for (unsigned i = 0; i < numStates; ++i)
-    memref::CopyOp::create(bb, loc, newAdjoints[i], adjoints[i]);
   if (numAnchors) {
     for (unsigned i = 0; i < numAnchors; ++i)
       accumulate(bb, anchorStep[i], anchorSums[i]);
@@ -332,10 +342,19 @@ LogicalResult KernelLowering::runBackward(func::FuncOp backward,
                                   /*withElseRegion=*/false);
     OpBuilder ib = ifOp.getThenBodyBuilder();
     for (unsigned i = 0; i < numAnchors; ++i) {
-      accumulate(ib, anchorSums[i], adjoints[i]);
+      accumulate(ib, anchorSums[i], written[i]);
       linalg::FillOp::create(ib, loc, ValueRange{zero}, ValueRange{anchorSums[i]});
     }
   }
+
+  // The initial state's adjoint is in the spare buffer when T is odd.
+  b.setInsertionPointAfter(rLoop);
+  Value lengthOdd = arith::CmpIOp::create(
+      b, loc, arith::CmpIPredicate::eq, arith::AndIOp::create(b, loc, length, c1), c1);
+  auto oddIf = scf::IfOp::create(b, loc, lengthOdd, /*withElseRegion=*/false);
+  OpBuilder ob = oddIf.getThenBodyBuilder();
+  for (unsigned i = 0; i < numStates; ++i)
+    memref::CopyOp::create(ob, loc, spares[i], adjoints[i]);
 
   closeKernel(b, loc, pairLoop);
   return success();

@@ -200,11 +200,12 @@ private:
   // The backward kernel (BackwardKernel.cpp) lowers several function bodies
   // into one kernel: each starts from a clean slate.
   void beginBody(func::FuncOp function);
-  /// One forward step of token `ti` on the states held in `slices`, updated
-  /// in place, reading the chunk's anchors from `anchors`; o is not computed.
+  /// One forward step of token `ti` from the states held in `from` to `to`
+  /// (the same buffers: in place), reading the chunk's anchors from
+  /// `anchors`; o is not computed.
   LogicalResult lowerStateStep(OpBuilder &b, Location loc, Block *entry,
-                               Value bi, Value ti, Value hi,
-                               ArrayRef<Value> slices, ArrayRef<Value> anchors);
+                               Value bi, Value ti, Value hi, ArrayRef<Value> from,
+                               ArrayRef<Value> to, ArrayRef<Value> anchors);
 
   /// Per-token shape of a gate: [], [dim] or [steps].
   SmallVector<int64_t> gateShape(GateOp gate) {
