@@ -40,6 +40,7 @@ import argparse
 import os
 import subprocess
 import sys
+import tempfile
 
 import numpy as np
 
@@ -186,6 +187,63 @@ def report(label, err, tol):
     return 0 if ok else 1
 
 
+def check_kernel(a, text, prob, inp, do, dS_T, fd, split):
+    """The compiled backward kernel (mirasc --backward, float32) on the same inputs: its
+    adjoints against the finite differences of the reference, and two kernel calls
+    chained by the state (split at a chunk boundary, the state's adjoint passed back)
+    against the single call. Returns the number of failed checks."""
+    import check_backward_kernel as BK
+    header = next(l for l in text.splitlines() if '"miras.module"' in l)
+    name = header.split('sym_name = "')[1].split('"')[0]
+    chunk = prob.chunk
+    # Segments shorter than T and, with chunk 1, not dividing it.
+    segment = a.segment or (2 * chunk if chunk > 1 else 3)
+    extra = ["--chunk=%d" % a.chunk] if a.chunk else []
+    with tempfile.TemporaryDirectory() as tmp:
+        path = os.path.join(tmp, "lib%s.so" % name)
+        cmd = [a.mirasc, a.module] + ["-D%s" % d for d in a.define] + extra + [
+            "--backward", "--backward-segment=%d" % segment, "-o", path]
+        proc = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        if proc.returncode != 0:
+            print("kernel: %s failed: %s FAIL" % (" ".join(cmd), proc.stderr.strip()))
+            return 1
+        lib = BK.Library(path, name)
+        f32 = lambda x: np.ascontiguousarray(x, dtype=np.float32)  # noqa: E731
+        seq = [f32(inp[n]) for n in prob.sequence_names]
+        states = [f32(inp[n]) for n in prob.state_names]
+        d_o = f32(do)
+        d_final = [f32(dS_T[n]) for n in prob.state_names]
+        B, T, H = seq[0].shape[:3]
+        d_seq, d_states = lib.backward(B, T, H, seq, states, d_o, d_final)
+        got = dict(zip(prob.sequence_names, d_seq))
+        got.update(zip(prob.state_names, d_states))
+        failed = 0
+        for n in prob.input_names:
+            g, mask = fd[n]
+            failed += report("kernel (S=%d) d%s vs FD of the reference" % (segment, n),
+                             masked_rel_err(got[n], g, mask), a.kernel_tol)
+        if split is None:
+            return failed
+        # Forward over the first part for the state in between, then the second part's
+        # backward from the final adjoints, then the first part's from the adjoint of
+        # the state in between.
+        first = [f32(x[:, :split]) for x in seq]
+        second = [f32(x[:, split:]) for x in seq]
+        dv = d_o.shape[-1]
+        _, middle = lib.forward(B, split, H, dv, first, states)
+        d2, d_middle = lib.backward(B, T - split, H, second, [f32(m) for m in middle],
+                                    f32(d_o[:, split:]), d_final)
+        d1, d0 = lib.backward(B, split, H, first, states, f32(d_o[:, :split]),
+                              [f32(m) for m in d_middle])
+        chained = {n: np.concatenate([x, y], axis=1)
+                   for n, x, y in zip(prob.sequence_names, d1, d2)}
+        chained.update(zip(prob.state_names, d0))
+        err = max(R.rel_err(chained[n], got[n]) for n in prob.input_names)
+        failed += report("kernel: split at t=%d: chained calls (state adjoint passed back) "
+                         "vs single call" % split, err, 1e-5)
+        return failed
+
+
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n")[1],
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -211,6 +269,13 @@ def main(argv=None):
                    help="also require that a corrupted @step_backward fails")
     p.add_argument("--ir", help="read the --emit=backward IR from this file instead of "
                    "running mirasc (e.g. a hand-edited one)")
+    p.add_argument("--kernel", action="store_true",
+                   help="also the compiled backward kernel (mirasc --backward) against the "
+                   "same finite differences, and split into two chained kernel calls")
+    p.add_argument("--segment", type=int, help="the kernel's --backward-segment (default: "
+                   "3 with chunk 1, else 2 chunks)")
+    p.add_argument("--kernel-tol", type=float, default=1e-3,
+                   help="the float32 kernel against the float64 finite differences")
     a = p.parse_args(argv)
     if a.ir:
         with open(a.ir) as f:
@@ -283,7 +348,11 @@ def main(argv=None):
             apart = max(R.rel_err(grads2[n], grads[n]) for n in names)
             print("split at t=%d (%s): chained calls vs single call differ by "
                   "max_rel_err=%.2e (a new chunk starts at the split)" % (split, where, apart))
-    # 4. negative control: a wrong rule must not pass the same comparison
+    # 4. the compiled kernel
+    if a.kernel:
+        failed += check_kernel(a, text, prob, inp, do, dS_T, fd,
+                               boundary if 0 < boundary < T else None)
+    # 5. negative control: a wrong rule must not pass the same comparison
     if a.negative_control:
         _, _, wrong = composed(ir.corrupted(), chunk, inp, do, dS_T)
         err = max(masked_rel_err(wrong[n], fd[n][0], fd[n][1]) for n in names)

@@ -49,7 +49,9 @@ MODES = {
                     "added to their chunk's start state) against central finite "
                     "differences of the float64 reference forward (check_seq_backward.py, "
                     "grad_reference.py), plus two calls chained by the state and a "
-                    "corrupted reverse step that must fail; chunk 1, then chunk 3 over "
+                    "corrupted reverse step that must fail; the compiled backward kernel "
+                    "(mirasc --backward, float32) against the same differences (1e-3) and "
+                    "as two kernel calls chained by the state; chunk 1, then chunk 3 over "
                     "T = 8 where the module takes a chunk, and the rule read from the "
                     "module (dsl) where the reference mode checks that too",
 }
@@ -126,7 +128,7 @@ def _step_backward(e):
 
 
 SEQ_BACKWARD = ("%python %numeric/check_seq_backward.py --mirasc mirasc --miras miras "
-                "--T 8 --H 2 --negative-control")
+                "--T 8 --H 2 --negative-control --kernel")
 
 
 def _seq_backward(e):
@@ -144,9 +146,10 @@ def _seq_backward(e):
         runs.append(("DSL", "dsl", ""))
     lines = []
     for prefix, model, extra in runs:
-        lines.append("# RUN: %s --module %s --model %s %s%s | FileCheck %%s "
+        lines.append("# RUN: %s --module %s --model %s %s%s%s | FileCheck %%s "
                      "--implicit-check-not=FAIL --check-prefix=%s" % (
-                         SEQ_BACKWARD, e["module"], model, defines, extra, prefix))
+                         SEQ_BACKWARD, e["module"], model, defines, extra,
+                         " " + e["seq_args"] if "seq_args" in e else "", prefix))
     for prefix, _, extra in runs:
         lines.append("# %s: forward o: max_rel_err={{.*}} OK" % prefix)
         lines += ["# %s: d%s: max_rel_err={{.*}} OK" % (prefix, n)
@@ -157,6 +160,10 @@ def _seq_backward(e):
             lines.append("# %s: split at t={{[0-9]+}} (inside a chunk): chained calls vs "
                          "FD of the reference as the same two calls: max_rel_err={{.*}} OK"
                          % prefix)
+        lines += ["# %s: kernel (S={{[0-9]+}}) d%s vs FD of the reference: max_rel_err={{.*}} OK"
+                  % (prefix, n) for n in ["q", "k", "v"] + e["states"]]
+        lines.append("# %s: kernel: split at t={{[0-9]+}}: chained calls (state adjoint passed "
+                     "back) vs single call: max_rel_err={{.*}} OK" % prefix)
         lines.append("# %s: negative control ({{.*}}): max_rel_err={{.*}} detected" % prefix)
         lines.append("# %s: seq_backward: {{[0-9]+}} adjoints OK" % prefix)
     return lines

@@ -37,6 +37,8 @@
 #   unchunked  size of the simt / cuda-on-cpu modes of a module that cannot take a chunk
 #              (multistep): one run, no algorithm comparison
 #   modes      the modes that apply (default: all six)
+#   seq_args   check_seq_backward.py arguments after the defaults (--T 8 --H 2), e.g. a
+#              longer T for a module's own chunk
 #
 # The gate values of every run come from the module's declared ranges (`miras info`:
 # sample); see test/numeric/README.md.
@@ -136,4 +138,34 @@ ENTRIES = [
     dict(name="titans_before_write", module="%numeric/modules/titans_before_write.miras",
          model="dsl", states=["W1", "W2", "S1", "S2"],
          chunked=dict(MLP_CHUNK4, header="prefix"), modes=("chunked", "simt", "cuda-on-cpu")),
+    # The test modules of test/numeric/modules that no entry above runs: their reverse
+    # step and reverse sweep (the backward modes only; their forwards are checked by
+    # test/lit/Numeric).
+] + [
+    dict(name=name, module="%%numeric/modules/%s.miras" % name, model=model, states=states,
+         size="-DD=4", modes=(), **extra)
+    for name, model, states, extra in [
+        ("before_write", "before_write", LINEAR, {}),
+        # The module's own chunks (4 and 8): T long enough for several, and a segment
+        # of two chunks shorter than T.
+        ("chunked", "chunked", LINEAR, {"seq_args": "--T 12"}),
+        ("chunked_decoupled", "chunked_decoupled", LINEAR, {"seq_args": "--T 20"}),
+        ("coupled", "coupled", LINEAR, {}),
+        ("huber", "fd:huber", LINEAR, {}),
+        ("huber_norm", "fd:huber_norm", LINEAR, {}),
+        ("logcosh", "fd:logcosh", LINEAR, {}),
+        ("lp3", "fd:lp3", LINEAR, {}),
+        ("lp_smooth", "lp_smooth", LINEAR, {}),
+        ("mlp_fd_gelu", "mlp_fd_gelu", ["W1", "W2"], {}),
+        ("mlp_fd_gelu_tanh", "mlp_fd_gelu_tanh", ["W1", "W2"], {}),
+        ("mlp_fd_relu", "mlp_fd_relu", ["W1", "W2", "W3"], {}),
+        # Built for one token (eta up to 1, l_3 bias, three SiLU layers): over more its
+        # weights overflow float64 within a few tokens, the forward's own numbers.
+        ("mlp_fd_silu", "mlp_fd_silu", ["W1", "W2", "W3"], {"seq_args": "--T 2"}),
+        ("pseudo_huber", "fd:pseudo_huber", LINEAR, {}),
+        ("rwkv7_simple", "rwkv7_simple", LINEAR, {}),
+        ("user_l2", "fd:user_l2", LINEAR, {}),
+        ("user_value_shift", "fd:user_value_shift", LINEAR, {}),
+        ("value_shift", "fd:value_shift", LINEAR, {}),
+    ]
 ]
