@@ -5,7 +5,7 @@
 # each again with --chunk=64 when this mirasc accepts that flag), runs
 #   miras bench LIB --json --batch 2 --length T --heads 8 --threads N
 # for N = nproc and N = 1, and rewrites the "CPU" section of bench/RESULTS.md with a
-# markdown table (the "GPU" section is kept as it is). Libraries and the raw JSON
+# markdown table (the other sections, GPU and CPU backward, are kept as they are). Libraries and the raw JSON
 # reports go to BUILD_DIR/bench-cpu/. A module that fails to compile or run gets a row
 # saying so; the script carries on.
 #
@@ -183,17 +183,17 @@ lines = ["## CPU", "",
 lines += [r[-1] for r in rows]
 cpu = "\n".join(lines) + "\n"
 
-gpu = "## GPU\n\nNot measured yet: run bench/gpu.sh on a machine with an NVIDIA GPU.\n"
-head = "# miras benchmark results\n\n"
+# The other sections (GPU, CPU backward) are kept as they are.
 if os.path.exists(results):
     with open(results) as f:
-        old = f.read()
-    sections = re.split(r"(?m)^(?=## )", old)
-    head = sections[0] if not sections[0].startswith("## ") else head
-    for s in sections:
-        if s.startswith("## GPU"):
-            gpu = s if s.endswith("\n") else s + "\n"
+        parts = re.split(r"(?m)^(?=## )", f.read())
+else:
+    parts = ["# miras benchmark results\n\n",
+             "## GPU\n\nNot measured yet: run bench/gpu.sh on a machine with an NVIDIA GPU.\n"]
+index = next((i for i, p in enumerate(parts) if re.match(r"## CPU\s*\n", p)), 1)
+parts = [p for p in parts if not re.match(r"## CPU\s*\n", p)]
+parts.insert(min(index, len(parts)), cpu + "\n")
 with open(results, "w") as f:
-    f.write(head.rstrip("\n") + "\n\n" + cpu + "\n" + gpu)
+    f.write("".join(p if p.endswith("\n") else p + "\n" for p in parts).rstrip("\n") + "\n")
 print("cpu.sh: wrote %s (%d rows)" % (results, len(rows)))
 PY

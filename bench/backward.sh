@@ -1,0 +1,162 @@
+#!/usr/bin/env bash
+# bench/backward.sh [BUILD_DIR]: the "CPU backward" table of bench/RESULTS.md.
+#
+# Compiles the linear examples that have a scalar reference (linear_attention, retnet,
+# mamba2, gla, deltanet, gated_deltanet, ttt_linear) and the MLP memories titans and
+# ttt_mlp with `mirasc --backward` at D=64 and D=128, runs
+#   miras bench LIB --json --backward --batch 2 --length T --heads 8 --threads N
+# for N = nproc and N = 1, and rewrites the "CPU backward" section of bench/RESULTS.md
+# (the other sections are kept). Libraries and the raw JSON reports go to
+# BUILD_DIR/bench-backward/. A module that fails to compile or run gets a row saying so.
+#
+# Environment: MIRAS_BENCH_T (default 4096), MIRAS_BENCH_REPEAT (3), MIRAS_BENCH_WARMUP (1),
+# MIRAS_BENCH_MODULES (space separated), MIRAS_BENCH_DIMS ("64 128"), MIRAS_BENCH_MLP_DIMS
+# ("64": an MLP memory's backward at D=128 takes minutes per run on a small machine),
+# MIRAS_BENCH_RESUME=1 (keep BUILD_DIR/bench-backward and skip the runs whose report is
+# there: an interrupted run goes on).
+set -euo pipefail
+
+ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+BUILD=$(cd "${1:-$ROOT/build}" && pwd)
+MIRASC=$BUILD/bin/mirasc
+MIRAS=$BUILD/bin/miras
+for tool in "$MIRASC" "$MIRAS"; do
+  [[ -x $tool ]] || { echo "backward.sh: $tool not found; build first" >&2; exit 1; }
+done
+
+T=${MIRAS_BENCH_T:-4096}
+B=2
+H=8
+REPEAT=${MIRAS_BENCH_REPEAT:-3}
+WARMUP=${MIRAS_BENCH_WARMUP:-1}
+MODULES=${MIRAS_BENCH_MODULES:-"gated_deltanet deltanet mamba2 gla retnet linear_attention ttt_linear titans ttt_mlp"}
+DIMS=${MIRAS_BENCH_DIMS:-"64 128"}
+MLP_DIMS=${MIRAS_BENCH_MLP_DIMS:-"64"}
+MLP_MODULES="titans ttt_mlp"
+NPROC=$(nproc)
+THREADS="$NPROC"
+[[ $NPROC -gt 1 ]] && THREADS="$NPROC 1"
+
+WORK=$BUILD/bench-backward
+[[ ${MIRAS_BENCH_RESUME:-0} == 1 ]] || rm -rf "$WORK"
+mkdir -p "$WORK/lib" "$WORK/json"
+START=$(date +%s)
+LOAD_BEFORE=$(cut -d' ' -f1-3 /proc/loadavg 2>/dev/null || echo unknown)
+SOURCE=$(git -C "$ROOT" describe --always --dirty 2>/dev/null || echo unknown)
+
+for module in $MODULES; do
+  dims=$DIMS
+  [[ " $MLP_MODULES " == *" $module "* ]] && dims=$MLP_DIMS
+  for D in $dims; do
+    tag=${module}_D${D}
+    libdir=$WORK/lib/$tag
+    if [[ ${MIRAS_BENCH_RESUME:-0} == 1 ]] && ls "$WORK/json/${tag}"_t*.json > /dev/null 2>&1 &&
+        ! grep -qs '"error"' "$WORK/json/${tag}"_t*.json; then
+      echo "backward.sh: $tag (kept)" >&2
+      continue
+    fi
+    mkdir -p "$libdir"
+    echo "backward.sh: $tag" >&2
+    if ! "$MIRASC" "$ROOT/examples/$module.miras" -DD="$D" --backward -o "$libdir/lib$module.so" \
+        2> "$libdir/mirasc.err"; then
+      printf '{"error": "mirasc failed", "tag": "%s"}\n' "$tag" > "$WORK/json/$tag.compile-error.json"
+      continue
+    fi
+    for threads in $THREADS; do
+      out=$WORK/json/${tag}_t$threads.json
+      if ! "$MIRAS" bench "$libdir/lib$module.so" --json --backward --batch $B --length "$T" \
+          --heads $H --threads "$threads" --repeat "$REPEAT" --warmup "$WARMUP" > "$out" 2> "$out.err"; then
+        printf '{"error": "miras bench failed", "tag": "%s", "threads": %s}\n' "$tag" "$threads" > "$out"
+      fi
+    done
+  done
+done
+
+ELAPSED=$(( $(date +%s) - START ))
+LOAD_AFTER=$(cut -d' ' -f1-3 /proc/loadavg 2>/dev/null || echo unknown)
+COMMAND="bench/backward.sh $(realpath --relative-to="$ROOT" "$BUILD" 2>/dev/null || echo "$BUILD")"
+[[ ${MIRAS_BENCH_RESUME:-0} == 1 ]] && COMMAND="MIRAS_BENCH_RESUME=1 $COMMAND"
+RUN="miras bench LIB --json --backward --batch $B --length $T --heads $H --threads N --repeat $REPEAT --warmup $WARMUP"
+
+python3 - "$WORK" "$ROOT/bench/RESULTS.md" "$COMMAND" "$RUN" "$ELAPSED" \
+    "$LOAD_BEFORE" "$LOAD_AFTER" "$SOURCE" <<'PY'
+import datetime, glob, json, os, platform, re, sys
+
+work, results, command, run, elapsed, load0, load1, source = sys.argv[1:9]
+
+def fmt(x, digits):
+    return "-" if x is None else "%.*f" % (digits, x)
+
+rows = []
+for path in sorted(glob.glob(os.path.join(work, "json", "*.json"))):
+    with open(path) as f:
+        text = f.read().strip()
+    try:
+        r = json.loads(text)
+    except ValueError:
+        r = {"error": "no JSON", "tag": os.path.basename(path)}
+    if "error" in r:
+        m = re.match(r"(.*)_D(\d+)$", r["tag"])
+        module, D = m.groups() if m else (r["tag"], "0")
+        err = os.path.join(work, "lib", r["tag"], "mirasc.err") if r["error"] == "mirasc failed" \
+            else path + ".err"
+        try:
+            why = " ".join(l.strip() for l in open(err) if l.strip())[:160].replace("|", "/")
+        except OSError:
+            why = ""
+        rows.append((module, int(D), r.get("threads", 0),
+                     "| %s | %s | %s | %s failed: %s | | | | | | | |" % (
+                         module, D, r.get("threads", "-"), r["error"].split()[0], why)))
+        continue
+    mlp = r["reference_model"] is None
+    target = 4.0 if mlp else 3.0
+    ratio = r["backward_over_forward"]
+    cells = [r["module"], str(r["dk"]), str(r["threads"]), fmt(r["ms"], 2),
+             fmt(r["backward_ms"], 2), "%.2f (target %.0f)" % (ratio, target),
+             "%d / %d" % (r["backward_states_per_pair"], r["backward_all_states_per_pair"]),
+             "%.2f" % (r["backward_saved_bytes"] / 1e6),
+             fmt(r["reference_backward_ms"], 1),
+             fmt(r["backward_speedup_vs_reference"], 2),
+             "%.1e" % r["backward_max_rel_diff_vs_reference"]
+             if r["backward_max_rel_diff_vs_reference"] is not None else "-"]
+    if not r.get("backward_output_finite", True):
+        cells[-1] += " (adjoints not finite)"
+    rows.append((r["module"], r["dk"], r["threads"], "| " + " | ".join(cells) + " |"))
+
+order = {m: i for i, m in enumerate(["gated_deltanet", "deltanet", "mamba2", "gla", "retnet",
+                                     "linear_attention", "ttt_linear", "titans", "ttt_mlp"])}
+rows.sort(key=lambda x: (order.get(x[0], 99), x[1], -int(x[2] or 0)))
+now = datetime.datetime.now().astimezone().strftime("%Y-%m-%d %H:%M %Z")
+lines = ["## CPU backward", "",
+         "Measured %s on %s, %d logical CPUs. Command: `%s` (took %s s%s); each row is `%s`, "
+         "B*H = 16 pairs, chunk 1, the default segment S = 64. Built from `%s`. Load average "
+         "before/after: %s / %s." % (now, platform.node() or "this machine", os.cpu_count() or 0,
+                                     command, elapsed,
+                                     ", the runs not kept from before" if "RESUME" in command
+                                     else "", run, source, load0, load1),
+         "",
+         "Columns: forward and backward ms (medians; the backward recomputes the forward "
+         "itself: a checkpointing pass, then per segment a recompute and the reverse steps); "
+         "bwd/fwd = their ratio, with the issue's target (3 for linear memories, 4 for MLP "
+         "memories); states kept = ceil(T/S) + S per (batch, head) pair in flight against T "
+         "to keep them all; saved MB = those states for the pairs in flight (one per thread); "
+         "reference = the hand-written scalar reverse sweep of `miras bench` (same segment, "
+         "same threads; linear memories only), x = its time over the module's; max rel diff = "
+         "max |d - d_ref| / max |d_ref| over the adjoints of q, k, v, the gates and W_0.",
+         "",
+         "| module | D | threads | forward ms | backward ms | bwd/fwd | states kept / T "
+         "| saved MB | reference ms | x vs reference | max rel diff |",
+         "|---|---|---|---|---|---|---|---|---|---|---|"]
+lines += [r[-1] for r in rows]
+section = "\n".join(lines) + "\n"
+
+text = open(results).read() if os.path.exists(results) else "# miras benchmark results\n\n"
+parts = re.split(r"(?m)^(?=## )", text)
+kept = [p for p in parts if not p.startswith("## CPU backward")]
+# After the forward CPU section when there is one, else at the end.
+index = next((i + 1 for i, p in enumerate(kept) if p.startswith("## CPU")), len(kept))
+kept.insert(index, section + "\n")
+with open(results, "w") as f:
+    f.write("".join(p if p.endswith("\n") else p + "\n" for p in kept).rstrip("\n") + "\n")
+print("backward.sh: wrote %s (%d rows)" % (results, len(rows)))
+PY
