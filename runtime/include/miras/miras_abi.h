@@ -220,12 +220,17 @@ typedef struct miras_module_entry {
   /* Runs only the (batch, head) pairs begin <= b * H + h < end of the flattened B * H
    * range; forward(args) is forward_range(args, 0, B * H). Disjoint ranges touch disjoint
    * parts of state_out and o, so they may run concurrently from different threads: this
-   * is how a host splits one forward over its own thread pool. */
+   * is how a host splits one forward over its own thread pool.
+   * The CPU entry points compute with subnormal floats flushed to zero (x86 FTZ and DAZ,
+   * AArch64 FZ: a decaying state reaches that range after thousands of tokens, where x86
+   * is about a hundred times slower) and restore the calling thread's float mode before
+   * they return. */
   int32_t (*forward_range)(const miras_forward_args *args, int64_t begin, int64_t end);
   /* NULL unless metadata->backward_segment > 0 (ABI 6). backward_range, like
    * forward_range, runs only the pairs [begin, end) (allocating its own workspace, so
-   * disjoint ranges may run concurrently); MIRAS_ERR_ALLOC when the workspace of
-   * (end - begin) * ceil(T / S) + S states per state tensor cannot be allocated. */
+   * disjoint ranges may run concurrently; the pairs of a range run one after the other);
+   * MIRAS_ERR_ALLOC when the workspace of ceil(T / S) + S states per state tensor
+   * cannot be allocated. */
   int32_t (*backward)(const miras_backward_args *args);
   int32_t (*backward_range)(const miras_backward_args *args, int64_t begin, int64_t end);
 } miras_module_entry;
