@@ -14,7 +14,8 @@
 //       end as the adjoint of the initial state) and spare ones; dq, dk, dv
 //       and the gate adjoints are written per token.
 //
-// Saved memory per pair: ceil(T / S) checkpoints plus S segment states; the
+// Saved memory per pair in flight: ceil(T / S) checkpoints plus S segment
+// states, both indexed by the pair's place in the range; the
 // work is two forward steps and one reverse step per token.
 //
 // Each step body is lowered by KernelLowering's op lowering (lowerOp) as in
@@ -120,10 +121,13 @@ LogicalResult KernelLowering::runBackward(func::FuncOp backward,
                    sequenceType(ctx, 3, perStep(dv))});
   for (GateOp gate : gates)
     argTypes.push_back(sequenceType(ctx, 3, gateShape(gate)));
-  for (auto &shape : stateShapes)
+  for (auto &shape : stateShapes) // checkpoints
     argTypes.push_back(sequenceType(ctx, 2, shape));
-  for (auto &shape : stateShapes)
-    argTypes.push_back(sequenceType(ctx, 1, shape));
+  for (auto &shape : stateShapes) { // segments: [P, S, shape]
+    SmallVector<int64_t> slots{segment};
+    slots.append(shape.begin(), shape.end());
+    argTypes.push_back(sequenceType(ctx, 1, slots));
+  }
   assert(argTypes.size() == layout.size());
 
   OpBuilder b(module);
@@ -168,7 +172,7 @@ LogicalResult KernelLowering::runBackward(func::FuncOp backward,
     return slice(ob, loc, arg(layout.checkpoint(i)), {local, c}, stateShapes[i]);
   };
   auto segmentState = [&](OpBuilder &ob, unsigned i, Value j) {
-    return slice(ob, loc, arg(layout.segment(i)), {j}, stateShapes[i]);
+    return slice(ob, loc, arg(layout.segment(i)), {local, j}, stateShapes[i]);
   };
   auto copyStates = [&](OpBuilder &ob, function_ref<Value(unsigned)> from,
                         function_ref<Value(unsigned)> to) {

@@ -98,6 +98,40 @@ int64_t staticTrips(scf::ParallelOp loop, unsigned d) {
   return *ub > *lb ? llvm::divideCeil(*ub - *lb, *step) : 0;
 }
 
+/// The kernel arguments and allocations a memref may be a view of (through
+/// subviews, casts and selects); null stands for one we cannot trace.
+void bufferRoots(Value v, SmallVectorImpl<Value> &roots) {
+  Operation *def = v.getDefiningOp();
+  if (!def || isa<memref::AllocaOp, memref::AllocOp>(def)) {
+    roots.push_back(v);
+    return;
+  }
+  if (auto view = dyn_cast<ViewLikeOpInterface>(def))
+    return bufferRoots(view.getViewSource(), roots);
+  if (auto cast = dyn_cast<memref::CastOp>(def))
+    return bufferRoots(cast.getSource(), roots);
+  if (auto select = dyn_cast<arith::SelectOp>(def)) {
+    bufferRoots(select.getTrueValue(), roots);
+    bufferRoots(select.getFalseValue(), roots);
+    return;
+  }
+  roots.push_back(Value());
+}
+
+/// Whether two memrefs may share memory. Distinct kernel arguments do not
+/// (miras_abi.h: the outputs do not overlap the inputs; the glue resolves
+/// the aliasing it allows before the kernel runs), nor distinct allocations.
+bool mayAlias(Value a, Value b) {
+  SmallVector<Value> rootsA, rootsB;
+  bufferRoots(a, rootsA);
+  bufferRoots(b, rootsB);
+  for (Value x : rootsA)
+    for (Value y : rootsB)
+      if (!x || !y || x == y)
+        return true;
+  return false;
+}
+
 class Distributor {
 public:
   Distributor(func::FuncOp kernel, int64_t threads, bool reverse)
@@ -210,7 +244,19 @@ private:
                       }
                       return WalkResult::advance();
                     }).wasInterrupted();
-    if (!free)
+    // Nor memory the row's body writes: the partial sums run before the row
+    // loop, so a term loading a buffer stored earlier in the same row (a
+    // fused loop: compute a row's vector, then sum against it) would read it
+    // stale.
+    SmallVector<Value> written;
+    loop->walk([&](memref::StoreOp store) { written.push_back(store.getMemRef()); });
+    bool readsWritten = sum->walk([&](memref::LoadOp load) {
+                              for (Value w : written)
+                                if (mayAlias(w, load.getMemRef()))
+                                  return WalkResult::interrupt();
+                              return WalkResult::advance();
+                            }).wasInterrupted();
+    if (!free || readsWritten)
       return {};
 
     Location loc = loop.getLoc();
@@ -565,8 +611,9 @@ struct DistributeThreadsPass
 
   void runOnOperation() override {
     func::FuncOp kernel = getOperation();
-    if (!kernel->hasAttr("miras.algorithm"))
-      return; // not a miras kernel
+    if (!kernel->hasAttr("miras.algorithm") &&
+        !kernel->hasAttr("miras.backward_segment"))
+      return; // not a miras kernel (forward or backward)
     scf::ForOp pairLoop = miras::findPairLoop(kernel);
     if (!pairLoop) {
       kernel.emitOpError("has no loop over (batch, head) pairs from its first "

@@ -79,10 +79,11 @@ llvm::Error CompileOptions::validate() const {
   if (backward && backwardSegment < 1)
     return llvm::createStringError("--backward-segment expects at least 1 token, got " +
                                    llvm::Twine(backwardSegment));
-  if (backward && (targets.cuda || gpuCheck != GpuCheck::None))
-    return llvm::createStringError("--backward builds a CPU kernel only: use "
-                                   "--target=cpu, without --simt-on-cpu or "
-                                   "--cuda-on-cpu");
+  if (backward && (targets.cuda || gpuCheck == GpuCheck::CudaOnCpu))
+    return llvm::createStringError("--backward has no CUDA kernels yet: use "
+                                   "--target=cpu, without --cuda-on-cpu (its "
+                                   "thread-distributed form runs on the CPU with "
+                                   "--simt-on-cpu)");
   if (!targets.cpu && (stopAfter == Stage::LLVM || stopAfter == Stage::Obj))
     return llvm::createStringError("--emit=llvm and --emit=obj show the CPU "
                                    "kernel; add cpu to --target");

@@ -167,7 +167,7 @@ llvm::Expected<CompileOptions> readOptions() {
                                    "obj or lib (--emit=backward prints the reverse "
                                    "step's IR)");
   if (backwardFlag && (emit == Stage::GPU || emit == Stage::PTX))
-    return llvm::createStringError("--backward builds a CPU kernel only; it does not "
+    return llvm::createStringError("--backward has no CUDA kernels yet; it does not "
                                    "go with --emit=gpu or ptx");
   if (backwardSegment.getNumOccurrences() && !backwardFlag)
     return llvm::createStringError("--backward-segment goes with --backward");

@@ -582,18 +582,9 @@ static void emitKernelPrototype(raw_ostream &os, const std::string &n,
 /// BackwardKernelLayout's order (StepSignature.h).
 static void emitBackwardPrototype(raw_ostream &os, const std::string &n,
                                   const Layout &l) {
-  // Checkpoints [1, N, shape] (one pair at a time) and the segment [S, shape] add ranks of their own.
-  std::set<size_t> ranks = {3, 4};
-  for (const auto &t : l.statesIn)
-    ranks.insert(t.sizes.size());
-  ranks.insert(l.k.sizes.size());
-  for (const auto &t : l.statesIn)
-    for (size_t r : {t.sizes.size(), t.sizes.size() - 1})
-      if (!ranks.count(r))
-        os << "typedef struct { float *allocated; float *aligned; int64_t offset; "
-           << "int64_t sizes[" << r << "]; int64_t strides[" << r
-           << "]; } miras_memref" << r << ";\n",
-            ranks.insert(r);
+  // Checkpoints [1, N, shape] and the segment [1, S, shape] (one pair at a
+  // time) have the rank of their state [B, H, shape]: the forward's
+  // descriptor types.
   std::vector<size_t> args = {l.q.sizes.size(), l.k.sizes.size(), l.v.sizes.size()};
   for (const auto &g : l.gates)
     args.push_back(g.sizes.size());
@@ -603,10 +594,9 @@ static void emitBackwardPrototype(raw_ostream &os, const std::string &n,
   args.insert(args.end(), {l.q.sizes.size(), l.k.sizes.size(), l.v.sizes.size()});
   for (const auto &g : l.gates)
     args.push_back(g.sizes.size());
-  for (const auto &t : l.statesIn)
-    args.push_back(t.sizes.size());
-  for (const auto &t : l.statesIn)
-    args.push_back(t.sizes.size() - 1);
+  for (int copies = 0; copies < 2; ++copies) // checkpoints, segments
+    for (const auto &t : l.statesIn)
+      args.push_back(t.sizes.size());
   os << "extern void _mlir_ciface_" << n << "_backward_kernel(int64_t, int64_t";
   for (size_t r : args)
     os << ", miras_memref" << r << " *";
@@ -664,7 +654,7 @@ static void emitBackward(raw_ostream &os, const KernelInterface &iface,
   for (size_t i = 0; i < numStates; ++i) {
     std::string idx = std::to_string(i);
     const Tensor &t = l.statesIn[i];
-    std::vector<std::string> ckptSizes{"1", "N"}, segSizes{"S"};
+    std::vector<std::string> ckptSizes{"1", "N"}, segSizes{"1", "S"};
     ckptSizes.insert(ckptSizes.end(), t.sizes.begin() + 2, t.sizes.end());
     segSizes.insert(segSizes.end(), t.sizes.begin() + 2, t.sizes.end());
     os << "  int64_t n_c" << idx << ", n_w" << idx << ";\n"

@@ -129,7 +129,10 @@ struct KernelLayout {
 ///                                        states per pair of the range (P of
 ///                                        them); in, slot 0 holds the initial
 ///                                        state; the rest is workspace
-///                   segment...)          [S, shape]: workspace
+///                   segment...)          [P, S, shape]: workspace per pair
+///
+/// A pair's checkpoints and segment are at index pair - pair_begin: the CPU
+/// glue runs one pair per call (P = 1); a GPU launch has every pair at once.
 struct BackwardKernelLayout {
   unsigned numGates = 0, numStates = 0;
 
