@@ -23,6 +23,7 @@
 //
 //===----------------------------------------------------------------------===//
 #include "KernelLowering.h"
+#include "SimtForm.h"
 #include "miras/Dialect/Miras/IR/StepSignature.h"
 
 #include "miras/Compiler/Passes.h"
@@ -135,7 +136,8 @@ LogicalResult KernelLowering::runBackward(func::FuncOp backward,
       b, loc, (module.getSymName() + "_backward_kernel").str(),
       b.getFunctionType(argTypes, {}));
   kernel->setAttr("llvm.emit_c_interface", b.getUnitAttr());
-  kernel->setAttr("miras.backward_segment", b.getI64IntegerAttr(segment));
+  kernel->setAttr(kBackwardSegmentAttr, b.getI64IntegerAttr(segment));
+  kernel->setAttr(kBackwardStatesAttr, b.getI64IntegerAttr(numStates));
   Block *entry = kernel.addEntryBlock();
   b.setInsertionPointToEnd(entry);
   auto arg = [&](unsigned i) { return entry->getArgument(i); };

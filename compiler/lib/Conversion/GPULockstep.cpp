@@ -213,14 +213,20 @@ struct GPULockstepPass
     map.map(entry.getArgument(0), toI64(B));
     map.map(entry.getArgument(1), toI64(T));
     map.map(entry.getArgument(2), toI64(H));
+    // A backward kernel's first_pair: the host's range starts its blocks'
+    // checkpoints and segments.
+    const bool backward = gpuModule->hasAttr(kBackwardModuleAttr);
+    if (backward)
+      map.map(entry.getArgument(3), toI64(host.getArgument(KernelLayout::pairBegin)));
+    const unsigned firstTensor = backward ? 4 : 3;
     // Flat pointers: the kernel reinterprets them with their shapes again.
     for (unsigned i = KernelLayout::query; i < host.getNumArguments(); ++i) {
+      BlockArgument param = entry.getArgument(firstTensor + i - KernelLayout::query);
       Value flat = memref::ReinterpretCastOp::create(
-          b, loc, cast<MemRefType>(entry.getArgument(i + 1).getType()),
-          host.getArgument(i), b.getIndexAttr(0),
-          ArrayRef<OpFoldResult>{b.getIndexAttr(1)},
+          b, loc, cast<MemRefType>(param.getType()), host.getArgument(i),
+          b.getIndexAttr(0), ArrayRef<OpFoldResult>{b.getIndexAttr(1)},
           ArrayRef<OpFoldResult>{b.getIndexAttr(1)});
-      map.map(entry.getArgument(i + 1), flat);
+      map.map(param, flat);
     }
     Value workspace;
     if (workspaceBytes > 0) {

@@ -21,6 +21,13 @@ inline constexpr llvm::StringLiteral kSimtThreadsAttr = "miras.simt_threads";
 /// Unit attribute of the alloca holding a promoted state slice (placed in
 /// shared memory first).
 inline constexpr llvm::StringLiteral kPromotedStateAttr = "miras.promoted_state";
+/// On a backward kernel (BackwardKernel.cpp): its segment length S. On the
+/// gpu.module miras-simt-to-gpu builds from it: unit, the module is a
+/// backward's (BackwardKernelLayout's parameters, f32 inputs only).
+inline constexpr llvm::StringLiteral kBackwardSegmentAttr = "miras.backward_segment";
+inline constexpr llvm::StringLiteral kBackwardModuleAttr = "miras.backward";
+/// On a backward kernel: how many state tensors it has (BackwardKernelLayout).
+inline constexpr llvm::StringLiteral kBackwardStatesAttr = "miras.backward_states";
 
 /// The `scf.for` over (batch, head) pairs from the kernel's first two
 /// arguments, or null.

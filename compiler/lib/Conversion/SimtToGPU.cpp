@@ -60,7 +60,14 @@ struct BufferPlan {
 
 /// Promoted states first (they are touched every token), then the others in
 /// program order; each goes to shared memory while it fits, else to the
-/// workspace. 16-byte aligned offsets.
+/// workspace. 16-byte aligned offsets. A buffer the kernel casts (the
+/// backward's spare adjoint, selected in turn with the caller's global one)
+/// must share the global address space: always the workspace.
+static bool mustBeGlobal(Operation *alloca) {
+  return llvm::any_of(alloca->getResult(0).getUsers(),
+                      [](Operation *user) { return isa<memref::CastOp>(user); });
+}
+
 FailureOr<BufferPlan> planBuffers(ArrayRef<Operation *> allocas,
                                   int64_t budget) {
   BufferPlan plan;
@@ -76,7 +83,7 @@ FailureOr<BufferPlan> planBuffers(ArrayRef<Operation *> allocas,
       int64_t padded = staticBytes(MemRefType::get(sharedShape(type),
                                                    type.getElementType()));
       int64_t offset = llvm::alignTo(plan.sharedBytes, 16);
-      if (offset + padded <= budget) {
+      if (offset + padded <= budget && !mustBeGlobal(alloca)) {
         plan.slots[i] = {true, offset};
         plan.sharedBytes = offset + padded;
       } else {
@@ -194,7 +201,13 @@ struct SimtToGPUPass : public miras::impl::MirasSimtToGPUBase<SimtToGPUPass> {
     gpuModule->setAttr("miras.shared_bytes", b.getI64IntegerAttr(plan->sharedBytes));
     gpuModule->setAttr("miras.workspace_bytes",
                        b.getI64IntegerAttr(plan->workspaceBytes));
-    for (Type inputType : {Type(b.getF32Type()), Type(b.getBF16Type())}) {
+    const bool backward = kernel->hasAttr(kBackwardSegmentAttr);
+    if (backward)
+      gpuModule->setAttr(kBackwardModuleAttr, b.getUnitAttr());
+    SmallVector<Type> inputTypes{b.getF32Type()};
+    if (!backward) // bf16 inputs: the forward only, for now
+      inputTypes.push_back(b.getBF16Type());
+    for (Type inputType : inputTypes) {
       std::string variant = (name + (inputType.isF32() ? "_f32" : "_bf16")).str();
       if (failed(buildVariant(gpuModule, kernel, variant, inputType, threads,
                               allocas, *plan)))
@@ -219,11 +232,32 @@ struct SimtToGPUPass : public miras::impl::MirasSimtToGPUBase<SimtToGPUPass> {
       return isStateType(cast<MemRefType>(a.getType()));
     });
     unsigned numInputs = tensorArgs.size() - numStates - 1;
+    // A backward kernel (BackwardKernelLayout) takes one more parameter, the
+    // pair of its first block: its checkpoints and segments are indexed by
+    // pair - first_pair (0 for a launch over all pairs).
+    std::optional<BackwardKernelLayout> backward;
+    int64_t segment = 0;
+    if (auto attr = kernel->getAttrOfType<IntegerAttr>(kBackwardSegmentAttr)) {
+      segment = attr.getInt();
+      auto states = kernel->getAttrOfType<IntegerAttr>(kBackwardStatesAttr);
+      if (!states)
+        return kernel.emitOpError("a backward kernel needs ") << kBackwardStatesAttr;
+      BackwardKernelLayout layout;
+      layout.numStates = states.getInt();
+      layout.numGates = (kernel.getNumArguments() - BackwardKernelLayout{0, layout.numStates}.size()) / 2;
+      if (layout.size() != kernel.getNumArguments())
+        return kernel.emitOpError("does not have BackwardKernelLayout's arguments");
+      backward = layout;
+      numInputs = tensorArgs.size();
+    }
+    const unsigned firstTensor = backward ? 4 : 3;
 
     // Each tensor is one device pointer: convert-gpu-to-nvvm passes bare
     // pointers only for static shapes, so the parameter is typed memref<1xT>
     // and reinterpreted below with the tensor's real shape.
     SmallVector<Type> argTypes{i64, i64, i64};
+    if (backward)
+      argTypes.push_back(i64); // first_pair
     for (auto [i, arg] : llvm::enumerate(tensorArgs)) {
       Type element = i < numInputs ? inputType
                                    : cast<MemRefType>(arg.getType()).getElementType();
@@ -248,13 +282,30 @@ struct SimtToGPUPass : public miras::impl::MirasSimtToGPUBase<SimtToGPUPass> {
     Value tid = gpu::ThreadIdOp::create(b, loc, gpu::Dimension::x);
     IRMapping map;
     Value zero = arith::ConstantIndexOp::create(b, loc, 0);
-    map.map(kernel.getArgument(KernelLayout::pairBegin), zero);
+    map.map(kernel.getArgument(KernelLayout::pairBegin),
+            backward ? toIndex(entry.getArgument(3)) : zero);
     map.map(kernel.getArgument(KernelLayout::pairEnd), zero);
+    // The dynamic sizes of each tensor: [B, T, H, ...] or [B, H, ...]; a
+    // backward's checkpoints [B * H, ceil(T / S), ...] and segments
+    // [B * H, S, ...].
+    auto dynamicSizes = [&](unsigned argIndex, MemRefType type) -> SmallVector<Value> {
+      if (backward) {
+        Value pairs = arith::MulIOp::create(b, loc, B, H);
+        if (argIndex >= backward->checkpoint(0) && argIndex < backward->segment(0))
+          return {pairs, arith::CeilDivUIOp::create(
+                             b, loc, T, arith::ConstantIndexOp::create(b, loc, segment))};
+        if (argIndex >= backward->segment(0))
+          return {pairs};
+        if (argIndex >= backward->stateAdjoint(0) && argIndex < backward->queryAdjoint())
+          return {B, H};
+        return {B, T, H};
+      }
+      return isStateType(type) ? SmallVector<Value>{B, H} : SmallVector<Value>{B, T, H};
+    };
     SmallVector<Value> widened; // inputs read as bf16
     for (auto [i, arg] : llvm::enumerate(tensorArgs)) {
       auto type = cast<MemRefType>(arg.getType());
-      SmallVector<Value> dynamic = isStateType(type) ? SmallVector<Value>{B, H}
-                                                     : SmallVector<Value>{B, T, H};
+      SmallVector<Value> dynamic = dynamicSizes(arg.getArgNumber(), type);
       SmallVector<OpFoldResult> sizes, strides(type.getRank());
       unsigned next = 0;
       for (int64_t extent : type.getShape())
@@ -275,10 +326,10 @@ struct SimtToGPUPass : public miras::impl::MirasSimtToGPUBase<SimtToGPUPass> {
           running = arith::MulIOp::create(b, loc, running, extent);
         }
       }
-      Type element = cast<MemRefType>(argTypes[3 + i]).getElementType();
+      Type element = cast<MemRefType>(argTypes[firstTensor + i]).getElementType();
       auto view = memref::ReinterpretCastOp::create(
           b, loc, MemRefType::get(type.getShape(), element),
-          entry.getArgument(3 + i), b.getIndexAttr(0), sizes, strides);
+          entry.getArgument(firstTensor + i), b.getIndexAttr(0), sizes, strides);
       map.map(arg, view.getResult());
       if (element != type.getElementType())
         widened.push_back(view);

@@ -79,11 +79,11 @@ llvm::Error CompileOptions::validate() const {
   if (backward && backwardSegment < 1)
     return llvm::createStringError("--backward-segment expects at least 1 token, got " +
                                    llvm::Twine(backwardSegment));
-  if (backward && (targets.cuda || gpuCheck == GpuCheck::CudaOnCpu))
-    return llvm::createStringError("--backward has no CUDA kernels yet: use "
-                                   "--target=cpu, without --cuda-on-cpu (its "
-                                   "thread-distributed form runs on the CPU with "
-                                   "--simt-on-cpu)");
+  if (backward && targets.cuda)
+    return llvm::createStringError("--backward with --target=cuda: the runtime cannot "
+                                   "launch the backward's CUDA kernels yet; use "
+                                   "--target=cpu (--emit=ptx shows them, --simt-on-cpu "
+                                   "and --cuda-on-cpu run them on the CPU)");
   if (!targets.cpu && (stopAfter == Stage::LLVM || stopAfter == Stage::Obj))
     return llvm::createStringError("--emit=llvm and --emit=obj show the CPU "
                                    "kernel; add cpu to --target");
@@ -268,7 +268,8 @@ llvm::Expected<CompileResult> miras::compileModule(llvm::StringRef sourceText,
           buildGPUToPTXPipeline(pm, toPTX);
         }, cl))
       return diagnosed();
-    auto ptx = extractPTX(*gpu);
+    // --emit=ptx --backward: the backward kernel's PTX (a module of its own).
+    auto ptx = extractPTX(*gpu, options.stopAfter == Stage::PTX && options.backward);
     if (!ptx)
       return ptx.takeError();
     if (options.stopAfter == Stage::PTX)

@@ -166,9 +166,6 @@ llvm::Expected<CompileOptions> readOptions() {
     return llvm::createStringError("--backward goes with --emit=rule, linalg, llvm, "
                                    "obj or lib (--emit=backward prints the reverse "
                                    "step's IR)");
-  if (backwardFlag && (emit == Stage::GPU || emit == Stage::PTX))
-    return llvm::createStringError("--backward has no CUDA kernels yet; it does not "
-                                   "go with --emit=gpu or ptx");
   if (backwardSegment.getNumOccurrences() && !backwardFlag)
     return llvm::createStringError("--backward-segment goes with --backward");
   options.backwardRule = backwardFlag && emit == Stage::Rule;

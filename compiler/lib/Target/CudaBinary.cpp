@@ -54,6 +54,8 @@ Error checkCudaArch(StringRef arch) {
 Expected<KernelInterface::CudaKernels>
 describeCudaKernels(mlir::ModuleOp gpuDialectModule, StringRef arch) {
   for (auto gpuModule : gpuDialectModule.getOps<mlir::gpu::GPUModuleOp>()) {
+    if (gpuModule->hasAttr("miras.backward"))
+      continue;
     auto number = [&](StringRef name) -> int64_t {
       auto attr = gpuModule->getAttrOfType<mlir::IntegerAttr>(name);
       return attr ? attr.getInt() : -1;
@@ -98,8 +100,10 @@ static SmallVector<StringRef> unresolvedFunctions(StringRef ptx) {
   return names;
 }
 
-Expected<std::string> extractPTX(mlir::ModuleOp module) {
-  for (auto binary : module.getOps<mlir::gpu::BinaryOp>())
+Expected<std::string> extractPTX(mlir::ModuleOp module, bool backward) {
+  for (auto binary : module.getOps<mlir::gpu::BinaryOp>()) {
+    if (binary.getName().ends_with("_backward_cuda") != backward)
+      continue;
     for (mlir::Attribute attr : binary.getObjects())
       if (auto object = dyn_cast<mlir::gpu::ObjectAttr>(attr))
         if (object.getFormat() == mlir::gpu::CompilationTarget::Assembly) {
@@ -112,7 +116,9 @@ Expected<std::string> extractPTX(mlir::ModuleOp module) {
                         "directory holding nvvm/libdevice)");
           return ptx.str();
         }
-  return fail("no gpu.binary holding PTX (format=isa) in the module");
+  }
+  return fail(std::string("no gpu.binary holding the ") +
+              (backward ? "backward's" : "forward's") + " PTX (format=isa) in the module");
 }
 
 std::string findPtxas(StringRef toolkit) {

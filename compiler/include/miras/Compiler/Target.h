@@ -100,9 +100,10 @@ llvm::Error linkSharedLibrary(llvm::StringRef objectPath,
                               llvm::StringRef outputPath,
                               const LinkOptions &options);
 
-/// The launch description miras-simt-to-gpu left on the gpu.module of
-/// `gpuDialectModule` (threads, shared and workspace bytes, kernel names),
-/// for CUDA architecture `arch`; ptx and cubin are left empty.
+/// The launch description miras-simt-to-gpu left on the forward's gpu.module
+/// of `gpuDialectModule` (threads, shared and workspace bytes, kernel names),
+/// for CUDA architecture `arch`; ptx and cubin are left empty. (A backward's
+/// gpu.module, miras.backward, has no runtime launch yet.)
 llvm::Expected<KernelInterface::CudaKernels>
 describeCudaKernels(mlir::ModuleOp gpuDialectModule, llvm::StringRef arch);
 
@@ -110,8 +111,10 @@ describeCudaKernels(mlir::ModuleOp gpuDialectModule, llvm::StringRef arch);
 /// ("sm_90", "sm_90a", "sm_100", ...); otherwise an error listing the form.
 llvm::Error checkCudaArch(llvm::StringRef arch);
 
-/// The PTX text of the gpu.binary that miras-gpu-to-ptx produced.
-llvm::Expected<std::string> extractPTX(mlir::ModuleOp module);
+/// The PTX text of a gpu.binary that miras-gpu-to-ptx produced: the
+/// forward's (`<name>_cuda`), or with `backward` the backward kernel's
+/// (`<name>_backward_cuda`).
+llvm::Expected<std::string> extractPTX(mlir::ModuleOp module, bool backward = false);
 
 /// ptxas under `toolkit`/bin, else on PATH; empty when there is none.
 std::string findPtxas(llvm::StringRef toolkit);
