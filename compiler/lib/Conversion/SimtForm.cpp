@@ -20,6 +20,7 @@
 //
 //===----------------------------------------------------------------------===//
 #include "SimtForm.h"
+#include "BufferAlias.h"
 
 #include "miras/Compiler/Passes.h"
 
@@ -96,40 +97,6 @@ int64_t staticTrips(scf::ParallelOp loop, unsigned d) {
   if (!lb || !ub || !step || *step <= 0)
     return -1;
   return *ub > *lb ? llvm::divideCeil(*ub - *lb, *step) : 0;
-}
-
-/// The kernel arguments and allocations a memref may be a view of (through
-/// subviews, casts and selects); null stands for one we cannot trace.
-void bufferRoots(Value v, SmallVectorImpl<Value> &roots) {
-  Operation *def = v.getDefiningOp();
-  if (!def || isa<memref::AllocaOp, memref::AllocOp>(def)) {
-    roots.push_back(v);
-    return;
-  }
-  if (auto view = dyn_cast<ViewLikeOpInterface>(def))
-    return bufferRoots(view.getViewSource(), roots);
-  if (auto cast = dyn_cast<memref::CastOp>(def))
-    return bufferRoots(cast.getSource(), roots);
-  if (auto select = dyn_cast<arith::SelectOp>(def)) {
-    bufferRoots(select.getTrueValue(), roots);
-    bufferRoots(select.getFalseValue(), roots);
-    return;
-  }
-  roots.push_back(Value());
-}
-
-/// Whether two memrefs may share memory. Distinct kernel arguments do not
-/// (miras_abi.h: the outputs do not overlap the inputs; the glue resolves
-/// the aliasing it allows before the kernel runs), nor distinct allocations.
-bool mayAlias(Value a, Value b) {
-  SmallVector<Value> rootsA, rootsB;
-  bufferRoots(a, rootsA);
-  bufferRoots(b, rootsB);
-  for (Value x : rootsA)
-    for (Value y : rootsB)
-      if (!x || !y || x == y)
-        return true;
-  return false;
 }
 
 class Distributor {
