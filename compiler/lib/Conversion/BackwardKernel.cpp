@@ -124,9 +124,9 @@ LogicalResult KernelLowering::runBackward(func::FuncOp backward,
     argTypes.push_back(sequenceType(ctx, 3, gateShape(gate)));
   for (auto &shape : stateShapes) // checkpoints
     argTypes.push_back(sequenceType(ctx, 2, shape));
-  for (auto &shape : stateShapes) { // segments: [P, S, shape]
+  for (auto &shape : stateShapes) { // segments: [P, S, slot shape]
     SmallVector<int64_t> slots{segment};
-    slots.append(shape.begin(), shape.end());
+    llvm::append_range(slots, BackwardKernelLayout::segmentSlotShape(shape));
     argTypes.push_back(sequenceType(ctx, 1, slots));
   }
   assert(argTypes.size() == layout.size());

@@ -7,6 +7,7 @@
 //===----------------------------------------------------------------------===//
 
 #include "miras/Compiler/Target.h"
+#include "miras/Dialect/Miras/IR/StepSignature.h"
 #include "Tools.h"
 
 #include "llvm/ADT/STLExtras.h"
@@ -656,7 +657,8 @@ static void emitBackward(raw_ostream &os, const KernelInterface &iface,
     const Tensor &t = l.statesIn[i];
     std::vector<std::string> ckptSizes{"1", "N"}, segSizes{"1", "S"};
     ckptSizes.insert(ckptSizes.end(), t.sizes.begin() + 2, t.sizes.end());
-    segSizes.insert(segSizes.end(), t.sizes.begin() + 2, t.sizes.end());
+    for (int64_t d : BackwardKernelLayout::segmentSlotShape(iface.states[i].shape))
+      segSizes.push_back(std::to_string(d));
     os << "  int64_t n_c" << idx << ", n_w" << idx << ";\n"
        << "  miras_memref" << ckptSizes.size() << " m_c" << idx
        << " = {NULL, NULL, 0, {" << join(ckptSizes, ", ") << "}, {0}};\n"

@@ -129,7 +129,8 @@ struct KernelLayout {
 ///                                        states per pair of the range (P of
 ///                                        them); in, slot 0 holds the initial
 ///                                        state; the rest is workspace
-///                   segment...)          [P, S, shape]: workspace per pair
+///                   segment...)          [P, S, slot shape]: workspace per
+///                                        pair (segmentSlotShape)
 ///
 /// A pair's checkpoints and segment are at index pair - pair_begin: the CPU
 /// glue runs one pair per call (P = 1); a GPU launch has every pair at once.
@@ -148,6 +149,18 @@ struct BackwardKernelLayout {
   unsigned checkpoint(unsigned i) const { return gateAdjoint(numGates) + i; }
   unsigned segment(unsigned i) const { return checkpoint(numStates) + i; }
   unsigned size() const { return segment(numStates); }
+
+  /// A segment slot holds a state of `shape` and one spare row: consecutive
+  /// slots are then not a multiple of 4 KiB apart (a 64 x 64 state is 16 KiB),
+  /// where x86 stalls the recompute's loads from one slot behind its stores
+  /// to the next ("4K aliasing": the loop that steps slot j - 1 into slot j
+  /// took a sixth of the backward's time).
+  static llvm::SmallVector<int64_t> segmentSlotShape(llvm::ArrayRef<int64_t> shape) {
+    llvm::SmallVector<int64_t> slot(shape.begin(), shape.end());
+    if (!slot.empty())
+      ++slot.front();
+    return slot;
+  }
 
   static BackwardKernelLayout of(const StepSignature &signature) {
     return {signature.numGates(), signature.numStates()};
