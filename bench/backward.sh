@@ -87,7 +87,7 @@ work, results, command, run, elapsed, load0, load1, source = sys.argv[1:9]
 def fmt(x, digits):
     return "-" if x is None else "%.*f" % (digits, x)
 
-rows = []
+rows, segment_set = [], set()
 for path in sorted(glob.glob(os.path.join(work, "json", "*.json"))):
     with open(path) as f:
         text = f.read().strip()
@@ -108,6 +108,7 @@ for path in sorted(glob.glob(os.path.join(work, "json", "*.json"))):
                      "| %s | %s | %s | %s failed: %s | | | | | | | |" % (
                          module, D, r.get("threads", "-"), r["error"].split()[0], why)))
         continue
+    segment_set.add(r["backward_segment"])
     mlp = r["reference_model"] is None
     target = 4.0 if mlp else 3.0
     ratio = r["backward_over_forward"]
@@ -127,13 +128,14 @@ order = {m: i for i, m in enumerate(["gated_deltanet", "deltanet", "mamba2", "gl
                                      "linear_attention", "ttt_linear", "titans", "ttt_mlp"])}
 rows.sort(key=lambda x: (order.get(x[0], 99), x[1], -int(x[2] or 0)))
 now = datetime.datetime.now().astimezone().strftime("%Y-%m-%d %H:%M %Z")
+segments = ", ".join(str(s) for s in sorted(segment_set)) or "-"
 lines = ["## CPU backward", "",
          "Measured %s on %s, %d logical CPUs. Command: `%s` (took %s s%s); each row is `%s`, "
-         "B*H = 16 pairs, chunk 1, the default segment S = 64. Built from `%s`. Load average "
+         "B*H = 16 pairs, chunk 1, segment S = %s. Built from `%s`. Load average "
          "before/after: %s / %s." % (now, platform.node() or "this machine", os.cpu_count() or 0,
                                      command, elapsed,
                                      ", the runs not kept from before" if "RESUME" in command
-                                     else "", run, source, load0, load1),
+                                     else "", run, segments, source, load0, load1),
          "",
          "Columns: forward and backward ms (medians; the backward recomputes the forward "
          "itself: a checkpointing pass, then per segment a recompute and the reverse steps); "

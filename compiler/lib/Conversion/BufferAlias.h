@@ -12,6 +12,7 @@
 
 #include "mlir/Dialect/Arith/IR/Arith.h"
 #include "mlir/Dialect/MemRef/IR/MemRef.h"
+#include "mlir/Interfaces/FunctionInterfaces.h"
 #include "mlir/Interfaces/ViewLikeInterface.h"
 
 namespace miras {
@@ -19,8 +20,16 @@ namespace miras {
 /// The kernel arguments and allocations `v` may be a view of; a null Value
 /// stands for one that cannot be traced.
 inline void bufferRoots(mlir::Value v, llvm::SmallVectorImpl<mlir::Value> &roots) {
+  if (auto arg = mlir::dyn_cast<mlir::BlockArgument>(v)) {
+    // The kernel's own arguments; a loop's or a branch's may be anything.
+    mlir::Block *owner = arg.getOwner();
+    bool entry = owner->isEntryBlock() &&
+                 mlir::isa<mlir::FunctionOpInterface>(owner->getParentOp());
+    roots.push_back(entry ? v : mlir::Value());
+    return;
+  }
   mlir::Operation *def = v.getDefiningOp();
-  if (!def || mlir::isa<mlir::memref::AllocaOp, mlir::memref::AllocOp>(def)) {
+  if (mlir::isa<mlir::memref::AllocaOp, mlir::memref::AllocOp>(def)) {
     roots.push_back(v);
     return;
   }

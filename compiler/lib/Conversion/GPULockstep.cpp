@@ -258,7 +258,12 @@ struct GPULockstepPass
     Value tid = arith::ConstantIndexOp::create(inner, loc, -1);
     for (Operation &op : entry.without_terminator()) {
       if (auto id = dyn_cast<gpu::BlockIdOp>(op))
-        map.map(id.getResult(), pairs.getInductionVar());
+        // The block of pair p: p, or for a backward p - first_pair.
+        map.map(id.getResult(),
+                backward ? Value(arith::SubIOp::create(
+                               inner, loc, pairs.getInductionVar(),
+                               host.getArgument(KernelLayout::pairBegin)))
+                         : pairs.getInductionVar());
       else if (auto id = dyn_cast<gpu::ThreadIdOp>(op))
         map.map(id.getResult(), tid);
       else if (auto memory = dyn_cast<gpu::DynamicSharedMemoryOp>(op))

@@ -216,13 +216,40 @@ private:
     // fused loop: compute a row's vector, then sum against it) would read it
     // stale.
     SmallVector<Value> written;
-    loop->walk([&](memref::StoreOp store) { written.push_back(store.getMemRef()); });
-    bool readsWritten = sum->walk([&](memref::LoadOp load) {
+    bool unknownWrite = false;
+    loop->walk([&](Operation *op) {
+      auto effects = dyn_cast<MemoryEffectOpInterface>(op);
+      if (!effects) {
+        unknownWrite |= writesMemory(op) &&
+                        !op->hasTrait<OpTrait::HasRecursiveMemoryEffects>();
+        return;
+      }
+      SmallVector<MemoryEffects::EffectInstance> instances;
+      effects.getEffects(instances);
+      for (auto &instance : instances)
+        if (isa<MemoryEffects::Write>(instance.getEffect())) {
+          if (Value target = instance.getValue())
+            written.push_back(target);
+          else
+            unknownWrite = true;
+        }
+    });
+    bool readsWritten =
+        unknownWrite || sum->walk([&](Operation *op) {
+                          auto effects = dyn_cast<MemoryEffectOpInterface>(op);
+                          if (!effects)
+                            return WalkResult::advance();
+                          SmallVector<MemoryEffects::EffectInstance> instances;
+                          effects.getEffects(instances);
+                          for (auto &instance : instances)
+                            if (isa<MemoryEffects::Read>(instance.getEffect())) {
+                              Value read = instance.getValue();
                               for (Value w : written)
-                                if (mayAlias(w, load.getMemRef()))
+                                if (!read || mayAlias(w, read))
                                   return WalkResult::interrupt();
-                              return WalkResult::advance();
-                            }).wasInterrupted();
+                            }
+                          return WalkResult::advance();
+                        }).wasInterrupted();
     if (!free || readsWritten)
       return {};
 
@@ -579,7 +606,7 @@ struct DistributeThreadsPass
   void runOnOperation() override {
     func::FuncOp kernel = getOperation();
     if (!kernel->hasAttr("miras.algorithm") &&
-        !kernel->hasAttr("miras.backward_segment"))
+        !kernel->hasAttr(miras::kBackwardSegmentAttr))
       return; // not a miras kernel (forward or backward)
     scf::ForOp pairLoop = miras::findPairLoop(kernel);
     if (!pairLoop) {

@@ -278,7 +278,11 @@ struct SimtToGPUPass : public miras::impl::MirasSimtToGPUBase<SimtToGPUPass> {
     };
     Value B = toIndex(entry.getArgument(0)), T = toIndex(entry.getArgument(1)),
           H = toIndex(entry.getArgument(2));
+    // Block b runs pair b, or for a backward pair first_pair + b (a launch
+    // over the pairs [first_pair, first_pair + grid) of a range).
     Value pair = gpu::BlockIdOp::create(b, loc, gpu::Dimension::x);
+    if (backward)
+      pair = arith::AddIOp::create(b, loc, pair, toIndex(entry.getArgument(3)));
     Value tid = gpu::ThreadIdOp::create(b, loc, gpu::Dimension::x);
     IRMapping map;
     Value zero = arith::ConstantIndexOp::create(b, loc, 0);

@@ -269,7 +269,10 @@ llvm::Expected<CompileResult> miras::compileModule(llvm::StringRef sourceText,
         }, cl))
       return diagnosed();
     // --emit=ptx --backward: the backward kernel's PTX (a module of its own).
-    auto ptx = extractPTX(*gpu, options.stopAfter == Stage::PTX && options.backward);
+    auto ptx = extractPTX(*gpu, iface.moduleName +
+                                    (options.stopAfter == Stage::PTX && options.backward
+                                         ? "_backward_cuda"
+                                         : "_cuda"));
     if (!ptx)
       return ptx.takeError();
     if (options.stopAfter == Stage::PTX)

@@ -100,9 +100,9 @@ static SmallVector<StringRef> unresolvedFunctions(StringRef ptx) {
   return names;
 }
 
-Expected<std::string> extractPTX(mlir::ModuleOp module, bool backward) {
+Expected<std::string> extractPTX(mlir::ModuleOp module, StringRef name) {
   for (auto binary : module.getOps<mlir::gpu::BinaryOp>()) {
-    if (binary.getName().ends_with("_backward_cuda") != backward)
+    if (binary.getName() != name)
       continue;
     for (mlir::Attribute attr : binary.getObjects())
       if (auto object = dyn_cast<mlir::gpu::ObjectAttr>(attr))
@@ -117,8 +117,7 @@ Expected<std::string> extractPTX(mlir::ModuleOp module, bool backward) {
           return ptx.str();
         }
   }
-  return fail(std::string("no gpu.binary holding the ") +
-              (backward ? "backward's" : "forward's") + " PTX (format=isa) in the module");
+  return fail("no gpu.binary '" + name + "' holding PTX (format=isa) in the module");
 }
 
 std::string findPtxas(StringRef toolkit) {

@@ -111,10 +111,9 @@ describeCudaKernels(mlir::ModuleOp gpuDialectModule, llvm::StringRef arch);
 /// ("sm_90", "sm_90a", "sm_100", ...); otherwise an error listing the form.
 llvm::Error checkCudaArch(llvm::StringRef arch);
 
-/// The PTX text of a gpu.binary that miras-gpu-to-ptx produced: the
-/// forward's (`<name>_cuda`), or with `backward` the backward kernel's
-/// (`<name>_backward_cuda`).
-llvm::Expected<std::string> extractPTX(mlir::ModuleOp module, bool backward = false);
+/// The PTX text of the gpu.binary named `binary` that miras-gpu-to-ptx
+/// produced: `<name>_cuda` (the forward's) or `<name>_backward_cuda`.
+llvm::Expected<std::string> extractPTX(mlir::ModuleOp module, llvm::StringRef binary);
 
 /// ptxas under `toolkit`/bin, else on PATH; empty when there is none.
 std::string findPtxas(llvm::StringRef toolkit);

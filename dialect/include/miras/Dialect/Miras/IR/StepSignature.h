@@ -150,15 +150,21 @@ struct BackwardKernelLayout {
   unsigned segment(unsigned i) const { return checkpoint(numStates) + i; }
   unsigned size() const { return segment(numStates); }
 
-  /// A segment slot holds a state of `shape` and one spare row: consecutive
-  /// slots are then not a multiple of 4 KiB apart (a 64 x 64 state is 16 KiB),
-  /// where x86 stalls the recompute's loads from one slot behind its stores
-  /// to the next ("4K aliasing": the loop that steps slot j - 1 into slot j
-  /// took a sixth of the backward's time).
+  /// A segment slot holds a state of `shape` and spare rows along its first
+  /// dimension, at least 16 floats (64 bytes, so a slot keeps the vector
+  /// alignment of the one before): consecutive slots are then not a multiple
+  /// of 4 KiB apart (a 64 x 64 state is 16 KiB), where x86 stalls the
+  /// recompute's loads from one slot behind its stores to the next ("4K
+  /// aliasing": the loop that steps slot j - 1 into slot j took a sixth of
+  /// the backward's time).
   static llvm::SmallVector<int64_t> segmentSlotShape(llvm::ArrayRef<int64_t> shape) {
     llvm::SmallVector<int64_t> slot(shape.begin(), shape.end());
-    if (!slot.empty())
-      ++slot.front();
+    if (slot.empty())
+      return slot;
+    int64_t row = 1;
+    for (int64_t d : shape.drop_front())
+      row *= d;
+    slot.front() += (16 + row - 1) / row;
     return slot;
   }
 
