@@ -30,6 +30,7 @@
 // dimensions shorter than 4 lanes.
 //
 //===----------------------------------------------------------------------===//
+#include "BufferAlias.h"
 #include "miras/Compiler/Passes.h"
 #include "miras/Compiler/Pipelines.h"
 
@@ -576,17 +577,6 @@ struct RowMember {
   SmallVector<Access> accesses;
 };
 
-Value baseOf(Value v) {
-  while (true) {
-    if (auto sv = v.getDefiningOp<memref::SubViewOp>())
-      v = sv.getSource();
-    else if (auto cast = v.getDefiningOp<memref::CastOp>())
-      v = cast.getSource();
-    else
-      return v;
-  }
-}
-
 std::optional<RowMember> rowMember(Operation *op, int64_t width,
                                    int64_t maxUnroll) {
   RowMember m;
@@ -664,8 +654,7 @@ bool rowLocal(ArrayRef<RowMember> group) {
         continue;
       for (const RowMember &m : group)
         for (const Access &b : m.accesses) {
-          if (b.buffer == a.buffer ? !b.rowIndexed
-                                   : baseOf(b.buffer) == baseOf(a.buffer))
+          if (b.buffer == a.buffer ? !b.rowIndexed : miras::mayAlias(b.buffer, a.buffer))
             return false;
         }
     }
