@@ -95,12 +95,8 @@ LogicalResult KernelLowering::runBackward(func::FuncOp backward,
   func::FuncOp forward = step;
   Block &forwardBody = forward.getBody().front();
   unsigned numStates = signature.numStates();
-  int64_t dk = module.getDk(), dv = module.getDv(), steps = module.getSteps();
+  int64_t dk = module.getDk(), dv = module.getDv();
   SmallVector<GateOp> gates = module.getGates();
-  auto perStep = [&](int64_t width) {
-    return steps == 1 ? SmallVector<int64_t>{width}
-                      : SmallVector<int64_t>{steps, width};
-  };
   SmallVector<SmallVector<int64_t>> stateShapes;
   for (unsigned i = 0; i < numStates; ++i) {
     ArrayRef<int64_t> shape =
@@ -110,18 +106,12 @@ LogicalResult KernelLowering::runBackward(func::FuncOp backward,
 
   // BackwardKernelLayout's order (StepSignature.h).
   Type indexType = IndexType::get(ctx);
-  SmallVector<Type> argTypes{indexType, indexType, sequenceType(ctx, 3, {dk}),
-                             sequenceType(ctx, 3, perStep(dk)),
-                             sequenceType(ctx, 3, perStep(dv))};
-  for (GateOp gate : gates)
-    argTypes.push_back(sequenceType(ctx, 3, gateShape(gate)));
+  SmallVector<Type> argTypes{indexType, indexType};
+  llvm::append_range(argTypes, tokenInputTypes());
   argTypes.push_back(sequenceType(ctx, 3, {dv}));
   for (auto &shape : stateShapes)
     argTypes.push_back(sequenceType(ctx, 2, shape));
-  argTypes.append({sequenceType(ctx, 3, {dk}), sequenceType(ctx, 3, perStep(dk)),
-                   sequenceType(ctx, 3, perStep(dv))});
-  for (GateOp gate : gates)
-    argTypes.push_back(sequenceType(ctx, 3, gateShape(gate)));
+  llvm::append_range(argTypes, tokenInputTypes()); // their adjoints
   for (auto &shape : stateShapes) // checkpoints
     argTypes.push_back(sequenceType(ctx, 2, shape));
   for (auto &shape : stateShapes) { // segments: [P, S, slot shape]

@@ -207,6 +207,28 @@ private:
                                Value bi, Value ti, Value hi, ArrayRef<Value> from,
                                ArrayRef<Value> to, ArrayRef<Value> anchors);
 
+  /// Per-token shape of k or v ([width], one row per step of a multistep
+  /// module: [steps, width]).
+  SmallVector<int64_t> perStep(int64_t width) {
+    int64_t steps = module.getSteps();
+    return steps == 1 ? SmallVector<int64_t>{width}
+                      : SmallVector<int64_t>{steps, width};
+  }
+
+  /// The token inputs q, k, v and the gates as [B, T, H, ...] memrefs: the
+  /// forward and backward kernels' first tensor arguments, after the pair
+  /// range (KernelLayout, BackwardKernelLayout); the backward's adjoints of
+  /// them take the same types.
+  SmallVector<Type> tokenInputTypes() {
+    int64_t dk = module.getDk(), dv = module.getDv();
+    SmallVector<Type> types{sequenceType(ctx, 3, {dk}),
+                            sequenceType(ctx, 3, perStep(dk)),
+                            sequenceType(ctx, 3, perStep(dv))};
+    for (GateOp gate : module.getGates())
+      types.push_back(sequenceType(ctx, 3, gateShape(gate)));
+    return types;
+  }
+
   /// Per-token shape of a gate: [], [dim] or [steps].
   SmallVector<int64_t> gateShape(GateOp gate) {
     if (gate.getPerStep())

@@ -508,11 +508,7 @@ void KernelLowering::bindToken(OpBuilder &b, Location loc, Block *entry,
                                Value bi, Value ti, Value hi, unsigned first) {
   Block &body = step.getBody().front();
   SmallVector<GateOp> gates = module.getGates();
-  int64_t dk = module.getDk(), dv = module.getDv(), steps = module.getSteps();
-  auto perStep = [&](int64_t width) {
-    return steps == 1 ? SmallVector<int64_t>{width}
-                      : SmallVector<int64_t>{steps, width};
-  };
+  int64_t dk = module.getDk(), dv = module.getDv();
   SmallVector<Value> prefix{bi, ti, hi};
   KernelLayout layout = KernelLayout::of(StepSignature::of(module));
   unsigned next = first;
@@ -637,20 +633,11 @@ LogicalResult KernelLowering::run() {
     return failure();
   std::optional<ParallelForm> form = std::move(*planned);
 
-  // Per token: q [Dk]; k, v [Dk] / [Dv], or one row per step of multistep.
-  int64_t steps = module.getSteps();
-  auto perStep = [&](int64_t width) {
-    return steps == 1 ? SmallVector<int64_t>{width}
-                      : SmallVector<int64_t>{steps, width};
-  };
   // The kernel runs the flattened (batch, head) pairs [begin, end), so that
   // the host can split one forward over threads (miras_abi.h forward_range).
   Type indexType = IndexType::get(ctx);
-  SmallVector<Type> argTypes{indexType, indexType, sequenceType(ctx, 3, {dk}),
-                             sequenceType(ctx, 3, perStep(dk)),
-                             sequenceType(ctx, 3, perStep(dv))};
-  for (GateOp gate : gates)
-    argTypes.push_back(sequenceType(ctx, 3, gateShape(gate)));
+  SmallVector<Type> argTypes{indexType, indexType};
+  llvm::append_range(argTypes, tokenInputTypes());
   for (unsigned i = 0; i < numStates; ++i)
     argTypes.push_back(sequenceType(ctx, 2, shapeOf(body.getArgument(i))));
   argTypes.push_back(sequenceType(ctx, 3, {dv}));
