@@ -16,33 +16,14 @@
 # there: an interrupted run goes on).
 set -euo pipefail
 
-ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
-BUILD=$(cd "${1:-$ROOT/build}" && pwd)
-MIRASC=$BUILD/bin/mirasc
-MIRAS=$BUILD/bin/miras
-for tool in "$MIRASC" "$MIRAS"; do
-  [[ -x $tool ]] || { echo "backward.sh: $tool not found; build first" >&2; exit 1; }
-done
-
-T=${MIRAS_BENCH_T:-4096}
-B=2
-H=8
-REPEAT=${MIRAS_BENCH_REPEAT:-3}
-WARMUP=${MIRAS_BENCH_WARMUP:-1}
+source "$(dirname "${BASH_SOURCE[0]}")/common.sh" "$@"
 MODULES=${MIRAS_BENCH_MODULES:-"gated_deltanet deltanet mamba2 gla retnet linear_attention ttt_linear titans ttt_mlp"}
-DIMS=${MIRAS_BENCH_DIMS:-"64 128"}
 MLP_DIMS=${MIRAS_BENCH_MLP_DIMS:-"64"}
 MLP_MODULES="titans ttt_mlp"
-NPROC=$(nproc)
-THREADS="$NPROC"
-[[ $NPROC -gt 1 ]] && THREADS="$NPROC 1"
 
 WORK=$BUILD/bench-backward
 [[ ${MIRAS_BENCH_RESUME:-0} == 1 ]] || rm -rf "$WORK"
 mkdir -p "$WORK/lib" "$WORK/json"
-START=$(date +%s)
-LOAD_BEFORE=$(cut -d' ' -f1-3 /proc/loadavg 2>/dev/null || echo unknown)
-SOURCE=$(git -C "$ROOT" describe --always --dirty 2>/dev/null || echo unknown)
 
 for module in $MODULES; do
   dims=$DIMS
@@ -152,13 +133,9 @@ lines = ["## CPU backward", "",
 lines += [r[-1] for r in rows]
 section = "\n".join(lines) + "\n"
 
-text = open(results).read() if os.path.exists(results) else "# miras benchmark results\n\n"
-parts = re.split(r"(?m)^(?=## )", text)
-kept = [p for p in parts if not p.startswith("## CPU backward")]
 # After the forward CPU section when there is one, else at the end.
-index = next((i + 1 for i, p in enumerate(kept) if p.startswith("## CPU")), len(kept))
-kept.insert(index, section + "\n")
-with open(results, "w") as f:
-    f.write("".join(p if p.endswith("\n") else p + "\n" for p in kept).rstrip("\n") + "\n")
+sys.path.insert(0, os.path.dirname(os.path.abspath(results)))
+from results_section import write_section
+write_section(results, section, after="## CPU")
 print("backward.sh: wrote %s (%d rows)" % (results, len(rows)))
 PY

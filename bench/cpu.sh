@@ -13,24 +13,8 @@
 # MIRAS_BENCH_MODULES (space separated), MIRAS_BENCH_DIMS ("64 128").
 set -euo pipefail
 
-ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
-BUILD=$(cd "${1:-$ROOT/build}" && pwd)
-MIRASC=$BUILD/bin/mirasc
-MIRAS=$BUILD/bin/miras
-for tool in "$MIRASC" "$MIRAS"; do
-  [[ -x $tool ]] || { echo "cpu.sh: $tool not found; build first (ninja -C $BUILD)" >&2; exit 1; }
-done
-
-T=${MIRAS_BENCH_T:-4096}
-B=2
-H=8
-REPEAT=${MIRAS_BENCH_REPEAT:-3}
-WARMUP=${MIRAS_BENCH_WARMUP:-1}
+source "$(dirname "${BASH_SOURCE[0]}")/common.sh" "$@"
 MODULES=${MIRAS_BENCH_MODULES:-"gated_deltanet deltanet mamba2 titans moneta"}
-DIMS=${MIRAS_BENCH_DIMS:-"64 128"}
-NPROC=$(nproc)
-THREADS="$NPROC"
-[[ $NPROC -gt 1 ]] && THREADS="$NPROC 1"
 
 # The chunked variants need mirasc --chunk=N (SPEC section 7); seq64 runs the sequential
 # algorithm on the same C = 64 semantics, so that the algorithms compare like for like.
@@ -43,10 +27,6 @@ fi
 WORK=$BUILD/bench-cpu
 rm -rf "$WORK"
 mkdir -p "$WORK/lib" "$WORK/json"
-START=$(date +%s)
-# Other processes on the machine skew every figure: the load average is recorded.
-LOAD_BEFORE=$(cut -d' ' -f1-3 /proc/loadavg 2>/dev/null || echo unknown)
-SOURCE=$(git -C "$ROOT" describe --always --dirty 2>/dev/null || echo unknown)
 
 for module in $MODULES; do
   for D in $DIMS; do
@@ -184,16 +164,11 @@ lines += [r[-1] for r in rows]
 cpu = "\n".join(lines) + "\n"
 
 # The other sections (GPU, CPU backward) are kept as they are.
-if os.path.exists(results):
-    with open(results) as f:
-        parts = re.split(r"(?m)^(?=## )", f.read())
-else:
-    parts = ["# miras benchmark results\n\n",
-             "## GPU\n\nNot measured yet: run bench/gpu.sh on a machine with an NVIDIA GPU.\n"]
-index = next((i for i, p in enumerate(parts) if re.match(r"## CPU\s*\n", p)), 1)
-parts = [p for p in parts if not re.match(r"## CPU\s*\n", p)]
-parts.insert(min(index, len(parts)), cpu + "\n")
-with open(results, "w") as f:
-    f.write("".join(p if p.endswith("\n") else p + "\n" for p in parts).rstrip("\n") + "\n")
+sys.path.insert(0, os.path.dirname(os.path.abspath(results)))
+from results_section import has_section, write_section
+write_section(results, cpu, first=True)
+if not has_section(results, "## GPU"):
+    write_section(results, "## GPU\n\nNot measured yet: run bench/gpu.sh on a machine with an "
+                  "NVIDIA GPU.\n")
 print("cpu.sh: wrote %s (%d rows)" % (results, len(rows)))
 PY
