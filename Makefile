@@ -2,19 +2,28 @@
 BUILD ?= build
 JOBS  ?= $(shell nproc)
 
-.PHONY: all setup configure build demo test clean
+.PHONY: all setup venv configure build demo test clean
 
 all: build
 
 setup:
 	@bash scripts/setup.sh
 
+# build/venv: Python with the pinned packages (PyTorch, nanobind, pytest) of
+# python/requirements.txt, for the Python package, its tests and examples/python.
+venv: setup
+	@bash scripts/setup_venv.sh $(BUILD)
+
 $(BUILD)/build.ninja:
-	cmake -S . -B $(BUILD) -G Ninja -DCMAKE_BUILD_TYPE=Release
+	cmake -S . -B $(BUILD) -G Ninja -DCMAKE_BUILD_TYPE=Release \
+	  -DMIRAS_PYTHON=ON -DPython_EXECUTABLE=$(abspath $(BUILD))/venv/bin/python
 
-configure: $(BUILD)/build.ninja
+# A build tree configured before the Python package existed is configured again.
+configure: venv
+	@grep -q '^MIRAS_PYTHON:BOOL=ON' $(BUILD)/CMakeCache.txt 2>/dev/null || rm -f $(BUILD)/build.ninja
+	@$(MAKE) --no-print-directory $(BUILD)/build.ninja
 
-build: setup configure
+build: configure
 	cmake --build $(BUILD) -j $(JOBS)
 
 demo: build

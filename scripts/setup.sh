@@ -5,7 +5,7 @@ PACKAGES=(
   cmake ninja-build ccache g++ make
   llvm-22-dev libmlir-22-dev mlir-22-tools llvm-22-tools clang-22
   antlr4 libantlr4-runtime-dev default-jre-headless
-  libgtest-dev python3-numpy
+  libgtest-dev python3-numpy python3-venv python3-dev
 )
 missing=()
 for p in "${PACKAGES[@]}"; do

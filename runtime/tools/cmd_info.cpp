@@ -1,13 +1,8 @@
 // cmd_info.cpp: `miras info lib.so` prints a module's metadata as JSON.
-#include <algorithm>
-#include <cmath>
 #include <cstdio>
-#include <cstdlib>
-#include <cstring>
-#include <string>
 
 #include "commands.hpp"
-#include "gate_sampling.hpp"
+#include "metadata_json.hpp"
 #include "miras/runtime.hpp"
 
 namespace miras::cli {
@@ -31,164 +26,11 @@ const char kInfoHelp[] =
     "when finite and at most 10 wide, else its part within 1 of its point nearest 0;\n"
     "[0.1, 0.9] without a range (a draw on an open end is drawn again).\n";
 
-namespace {
-
-std::string quote(const std::string &s) {
-  std::string out = "\"";
-  for (unsigned char c : s) {
-    if (c == '"' || c == '\\') {
-      out += '\\';
-      out += static_cast<char>(c);
-    } else if (c == '\n') {
-      out += "\\n";
-    } else if (c < 0x20) {
-      char buf[8];
-      std::snprintf(buf, sizeof buf, "\\u%04x", c);
-      out += buf;
-    } else {
-      out += static_cast<char>(c);
-    }
-  }
-  return out + "\"";
-}
-
-// JSON has no NaN or infinity; integers print without a fraction.
-std::string number(double value, bool integer) {
-  if (!std::isfinite(value))
-    return "null";
-  char buf[32];
-  if (integer && std::fabs(value) < 9e18) // the cast is undefined beyond int64
-    std::snprintf(buf, sizeof buf, "%lld", static_cast<long long>(value));
-  else
-    std::snprintf(buf, sizeof buf, "%.17g", value);
-  return buf;
-}
-
-std::string param(const miras_param_info &p) {
-  return "{\"name\": " + quote(p.name) + ", \"value\": " + number(p.value, p.is_integer) +
-         ", \"integer\": " + (p.is_integer ? "true" : "false") + "}";
-}
-
-// A bound as text: the shortest spelling that reads back as the same double.
-std::string bound(double x) {
-  char buf[32];
-  for (int digits = 1; digits <= 17; ++digits) {
-    std::snprintf(buf, sizeof buf, "%.*g", digits, x);
-    if (std::strtod(buf, nullptr) == x)
-      break;
-  }
-  return buf;
-}
-
-// The declared range: null when none; otherwise its interval notation and its ends
-// (null for an unbounded end: JSON has no infinity) with their closedness.
-std::string range(const miras_gate_info &g) {
-  if (!g.has_range)
-    return "null";
-  auto end = [](double x) { return std::isinf(x) ? std::string("null") : bound(x); };
-  auto text = [](double x) {
-    return std::isinf(x) ? std::string(x < 0 ? "-inf" : "inf") : bound(x);
-  };
-  std::string notation = std::string(g.range_lo_closed ? "[" : "(") + text(g.range_lo) + ", " +
-                         text(g.range_hi) + (g.range_hi_closed ? "]" : ")");
-  return "{\"text\": " + quote(notation) + ", \"lo\": " + end(g.range_lo) +
-         ", \"hi\": " + end(g.range_hi) +
-         ", \"lo_closed\": " + (g.range_lo_closed ? "true" : "false") +
-         ", \"hi_closed\": " + (g.range_hi_closed ? "true" : "false") + "}";
-}
-
-// The interval `miras bench` and the tests draw the gate from (gate_sampling.hpp).
-std::string sample(const miras_gate_info &g) {
-  SampleInterval s = sampleInterval(g);
-  return "[" + bound(s.lo) + ", " + bound(s.hi) + "]";
-}
-
-std::string gate(const miras_gate_info &g) {
-  bool scalar = g.kind == MIRAS_GATE_SCALAR;
-  const char *axis = scalar ? "null" : g.axis == MIRAS_AXIS_KEY ? "\"dk\"" : "\"dv\"";
-  const char *shape = g.per_step ? "[B,T,H,steps]"
-                      : scalar   ? "[B,T,H]"
-                      : g.axis == MIRAS_AXIS_KEY ? "[B,T,H,Dk]" : "[B,T,H,Dv]";
-  return "{\"name\": " + quote(g.name) + ", \"kind\": \"" + (scalar ? "scalar" : "channel") +
-         "\", \"axis\": " + axis + ", \"dim\": " + std::to_string(g.dim) +
-         ", \"per_step\": " + (g.per_step ? "true" : "false") + ", \"shape\": \"" + shape +
-         "\", \"range\": " + range(g) + ", \"sample\": " + sample(g) + "}";
-}
-
-std::string state(const miras_state_info &s) {
-  std::string dims;
-  for (int32_t i = 0; i < s.rank; ++i)
-    dims += (i ? ", " : "") + std::to_string(s.shape[i]);
-  return "{\"name\": " + quote(s.name) + ", \"shape\": [" + dims + "]}";
-}
-
-// "cpu,cuda" -> ["cpu", "cuda"]
-std::string targets(const std::string &list) {
-  std::string out;
-  size_t start = 0;
-  while (start <= list.size()) {
-    size_t end = std::min(list.find(',', start), list.size());
-    std::string item = list.substr(start, end - start);
-    item.erase(0, item.find_first_not_of(' '));
-    item.erase(item.find_last_not_of(' ') + 1);
-    if (!item.empty())
-      out += (out.empty() ? "" : ", ") + quote(item);
-    start = end + 1;
-  }
-  return "[" + out + "]";
-}
-
-std::string cuda(const miras_cuda_binary *c) {
-  if (c == nullptr)
-    return "null";
-  return "{\"arch\": " + quote(c->arch) + ", \"cubin\": " + (c->cubin ? "true" : "false") +
-         ", \"cubin_bytes\": " + std::to_string(c->cubin_size) +
-         ", \"ptx_bytes\": " + std::to_string(std::strlen(c->ptx)) +
-         ", \"kernel_f32\": " + quote(c->kernel_f32) +
-         ", \"kernel_bf16\": " + quote(c->kernel_bf16) +
-         ", \"block_threads\": " + std::to_string(c->block_threads) +
-         ", \"shared_bytes\": " + std::to_string(c->shared_bytes) +
-         ", \"workspace_bytes\": " + std::to_string(c->workspace_bytes) + "}";
-}
-
-template <typename T, typename F>
-std::string array(const T *items, int32_t n, F format) {
-  if (n == 0)
-    return "[]";
-  std::string out = "[\n";
-  for (int32_t i = 0; i < n; ++i)
-    out += "    " + format(items[i]) + (i + 1 < n ? ",\n" : "\n");
-  return out + "  ]";
-}
-
-} // namespace
-
 int runInfo(const Args &args) {
   if (args.size() != 1 || args[0].rfind("-", 0) == 0)
     throw UsageError("usage: miras info <lib.so>");
   Library lib = Library::open(args[0]);
-  const miras_module_metadata &m = lib.metadata();
-  std::string json = "{\n";
-  json += "  \"name\": " + quote(m.name) + ",\n";
-  json += "  \"source\": " + quote(m.source) + ",\n";
-  json += "  \"compiler\": " + quote(m.compiler) + ",\n";
-  json += "  \"abi_version\": " + std::to_string(m.abi_version) + ",\n";
-  json += "  \"dk\": " + std::to_string(m.dk) + ",\n";
-  json += "  \"dv\": " + std::to_string(m.dv) + ",\n";
-  json += "  \"chunk\": " + std::to_string(m.chunk) + ",\n";
-  json += "  \"steps\": " + std::to_string(m.steps) + ",\n";
-  json += "  \"algorithm\": " + quote(m.algorithm) + ",\n";
-  json += "  \"flops_per_token\": " + number(m.flops_per_token, std::floor(m.flops_per_token) == m.flops_per_token) + ",\n";
-  json += std::string("  \"read\": \"") + (m.read_after_write ? "after_write" : "before_write") +
-          "\",\n";
-  json += "  \"params\": " + array(m.params, m.num_params, param) + ",\n";
-  json += "  \"gates\": " + array(m.gates, m.num_gates, gate) + ",\n";
-  json += "  \"states\": " + array(m.states, m.num_states, state) + ",\n";
-  json += "  \"targets\": " + targets(m.targets) + ",\n";
-  json += "  \"backward_segment\": " + std::to_string(m.backward_segment) + ",\n";
-  json += "  \"cuda\": " + cuda(m.cuda) + ",\n";
-  json += "  \"rule\": " + quote(m.rule) + "\n}\n";
-  std::fputs(json.c_str(), stdout);
+  std::fputs(metadataJson(lib.metadata()).c_str(), stdout);
   return 0;
 }
 

@@ -1,0 +1,127 @@
+"""miras.compile: a .miras file to a loaded module, through mirasc, cached by content."""
+
+from __future__ import annotations
+
+import atexit
+import hashlib
+import json
+import os
+import shutil
+import subprocess
+import tempfile
+import threading
+from pathlib import Path
+
+from ._errors import CompileError
+
+_lock = threading.Lock()
+_loaded: dict[str, object] = {}  # cache key -> Module: a second call in a process is a dict hit
+# Closed before the interpreter tears the extension down.
+atexit.register(_loaded.clear)
+
+
+def find_mirasc() -> str:
+    """The mirasc to run: $MIRAS_MIRASC, else the build tree this package was built in
+    (BUILD/python/miras -> BUILD/bin/mirasc), else mirasc on PATH."""
+    explicit = os.environ.get("MIRAS_MIRASC")
+    if explicit:
+        if not os.access(explicit, os.X_OK):
+            raise CompileError(f"MIRAS_MIRASC={explicit} is not an executable file")
+        return explicit
+    in_build = Path(__file__).resolve().parent.parent.parent / "bin" / "mirasc"
+    if os.access(in_build, os.X_OK):
+        return str(in_build)
+    on_path = shutil.which("mirasc")
+    if on_path:
+        return on_path
+    raise CompileError(
+        "cannot find mirasc: set MIRAS_MIRASC to its path or put it on PATH "
+        "(it is built by `make build` into build/bin/mirasc)")
+
+
+def cache_dir() -> Path:
+    """$MIRAS_CACHE_DIR, else $XDG_CACHE_HOME/miras, else ~/.cache/miras."""
+    explicit = os.environ.get("MIRAS_CACHE_DIR")
+    if explicit:
+        return Path(explicit)
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return Path(base) / "miras"
+
+
+def _compiler_identity(mirasc: str) -> dict:
+    # A rebuilt mirasc is another compiler: its size and modification time are in the key.
+    st = os.stat(mirasc)
+    return {"path": os.path.realpath(mirasc), "size": st.st_size, "mtime_ns": st.st_mtime_ns}
+
+
+def _option_args(params: dict, chunk, backward: bool, target, algorithm,
+                 backward_segment, extra_args) -> list[str]:
+    args = []
+    for name, value in sorted(params.items()):
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise TypeError(f"miras.compile: parameter {name}={value!r} is not a number")
+        args.append(f"-D{name}={value!r}")
+    if chunk is not None:
+        args.append(f"--chunk={int(chunk)}")
+    if algorithm is not None:
+        args.append(f"--algorithm={algorithm}")
+    if target is not None:
+        args.append(f"--target={target}")
+    if backward:
+        args.append("--backward")
+        if backward_segment is not None:
+            args.append(f"--backward-segment={int(backward_segment)}")
+    elif backward_segment is not None:
+        raise ValueError("miras.compile: backward_segment needs backward=True")
+    args.extend(extra_args)
+    return args
+
+
+def compile_module(path, *, chunk=None, backward=True, target=None, algorithm=None,
+                   backward_segment=None, extra_args=(), cache=True, **params):
+    """Compiles a .miras file with mirasc and loads it (see miras.compile)."""
+    from ._module import Module  # the Module class needs torch; imported when used
+
+    source_path = Path(path)
+    try:
+        source = source_path.read_bytes()
+    except OSError as err:
+        raise CompileError(f"cannot read {path}: {err.strerror}") from None
+    mirasc = find_mirasc()
+    args = _option_args(params, chunk, backward, target, algorithm, backward_segment,
+                        list(extra_args))
+    key_data = {
+        "source": hashlib.sha256(source).hexdigest(),
+        "file": source_path.name,
+        "args": args,
+        "compiler": _compiler_identity(mirasc),
+    }
+    key = hashlib.sha256(json.dumps(key_data, sort_keys=True).encode()).hexdigest()[:32]
+    with _lock:
+        if cache and key in _loaded:
+            return _loaded[key]
+        directory = cache_dir() / key
+        library = directory / f"lib{source_path.stem}.so"
+        if not (cache and library.is_file()):
+            directory.mkdir(parents=True, exist_ok=True)
+            # mirasc writes into a temporary file that is renamed into place only when it
+            # succeeded, so neither a failed compile nor a concurrent one leaves a broken
+            # library under the cache key.
+            fd, partial = tempfile.mkstemp(prefix=".partial-", suffix=".so", dir=directory)
+            os.close(fd)
+            try:
+                run = subprocess.run([mirasc, str(source_path), *args, "-o", partial],
+                                     capture_output=True, text=True)
+                if run.returncode != 0:
+                    raise CompileError(run.stderr.strip() or
+                                       f"mirasc exited with status {run.returncode}",
+                                       diagnostic=run.stderr, returncode=run.returncode)
+                os.replace(partial, library)
+            finally:
+                if os.path.exists(partial):
+                    os.unlink(partial)
+            (directory / "key.json").write_text(json.dumps(key_data, indent=2) + "\n")
+        module = Module(str(library))
+        if cache:
+            _loaded[key] = module
+        return module

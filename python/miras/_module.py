@@ -1,0 +1,230 @@
+"""miras.Module: a loaded compiled module, called on torch tensors (SPEC section 8 layout)."""
+
+from __future__ import annotations
+
+import json
+import threading
+import weakref
+
+import torch
+
+from . import _core
+from ._errors import MirasError, translate
+
+# Floating dtypes a caller may pass; the CPU kernels read float32, the CUDA kernels float32
+# or bfloat16 inputs. Anything else is converted (by a differentiable .to), never misread.
+_FLOATING = (torch.float32, torch.float64, torch.float16, torch.bfloat16)
+
+_registry_lock = threading.Lock()
+# handle -> Module: what the custom ops call. Weak: a module lives as long as its user
+# (or miras.compile's cache) holds it; handles are never reused.
+_registry: "weakref.WeakValueDictionary[int, Module]" = weakref.WeakValueDictionary()
+_next_handle = 1
+
+
+def module_for(handle: int) -> "Module":
+    try:
+        return _registry[handle]
+    except KeyError:
+        raise MirasError(f"miras module handle {handle} is not loaded in this process",
+                         "invalid argument") from None
+
+
+def spec(name: str, tensor: torch.Tensor):
+    """The (name, address, shape) triple _core takes: float32, contiguous, on the CPU."""
+    return (name, tensor.data_ptr(), tuple(tensor.shape))
+
+
+class Module:
+    """A compiled module (lib<name>.so) opened by the runtime.
+
+    Call it as ``o, state = m(q, k, v, state=None, **gates)``: q, k [B, T, H, Dk]
+    (with steps > 1: k [B, T, H, steps, Dk]), v [B, T, H, (steps,) Dv], each gate by its
+    DSL name ([B, T, H], [B, T, H, Dk|Dv] or [B, T, H, steps]), ``state`` a dict from
+    state name to [B, H, *shape] (missing names and None: zeros). Returns o [B, T, H, Dv]
+    in q's dtype and the dict of final states (float32). Both are differentiable with
+    respect to q, k, v, every gate and every initial state when the library was built
+    with a backward pass (miras.compile does that by default).
+    """
+
+    def __init__(self, path: str):
+        try:
+            self._lib = _core.Library(str(path))
+        except _core.RuntimeCallError as err:
+            raise translate(err) from None
+        self.path = str(path)
+        #: What `miras info` prints for this library, as a dict.
+        self.metadata = json.loads(self._lib.metadata_json())
+        self.name = self.metadata["name"]
+        self.gate_names = [g["name"] for g in self.metadata["gates"]]
+        self.state_names = [s["name"] for s in self.metadata["states"]]
+        self.state_shapes = {s["name"]: tuple(s["shape"]) for s in self.metadata["states"]}
+        #: Kernel threads; None: torch.get_num_threads() at each call.
+        self.threads = None
+        global _next_handle
+        with _registry_lock:
+            self.handle = _next_handle
+            _next_handle += 1
+            _registry[self.handle] = self
+
+    @property
+    def has_backward(self) -> bool:
+        return self._lib.has_backward
+
+    @property
+    def has_cuda(self) -> bool:
+        return self._lib.has_cuda
+
+    def __repr__(self):
+        m = self.metadata
+        return (f"miras.Module({self.name!r}, dk={m['dk']}, dv={m['dv']}, chunk={m['chunk']}, "
+                f"gates={self.gate_names}, states={self.state_names}, path={self.path!r})")
+
+    # -- the call --------------------------------------------------------------------
+
+    def __call__(self, q, k, v, state=None, *, threads=None, **gates):
+        from . import _ops
+
+        tensors = {"q": q, "k": k, "v": v}
+        unknown = sorted(set(gates) - set(self.gate_names))
+        if unknown:
+            raise TypeError(f"{self.name}: unknown gate(s) {', '.join(unknown)}; the module's "
+                            f"gates are {', '.join(self.gate_names) or 'none'}")
+        for name in self.gate_names:
+            if name not in gates or gates[name] is None:
+                raise TypeError(f"{self.name}: missing gate '{name}' (the module's gates are "
+                                f"{', '.join(self.gate_names)})")
+            tensors[name] = gates[name]
+        for name, tensor in tensors.items():
+            if not isinstance(tensor, torch.Tensor):
+                raise TypeError(f"{self.name}: '{name}' must be a torch.Tensor, "
+                                f"not {type(tensor).__name__}")
+        device = q.device
+        if q.dim() < 3:
+            raise MirasError(f"{self.name}: q must be [B, T, H, Dk], got shape {list(q.shape)}",
+                             "shape error")
+        B, H = q.shape[0], q.shape[2]
+        states = self._initial_states(state, B, H, device)
+        for name, tensor in list(tensors.items()) + list(states.items()):
+            if tensor.device != device:
+                raise MirasError(f"{self.name}: '{name}' is on {tensor.device}, q on {device}: "
+                                 "every tensor of a call must be on one device",
+                                 "invalid argument")
+            if tensor.dtype not in _FLOATING:
+                raise MirasError(f"{self.name}: '{name}' has dtype {tensor.dtype}; a floating "
+                                 "dtype (float32, bfloat16, float16, float64) is expected",
+                                 "dtype error")
+        input_dtype = torch.float32
+        if device.type == "cuda":
+            if not self.has_cuda:
+                raise MirasError(f"{self.name}: the tensors are on {device} but {self.path} "
+                                 "has no CUDA kernels (compile with target='cpu,cuda')",
+                                 "device error")
+            if (device.index or 0) != 0:
+                raise MirasError(f"{self.name}: the runtime runs on GPU 0 (its primary "
+                                 f"context), the tensors are on {device}", "device error")
+            if all(t.dtype == torch.bfloat16 for t in tensors.values()):
+                input_dtype = torch.bfloat16
+        elif device.type != "cpu":
+            raise MirasError(f"{self.name}: tensors on {device} are not supported (cpu, cuda)",
+                             "device error")
+        ordered = [tensors[n].to(input_dtype).contiguous() for n in ("q", "k", "v")]
+        ordered += [tensors[n].to(input_dtype).contiguous() for n in self.gate_names]
+        ordered += [states[n].to(torch.float32).contiguous() for n in self.state_names]
+        outputs = _ops.forward(self.handle, self._threads(threads), ordered)
+        o = outputs[0] if q.dtype == torch.float32 else outputs[0].to(q.dtype)
+        return o, dict(zip(self.state_names, outputs[1:]))
+
+    def _threads(self, threads) -> int:
+        # 0 stands for torch.get_num_threads(), read when the kernel runs (inside the
+        # opaque op: torch.compile cannot trace the call itself).
+        if threads is None:
+            threads = self.threads if self.threads is not None else 0
+        if isinstance(threads, bool) or not isinstance(threads, int) or threads < 0:
+            raise ValueError(f"{self.name}: threads must be a positive integer, got {threads!r}")
+        return threads
+
+    def _initial_states(self, state, B, H, device):
+        given = {} if state is None else dict(state)
+        unknown = sorted(set(given) - set(self.state_names))
+        if unknown:
+            raise TypeError(f"{self.name}: unknown state(s) {', '.join(unknown)}; the module's "
+                            f"states are {', '.join(self.state_names)}")
+        out = {}
+        for name in self.state_names:
+            tensor = given.get(name)
+            if tensor is None:
+                tensor = torch.zeros((B, H, *self.state_shapes[name]), device=device)
+            elif not isinstance(tensor, torch.Tensor):
+                raise TypeError(f"{self.name}: state '{name}' must be a torch.Tensor, "
+                                f"not {type(tensor).__name__}")
+            out[name] = tensor
+        return out
+
+    # -- what the custom ops run (float32 contiguous tensors in metadata order) ------
+
+    def input_names(self):
+        return ["q", "k", "v", *self.gate_names, *self.state_names]
+
+    def output_shapes(self, q: torch.Tensor):
+        B, T, H = q.shape[0], q.shape[1], q.shape[2]
+        dv = self.metadata["dv"]
+        return [(B, T, H, dv)] + [(B, H, *self.state_shapes[n]) for n in self.state_names]
+
+    def run_forward(self, threads: int, inputs):
+        threads = threads or torch.get_num_threads()
+        q = inputs[0]
+        outputs = [torch.empty(shape, dtype=torch.float32) for shape in self.output_shapes(q)]
+        names = self.input_names()
+        try:
+            self._lib.forward([spec(n, t) for n, t in zip(names, inputs)],
+                              [spec(n, t) for n, t in zip(["o", *self.state_names], outputs)],
+                              threads)
+        except _core.RuntimeCallError as err:
+            raise translate(err) from None
+        return outputs
+
+    def run_backward(self, threads: int, inputs, adjoints):
+        if not self.has_backward:
+            raise MirasError(f"{self.name}: {self.path} was built without a backward pass "
+                             "(compile with backward=True, or mirasc --backward)", "unsupported")
+        threads = threads or torch.get_num_threads()
+        names = self.input_names()
+        grads = [torch.empty_like(t) for t in inputs]
+        try:
+            self._lib.backward([spec(n, t) for n, t in zip(names, inputs)],
+                               [spec(n, t) for n, t in zip(["o", *self.state_names], adjoints)
+                                if t is not None],
+                               [spec(n, t) for n, t in zip(names, grads)], threads)
+        except _core.RuntimeCallError as err:
+            raise translate(err) from None
+        return grads
+
+    def run_forward_cuda(self, inputs):
+        q = inputs[0]
+        B, T, H = q.shape[0], q.shape[1], q.shape[2]
+        names = self.input_names()
+        for name, tensor in zip(names, inputs):
+            try:
+                expected = tuple(self._lib.tensor_shape(name, B, T, H))
+            except _core.RuntimeCallError as err:
+                raise translate(err) from None
+            if tuple(tensor.shape) != expected:
+                raise MirasError(f"{self.name}: tensor '{name}' has shape {list(tensor.shape)}, "
+                                 f"expected {list(expected)}", "shape error")
+        outputs = [torch.empty(shape, dtype=torch.float32, device=q.device)
+                   for shape in self.output_shapes(q)]
+        gates = inputs[3:3 + len(self.gate_names)]
+        states = inputs[3 + len(self.gate_names):]
+        dtype = _core.DTYPE_BF16 if q.dtype == torch.bfloat16 else _core.DTYPE_F32
+        with torch.cuda.device(q.device):
+            stream = torch.cuda.current_stream(q.device).cuda_stream
+            try:
+                self._lib.forward_cuda(B, T, H, q.data_ptr(), inputs[1].data_ptr(),
+                                       inputs[2].data_ptr(), [g.data_ptr() for g in gates],
+                                       [s.data_ptr() for s in states],
+                                       [s.data_ptr() for s in outputs[1:]],
+                                       outputs[0].data_ptr(), dtype, stream)
+            except _core.RuntimeCallError as err:
+                raise translate(err) from None
+        return outputs
