@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Runs every test (lit + CTest/GoogleTest) against an existing build and ends
+# Runs every test (lit + CTest/GoogleTest + pytest of the Python package in
+# BUILD/venv) against an existing build and ends
 # with one plain line "N passed, N failed[, N skipped]". Exit status is non-zero
 # on any failure. Usage: scripts/run_tests.sh [BUILD_DIR]
 set -uo pipefail
@@ -18,7 +19,12 @@ echo "== ctest"
 ctest --test-dir "$BUILD" -j "$JOBS" --output-on-failure --output-junit "$ROOT/$REPORTS/ctest.xml"
 ctest_rc=$?
 
-/usr/bin/python3 - "$REPORTS/lit.xml" "$REPORTS/ctest.xml" <<'PY'
+echo "== pytest (python package)"
+MIRAS_BUILD="$BUILD" "$BUILD/venv/bin/python" -m pytest "$ROOT/test/python" -q -p no:cacheprovider \
+  --junitxml="$REPORTS/pytest.xml"
+pytest_rc=$?
+
+/usr/bin/python3 - "$REPORTS/lit.xml" "$REPORTS/ctest.xml" "$REPORTS/pytest.xml" <<'PY'
 import sys
 import xml.etree.ElementTree as ET
 
@@ -44,6 +50,6 @@ print(line)
 sys.exit(1 if failed else 0)
 PY
 summary_rc=$?
-if [ $lit_rc -ne 0 ] || [ $ctest_rc -ne 0 ] || [ $summary_rc -ne 0 ]; then
+if [ $lit_rc -ne 0 ] || [ $ctest_rc -ne 0 ] || [ $pytest_rc -ne 0 ] || [ $summary_rc -ne 0 ]; then
   exit 1
 fi

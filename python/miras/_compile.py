@@ -15,7 +15,7 @@ from pathlib import Path
 from ._errors import CompileError
 
 _lock = threading.Lock()
-_loaded: dict[str, object] = {}  # cache key -> Module: a second call in a process is a dict hit
+_loaded: dict[str, object] = {}  # library path -> Module: a second call in a process is a dict hit
 # Closed before the interpreter tears the extension down.
 atexit.register(_loaded.clear)
 
@@ -79,7 +79,18 @@ def _option_args(params: dict, chunk, backward: bool, target, algorithm,
 
 def compile_module(path, *, chunk=None, backward=True, target=None, algorithm=None,
                    backward_segment=None, extra_args=(), cache=True, **params):
-    """Compiles a .miras file with mirasc and loads it (see miras.compile)."""
+    """Compiles a .miras file and loads it as a miras.Module.
+
+    ``miras.compile("examples/gated_deltanet.miras", D=64, chunk=1)``: keyword
+    parameters override the module's ``param`` values (mirasc -DNAME=VALUE); ``chunk``,
+    ``algorithm`` ("auto", "sequential", "chunked"), ``target`` ("cpu", "cuda",
+    "cpu,cuda") and ``backward_segment`` are mirasc's options; ``backward`` (default
+    True) builds the backward pass that autograd needs; ``extra_args`` go to mirasc as
+    they are. The library is cached under miras.cache_dir() by the source's content,
+    the parameters, the options and the compiler's identity, so a second call (in this
+    process or a later one) compiles nothing. A module mirasc rejects raises
+    miras.CompileError carrying its located diagnostic.
+    """
     from ._module import Module  # the Module class needs torch; imported when used
 
     source_path = Path(path)
@@ -98,10 +109,10 @@ def compile_module(path, *, chunk=None, backward=True, target=None, algorithm=No
     }
     key = hashlib.sha256(json.dumps(key_data, sort_keys=True).encode()).hexdigest()[:32]
     with _lock:
-        if cache and key in _loaded:
-            return _loaded[key]
         directory = cache_dir() / key
         library = directory / f"lib{source_path.stem}.so"
+        if cache and str(library) in _loaded:
+            return _loaded[str(library)]
         if not (cache and library.is_file()):
             directory.mkdir(parents=True, exist_ok=True)
             # mirasc writes into a temporary file that is renamed into place only when it
@@ -123,5 +134,5 @@ def compile_module(path, *, chunk=None, backward=True, target=None, algorithm=No
             (directory / "key.json").write_text(json.dumps(key_data, indent=2) + "\n")
         module = Module(str(library))
         if cache:
-            _loaded[key] = module
+            _loaded[str(library)] = module
         return module
