@@ -200,6 +200,7 @@ class Module:
 
     def run_forward(self, threads: int, inputs):
         threads = threads or torch.get_num_threads()
+        inputs = [_as_kernel_input(t, torch.float32) for t in inputs]  # as a compiler may pass them
         q = inputs[0]
         outputs = [torch.empty(shape, dtype=torch.float32) for shape in self.output_shapes(q)]
         names = self.input_names()
@@ -216,6 +217,8 @@ class Module:
             raise MirasError(f"{self.name}: {self.path} was built without a backward pass "
                              "(compile with backward=True, or mirasc --backward)", "unsupported")
         threads = threads or torch.get_num_threads()
+        inputs = [_as_kernel_input(t, torch.float32) for t in inputs]
+        adjoints = [_as_kernel_input(t, torch.float32) for t in adjoints]
         names = self.input_names()
         grads = [torch.empty_like(t) for t in inputs]
         try:

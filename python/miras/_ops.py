@@ -62,10 +62,8 @@ def _backward_formula(ctx, grads):
     inputs = list(ctx.saved_tensors)
     outputs_like = module_for(ctx.handle).output_shapes(inputs[0])
     # An output that reaches no loss has no gradient: its adjoint is zero.
-    adjoints = [g.contiguous() if g is not None else
-                inputs[0].new_zeros(shape, dtype=torch.float32)
+    adjoints = [g if g is not None else inputs[0].new_zeros(shape, dtype=torch.float32)
                 for g, shape in zip(grads, outputs_like)]
-    adjoints = [a if a.dtype == torch.float32 else a.to(torch.float32) for a in adjoints]
     return None, None, backward(ctx.handle, ctx.threads, inputs, adjoints)
 
 
