@@ -6,12 +6,14 @@ import atexit
 import hashlib
 import json
 import os
+import platform
 import shutil
 import subprocess
 import tempfile
 import threading
 from pathlib import Path
 
+from . import _core
 from ._errors import CompileError
 
 _lock = threading.Lock()
@@ -52,6 +54,31 @@ def _compiler_identity(mirasc: str) -> dict:
     # A rebuilt mirasc is another compiler: its size and modification time are in the key.
     st = os.stat(mirasc)
     return {"path": os.path.realpath(mirasc), "size": st.st_size, "mtime_ns": st.st_mtime_ns}
+
+
+_host = None
+
+
+def _host_identity() -> dict:
+    """What else decides the generated code: mirasc targets the host CPU (its model and
+    features: a cache shared between machines must not hand an AVX-512 kernel to another
+    CPU), reads MIRAS_VECTOR_WIDTH and finds ptxas through CUDA_ROOT / CUDA_HOME /
+    CUDA_PATH; and the ABI the runtime loads."""
+    global _host
+    if _host is None:
+        cpu = platform.machine()
+        try:
+            with open("/proc/cpuinfo") as f:
+                lines = [line for line in f if line.startswith(("model name", "flags", "Features"))]
+            # One processor's lines are every processor's on the machines mirasc targets.
+            cpu += "|" + "|".join(dict.fromkeys(line.strip() for line in lines))
+        except OSError:
+            pass
+        _host = {"cpu": hashlib.sha256(cpu.encode()).hexdigest()[:16],
+                 "abi": _core.ABI_VERSION}
+    env = {v: os.environ.get(v, "") for v in
+           ("MIRAS_VECTOR_WIDTH", "CUDA_ROOT", "CUDA_HOME", "CUDA_PATH")}
+    return {**_host, "env": env}
 
 
 def _option_args(params: dict, chunk, backward: bool, target, algorithm,
@@ -106,6 +133,7 @@ def compile_module(path, *, chunk=None, backward=True, target=None, algorithm=No
         "file": source_path.name,
         "args": args,
         "compiler": _compiler_identity(mirasc),
+        "host": _host_identity(),
     }
     key = hashlib.sha256(json.dumps(key_data, sort_keys=True).encode()).hexdigest()[:32]
     with _lock:

@@ -40,8 +40,11 @@ def _as_kernel_input(tensor: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
 
 def _needs_op(tensors) -> bool:
     """Whether the call must go through the custom op: autograd will differentiate it,
-    or torch.compile is tracing it."""
+    torch.compile is tracing it, or a tensor is not a plain one (fake, functional or
+    another subclass: only the op has their semantics)."""
     if torch.compiler.is_compiling():
+        return True
+    if any(type(t) is not torch.Tensor for t in tensors):
         return True
     return torch.is_grad_enabled() and any(t.requires_grad for t in tensors)
 
@@ -116,9 +119,9 @@ class Module:
             if not isinstance(tensor, torch.Tensor):
                 raise TypeError(f"{self.name}: '{name}' must be a torch.Tensor, "
                                 f"not {type(tensor).__name__}")
-        if q.dim() < 3:
-            raise MirasError(f"{self.name}: q must be [B, T, H, Dk], got shape {list(q.shape)}",
-                             "shape error")
+        if q.dim() < 3 or min(q.shape[:3]) < 1:
+            raise MirasError(f"{self.name}: q must be [B, T, H, Dk] with B, T and H positive, "
+                             f"got shape {list(q.shape)}", "shape error")
         device = q.device
         tensors += self._initial_states(state, q.shape[0], q.shape[2], device)
         for name, tensor in zip(self._input_names, tensors):
@@ -127,7 +130,10 @@ class Module:
         input_dtype = torch.float32
         if device.type == "cuda":
             self._check_cuda(device)
-            if all(t.dtype == torch.bfloat16 for t in tensors[:len(tensors) - len(self.state_names)]):
+            # The bfloat16 kernel where nothing is differentiated: the backward kernel
+            # takes float32 inputs, so a call autograd goes through runs float32.
+            if all(t.dtype == torch.bfloat16 for t in tensors[:len(tensors) - len(self.state_names)]) \
+                    and not (torch.is_grad_enabled() and any(t.requires_grad for t in tensors)):
                 input_dtype = torch.bfloat16
         elif device.type != "cpu":
             raise MirasError(f"{self.name}: tensors on {device} are not supported (cpu, cuda)",
@@ -166,7 +172,8 @@ class Module:
         if threads is None:
             threads = self.threads if self.threads is not None else 0
         if isinstance(threads, bool) or not isinstance(threads, int) or threads < 0:
-            raise ValueError(f"{self.name}: threads must be a positive integer, got {threads!r}")
+            raise ValueError(f"{self.name}: threads must be a positive integer (or None: "
+                             f"torch.get_num_threads()), got {threads!r}")
         return threads
 
     def _initial_states(self, state, B, H, device):
@@ -230,11 +237,38 @@ class Module:
             raise translate(err) from None
         return grads
 
-    def run_forward_cuda(self, inputs):
+    def run_backward_cuda(self, inputs, adjoints):
+        if not self._lib.has_cuda_backward:
+            raise MirasError(f"{self.name}: {self.path} has no CUDA backward kernel (compile "
+                             "with target='cpu,cuda' and backward=True)", "unsupported")
+        inputs = [_as_kernel_input(t, torch.float32) for t in inputs]  # its kernel reads float32
+        self._check_cuda_shapes(inputs)
         q = inputs[0]
         B, T, H = q.shape[0], q.shape[1], q.shape[2]
-        names = self.input_names()
-        for name, tensor in zip(names, inputs):
+        adjoints = [_as_kernel_input(t, torch.float32) for t in adjoints]
+        for name, tensor, shape in zip(self._output_names, adjoints, self.output_shapes(q)):
+            if tuple(tensor.shape) != tuple(shape):
+                raise MirasError(f"{self.name}: the adjoint of '{name}' has shape "
+                                 f"{list(tensor.shape)}, expected {list(shape)}", "shape error")
+        grads = [torch.empty_like(t) for t in inputs]
+        G = len(self.gate_names)
+        ptr = [t.data_ptr() for t in inputs]
+        gptr = [t.data_ptr() for t in grads]
+        with torch.cuda.device(q.device):
+            stream = torch.cuda.current_stream(q.device).cuda_stream
+            try:
+                self._lib.backward_cuda(B, T, H, ptr[0], ptr[1], ptr[2], ptr[3:3 + G],
+                                        ptr[3 + G:], adjoints[0].data_ptr(),
+                                        [a.data_ptr() for a in adjoints[1:]], gptr[0], gptr[1],
+                                        gptr[2], gptr[3:3 + G], gptr[3 + G:], stream)
+            except _core.RuntimeCallError as err:
+                raise translate(err) from None
+        return grads
+
+    def _check_cuda_shapes(self, inputs):
+        q = inputs[0]
+        B, T, H = q.shape[0], q.shape[1], q.shape[2]
+        for name, tensor in zip(self._input_names, inputs):
             try:
                 expected = tuple(self._lib.tensor_shape(name, B, T, H))
             except _core.RuntimeCallError as err:
@@ -242,6 +276,17 @@ class Module:
             if tuple(tensor.shape) != expected:
                 raise MirasError(f"{self.name}: tensor '{name}' has shape {list(tensor.shape)}, "
                                  f"expected {list(expected)}", "shape error")
+
+    def run_forward_cuda(self, inputs):
+        # As a compiler may pass them: bfloat16 only when q, k, v and every gate are.
+        first_state = 3 + len(self.gate_names)
+        dtype = (torch.bfloat16 if all(t.dtype == torch.bfloat16 for t in inputs[:first_state])
+                 else torch.float32)
+        inputs = [_as_kernel_input(t, dtype if i < first_state else torch.float32)
+                  for i, t in enumerate(inputs)]
+        self._check_cuda_shapes(inputs)
+        q = inputs[0]
+        B, T, H = q.shape[0], q.shape[1], q.shape[2]
         outputs = [torch.empty(shape, dtype=torch.float32, device=q.device)
                    for shape in self.output_shapes(q)]
         gates = inputs[3:3 + len(self.gate_names)]

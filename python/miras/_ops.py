@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import torch
 
-from ._errors import MirasError
 from ._module import module_for
 
 
@@ -41,10 +40,9 @@ def backward(handle: int, threads: int, inputs: list[torch.Tensor],
 
 
 @backward.register_kernel("cuda")
-def _backward_cuda(handle, threads, inputs, adjoints):
-    raise MirasError(f"{module_for(handle).name}: the backward pass runs on the CPU only for "
-                     "now (the runtime cannot launch the CUDA backward kernel yet); move the "
-                     "tensors to the CPU to train", "unsupported")
+def _backward_cuda(handle: int, threads: int, inputs: list[torch.Tensor],
+                   adjoints: list[torch.Tensor]) -> list[torch.Tensor]:
+    return module_for(handle).run_backward_cuda(inputs, adjoints)
 
 
 @backward.register_fake
@@ -55,12 +53,14 @@ def _backward_fake(handle, threads, inputs, adjoints):
 def _setup_context(ctx, inputs, output):
     handle, threads, tensors = inputs
     ctx.handle, ctx.threads = handle, threads
+    # The module itself, so the backward finds it even when its user let it go.
+    ctx.module = module_for(handle)
     ctx.save_for_backward(*tensors)
 
 
 def _backward_formula(ctx, grads):
     inputs = list(ctx.saved_tensors)
-    outputs_like = module_for(ctx.handle).output_shapes(inputs[0])
+    outputs_like = ctx.module.output_shapes(inputs[0])
     # An output that reaches no loss has no gradient: its adjoint is zero.
     adjoints = [g if g is not None else inputs[0].new_zeros(shape, dtype=torch.float32)
                 for g, shape in zip(grads, outputs_like)]

@@ -7,13 +7,16 @@
 // and contiguous, and keeps the tensors alive for the call; the runtime checks every
 // name, shape and pointer against the metadata, so a wrong triple is an exception, not
 // a misread. The struct layouts come from the runtime's own headers: nothing is copied.
-// The GIL is released while a kernel runs.
+// The GIL is released while a kernel runs; a library's calls are serialised by a mutex
+// of its own (taken without the GIL held), so one thread cannot change the thread count
+// under another's running call.
 #include <nanobind/nanobind.h>
 #include <nanobind/stl/string.h>
 #include <nanobind/stl/tuple.h>
 #include <nanobind/stl/vector.h>
 
 #include <cstdint>
+#include <mutex>
 #include <string>
 #include <vector>
 
@@ -68,6 +71,7 @@ public:
   std::string metadataJson() const { return miras::cli::metadataJson(*metadata()); }
   bool hasCuda() const { return miras_library_has_cuda(lib_) != 0; }
   bool hasBackward() const { return metadata()->backward_segment > 0; }
+  bool hasCudaBackward() const { return metadata()->cuda_backward != nullptr; }
 
   std::vector<int64_t> tensorShape(const std::string &name, int64_t batch, int64_t length,
                                    int64_t heads) const {
@@ -80,29 +84,21 @@ public:
   void forward(const std::vector<TensorSpec> &inputs, const std::vector<TensorSpec> &outputs,
                int32_t threads) {
     std::vector<miras_tensor> in = views(inputs, "input"), out = views(outputs, "output");
-    setThreads(threads);
-    miras_status status;
-    {
-      nb::gil_scoped_release released;
-      status = miras_library_forward(lib_, in.data(), static_cast<int32_t>(in.size()),
-                                     out.data(), static_cast<int32_t>(out.size()));
-    }
-    check(status);
+    check(locked(threads, [&] {
+      return miras_library_forward(lib_, in.data(), static_cast<int32_t>(in.size()), out.data(),
+                                   static_cast<int32_t>(out.size()));
+    }));
   }
 
   void backward(const std::vector<TensorSpec> &inputs, const std::vector<TensorSpec> &adjoints,
                 const std::vector<TensorSpec> &outputs, int32_t threads) {
     std::vector<miras_tensor> in = views(inputs, "input"), adj = views(adjoints, "adjoint"),
                               out = views(outputs, "output");
-    setThreads(threads);
-    miras_status status;
-    {
-      nb::gil_scoped_release released;
-      status = miras_library_backward(lib_, in.data(), static_cast<int32_t>(in.size()),
-                                      adj.data(), static_cast<int32_t>(adj.size()), out.data(),
-                                      static_cast<int32_t>(out.size()));
-    }
-    check(status);
+    check(locked(threads, [&] {
+      return miras_library_backward(lib_, in.data(), static_cast<int32_t>(in.size()), adj.data(),
+                                    static_cast<int32_t>(adj.size()), out.data(),
+                                    static_cast<int32_t>(out.size()));
+    }));
   }
 
   // The GPU forward on device memory (miras_library_forward_cuda): every address a
@@ -139,28 +135,83 @@ public:
     args.state_in = in.data();
     args.state_out = out.data();
     args.o = reinterpret_cast<float *>(o);
-    miras_status status;
-    {
-      nb::gil_scoped_release released;
-      status = miras_library_forward_cuda(lib_, &args, inputDtype, reinterpret_cast<void *>(stream));
-    }
-    check(status);
+    check(locked(0, [&] {
+      return miras_library_forward_cuda(lib_, &args, inputDtype, reinterpret_cast<void *>(stream));
+    }));
+  }
+
+  // The GPU backward on device memory (miras_library_backward_cuda), enqueued on
+  // `stream`; 0 in state_in / d_state_out: zeros. Shapes checked by the caller, as above.
+  void backwardCuda(int64_t batch, int64_t length, int64_t heads, std::uintptr_t q,
+                    std::uintptr_t k, std::uintptr_t v, const std::vector<std::uintptr_t> &gates,
+                    const std::vector<std::uintptr_t> &stateIn, std::uintptr_t dO,
+                    const std::vector<std::uintptr_t> &dStateOut, std::uintptr_t dQ,
+                    std::uintptr_t dK, std::uintptr_t dV,
+                    const std::vector<std::uintptr_t> &dGates,
+                    const std::vector<std::uintptr_t> &dStateIn, std::uintptr_t stream) {
+    const miras_module_metadata *m = metadata();
+    const size_t G = static_cast<size_t>(m->num_gates), N = static_cast<size_t>(m->num_states);
+    if (gates.size() != G || dGates.size() != G || stateIn.size() != N ||
+        dStateOut.size() != N || dStateIn.size() != N)
+      throw RuntimeError{MIRAS_ERR_INVALID_ARGUMENT,
+                         "backward_cuda: " + std::to_string(G) + " gates and " +
+                             std::to_string(N) + " states expected"};
+    auto floats = [](const std::vector<std::uintptr_t> &addresses) {
+      std::vector<float *> out;
+      for (std::uintptr_t a : addresses)
+        out.push_back(reinterpret_cast<float *>(a));
+      return out;
+    };
+    std::vector<float *> g = floats(gates), in = floats(stateIn), dso = floats(dStateOut),
+                         dg = floats(dGates), dsi = floats(dStateIn);
+    miras_backward_args args{};
+    args.batch = batch;
+    args.length = length;
+    args.heads = heads;
+    args.q = reinterpret_cast<const float *>(q);
+    args.k = reinterpret_cast<const float *>(k);
+    args.v = reinterpret_cast<const float *>(v);
+    args.gates = g.data();
+    args.state_in = in.data();
+    args.d_o = reinterpret_cast<const float *>(dO);
+    args.d_state_out = dso.data();
+    args.d_q = reinterpret_cast<float *>(dQ);
+    args.d_k = reinterpret_cast<float *>(dK);
+    args.d_v = reinterpret_cast<float *>(dV);
+    args.d_gates = dg.data();
+    args.d_state_in = dsi.data();
+    check(locked(0, [&] {
+      return miras_library_backward_cuda(lib_, &args, reinterpret_cast<void *>(stream));
+    }));
   }
 
 private:
   const miras_module_metadata *metadata() const { return miras_library_metadata(lib_); }
-  void setThreads(int32_t threads) {
-    if (threads != miras_library_num_threads(lib_))
-      check(miras_library_set_num_threads(lib_, threads));
+  // Runs `call` without the GIL and with the library's mutex (taken after the GIL is
+  // released: a thread waiting for it never holds the GIL), after setting the thread
+  // count (threads > 0; 0 leaves it).
+  template <typename Call> miras_status locked(int32_t threads, Call call) {
+    nb::gil_scoped_release released;
+    std::lock_guard<std::mutex> guard(mutex_);
+    if (threads > 0 && threads != miras_library_num_threads(lib_)) {
+      miras_status status = miras_library_set_num_threads(lib_, threads);
+      if (status != MIRAS_OK)
+        return status;
+    }
+    return call();
   }
 
   miras_library *lib_ = nullptr;
+  std::mutex mutex_;
 };
 
 } // namespace
 
 NB_MODULE(_core, m) {
   m.doc() = "Binding of the miras runtime's C API (runtime.h); use the `miras` package.";
+  // Libraries held by torch (autograd graphs, torch.compile's caches) may outlive this
+  // module's teardown at exit; that is not a leak worth a warning on every exit.
+  nb::set_leak_warnings(false);
   m.attr("ABI_VERSION") = MIRAS_ABI_VERSION;
   m.attr("DTYPE_F32") = static_cast<int>(MIRAS_DTYPE_F32);
   m.attr("DTYPE_BF16") = static_cast<int>(MIRAS_DTYPE_BF16);
@@ -191,6 +242,7 @@ NB_MODULE(_core, m) {
       .def("metadata_json", &Library::metadataJson, "The metadata as `miras info` prints it.")
       .def_prop_ro("has_cuda", &Library::hasCuda)
       .def_prop_ro("has_backward", &Library::hasBackward)
+      .def_prop_ro("has_cuda_backward", [](const Library &l) { return l.hasCudaBackward(); })
       .def("tensor_shape", &Library::tensorShape, nb::arg("name"), nb::arg("batch"),
            nb::arg("length"), nb::arg("heads"))
       .def("forward", &Library::forward, nb::arg("inputs"), nb::arg("outputs"),
@@ -200,5 +252,10 @@ NB_MODULE(_core, m) {
       .def("forward_cuda", &Library::forwardCuda, nb::arg("batch"), nb::arg("length"),
            nb::arg("heads"), nb::arg("q"), nb::arg("k"), nb::arg("v"), nb::arg("gates"),
            nb::arg("state_in"), nb::arg("state_out"), nb::arg("o"), nb::arg("input_dtype"),
+           nb::arg("stream"))
+      .def("backward_cuda", &Library::backwardCuda, nb::arg("batch"), nb::arg("length"),
+           nb::arg("heads"), nb::arg("q"), nb::arg("k"), nb::arg("v"), nb::arg("gates"),
+           nb::arg("state_in"), nb::arg("d_o"), nb::arg("d_state_out"), nb::arg("d_q"),
+           nb::arg("d_k"), nb::arg("d_v"), nb::arg("d_gates"), nb::arg("d_state_in"),
            nb::arg("stream"));
 }

@@ -213,6 +213,12 @@ struct miras_library_cuda {
   miras_cu_function kernels[2]; /* KERNEL_F32, KERNEL_BF16 */
   miras_cu_deviceptr workspace; /* grown on demand, freed at close */
   size_t workspace_size;
+  /* The backward's kernel (metadata cuda_backward), loaded by the first backward, and
+   * its checkpoints and segments, grown on demand, freed at close. */
+  miras_cu_module backward_module;
+  miras_cu_function backward_kernel;
+  miras_cu_deviceptr backward_buffer;
+  size_t backward_buffer_size;
 };
 
 /* "sm_90" -> 9.0, "sm_100a" -> 10.0; 0 when arch is not of that form. */
@@ -253,29 +259,54 @@ static miras_status load_module(const miras_cuda_gpu *gpu, const miras_cuda_bina
   return miras_cuda_fail(drv, call, rc);
 }
 
-static miras_status get_kernels(struct miras_library_cuda *c, const miras_cuda_binary *bin) {
-  const miras_cuda_driver *drv = c->gpu.driver;
-  const char *names[2] = {bin->kernel_f32, bin->kernel_bf16};
-  for (int i = 0; i < 2; ++i) {
-    miras_cu_result rc = drv->cuModuleGetFunction(&c->kernels[i], c->module, names[i]);
-    char call[192];
+/* The entry `name` of a loaded module, opted in to the table's dynamic shared memory. */
+static miras_status get_kernel(const miras_cuda_driver *drv, miras_cu_module module,
+                               const miras_cuda_binary *bin, const char *name,
+                               miras_cu_function *out) {
+  miras_cu_result rc = drv->cuModuleGetFunction(out, module, name);
+  char call[192];
+  if (rc != MIRAS_CU_SUCCESS) {
+    snprintf(call, sizeof call, "cuModuleGetFunction('%s')", name);
+    return miras_cuda_fail(drv, call, rc);
+  }
+  /* Above the default 48 KiB a kernel must opt in to its dynamic shared memory. */
+  if (bin->shared_bytes > MIRAS_CUDA_DEFAULT_SHARED_BYTES) {
+    rc = drv->cuFuncSetAttribute(*out, MIRAS_CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES,
+                                 (int)bin->shared_bytes);
     if (rc != MIRAS_CU_SUCCESS) {
-      snprintf(call, sizeof call, "cuModuleGetFunction('%s')", names[i]);
+      snprintf(call, sizeof call,
+               "cuFuncSetAttribute('%s', max dynamic shared memory = %u bytes)", name,
+               (unsigned)bin->shared_bytes);
       return miras_cuda_fail(drv, call, rc);
     }
-    /* Above the default 48 KiB a kernel must opt in to its dynamic shared memory. */
-    if (bin->shared_bytes > MIRAS_CUDA_DEFAULT_SHARED_BYTES) {
-      rc = drv->cuFuncSetAttribute(c->kernels[i],
-                                   MIRAS_CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES,
-                                   (int)bin->shared_bytes);
-      if (rc != MIRAS_CU_SUCCESS) {
-        snprintf(call, sizeof call,
-                 "cuFuncSetAttribute('%s', max dynamic shared memory = %u bytes)", names[i],
-                 (unsigned)bin->shared_bytes);
-        return miras_cuda_fail(drv, call, rc);
-      }
-    }
   }
+  return MIRAS_OK;
+}
+
+static miras_status get_kernels(struct miras_library_cuda *c, const miras_cuda_binary *bin) {
+  miras_status st = get_kernel(c->gpu.driver, c->module, bin, bin->kernel_f32,
+                               &c->kernels[KERNEL_F32]);
+  if (st == MIRAS_OK)
+    st = get_kernel(c->gpu.driver, c->module, bin, bin->kernel_bf16, &c->kernels[KERNEL_BF16]);
+  return st;
+}
+
+/* With the library's context current: the backward's module and kernel, loaded on the
+ * first backward. */
+static miras_status backward_kernel(miras_library *lib, struct miras_library_cuda *c) {
+  if (c->backward_module != NULL)
+    return MIRAS_OK;
+  const miras_cuda_binary *bin = lib->meta->cuda_backward;
+  miras_cu_module module = NULL;
+  miras_status st = load_module(&c->gpu, bin, &module);
+  if (st == MIRAS_OK)
+    st = get_kernel(c->gpu.driver, module, bin, bin->kernel_f32, &c->backward_kernel);
+  if (st != MIRAS_OK) {
+    if (module != NULL)
+      c->gpu.driver->cuModuleUnload(module);
+    return st;
+  }
+  c->backward_module = module;
   return MIRAS_OK;
 }
 
@@ -320,6 +351,10 @@ void miras_cuda_close_library(miras_library *lib) {
     /* cuMemFree waits for the kernels still using the workspace. */
     if (c->workspace != 0)
       c->gpu.driver->cuMemFree(c->workspace);
+    if (c->backward_buffer != 0)
+      c->gpu.driver->cuMemFree(c->backward_buffer);
+    if (c->backward_module != NULL)
+      c->gpu.driver->cuModuleUnload(c->backward_module);
     c->gpu.driver->cuModuleUnload(c->module);
     miras_cuda_pop(&c->gpu);
   }
@@ -332,8 +367,30 @@ void miras_cuda_close_library(miras_library *lib) {
 
 static miras_cu_deviceptr dptr(const void *p) { return (miras_cu_deviceptr)(uintptr_t)p; }
 
-/* The per-(batch, head) workspace for `pairs` pairs, grown when too small. Growing frees
- * the old buffer; cuMemFree waits for earlier launches that still read it. */
+/* A device buffer of at least `bytes`, grown when too small. Growing frees the old
+ * buffer; cuMemFree waits for earlier launches that still read it. */
+static miras_status ensure_buffer(struct miras_library_cuda *c, miras_cu_deviceptr *buffer,
+                                  size_t *size, int64_t bytes, const char *what) {
+  if ((uint64_t)bytes > *size) {
+    const miras_cuda_driver *drv = c->gpu.driver;
+    if (*buffer != 0)
+      drv->cuMemFree(*buffer);
+    *buffer = 0;
+    *size = 0;
+    miras_cu_result rc = drv->cuMemAlloc(buffer, (size_t)bytes);
+    if (rc != MIRAS_CU_SUCCESS) {
+      *buffer = 0;
+      char call[128];
+      snprintf(call, sizeof call, "cuMemAlloc(%s, %lld bytes)", what, (long long)bytes);
+      return miras_cuda_fail(drv, call, rc);
+    }
+    *size = (size_t)bytes;
+  }
+  return MIRAS_OK;
+}
+
+/* The per-(batch, head) workspace for `pairs` pairs (shared by the forward and the
+ * backward: launches of one library are serialised). */
 static miras_status ensure_workspace(struct miras_library_cuda *c, uint64_t per_pair,
                                      int64_t pairs, miras_cu_deviceptr *out) {
   *out = 0;
@@ -343,23 +400,10 @@ static miras_status ensure_workspace(struct miras_library_cuda *c, uint64_t per_
   if (bytes < 0)
     return miras_fail(MIRAS_ERR_SHAPE, "cuda workspace of %lld pairs x %llu bytes overflows",
                       (long long)pairs, (unsigned long long)per_pair);
-  if ((uint64_t)bytes > c->workspace_size) {
-    const miras_cuda_driver *drv = c->gpu.driver;
-    if (c->workspace != 0)
-      drv->cuMemFree(c->workspace);
-    c->workspace = 0;
-    c->workspace_size = 0;
-    miras_cu_result rc = drv->cuMemAlloc(&c->workspace, (size_t)bytes);
-    if (rc != MIRAS_CU_SUCCESS) {
-      c->workspace = 0;
-      char call[96];
-      snprintf(call, sizeof call, "cuMemAlloc(workspace, %lld bytes)", (long long)bytes);
-      return miras_cuda_fail(drv, call, rc);
-    }
-    c->workspace_size = (size_t)bytes;
-  }
-  *out = c->workspace;
-  return MIRAS_OK;
+  miras_status st = ensure_buffer(c, &c->workspace, &c->workspace_size, bytes, "workspace");
+  if (st == MIRAS_OK)
+    *out = c->workspace;
+  return st;
 }
 
 /*
@@ -480,6 +524,184 @@ miras_status miras_library_forward_cuda(miras_library *lib, const miras_forward_
   if (st != MIRAS_OK)
     return st;
   st = enqueue(lib, c, args, input_dtype, (miras_cu_stream)stream);
+  end_gpu(lib, c);
+  return st;
+}
+
+/* ---- the backward ---------------------------------------------------------------- */
+
+/* Floats of one pair's state `i` and of its segment slot (the state with spare rows,
+ * miras_abi.h: ceil(16 / row) more along the first extent). */
+static int64_t state_floats(const miras_state_info *s) {
+  int64_t n = 1;
+  for (int32_t d = 0; d < s->rank; ++d)
+    n *= s->shape[d];
+  return n;
+}
+static int64_t slot_floats(const miras_state_info *s) {
+  if (s->rank == 0)
+    return 1;
+  int64_t row = 1;
+  for (int32_t d = 1; d < s->rank; ++d)
+    row *= s->shape[d];
+  return (s->shape[0] + (16 + row - 1) / row) * row;
+}
+
+static miras_status enqueue_backward_with(miras_library *lib, struct miras_library_cuda *c,
+                                          const miras_backward_args *a, miras_cu_stream stream,
+                                          int64_t pairs, int64_t *offsets);
+
+/*
+ * Enqueues one backward on `stream` (context current, cuda_lock held): the running
+ * adjoints seeded in d_state_in, each pair's initial state into slot 0 of its
+ * checkpoints, then the backward kernel over every pair (the launch of miras_abi.h).
+ */
+static miras_status enqueue_backward(miras_library *lib, struct miras_library_cuda *c,
+                                     const miras_backward_args *a, miras_cu_stream stream) {
+  int64_t pairs = miras_mul_checked(a->batch, a->heads);
+  if (pairs < 0 || pairs > INT32_MAX)
+    return miras_fail(MIRAS_ERR_SHAPE, "cuda backward: B * H = %lld * %lld exceeds the grid limit",
+                      (long long)a->batch, (long long)a->heads);
+  /* One buffer: per state, [pairs, checkpoints, state] then [pairs, S, slot] floats. */
+  int64_t *offsets = malloc((size_t)(2 * lib->meta->num_states + 1) * sizeof *offsets);
+  if (offsets == NULL)
+    return miras_fail(MIRAS_ERR_DEVICE, "cuda backward: out of memory");
+  miras_status st = enqueue_backward_with(lib, c, a, stream, pairs, offsets);
+  free(offsets);
+  return st;
+}
+
+/* enqueue_backward with room for the offsets of every state's checkpoints and segments
+ * in the library's backward buffer. */
+static miras_status enqueue_backward_with(miras_library *lib, struct miras_library_cuda *c,
+                                          const miras_backward_args *a, miras_cu_stream stream,
+                                          int64_t pairs, int64_t *offsets) {
+  const miras_module_metadata *m = lib->meta;
+  const miras_cuda_binary *bin = m->cuda_backward;
+  const miras_cuda_driver *drv = c->gpu.driver;
+  const int64_t S = m->backward_segment, checkpoints = (a->length + S - 1) / S;
+  int64_t total = 0;
+  for (int32_t i = 0; i < m->num_states; ++i) {
+    int64_t ck = miras_mul_checked(miras_mul_checked(pairs, checkpoints),
+                                   state_floats(&m->states[i]));
+    int64_t seg = miras_mul_checked(miras_mul_checked(pairs, S), slot_floats(&m->states[i]));
+    if (ck < 0 || seg < 0 || ck > INT64_MAX / 8 - total || seg > INT64_MAX / 8 - total - ck)
+      return miras_fail(MIRAS_ERR_SHAPE, "cuda backward: the checkpoints of state '%s' overflow",
+                        m->states[i].name);
+    offsets[2 * i] = total;
+    offsets[2 * i + 1] = total + ck;
+    total += ck + seg;
+  }
+  miras_status st = ensure_buffer(c, &c->backward_buffer, &c->backward_buffer_size,
+                                  total * (int64_t)sizeof(float), "backward checkpoints");
+  if (st != MIRAS_OK)
+    return st;
+  miras_cu_result rc = MIRAS_CU_SUCCESS;
+  const char *failed = NULL;
+  for (int32_t i = 0; i < m->num_states && rc == MIRAS_CU_SUCCESS; ++i) {
+    const int64_t n = state_floats(&m->states[i]);
+    miras_cu_deviceptr ck = c->backward_buffer + (miras_cu_deviceptr)(offsets[2 * i] * 4);
+    /* Slot 0 of every pair's checkpoints first: d_state_in may be state_in. With one
+     * checkpoint per pair the checkpoints are laid out like the state: one copy. */
+    if (a->state_in[i] == NULL) {
+      for (int64_t p = 0; p < pairs && rc == MIRAS_CU_SUCCESS; ++p)
+        rc = drv->cuMemsetD32Async(ck + (miras_cu_deviceptr)(p * checkpoints * n * 4), 0u,
+                                   (size_t)n, stream);
+      failed = "cuMemsetD32Async(zero initial state)";
+    } else if (checkpoints == 1) {
+      rc = drv->cuMemcpyDtoDAsync(ck, dptr(a->state_in[i]), (size_t)(pairs * n * 4), stream);
+      failed = "cuMemcpyDtoDAsync(initial state)";
+    } else {
+      for (int64_t p = 0; p < pairs && rc == MIRAS_CU_SUCCESS; ++p)
+        rc = drv->cuMemcpyDtoDAsync(ck + (miras_cu_deviceptr)(p * checkpoints * n * 4),
+                                    dptr(a->state_in[i] + p * n), (size_t)(n * 4), stream);
+      failed = "cuMemcpyDtoDAsync(initial state)";
+    }
+    if (rc != MIRAS_CU_SUCCESS)
+      break;
+    /* The running adjoint starts as the final state's. */
+    if (a->d_state_out == NULL || a->d_state_out[i] == NULL) {
+      rc = drv->cuMemsetD32Async(dptr(a->d_state_in[i]), 0u, (size_t)(pairs * n), stream);
+      failed = "cuMemsetD32Async(zero final state adjoint)";
+    } else if ((const void *)a->d_state_out[i] != (const void *)a->d_state_in[i]) {
+      rc = drv->cuMemcpyDtoDAsync(dptr(a->d_state_in[i]), dptr(a->d_state_out[i]),
+                                  (size_t)(pairs * n * 4), stream);
+      failed = "cuMemcpyDtoDAsync(final state adjoint)";
+    }
+  }
+  if (rc != MIRAS_CU_SUCCESS)
+    return miras_cuda_fail(drv, failed, rc);
+  miras_cu_deviceptr workspace;
+  st = ensure_workspace(c, bin->workspace_bytes, pairs, &workspace);
+  if (st != MIRAS_OK)
+    return st;
+
+  /* int64 B, T, H, first_pair; q, k, v, gates, d_o, d_states, d_q, d_k, d_v, d_gates,
+   * checkpoints, segments, workspace: each by address. */
+  int64_t dims[4] = {a->batch, a->length, a->heads, 0};
+  const int32_t G = m->num_gates, N = m->num_states;
+  int32_t num_ptrs = 3 + G + 1 + N + 3 + G + 2 * N + 1;
+  miras_cu_deviceptr *ptrs = malloc((size_t)num_ptrs * sizeof *ptrs);
+  void **params = malloc((size_t)(4 + num_ptrs) * sizeof *params);
+  if (ptrs == NULL || params == NULL) {
+    free(ptrs);
+    free(params);
+    return miras_fail(MIRAS_ERR_DEVICE, "cuda backward: out of memory");
+  }
+  int32_t k = 0;
+  ptrs[k++] = dptr(a->q);
+  ptrs[k++] = dptr(a->k);
+  ptrs[k++] = dptr(a->v);
+  for (int32_t i = 0; i < G; ++i)
+    ptrs[k++] = dptr(a->gates[i]);
+  ptrs[k++] = dptr(a->d_o);
+  for (int32_t i = 0; i < N; ++i)
+    ptrs[k++] = dptr(a->d_state_in[i]);
+  ptrs[k++] = dptr(a->d_q);
+  ptrs[k++] = dptr(a->d_k);
+  ptrs[k++] = dptr(a->d_v);
+  for (int32_t i = 0; i < G; ++i)
+    ptrs[k++] = dptr(a->d_gates[i]);
+  for (int32_t i = 0; i < N; ++i)
+    ptrs[k++] = c->backward_buffer + (miras_cu_deviceptr)(offsets[2 * i] * 4);
+  for (int32_t i = 0; i < N; ++i)
+    ptrs[k++] = c->backward_buffer + (miras_cu_deviceptr)(offsets[2 * i + 1] * 4);
+  ptrs[k++] = workspace;
+  for (int32_t i = 0; i < 4; ++i)
+    params[i] = &dims[i];
+  for (int32_t i = 0; i < num_ptrs; ++i)
+    params[4 + i] = &ptrs[i];
+  rc = drv->cuLaunchKernel(c->backward_kernel, (unsigned)pairs, 1, 1, bin->block_threads, 1, 1,
+                           bin->shared_bytes, stream, params, NULL);
+  free(ptrs);
+  free(params);
+  if (rc != MIRAS_CU_SUCCESS) {
+    char call[192];
+    snprintf(call, sizeof call, "cuLaunchKernel('%s', grid %lld, block %u, %u shared bytes)",
+             bin->kernel_f32, (long long)pairs, (unsigned)bin->block_threads,
+             (unsigned)bin->shared_bytes);
+    return miras_cuda_fail(drv, call, rc);
+  }
+  return MIRAS_OK;
+}
+
+miras_status miras_library_backward_cuda(miras_library *lib, const miras_backward_args *args,
+                                         void *stream) {
+  miras_status st = miras_check_backward_args(lib, args, "miras_library_backward_cuda");
+  if (st != MIRAS_OK)
+    return st;
+  if (lib->meta->cuda_backward == NULL)
+    return miras_fail(lib->meta->backward_segment > 0 ? MIRAS_ERR_DEVICE : MIRAS_ERR_UNSUPPORTED,
+                      "'%s' has no cuda backward kernel: rebuild module '%s' with mirasc "
+                      "--backward --target=cpu,cuda",
+                      lib->path, lib->meta->name);
+  struct miras_library_cuda *c;
+  st = begin_gpu(lib, &c);
+  if (st != MIRAS_OK)
+    return st;
+  st = backward_kernel(lib, c);
+  if (st == MIRAS_OK)
+    st = enqueue_backward(lib, c, args, (miras_cu_stream)stream);
   end_gpu(lib, c);
   return st;
 }

@@ -412,6 +412,38 @@ miras_status miras_check_forward_args(const miras_library *lib, const miras_forw
   return MIRAS_OK;
 }
 
+miras_status miras_check_backward_args(const miras_library *lib, const miras_backward_args *args,
+                                       const char *who) {
+  if (lib == NULL || args == NULL)
+    return miras_fail(MIRAS_ERR_NULL_POINTER, "%s: %s is NULL", who,
+                      lib == NULL ? "library" : "args");
+  const miras_module_metadata *m = lib->meta;
+  if (m->backward_segment <= 0)
+    return miras_fail(MIRAS_ERR_UNSUPPORTED,
+                      "'%s' has no backward pass: rebuild module '%s' with mirasc --backward",
+                      lib->path, m->name);
+  if (!args->q || !args->k || !args->v || !args->d_o || !args->d_q || !args->d_k || !args->d_v)
+    return miras_fail(MIRAS_ERR_NULL_POINTER,
+                      "%s: q, k, v, d_o, d_q, d_k and d_v must not be NULL", who);
+  if (m->num_gates > 0 &&
+      (!args->gates || !args->d_gates || !all_set((const void *const *)args->gates, m->num_gates) ||
+       !all_set((const void *const *)args->d_gates, m->num_gates)))
+    return miras_fail(MIRAS_ERR_NULL_POINTER, "%s: module '%s' needs %d gate and gate adjoint pointers",
+                      who, m->name, (int)m->num_gates);
+  /* state_in and d_state_out entries may be NULL (zeros), the arrays may not. */
+  if (m->num_states > 0 &&
+      (!args->state_in || !args->d_state_out || !args->d_state_in ||
+       !all_set((const void *const *)args->d_state_in, m->num_states)))
+    return miras_fail(MIRAS_ERR_NULL_POINTER,
+                      "%s: module '%s' needs state_in, d_state_out and %d d_state_in pointers",
+                      who, m->name, (int)m->num_states);
+  if (args->batch <= 0 || args->length <= 0 || args->heads <= 0)
+    return miras_fail(MIRAS_ERR_SHAPE, "%s: B, T and H must be positive (got %lld, %lld, %lld)",
+                      who, (long long)args->batch, (long long)args->length,
+                      (long long)args->heads);
+  return MIRAS_OK;
+}
+
 miras_status miras_library_forward_args(miras_library *lib, const miras_forward_args *args) {
   miras_status st = miras_check_forward_args(lib, args, "miras_library_forward_args");
   if (st == MIRAS_OK)

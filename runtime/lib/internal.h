@@ -57,6 +57,11 @@ struct miras_library {
 miras_status miras_check_forward_args(const miras_library *lib, const miras_forward_args *args,
                                       const char *who);
 
+/* The same for miras_backward_args (miras_library_backward_cuda): also
+ * MIRAS_ERR_UNSUPPORTED for a library without a backward. */
+miras_status miras_check_backward_args(const miras_library *lib, const miras_backward_args *args,
+                                       const char *who);
+
 /* The CUDA half of miras_library_forward_on (cuda.c): args hold validated host pointers
  * (inputs of input_dtype); copies them to the GPU, runs, copies o and the states back.
  * On failure nothing behind args is written. */

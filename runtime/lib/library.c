@@ -135,30 +135,54 @@ int miras_targets_contain(const char *targets, const char *target) {
   return 0;
 }
 
-/* The CUDA table is present exactly when targets names cuda, and then complete: the
- * loader hands these fields to the driver without further checks. */
+/* One miras_cuda_binary (`what`: "cuda table", "cuda_backward table") complete: the
+ * loader hands these fields to the driver without further checks. The backward's table
+ * has one kernel (float32), so its kernel_bf16 is NULL. */
+static miras_status check_cuda_binary(const char *path, const miras_cuda_binary *c,
+                                      const char *what, int with_bf16) {
+  char msg[160];
+  if (!is_name(c->arch) || !is_name(c->ptx)) {
+    snprintf(msg, sizeof msg, "%s: arch and ptx must be non-empty", what);
+    return bad_metadata(path, msg);
+  }
+  if (!is_name(c->kernel_f32) || (with_bf16 ? !is_name(c->kernel_bf16) : c->kernel_bf16 != NULL)) {
+    snprintf(msg, sizeof msg, with_bf16 ? "%s: kernel_f32 and kernel_bf16 must be non-empty"
+                                        : "%s: kernel_f32 must be non-empty and kernel_bf16 NULL",
+             what);
+    return bad_metadata(path, msg);
+  }
+  if (c->block_threads < 1 || c->block_threads > 1024) {
+    snprintf(msg, sizeof msg, "%s: block_threads %u is outside 1..1024", what,
+             (unsigned)c->block_threads);
+    return bad_metadata(path, msg);
+  }
+  if ((c->cubin != NULL) != (c->cubin_size > 0)) {
+    snprintf(msg, sizeof msg, "%s: cubin_size must be > 0 exactly when cubin is set", what);
+    return bad_metadata(path, msg);
+  }
+  return MIRAS_OK;
+}
+
+/* The CUDA table is present exactly when targets names cuda, the backward's exactly
+ * when it does and the module has a backward (ABI 7). */
 static miras_status check_cuda(const char *path, const miras_module_metadata *m) {
   const miras_cuda_binary *c = m->cuda;
   int wants_cuda = miras_targets_contain(m->targets, "cuda");
   if (!wants_cuda && !miras_targets_contain(m->targets, "cpu"))
     return bad_metadata(path, "targets names neither cpu nor cuda");
+  int wants_backward = wants_cuda && m->backward_segment > 0;
+  if ((m->cuda_backward != NULL) != wants_backward)
+    return bad_metadata(path, wants_backward
+                                  ? "a backward for cuda but the cuda_backward table is NULL"
+                                  : "a cuda_backward table, but no backward or no cuda target");
   if (!wants_cuda)
     return c == NULL ? MIRAS_OK : bad_metadata(path, "a cuda table, but targets lacks cuda");
   if (c == NULL)
     return bad_metadata(path, "targets names cuda but the cuda table is NULL");
-  if (!is_name(c->arch) || !is_name(c->ptx))
-    return bad_metadata(path, "cuda table: arch and ptx must be non-empty");
-  if (!is_name(c->kernel_f32) || !is_name(c->kernel_bf16))
-    return bad_metadata(path, "cuda table: kernel_f32 and kernel_bf16 must be non-empty");
-  if (c->block_threads < 1 || c->block_threads > 1024) {
-    char msg[128];
-    snprintf(msg, sizeof msg, "cuda table: block_threads %u is outside 1..1024",
-             (unsigned)c->block_threads);
-    return bad_metadata(path, msg);
-  }
-  if ((c->cubin != NULL) != (c->cubin_size > 0))
-    return bad_metadata(path, "cuda table: cubin_size must be > 0 exactly when cubin is set");
-  return MIRAS_OK;
+  miras_status st = check_cuda_binary(path, c, "cuda table", 1);
+  if (st == MIRAS_OK && wants_backward)
+    st = check_cuda_binary(path, m->cuda_backward, "cuda_backward table", 0);
+  return st;
 }
 
 static miras_status check_metadata(const char *path, const miras_module_metadata *m) {

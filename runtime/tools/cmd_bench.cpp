@@ -144,8 +144,8 @@ BenchOptions parseOptions(const Args &args) {
   if (opts.library.empty())
     throw UsageError("usage: miras bench <lib.so> [options] (see 'miras bench --help')");
   checkDeviceOptions(opts.device, opts.inputDtype);
-  if (opts.backward && opts.device != "cpu")
-    throw UsageError("--backward runs on the cpu: the backward pass has no cuda kernels yet");
+  if (opts.backward && opts.inputDtype != "f32")
+    throw UsageError("--backward takes f32 inputs: the backward kernels read float32");
   if (opts.threads > 4096)
     throw UsageError("--threads " + std::to_string(opts.threads) + " is more than 4096");
   return opts;
@@ -489,6 +489,9 @@ struct CudaResult : RunFigures {
   Number fractionOfCopyBandwidth;
   Number maxAbsDiffVsCpu, maxRelDiffVsCpu;
   std::string cpuNote;
+  // --backward: miras_library_backward_cuda, against the cpu backward's adjoints.
+  Number backwardMs, backwardOverForward, backwardMaxRelDiffVsCpu;
+  std::optional<std::string> backwardWorstOutput, backwardNote;
 };
 
 void printCudaJson(const CudaResult &r) {
@@ -507,6 +510,13 @@ void printCudaJson(const CudaResult &r) {
   j.add("max_abs_diff_vs_cpu", jsonNumber(r.maxAbsDiffVsCpu));
   j.add("max_rel_diff_vs_cpu", jsonNumber(r.maxRelDiffVsCpu));
   j.add("cpu_note", quote(r.cpuNote));
+  if (r.backwardMs) { // --backward
+    j.add("backward_ms", jsonNumber(r.backwardMs));
+    j.add("backward_over_forward", jsonNumber(r.backwardOverForward));
+    j.add("backward_max_rel_diff_vs_cpu", jsonNumber(r.backwardMaxRelDiffVsCpu));
+    j.add("backward_worst_output", jsonText(r.backwardWorstOutput));
+    j.add("backward_note", jsonText(r.backwardNote));
+  }
   j.print();
 }
 
@@ -536,11 +546,108 @@ void printCudaText(const CudaResult &r) {
                 r.cpuNote.c_str());
   else
     std::printf("  cpu        none: %s\n", r.cpuNote.c_str());
+  if (r.backwardMs)
+    std::printf("  backward   %10.3f ms  %.2fx the forward; %s\n", *r.backwardMs,
+                *r.backwardOverForward,
+                r.backwardMaxRelDiffVsCpu
+                    ? ("max |d - d_cpu| / max |d_cpu| = " + sci(*r.backwardMaxRelDiffVsCpu) +
+                       " (worst: " + r.backwardWorstOutput.value_or("?") + ")").c_str()
+                    : r.backwardNote.value_or("").c_str());
 }
 
 template <typename T>
 size_t bytesOf(const std::vector<T> &x) {
   return x.size() * sizeof(T);
+}
+
+miras_tensor tensorOf(const Library &lib, const char *name, std::vector<float> &data,
+                      const BenchOptions &opts);
+
+/// Random N(0, 1) values shaped like x, from `rng`.
+std::vector<float> randomLike(const std::vector<float> &x, std::mt19937_64 &rng) {
+  std::normal_distribution<float> normal(0.0f, 1.0f);
+  std::vector<float> y(x.size());
+  for (float &value : y)
+    value = normal(rng);
+  return y;
+}
+
+/// `--device cuda --backward`: times miras_library_backward_cuda on the forward's device
+/// inputs and compares its adjoints with the cpu backward's (miras_library_backward).
+void benchCudaBackward(Library &lib, const BenchOptions &opts, Inputs &in, bench::Gpu &gpu,
+                       const miras_forward_args &dev, CudaResult &r) {
+  const miras_module_metadata &m = lib.metadata();
+  if (m.cuda_backward == nullptr)
+    throw Error(m.backward_segment > 0 ? MIRAS_ERR_DEVICE : MIRAS_ERR_UNSUPPORTED,
+                "--backward: '" + opts.library + "' has no cuda backward kernel: rebuild "
+                "module '" + m.name + "' with mirasc --backward --target=cpu,cuda");
+  std::mt19937_64 rng(opts.seed + 1);
+  std::vector<float> dO = randomLike(in.o, rng);
+  std::vector<std::vector<float>> dFinal;
+  for (const std::vector<float> &s : in.initialStates)
+    dFinal.push_back(randomLike(s, rng));
+  // The adjoints' device buffers, in the order of the inputs: q, k, v, gates, states.
+  std::vector<std::string> names{"q", "k", "v"};
+  std::vector<std::vector<float> *> values{&in.q, &in.k, &in.v};
+  for (int32_t g = 0; g < m.num_gates; ++g)
+    names.push_back(m.gates[g].name), values.push_back(&in.gates[g]);
+  for (int32_t s = 0; s < m.num_states; ++s)
+    names.push_back(m.states[s].name), values.push_back(&in.initialStates[s]);
+  std::vector<float *> grads;
+  for (std::vector<float> *x : values)
+    grads.push_back(static_cast<float *>(gpu.upload(nullptr, bytesOf(*x))));
+  std::vector<const float *> dFinalDev;
+  for (std::vector<float> &d : dFinal)
+    dFinalDev.push_back(static_cast<const float *>(gpu.upload(d.data(), bytesOf(d))));
+  const size_t G = size_t(m.num_gates);
+  std::vector<float *> dGates(grads.begin() + 3, grads.begin() + 3 + G),
+      dStates(grads.begin() + 3 + G, grads.end());
+  miras_backward_args args{opts.batch, opts.length, opts.heads, dev.q, dev.k, dev.v,
+                           dev.gates, dev.state_in,
+                           static_cast<const float *>(gpu.upload(dO.data(), bytesOf(dO))),
+                           dFinalDev.data(), grads[0], grads[1], grads[2], dGates.data(),
+                           dStates.data()};
+  Timing timing = timeRuns(opts.warmup, opts.repeat, [&] {
+    miras_status status = miras_library_backward_cuda(lib.handle(), &args, nullptr);
+    if (status != MIRAS_OK)
+      throw Error(status, miras_last_error());
+    gpu.synchronize();
+  });
+  r.backwardMs = timing.medianMs;
+  r.backwardOverForward = timing.medianMs / r.timing.medianMs;
+  if (!opts.reference || !hasTarget(m.targets, "cpu")) {
+    r.backwardNote = opts.reference ? "no cpu target to compare with" : "skipped (--no-reference)";
+    return;
+  }
+  std::vector<std::vector<float>> gotGrads, cpuGrads;
+  std::vector<miras_tensor> inputs, adjoints, outputs;
+  for (size_t i = 0; i < names.size(); ++i) {
+    gotGrads.emplace_back(values[i]->size());
+    gpu.download(gotGrads.back().data(), grads[i], bytesOf(gotGrads.back()));
+    cpuGrads.emplace_back(values[i]->size(), 0.0f);
+  }
+  for (size_t i = 0; i < names.size(); ++i) {
+    inputs.push_back(tensorOf(lib, names[i].c_str(), *values[i], opts));
+    outputs.push_back(tensorOf(lib, names[i].c_str(), cpuGrads[i], opts));
+  }
+  adjoints.push_back(tensorOf(lib, "o", dO, opts));
+  for (int32_t s = 0; s < m.num_states; ++s)
+    adjoints.push_back(tensorOf(lib, m.states[s].name, dFinal[s], opts));
+  lib.setNumThreads(static_cast<int32_t>(opts.threads));
+  miras_status status = miras_library_backward(
+      lib.handle(), inputs.data(), int32_t(inputs.size()), adjoints.data(),
+      int32_t(adjoints.size()), outputs.data(), int32_t(outputs.size()));
+  if (status != MIRAS_OK)
+    throw Error(status, miras_last_error());
+  double worst = -1.0;
+  for (size_t i = 0; i < names.size(); ++i) {
+    double rel = maxAbsDiff(gotGrads[i], cpuGrads[i]) / std::max(maxAbs(cpuGrads[i]), 1e-30);
+    if (!(rel <= worst)) {
+      worst = std::isnan(rel) ? INFINITY : rel;
+      r.backwardWorstOutput = "d" + names[i];
+    }
+  }
+  r.backwardMaxRelDiffVsCpu = worst;
 }
 
 int runBenchCuda(BenchOptions &opts, Library &lib) {
@@ -647,6 +754,8 @@ int runBenchCuda(BenchOptions &opts, Library &lib) {
     r.cpuNote = "the module's cpu kernel, " + std::to_string(opts.threads) + " thread" +
                 (opts.threads == 1 ? "" : "s");
   }
+  if (opts.backward)
+    benchCudaBackward(lib, opts, in, gpu, dev, r);
   if (opts.json)
     printCudaJson(r);
   else
@@ -691,17 +800,10 @@ BackwardFigures benchBackward(Library &lib, const BenchOptions &opts, Inputs &in
 
   // dL/do and dL/d(final states): N(0, 1), from a seed of their own.
   std::mt19937_64 rng(opts.seed + 1);
-  std::normal_distribution<float> normal(0.0f, 1.0f);
-  auto randomLike = [&](const std::vector<float> &x) {
-    std::vector<float> y(x.size());
-    for (float &value : y)
-      value = normal(rng);
-    return y;
-  };
-  std::vector<float> dO = randomLike(in.o);
+  std::vector<float> dO = randomLike(in.o, rng);
   std::vector<std::vector<float>> dFinal;
   for (const std::vector<float> &s : in.initialStates)
-    dFinal.push_back(randomLike(s));
+    dFinal.push_back(randomLike(s, rng));
 
   // Outputs, named like the inputs they are the adjoints of.
   std::vector<std::string> names{"q", "k", "v"};

@@ -125,7 +125,7 @@ std::string cuda(const miras_cuda_binary *c) {
          ", \"cubin_bytes\": " + std::to_string(c->cubin_size) +
          ", \"ptx_bytes\": " + std::to_string(std::strlen(c->ptx)) +
          ", \"kernel_f32\": " + quote(c->kernel_f32) +
-         ", \"kernel_bf16\": " + quote(c->kernel_bf16) +
+         ", \"kernel_bf16\": " + (c->kernel_bf16 ? quote(c->kernel_bf16) : "null") +
          ", \"block_threads\": " + std::to_string(c->block_threads) +
          ", \"shared_bytes\": " + std::to_string(c->shared_bytes) +
          ", \"workspace_bytes\": " + std::to_string(c->workspace_bytes) + "}";
@@ -163,6 +163,7 @@ std::string metadataJson(const miras_module_metadata &m) {
   json += "  \"targets\": " + targets(m.targets) + ",\n";
   json += "  \"backward_segment\": " + std::to_string(m.backward_segment) + ",\n";
   json += "  \"cuda\": " + cuda(m.cuda) + ",\n";
+  json += "  \"cuda_backward\": " + cuda(m.cuda_backward) + ",\n";
   json += "  \"rule\": " + quote(m.rule) + "\n}\n";
   return json;
 }

@@ -57,5 +57,8 @@ def test_fake_kernels_give_the_output_shapes():
         assert [tuple(o.shape) for o in outputs] == m.output_shapes(inputs[0])
         grads = torch.ops.miras.backward(m.handle, 0, inputs, outputs)
         assert [g.shape for g in grads] == [t.shape for t in inputs]
-    torch.library.opcheck(torch.ops.miras.forward.default,
-                          (m.handle, 1, [torch.randn(t.shape) * 0.1 for t in inputs]))
+    real = [(torch.randn(t.shape) * 0.1).requires_grad_() for t in inputs]
+    torch.library.opcheck(torch.ops.miras.forward.default, (m.handle, 1, real))
+    adjoints = [torch.randn(shape) for shape in m.output_shapes(real[0])]
+    torch.library.opcheck(torch.ops.miras.backward.default,
+                          (m.handle, 1, [t.detach() for t in real], adjoints))

@@ -79,11 +79,10 @@ llvm::Error CompileOptions::validate() const {
   if (backward && backwardSegment < 1)
     return llvm::createStringError("--backward-segment expects at least 1 token, got " +
                                    llvm::Twine(backwardSegment));
-  if (backward && targets.cuda)
-    return llvm::createStringError("--backward with --target=cuda: the runtime cannot "
-                                   "launch the backward's CUDA kernels yet; use "
-                                   "--target=cpu (--emit=ptx shows them, --simt-on-cpu "
-                                   "and --cuda-on-cpu run them on the CPU)");
+  if (backward && targets.cuda && !targets.cpu)
+    return llvm::createStringError("--backward with --target=cuda: the backward's "
+                                   "entry points need the CPU glue too; use "
+                                   "--target=cpu,cuda");
   if (!targets.cpu && (stopAfter == Stage::LLVM || stopAfter == Stage::Obj))
     return llvm::createStringError("--emit=llvm and --emit=obj show the CPU "
                                    "kernel; add cpu to --target");
@@ -261,6 +260,13 @@ llvm::Expected<CompileResult> miras::compileModule(llvm::StringRef sourceText,
     auto cuda = describeCudaKernels(*gpu, options.cudaArch);
     if (!cuda)
       return cuda.takeError();
+    std::optional<KernelInterface::CudaKernels> backwardCuda;
+    if (options.backward) {
+      auto described = describeCudaKernels(*gpu, options.cudaArch, /*backward=*/true);
+      if (!described)
+        return described.takeError();
+      backwardCuda = std::move(*described);
+    }
     GPUToPTXOptions toPTX;
     toPTX.chip = options.cudaArch;
     toPTX.toolkit = findCudaToolkit();
@@ -268,24 +274,40 @@ llvm::Expected<CompileResult> miras::compileModule(llvm::StringRef sourceText,
           buildGPUToPTXPipeline(pm, toPTX);
         }, cl))
       return diagnosed();
-    // --emit=ptx --backward: the backward kernel's PTX (a module of its own).
-    auto ptx = extractPTX(*gpu, iface.moduleName +
-                                    (options.stopAfter == Stage::PTX && options.backward
-                                         ? "_backward_cuda"
-                                         : "_cuda"));
-    if (!ptx)
-      return ptx.takeError();
-    if (options.stopAfter == Stage::PTX)
-      return text([&](llvm::raw_ostream &os) { os << *ptx; });
-    cuda->ptx = std::move(*ptx);
-    // Without ptxas the library carries PTX only; the driver JIT-compiles it.
-    if (std::string ptxas = findPtxas(toPTX.toolkit); !ptxas.empty()) {
-      auto cubin = assembleCubin(cuda->ptx, options.cudaArch, ptxas);
+    // The PTX of a gpu.module (the forward's `_cuda`, the backward's
+    // `_backward_cuda`), and its cubin: without ptxas the library carries PTX
+    // only, and the driver JIT-compiles it.
+    std::string ptxas = findPtxas(toPTX.toolkit);
+    auto assemble = [&](KernelInterface::CudaKernels &kernels,
+                        StringRef suffix) -> llvm::Error {
+      auto ptx = extractPTX(*gpu, iface.moduleName + suffix.str());
+      if (!ptx)
+        return ptx.takeError();
+      kernels.ptx = std::move(*ptx);
+      if (ptxas.empty())
+        return llvm::Error::success();
+      auto cubin = assembleCubin(kernels.ptx, options.cudaArch, ptxas);
       if (!cubin)
         return cubin.takeError();
-      cuda->cubin = std::move(*cubin);
+      kernels.cubin = std::move(*cubin);
+      return llvm::Error::success();
+    };
+    // --emit=ptx --backward: the backward kernel's PTX.
+    if (options.stopAfter == Stage::PTX) {
+      auto ptx = extractPTX(*gpu, iface.moduleName +
+                                      (options.backward ? "_backward_cuda" : "_cuda"));
+      if (!ptx)
+        return ptx.takeError();
+      return text([&](llvm::raw_ostream &os) { os << *ptx; });
     }
+    if (llvm::Error err = assemble(*cuda, "_cuda"))
+      return std::move(err);
     iface.cuda = std::move(*cuda);
+    if (backwardCuda) {
+      if (llvm::Error err = assemble(*backwardCuda, "_backward_cuda"))
+        return std::move(err);
+      iface.cudaBackward = std::move(*backwardCuda);
+    }
   }
 
   CodegenOptions codegen;

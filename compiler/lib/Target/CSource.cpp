@@ -260,10 +260,15 @@ Error validateInterface(const KernelInterface &iface) {
   if (iface.hasTarget("cuda") != iface.cuda.has_value())
     return fail("module '" + n + "': the cuda target and the CUDA kernels "
                 "must come together");
-  if (iface.cuda && (iface.cuda->ptx.empty() || iface.cuda->blockThreads < 1 ||
-                     iface.cuda->blockThreads > 1024))
-    return fail("module '" + n + "': CUDA kernels without PTX or with " +
-                Twine(iface.cuda->blockThreads) + " threads per block");
+  if ((iface.hasTarget("cuda") && iface.backwardSegment > 0) !=
+      iface.cudaBackward.has_value())
+    return fail("module '" + n + "': a backward for the cuda target and its CUDA "
+                "kernel must come together");
+  for (const auto *kernels : {&iface.cuda, &iface.cudaBackward})
+    if (*kernels && ((*kernels)->ptx.empty() || (*kernels)->blockThreads < 1 ||
+                     (*kernels)->blockThreads > 1024))
+      return fail("module '" + n + "': CUDA kernels without PTX or with " +
+                  Twine((*kernels)->blockThreads) + " threads per block");
   if (!iface.hasTarget("cpu") && !iface.hasTarget("cuda"))
     return fail("module '" + n + "': no target");
   for (const auto &s : iface.states) {
@@ -343,10 +348,12 @@ std::string generateHeader(const KernelInterface &iface) {
   return s;
 }
 
-/// The miras_cuda_binary table: PTX as a string, the cubin as bytes.
-static void emitCudaTable(raw_ostream &os, const KernelInterface::CudaKernels &cuda) {
+/// The miras_cuda_binary table `<prefix>_table`: PTX as a string, the cubin as
+/// bytes (the forward's miras_cuda, the backward's miras_cuda_backward).
+static void emitCudaTable(raw_ostream &os, const KernelInterface::CudaKernels &cuda,
+                          StringRef prefix) {
   os << "\n/* CUDA kernels (miras_abi.h, miras_cuda_binary). */\n"
-     << "static const char miras_cuda_ptx[] =";
+     << "static const char " << prefix << "_ptx[] =";
   // One literal per PTX line: readable, and far below any compiler's limit.
   StringRef rest = cuda.ptx;
   do {
@@ -356,18 +363,19 @@ static void emitCudaTable(raw_ostream &os, const KernelInterface::CudaKernels &c
   } while (!rest.empty());
   os << ";\n";
   if (!cuda.cubin.empty()) {
-    os << "static const unsigned char miras_cuda_cubin[" << cuda.cubin.size() << "] = {";
+    os << "static const unsigned char " << prefix << "_cubin[" << cuda.cubin.size() << "] = {";
     for (size_t i = 0; i < cuda.cubin.size(); ++i)
       os << (i % 16 ? "" : "\n  ") << static_cast<unsigned>(
                                           static_cast<unsigned char>(cuda.cubin[i]))
          << ",";
     os << "\n};\n";
   }
-  os << "static const miras_cuda_binary miras_cuda_table = {\n  " << cString(cuda.arch)
-     << ", miras_cuda_ptx, "
+  os << "static const miras_cuda_binary " << prefix << "_table = {\n  " << cString(cuda.arch)
+     << ", " << prefix << "_ptx, "
      << (cuda.cubin.empty() ? std::string("NULL, 0")
-                            : "miras_cuda_cubin, " + std::to_string(cuda.cubin.size()))
-     << ",\n  " << cString(cuda.kernelF32) << ", " << cString(cuda.kernelBF16) << ",\n  "
+                            : (prefix + "_cubin, ").str() + std::to_string(cuda.cubin.size()))
+     << ",\n  " << cString(cuda.kernelF32) << ", "
+     << (cuda.kernelBF16.empty() ? std::string("NULL") : cString(cuda.kernelBF16)) << ",\n  "
      << cuda.blockThreads << ", " << cuda.sharedBytes << ", " << cuda.workspaceBytes
      << "};\n";
 }
@@ -797,7 +805,9 @@ std::string generateGlue(const KernelInterface &iface) {
     return present ? var.str() : std::string("NULL");
   };
   if (iface.cuda)
-    emitCudaTable(os, *iface.cuda);
+    emitCudaTable(os, *iface.cuda, "miras_cuda");
+  if (backward && iface.cudaBackward)
+    emitCudaTable(os, *iface.cudaBackward, "miras_cuda_backward");
   os << "\nstatic const miras_module_metadata miras_metadata_table = {\n"
      << "  MIRAS_ABI_VERSION, " << cString(n) << ", " << cString(iface.sourcePath)
      << ", " << cString(kCompilerId) << ",\n  " << iface.dk << ", " << iface.dv
@@ -811,7 +821,8 @@ std::string generateGlue(const KernelInterface &iface) {
      << cString(join(iface.targets, ",")) << ",\n  " << cString(iface.rule)
      << ",\n  " << cDouble(iface.flopsPerToken) << ", " << cString(iface.algorithm)
      << ", " << (iface.cuda ? "&miras_cuda_table" : "NULL") << ",\n  "
-     << (backward ? iface.backwardSegment : 0) << "};\n\n"
+     << (backward ? iface.backwardSegment : 0) << ", "
+     << (backward && iface.cudaBackward ? "&miras_cuda_backward_table" : "NULL") << "};\n\n"
      << "MIRAS_EXPORT const miras_module_metadata *" << n << "_metadata(void) {\n"
      << "  return &miras_metadata_table;\n}\n\n";
 

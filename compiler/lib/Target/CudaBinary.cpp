@@ -52,9 +52,9 @@ Error checkCudaArch(StringRef arch) {
 }
 
 Expected<KernelInterface::CudaKernels>
-describeCudaKernels(mlir::ModuleOp gpuDialectModule, StringRef arch) {
+describeCudaKernels(mlir::ModuleOp gpuDialectModule, StringRef arch, bool backward) {
   for (auto gpuModule : gpuDialectModule.getOps<mlir::gpu::GPUModuleOp>()) {
-    if (gpuModule->hasAttr("miras.backward"))
+    if (gpuModule->hasAttr("miras.backward") != backward)
       continue;
     auto number = [&](StringRef name) -> int64_t {
       auto attr = gpuModule->getAttrOfType<mlir::IntegerAttr>(name);
@@ -72,13 +72,13 @@ describeCudaKernels(mlir::ModuleOp gpuDialectModule, StringRef arch) {
         cuda.kernelBF16 = func.getName().str();
     }
     if (cuda.blockThreads < 1 || cuda.sharedBytes < 0 || cuda.workspaceBytes < 0 ||
-        cuda.kernelF32.empty() || cuda.kernelBF16.empty())
+        cuda.kernelF32.empty() || cuda.kernelBF16.empty() != backward)
       return fail("gpu.module '" + gpuModule.getName() +
                   "' was not built by miras-simt-to-gpu (launch attributes or "
                   "kernels missing)");
     return cuda;
   }
-  return fail("no gpu.module to describe");
+  return fail(backward ? "no backward gpu.module to describe" : "no gpu.module to describe");
 }
 
 /// The functions the PTX declares but does not define: the driver would

@@ -26,13 +26,15 @@ extern "C" {
 
 /* Version history (a loader accepts exactly its own version; the runtime reports a
  * mismatch as MIRAS_ERR_ABI_VERSION with both numbers, before touching anything else):
+ *   7  miras_module_metadata ends with cuda_backward, the backward's CUDA kernel
+ *      (--backward with a cuda target): libraries built for 6 must be recompiled.
  *   6  the backward pass: miras_module_metadata ends with backward_segment,
  *      miras_module_entry with backward and backward_range (miras_backward_args), and
  *      the statuses MIRAS_ERR_ALLOC and MIRAS_ERR_UNSUPPORTED: libraries built for 5 must be recompiled.
  *   5  miras_gate_info carries the gate's declared range (has_range, range_lo, range_hi,
  *      range_lo_closed, range_hi_closed): libraries built for 4 must be recompiled.
  *   4  the CUDA table (miras_cuda_binary). */
-#define MIRAS_ABI_VERSION 6u
+#define MIRAS_ABI_VERSION 7u
 
 /* Status codes returned by every entry point (0 is success). */
 typedef enum miras_status {
@@ -112,6 +114,22 @@ typedef struct miras_state_info {
  * are read as the initial state and overwritten with the final one (the caller copies
  * state_in there, or zero-fills it, before the launch). workspace is a device buffer of
  * B * H * workspace_bytes bytes (NULL when workspace_bytes is 0).
+ *
+ * The backward's table (miras_module_metadata.cuda_backward) has the same fields, with
+ * kernel_f32 its one entry (kernel_bf16 NULL: float32 inputs only) and this launch:
+ * grid (B * H, 1, 1), block (block_threads, 1, 1), shared_bytes; parameters
+ *   int64 B, int64 T, int64 H, int64 first_pair,
+ *   q, k, v, gates[0 .. num_gates), d_o, d_states[0 .. num_states),
+ *   d_q, d_k, d_v, d_gates[0 .. num_gates),
+ *   checkpoints[0 .. num_states), segments[0 .. num_states), workspace
+ * Block b runs pair first_pair + b. d_states[i] holds the adjoint of the final state
+ * (the caller copies d_state_out there, or zero-fills it) and is overwritten with the
+ * initial state's. checkpoints[i] is [pairs, ceil(T / S), shape] floats (S =
+ * backward_segment; pairs = the launch's grid), and the caller stores each pair's initial
+ * state (state_in, or zeros) in its slot 0; segments[i] is [pairs, S, slot shape] floats,
+ * a slot being the state's shape with its first extent grown by ceil(16 / row) rows (row
+ * = the product of the other extents; a scalar state: no spare), scratch like the
+ * workspace (B * H * workspace_bytes bytes).
  */
 typedef struct miras_cuda_binary {
   const char *arch;              /* "sm_90": the PTX target and the cubin's architecture */
@@ -159,6 +177,8 @@ typedef struct miras_module_metadata {
                                 else the backward's segment S: it recomputes the states S
                                 tokens at a time, keeping ceil(T / S) + S states per
                                 (batch, head) pair (ABI 6) */
+  const miras_cuda_binary *cuda_backward; /* NULL unless built with --backward for a cuda
+                                target: the backward's kernel (launch above; ABI 7) */
 } miras_module_metadata;
 
 /*

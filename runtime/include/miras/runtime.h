@@ -205,6 +205,21 @@ MIRAS_RUNTIME_API miras_status miras_library_forward_cuda(miras_library *lib,
                                                           const miras_forward_args *args,
                                                           int32_t input_dtype, void *stream);
 
+/* The backward on device memory, for a module built with --backward and a cuda target
+ * (metadata cuda_backward): every pointer in args a CUdeviceptr of GPU 0's primary
+ * context, float32; state_in[i] and d_state_out[i] may be NULL (zeros); d_state_in[i] may
+ * be d_state_out[i] or state_in[i]. Enqueued on stream (NULL: the default stream); the
+ * call returns without waiting. The checkpoints and segments of every pair, B * H *
+ * (ceil(T / S) + S) states per state tensor, live in a device buffer the library keeps
+ * (grown on demand, freed at close), so, as for the forward, the calls of one library
+ * must not overlap on different streams. Only null pointers, B, T, H > 0 and the
+ * presence of the kernel are checked.
+ * Errors: MIRAS_ERR_NULL_POINTER, MIRAS_ERR_SHAPE, MIRAS_ERR_UNSUPPORTED (no backward),
+ * MIRAS_ERR_DEVICE (no cuda backward kernel in the library, or no usable GPU). */
+MIRAS_RUNTIME_API miras_status miras_library_backward_cuda(miras_library *lib,
+                                                           const miras_backward_args *args,
+                                                           void *stream);
+
 #ifdef __cplusplus
 }
 #endif

@@ -15,7 +15,8 @@ error. With --backward (check_backward): every model with a scalar reference, wi
 chunk 1 and 4, and a module reading before its write, compiled with mirasc --backward:
 the compiled adjoints of q, k, v, the gates and the initial state against the tool's
 hand-written scalar reverse sweep (relative 1e-4), the recompute's state count
-ceil(T/S) + S, and the errors for a library without a backward pass and for cuda.
+ceil(T/S) + S, and the errors for a library without a backward pass, for bf16 inputs
+and for a cpu-only library on cuda.
 No timing assertions.
 Standard library only (no numpy).
 """
@@ -201,9 +202,14 @@ def check_backward(args, before_write):
     check(r.returncode == 1 and "mirasc --backward" in r.stderr and r.stdout == "",
           "--backward without a backward pass: want exit 1 naming mirasc --backward, got %d: %r"
           % (r.returncode, r.stderr))
+    r = run([args.miras, "bench", lib, "--backward", "--device", "cuda", "--input-dtype", "bf16"])
+    check(r.returncode == 2 and "f32" in r.stderr,
+          "--backward with bf16 inputs: want a usage error (exit 2) naming f32, got %d: %r"
+          % (r.returncode, r.stderr))
+    # A cpu-only library on cuda: refused with the reason, before any GPU is needed.
     r = run([args.miras, "bench", lib, "--backward", "--device", "cuda"])
-    check(r.returncode == 2 and "cpu" in r.stderr,
-          "--backward --device cuda: want a usage error (exit 2), got %d: %r"
+    check(r.returncode == 1 and "cuda" in r.stderr and r.stdout == "",
+          "--backward --device cuda on a cpu library: want exit 1 naming cuda, got %d: %r"
           % (r.returncode, r.stderr))
 
 

@@ -78,7 +78,7 @@ TEST_F(Cli, InfoPrintsJson) {
   Result r = tool(std::string("info ") + MIRAS_FAKE_MODULE);
   ASSERT_EQ(r.code, 0) << r.err;
   for (const char *fragment :
-       {"\"name\": \"fake_linear\"", "\"abi_version\": 6", "\"backward_segment\": 0", "\"algorithm\": \"sequential\"", "\"flops_per_token\": 52", "\"dk\": 3", "\"dv\": 4",
+       {"\"name\": \"fake_linear\"", "\"abi_version\": 7", "\"backward_segment\": 0", "\"algorithm\": \"sequential\"", "\"flops_per_token\": 52", "\"dk\": 3", "\"dv\": 4",
         "\"read\": \"after_write\"", "{\"name\": \"steps\", \"value\": 2, \"integer\": true}",
         "{\"name\": \"eta\", \"value\": 0.5, \"integer\": false}",
         "{\"name\": \"alpha\", \"kind\": \"scalar\", \"axis\": null, \"dim\": 1, \"per_step\": false, \"shape\": "
@@ -256,6 +256,23 @@ TEST_F(Cli, CudaCommandsThroughFakeDriver) {
     EXPECT_NE(r.out.find(want), std::string::npos) << want << "\n" << r.out;
     EXPECT_EQ(r.out.find("null"), std::string::npos) << r.out;
   }
+}
+
+// `miras bench --device cuda --backward`: the backward through the runtime's cuda launch
+// (the fake driver runs it as the module's cpu backward, on the checkpoints the runtime
+// seeded), against the cpu backward: equal.
+TEST_F(Cli, CudaBackwardBenchThroughFakeDriver) {
+  const std::string env = std::string("LD_LIBRARY_PATH=") + MIRAS_FAKE_DRIVER_DIR + " ";
+  Result r = tool(std::string("bench ") + MIRAS_FAKE_CUDA_BACKWARD +
+                      " --device cuda --backward --json --length 9 --repeat 2 --threads 1",
+                  env);
+  ASSERT_EQ(r.code, 0) << r.err;
+  for (const char *fragment : {"\"backward_ms\": ", "\"backward_max_rel_diff_vs_cpu\": 0,",
+                               "\"backward_worst_output\": \"d"})
+    EXPECT_NE(r.out.find(fragment), std::string::npos) << fragment << "\n" << r.out;
+  r = tool(std::string("bench ") + MIRAS_FAKE_CUDA + " --device cuda --backward", env);
+  EXPECT_EQ(r.code, 1);
+  EXPECT_NE(r.err.find("no cuda backward kernel"), std::string::npos) << r.err;
 }
 
 // The cpu device of a cpu,cuda module is the plain forward.

@@ -384,6 +384,133 @@ TEST_F(Cuda, DevicePointerForward) {
     d->cuMemFree(p);
 }
 
+// The backward on device pointers (ABI 7): against the CPU backward of the same library,
+// the launch contract (grid, block, first_pair, the order of the pointers), the seeding of
+// the running adjoint and of each pair's checkpoint slot 0, and the errors.
+TEST_F(Cuda, DevicePointerBackward) {
+  miras::Library lib = miras::Library::open(MIRAS_FAKE_CUDA_BACKWARD);
+  ASSERT_NE(lib.metadata().cuda_backward, nullptr);
+  const miras_cuda_driver *d = fakeCudaDriver();
+  std::vector<miras_cu_deviceptr> buffers;
+  auto upload = [&](const Tensor &t) {
+    miras_cu_deviceptr p;
+    d->cuMemAlloc(&p, size_t(t.numel()) * 4);
+    d->cuMemcpyHtoD(p, t.data(), size_t(t.numel()) * 4);
+    buffers.push_back(p);
+    return reinterpret_cast<float *>(p);
+  };
+  auto download = [](const float *p, Tensor t) {
+    std::memcpy(t.data(), p, size_t(t.numel()) * 4);
+    return t;
+  };
+  // T = 5 with S = 4: two checkpoints per pair (slot 0 copied pair by pair); T = 3: one
+  // (one copy for every pair).
+  for (int64_t length : {int64_t(5), int64_t(3)}) {
+    fakeCuda().launches.clear();
+    TensorMap in = fakeInputs(B, length, H, true);
+    TensorMap adj{{"o", randomTensor({B, length, H, kDv}, 11)},
+                  {"W", randomTensor({B, H, kDv, kDk}, 12)}};
+    // The CPU backward of the same library: the reference.
+    TensorMap want;
+    std::vector<miras_tensor> i, a, o;
+    for (auto &[name, t] : in) {
+      want.emplace(name, Tensor(t.shape()));
+      i.push_back(view(name, t.data(), t));
+    }
+    for (auto &[name, t] : adj)
+      a.push_back(view(name, t.data(), t));
+    for (auto &[name, t] : want)
+      o.push_back(view(name, t.data(), t));
+    ASSERT_EQ(miras_library_backward(lib.handle(), i.data(), int32_t(i.size()), a.data(),
+                                     int32_t(a.size()), o.data(), int32_t(o.size())),
+              MIRAS_OK)
+        << miras_last_error();
+
+    const float *gates[2] = {upload(in["alpha"]), upload(in["beta"])};
+    const float *stateIn[1] = {upload(in["W"])};
+    const float *dStateOut[1] = {upload(adj["W"])};
+    float *dGates[2] = {upload(Tensor({B, length, H})), upload(Tensor({B, length, H, kDv}))};
+    float *dStateIn[1] = {upload(Tensor({B, H, kDv, kDk}))};
+    miras_backward_args args{B, length, H, upload(in["q"]), upload(in["k"]), upload(in["v"]),
+                             gates, stateIn, upload(adj["o"]), dStateOut,
+                             upload(Tensor({B, length, H, kDk})),
+                             upload(Tensor({B, length, H, kDk})),
+                             upload(Tensor({B, length, H, kDv})), dGates, dStateIn};
+    void *stream = reinterpret_cast<void *>(0x5252);
+    ASSERT_EQ(miras_library_backward_cuda(lib.handle(), &args, stream), MIRAS_OK)
+        << miras_last_error();
+    ASSERT_EQ(fakeCuda().launches.size(), 1u);
+    const FakeLaunch &l = fakeCuda().launches[0];
+    EXPECT_EQ(l.kernel, "fake_linear_backward_f32");
+    EXPECT_EQ(l.grid[0], unsigned(B * H));
+    EXPECT_EQ(l.block[0], 64u);
+    EXPECT_EQ(l.stream, stream);
+    std::vector<miras_cu_deviceptr> head = {
+        miras_cu_deviceptr(args.q),        miras_cu_deviceptr(args.k),
+        miras_cu_deviceptr(args.v),        miras_cu_deviceptr(gates[0]),
+        miras_cu_deviceptr(gates[1]),      miras_cu_deviceptr(args.d_o),
+        miras_cu_deviceptr(dStateIn[0]),   miras_cu_deviceptr(args.d_q),
+        miras_cu_deviceptr(args.d_k),      miras_cu_deviceptr(args.d_v),
+        miras_cu_deviceptr(dGates[0]),     miras_cu_deviceptr(dGates[1])};
+    EXPECT_EQ(std::vector<miras_cu_deviceptr>(l.ptrs.begin(), l.ptrs.begin() + 12), head);
+    expectNear(download(args.d_q, Tensor({B, length, H, kDk})), want["q"]);
+    expectNear(download(args.d_k, Tensor({B, length, H, kDk})), want["k"]);
+    expectNear(download(args.d_v, Tensor({B, length, H, kDv})), want["v"]);
+    expectNear(download(dGates[0], Tensor({B, length, H})), want["alpha"]);
+    expectNear(download(dGates[1], Tensor({B, length, H, kDv})), want["beta"]);
+    expectNear(download(dStateIn[0], Tensor({B, H, kDv, kDk})), want["W"]);
+
+    // d_state_in may be d_state_out (the running adjoint in place).
+    float *inPlace = upload(adj["W"]);
+    dStateOut[0] = inPlace;
+    dStateIn[0] = inPlace;
+    ASSERT_EQ(miras_library_backward_cuda(lib.handle(), &args, nullptr), MIRAS_OK);
+    expectNear(download(inPlace, Tensor({B, H, kDv, kDk})), want["W"]);
+    // NULL initial state and final-state adjoint: zeros, as on the CPU.
+    dStateOut[0] = nullptr;
+    stateIn[0] = nullptr;
+    ASSERT_EQ(miras_library_backward_cuda(lib.handle(), &args, nullptr), MIRAS_OK);
+    std::vector<miras_tensor> zeroIn;
+    for (miras_tensor &t : i)
+      if (std::string(t.name) != "W")
+        zeroIn.push_back(t);
+    std::vector<miras_tensor> onlyO = {a[0].name == std::string("o") ? a[0] : a[1]};
+    ASSERT_EQ(miras_library_backward(lib.handle(), zeroIn.data(), int32_t(zeroIn.size()),
+                                     onlyO.data(), 1, o.data(), int32_t(o.size())),
+              MIRAS_OK)
+        << miras_last_error();
+    expectNear(download(args.d_q, Tensor({B, length, H, kDk})), want["q"]);
+    expectNear(download(dStateIn[0], Tensor({B, H, kDv, kDk})), want["W"]);
+  }
+
+  // Errors: NULL pointers, T = 0, a library with no cuda backward.
+  miras_backward_args none{};
+  EXPECT_EQ(miras_library_backward_cuda(lib.handle(), nullptr, nullptr), MIRAS_ERR_NULL_POINTER);
+  EXPECT_EQ(miras_library_backward_cuda(lib.handle(), &none, nullptr), MIRAS_ERR_NULL_POINTER);
+  expectMessage({"d_o", "must not be NULL"});
+  miras::Library cpuBackward = miras::Library::open(MIRAS_FAKE_BACKWARD);
+  miras::Library cudaForward = miras::Library::open(MIRAS_FAKE_CUDA);
+  TensorMap in = fakeInputs(B, T, H, true);
+  Tensor scratch({B, T, H, kDv});
+  const float *g[2] = {in["alpha"].data(), in["beta"].data()};
+  const float *si[1] = {nullptr};
+  const float *dso[1] = {nullptr};
+  float *dg[2] = {scratch.data(), scratch.data()};
+  float *dsi[1] = {scratch.data()};
+  miras_backward_args host{B, T, H, in["q"].data(), in["k"].data(), in["v"].data(), g, si,
+                           scratch.data(), dso, scratch.data(), scratch.data(), scratch.data(),
+                           dg, dsi};
+  EXPECT_EQ(miras_library_backward_cuda(cpuBackward.handle(), &host, nullptr), MIRAS_ERR_DEVICE);
+  expectMessage({"no cuda backward kernel", "--target=cpu,cuda"});
+  EXPECT_EQ(miras_library_backward_cuda(cudaForward.handle(), &host, nullptr),
+            MIRAS_ERR_UNSUPPORTED);
+  host.length = 0;
+  EXPECT_EQ(miras_library_backward_cuda(lib.handle(), &host, nullptr), MIRAS_ERR_SHAPE);
+
+  for (miras_cu_deviceptr p : buffers)
+    d->cuMemFree(p);
+}
+
 TEST_F(Cuda, DtypeRules) {
   miras::Library lib = miras::Library::open(MIRAS_FAKE_CUDA);
   TensorMap in = fakeInputs(1, 2, 1, true);

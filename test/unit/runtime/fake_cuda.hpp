@@ -42,6 +42,7 @@ struct FakeLaunch {
 struct FakeModule {
   void *handle = nullptr; // the fake module library, kept open while loaded
   int32_t (*kernel)(const miras_forward_args *) = nullptr;
+  int32_t (*backward)(const miras_backward_args *) = nullptr; // its CPU backward
   bool cubin = false;
 };
 
@@ -114,6 +115,40 @@ inline std::vector<float> widened(miras_cu_deviceptr p, size_t n) {
   return out;
 }
 
+// The backward's launch (miras_abi.h) of fake_linear: B, T, H, first_pair; q, k, v,
+// alpha, beta, d_o, dW, dq, dk, dv, dalpha, dbeta, the checkpoints and the segments of
+// W, workspace. Runs the module's CPU backward with the initial state read from each
+// pair's checkpoint slot 0 and dW as both the final state's adjoint and the result.
+inline miras_cu_result launchBackward(const FakeFunction *fn, FakeLaunch &l, void **params) {
+  FakeCuda &fake = fakeCuda();
+  int64_t first = *static_cast<int64_t *>(params[3]);
+  for (int i = 0; i < 15; ++i)
+    l.ptrs.push_back(*static_cast<miras_cu_deviceptr *>(params[4 + i]));
+  fake.launches.push_back(l);
+  const size_t tok = size_t(l.B * l.T * l.H), pairs = size_t(l.B * l.H);
+  const size_t S = 4, checkpoints = (size_t(l.T) + S - 1) / S, slot = (4 + 6) * 3;
+  const size_t sizes[15] = {tok * 12, tok * 12, tok * 16, tok * 4, tok * 16, tok * 16,
+                            pairs * 48, tok * 12, tok * 12, tok * 16, tok * 4, tok * 16,
+                            pairs * checkpoints * 48, pairs * S * slot * 4, pairs * 32};
+  for (int i = 0; i < 15; ++i)
+    if (!fake.isDevice(l.ptrs[i], sizes[i]))
+      return kCuErrorInvalidValue;
+  if (first != 0 || l.grid[0] != pairs || fn->module->backward == nullptr)
+    return kCuErrorInvalidValue;
+  auto f = [&](int i) { return reinterpret_cast<float *>(l.ptrs[i]); };
+  std::vector<float> initial(pairs * 12);
+  for (size_t p = 0; p < pairs; ++p)
+    std::memcpy(&initial[p * 12], f(12) + p * checkpoints * 12, 12 * sizeof(float));
+  const float *gates[2] = {f(3), f(4)};
+  const float *stateIn[1] = {initial.data()};
+  const float *dStateOut[1] = {f(6)};
+  float *dGates[2] = {f(10), f(11)};
+  float *dStateIn[1] = {f(6)};
+  miras_backward_args a{l.B, l.T, l.H, f(0), f(1), f(2), gates, stateIn, f(5), dStateOut,
+                        f(7), f(8), f(9), dGates, dStateIn};
+  return fn->module->backward(&a) == 0 ? 0 : kCuErrorLaunchFailed;
+}
+
 inline miras_cu_result launch(miras_cu_function f, unsigned gx, unsigned gy, unsigned gz,
                               unsigned bx, unsigned by, unsigned bz, unsigned shared,
                               miras_cu_stream stream, void **params, void **extra) {
@@ -129,10 +164,12 @@ inline miras_cu_result launch(miras_cu_function f, unsigned gx, unsigned gy, uns
   l.stream = stream;
   if (params == nullptr || extra != nullptr)
     return kCuErrorInvalidValue;
-  // fake_linear: 2 gates, 1 state -> q, k, v, alpha, beta, W, o, workspace.
   l.B = *static_cast<int64_t *>(params[0]);
   l.T = *static_cast<int64_t *>(params[1]);
   l.H = *static_cast<int64_t *>(params[2]);
+  if (fn->name.size() > 13 && fn->name.compare(fn->name.size() - 13, 13, "_backward_f32") == 0)
+    return launchBackward(fn, l, params);
+  // fake_linear: 2 gates, 1 state -> q, k, v, alpha, beta, W, o, workspace.
   for (int i = 0; i < 8; ++i)
     l.ptrs.push_back(*static_cast<miras_cu_deviceptr *>(params[3 + i]));
   fake.launches.push_back(l);
@@ -196,6 +233,9 @@ inline miras_cu_result loadData(miras_cu_module *module, const void *image, unsi
     return kCuErrorInvalidImage;
   auto *entry = static_cast<const miras_module_entry *>(dlsym(handle, "miras_module_v1"));
   const miras_cuda_binary *bin = entry ? entry->metadata()->cuda : nullptr;
+  const miras_cuda_binary *backward = entry ? entry->metadata()->cuda_backward : nullptr;
+  if (backward && (image == backward->cubin || image == backward->ptx))
+    bin = backward;
   bool cubin = bin && image == bin->cubin;
   if (bin == nullptr || (!cubin && image != bin->ptx) || (cubin && fake.failCubinLoad)) {
     dlclose(handle);
@@ -205,6 +245,7 @@ inline miras_cu_result loadData(miras_cu_module *module, const void *image, unsi
   m.handle = handle;
   m.kernel = reinterpret_cast<int32_t (*)(const miras_forward_args *)>(
       dlsym(handle, "fake_kernel_forward"));
+  m.backward = entry->backward;
   m.cubin = cubin;
   fake.modules.push_back(m);
   fake.loadedImages.push_back(cubin ? "cubin" : "ptx");
@@ -300,7 +341,7 @@ inline const miras_cuda_driver *fakeCudaDriver() {
         if (int rc = enter("cuModuleGetFunction"))
           return rc;
         std::string n = name;
-        if (n != "fake_linear_f32" && n != "fake_linear_bf16")
+        if (n != "fake_linear_f32" && n != "fake_linear_bf16" && n != "fake_linear_backward_f32")
           return kCuErrorNotFound;
         fakeCuda().functions.push_back(
             {reinterpret_cast<FakeModule *>(module), n, n == "fake_linear_bf16"});

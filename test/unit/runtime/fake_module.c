@@ -19,6 +19,8 @@
  *   FAKE_CUDA_ONLY     with FAKE_CUDA: targets "cuda", NULL forward and forward_range
  *   FAKE_SHARED_BYTES=n  the table's shared_bytes (default 4096)
  *   FAKE_BAD_CUDA=n    with FAKE_CUDA: one malformed cuda field (see below)
+ *   FAKE_CUDA with FAKE_BACKWARD: also the backward's cuda table (ABI 7), whose kernel
+ *                      the fake driver runs through fake_backward on checkpoint slot 0
  *
  * fake_kernel_forward is exported under its own name in every variant: the fake driver's
  * cuLaunchKernel runs it on the "device" buffers, standing in for the GPU kernel.
@@ -97,6 +99,24 @@ static const miras_cuda_binary cuda_binary = {
 #define FAKE_CUDA_TABLE NULL
 #endif
 
+#if defined(FAKE_CUDA) && defined(FAKE_BACKWARD)
+static const unsigned char fake_backward_cubin[] = "fake backward cubin for sm_90";
+static const miras_cuda_binary cuda_backward_binary = {
+    .arch = "sm_90",
+    .ptx = "// fake PTX of fake_linear's backward\n",
+    .cubin = fake_backward_cubin,
+    .cubin_size = sizeof fake_backward_cubin,
+    .kernel_f32 = "fake_linear_backward_f32",
+    .kernel_bf16 = NULL,
+    .block_threads = 64,
+    .shared_bytes = 0,
+    .workspace_bytes = 32,
+};
+#define FAKE_CUDA_BACKWARD_TABLE (&cuda_backward_binary)
+#else
+#define FAKE_CUDA_BACKWARD_TABLE NULL
+#endif
+
 static const miras_module_metadata metadata = {
     .abi_version = FAKE_META_ABI,
     .name = "fake_linear",
@@ -121,6 +141,7 @@ static const miras_module_metadata metadata = {
 #ifdef FAKE_BACKWARD
     .backward_segment = 4,
 #endif
+    .cuda_backward = FAKE_CUDA_BACKWARD_TABLE,
 };
 
 static const miras_module_metadata *fake_metadata(void) { return &metadata; }

@@ -81,6 +81,9 @@ struct KernelInterface {
     int64_t blockThreads = 0, sharedBytes = 0, workspaceBytes = 0;
   };
   std::optional<CudaKernels> cuda;
+  /// The backward's CUDA kernel (metadata cuda_backward, ABI 7): with a
+  /// backward and a cuda target; kernelF32 only (float32 inputs).
+  std::optional<CudaKernels> cudaBackward;
 
   std::string kernelName() const { return moduleName + "_kernel"; }
   bool hasTarget(const std::string &target) const {

@@ -102,10 +102,11 @@ llvm::Error linkSharedLibrary(llvm::StringRef objectPath,
 
 /// The launch description miras-simt-to-gpu left on the forward's gpu.module
 /// of `gpuDialectModule` (threads, shared and workspace bytes, kernel names),
-/// for CUDA architecture `arch`; ptx and cubin are left empty. (A backward's
-/// gpu.module, miras.backward, has no runtime launch yet.)
+/// or with `backward` on the backward's (miras.backward: its float32 kernel
+/// only), for CUDA architecture `arch`; ptx and cubin are left empty.
 llvm::Expected<KernelInterface::CudaKernels>
-describeCudaKernels(mlir::ModuleOp gpuDialectModule, llvm::StringRef arch);
+describeCudaKernels(mlir::ModuleOp gpuDialectModule, llvm::StringRef arch,
+                    bool backward = false);
 
 /// Success when `arch` names a CUDA architecture LLVM's NVPTX backend knows
 /// ("sm_90", "sm_90a", "sm_100", ...); otherwise an error listing the form.
