@@ -7,11 +7,16 @@
 #      (every example's PTX through ptxas; with a GPU,
 #      every example on the GPU against its CPU kernel, float32 inputs at 1e-4 and bfloat16
 #      inputs at 1e-2) and the runtime's CUDA unit tests;
-#   3. compiles gated_deltanet with --target=cpu,cuda at D = 128 and 64, sequential and
-#      chunked (C = 64), and runs
+#   3. compiles gated_deltanet with --target=cpu,cuda --backward at D = 128 and 64,
+#      sequential and chunked (C = 64), and runs
 #        miras bench LIB --device cuda --batch 8 --length 4096 --heads 16 --json
 #      with float32 and bfloat16 inputs: ms, tokens/s, GB/s and the fraction of the GPU's
-#      measured copy bandwidth, and the largest difference from the CPU kernel;
+#      measured copy bandwidth, and the largest difference from the CPU kernel; with
+#      float32 inputs also --backward: the backward's ms (miras_library_backward_cuda), its
+#      ratio to the forward, and the largest relative difference of its adjoints from the
+#      CPU backward's;
+#   3b. with build/venv and a GPU torch sees: the Python package's CUDA tests
+#      (test/python -k cuda: forward and gradients on the GPU against the CPU);
 #   4. runs bench/torch_gdn.py, the same recurrence in PyTorch (and fla's chunked kernel),
 #      when torch sees the GPU;
 #   5. rewrites the "GPU" section of bench/RESULTS.md (the "CPU" section is kept).
@@ -41,7 +46,7 @@ compile_libs() {
   local mirasc=$1 out=$2
   for D in $DIMS; do
     for variant in $VARIANTS; do
-      local tag=gated_deltanet_D${D}_${variant} flags=(-DD="$D" --target=cpu,cuda)
+      local tag=gated_deltanet_D${D}_${variant} flags=(-DD="$D" --target=cpu,cuda --backward)
       [[ $variant == chunk64 ]] && flags+=(--chunk=64 --algorithm=chunked)
       mkdir -p "$out/$tag"
       echo "gpu.sh: compiling $tag" >&2
@@ -99,13 +104,25 @@ for lib in "$LIBS"/*/libgated_deltanet.so; do
   for dtype in f32 bf16; do
     echo "gpu.sh: bench $tag $dtype" >&2
     out=$WORK/json/${tag}_$dtype.json
+    backward=()
+    [[ $dtype == f32 ]] && backward=(--backward)
     if ! "$MIRAS" bench "$lib" --device cuda --input-dtype "$dtype" --json --batch "$B" \
-        --length "$T" --heads "$H" --repeat "$REPEAT" --warmup "$WARMUP" > "$out" 2> "$out.err"; then
+        --length "$T" --heads "$H" --repeat "$REPEAT" --warmup "$WARMUP" "${backward[@]}" \
+        > "$out" 2> "$out.err"; then
       printf '{"error": "%s", "tag": "%s", "input_dtype": "%s"}\n' \
         "$(head -1 "$out.err" | tr -d '"\\')" "$tag" "$dtype" > "$out"
     fi
   done
 done
+
+PYTEST="not run"
+if [[ -z ${MIRAS_GPU_KIT:-} && -x $BUILD/venv/bin/python ]]; then
+  MIRAS_BUILD=$BUILD "$BUILD/venv/bin/python" -m pytest "$ROOT/test/python" -q -k cuda \
+    -p no:cacheprovider > "$WORK/pytest.log" 2>&1 || true
+  PYTEST="pytest -k cuda: $(tail -1 "$WORK/pytest.log")"
+  echo "gpu.sh: $PYTEST" >&2
+fi
+WORK_TESTS="$WORK_TESTS; $PYTEST"
 
 for D in $DIMS; do
   for dtype in f32 bf16; do
@@ -126,15 +143,21 @@ rows = []
 for path in sorted(glob.glob(os.path.join(work, "json", "gated_deltanet_*.json"))):
     r = json.load(open(path))
     if "error" in r:
-        rows.append("| %s | %s | failed: %s | | | | | | |" % (r["tag"], r["input_dtype"], r["error"]))
+        rows.append("| %s | %s | failed: %s | | | | | | | |" % (r["tag"], r["input_dtype"], r["error"]))
         continue
-    rows.append("| gated_deltanet D=%d %s C=%d | %s | %s | %.3g | %s | %s | %s | %s | %s |" % (
+    backward = "-"
+    if r.get("backward_ms") is not None:
+        backward = "%s (%.2fx; %s)" % (fmt(r["backward_ms"], 3), r["backward_over_forward"],
+                                        "%.1e" % r["backward_max_rel_diff_vs_cpu"]
+                                        if r.get("backward_max_rel_diff_vs_cpu") is not None
+                                        else r.get("backward_note") or "-")
+    rows.append("| gated_deltanet D=%d %s C=%d | %s | %s | %.3g | %s | %s | %s | %s | %s | %s |" % (
         r["dk"], r["algorithm"], r["chunk"], r["input_dtype"], fmt(r["ms"], 3),
         r["tokens_per_s"] / 1e6, fmt(r["gflops"], 1), fmt(r["gbytes_per_s"], 1),
         fmt(None if r["fraction_of_copy_bandwidth"] is None
             else 100 * r["fraction_of_copy_bandwidth"], 1),
         "%.1e" % r["max_abs_diff_vs_cpu"] if r.get("max_abs_diff_vs_cpu") is not None else "-",
-        "%d / %d" % (r["block_threads"], r["shared_bytes"])))
+        "%d / %d" % (r["block_threads"], r["shared_bytes"]), backward))
 copy = [json.load(open(p)).get("copy_gbytes_per_s") for p in
         glob.glob(os.path.join(work, "json", "gated_deltanet_*.json"))]
 copy = [c for c in copy if c]
@@ -160,10 +183,12 @@ lines = ["## GPU", "",
          "derived rule; GB/s = bytes a forward must move (inputs once, o, states in and out) "
          "per second, and %% of the GPU's measured device-to-device copy bandwidth (%s GB/s); "
          "max diff = max |o_gpu - o_cpu| against the same library's CPU kernel; threads / "
-         "shared bytes per block." % (fmt(max(copy), 0) if copy else "?"), "",
+         "shared bytes per block; backward = ms of miras_library_backward_cuda (its ratio "
+         "to the forward; the largest relative difference of its adjoints from the CPU "
+         "backward's)." % (fmt(max(copy), 0) if copy else "?"), "",
          "| kernel | inputs | ms | Mtok/s | GFLOP/s | GB/s | % of copy bw | max diff vs cpu "
-         "| threads / shared |",
-         "|---|---|---|---|---|---|---|---|---|"] + rows
+         "| threads / shared | backward ms (x fwd; diff) |",
+         "|---|---|---|---|---|---|---|---|---|---|"] + rows
 if peers:
     lines += ["", "Peers on the same GPU (bench/torch_gdn.py, same B, T, H):", "",
               "| peer | inputs | ms | Mtok/s |", "|---|---|---|---|"] + peers
