@@ -3,7 +3,8 @@
 #
 # Forward + backward (a loss over o and the final states, loss.backward()) through the
 # PyTorch API (miras.compile(..., D=64), B=1, H=4, T=1024, torch's threads) against, in
-# the same run: the eager PyTorch recurrence with autograd (test/python/eager.py), and for
+# the same run: the eager PyTorch recurrence with autograd (Gated DeltaNet in rank-1 form, the MLP
+# memories as test/python/eager.py writes them), and for
 # Gated DeltaNet fla's naive recurrent and chunked references (fla-core from PyPI,
 # installed into BUILD_DIR/venv here when missing, run on the CPU); then the per-call
 # cost at T=1 of the C API (miras bench), the binding alone and the whole Module call.

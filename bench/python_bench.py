@@ -36,6 +36,27 @@ def median_ms(fn, repeat, warmup=1):
     return statistics.median(times)
 
 
+def gdn_eager(x):
+    """Gated DeltaNet as a careful engineer writes it eagerly: rank-1 updates (O(D^2) per
+    token), batched over (batch, head); autograd differentiates the loop."""
+    W = x["W"]
+    outputs = []
+    for t in range(x["q"].shape[1]):
+        k, v, q = x["k"][:, t], x["v"][:, t], x["q"][:, t]
+        W = x["alpha"][:, t, :, None, None] * W
+        error = torch.einsum("bhij,bhj->bhi", W, k) - v
+        W = W - (x["eta"][:, t, :, None] * error)[..., :, None] * k[..., None, :]
+        outputs.append(torch.einsum("bhij,bhj->bhi", W, q))
+    return torch.stack(outputs, 1), {"W": W}
+
+
+# The eager baseline of each module: the rank-1 loop for Gated DeltaNet; for the MLP
+# memories the tests' recurrence (batched over (batch, head), the inner gradient by
+# torch.autograd.grad with create_graph per token, as titans-pytorch differentiates its
+# memory).
+EAGER = {"gated_deltanet": gdn_eager}
+
+
 def relative(a, b):
     a, b = a.detach().double(), b.detach().double()
     return ((a - b).abs().max() / b.abs().max()).item()
@@ -96,7 +117,8 @@ def compare(name, m, B, T, H, repeat, threads):
         report[f"miras_speedup_vs_{label}"] = report[f"{label}_ms"] / report["miras_ms"]
 
     eager_repeat = max(1, repeat // 3)
-    peer("eager", lambda x: eager.run(name, m.metadata, x), peer_repeat=eager_repeat)
+    peer("eager", EAGER.get(name, lambda x: eager.run(name, m.metadata, x)),
+         peer_repeat=eager_repeat)
     if name == "gated_deltanet":
         try:
             from fla.ops.gated_delta_rule.naive import (naive_chunk_gated_delta_rule,
