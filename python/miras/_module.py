@@ -80,6 +80,7 @@ class Module:
         self.state_shapes = {s["name"]: tuple(s["shape"]) for s in self.metadata["states"]}
         self._input_names = ("q", "k", "v", *self.gate_names, *self.state_names)
         self._output_names = ("o", *self.state_names)
+        self._output_shapes = {}
         #: Kernel threads; None: torch.get_num_threads() at each call.
         self.threads = None
         global _next_handle
@@ -124,8 +125,9 @@ class Module:
                              f"got shape {list(q.shape)}", "shape error")
         device = q.device
         tensors += self._initial_states(state, q.shape[0], q.shape[2], device)
+        device_index = q.get_device()  # -1 on the CPU: cheaper than comparing devices
         for name, tensor in zip(self._input_names, tensors):
-            if tensor.device != device or tensor.dtype not in _FLOATING:
+            if tensor.get_device() != device_index or tensor.dtype not in _FLOATING:
                 self._refuse(name, tensor, device)
         input_dtype = torch.float32
         if device.type == "cuda":
@@ -144,7 +146,8 @@ class Module:
         if device.type == "cpu" and not _needs_op(ordered):
             # Nothing to differentiate and nothing tracing: the kernel without the
             # dispatcher (about 15 us less per call, what a decode loop pays).
-            outputs = self.run_forward(self._threads(threads), ordered)
+            outputs = self._forward_prepared(self._threads(threads) or torch.get_num_threads(),
+                                             ordered)
         else:
             outputs = _ops.forward(self.handle, self._threads(threads), ordered)
         o = outputs[0] if q.dtype == torch.float32 else outputs[0].to(q.dtype)
@@ -200,17 +203,28 @@ class Module:
         return self._input_names
 
     def output_shapes(self, q: torch.Tensor):
-        B, T, H = q.shape[0], q.shape[1], q.shape[2]
-        dv = self.metadata["dv"]
-        return [(B, T, H, dv)] + [(B, H, *self.state_shapes[n]) for n in self.state_names]
+        """[o's shape, every final state's] for q's B, T, H."""
+        key = (q.shape[0], q.shape[1], q.shape[2])
+        concrete = all(type(d) is int for d in key)  # not symbolic (torch.compile's fakes)
+        shapes = self._output_shapes.get(key) if concrete else None
+        if shapes is None:
+            B, T, H = key
+            shapes = [(B, T, H, self.metadata["dv"])]
+            shapes += [(B, H, *self.state_shapes[n]) for n in self.state_names]
+            if concrete and len(self._output_shapes) < 64:  # a handful of shapes in practice
+                self._output_shapes[key] = shapes
+        return shapes
 
 
     def run_forward(self, threads: int, inputs):
-        threads = threads or torch.get_num_threads()
         inputs = [_as_kernel_input(t, torch.float32) for t in inputs]  # as a compiler may pass them
+        return self._forward_prepared(threads or torch.get_num_threads(), inputs)
+
+    def _forward_prepared(self, threads: int, inputs):
+        """The CPU forward on float32 contiguous inputs in metadata order."""
         q = inputs[0]
         outputs = [torch.empty(shape, dtype=torch.float32) for shape in self.output_shapes(q)]
-        names = self.input_names()
+        names = self._input_names
         try:
             self._lib.forward([spec(n, t) for n, t in zip(names, inputs)],
                               [spec(n, t) for n, t in zip(self._output_names, outputs)],

@@ -62,3 +62,15 @@ def test_fake_kernels_give_the_output_shapes():
     adjoints = [torch.randn(shape) for shape in m.output_shapes(real[0])]
     torch.library.opcheck(torch.ops.miras.backward.default,
                           (m.handle, 1, [t.detach() for t in real], adjoints))
+
+
+def test_dynamic_shapes_compile_once_and_match_eager():
+    m = miras.compile(EXAMPLES / "gated_deltanet.miras", D=8)
+    torch.manual_seed(0)
+    model = RecallModel(16, 16, 2, 1, m.metadata, miras_memory(m))
+    compiled = torch.compile(model, fullgraph=True, dynamic=True, backend="aot_eager")
+    for pairs in (3, 5):  # sequences of 9 and 15 tokens through one graph
+        tokens, targets = mqar_batch(2, pairs, 16, generator=torch.Generator().manual_seed(pairs))
+        want, _ = loss_and_accuracy(model, tokens, targets)
+        got, _ = loss_and_accuracy(compiled, tokens, targets)
+        assert torch.allclose(got, want, rtol=1e-6, atol=0), (pairs, got, want)
