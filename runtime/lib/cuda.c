@@ -620,7 +620,7 @@ static miras_status enqueue_backward_with(miras_library *lib, struct miras_libra
     if (rc != MIRAS_CU_SUCCESS)
       break;
     /* The running adjoint starts as the final state's. */
-    if (a->d_state_out == NULL || a->d_state_out[i] == NULL) {
+    if (a->d_state_out[i] == NULL) {
       rc = drv->cuMemsetD32Async(dptr(a->d_state_in[i]), 0u, (size_t)(pairs * n), stream);
       failed = "cuMemsetD32Async(zero final state adjoint)";
     } else if ((const void *)a->d_state_out[i] != (const void *)a->d_state_in[i]) {

@@ -126,10 +126,11 @@ typedef struct miras_state_info {
  * (the caller copies d_state_out there, or zero-fills it) and is overwritten with the
  * initial state's. checkpoints[i] is [pairs, ceil(T / S), shape] floats (S =
  * backward_segment; pairs = the launch's grid), and the caller stores each pair's initial
- * state (state_in, or zeros) in its slot 0; segments[i] is [pairs, S, slot shape] floats,
- * a slot being the state's shape with its first extent grown by ceil(16 / row) rows (row
- * = the product of the other extents; a scalar state: no spare), scratch like the
- * workspace (B * H * workspace_bytes bytes).
+ * state (state_in, or zeros) in its slot 0; segments[i] is [pairs, S, slot shape] floats
+ * of scratch, a slot being the state's shape with its first extent grown by
+ * ceil(16 / row) rows (row = the product of the other extents; a scalar state: one
+ * float). Checkpoints and segments are indexed by pair - first_pair, the workspace
+ * (B * H * workspace_bytes bytes, as the forward's) by the absolute pair.
  */
 typedef struct miras_cuda_binary {
   const char *arch;              /* "sm_90": the PTX target and the cubin's architecture */

@@ -209,8 +209,9 @@ MIRAS_RUNTIME_API miras_status miras_library_forward_cuda(miras_library *lib,
  * (metadata cuda_backward): every pointer in args a CUdeviceptr of GPU 0's primary
  * context, float32; state_in[i] and d_state_out[i] may be NULL (zeros); d_state_in[i] may
  * be d_state_out[i] or state_in[i]. Enqueued on stream (NULL: the default stream); the
- * call returns without waiting. The checkpoints and segments of every pair, B * H *
- * (ceil(T / S) + S) states per state tensor, live in a device buffer the library keeps
+ * call returns without waiting. The checkpoints and segments of every pair, per state
+ * tensor B * H * ceil(T / S) states and B * H * S slots (a state and at least 16 floats
+ * more), live in a device buffer the library keeps
  * (grown on demand, freed at close), so, as for the forward, the calls of one library
  * must not overlap on different streams. Only null pointers, B, T, H > 0 and the
  * presence of the kernel are checked.
