@@ -41,7 +41,8 @@ for m in r["modules"]:
             continue
         rows.append(f"| {m['module']} | D={m['D']} B={m['B']} H={m['H']} T={m['T']} | "
                     f"{m['miras_ms']:.1f} | {label} | {m[key + '_ms']:.1f} | "
-                    f"**{m['miras_speedup_vs_' + key]:.1f}x** | {m[key + '_max_rel_diff']:.1e} |")
+                    f"**{m['miras_speedup_vs_' + key]:.1f}x** | {m[key + '_max_rel_diff']:.1e} | "
+                    f"{m['eager_f32_vs_f64']:.1e} |")
 o = r["overhead"]
 text = f"""## Python
 
@@ -49,19 +50,22 @@ text = f"""## Python
 average before {load_before}, after {load_after}). Forward + backward (loss over o and
 the final states, `loss.backward()`) through `miras.compile(...)(q, k, v, state, **gates)`
 against peers on the same inputs; "max rel diff" is the largest relative difference of o
-and of every gradient between the peer and miras. Targets: 20x eager PyTorch for
-gated_deltanet, 10x for MLP memories at T = 1024.
+and of every gradient between the peer and miras; "f32 drift" is how far the eager
+recurrence's own float32 o is from its float64 o over the sequence (a chaotic recurrence,
+TTT-MLP at T = 1024, drifts by O(1): then no two float32 implementations agree, and the
+diff says nothing about correctness; `test/python` checks every example at short T).
+Targets: 20x eager PyTorch for gated_deltanet, 10x for MLP memories at T = 1024.
 
-| module | shape | miras ms | peer | peer ms | miras speed-up | max rel diff |
-|---|---|---|---|---|---|---|
+| module | shape | miras ms | peer | peer ms | miras speed-up | max rel diff | f32 drift |
+|---|---|---|---|---|---|---|---|
 """ + "\n".join(rows) + f"""
 
 Per call at T = 1 (B = H = 1, D = 16, no gradient, one thread): the C API
 (`miras_library_forward`, timed by `miras bench`) {o['c_api_us']:.2f} us; the binding
 alone (`_core.Library.forward` on prepared tensor triples) {o['binding_us']:.2f} us
-(+{o['binding_overhead_us']:.2f} us); the whole `Module` call (checks, conversions,
-output allocation) {o['module_call_us']:.2f} us (+{o['module_overhead_us']:.2f} us; target
-under 10 us).
+(+{o['binding_overhead_us']:.2f} us over the C call); the whole `Module` call (the Python
+checks, the two output allocations, the binding) {o['module_call_us']:.2f} us
+(+{o['module_overhead_us']:.2f} us). Target: binding overhead under 10 us per call.
 """
 write_section(results, text, after="CPU backward")
 PY

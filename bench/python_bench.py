@@ -117,8 +117,14 @@ def compare(name, m, B, T, H, repeat, threads):
         report[f"miras_speedup_vs_{label}"] = report[f"{label}_ms"] / report["miras_ms"]
 
     eager_repeat = max(1, repeat // 3)
-    peer("eager", EAGER.get(name, lambda x: eager.run(name, m.metadata, x)),
-         peer_repeat=eager_repeat)
+    eager_run = EAGER.get(name, lambda x: eager.run(name, m.metadata, x))
+    peer("eager", eager_run, peer_repeat=eager_repeat)
+    # How far float32 itself drifts over T: the eager float32 run against the eager
+    # float64 run (o). A long sequence of an MLP memory is chaotic, and then no float32
+    # implementation, miras' or the peer's, can match another closely.
+    o32 = eager_run(leaves(x))[0]
+    o64 = eager_run(leaves(x, torch.float64))[0]
+    report["eager_f32_vs_f64"] = relative(o32, o64)
     if name == "gated_deltanet":
         try:
             from fla.ops.gated_delta_rule.naive import (naive_chunk_gated_delta_rule,

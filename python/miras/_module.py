@@ -105,8 +105,6 @@ class Module:
     # -- the call --------------------------------------------------------------------
 
     def __call__(self, q, k, v, state=None, *, threads=None, **gates):
-        from . import _ops
-
         try:
             tensors = [q, k, v, *[gates[n] for n in self.gate_names]]
         except KeyError as missing:
@@ -116,15 +114,36 @@ class Module:
             unknown = sorted(set(gates) - set(self.gate_names))
             raise TypeError(f"{self.name}: unknown gate(s) {', '.join(unknown)}; the module's "
                             f"gates are {', '.join(self.gate_names) or 'none'}")
+        if not isinstance(q, torch.Tensor):
+            raise TypeError(f"{self.name}: 'q' must be a torch.Tensor, not {type(q).__name__}")
+        if q.dim() < 3 or min(q.shape[:3]) < 1:
+            raise MirasError(f"{self.name}: q must be [B, T, H, Dk] with B, T and H positive, "
+                             f"got shape {list(q.shape)}", "shape error")
+        tensors += self._initial_states(state, q.shape[0], q.shape[2], q.device)
+        # The common inference call: plain CPU float32 contiguous tensors, nothing to
+        # differentiate, nothing tracing. The kernel runs without the dispatcher and
+        # without conversions (the runtime checks every shape); the rest goes through the
+        # custom op.
+        if not torch.compiler.is_compiling() and all(
+                type(t) is torch.Tensor and t.is_cpu and t.dtype is torch.float32
+                and not t.requires_grad and t.is_contiguous() for t in tensors):
+            if threads is None:
+                threads = self.threads
+            if type(threads) is not int or threads < 1:
+                threads = self._threads(threads) or torch.get_num_threads()
+            outputs = self._forward_prepared(threads, tensors)
+            return outputs[0], dict(zip(self.state_names, outputs[1:]))
+        return self._call_op(q, tensors, threads)
+
+    def _call_op(self, q, tensors, threads):
+        """Everything but the plain call: checks, conversions, the custom op."""
+        from . import _ops
+
         for name, tensor in zip(self._input_names, tensors):
             if not isinstance(tensor, torch.Tensor):
                 raise TypeError(f"{self.name}: '{name}' must be a torch.Tensor, "
                                 f"not {type(tensor).__name__}")
-        if q.dim() < 3 or min(q.shape[:3]) < 1:
-            raise MirasError(f"{self.name}: q must be [B, T, H, Dk] with B, T and H positive, "
-                             f"got shape {list(q.shape)}", "shape error")
         device = q.device
-        tensors += self._initial_states(state, q.shape[0], q.shape[2], device)
         device_index = q.get_device()  # -1 on the CPU: cheaper than comparing devices
         for name, tensor in zip(self._input_names, tensors):
             if tensor.get_device() != device_index or tensor.dtype not in _FLOATING:
@@ -147,7 +166,7 @@ class Module:
             # Nothing to differentiate and nothing tracing: the kernel without the
             # dispatcher (about 15 us less per call, what a decode loop pays).
             outputs = self._forward_prepared(self._threads(threads) or torch.get_num_threads(),
-                                             ordered)
+                                             ordered)  # e.g. float64 inputs, no gradient
         else:
             outputs = _ops.forward(self.handle, self._threads(threads), ordered)
         o = outputs[0] if q.dtype == torch.float32 else outputs[0].to(q.dtype)
@@ -224,10 +243,9 @@ class Module:
         """The CPU forward on float32 contiguous inputs in metadata order."""
         q = inputs[0]
         outputs = [torch.empty(shape, dtype=torch.float32) for shape in self.output_shapes(q)]
-        names = self._input_names
         try:
-            self._lib.forward([spec(n, t) for n, t in zip(names, inputs)],
-                              [spec(n, t) for n, t in zip(self._output_names, outputs)],
+            self._lib.forward([(n, t.data_ptr(), t.shape) for n, t in zip(self._input_names, inputs)],
+                              [(n, t.data_ptr(), t.shape) for n, t in zip(self._output_names, outputs)],
                               threads)
         except _core.RuntimeCallError as err:
             raise translate(err) from None
