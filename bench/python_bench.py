@@ -159,11 +159,11 @@ def call_overhead(build, repeat=20000):
     def module_call():
         m(x["q"], x["k"], x["v"], state=state, eta=x["eta"], alpha=x["alpha"], threads=1)
 
-    from miras._module import spec
+    from miras._module import specs
     outs = m.output_shapes(x["q"])
     o, w = torch.empty(outs[0]), torch.empty(outs[1])
-    ins = [spec(n, x[n]) for n in m.input_names()]
-    outs = [spec("o", o), spec("W", w)]
+    ins = specs(m.input_names(), [x[n] for n in m.input_names()])
+    outs = specs(["o", "W"], [o, w])
 
     def binding_call():
         m._lib.forward(ins, outs, 1)

@@ -49,9 +49,9 @@ def _needs_op(tensors) -> bool:
     return torch.is_grad_enabled() and any(t.requires_grad for t in tensors)
 
 
-def spec(name: str, tensor: torch.Tensor):
-    """The (name, address, shape) triple _core takes: float32, contiguous, on the CPU."""
-    return (name, tensor.data_ptr(), tuple(tensor.shape))
+def specs(names, tensors):
+    """The (name, address, shape) triples _core takes, for float32 contiguous CPU tensors."""
+    return [(n, t.data_ptr(), t.shape) for n, t in zip(names, tensors)]
 
 
 class Module:
@@ -244,9 +244,8 @@ class Module:
         q = inputs[0]
         outputs = [torch.empty(shape, dtype=torch.float32) for shape in self.output_shapes(q)]
         try:
-            self._lib.forward([(n, t.data_ptr(), t.shape) for n, t in zip(self._input_names, inputs)],
-                              [(n, t.data_ptr(), t.shape) for n, t in zip(self._output_names, outputs)],
-                              threads)
+            self._lib.forward(specs(self._input_names, inputs),
+                              specs(self._output_names, outputs), threads)
         except _core.RuntimeCallError as err:
             raise translate(err) from None
         return outputs
@@ -261,10 +260,8 @@ class Module:
         names = self.input_names()
         grads = [torch.empty_like(t) for t in inputs]
         try:
-            self._lib.backward([spec(n, t) for n, t in zip(names, inputs)],
-                               [spec(n, t) for n, t in zip(self._output_names, adjoints)
-                                if t is not None],
-                               [spec(n, t) for n, t in zip(names, grads)], threads)
+            self._lib.backward(specs(names, inputs), specs(self._output_names, adjoints),
+                               specs(names, grads), threads)
         except _core.RuntimeCallError as err:
             raise translate(err) from None
         return grads

@@ -61,6 +61,14 @@ std::vector<miras_tensor> views(const std::vector<TensorSpec> &specs, const char
   return out;
 }
 
+// Device addresses as the float pointers of miras_forward_args / miras_backward_args.
+std::vector<float *> floats(const std::vector<std::uintptr_t> &addresses) {
+  std::vector<float *> out;
+  for (std::uintptr_t a : addresses)
+    out.push_back(reinterpret_cast<float *>(a));
+  return out;
+}
+
 class Library {
 public:
   explicit Library(const std::string &path) { check(miras_library_open(path.c_str(), &lib_)); }
@@ -117,12 +125,6 @@ public:
       throw RuntimeError{MIRAS_ERR_INVALID_ARGUMENT,
                          "forward_cuda: " + std::to_string(m->num_gates) + " gates and " +
                              std::to_string(m->num_states) + " states expected"};
-    auto floats = [](const std::vector<std::uintptr_t> &addresses) {
-      std::vector<float *> out;
-      for (std::uintptr_t a : addresses)
-        out.push_back(reinterpret_cast<float *>(a));
-      return out;
-    };
     std::vector<float *> g = floats(gates), in = floats(stateIn), out = floats(stateOut);
     miras_forward_args args{};
     args.batch = batch;
@@ -156,12 +158,6 @@ public:
       throw RuntimeError{MIRAS_ERR_INVALID_ARGUMENT,
                          "backward_cuda: " + std::to_string(G) + " gates and " +
                              std::to_string(N) + " states expected"};
-    auto floats = [](const std::vector<std::uintptr_t> &addresses) {
-      std::vector<float *> out;
-      for (std::uintptr_t a : addresses)
-        out.push_back(reinterpret_cast<float *>(a));
-      return out;
-    };
     std::vector<float *> g = floats(gates), in = floats(stateIn), dso = floats(dStateOut),
                          dg = floats(dGates), dsi = floats(dStateIn);
     miras_backward_args args{};

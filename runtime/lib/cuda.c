@@ -406,6 +406,33 @@ static miras_status ensure_workspace(struct miras_library_cuda *c, uint64_t per_
   return st;
 }
 
+/* Launches `fn` (entry `name` of `bin`) over `pairs` blocks of bin's threads and shared
+ * memory, with the launch contract's parameters: num_dims int64 values, then num_ptrs
+ * device pointers, each passed by address. `who` prefixes an out-of-memory message. */
+static miras_status launch(const struct miras_library_cuda *c, miras_cu_function fn,
+                           const char *name, const miras_cuda_binary *bin, int64_t pairs,
+                           int64_t *dims, int32_t num_dims, miras_cu_deviceptr *ptrs,
+                           int32_t num_ptrs, miras_cu_stream stream, const char *who) {
+  void **params = malloc((size_t)(num_dims + num_ptrs) * sizeof *params);
+  if (params == NULL)
+    return miras_fail(MIRAS_ERR_DEVICE, "%s: out of memory", who);
+  for (int32_t i = 0; i < num_dims; ++i)
+    params[i] = &dims[i];
+  for (int32_t i = 0; i < num_ptrs; ++i)
+    params[num_dims + i] = &ptrs[i];
+  const miras_cuda_driver *drv = c->gpu.driver;
+  miras_cu_result rc = drv->cuLaunchKernel(fn, (unsigned)pairs, 1, 1, bin->block_threads, 1, 1,
+                                           bin->shared_bytes, stream, params, NULL);
+  free(params);
+  if (rc != MIRAS_CU_SUCCESS) {
+    char call[192];
+    snprintf(call, sizeof call, "cuLaunchKernel('%s', grid %lld, block %u, %u shared bytes)",
+             name, (long long)pairs, (unsigned)bin->block_threads, (unsigned)bin->shared_bytes);
+    return miras_cuda_fail(drv, call, rc);
+  }
+  return MIRAS_OK;
+}
+
 /*
  * Enqueues one forward on `stream` (the library's context current, cuda_lock held):
  * the initial states into the state buffers, then the kernel, with the parameters of
@@ -449,12 +476,8 @@ static miras_status enqueue(miras_library *lib, struct miras_library_cuda *c,
   int64_t dims[3] = {a->batch, a->length, a->heads};
   int32_t num_ptrs = 3 + m->num_gates + m->num_states + 2;
   miras_cu_deviceptr *ptrs = malloc((size_t)num_ptrs * sizeof *ptrs);
-  void **params = malloc((size_t)(3 + num_ptrs) * sizeof *params);
-  if (ptrs == NULL || params == NULL) {
-    free(ptrs);
-    free(params);
+  if (ptrs == NULL)
     return miras_fail(MIRAS_ERR_DEVICE, "cuda forward: out of memory");
-  }
   int32_t k = 0;
   ptrs[k++] = dptr(a->q);
   ptrs[k++] = dptr(a->k);
@@ -465,23 +488,12 @@ static miras_status enqueue(miras_library *lib, struct miras_library_cuda *c,
     ptrs[k++] = dptr(a->state_out[i]);
   ptrs[k++] = dptr(a->o);
   ptrs[k++] = workspace;
-  for (int32_t i = 0; i < 3; ++i)
-    params[i] = &dims[i];
-  for (int32_t i = 0; i < num_ptrs; ++i)
-    params[3 + i] = &ptrs[i];
-  miras_cu_function fn = c->kernels[input_dtype == MIRAS_DTYPE_BF16 ? KERNEL_BF16 : KERNEL_F32];
-  rc = drv->cuLaunchKernel(fn, (unsigned)pairs, 1, 1, bin->block_threads, 1, 1,
-                           bin->shared_bytes, stream, params, NULL);
+  const int bf16 = input_dtype == MIRAS_DTYPE_BF16;
+  st = launch(c, c->kernels[bf16 ? KERNEL_BF16 : KERNEL_F32],
+              bf16 ? bin->kernel_bf16 : bin->kernel_f32, bin, pairs, dims, 3, ptrs, num_ptrs,
+              stream, "cuda forward");
   free(ptrs);
-  free(params);
-  if (rc != MIRAS_CU_SUCCESS) {
-    char call[192];
-    snprintf(call, sizeof call, "cuLaunchKernel('%s', grid %lld, block %u, %u shared bytes)",
-             input_dtype == MIRAS_DTYPE_BF16 ? bin->kernel_bf16 : bin->kernel_f32,
-             (long long)pairs, (unsigned)bin->block_threads, (unsigned)bin->shared_bytes);
-    return miras_cuda_fail(drv, call, rc);
-  }
-  return MIRAS_OK;
+  return st;
 }
 
 /* Locks the library's GPU side, loads it when needed and makes its context current. */
@@ -642,12 +654,8 @@ static miras_status enqueue_backward_with(miras_library *lib, struct miras_libra
   const int32_t G = m->num_gates, N = m->num_states;
   int32_t num_ptrs = 3 + G + 1 + N + 3 + G + 2 * N + 1;
   miras_cu_deviceptr *ptrs = malloc((size_t)num_ptrs * sizeof *ptrs);
-  void **params = malloc((size_t)(4 + num_ptrs) * sizeof *params);
-  if (ptrs == NULL || params == NULL) {
-    free(ptrs);
-    free(params);
+  if (ptrs == NULL)
     return miras_fail(MIRAS_ERR_DEVICE, "cuda backward: out of memory");
-  }
   int32_t k = 0;
   ptrs[k++] = dptr(a->q);
   ptrs[k++] = dptr(a->k);
@@ -667,22 +675,10 @@ static miras_status enqueue_backward_with(miras_library *lib, struct miras_libra
   for (int32_t i = 0; i < N; ++i)
     ptrs[k++] = c->backward_buffer + (miras_cu_deviceptr)(offsets[2 * i + 1] * 4);
   ptrs[k++] = workspace;
-  for (int32_t i = 0; i < 4; ++i)
-    params[i] = &dims[i];
-  for (int32_t i = 0; i < num_ptrs; ++i)
-    params[4 + i] = &ptrs[i];
-  rc = drv->cuLaunchKernel(c->backward_kernel, (unsigned)pairs, 1, 1, bin->block_threads, 1, 1,
-                           bin->shared_bytes, stream, params, NULL);
+  st = launch(c, c->backward_kernel, bin->kernel_f32, bin, pairs, dims, 4, ptrs, num_ptrs,
+              stream, "cuda backward");
   free(ptrs);
-  free(params);
-  if (rc != MIRAS_CU_SUCCESS) {
-    char call[192];
-    snprintf(call, sizeof call, "cuLaunchKernel('%s', grid %lld, block %u, %u shared bytes)",
-             bin->kernel_f32, (long long)pairs, (unsigned)bin->block_threads,
-             (unsigned)bin->shared_bytes);
-    return miras_cuda_fail(drv, call, rc);
-  }
-  return MIRAS_OK;
+  return st;
 }
 
 miras_status miras_library_backward_cuda(miras_library *lib, const miras_backward_args *args,

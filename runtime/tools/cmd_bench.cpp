@@ -560,9 +560,6 @@ size_t bytesOf(const std::vector<T> &x) {
   return x.size() * sizeof(T);
 }
 
-miras_tensor tensorOf(const Library &lib, const char *name, std::vector<float> &data,
-                      const BenchOptions &opts);
-
 /// Random N(0, 1) values shaped like x, from `rng`.
 std::vector<float> randomLike(const std::vector<float> &x, std::mt19937_64 &rng) {
   std::normal_distribution<float> normal(0.0f, 1.0f);
@@ -570,6 +567,93 @@ std::vector<float> randomLike(const std::vector<float> &x, std::mt19937_64 &rng)
   for (float &value : y)
     value = normal(rng);
   return y;
+}
+
+/// One named float32 tensor of the runtime's API over `data`.
+miras_tensor tensorOf(const Library &lib, const char *name, std::vector<float> &data,
+                      const BenchOptions &opts) {
+  miras_tensor t{};
+  t.name = name;
+  t.data = data.data();
+  t.dtype = MIRAS_DTYPE_F32;
+  std::vector<int64_t> shape = lib.shapeOf(name, opts.batch, opts.length, opts.heads);
+  t.rank = static_cast<int32_t>(shape.size());
+  std::copy(shape.begin(), shape.end(), t.shape);
+  return t;
+}
+
+/// What a backward runs on, shared by the cpu and the cuda benches: the forward's inputs
+/// in the order of their adjoints (q, k, v, the gates, the states) and random adjoints of
+/// o and of the final states, N(0, 1) from a seed of their own.
+struct BackwardProblem {
+  std::vector<std::string> names;
+  std::vector<std::vector<float> *> values;
+  std::vector<float> dO;
+  std::vector<std::vector<float>> dFinal;
+
+  BackwardProblem(const miras_module_metadata &m, const BenchOptions &opts, Inputs &in) {
+    names = {"q", "k", "v"};
+    values = {&in.q, &in.k, &in.v};
+    for (int32_t g = 0; g < m.num_gates; ++g)
+      names.push_back(m.gates[g].name), values.push_back(&in.gates[g]);
+    for (int32_t s = 0; s < m.num_states; ++s)
+      names.push_back(m.states[s].name), values.push_back(&in.initialStates[s]);
+    std::mt19937_64 rng(opts.seed + 1);
+    dO = randomLike(in.o, rng);
+    for (const std::vector<float> &s : in.initialStates)
+      dFinal.push_back(randomLike(s, rng));
+  }
+
+  /// Zeroed buffers for the adjoint of every input.
+  std::vector<std::vector<float>> zeroGrads() const {
+    std::vector<std::vector<float>> grads;
+    for (std::vector<float> *x : values)
+      grads.emplace_back(x->size(), 0.0f);
+    return grads;
+  }
+};
+
+/// miras_library_backward over a BackwardProblem's named tensors, writing `grads`.
+struct CpuBackwardCall {
+  std::vector<miras_tensor> inputs, adjoints, outputs;
+
+  CpuBackwardCall(const Library &lib, const BenchOptions &opts, BackwardProblem &p,
+                  std::vector<std::vector<float>> &grads) {
+    for (size_t i = 0; i < p.names.size(); ++i) {
+      inputs.push_back(tensorOf(lib, p.names[i].c_str(), *p.values[i], opts));
+      outputs.push_back(tensorOf(lib, p.names[i].c_str(), grads[i], opts));
+    }
+    adjoints.push_back(tensorOf(lib, "o", p.dO, opts));
+    const miras_module_metadata &m = lib.metadata();
+    for (int32_t s = 0; s < m.num_states; ++s)
+      adjoints.push_back(tensorOf(lib, m.states[s].name, p.dFinal[s], opts));
+  }
+
+  void run(Library &lib) const {
+    miras_status status = miras_library_backward(
+        lib.handle(), inputs.data(), static_cast<int32_t>(inputs.size()), adjoints.data(),
+        static_cast<int32_t>(adjoints.size()), outputs.data(),
+        static_cast<int32_t>(outputs.size()));
+    if (status != MIRAS_OK)
+      throw Error(status, miras_last_error());
+  }
+};
+
+/// The largest max |got - want| / max |want| over the adjoints (NaN as infinity, so a
+/// broken adjoint never looks exact), and the adjoint it is in ("dq", ...).
+std::pair<double, std::string> worstRelativeDiff(const std::vector<std::string> &names,
+                                                 const std::vector<std::vector<float>> &got,
+                                                 const std::vector<std::vector<float>> &want) {
+  double worst = -1.0;
+  std::string where;
+  for (size_t i = 0; i < names.size(); ++i) {
+    double rel = maxAbsDiff(got[i], want[i]) / std::max(maxAbs(want[i]), 1e-30);
+    if (!(rel <= worst)) {
+      worst = std::isnan(rel) ? INFINITY : rel;
+      where = "d" + names[i];
+    }
+  }
+  return {worst, where};
 }
 
 /// `--device cuda --backward`: times miras_library_backward_cuda on the forward's device
@@ -581,30 +665,20 @@ void benchCudaBackward(Library &lib, const BenchOptions &opts, Inputs &in, bench
     throw Error(m.backward_segment > 0 ? MIRAS_ERR_DEVICE : MIRAS_ERR_UNSUPPORTED,
                 "--backward: '" + opts.library + "' has no cuda backward kernel: rebuild "
                 "module '" + m.name + "' with mirasc --backward --target=cpu,cuda");
-  std::mt19937_64 rng(opts.seed + 1);
-  std::vector<float> dO = randomLike(in.o, rng);
-  std::vector<std::vector<float>> dFinal;
-  for (const std::vector<float> &s : in.initialStates)
-    dFinal.push_back(randomLike(s, rng));
-  // The adjoints' device buffers, in the order of the inputs: q, k, v, gates, states.
-  std::vector<std::string> names{"q", "k", "v"};
-  std::vector<std::vector<float> *> values{&in.q, &in.k, &in.v};
-  for (int32_t g = 0; g < m.num_gates; ++g)
-    names.push_back(m.gates[g].name), values.push_back(&in.gates[g]);
-  for (int32_t s = 0; s < m.num_states; ++s)
-    names.push_back(m.states[s].name), values.push_back(&in.initialStates[s]);
+  BackwardProblem p(m, opts, in);
+  // The adjoints' device buffers, in the order of the inputs.
   std::vector<float *> grads;
-  for (std::vector<float> *x : values)
+  for (std::vector<float> *x : p.values)
     grads.push_back(static_cast<float *>(gpu.upload(nullptr, bytesOf(*x))));
   std::vector<const float *> dFinalDev;
-  for (std::vector<float> &d : dFinal)
+  for (std::vector<float> &d : p.dFinal)
     dFinalDev.push_back(static_cast<const float *>(gpu.upload(d.data(), bytesOf(d))));
   const size_t G = size_t(m.num_gates);
   std::vector<float *> dGates(grads.begin() + 3, grads.begin() + 3 + G),
       dStates(grads.begin() + 3 + G, grads.end());
   miras_backward_args args{opts.batch, opts.length, opts.heads, dev.q, dev.k, dev.v,
                            dev.gates, dev.state_in,
-                           static_cast<const float *>(gpu.upload(dO.data(), bytesOf(dO))),
+                           static_cast<const float *>(gpu.upload(p.dO.data(), bytesOf(p.dO))),
                            dFinalDev.data(), grads[0], grads[1], grads[2], dGates.data(),
                            dStates.data()};
   Timing timing = timeRuns(opts.warmup, opts.repeat, [&] {
@@ -619,35 +693,14 @@ void benchCudaBackward(Library &lib, const BenchOptions &opts, Inputs &in, bench
     r.backwardNote = opts.reference ? "no cpu target to compare with" : "skipped (--no-reference)";
     return;
   }
-  std::vector<std::vector<float>> gotGrads, cpuGrads;
-  std::vector<miras_tensor> inputs, adjoints, outputs;
-  for (size_t i = 0; i < names.size(); ++i) {
-    gotGrads.emplace_back(values[i]->size());
-    gpu.download(gotGrads.back().data(), grads[i], bytesOf(gotGrads.back()));
-    cpuGrads.emplace_back(values[i]->size(), 0.0f);
-  }
-  for (size_t i = 0; i < names.size(); ++i) {
-    inputs.push_back(tensorOf(lib, names[i].c_str(), *values[i], opts));
-    outputs.push_back(tensorOf(lib, names[i].c_str(), cpuGrads[i], opts));
-  }
-  adjoints.push_back(tensorOf(lib, "o", dO, opts));
-  for (int32_t s = 0; s < m.num_states; ++s)
-    adjoints.push_back(tensorOf(lib, m.states[s].name, dFinal[s], opts));
+  std::vector<std::vector<float>> gotGrads = p.zeroGrads(), cpuGrads = p.zeroGrads();
+  for (size_t i = 0; i < grads.size(); ++i)
+    gpu.download(gotGrads[i].data(), grads[i], bytesOf(gotGrads[i]));
   lib.setNumThreads(static_cast<int32_t>(opts.threads));
-  miras_status status = miras_library_backward(
-      lib.handle(), inputs.data(), int32_t(inputs.size()), adjoints.data(),
-      int32_t(adjoints.size()), outputs.data(), int32_t(outputs.size()));
-  if (status != MIRAS_OK)
-    throw Error(status, miras_last_error());
-  double worst = -1.0;
-  for (size_t i = 0; i < names.size(); ++i) {
-    double rel = maxAbsDiff(gotGrads[i], cpuGrads[i]) / std::max(maxAbs(cpuGrads[i]), 1e-30);
-    if (!(rel <= worst)) {
-      worst = std::isnan(rel) ? INFINITY : rel;
-      r.backwardWorstOutput = "d" + names[i];
-    }
-  }
+  CpuBackwardCall(lib, opts, p, cpuGrads).run(lib);
+  auto [worst, where] = worstRelativeDiff(p.names, gotGrads, cpuGrads);
   r.backwardMaxRelDiffVsCpu = worst;
+  r.backwardWorstOutput = where;
 }
 
 int runBenchCuda(BenchOptions &opts, Library &lib) {
@@ -763,19 +816,6 @@ int runBenchCuda(BenchOptions &opts, Library &lib) {
   return 0;
 }
 
-/// One named float32 tensor of the runtime's API over `data`.
-miras_tensor tensorOf(const Library &lib, const char *name, std::vector<float> &data,
-                      const BenchOptions &opts) {
-  miras_tensor t{};
-  t.name = name;
-  t.data = data.data();
-  t.dtype = MIRAS_DTYPE_F32;
-  std::vector<int64_t> shape = lib.shapeOf(name, opts.batch, opts.length, opts.heads);
-  t.rank = static_cast<int32_t>(shape.size());
-  std::copy(shape.begin(), shape.end(), t.shape);
-  return t;
-}
-
 /// `--backward`: times miras_library_backward on the forward's inputs, and the scalar
 /// reverse sweep when the module has a reference.
 BackwardFigures benchBackward(Library &lib, const BenchOptions &opts, Inputs &in,
@@ -798,39 +838,10 @@ BackwardFigures benchBackward(Library &lib, const BenchOptions &opts, Inputs &in
   const int64_t inFlight = std::min<int64_t>(opts.threads, pairs);
   bw.savedBytes = double(inFlight) * double(bw.statesPerPair) * stateBytes;
 
-  // dL/do and dL/d(final states): N(0, 1), from a seed of their own.
-  std::mt19937_64 rng(opts.seed + 1);
-  std::vector<float> dO = randomLike(in.o, rng);
-  std::vector<std::vector<float>> dFinal;
-  for (const std::vector<float> &s : in.initialStates)
-    dFinal.push_back(randomLike(s, rng));
-
-  // Outputs, named like the inputs they are the adjoints of.
-  std::vector<std::string> names{"q", "k", "v"};
-  std::vector<std::vector<float> *> values{&in.q, &in.k, &in.v};
-  for (int32_t g = 0; g < m.num_gates; ++g)
-    names.push_back(m.gates[g].name), values.push_back(&in.gates[g]);
-  for (int32_t s = 0; s < m.num_states; ++s)
-    names.push_back(m.states[s].name), values.push_back(&in.initialStates[s]);
-  std::vector<std::vector<float>> grads;
-  for (std::vector<float> *x : values)
-    grads.emplace_back(x->size(), 0.0f);
-  std::vector<miras_tensor> inputs, adjoints, outputs;
-  for (size_t i = 0; i < names.size(); ++i) {
-    inputs.push_back(tensorOf(lib, names[i].c_str(), *values[i], opts));
-    outputs.push_back(tensorOf(lib, names[i].c_str(), grads[i], opts));
-  }
-  adjoints.push_back(tensorOf(lib, "o", dO, opts));
-  for (int32_t s = 0; s < m.num_states; ++s)
-    adjoints.push_back(tensorOf(lib, m.states[s].name, dFinal[s], opts));
-  bw.timing = timeRuns(opts.warmup, opts.repeat, [&] {
-    miras_status status = miras_library_backward(
-        lib.handle(), inputs.data(), static_cast<int32_t>(inputs.size()), adjoints.data(),
-        static_cast<int32_t>(adjoints.size()), outputs.data(),
-        static_cast<int32_t>(outputs.size()));
-    if (status != MIRAS_OK)
-      throw Error(status, miras_last_error());
-  });
+  BackwardProblem p(m, opts, in);
+  std::vector<std::vector<float>> grads = p.zeroGrads();
+  CpuBackwardCall call(lib, opts, p, grads);
+  bw.timing = timeRuns(opts.warmup, opts.repeat, [&] { call.run(lib); });
   bw.overForward = bw.timing.medianMs / forwardMs;
   for (const std::vector<float> &g : grads)
     bw.finite = bw.finite && allFinite(g);
@@ -843,12 +854,10 @@ BackwardFigures benchBackward(Library &lib, const BenchOptions &opts, Inputs &in
     bw.referenceNote = "no scalar reference for this module (see reference above)";
     return bw;
   }
-  std::vector<std::vector<float>> refGrads;
-  for (std::vector<float> *x : values)
-    refGrads.emplace_back(x->size(), 0.0f);
+  std::vector<std::vector<float>> refGrads = p.zeroGrads();
   bench::ReferenceAdjoints d;
-  d.o = dO.data();
-  d.finalState = dFinal[0].data();
+  d.o = p.dO.data();
+  d.finalState = p.dFinal[0].data();
   d.dq = refGrads[0].data(), d.dk = refGrads[1].data(), d.dv = refGrads[2].data();
   for (int32_t g = 0; g < m.num_gates; ++g)
     d.gates.push_back(refGrads[3 + g].data());
@@ -861,15 +870,9 @@ BackwardFigures benchBackward(Library &lib, const BenchOptions &opts, Inputs &in
   });
   bw.referenceMs = t.medianMs;
   bw.speedupVsReference = t.medianMs / bw.timing.medianMs;
-  double worst = -1.0;
-  for (size_t i = 0; i < names.size(); ++i) {
-    double rel = maxAbsDiff(grads[i], refGrads[i]) / std::max(maxAbs(refGrads[i]), 1e-30);
-    if (!(rel <= worst)) {
-      worst = std::isnan(rel) ? INFINITY : rel;
-      bw.worstOutput = "d" + names[i];
-    }
-  }
+  auto [worst, where] = worstRelativeDiff(p.names, grads, refGrads);
   bw.maxRelDiffVsReference = worst;
+  bw.worstOutput = where;
   bw.referenceNote = std::string("scalar loops, ") + std::to_string(threads) + " thread" +
                      (threads == 1 ? "" : "s");
   return bw;

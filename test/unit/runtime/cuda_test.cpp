@@ -23,6 +23,8 @@ protected:
     miras_cuda_set_driver_for_testing(fakeCudaDriver(), nullptr);
   }
   void TearDown() override {
+    for (miras_cu_deviceptr p : uploaded_)
+      fakeCudaDriver()->cuMemFree(p);
     // Every library of a test is closed by now: nothing may stay on the "device".
     EXPECT_EQ(fakeCuda().liveBytes(), 0u) << "device memory leaked";
     EXPECT_EQ(fakeCuda().pushes, fakeCuda().pops) << "unbalanced context push/pop";
@@ -30,6 +32,17 @@ protected:
     EXPECT_EQ(fakeCuda().loadedImages.size(), size_t(fakeCuda().unloads)) << "module leaked";
     miras_cuda_set_driver_for_testing(nullptr, nullptr); // the real driver again
   }
+
+  // A "device" copy of t, freed when the test ends.
+  float *upload(const Tensor &t) {
+    const miras_cuda_driver *d = fakeCudaDriver();
+    miras_cu_deviceptr p;
+    d->cuMemAlloc(&p, size_t(t.numel()) * 4);
+    d->cuMemcpyHtoD(p, t.data(), size_t(t.numel()) * 4);
+    uploaded_.push_back(p);
+    return reinterpret_cast<float *>(p);
+  }
+  std::vector<miras_cu_deviceptr> uploaded_;
 
   static miras_tensor view(const std::string &name, const void *data, const Tensor &shape,
                            int32_t dtype = MIRAS_DTYPE_F32) {
@@ -301,15 +314,6 @@ TEST_F(Cuda, RealDriverPathWithoutGpu) {
 TEST_F(Cuda, DevicePointerForward) {
   miras::Library lib = miras::Library::open(MIRAS_FAKE_CUDA);
   TensorMap in = fakeInputs(B, T, H, true);
-  const miras_cuda_driver *d = fakeCudaDriver();
-  std::vector<miras_cu_deviceptr> buffers;
-  auto upload = [&](const Tensor &t) {
-    miras_cu_deviceptr p;
-    d->cuMemAlloc(&p, size_t(t.numel()) * 4);
-    d->cuMemcpyHtoD(p, t.data(), size_t(t.numel()) * 4);
-    buffers.push_back(p);
-    return reinterpret_cast<float *>(p);
-  };
   const float *gates[2] = {upload(in["alpha"]), upload(in["beta"])};
   const float *stateIn[1] = {upload(in["W"])};
   float *stateOut[1] = {upload(Tensor({B, H, kDv, kDk}))};
@@ -380,8 +384,6 @@ TEST_F(Cuda, DevicePointerForward) {
   expectMessage({"no cuda kernels", "--target=cpu"});
   EXPECT_THROW(cpuOnly.forwardCuda(a), miras::Error);
 
-  for (miras_cu_deviceptr p : buffers)
-    d->cuMemFree(p);
 }
 
 // The backward on device pointers (ABI 7): against the CPU backward of the same library,
@@ -390,15 +392,6 @@ TEST_F(Cuda, DevicePointerForward) {
 TEST_F(Cuda, DevicePointerBackward) {
   miras::Library lib = miras::Library::open(MIRAS_FAKE_CUDA_BACKWARD);
   ASSERT_NE(lib.metadata().cuda_backward, nullptr);
-  const miras_cuda_driver *d = fakeCudaDriver();
-  std::vector<miras_cu_deviceptr> buffers;
-  auto upload = [&](const Tensor &t) {
-    miras_cu_deviceptr p;
-    d->cuMemAlloc(&p, size_t(t.numel()) * 4);
-    d->cuMemcpyHtoD(p, t.data(), size_t(t.numel()) * 4);
-    buffers.push_back(p);
-    return reinterpret_cast<float *>(p);
-  };
   auto download = [](const float *p, Tensor t) {
     std::memcpy(t.data(), p, size_t(t.numel()) * 4);
     return t;
@@ -507,8 +500,6 @@ TEST_F(Cuda, DevicePointerBackward) {
   host.length = 0;
   EXPECT_EQ(miras_library_backward_cuda(lib.handle(), &host, nullptr), MIRAS_ERR_SHAPE);
 
-  for (miras_cu_deviceptr p : buffers)
-    d->cuMemFree(p);
 }
 
 TEST_F(Cuda, DtypeRules) {
