@@ -10,13 +10,21 @@
  * cuMemAlloc to cuMemAlloc_v2 with macros, which a dlsym does not see).
  *
  * The miras tool (bench timing of device memory) and the unit tests (a fake driver) use
- * this header too; nothing here is part of the public API.
+ * this header too; nothing here is part of the public API. Its functions are hidden in
+ * libmiras_runtime.so (MIRAS_INTERNAL): the tool and the tests link the runtime's
+ * objects themselves (runtime/CMakeLists.txt).
  */
 #ifndef MIRAS_RUNTIME_CUDA_DRIVER_H
 #define MIRAS_RUNTIME_CUDA_DRIVER_H
 
 #include <stddef.h>
 #include <stdint.h>
+
+#if defined(__GNUC__)
+#define MIRAS_INTERNAL __attribute__((visibility("hidden")))
+#else
+#define MIRAS_INTERNAL
+#endif
 
 #include "miras/runtime.h"
 
@@ -95,17 +103,17 @@ typedef struct miras_cuda_gpu {
 
 /* Resolves the driver (once per process), initialises it and retains the primary
  * context of GPU 0. Each successful call is paired with miras_cuda_gpu_release.
- * Errors: MIRAS_ERR_DEVICE with a one-line reason via miras_fail. Exported for the
- * miras tool, which times device memory itself. */
-MIRAS_RUNTIME_API miras_status miras_cuda_gpu_acquire(miras_cuda_gpu *gpu);
-MIRAS_RUNTIME_API void miras_cuda_gpu_release(miras_cuda_gpu *gpu);
+ * Errors: MIRAS_ERR_DEVICE with a one-line reason via miras_fail. Used by the miras
+ * tool too, which times device memory itself. */
+MIRAS_INTERNAL miras_status miras_cuda_gpu_acquire(miras_cuda_gpu *gpu);
+MIRAS_INTERNAL void miras_cuda_gpu_release(miras_cuda_gpu *gpu);
 
 /* Makes gpu's context current on this thread / restores the previous one. */
-MIRAS_RUNTIME_API miras_status miras_cuda_push(const miras_cuda_gpu *gpu);
-MIRAS_RUNTIME_API void miras_cuda_pop(const miras_cuda_gpu *gpu);
+MIRAS_INTERNAL miras_status miras_cuda_push(const miras_cuda_gpu *gpu);
+MIRAS_INTERNAL void miras_cuda_pop(const miras_cuda_gpu *gpu);
 
 /* MIRAS_ERR_DEVICE "<call> failed: <CUDA_ERROR_NAME> (<driver's description>)". */
-MIRAS_RUNTIME_API miras_status miras_cuda_fail(const miras_cuda_driver *driver,
+MIRAS_INTERNAL miras_status miras_cuda_fail(const miras_cuda_driver *driver,
                                                const char *call, miras_cu_result rc);
 
 /*
@@ -116,7 +124,7 @@ MIRAS_RUNTIME_API miras_status miras_cuda_fail(const miras_cuda_driver *driver,
  * the process-wide driver state (cuInit is called again). Libraries that loaded their
  * kernels through the previous driver must be closed before it is replaced.
  */
-MIRAS_RUNTIME_API void miras_cuda_set_driver_for_testing(const miras_cuda_driver *table,
+MIRAS_INTERNAL void miras_cuda_set_driver_for_testing(const miras_cuda_driver *table,
                                                          const char *load_error);
 
 #ifdef __cplusplus

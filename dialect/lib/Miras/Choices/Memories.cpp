@@ -132,17 +132,26 @@ private:
   static Value activate(MathBuilder &mb, const std::string &act, Value x) {
     Type t = x.getType();
     auto c = [&](double value) { return mb.constant(t, value); };
-    if (act == "gelu") // 0.5 x (1 + erf(x / sqrt 2))
-      return mb.mul(mb.mul(c(0.5), x),
-                    mb.add(c(1.0), mb.erf(mb.mul(c(M_SQRT1_2), x))));
+    // One builder call per statement wherever two operands create ops: C++ leaves the
+    // order of argument evaluation unspecified, and the IR must not depend on the
+    // host compiler.
+    if (act == "gelu") { // 0.5 x (1 + erf(x / sqrt 2))
+      Value erf = mb.erf(mb.mul(c(M_SQRT1_2), x));
+      Value onePlusErf = mb.add(c(1.0), erf);
+      return mb.mul(mb.mul(c(0.5), x), onePlusErf);
+    }
     if (act == "gelu_tanh") { // 0.5 x (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3)))
       Value cube = mb.mul(x, mb.mul(x, x));
-      Value inner = mb.mul(c(0.7978845608028654),
-                           mb.add(x, mb.mul(c(0.044715), cube)));
-      return mb.mul(mb.mul(c(0.5), x), mb.add(c(1.0), mb.tanh(inner)));
+      Value cubic = mb.add(x, mb.mul(c(0.044715), cube));
+      Value inner = mb.mul(c(0.7978845608028654), cubic);
+      Value tanh = mb.tanh(inner);
+      Value onePlusTanh = mb.add(c(1.0), tanh);
+      return mb.mul(mb.mul(c(0.5), x), onePlusTanh);
     }
-    if (act == "silu") // x / (1 + exp(-x))
-      return mb.div(x, mb.add(c(1.0), mb.exp(mb.neg(x))));
+    if (act == "silu") { // x / (1 + exp(-x))
+      Value expNeg = mb.exp(mb.neg(x));
+      return mb.div(x, mb.add(c(1.0), expNeg));
+    }
     if (act == "relu")
       return mb.max(x, c(0.0));
     return x; // identity (the argument table admits nothing else)
@@ -152,9 +161,11 @@ private:
   static Value layerNorm(MathBuilder &mb, Value x) {
     auto n = static_cast<double>(cast<RankedTensorType>(x.getType()).getNumElements());
     Type f32 = mb.getBuilder().getF32Type();
-    Value mean = mb.div(mb.sum(x), mb.constant(f32, n));
+    Value count = mb.constant(f32, n);
+    Value mean = mb.div(mb.sum(x), count);
     Value centred = mb.sub(x, mean);
-    Value variance = mb.div(mb.sum(mb.mul(centred, centred)), mb.constant(f32, n));
+    Value countAgain = mb.constant(f32, n);
+    Value variance = mb.div(mb.sum(mb.mul(centred, centred)), countAgain);
     Value scale = mb.sqrt(mb.add(variance, mb.constant(f32, 1e-5)));
     return mb.div(centred, scale);
   }

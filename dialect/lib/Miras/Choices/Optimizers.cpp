@@ -108,8 +108,9 @@ protected:
     MathBuilder &mb = ctx.math();
     Value lr = ctx.rate(ctx.optimizerOp(), "lr");
     Value kk = mb.sum(mb.mul(ctx.key(), ctx.key()));
-    return {mb.div(lr, mb.add(mb.constant(lr.getType(), 1.0), mb.mul(lr, kk))),
-            Value()};
+    Value lrKk = mb.mul(lr, kk);
+    Value denominator = mb.add(mb.constant(lr.getType(), 1.0), lrKk);
+    return {mb.div(lr, denominator), Value()};
   }
 };
 
@@ -176,8 +177,8 @@ protected:
     MathBuilder &mb = ctx.math();
     Value retained = step.retain(w, kept);
     ctx.at(ctx.optimizerOp());
-    Value s = mb.sub(mb.mul(mb.broadcast(rates.beta, w.getType()), ctx.extraStates(0)[i]),
-                     mb.mul(mb.broadcast(rates.lr, w.getType()), g));
+    Value lrG = mb.mul(mb.broadcast(rates.lr, w.getType()), g);
+    Value s = mb.sub(mb.mul(mb.broadcast(rates.beta, w.getType()), ctx.extraStates(0)[i]), lrG);
     newExtra.push_back(s);
     return mb.add(retained, s);
   }

@@ -224,8 +224,8 @@ public:
     // For q > 2 the map has no limit at A = 0 (|W| grows like |A|^(3-q));
     // we define map(0) = 0 rather than let 0 * inf poison the state.
     Value zero = mb.constant(f32, 0.0);
-    Value scale = mb.select(mb.compare(arith::CmpFPredicate::OGT, total, zero),
-                            mb.pow(total, mb.constant(f32, -(q - 2) / q)), zero);
+    Value power = mb.pow(total, mb.constant(f32, -(q - 2) / q));
+    Value scale = mb.select(mb.compare(arith::CmpFPredicate::OGT, total, zero), power, zero);
     return mb.mul(mb.broadcast(scale, dual.getType()), dual);
   }
 };
@@ -308,8 +308,9 @@ public:
     if (map == "tanh")
       return mb.tanh(dual);
     Type t = dual.getType(); // sigmoid (the argument table admits nothing else)
-    return mb.div(mb.constant(t, 1.0),
-                  mb.add(mb.constant(t, 1.0), mb.exp(mb.neg(dual))));
+    Value expNeg = mb.exp(mb.neg(dual));
+    Value denominator = mb.add(mb.constant(t, 1.0), expNeg);
+    return mb.div(mb.constant(t, 1.0), denominator);
   }
 
 private:

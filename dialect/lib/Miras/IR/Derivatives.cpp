@@ -144,8 +144,8 @@ LogicalResult vjp(math::PowFOp op, AdjointAccumulator &adjoints, Value g) {
   adjoints.accumulate(p, [&] {
     // d a^p / dp = a^p log a, taken as 0 where a <= 0 (no real log).
     Value zero = mb.constant(a.getType(), 0.0);
-    return mb.select(mb.compare(arith::CmpFPredicate::OGT, a, zero),
-                     mb.mul(g, mb.mul(r, mb.log(a))), zero);
+    Value slope = mb.mul(g, mb.mul(r, mb.log(a)));
+    return mb.select(mb.compare(arith::CmpFPredicate::OGT, a, zero), slope, zero);
   });
   return success();
 }
@@ -176,7 +176,8 @@ LogicalResult vjp(math::TanhOp op, AdjointAccumulator &adjoints, Value g) {
   MathBuilder &mb = adjoints.math();
   Value r = op.getResult();
   adjoints.accumulate(op.getOperand(), [&] {
-    return mb.mul(g, mb.sub(mb.constant(r.getType(), 1.0), mb.mul(r, r)));
+    Value squared = mb.mul(r, r);
+    return mb.mul(g, mb.sub(mb.constant(r.getType(), 1.0), squared));
   });
   return success();
 }
@@ -188,9 +189,8 @@ LogicalResult vjp(math::SqrtOp op, AdjointAccumulator &adjoints, Value g) {
   Value r = op.getResult();
   adjoints.accumulate(op.getOperand(), [&] {
     Value zero = mb.constant(r.getType(), 0.0);
-    return mb.select(mb.compare(arith::CmpFPredicate::OGT, r, zero),
-                     mb.div(mb.mul(mb.constant(g.getType(), 0.5), g), r),
-                     zero);
+    Value slope = mb.div(mb.mul(mb.constant(g.getType(), 0.5), g), r);
+    return mb.select(mb.compare(arith::CmpFPredicate::OGT, r, zero), slope, zero);
   });
   return success();
 }

@@ -187,7 +187,7 @@ LogicalResult MemoryModuleOp::verify() {
              << gate.getDim();
   }
 
-  auto yType = RankedTensorType::get({getDv()}, Float32Type::get(getContext()));
+  auto yType = RankedTensorType::get({static_cast<int64_t>(getDv())}, Float32Type::get(getContext()));
   BiasOp bias = getComponent<BiasOp>();
   Block &biasBlock = bias.getBody().front();
   for (BlockArgument arg : biasBlock.getArguments())
@@ -270,11 +270,11 @@ Type GateOp::getValueType() {
   Type f32 = Float32Type::get(getContext());
   if (getPerStep()) {
     auto module = (*this)->getParentOfType<MemoryModuleOp>();
-    return RankedTensorType::get({module ? module.getSteps() : 1}, f32);
+    return RankedTensorType::get({module ? static_cast<int64_t>(module.getSteps()) : int64_t(1)}, f32);
   }
   if (!getChannel())
     return f32;
-  return RankedTensorType::get({getDim()}, f32);
+  return RankedTensorType::get({static_cast<int64_t>(getDim())}, f32);
 }
 
 /// The declared range: both ends or none, lo <= hi, infinite ends open, not

@@ -292,9 +292,10 @@ LogicalResult NormOp::accumulateAdjoints(AdjointAccumulator &adjoints,
   Value g = resultAdjoints.front(), norm = getResult();
   adjoints.accumulate(getInput(), [&] {
     Value zero = mb.constant(norm.getType(), 0.0);
-    Value scale =
-        mb.select(mb.compare(arith::CmpFPredicate::OGT, norm, zero),
-                  mb.div(g, norm), zero);
+    // One builder call per statement where two operands create ops (C++ leaves the
+    // order unspecified; the IR must not depend on the host compiler).
+    Value slope = mb.div(g, norm);
+    Value scale = mb.select(mb.compare(arith::CmpFPredicate::OGT, norm, zero), slope, zero);
     return mb.mul(mb.broadcast(scale, getInput().getType()), getInput());
   });
   return success();
@@ -322,8 +323,8 @@ LogicalResult RowMaxOp::accumulateAdjoints(AdjointAccumulator &adjoints,
     Value atMax =
         mb.compare(arith::CmpFPredicate::OEQ, getInput(),
                    mb.broadcast(getResult(), matrix, /*axis=*/0));
-    Value indicator = mb.select(atMax, mb.constant(matrix, 1.0),
-                                mb.constant(matrix, 0.0));
+    Value zero = mb.constant(matrix, 0.0);
+    Value indicator = mb.select(atMax, mb.constant(matrix, 1.0), zero);
     Value share = mb.div(g, mb.rowSum(indicator));
     return mb.mul(indicator, mb.broadcast(share, matrix, /*axis=*/0));
   });

@@ -29,8 +29,8 @@ StepSignature StepSignature::of(MemoryModuleOp module) {
     for (auto [i, type] : llvm::enumerate(weights))
       sig.anchors.push_back({nameOf(stem, i) + "_anchor", type});
   Type f32 = Float32Type::get(ctx);
-  auto vecK = RankedTensorType::get({module.getDk()}, f32);
-  auto vecV = RankedTensorType::get({module.getDv()}, f32);
+  auto vecK = RankedTensorType::get({static_cast<int64_t>(module.getDk())}, f32);
+  auto vecV = RankedTensorType::get({static_cast<int64_t>(module.getDv())}, f32);
   // multistep(n): one (k, v) row per step.
   auto perStep = [&](RankedTensorType t) -> Type {
     if (module.getSteps() == 1)
