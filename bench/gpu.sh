@@ -60,9 +60,8 @@ compile_libs() {
 if [[ ${1:-} == prepare ]]; then
   KIT=${2:?usage: bench/gpu.sh prepare KIT_DIR}
   BUILD=${3:-$ROOT/build}
-  mkdir -p "$KIT/bin" "$KIT/lib"
+  mkdir -p "$KIT/bin"
   cp "$BUILD/bin/miras" "$KIT/bin/"
-  cp -P "$BUILD"/lib/libmiras_runtime.so* "$KIT/lib/"
   compile_libs "$BUILD/bin/mirasc" "$KIT/libs"
   echo "gpu.sh: kit in $KIT ($(du -sh "$KIT" | cut -f1))" >&2
   exit 0

@@ -17,4 +17,7 @@ function(miras_mlir_tool name)
   add_executable(${name} ${ARG_SOURCES})
   target_compile_options(${name} PRIVATE -fno-exceptions)
   target_link_libraries(${name} PRIVATE ${ARG_LINK} MLIR LLVM)
+  # Installed, it still finds libMLIR.so and libLLVM.so where Debian put them.
+  set_target_properties(${name} PROPERTIES INSTALL_RPATH "${LLVM_LIBRARY_DIR}")
+  install(TARGETS ${name} EXPORT mirasTargets RUNTIME DESTINATION ${CMAKE_INSTALL_BINDIR})
 endfunction()

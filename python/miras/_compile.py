@@ -146,19 +146,17 @@ def compile_module(path, *, chunk=None, backward=True, target=None, algorithm=No
             # mirasc writes into a temporary file that is renamed into place only when it
             # succeeded, so neither a failed compile nor a concurrent one leaves a broken
             # library under the cache key.
-            fd, partial = tempfile.mkstemp(prefix=".partial-", suffix=".so", dir=directory)
-            os.close(fd)
-            try:
-                run = subprocess.run([mirasc, str(source_path), *args, "-o", partial],
+            # It is built under its final name (the library's SONAME) in a directory
+            # of its own.
+            with tempfile.TemporaryDirectory(prefix=".partial-", dir=directory) as partial:
+                built = os.path.join(partial, library.name)
+                run = subprocess.run([mirasc, str(source_path), *args, "-o", built],
                                      capture_output=True, text=True)
                 if run.returncode != 0:
                     raise CompileError(run.stderr.strip() or
                                        f"mirasc exited with status {run.returncode}",
                                        diagnostic=run.stderr, returncode=run.returncode)
-                os.replace(partial, library)
-            finally:
-                if os.path.exists(partial):
-                    os.unlink(partial)
+                os.replace(built, library)
             (directory / "key.json").write_text(json.dumps(key_data, indent=2) + "\n")
         module = Module(str(library))
         if cache:

@@ -278,6 +278,9 @@ Error linkSharedLibrary(StringRef objectPath, StringRef glueSourcePath,
   // Report unresolved symbols (e.g. MLIR runtime helpers the kernel should
   // not need) now, not at dlopen time on the user's machine.
   args.push_back("-Wl,-z,defs");
+  // The SONAME is the library's file name, so a host program linked against
+  // it (the generated header's entry points) finds it again by that name.
+  args.push_back(("-Wl,-soname," + sys::path::filename(outputPath)).str());
 #endif
   if (Error e = runTool("C compiler", *cc, args))
     return joinErrors(fail("cannot link '" + outputPath + "'"), std::move(e));

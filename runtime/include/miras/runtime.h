@@ -3,7 +3,8 @@
  *
  * The runtime loads a compiled module (lib<name>.so, see miras_abi.h), checks that it
  * speaks this ABI version, validates its metadata once, and runs it over named,
- * shape-checked tensors. It depends on libc, libdl and libm only (no MLIR/LLVM).
+ * shape-checked tensors. libmiras_runtime.so is plain C on libc, libdl, libpthread and
+ * libm (no MLIR/LLVM, no libstdc++); the C++ wrapper (runtime.hpp) is libmiras_runtime_cxx.so.
  *
  * Error handling: every function that can fail returns a miras_status and, on failure,
  * stores a human-readable message in a thread-local buffer (miras_last_error). No

@@ -1,5 +1,5 @@
-// runtime.hpp: C++ wrapper over the miras runtime C API (runtime.h).
-//
+// runtime.hpp: C++ wrapper over the miras runtime C API (runtime.h), in
+// libmiras_runtime_cxx.so (CMake: miras::runtime_cxx; pkg-config: miras-cxx).
 // Owning float32 tensors, an RAII module handle, and exceptions (miras::Error) instead of
 // status codes. Everything here is a thin layer: shape rules and validation live in the
 // C API so that C, C++ and the CLI agree on them.
