@@ -4,8 +4,11 @@
 #include <cerrno>
 #include <cstdio>
 #include <cstring>
+#include <filesystem>
 #include <memory>
 
+#include <fcntl.h>
+#include <sys/file.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -257,7 +260,11 @@ Tensor readNpy(const std::string &path) {
   return Tensor(std::move(h.shape), std::move(data));
 }
 
-void writeNpy(const std::string &path, const Tensor &tensor) {
+namespace {
+
+// Writes `tensor` to a new temporary file beside `path` (same directory, so a rename
+// onto `path` is atomic) and returns its name; throws, leaving nothing behind, on error.
+std::string writeBeside(const std::string &path, const Tensor &tensor) {
   if (Tensor::numelOf(tensor.shape()) != tensor.numel())
     fail(path, "tensor holds " + std::to_string(tensor.numel()) + " values for shape " +
                    formatShape(tensor.shape()));
@@ -274,12 +281,112 @@ void writeNpy(const std::string &path, const Tensor &tensor) {
       fail(tmp, "cannot open: " + why);
     }
     writeTemp(f, tmp, tensor);
-    if (std::rename(tmp.c_str(), path.c_str()) != 0)
-      fail(path, std::string("cannot replace: ") + std::strerror(errno));
   } catch (...) {
     std::remove(tmp.c_str());
     throw;
   }
+  return tmp;
+}
+
+// An exclusive flock on a directory, released when it goes out of scope.
+class DirectoryLock {
+public:
+  explicit DirectoryLock(const std::string &dir) : fd_(open(dir.c_str(), O_RDONLY | O_DIRECTORY)) {
+    if (fd_ < 0)
+      fail(dir, std::string("cannot open the directory: ") + std::strerror(errno));
+    while (flock(fd_, LOCK_EX) != 0)
+      if (errno != EINTR) {
+        std::string why = std::strerror(errno);
+        close(fd_);
+        fail(dir, "cannot lock the directory: " + why);
+      }
+  }
+  ~DirectoryLock() {
+    fsync(fd_); // the renames, durable
+    close(fd_); // releases the lock
+  }
+  DirectoryLock(const DirectoryLock &) = delete;
+  DirectoryLock &operator=(const DirectoryLock &) = delete;
+
+private:
+  int fd_;
+};
+
+} // namespace
+
+void writeNpy(const std::string &path, const Tensor &tensor) {
+  std::string tmp = writeBeside(path, tensor);
+  if (std::rename(tmp.c_str(), path.c_str()) != 0) {
+    std::string why = std::strerror(errno);
+    std::remove(tmp.c_str());
+    fail(path, "cannot replace: " + why);
+  }
+}
+
+void writeNpyFiles(const std::string &dir,
+                   const std::vector<std::pair<std::string, const Tensor *>> &files) {
+  std::error_code ec;
+  std::filesystem::create_directories(dir, ec);
+  if (ec)
+    throw Error(MIRAS_ERR_IO, "cannot create output directory '" + dir + "': " + ec.message());
+  DirectoryLock lock(dir);
+  std::vector<std::string> targets;
+  for (const auto &[name, tensor] : files) {
+    std::string target = (std::filesystem::path(dir) / name).string();
+    struct stat st;
+    if (lstat(target.c_str(), &st) == 0 && !S_ISREG(st.st_mode))
+      fail(target, "exists and is not a regular file; nothing was written");
+    targets.push_back(target);
+  }
+  // 1. Every file to a temporary beside its target.
+  std::vector<std::string> temps;
+  try {
+    for (size_t i = 0; i < files.size(); ++i)
+      temps.push_back(writeBeside(targets[i], *files[i].second));
+  } catch (...) {
+    for (const std::string &tmp : temps)
+      std::remove(tmp.c_str());
+    throw;
+  }
+  // 2. Into place: a file that existed is exchanged with its temporary (which then holds
+  // the old contents, for the rollback), a new one is renamed (never over a file that
+  // appeared meanwhile). A file system without exchange gets a plain rename, which a
+  // rollback cannot undo.
+  enum class Moved { Exchanged, Created, Replaced };
+  auto unsupported = [] { return errno == EINVAL || errno == ENOSYS; };
+  std::vector<Moved> moved;
+  for (size_t i = 0; i < files.size(); ++i) {
+    const char *tmp = temps[i].c_str(), *target = targets[i].c_str();
+    if (renameat2(AT_FDCWD, tmp, AT_FDCWD, target, RENAME_EXCHANGE) == 0) {
+      moved.push_back(Moved::Exchanged);
+      continue;
+    }
+    if (errno == ENOENT) {
+      if (renameat2(AT_FDCWD, tmp, AT_FDCWD, target, RENAME_NOREPLACE) == 0 ||
+          (unsupported() && std::rename(tmp, target) == 0)) {
+        moved.push_back(Moved::Created);
+        continue;
+      }
+    } else if (unsupported() && std::rename(tmp, target) == 0) {
+      moved.push_back(Moved::Replaced);
+      continue;
+    }
+    std::string why = std::strerror(errno);
+    // Roll back what was moved: old contents back, new files removed.
+    for (size_t j = 0; j < moved.size(); ++j) {
+      if (moved[j] == Moved::Exchanged)
+        renameat2(AT_FDCWD, temps[j].c_str(), AT_FDCWD, targets[j].c_str(), RENAME_EXCHANGE);
+      else if (moved[j] == Moved::Created)
+        std::remove(targets[j].c_str());
+    }
+    for (size_t j = 0; j < temps.size(); ++j)
+      std::remove(temps[j].c_str());
+    fail(targets[i], "cannot replace: " + why + "; the other outputs were put back");
+  }
+  // 3. The old contents, now in the temporaries, go.
+  for (size_t i = 0; i < files.size(); ++i)
+    if (moved[i] == Moved::Exchanged)
+      std::remove(temps[i].c_str());
 }
 
 } // namespace miras

@@ -19,7 +19,8 @@ const char kGradHelp[] =
     "--inputs as 'miras run' does (q, k, v, every gate; <state>.npy when present, else a\n"
     "zero initial state), o.npy (dL/do, required) and <state>.npy (dL/d final state,\n"
     "optional: zero) from --adjoints, and writes dq.npy, dk.npy, dv.npy, d<gate>.npy and\n"
-    "d<state>.npy (the initial state's adjoint) to --outputs (created if missing).\n"
+    "d<state>.npy (the initial state's adjoint) to --outputs (created if missing), all\n"
+    "or, on any failure, none (as miras run).\n"
     "\n"
     "options:\n"
     "  --inputs DIR    directory of the forward's input .npy files\n"
@@ -103,13 +104,10 @@ int runGrad(const Args &args) {
   auto start = std::chrono::steady_clock::now();
   TensorMap grads = lib.backward(inputs, adjoints);
   std::chrono::duration<double, std::milli> ms = std::chrono::steady_clock::now() - start;
-  std::error_code ec;
-  fs::create_directories(opts.outputs, ec);
-  if (ec)
-    throw Error(MIRAS_ERR_IO, "cannot create output directory '" + opts.outputs +
-                                  "': " + ec.message());
+  std::vector<std::pair<std::string, const Tensor *>> files; // all or nothing
   for (const auto &[name, tensor] : grads)
-    writeNpy(npyPath(opts.outputs, "d" + name), tensor);
+    files.emplace_back("d" + name + ".npy", &tensor);
+  writeNpyFiles(opts.outputs, files);
   const std::vector<int64_t> &q = inputs.at("q").shape(); // validated by backward
   std::printf("%s: B=%lld T=%lld H=%lld backward %.3f ms (%d thread%s, segment %lld), "
               "wrote %zu tensors to %s\n",

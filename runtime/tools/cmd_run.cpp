@@ -17,7 +17,9 @@ const char kRunHelp[] =
     "Read q.npy, k.npy, v.npy and <gate>.npy for every gate from --inputs, plus\n"
     "<state>.npy for every state when present (a missing state starts from zeros).\n"
     "Run the module and write o.npy and the final <state>.npy files to --outputs\n"
-    "(created if missing). Arrays are float32 (float64 is converted), C order.\n"
+    "(created if missing) as one unit: all are replaced or, on any failure, none,\n"
+    "and concurrent runs into one directory take turns. Arrays are float32 (float64\n"
+    "is converted), C order.\n"
     "\n"
     "options:\n"
     "  --inputs DIR    directory of input .npy files\n"
@@ -86,13 +88,12 @@ TensorMap readInputs(const Library &lib, const std::string &dir) {
   return inputs;
 }
 
+// All or nothing (writeNpyFiles): a failed run leaves the directory as it was.
 void writeOutputs(const TensorMap &outputs, const std::string &dir) {
-  std::error_code ec;
-  fs::create_directories(dir, ec);
-  if (ec)
-    throw Error(MIRAS_ERR_IO, "cannot create output directory '" + dir + "': " + ec.message());
+  std::vector<std::pair<std::string, const Tensor *>> files;
   for (const auto &[name, tensor] : outputs)
-    writeNpy(npyPath(dir, name), tensor);
+    files.emplace_back(name + ".npy", &tensor);
+  writeNpyFiles(dir, files);
 }
 
 } // namespace

@@ -1,5 +1,6 @@
 // cli_test.cpp: the `miras` tool end to end (exit codes, JSON, run on .npy files).
 #include <algorithm>
+#include <cmath>
 #include <fstream>
 #include <sstream>
 
@@ -153,6 +154,51 @@ TEST_F(Cli, RunReportsMissingAndInvalidInputs) {
   EXPECT_EQ(r.code, 1);
   expectOneErrorLine(r, "input tensor 'k': expected shape [1, 3, 2, 3], got [1, 3, 2, 4]");
   EXPECT_FALSE(std::filesystem::exists(dir_.file("out/o.npy")));
+}
+
+// A run that cannot write one output changes none; two runs into one directory at once
+// leave the outputs of one of them, never o of one and W of the other.
+TEST_F(Cli, RunOutputsAreWrittenAsAUnit) {
+  TensorMap first = fakeInputs(2, 4, 3, true, 21), second = fakeInputs(2, 4, 3, true, 22);
+  for (const auto &[dir, in] : {std::pair{"a", &first}, std::pair{"b", &second}}) {
+    std::filesystem::create_directory(dir_.file(dir));
+    for (const auto &[name, t] : *in)
+      miras::writeNpy(dir_.file(std::string(dir) + "/" + name + ".npy"), t);
+  }
+  auto run = [&](const char *in) {
+    return std::string(MIRAS_TOOL) + " run " + MIRAS_FAKE_MODULE + " --inputs " +
+           dir_.file(in) + " --outputs " + dir_.file("out");
+  };
+  ASSERT_EQ(tool(std::string("run ") + MIRAS_FAKE_MODULE + " --inputs " + dir_.file("a") +
+                 " --outputs " + dir_.file("out")).code, 0);
+  std::filesystem::create_directory(dir_.file("out/o.npy.blocked"));
+  std::filesystem::rename(dir_.file("out/o.npy"), dir_.file("out/o.npy.keep"));
+  std::filesystem::rename(dir_.file("out/o.npy.blocked"), dir_.file("out/o.npy"));
+  Result r = tool(std::string("run ") + MIRAS_FAKE_MODULE + " --inputs " + dir_.file("b") +
+                  " --outputs " + dir_.file("out"));
+  EXPECT_EQ(r.code, 1);
+  expectOneErrorLine(r, "exists and is not a regular file");
+  expectNear(miras::readNpy(dir_.file("out/W.npy")), reference(first)["W"]);
+  std::filesystem::remove(dir_.file("out/o.npy"));
+
+  TensorMap wantA = reference(first), wantB = reference(second);
+  auto same = [](const miras::Tensor &x, const miras::Tensor &y) {
+    if (x.shape() != y.shape())
+      return false;
+    for (int64_t i = 0; i < x.numel(); ++i)
+      if (std::fabs(x.values()[i] - y.values()[i]) > 1e-5f)
+        return false;
+    return true;
+  };
+  for (int round = 0; round < 32; ++round) {
+    std::string both = "(" + run("a") + " & " + run("b") + " & wait) >/dev/null 2>&1";
+    ASSERT_EQ(std::system(both.c_str()), 0);
+    miras::Tensor o = miras::readNpy(dir_.file("out/o.npy"));
+    miras::Tensor w = miras::readNpy(dir_.file("out/W.npy"));
+    bool fromA = same(o, wantA["o"]) && same(w, wantA["W"]);
+    bool fromB = same(o, wantB["o"]) && same(w, wantB["W"]);
+    ASSERT_TRUE(fromA || fromB) << "round " << round << ": o and W of different runs";
+  }
 }
 
 // Without a GPU (or a module without cuda kernels) the cuda device fails with one line

@@ -146,4 +146,46 @@ TEST_F(Npy, FailedWriteKeepsOldFile) {
   EXPECT_EQ(files, 2u) << "keep.npy and adir only";
 }
 
+size_t entriesIn(const std::filesystem::path &dir) {
+  size_t n = 0;
+  for ([[maybe_unused]] auto &e : std::filesystem::directory_iterator(dir))
+    ++n;
+  return n;
+}
+
+// writeNpyFiles: all files replaced, or none (a failed one in the middle, a target that
+// is a directory), and never a temporary left behind.
+TEST_F(Npy, FileSetIsAllOrNothing) {
+  std::string out = dir_.file("out/nested");
+  Tensor a({2}, {1, 2}), b({1}, {3}), c({3}, {4, 5, 6});
+  miras::writeNpyFiles(out, {{"a.npy", &a}, {"b.npy", &b}});
+  EXPECT_EQ(miras::readNpy(out + "/a.npy").values(), a.values());
+
+  Tensor a2({2}, {7, 8}), broken({3});
+  broken.values().resize(1); // fails while the temporaries are written
+  EXPECT_THROW(miras::writeNpyFiles(out, {{"a.npy", &a2}, {"b.npy", &broken}, {"c.npy", &c}}),
+               miras::Error);
+  EXPECT_EQ(miras::readNpy(out + "/a.npy").values(), a.values());
+  EXPECT_EQ(miras::readNpy(out + "/b.npy").values(), b.values());
+  EXPECT_FALSE(std::filesystem::exists(out + "/c.npy"));
+  EXPECT_EQ(entriesIn(out), 2u);
+
+  std::filesystem::create_directory(out + "/c.npy");
+  try {
+    miras::writeNpyFiles(out, {{"a.npy", &a2}, {"c.npy", &c}});
+    FAIL() << "a directory named like an output must fail";
+  } catch (const miras::Error &e) {
+    EXPECT_NE(std::string(e.what()).find("c.npy': exists and is not a regular file"),
+              std::string::npos) << e.what();
+  }
+  EXPECT_EQ(miras::readNpy(out + "/a.npy").values(), a.values());
+  EXPECT_EQ(entriesIn(out), 3u);
+
+  std::filesystem::remove(out + "/c.npy");
+  miras::writeNpyFiles(out, {{"a.npy", &a2}, {"c.npy", &c}});
+  EXPECT_EQ(miras::readNpy(out + "/a.npy").values(), a2.values());
+  EXPECT_EQ(miras::readNpy(out + "/c.npy").values(), c.values());
+  EXPECT_EQ(entriesIn(out), 3u);
+}
+
 } // namespace
