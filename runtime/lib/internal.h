@@ -3,6 +3,8 @@
 #define MIRAS_RUNTIME_INTERNAL_H
 
 #include <pthread.h>
+#include <stddef.h>
+#include <stdint.h>
 
 #include "miras/runtime.h"
 
@@ -33,6 +35,34 @@ void miras_pool_run(miras_pool *pool, int32_t count, void (*task)(void *, int32_
 /* 1 when the comma-separated target list (metadata->targets, e.g. "cpu, cuda") names
  * `target`; spaces around items are ignored. */
 int miras_targets_contain(const char *targets, const char *target);
+
+/* image.c: a module file is checked before dlopen (an ELF shared library for this
+ * machine, every header and segment inside the file: a truncated file would be a SIGBUS
+ * in the loader), and every pointer of its metadata is checked against the memory of the
+ * loaded object before it is followed (damaged metadata is an error, not a crash). */
+miras_status miras_check_module_file(const char *path);
+
+#define MIRAS_IMAGE_MAX_SEGMENTS 16
+typedef struct miras_image_segment {
+  uintptr_t begin, end; /* [begin, end): a readable PT_LOAD segment, as mapped */
+  int executable;
+} miras_image_segment;
+typedef struct miras_image {
+  uintptr_t base; /* load address (dladdr's dli_fbase for its symbols) */
+  int count;
+  miras_image_segment segments[MIRAS_IMAGE_MAX_SEGMENTS];
+} miras_image;
+
+/* The segments of the object dlopen returned `handle` for. */
+miras_status miras_image_of(void *handle, const char *path, miras_image *out);
+/* 1 when [p, p + bytes) lies in one readable segment of the image. */
+int miras_image_holds(const miras_image *im, const void *p, size_t bytes);
+/* The same for count items of `item` bytes (count 0: any pointer; negative: 0). */
+int miras_image_holds_array(const miras_image *im, const void *p, int64_t count, size_t item);
+/* 1 when fn is the start of an exported function of the image (an entry point). */
+int miras_image_holds_function(const miras_image *im, const void *fn);
+/* 1 when s lies in a readable segment and is NUL-terminated before its end. */
+int miras_image_holds_string(const miras_image *im, const char *s);
 
 /* The GPU side of a library (cuda.c): its loaded kernels and cached workspace. */
 struct miras_library_cuda;

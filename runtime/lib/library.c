@@ -17,18 +17,30 @@ static miras_status bad_metadata(const char *path, const char *what) {
   return miras_fail(MIRAS_ERR_LOAD, "'%s': malformed module metadata: %s", path, what);
 }
 
-static int is_name(const char *s) { return s != NULL && s[0] != '\0'; }
+/* A string of the module: inside its image, terminated there, not empty. */
+static int is_name(const miras_image *im, const char *s) {
+  return s != NULL && miras_image_holds_string(im, s) && s[0] != '\0';
+}
+
+/* Far above any real module; bounds what damaged metadata could make the runtime
+ * allocate or loop over. */
+enum {
+  kMaxWidth = 1 << 16,        /* dk, dv */
+  kMaxChunk = 1 << 20,        /* chunk, steps */
+  kMaxCount = 4096,           /* params, gates, states */
+};
+static const int64_t kMaxStateElements = (int64_t)1 << 32; /* per (batch, head) pair */
 
 /* Counts are int32_t in the ABI; a negative count or a NULL array behind a positive
  * count would make every later loop read garbage. */
-static int valid_array(int32_t count, const void *array) {
-  return count >= 0 && (count == 0 || array != NULL);
+static int valid_array(const miras_image *im, int32_t count, const void *array, size_t item) {
+  return count >= 0 && count <= kMaxCount && miras_image_holds_array(im, array, count, item);
 }
 
-static miras_status check_gate(const char *path, const miras_module_metadata *m,
-                               const miras_gate_info *g) {
+static miras_status check_gate(const char *path, const miras_image *im,
+                               const miras_module_metadata *m, const miras_gate_info *g) {
   char msg[256];
-  if (!is_name(g->name))
+  if (!is_name(im, g->name))
     return bad_metadata(path, "a gate has no name");
   if (g->per_step && (g->kind != MIRAS_GATE_SCALAR || m->steps <= 1)) {
     snprintf(msg, sizeof msg, "gate '%s': only scalar gates of a multistep module are per step",
@@ -72,19 +84,27 @@ static miras_status check_gate(const char *path, const miras_module_metadata *m,
   return MIRAS_OK;
 }
 
-static miras_status check_state(const char *path, const miras_state_info *s) {
+static miras_status check_state(const char *path, const miras_image *im,
+                                const miras_state_info *s) {
   char msg[256];
-  if (!is_name(s->name))
+  if (!is_name(im, s->name))
     return bad_metadata(path, "a state has no name");
   if (s->rank < 0 || s->rank > MIRAS_MAX_STATE_RANK) {
     snprintf(msg, sizeof msg, "state '%s' has rank %d (allowed 0..%d)", s->name, (int)s->rank,
              MIRAS_MAX_STATE_RANK);
     return bad_metadata(path, msg);
   }
+  int64_t elements = 1;
   for (int32_t i = 0; i < s->rank; ++i) {
     if (s->shape[i] <= 0) {
       snprintf(msg, sizeof msg, "state '%s' has non-positive dimension %lld", s->name,
                (long long)s->shape[i]);
+      return bad_metadata(path, msg);
+    }
+    elements = miras_mul_checked(elements, s->shape[i]);
+    if (elements < 0 || elements > kMaxStateElements) {
+      snprintf(msg, sizeof msg, "state '%s' has more than 2^32 elements per (batch, head)",
+               s->name);
       return bad_metadata(path, msg);
     }
   }
@@ -138,14 +158,20 @@ int miras_targets_contain(const char *targets, const char *target) {
 /* One miras_cuda_binary (`what`: "cuda table", "cuda_backward table") complete: the
  * loader hands these fields to the driver without further checks. The backward's table
  * has one kernel (float32), so its kernel_bf16 is NULL. */
-static miras_status check_cuda_binary(const char *path, const miras_cuda_binary *c,
-                                      const char *what, int with_bf16) {
+static miras_status check_cuda_binary(const char *path, const miras_image *im,
+                                      const miras_cuda_binary *c, const char *what,
+                                      int with_bf16) {
   char msg[160];
-  if (!is_name(c->arch) || !is_name(c->ptx)) {
+  if (!miras_image_holds(im, c, sizeof *c)) {
+    snprintf(msg, sizeof msg, "%s: points outside the library", what);
+    return bad_metadata(path, msg);
+  }
+  if (!is_name(im, c->arch) || !is_name(im, c->ptx)) {
     snprintf(msg, sizeof msg, "%s: arch and ptx must be non-empty", what);
     return bad_metadata(path, msg);
   }
-  if (!is_name(c->kernel_f32) || (with_bf16 ? !is_name(c->kernel_bf16) : c->kernel_bf16 != NULL)) {
+  if (!is_name(im, c->kernel_f32) ||
+      (with_bf16 ? !is_name(im, c->kernel_bf16) : c->kernel_bf16 != NULL)) {
     snprintf(msg, sizeof msg, with_bf16 ? "%s: kernel_f32 and kernel_bf16 must be non-empty"
                                         : "%s: kernel_f32 must be non-empty and kernel_bf16 NULL",
              what);
@@ -160,12 +186,18 @@ static miras_status check_cuda_binary(const char *path, const miras_cuda_binary 
     snprintf(msg, sizeof msg, "%s: cubin_size must be > 0 exactly when cubin is set", what);
     return bad_metadata(path, msg);
   }
+  if (c->cubin != NULL && !miras_image_holds(im, c->cubin, c->cubin_size)) {
+    snprintf(msg, sizeof msg, "%s: the cubin's %llu bytes run outside the library", what,
+             (unsigned long long)c->cubin_size);
+    return bad_metadata(path, msg);
+  }
   return MIRAS_OK;
 }
 
 /* The CUDA table is present exactly when targets names cuda, the backward's exactly
  * when it does and the module has a backward (ABI 7). */
-static miras_status check_cuda(const char *path, const miras_module_metadata *m) {
+static miras_status check_cuda(const char *path, const miras_image *im,
+                               const miras_module_metadata *m) {
   const miras_cuda_binary *c = m->cuda;
   int wants_cuda = miras_targets_contain(m->targets, "cuda");
   if (!wants_cuda && !miras_targets_contain(m->targets, "cpu"))
@@ -179,43 +211,50 @@ static miras_status check_cuda(const char *path, const miras_module_metadata *m)
     return c == NULL ? MIRAS_OK : bad_metadata(path, "a cuda table, but targets lacks cuda");
   if (c == NULL)
     return bad_metadata(path, "targets names cuda but the cuda table is NULL");
-  miras_status st = check_cuda_binary(path, c, "cuda table", 1);
+  miras_status st = check_cuda_binary(path, im, c, "cuda table", 1);
   if (st == MIRAS_OK && wants_backward)
-    st = check_cuda_binary(path, m->cuda_backward, "cuda_backward table", 0);
+    st = check_cuda_binary(path, im, m->cuda_backward, "cuda_backward table", 0);
   return st;
 }
 
-static miras_status check_metadata(const char *path, const miras_module_metadata *m) {
+static miras_status check_metadata(const char *path, const miras_image *im,
+                                   const miras_module_metadata *m) {
   if (m->abi_version != MIRAS_ABI_VERSION)
     return miras_fail(MIRAS_ERR_ABI_VERSION,
                       "'%s': module metadata has ABI version %u, runtime expects %u", path,
                       (unsigned)m->abi_version, (unsigned)MIRAS_ABI_VERSION);
-  if (!is_name(m->name))
+  if (!is_name(im, m->name))
     return bad_metadata(path, "module has no name");
-  if (!m->source || !m->compiler || !m->targets || !m->rule || !m->algorithm)
-    return bad_metadata(path,
-                        "source, compiler, targets, rule and algorithm must not be NULL");
+  const char *const texts[] = {m->source, m->compiler, m->targets, m->rule, m->algorithm};
+  for (size_t i = 0; i < sizeof texts / sizeof texts[0]; ++i)
+    if (texts[i] == NULL || !miras_image_holds_string(im, texts[i]))
+      return bad_metadata(path, "source, compiler, targets, rule and algorithm must be "
+                                "strings in the library");
   if (!(m->flops_per_token >= 0))
     return bad_metadata(path, "flops_per_token must be a non-negative number");
   if (m->dk <= 0 || m->dv <= 0 || m->chunk <= 0 || m->steps <= 0)
     return bad_metadata(path, "dk, dv, chunk and steps must be positive");
+  if (m->dk > kMaxWidth || m->dv > kMaxWidth || m->chunk > kMaxChunk || m->steps > kMaxChunk)
+    return bad_metadata(path, "dk, dv (at most 65536), chunk or steps (at most 2^20) too large");
   if (m->read_after_write != 0 && m->read_after_write != 1)
     return bad_metadata(path, "read_after_write must be 0 or 1");
-  if (!valid_array(m->num_params, m->params) || !valid_array(m->num_gates, m->gates) ||
-      !valid_array(m->num_states, m->states))
-    return bad_metadata(path, "a negative count or a NULL params/gates/states array");
+  if (!valid_array(im, m->num_params, m->params, sizeof *m->params) ||
+      !valid_array(im, m->num_gates, m->gates, sizeof *m->gates) ||
+      !valid_array(im, m->num_states, m->states, sizeof *m->states))
+    return bad_metadata(path, "a params/gates/states array is NULL, outside the library, or "
+                              "its count is negative or above 4096");
   for (int32_t i = 0; i < m->num_params; ++i)
-    if (!is_name(m->params[i].name))
+    if (!is_name(im, m->params[i].name))
       return bad_metadata(path, "a parameter has no name");
   for (int32_t i = 0; i < m->num_gates; ++i) {
-    miras_status st = check_gate(path, m, &m->gates[i]);
+    miras_status st = check_gate(path, im, m, &m->gates[i]);
     if (st != MIRAS_OK) return st;
   }
   for (int32_t i = 0; i < m->num_states; ++i) {
-    miras_status st = check_state(path, &m->states[i]);
+    miras_status st = check_state(path, im, &m->states[i]);
     if (st != MIRAS_OK) return st;
   }
-  miras_status st = check_cuda(path, m);
+  miras_status st = check_cuda(path, im, m);
   if (st != MIRAS_OK)
     return st;
   return check_unique_names(path, m);
@@ -223,19 +262,36 @@ static miras_status check_metadata(const char *path, const miras_module_metadata
 
 /* Checks the entry table before calling into it: with another ABI version even the
  * layout of the metadata struct may differ, so nothing else may be touched. */
-static miras_status check_entry(const char *path, const miras_module_entry *e,
+static miras_status check_entry(const char *path, const miras_image *im,
+                                const miras_module_entry *e,
                                 const miras_module_metadata **meta) {
+  if (!miras_image_holds(im, e, sizeof e->abi_version))
+    return miras_fail(MIRAS_ERR_LOAD, "'%s': its '%s' lies outside the library", path,
+                      MIRAS_MODULE_ENTRY_SYMBOL);
   if (e->abi_version != MIRAS_ABI_VERSION)
     return miras_fail(MIRAS_ERR_ABI_VERSION,
                       "'%s' was built for miras ABI version %u, runtime expects %u "
                       "(recompile the module with a mirasc of this release)", path,
                       (unsigned)e->abi_version, (unsigned)MIRAS_ABI_VERSION);
+  if (!miras_image_holds(im, e, sizeof *e))
+    return miras_fail(MIRAS_ERR_LOAD, "'%s': its entry table runs outside the library", path);
   if (e->metadata == NULL)
     return miras_fail(MIRAS_ERR_LOAD, "'%s': entry table has a NULL metadata", path);
+  /* Entry points are called: each must be one of the library's exported functions. */
+  const void *const functions[] = {(const void *)e->metadata, (const void *)e->forward,
+                                   (const void *)e->forward_range, (const void *)e->backward,
+                                   (const void *)e->backward_range};
+  for (size_t i = 0; i < sizeof functions / sizeof functions[0]; ++i)
+    if (functions[i] != NULL && !miras_image_holds_function(im, functions[i]))
+      return miras_fail(MIRAS_ERR_LOAD,
+                        "'%s': malformed entry table: an entry point is not one of the "
+                        "library's exported functions", path);
   *meta = e->metadata();
   if (*meta == NULL)
     return miras_fail(MIRAS_ERR_LOAD, "'%s': metadata() returned NULL", path);
-  miras_status st = check_metadata(path, *meta);
+  if (!miras_image_holds(im, *meta, sizeof **meta))
+    return miras_fail(MIRAS_ERR_LOAD, "'%s': metadata() points outside the library", path);
+  miras_status st = check_metadata(path, im, *meta);
   if (st != MIRAS_OK)
     return st;
   /* A cuda-only module has no CPU entry points; the others must have both. */
@@ -294,6 +350,9 @@ miras_status miras_library_open(const char *path, miras_library **out) {
   *out = NULL;
   if (path == NULL)
     return miras_fail(MIRAS_ERR_NULL_POINTER, "miras_library_open: path is NULL");
+  miras_status st = miras_check_module_file(path);
+  if (st != MIRAS_OK)
+    return st;
   dlerror(); /* clear any stale message */
   void *handle = open_handle(path);
   if (handle == NULL) {
@@ -302,10 +361,12 @@ miras_status miras_library_open(const char *path, miras_library **out) {
   }
   const miras_module_entry *entry = dlsym(handle, MIRAS_MODULE_ENTRY_SYMBOL);
   const miras_module_metadata *meta = NULL;
-  miras_status st = entry != NULL ? check_entry(path, entry, &meta)
-                                  : miras_fail(MIRAS_ERR_LOAD,
-                                               "'%s' is not a miras module (no symbol '%s')",
-                                               path, MIRAS_MODULE_ENTRY_SYMBOL);
+  miras_image image;
+  st = entry == NULL ? miras_fail(MIRAS_ERR_LOAD, "'%s' is not a miras module (no symbol '%s')",
+                                  path, MIRAS_MODULE_ENTRY_SYMBOL)
+                     : miras_image_of(handle, path, &image);
+  if (st == MIRAS_OK)
+    st = check_entry(path, &image, entry, &meta);
   miras_library *lib = NULL;
   if (st == MIRAS_OK && ((lib = calloc(1, sizeof *lib)) == NULL ||
                          (lib->path = strdup(path)) == NULL))

@@ -232,7 +232,11 @@ typedef struct miras_backward_args {
 } miras_backward_args;
 
 /* Every compiled module exports, next to its named entry points, this table under the
- * fixed symbol "miras_module_v1" so that a loader can find it without knowing the name. */
+ * fixed symbol "miras_module_v1" so that a loader can find it without knowing the name.
+ * Its function pointers are those named entry points: the runtime accepts only the start
+ * of an exported function of the library itself, and every pointer of the metadata must
+ * lie in the library's memory (strings terminated there), or the module is refused as
+ * damaged. */
 typedef struct miras_module_entry {
   uint32_t abi_version;
   const miras_module_metadata *(*metadata)(void);

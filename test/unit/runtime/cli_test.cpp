@@ -2,8 +2,10 @@
 #include <algorithm>
 #include <cmath>
 #include <fstream>
+#include <iterator>
 #include <sstream>
 
+#include <elf.h>
 #include <sys/wait.h>
 
 #include "miras/npy.hpp"
@@ -154,6 +156,81 @@ TEST_F(Cli, RunReportsMissingAndInvalidInputs) {
   EXPECT_EQ(r.code, 1);
   expectOneErrorLine(r, "input tensor 'k': expected shape [1, 3, 2, 3], got [1, 3, 2, 4]");
   EXPECT_FALSE(std::filesystem::exists(dir_.file("out/o.npy")));
+}
+
+std::vector<char> readBytes(const std::string &path) {
+  std::ifstream f(path, std::ios::binary);
+  return std::vector<char>(std::istreambuf_iterator<char>(f), {});
+}
+
+void writeBytes(const std::string &path, const std::vector<char> &bytes) {
+  std::ofstream f(path, std::ios::binary | std::ios::trunc);
+  f.write(bytes.data(), static_cast<std::streamsize>(bytes.size()));
+}
+
+// A truncated module is an error before dlopen (where touching a page past the end of
+// the file is a SIGBUS), whatever the cut.
+TEST_F(Cli, TruncatedModuleFailsCleanly) {
+  std::vector<char> whole = readBytes(MIRAS_FAKE_MODULE);
+  ASSERT_GT(whole.size(), 8192u);
+  for (size_t size : {size_t(0), size_t(10), size_t(64), size_t(700), whole.size() / 2,
+                      whole.size() - 4096, whole.size() - 1}) {
+    std::string cut = dir_.file("cut.so");
+    writeBytes(cut, std::vector<char>(whole.begin(), whole.begin() + size));
+    Result r = tool("info " + cut);
+    EXPECT_EQ(r.code, 1) << size << " bytes: " << r.err;
+    expectOneErrorLine(r, "cannot load");
+    EXPECT_TRUE(r.err.find("truncated or damaged") != std::string::npos ||
+                r.err.find("no ELF header") != std::string::npos) << r.err;
+  }
+}
+
+// Every pointer of the metadata and entry table moved elsewhere, one at a time (the
+// addend of each relative relocation into .data.rel.ro and .data): an error or a
+// module that still checks out, never a crash.
+TEST_F(Cli, DamagedMetadataPointersFailCleanly) {
+  std::vector<char> image = readBytes(MIRAS_FAKE_MODULE);
+  auto *eh = reinterpret_cast<const Elf64_Ehdr *>(image.data());
+  auto *sections = reinterpret_cast<const Elf64_Shdr *>(image.data() + eh->e_shoff);
+  const char *names = image.data() + sections[eh->e_shstrndx].sh_offset;
+  const Elf64_Shdr *rela = nullptr;
+  std::vector<const Elf64_Shdr *> data;
+  for (int i = 0; i < eh->e_shnum; ++i) {
+    std::string name = names + sections[i].sh_name;
+    if (name == ".rela.dyn")
+      rela = &sections[i];
+    if (name == ".data.rel.ro" || name == ".data")
+      data.push_back(&sections[i]);
+  }
+  ASSERT_NE(rela, nullptr);
+  ASSERT_FALSE(data.empty());
+  int damaged = 0, refused = 0;
+  for (size_t at = rela->sh_offset; at + sizeof(Elf64_Rela) <= rela->sh_offset + rela->sh_size;
+       at += sizeof(Elf64_Rela)) {
+    auto *r = reinterpret_cast<const Elf64_Rela *>(image.data() + at);
+    bool intoData = std::any_of(data.begin(), data.end(), [&](const Elf64_Shdr *d) {
+      return r->r_offset >= d->sh_addr && r->r_offset < d->sh_addr + d->sh_size;
+    });
+    if (ELF64_R_TYPE(r->r_info) != R_X86_64_RELATIVE || !intoData)
+      continue;
+    for (int64_t shift : {int64_t(1) << 32, -int64_t(r->r_addend) + 8, int64_t(3)}) {
+      std::vector<char> copy = image;
+      reinterpret_cast<Elf64_Rela *>(copy.data() + at)->r_addend += shift;
+      std::string path = dir_.file("damaged.so");
+      writeBytes(path, copy);
+      Result res = tool("info " + path);
+      ++damaged;
+      ASSERT_TRUE(res.code == 0 || res.code == 1)
+          << "relocation at " << r->r_offset << " moved by " << shift << ": exit " << res.code
+          << "\n" << res.err;
+      if (res.code == 1) {
+        ++refused;
+        expectOneErrorLine(res, "damaged.so");
+      }
+    }
+  }
+  EXPECT_GT(damaged, 20);
+  EXPECT_GT(refused, damaged / 2) << "most moved pointers must be caught";
 }
 
 // A run that cannot write one output changes none; two runs into one directory at once

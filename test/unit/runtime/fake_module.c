@@ -117,6 +117,10 @@ static const miras_cuda_binary cuda_backward_binary = {
 #define FAKE_CUDA_BACKWARD_TABLE NULL
 #endif
 
+/* Entry points are exported functions, as in a generated module: the loader accepts
+ * only pointers to the start of one of the library's exported symbols. */
+#define FAKE_ENTRY_POINT __attribute__((visibility("default")))
+
 static const miras_module_metadata metadata = {
     .abi_version = FAKE_META_ABI,
     .name = "fake_linear",
@@ -144,7 +148,7 @@ static const miras_module_metadata metadata = {
     .cuda_backward = FAKE_CUDA_BACKWARD_TABLE,
 };
 
-static const miras_module_metadata *fake_metadata(void) { return &metadata; }
+FAKE_ENTRY_POINT const miras_module_metadata *fake_metadata(void) { return &metadata; }
 
 /* One (batch, head) sequence; W is updated in place. */
 static void run_head(const miras_forward_args *a, int64_t b, int64_t h, float *W) {
@@ -166,7 +170,7 @@ static void run_head(const miras_forward_args *a, int64_t b, int64_t h, float *W
 }
 
 /* Pairs [begin, end) of the flattened B * H range, as a compiled module does. */
-static int32_t fake_forward_range(const miras_forward_args *a, int64_t begin, int64_t end) {
+FAKE_ENTRY_POINT int32_t fake_forward_range(const miras_forward_args *a, int64_t begin, int64_t end) {
 #ifdef FAKE_FORWARD_FAILS
   return MIRAS_ERR_DEVICE;
 #endif
@@ -185,7 +189,7 @@ static int32_t fake_forward_range(const miras_forward_args *a, int64_t begin, in
   return MIRAS_OK;
 }
 
-static int32_t fake_forward(const miras_forward_args *a) {
+FAKE_ENTRY_POINT int32_t fake_forward(const miras_forward_args *a) {
   return fake_forward_range(a, 0, a->batch * a->heads);
 }
 
@@ -199,7 +203,7 @@ __attribute__((visibility("default"))) int32_t fake_kernel_forward(const miras_f
  *   G += do_t q_t^T;  dq_t = W_t^T do_t;  with u = beta_t * v_t and g = G k_t:
  *   dv_t = beta_t * g, dbeta_t = v_t * g, dk_t = G^T u, dalpha_t = <G, W_{t-1}>;
  *   G = alpha_t G. */
-static int32_t fake_backward_range(const miras_backward_args *a, int64_t begin, int64_t end) {
+FAKE_ENTRY_POINT int32_t fake_backward_range(const miras_backward_args *a, int64_t begin, int64_t end) {
   if (begin < 0 || begin > end || end > a->batch * a->heads)
     return MIRAS_ERR_INVALID_ARGUMENT;
   const int64_t T = a->length, H = a->heads;
@@ -265,7 +269,7 @@ static int32_t fake_backward_range(const miras_backward_args *a, int64_t begin, 
   return MIRAS_OK;
 }
 
-static int32_t fake_backward(const miras_backward_args *a) {
+FAKE_ENTRY_POINT int32_t fake_backward(const miras_backward_args *a) {
   return fake_backward_range(a, 0, a->batch * a->heads);
 }
 #define FAKE_BACKWARD_ENTRIES , fake_backward, fake_backward_range
