@@ -59,7 +59,14 @@ static void list_names(char *buf, size_t size, const miras_module_metadata *m, i
 static miras_status check_tensor_fields(const miras_tensor *t, const char *role, int32_t index) {
   if (t->name == NULL)
     return miras_fail(MIRAS_ERR_NULL_POINTER, "%s tensor #%d has a NULL name", role, (int)index);
-  if (t->data == NULL)
+  if (t->rank < 0 || t->rank > MIRAS_TENSOR_MAX_RANK)
+    return miras_fail(MIRAS_ERR_SHAPE, "%s tensor '%s' has rank %d (allowed 0..%d)", role,
+                      t->name, (int)t->rank, MIRAS_TENSOR_MAX_RANK);
+  /* An empty tensor (T = 0) may come without a buffer; its shape is the error then. */
+  int empty = 0;
+  for (int32_t i = 0; i < t->rank; ++i)
+    empty |= t->shape[i] == 0;
+  if (t->data == NULL && !empty)
     return miras_fail(MIRAS_ERR_NULL_POINTER, "%s tensor '%s' has NULL data", role, t->name);
   if (t->dtype != MIRAS_DTYPE_F32 && t->dtype != MIRAS_DTYPE_BF16)
     return miras_fail(MIRAS_ERR_DTYPE,
@@ -67,9 +74,6 @@ static miras_status check_tensor_fields(const miras_tensor *t, const char *role,
                       "inputs, bfloat16 (%d)",
                       role, t->name, (int)t->dtype, (int)MIRAS_DTYPE_F32,
                       (int)MIRAS_DTYPE_BF16);
-  if (t->rank < 0 || t->rank > MIRAS_TENSOR_MAX_RANK)
-    return miras_fail(MIRAS_ERR_SHAPE, "%s tensor '%s' has rank %d (allowed 0..%d)", role,
-                      t->name, (int)t->rank, MIRAS_TENSOR_MAX_RANK);
   return MIRAS_OK;
 }
 
@@ -99,9 +103,15 @@ static miras_status batch_dims(const miras_tensor *inputs, int32_t n, int64_t bt
     const miras_tensor *t = &inputs[i];
     if (strcmp(t->name, "q") != 0)
       continue;
+    char got[128];
+    miras_format_shape(got, sizeof got, t->shape, t->rank);
+    if (t->rank == 4 && t->shape[0] > 0 && t->shape[1] == 0 && t->shape[2] > 0)
+      return miras_fail(MIRAS_ERR_SHAPE,
+                        "input tensor 'q' has T = 0 (shape %s): an empty sequence is not a "
+                        "call (a call runs at least one token; with none the state stays as "
+                        "it is)",
+                        got);
     if (t->rank != 4 || t->shape[0] <= 0 || t->shape[1] <= 0 || t->shape[2] <= 0) {
-      char got[128];
-      miras_format_shape(got, sizeof got, t->shape, t->rank);
       return miras_fail(MIRAS_ERR_SHAPE,
                         "input tensor 'q': expected shape [B, T, H, Dk] with B, T, H > 0, got %s",
                         got);

@@ -2,8 +2,12 @@
 #include "miras/runtime.hpp"
 
 #include <algorithm>
+#include <cstdint>
 #include <cstring>
+#include <new>
 #include <utility>
+
+#include <unistd.h>
 
 namespace miras {
 namespace {
@@ -35,14 +39,42 @@ miras_tensor viewOf(const std::string &name, const Tensor &t,
 int64_t Tensor::numelOf(const std::vector<int64_t> &shape) {
   int64_t n = 1;
   for (int64_t d : shape) {
-    if (d < 0 || __builtin_mul_overflow(n, d, &n))
-      throw Error(MIRAS_ERR_SHAPE, "invalid tensor shape " + formatShape(shape));
+    if (d < 0)
+      throw Error(MIRAS_ERR_SHAPE, "invalid tensor shape " + formatShape(shape) +
+                                       ": negative dimension");
+    if (__builtin_mul_overflow(n, d, &n))
+      throw Error(MIRAS_ERR_SHAPE, "invalid tensor shape " + formatShape(shape) +
+                                       ": more elements than a 64-bit count holds");
   }
   return n;
 }
 
 Tensor::Tensor(std::vector<int64_t> shape)
-    : shape_(std::move(shape)), data_(static_cast<size_t>(numelOf(shape_)), 0.0f) {}
+    : shape_(std::move(shape)), data_(allocateFloats(numelOf(shape_), "tensor")) {}
+
+Tensor Tensor::zeros(std::vector<int64_t> shape, const std::string &what) {
+  int64_t n = numelOf(shape);
+  return Tensor(shape, allocateFloats(n, what + " of shape " + formatShape(shape)));
+}
+
+std::vector<float> allocateFloats(int64_t count, const std::string &what) {
+  const uint64_t bytes = static_cast<uint64_t>(count) * sizeof(float);
+  long pages = sysconf(_SC_PHYS_PAGES), pageSize = sysconf(_SC_PAGESIZE);
+  const uint64_t memory = pages > 0 && pageSize > 0 ? uint64_t(pages) * uint64_t(pageSize) : 0;
+  auto fail = [&](const std::string &why) {
+    return Error(MIRAS_ERR_ALLOC, what + ": cannot allocate " + std::to_string(bytes) +
+                                      " bytes (" + why + ")");
+  };
+  if (count < 0 || static_cast<uint64_t>(count) > SIZE_MAX / sizeof(float))
+    throw fail("too large to address");
+  if (memory > 0 && bytes > memory)
+    throw fail("more than this machine's " + std::to_string(memory >> 20) + " MiB of memory");
+  try {
+    return std::vector<float>(static_cast<size_t>(count), 0.0f);
+  } catch (const std::bad_alloc &) {
+    throw fail("out of memory");
+  }
+}
 
 Tensor::Tensor(std::vector<int64_t> shape, std::vector<float> data)
     : shape_(std::move(shape)), data_(std::move(data)) {
@@ -124,7 +156,7 @@ Tensor Library::zeroState(const std::string &name, int64_t batch, int64_t heads)
   const miras_module_metadata &m = metadata();
   for (int32_t i = 0; i < m.num_states; ++i)
     if (name == m.states[i].name)
-      return Tensor(shapeOf(name, batch, 1, heads));
+      return Tensor::zeros(shapeOf(name, batch, 1, heads), "state '" + name + "'");
   throw Error(MIRAS_ERR_INVALID_ARGUMENT,
               "module '" + std::string(m.name) + "' has no state named '" + name + "'");
 }
@@ -148,9 +180,11 @@ TensorMap Library::forward(const TensorMap &inputs, miras_device device,
   TensorMap outputs;
   if (const std::vector<int64_t> *qShape = validQueryShape(inputs)) {
     const std::vector<int64_t> &s = *qShape;
-    outputs.emplace("o", Tensor(shapeOf("o", s[0], s[1], s[2])));
+    outputs.emplace("o", Tensor::zeros(shapeOf("o", s[0], s[1], s[2]), "output 'o'"));
     for (int32_t i = 0; i < m.num_states; ++i)
-      outputs.emplace(m.states[i].name, Tensor(shapeOf(m.states[i].name, s[0], s[1], s[2])));
+      outputs.emplace(m.states[i].name,
+                      Tensor::zeros(shapeOf(m.states[i].name, s[0], s[1], s[2]),
+                                    "final state '" + std::string(m.states[i].name) + "'"));
   }
   // bfloat16 copies of every input but the states (which stay float32); an unknown
   // name is converted too and then reported by the C API.
@@ -198,7 +232,8 @@ TensorMap Library::backward(const TensorMap &inputs, const TensorMap &adjoints) 
     for (int32_t i = 0; i < m.num_states; ++i)
       names.push_back(m.states[i].name);
     for (const std::string &name : names)
-      outputs.emplace(name, Tensor(shapeOf(name, s[0], s[1], s[2])));
+      outputs.emplace(name, Tensor::zeros(shapeOf(name, s[0], s[1], s[2]),
+                                          "adjoint of '" + name + "'"));
   }
   std::vector<miras_tensor> in, adj, out;
   for (const auto &[name, t] : inputs)

@@ -154,12 +154,8 @@ BenchOptions parseOptions(const Args &args) {
 // ---------------------------------------------------------------------------------------
 // Random inputs
 
-int64_t product(const std::vector<int64_t> &shape) {
-  int64_t n = 1;
-  for (int64_t d : shape)
-    n *= d;
-  return n;
-}
+// Throws Error(MIRAS_ERR_SHAPE) when the count overflows (an impossible --length).
+int64_t product(const std::vector<int64_t> &shape) { return Tensor::numelOf(shape); }
 
 struct Inputs {
   std::vector<float> q, k, v, o;
@@ -175,7 +171,7 @@ Inputs makeInputs(const Library &lib, const BenchOptions &opts) {
   // q and k: unit vectors along their last axis (per head, per step), as fla normalises.
   auto unitVectors = [&](const std::string &name) {
     std::vector<int64_t> shape = lib.shapeOf(name, B, T, H);
-    std::vector<float> x(product(shape));
+    std::vector<float> x = allocateFloats(product(shape), "input '" + name + "'");
     const int64_t width = shape.back();
     for (size_t row = 0; row < x.size(); row += width) {
       double norm = 0.0;
@@ -191,10 +187,10 @@ Inputs makeInputs(const Library &lib, const BenchOptions &opts) {
   };
   in.q = unitVectors("q");
   in.k = unitVectors("k");
-  in.v.resize(product(lib.shapeOf("v", B, T, H)));
+  in.v = allocateFloats(product(lib.shapeOf("v", B, T, H)), "input 'v'");
   for (float &x : in.v)
     x = normal(rng);
-  in.o.assign(product(lib.shapeOf("o", B, T, H)), 0.0f);
+  in.o = allocateFloats(product(lib.shapeOf("o", B, T, H)), "output 'o'");
   // Gates: uniform in the interval their declared range gives (gate_sampling.hpp); a
   // draw on an open end is drawn again.
   for (int32_t g = 0; g < m.num_gates; ++g) {
@@ -206,7 +202,8 @@ Inputs makeInputs(const Library &lib, const BenchOptions &opts) {
     SampleInterval interval = sampleInterval(m.gates[g]);
     std::uniform_real_distribution<float> uniform(static_cast<float>(interval.lo),
                                                   static_cast<float>(interval.hi));
-    std::vector<float> x(product(lib.shapeOf(gate.name, B, T, H)));
+    std::vector<float> x = allocateFloats(product(lib.shapeOf(gate.name, B, T, H)),
+                                          "gate '" + std::string(gate.name) + "'");
     for (float &value : x)
       do
         value = uniform(rng);
@@ -217,7 +214,8 @@ Inputs makeInputs(const Library &lib, const BenchOptions &opts) {
   // weights or duals for MLP memories, zero momentum S.
   for (int32_t s = 0; s < m.num_states; ++s) {
     const miras_state_info &info = m.states[s];
-    std::vector<float> x(product(lib.shapeOf(info.name, B, T, H)), 0.0f);
+    std::vector<float> x = allocateFloats(product(lib.shapeOf(info.name, B, T, H)),
+                                          "state '" + std::string(info.name) + "'");
     const std::string name = info.name;
     float scale = 0.0f;
     if (name == "W" || name == "A")

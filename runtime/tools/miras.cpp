@@ -3,6 +3,7 @@
 #include <cstdio>
 #include <cstring>
 #include <exception>
+#include <new>
 
 #include "commands.hpp"
 
@@ -71,6 +72,9 @@ int main(int argc, char **argv) {
   } catch (const UsageError &e) {
     std::fprintf(stderr, "miras: error: %s\n", e.what());
     return 2;
+  } catch (const std::bad_alloc &) {
+    std::fprintf(stderr, "miras: error: out of memory\n");
+    return 1;
   } catch (const std::exception &e) {
     std::fprintf(stderr, "miras: error: %s\n", e.what());
     return 1;

@@ -46,6 +46,10 @@ public:
   // Number of elements of `shape`; throws Error(MIRAS_ERR_SHAPE) when invalid.
   static int64_t numelOf(const std::vector<int64_t> &shape);
 
+  // Zero-filled, as Tensor(shape); `what` names it in the error when its memory cannot
+  // be had (Error(MIRAS_ERR_ALLOC): "<what> of shape [..]: cannot allocate N bytes").
+  static Tensor zeros(std::vector<int64_t> shape, const std::string &what);
+
 private:
   std::vector<int64_t> shape_;
   std::vector<float> data_;
@@ -55,6 +59,12 @@ using TensorMap = std::map<std::string, Tensor>;
 
 // "[2, 3, 4]", for messages.
 MIRAS_RUNTIME_API std::string formatShape(const std::vector<int64_t> &shape);
+
+// `count` zero floats for `what` (a tensor's name, for the message). Throws
+// Error(MIRAS_ERR_ALLOC) naming it and the bytes asked for when they exceed this
+// machine's physical memory or the allocation fails, instead of std::bad_alloc or a
+// process killed for memory halfway through zero-filling.
+MIRAS_RUNTIME_API std::vector<float> allocateFloats(int64_t count, const std::string &what);
 
 // float32 -> bfloat16 rounded to nearest, ties to even (NaN stays a quiet NaN), and back
 // (exact). bfloat16 is the upper half of a float32's bits.

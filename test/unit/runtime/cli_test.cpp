@@ -156,6 +156,14 @@ TEST_F(Cli, RunReportsMissingAndInvalidInputs) {
   EXPECT_EQ(r.code, 1);
   expectOneErrorLine(r, "input tensor 'k': expected shape [1, 3, 2, 3], got [1, 3, 2, 4]");
   EXPECT_FALSE(std::filesystem::exists(dir_.file("out/o.npy")));
+
+  // An empty sequence: every file holds zero tokens (no data at all).
+  for (const auto &[name, t] : fakeInputs(1, 0, 2, true))
+    miras::writeNpy(dir_.file("in/" + name + ".npy"), t);
+  r = tool(cmd);
+  EXPECT_EQ(r.code, 1);
+  expectOneErrorLine(r, "input tensor 'q' has T = 0 (shape [1, 0, 2, 3]): an empty sequence");
+  EXPECT_FALSE(std::filesystem::exists(dir_.file("out/o.npy")));
 }
 
 std::vector<char> readBytes(const std::string &path) {
@@ -166,6 +174,20 @@ std::vector<char> readBytes(const std::string &path) {
 void writeBytes(const std::string &path, const std::vector<char> &bytes) {
   std::ofstream f(path, std::ios::binary | std::ios::trunc);
   f.write(bytes.data(), static_cast<std::streamsize>(bytes.size()));
+}
+
+// Sizes beyond the machine's memory name the tensor and the bytes instead of
+// std::bad_alloc; counts beyond 64 bits are shape errors.
+TEST_F(Cli, ImpossibleSizesAreNamed) {
+  Result r = tool(std::string("bench ") + MIRAS_FAKE_MODULE +
+                  " --batch 100000 --length 1000000 --heads 64");
+  EXPECT_EQ(r.code, 1);
+  expectOneErrorLine(r, "input 'q': cannot allocate 76800000000000 bytes (more than this "
+                        "machine's");
+  r = tool(std::string("bench ") + MIRAS_FAKE_MODULE +
+           " --batch 1000000000 --length 1000000000 --heads 64");
+  EXPECT_EQ(r.code, 1);
+  expectOneErrorLine(r, "more elements than a 64-bit count holds");
 }
 
 // A truncated module is an error before dlopen (where touching a page past the end of

@@ -178,7 +178,8 @@ INSTANTIATE_TEST_SUITE_P(
         ShapeCase{true, "W", {B, H + 1, kDv, kDk}, "expected shape [2, 3, 4, 3]"},    // state out
         ShapeCase{false, "q", {B, T, H, kDv}, "expected shape [2, 5, 3, 3]"},         // q's Dk
         ShapeCase{false, "q", {B, T, H}, "[B, T, H, Dk]"},                            // q's rank
-        ShapeCase{false, "q", {B, 0, H, kDk}, "B, T, H > 0"}));                       // empty
+        ShapeCase{false, "q", {B, 0, H, kDk}, "an empty sequence is not a call"},
+        ShapeCase{false, "q", {0, T, H, kDk}, "B, T, H > 0"}));                       // empty
 
 TEST_F(Forward, RankAboveMaximum) {
   find(inputs, "v").rank = MIRAS_TENSOR_MAX_RANK + 1;
