@@ -30,6 +30,7 @@ const char *miras_status_string(miras_status status) {
   case MIRAS_ERR_INVALID_ARGUMENT: return "invalid argument";
   case MIRAS_ERR_ALLOC: return "out of memory";
   case MIRAS_ERR_UNSUPPORTED: return "unsupported";
+  case MIRAS_ERR_NON_FINITE: return "non-finite value";
   }
   return "unknown status";
 }

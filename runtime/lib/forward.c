@@ -1,5 +1,6 @@
 /* forward.c: running a module over named, validated tensors (miras_library_forward) or
  * over caller-built arguments (miras_library_forward_args). */
+#include <math.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -344,6 +345,40 @@ static miras_status bind_forward(const miras_library *lib, int32_t device,
   return MIRAS_OK;
 }
 
+/* The first NaN or infinity of a list of validated tensors, as MIRAS_ERR_NON_FINITE
+ * naming the tensor and the index (miras_library_set_check_finite). `after` says where
+ * the values come from, for the message. */
+static miras_status check_finite(const miras_tensor *ts, int32_t n, const char *role,
+                                 const char *after) {
+  for (int32_t i = 0; i < n; ++i) {
+    const miras_tensor *t = &ts[i];
+    int64_t count = 1;
+    for (int32_t d = 0; d < t->rank; ++d)
+      count *= t->shape[d];
+    for (int64_t j = 0; j < count; ++j) {
+      float x;
+      if (t->dtype == MIRAS_DTYPE_BF16) {
+        uint32_t bits = (uint32_t)((const uint16_t *)t->data)[j] << 16;
+        memcpy(&x, &bits, sizeof x);
+      } else {
+        x = ((const float *)t->data)[j];
+      }
+      if (isfinite(x))
+        continue;
+      int64_t index[MIRAS_TENSOR_MAX_RANK], flat = j; /* C order: the last axis fastest */
+      for (int32_t d = t->rank - 1; d >= 0; --d) {
+        index[d] = flat % t->shape[d];
+        flat /= t->shape[d];
+      }
+      char where[128];
+      miras_format_shape(where, sizeof where, index, t->rank);
+      return miras_fail(MIRAS_ERR_NON_FINITE, "%s tensor '%s' holds %s at %s%s", role, t->name,
+                        isnan(x) ? "nan" : x > 0 ? "inf" : "-inf", where, after);
+    }
+  }
+  return MIRAS_OK;
+}
+
 /* Binds the named tensors (one validation for both devices), then runs the module on
  * `device` (checked by the caller). */
 static miras_status bind_and_run(miras_library *lib, int32_t device,
@@ -354,9 +389,13 @@ static miras_status bind_and_run(miras_library *lib, int32_t device,
   void **slots;
   miras_status st = bind_forward(lib, device, inputs, num_inputs, outputs, num_outputs,
                                  &args, &input_dtype, &slots);
+  if (st == MIRAS_OK && lib->check_finite)
+    st = check_finite(inputs, num_inputs, "input", "");
   if (st == MIRAS_OK)
     st = device == MIRAS_DEVICE_CPU ? call_module(lib, &args)
                                     : miras_cuda_forward_host(lib, &args, input_dtype);
+  if (st == MIRAS_OK && lib->check_finite)
+    st = check_finite(outputs, num_outputs, "output", " after the forward (its inputs are finite)");
   free(slots);
   return st;
 }
@@ -515,7 +554,16 @@ miras_status miras_library_backward(miras_library *lib, const miras_tensor *inpu
         .d_gates = (float *const *)(out + NUM_FIXED_INPUTS),
         .d_state_in = (float *const *)(out + NUM_FIXED_INPUTS + m->num_gates),
     };
-    st = call_module_pass(lib, NULL, &args);
+    if (lib->check_finite) {
+      st = check_finite(inputs, num_inputs, "input", "");
+      if (st == MIRAS_OK)
+        st = check_finite(adjoints, num_adjoints, "adjoint", "");
+    }
+    if (st == MIRAS_OK)
+      st = call_module_pass(lib, NULL, &args);
+    if (st == MIRAS_OK && lib->check_finite)
+      st = check_finite(outputs, num_outputs, "output",
+                        " after the backward (its inputs and adjoints are finite)");
   }
   free(all);
   return st;

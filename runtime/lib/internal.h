@@ -74,6 +74,7 @@ struct miras_library {
   const miras_module_metadata *meta;
   int32_t has_cpu;     /* targets names "cpu": entry->forward(_range) are set */
   int32_t num_threads; /* >= 1 */
+  int32_t check_finite; /* 1: the named calls scan their tensors for NaN and infinity */
   miras_pool *pool;    /* num_threads - 1 workers, started by the first parallel forward */
   pthread_mutex_t pool_lock; /* guards lazy creation of pool */
   /* NULL until the first GPU forward loads the kernels; loading, launches (they share

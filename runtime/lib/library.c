@@ -317,6 +317,12 @@ static int32_t online_cpus(void) {
   return n < 1 ? 1 : n > 1024 ? 1024 : (int32_t)n;
 }
 
+/* 1 when the environment variable is set to anything but "" or "0". */
+static int32_t env_flag(const char *name) {
+  const char *text = getenv(name);
+  return text != NULL && *text != '\0' && strcmp(text, "0") != 0;
+}
+
 /* MIRAS_NUM_THREADS when it is a positive integer ("0": one per CPU), else 1. */
 static int32_t default_num_threads(void) {
   const char *text = getenv("MIRAS_NUM_THREADS");
@@ -381,6 +387,7 @@ miras_status miras_library_open(const char *path, miras_library **out) {
   lib->meta = meta;
   lib->has_cpu = miras_targets_contain(meta->targets, "cpu");
   lib->num_threads = default_num_threads();
+  lib->check_finite = env_flag("MIRAS_CHECK_FINITE");
   lib->pool = NULL;
   pthread_mutex_init(&lib->pool_lock, NULL);
   lib->cuda = NULL;
@@ -416,6 +423,17 @@ miras_status miras_library_set_num_threads(miras_library *lib, int32_t num_threa
   }
   pthread_mutex_unlock(&lib->pool_lock);
   return MIRAS_OK;
+}
+
+miras_status miras_library_set_check_finite(miras_library *lib, int32_t enabled) {
+  if (lib == NULL)
+    return miras_fail(MIRAS_ERR_NULL_POINTER, "miras_library_set_check_finite: library is NULL");
+  lib->check_finite = enabled != 0;
+  return MIRAS_OK;
+}
+
+int32_t miras_library_check_finite(const miras_library *lib) {
+  return lib != NULL && lib->check_finite;
 }
 
 int32_t miras_library_num_threads(const miras_library *lib) {

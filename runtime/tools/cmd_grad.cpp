@@ -13,6 +13,7 @@ namespace miras::cli {
 
 const char kGradHelp[] =
     "usage: miras grad <lib.so> --inputs DIR --adjoints DIR --outputs DIR [--threads N]\n"
+    "                  [--check-finite]\n"
     "\n"
     "The backward pass of a module built with mirasc --backward: the adjoints of a loss\n"
     "L with respect to every input of the forward. Reads the forward's inputs from\n"
@@ -26,6 +27,9 @@ const char kGradHelp[] =
     "  --inputs DIR    directory of the forward's input .npy files\n"
     "  --adjoints DIR  directory of o.npy and the final states' adjoints\n"
     "  --outputs DIR   directory for the d<name>.npy files\n"
+    "  --check-finite  fail on the first NaN or infinity in an input or adjoint, or in\n"
+    "                  an output after the run (as MIRAS_CHECK_FINITE=1); without it a\n"
+    "                  non-finite output is a warning\n"
     "  --threads N     CPU threads the (batch, head) pairs are split over; 0 = one\n"
     "                  per CPU (default: MIRAS_NUM_THREADS, else 1)\n";
 
@@ -36,6 +40,7 @@ namespace {
 struct GradOptions {
   std::string library, inputs, adjoints, outputs;
   int32_t threads = -1;
+  bool checkFinite = false;
 };
 
 GradOptions parseOptions(const Args &args) {
@@ -45,7 +50,8 @@ GradOptions parseOptions(const Args &args) {
                                      {{"--inputs", &inputs},
                                       {"--adjoints", &adjoints},
                                       {"--outputs", &outputs},
-                                      {"--threads", &threads}});
+                                      {"--threads", &threads}},
+                                     {{"--check-finite", &opts.checkFinite}});
   opts.inputs = inputs.value_or("");
   opts.adjoints = adjoints.value_or("");
   opts.outputs = outputs.value_or("");
@@ -96,6 +102,8 @@ int runGrad(const Args &args) {
                                        "rebuild module '" + m.name + "' with mirasc --backward");
   if (opts.threads >= 0)
     lib.setNumThreads(opts.threads);
+  if (opts.checkFinite)
+    lib.setCheckFinite(true);
   std::vector<std::string> inputNames{"q", "k", "v"};
   for (int32_t i = 0; i < m.num_gates; ++i)
     inputNames.push_back(m.gates[i].name);
@@ -104,6 +112,7 @@ int runGrad(const Args &args) {
   auto start = std::chrono::steady_clock::now();
   TensorMap grads = lib.backward(inputs, adjoints);
   std::chrono::duration<double, std::milli> ms = std::chrono::steady_clock::now() - start;
+  warnNonFinite(grads, "d");
   std::vector<std::pair<std::string, const Tensor *>> files; // all or nothing
   for (const auto &[name, tensor] : grads)
     files.emplace_back("d" + name + ".npy", &tensor);

@@ -12,7 +12,7 @@ namespace miras::cli {
 
 const char kRunHelp[] =
     "usage: miras run <lib.so> --inputs DIR --outputs DIR [--threads N]\n"
-    "                 [--device cpu|cuda] [--input-dtype f32|bf16]\n"
+    "                 [--device cpu|cuda] [--input-dtype f32|bf16] [--check-finite]\n"
     "\n"
     "Read q.npy, k.npy, v.npy and <gate>.npy for every gate from --inputs, plus\n"
     "<state>.npy for every state when present (a missing state starts from zeros).\n"
@@ -24,6 +24,9 @@ const char kRunHelp[] =
     "options:\n"
     "  --inputs DIR    directory of input .npy files\n"
     "  --outputs DIR   directory for the output .npy files\n"
+    "  --check-finite  fail on the first NaN or infinity in an input, or in an output\n"
+    "                  after the run, naming the tensor and index (as MIRAS_CHECK_FINITE=1);\n"
+    "                  without it a non-finite output is a warning\n"
     "  --threads N     CPU threads the (batch, head) pairs are split over; 0 = one\n"
     "                  per CPU (default: MIRAS_NUM_THREADS, else 1)\n"
     "  --device DEV    cpu (default) or cuda: GPU 0, for a module built with\n"
@@ -41,6 +44,7 @@ struct RunOptions {
   std::string library, inputs, outputs;
   int32_t threads = -1; // -1: the library's default (MIRAS_NUM_THREADS, else 1)
   std::string device = "cpu", inputDtype = "f32";
+  bool checkFinite = false;
 };
 
 RunOptions parseOptions(const Args &args) {
@@ -51,7 +55,8 @@ RunOptions parseOptions(const Args &args) {
                                       {"--outputs", &outputs},
                                       {"--device", &device},
                                       {"--input-dtype", &inputDtype},
-                                      {"--threads", &threads}});
+                                      {"--threads", &threads}},
+                                     {{"--check-finite", &opts.checkFinite}});
   opts.inputs = inputs.value_or("");
   opts.outputs = outputs.value_or("");
   opts.device = device.value_or(opts.device);
@@ -116,12 +121,15 @@ int runRun(const Args &args) {
                                       "' was built for cuda only; use --device cuda");
   if (opts.threads >= 0)
     lib.setNumThreads(opts.threads);
+  if (opts.checkFinite)
+    lib.setCheckFinite(true);
   TensorMap inputs = readInputs(lib, opts.inputs);
   auto start = std::chrono::steady_clock::now();
   TensorMap outputs =
       lib.forward(inputs, cuda ? MIRAS_DEVICE_CUDA : MIRAS_DEVICE_CPU,
                   opts.inputDtype == "bf16" ? MIRAS_DTYPE_BF16 : MIRAS_DTYPE_F32);
   std::chrono::duration<double, std::milli> ms = std::chrono::steady_clock::now() - start;
+  warnNonFinite(outputs);
   writeOutputs(outputs, opts.outputs);
   const std::vector<int64_t> &q = inputs.at("q").shape(); // validated by forward
   std::string where = cuda ? "cuda, " + opts.inputDtype + " inputs"

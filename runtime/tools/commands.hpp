@@ -6,12 +6,16 @@
 #define MIRAS_TOOLS_COMMANDS_HPP
 
 #include <algorithm>
+#include <cmath>
 #include <cstdint>
+#include <cstdio>
 #include <optional>
 #include <stdexcept>
 #include <string>
 #include <utility>
 #include <vector>
+
+#include "miras/runtime.hpp"
 
 namespace miras::cli {
 
@@ -39,11 +43,19 @@ inline std::pair<std::string, std::string> nextOption(const Args &args, size_t &
 /// `miras <command> <lib.so> --name VALUE ...` (or `--name=VALUE`): the library path,
 /// each option's value into `options` (only those listed are accepted). A wrong
 /// option or a second positional argument is a usage error naming the command.
+/// `flags` are options without a value (`--check-finite`), set to true when given.
 inline std::string parseLibraryCommand(
     const Args &args, const std::string &command,
-    const std::vector<std::pair<std::string, std::optional<std::string> *>> &options) {
+    const std::vector<std::pair<std::string, std::optional<std::string> *>> &options,
+    const std::vector<std::pair<std::string, bool *>> &flags = {}) {
   std::string library;
   for (size_t i = 0; i < args.size(); ++i) {
+    auto flag = std::find_if(flags.begin(), flags.end(),
+                             [&](const auto &f) { return f.first == args[i]; });
+    if (flag != flags.end()) {
+      *flag->second = true;
+      continue;
+    }
     auto [arg, value] = nextOption(args, i);
     auto known = std::find_if(options.begin(), options.end(),
                               [&](const auto &o) { return o.first == arg; });
@@ -91,6 +103,39 @@ inline bool hasTarget(const char *targets, const std::string &target) {
     start = end + 1;
   }
   return false;
+}
+
+/// Warns on stderr, one line per tensor, about every output that holds NaN or infinity:
+/// how many, and the first by index ("miras: warning: output 'o' has 3 non-finite
+/// values, the first nan at [0, 1, 0, 0]"). Returns how many tensors had some.
+inline int warnNonFinite(const TensorMap &outputs, const std::string &prefix = "") {
+  int tensors = 0;
+  for (const auto &[name, tensor] : outputs) {
+    int64_t count = 0, first = -1;
+    float firstValue = 0;
+    for (int64_t i = 0; i < tensor.numel(); ++i) {
+      float x = tensor.values()[i];
+      if (std::isfinite(x))
+        continue;
+      if (count++ == 0) {
+        first = i;
+        firstValue = x;
+      }
+    }
+    if (count == 0)
+      continue;
+    ++tensors;
+    std::vector<int64_t> index(tensor.shape().size()); // C order: the last axis fastest
+    for (size_t d = index.size(); d-- > 0; first /= tensor.shape()[d])
+      index[d] = first % tensor.shape()[d];
+    std::fprintf(stderr,
+                 "miras: warning: output '%s%s' has %lld non-finite value%s, the first %s at "
+                 "%s\n",
+                 prefix.c_str(), name.c_str(), (long long)count, count == 1 ? "" : "s",
+                 std::isnan(firstValue) ? "nan" : firstValue > 0 ? "inf" : "-inf",
+                 formatShape(index).c_str());
+  }
+  return tensors;
 }
 
 extern const char kInfoHelp[];

@@ -48,8 +48,11 @@ typedef enum miras_status {
   MIRAS_ERR_DEVICE = 7,         /* the requested device is not available */
   MIRAS_ERR_INVALID_ARGUMENT = 8, /* any other invalid argument */
   MIRAS_ERR_ALLOC = 9,           /* a workspace could not be allocated (ABI 6) */
-  MIRAS_ERR_UNSUPPORTED = 10     /* the library lacks the entry point (e.g. built
+  MIRAS_ERR_UNSUPPORTED = 10,    /* the library lacks the entry point (e.g. built
                                     without --backward; ABI 6) */
+  MIRAS_ERR_NON_FINITE = 11      /* a NaN or infinity in a tensor, found by the runtime's
+                                    opt-in check (runtime.h: MIRAS_CHECK_FINITE); modules
+                                    never return it */
 } miras_status;
 
 /* Kind of a gate (per-token input computed by the host model). */

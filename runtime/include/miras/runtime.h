@@ -115,6 +115,21 @@ MIRAS_RUNTIME_API miras_status miras_library_set_num_threads(miras_library *lib,
 /* Current thread count of the library (>= 1), or 0 for a NULL library. */
 MIRAS_RUNTIME_API int32_t miras_library_num_threads(const miras_library *lib);
 
+/* The non-finite check (off by default; on at open when the environment variable
+ * MIRAS_CHECK_FINITE is set to anything but "" or "0"). When on, miras_library_forward,
+ * miras_library_forward_on and miras_library_backward scan every input (and adjoint)
+ * before the module runs and fail with MIRAS_ERR_NON_FINITE naming the first NaN or
+ * infinity by tensor and index, e.g. "input tensor 'k' holds nan at [0, 3, 1, 2]", and
+ * scan every output after it ran: MIRAS_ERR_NON_FINITE again if one holds a non-finite
+ * value (the outputs then hold what the module computed). The scan reads every element
+ * once (a few percent of a forward); the pass-through calls (miras_library_forward_args,
+ * the _cuda calls on device memory) are not checked.
+ * Errors: MIRAS_ERR_NULL_POINTER. */
+MIRAS_RUNTIME_API miras_status miras_library_set_check_finite(miras_library *lib,
+                                                              int32_t enabled);
+/* 1 when the check is on, 0 when off or for a NULL library. */
+MIRAS_RUNTIME_API int32_t miras_library_check_finite(const miras_library *lib);
+
 /* Runs the module over named tensors. A gate's declared range (miras_gate_info) is the
  * caller's promise and is not checked here: values outside it run, with whatever numbers
  * the recurrence gives.

@@ -99,6 +99,12 @@ public:
   void setNumThreads(int32_t numThreads);
   int32_t numThreads() const { return miras_library_num_threads(lib_); }
 
+  // The runtime's non-finite check (miras_library_set_check_finite; default from
+  // MIRAS_CHECK_FINITE): forward and backward then throw Error(MIRAS_ERR_NON_FINITE)
+  // naming the first NaN or infinity of an input, or of an output after the run.
+  void setCheckFinite(bool enabled) { miras_library_set_check_finite(lib_, enabled); }
+  bool checkFinite() const { return miras_library_check_finite(lib_) != 0; }
+
   // A zero state tensor [B, H, ...] for the named state.
   Tensor zeroState(const std::string &name, int64_t batch, int64_t heads) const;
 

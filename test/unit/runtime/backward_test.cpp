@@ -2,6 +2,8 @@
 // with its backward entry points (fake_module.c, FAKE_BACKWARD): the adjoints against
 // central differences of the float64 reference forward, and the validation of the
 // inputs, adjoints and outputs lists.
+#include <cmath>
+
 #include "test_util.hpp"
 
 namespace {
@@ -54,6 +56,15 @@ protected:
   TensorMap in_, adj_, out_;
   std::vector<miras_tensor> inputs, adjoints, outputs;
 };
+
+// With the check on, a non-finite adjoint is named before the backward runs.
+TEST_F(Backward, NonFiniteAdjointIsNamed) {
+  lib_.setCheckFinite(true);
+  adj_["W"].values()[5] = INFINITY;
+  expectError(MIRAS_ERR_NON_FINITE, {"adjoint tensor 'W' holds inf at [0, 0, 1, 2]"});
+  adj_["W"].values()[5] = 0;
+  EXPECT_EQ(run(), MIRAS_OK) << miras_last_error();
+}
 
 TEST_F(Backward, MetadataAndEntryTableSayThereIsOne) {
   EXPECT_EQ(lib_.metadata().backward_segment, 4);

@@ -176,6 +176,32 @@ void writeBytes(const std::string &path, const std::vector<char> &bytes) {
   f.write(bytes.data(), static_cast<std::streamsize>(bytes.size()));
 }
 
+// A NaN input: a warning on the outputs it spoils, or with --check-finite an error
+// naming it, and then no output is written.
+TEST_F(Cli, NonFiniteInputsWarnOrFail) {
+  TensorMap in = fakeInputs(1, 3, 2, true, 7);
+  in["q"].values()[1 * 2 * 3 + 2] = std::nanf(""); // [0, 1, 0, 2]
+  std::filesystem::create_directory(dir_.file("in"));
+  for (const auto &[name, t] : in)
+    miras::writeNpy(dir_.file("in/" + name + ".npy"), t);
+  std::string cmd = std::string("run ") + MIRAS_FAKE_MODULE + " --inputs " + dir_.file("in") +
+                    " --outputs ";
+  Result r = tool(cmd + dir_.file("warned"));
+  EXPECT_EQ(r.code, 0) << r.err;
+  EXPECT_NE(r.err.find("miras: warning: output 'o' has "), std::string::npos) << r.err;
+  EXPECT_NE(r.err.find("non-finite values, the first nan at [0, 1, 0, 0]"), std::string::npos)
+      << r.err;
+  EXPECT_EQ(r.err.find("output 'W'"), std::string::npos) << "q does not reach W: " << r.err;
+
+  r = tool(cmd + dir_.file("checked") + " --check-finite");
+  EXPECT_EQ(r.code, 1);
+  expectOneErrorLine(r, "input tensor 'q' holds nan at [0, 1, 0, 2]");
+  EXPECT_FALSE(std::filesystem::exists(dir_.file("checked/o.npy")));
+  r = tool(cmd + dir_.file("checked"), "MIRAS_CHECK_FINITE=1 ");
+  EXPECT_EQ(r.code, 1);
+  expectOneErrorLine(r, "input tensor 'q' holds nan at [0, 1, 0, 2]");
+}
+
 // Sizes beyond the machine's memory name the tensor and the bytes instead of
 // std::bad_alloc; counts beyond 64 bits are shape errors.
 TEST_F(Cli, ImpossibleSizesAreNamed) {

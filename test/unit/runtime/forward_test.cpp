@@ -1,4 +1,7 @@
 // forward_test.cpp: numeric results and validation of miras_library_forward(_args).
+#include <cmath>
+#include <cstdlib>
+
 #include "test_util.hpp"
 
 namespace {
@@ -45,6 +48,46 @@ protected:
   TensorMap in_, out_;
   std::vector<miras_tensor> inputs, outputs;
 };
+
+// The non-finite check: off by default (a NaN input runs), on it names the first
+// non-finite input by tensor and index before the module runs, and an output that
+// became non-finite from finite inputs after it ran.
+TEST_F(Forward, NonFiniteCheckNamesTensorAndIndex) {
+  EXPECT_EQ(miras_library_check_finite(lib_.handle()), 0);
+  in_["k"].values()[(((1 * T + 2) * H + 1) * kDk) + 2] = std::nanf("");
+  ASSERT_EQ(run(), MIRAS_OK) << miras_last_error();
+  ASSERT_EQ(miras_library_set_check_finite(lib_.handle(), 1), MIRAS_OK);
+  EXPECT_EQ(miras_library_check_finite(lib_.handle()), 1);
+  expectError(MIRAS_ERR_NON_FINITE, {"input tensor 'k' holds nan at [1, 2, 1, 2]"});
+  EXPECT_STREQ(miras_status_string(MIRAS_ERR_NON_FINITE), "non-finite value");
+
+  in_["k"] = fakeInputs(B, T, H, true)["k"];
+  inputs = {};
+  for (auto &[name, t] : in_)
+    inputs.push_back(view(name.c_str(), t));
+  in_["alpha"].values()[4] = -INFINITY;
+  expectError(MIRAS_ERR_NON_FINITE, {"input tensor 'alpha' holds -inf at [0, 1, 1]"});
+  in_["alpha"].values()[4] = 0.5f;
+  // Finite inputs whose products overflow float32.
+  for (float &x : in_["v"].values())
+    x = 3e38f;
+  for (float &x : in_["k"].values())
+    x = 3e38f;
+  expectError(MIRAS_ERR_NON_FINITE, {"output tensor '", "after the forward"});
+  EXPECT_EQ(miras_library_set_check_finite(nullptr, 1), MIRAS_ERR_NULL_POINTER);
+  EXPECT_EQ(miras_library_check_finite(nullptr), 0);
+}
+
+// MIRAS_CHECK_FINITE turns it on at open ("0" or empty leaves it off).
+TEST(ForwardEnvironment, CheckFiniteFromEnvironment) {
+  for (auto [value, on] : {std::pair{"1", 1}, std::pair{"0", 0}, std::pair{"", 0}}) {
+    setenv("MIRAS_CHECK_FINITE", value, 1);
+    miras::Library lib = miras::Library::open(MIRAS_FAKE_MODULE);
+    EXPECT_EQ(miras_library_check_finite(lib.handle()), on) << "'" << value << "'";
+    EXPECT_EQ(lib.checkFinite(), on != 0);
+  }
+  unsetenv("MIRAS_CHECK_FINITE");
+}
 
 TEST_F(Forward, MatchesReference) {
   ASSERT_EQ(run(), MIRAS_OK) << miras_last_error();
