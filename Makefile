@@ -2,7 +2,7 @@
 BUILD ?= build
 JOBS  ?= $(shell nproc)
 
-.PHONY: all setup venv configure build demo test clean
+.PHONY: all setup venv configure build demo test test-sanitize fuzz-smoke clean
 
 all: build
 
@@ -32,5 +32,14 @@ demo: build
 test: build
 	@bash scripts/run_tests.sh $(BUILD)
 
+# clang-22 with ASan + UBSan in build-sanitize/ (scripts/sanitize.sh): the lit and CTest
+# suites with every sanitizer report logged (the log directory must stay empty), and the
+# front end's libFuzzer target for 60 s.
+test-sanitize: setup
+	@bash scripts/sanitize.sh test build-sanitize
+
+fuzz-smoke: setup
+	@bash scripts/sanitize.sh fuzz build-sanitize 60
+
 clean:
-	rm -rf $(BUILD)
+	rm -rf $(BUILD) build-sanitize

@@ -1,11 +1,13 @@
 #!/usr/bin/env bash
-# Installs the Debian packages the project needs; does nothing when they are all present.
+# Installs the Debian packages the project needs, and any named on the command line
+# (scripts/sanitize.sh: the sanitizer runtimes); does nothing when they are all present.
 set -euo pipefail
 PACKAGES=(
-  cmake ninja-build ccache g++ make
+  cmake ninja-build ccache g++ make pkgconf
   llvm-22-dev libmlir-22-dev mlir-22-tools llvm-22-tools clang-22
   antlr4 libantlr4-runtime-dev default-jre-headless
   libgtest-dev python3-numpy python3-venv python3-dev
+  "$@"
 )
 missing=()
 for p in "${PACKAGES[@]}"; do

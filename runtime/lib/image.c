@@ -132,19 +132,20 @@ static const miras_image_segment *segment_of(const miras_image *im, const void *
   return NULL;
 }
 
-int miras_image_holds(const miras_image *im, const void *p, size_t bytes) {
+int miras_image_holds(const miras_image *im, const void *p, size_t bytes, size_t align) {
   const miras_image_segment *s = segment_of(im, p);
-  return s != NULL && bytes <= s->end - (uintptr_t)p;
+  return s != NULL && bytes <= s->end - (uintptr_t)p && (uintptr_t)p % align == 0;
 }
 
-int miras_image_holds_array(const miras_image *im, const void *p, int64_t count, size_t item) {
+int miras_image_holds_array(const miras_image *im, const void *p, int64_t count, size_t item,
+                            size_t align) {
   if (count < 0)
     return 0;
   if (count == 0)
     return 1; /* the pointer is not followed */
   if ((uint64_t)count > SIZE_MAX / item)
     return 0;
-  return miras_image_holds(im, p, (size_t)count * item);
+  return miras_image_holds(im, p, (size_t)count * item, align);
 }
 
 int miras_image_holds_function(const miras_image *im, const void *fn) {

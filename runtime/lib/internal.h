@@ -55,10 +55,15 @@ typedef struct miras_image {
 
 /* The segments of the object dlopen returned `handle` for. */
 miras_status miras_image_of(void *handle, const char *path, miras_image *out);
-/* 1 when [p, p + bytes) lies in one readable segment of the image. */
-int miras_image_holds(const miras_image *im, const void *p, size_t bytes);
+/* 1 when [p, p + bytes) lies in one readable segment of the image and p is aligned to
+ * `align` (a damaged pointer may be off by a few bytes: reading through it is undefined). */
+int miras_image_holds(const miras_image *im, const void *p, size_t bytes, size_t align);
 /* The same for count items of `item` bytes (count 0: any pointer; negative: 0). */
-int miras_image_holds_array(const miras_image *im, const void *p, int64_t count, size_t item);
+int miras_image_holds_array(const miras_image *im, const void *p, int64_t count, size_t item,
+                            size_t align);
+/* *ptr (count items of its type) inside the image, aligned for its type. */
+#define MIRAS_IMAGE_HOLDS(im, ptr, count)                                                   \
+  miras_image_holds_array((im), (ptr), (count), sizeof *(ptr), _Alignof(__typeof__(*(ptr))))
 /* 1 when fn is the start of an exported function of the image (an entry point). */
 int miras_image_holds_function(const miras_image *im, const void *fn);
 /* 1 when s lies in a readable segment and is NUL-terminated before its end. */

@@ -31,11 +31,10 @@ enum {
 };
 static const int64_t kMaxStateElements = (int64_t)1 << 32; /* per (batch, head) pair */
 
-/* Counts are int32_t in the ABI; a negative count or a NULL array behind a positive
- * count would make every later loop read garbage. */
-static int valid_array(const miras_image *im, int32_t count, const void *array, size_t item) {
-  return count >= 0 && count <= kMaxCount && miras_image_holds_array(im, array, count, item);
-}
+/* Counts are int32_t in the ABI; a negative count or an array outside the library behind
+ * a positive count would make every later loop read garbage. */
+#define VALID_ARRAY(im, count, array)                                                       \
+  ((count) >= 0 && (count) <= kMaxCount && MIRAS_IMAGE_HOLDS(im, array, count))
 
 static miras_status check_gate(const char *path, const miras_image *im,
                                const miras_module_metadata *m, const miras_gate_info *g) {
@@ -162,7 +161,7 @@ static miras_status check_cuda_binary(const char *path, const miras_image *im,
                                       const miras_cuda_binary *c, const char *what,
                                       int with_bf16) {
   char msg[160];
-  if (!miras_image_holds(im, c, sizeof *c)) {
+  if (!MIRAS_IMAGE_HOLDS(im, c, 1)) {
     snprintf(msg, sizeof msg, "%s: points outside the library", what);
     return bad_metadata(path, msg);
   }
@@ -186,7 +185,7 @@ static miras_status check_cuda_binary(const char *path, const miras_image *im,
     snprintf(msg, sizeof msg, "%s: cubin_size must be > 0 exactly when cubin is set", what);
     return bad_metadata(path, msg);
   }
-  if (c->cubin != NULL && !miras_image_holds(im, c->cubin, c->cubin_size)) {
+  if (c->cubin != NULL && !miras_image_holds(im, c->cubin, c->cubin_size, 1)) {
     snprintf(msg, sizeof msg, "%s: the cubin's %llu bytes run outside the library", what,
              (unsigned long long)c->cubin_size);
     return bad_metadata(path, msg);
@@ -238,9 +237,8 @@ static miras_status check_metadata(const char *path, const miras_image *im,
     return bad_metadata(path, "dk, dv (at most 65536), chunk or steps (at most 2^20) too large");
   if (m->read_after_write != 0 && m->read_after_write != 1)
     return bad_metadata(path, "read_after_write must be 0 or 1");
-  if (!valid_array(im, m->num_params, m->params, sizeof *m->params) ||
-      !valid_array(im, m->num_gates, m->gates, sizeof *m->gates) ||
-      !valid_array(im, m->num_states, m->states, sizeof *m->states))
+  if (!VALID_ARRAY(im, m->num_params, m->params) || !VALID_ARRAY(im, m->num_gates, m->gates) ||
+      !VALID_ARRAY(im, m->num_states, m->states))
     return bad_metadata(path, "a params/gates/states array is NULL, outside the library, or "
                               "its count is negative or above 4096");
   for (int32_t i = 0; i < m->num_params; ++i)
@@ -265,7 +263,7 @@ static miras_status check_metadata(const char *path, const miras_image *im,
 static miras_status check_entry(const char *path, const miras_image *im,
                                 const miras_module_entry *e,
                                 const miras_module_metadata **meta) {
-  if (!miras_image_holds(im, e, sizeof e->abi_version))
+  if (!miras_image_holds(im, e, sizeof e->abi_version, _Alignof(miras_module_entry)))
     return miras_fail(MIRAS_ERR_LOAD, "'%s': its '%s' lies outside the library", path,
                       MIRAS_MODULE_ENTRY_SYMBOL);
   if (e->abi_version != MIRAS_ABI_VERSION)
@@ -273,7 +271,7 @@ static miras_status check_entry(const char *path, const miras_image *im,
                       "'%s' was built for miras ABI version %u, runtime expects %u "
                       "(recompile the module with a mirasc of this release)", path,
                       (unsigned)e->abi_version, (unsigned)MIRAS_ABI_VERSION);
-  if (!miras_image_holds(im, e, sizeof *e))
+  if (!MIRAS_IMAGE_HOLDS(im, e, 1))
     return miras_fail(MIRAS_ERR_LOAD, "'%s': its entry table runs outside the library", path);
   if (e->metadata == NULL)
     return miras_fail(MIRAS_ERR_LOAD, "'%s': entry table has a NULL metadata", path);
@@ -289,7 +287,7 @@ static miras_status check_entry(const char *path, const miras_image *im,
   *meta = e->metadata();
   if (*meta == NULL)
     return miras_fail(MIRAS_ERR_LOAD, "'%s': metadata() returned NULL", path);
-  if (!miras_image_holds(im, *meta, sizeof **meta))
+  if (!MIRAS_IMAGE_HOLDS(im, *meta, 1))
     return miras_fail(MIRAS_ERR_LOAD, "'%s': metadata() points outside the library", path);
   miras_status st = check_metadata(path, im, *meta);
   if (st != MIRAS_OK)
