@@ -264,6 +264,28 @@ def test_zero_length_is_a_shape_error(gdn):
     assert err.value.status == "shape error"
 
 
+def test_check_finite_from_the_environment():
+    # MIRAS_CHECK_FINITE=1 (read when a library is opened, so in a fresh process) makes a
+    # NaN input an error naming the tensor and the index.
+    script = "\n".join([
+        "import torch, miras, sys",
+        "sys.path.insert(0, %r)" % os.path.dirname(__file__),
+        "from inputs import random_inputs",
+        "m = miras.compile(%r, D=8)" % str(GDN),
+        "x = random_inputs(m, 1, 3, 2)",
+        "x['k'] = x['k'].detach().clone()",
+        "x['k'][0, 2, 1, 5] = float('nan')",
+        "try:",
+        "    m(x['q'], x['k'], x['v'], eta=x['eta'], alpha=x['alpha'])",
+        "except miras.MirasError as e:",
+        "    print(e.status, '|', e)",
+    ])
+    env = dict(os.environ, MIRAS_CHECK_FINITE="1")
+    out = subprocess.run([str(BUILD / "venv" / "bin" / "python"), "-c", script], env=env,
+                         check=True, capture_output=True, text=True).stdout
+    assert "non-finite value | " in out and "input tensor 'k' holds nan at [0, 2, 1, 5]" in out
+
+
 def test_a_loss_on_the_final_state_alone(gdn):
     # Only the state reaches the loss: o's adjoint is zero.
     import eager
