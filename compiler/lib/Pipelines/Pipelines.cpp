@@ -74,8 +74,10 @@ void miras::buildLinalgToLLVMPipeline(OpPassManager &pm,
   pm.addPass(createSCFToControlFlowPass());
   pm.addPass(memref::createExpandStridedMetadataPass());
   pm.addPass(createLowerAffinePass());
-  // Math before vector: math-to-libm unrolls vector ops it has no intrinsic
-  // for (tanh, erf) into vector.extract/insert around scalar calls.
+  // Math on vectors as polynomials (LLVM would call libm once per lane), then
+  // math before vector: math-to-libm unrolls what is left on vectors into
+  // vector.extract/insert around scalar calls.
+  pm.addNestedPass<func::FuncOp>(createMirasApproximateVectorMath());
   pm.addPass(createConvertMathToLLVMPass());
   pm.addPass(createConvertMathToLibmPass());
   pm.addPass(createConvertVectorToLLVMPass());

@@ -10,9 +10,10 @@
 // CHECK-LABEL: llvm.func @matvec_erf(
 // CHECK: llvm.load {{.*}} -> vector<64xf32>
 // CHECK: "llvm.intr.vector.reduce.fadd"({{.*}}) <{fastmathFlags = #llvm.fastmath<contract, reassoc>}> : (f32, vector<64xf32>) -> f32
-// erf has no LLVM intrinsic: libm per lane (math-to-libm runs before
-// vector-to-llvm so its vector.extract/insert are lowered too).
-// CHECK: llvm.call @erff
+// erf on a vector is a polynomial (miras-approximate-vector-math), not a libm
+// call per lane.
+// CHECK-NOT: llvm.call @erff
+// CHECK: llvm.intr.fma({{.*}}) : (vector<64xf32>, vector<64xf32>, vector<64xf32>) -> vector<64xf32>
 // CHECK: llvm.store {{.*}} : vector<64xf32>
 // CHECK-NOT: {{ vector\.}}
 // SCALAR-LABEL: llvm.func @matvec_erf(

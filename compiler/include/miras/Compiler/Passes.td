@@ -214,6 +214,30 @@ def MirasVectorize : Pass<"miras-vectorize", "::mlir::func::FuncOp"> {
                            "::mlir::arith::ArithDialect"];
 }
 
+def MirasApproximateVectorMath
+    : Pass<"miras-approximate-vector-math", "::mlir::func::FuncOp"> {
+  let summary = "Rewrites math functions on vectors into polynomial approximations";
+  let description = [{
+    LLVM has no vector routine for most math intrinsics and lowers
+    `llvm.exp` (`log`, `tanh`, `erf`, ...) on a vector into one scalar libm
+    call per lane. After `miras-vectorize`, a row softmax (Memora's mirror
+    map) or a GELU layer would then cost one call per element. This pass
+    rewrites `math.exp`, `expm1`, `log`, `log1p`, `log2`, `tanh` and `erf` on
+    vectors into MLIR's polynomial approximations (vector arithmetic only,
+    relative error a few ulp), ahead of `convert-math-to-llvm`; scalar ops keep
+    their libm calls.
+
+    ```mlir
+    %e = math.exp %x : vector<16xf32>
+    // becomes a range reduction (x = k ln 2 + r), a polynomial in r and a
+    // scaling by 2^k built from the exponent bits: arith and vector ops only.
+    ```
+  }];
+  let dependentDialects = ["::mlir::arith::ArithDialect",
+                           "::mlir::math::MathDialect",
+                           "::mlir::vector::VectorDialect"];
+}
+
 def MirasDistributeThreads : Pass<"miras-distribute-threads", "::mlir::func::FuncOp"> {
   let summary = "Distributes a kernel's parallel loops over the threads of one block (SIMT form)";
   let description = [{
