@@ -94,6 +94,17 @@ class Module:
         return self._lib.has_backward
 
     @property
+    def check_finite(self) -> bool:
+        """When True, a call raises MirasError (status "non-finite value") naming the
+        first NaN or infinity of an input or adjoint before the kernel runs, or of an
+        output after it (the runtime's check; default: $MIRAS_CHECK_FINITE at load)."""
+        return self._lib.check_finite
+
+    @check_finite.setter
+    def check_finite(self, enabled: bool):
+        self._lib.check_finite = bool(enabled)
+
+    @property
     def has_cuda(self) -> bool:
         return self._lib.has_cuda
 

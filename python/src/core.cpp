@@ -181,8 +181,16 @@ public:
     }));
   }
 
+  // The runtime's non-finite check (miras_library_set_check_finite), changed under the
+  // library's mutex so that no call sees it half way.
+  bool checkFinite() const { return miras_library_check_finite(lib_) != 0; }
+  void setCheckFinite(bool enabled) {
+    locked(0, [&] { return miras_library_set_check_finite(lib_, enabled ? 1 : 0); });
+  }
+
 private:
   const miras_module_metadata *metadata() const { return miras_library_metadata(lib_); }
+
   // Runs `call` without the GIL and with the library's mutex (taken after the GIL is
   // released: a thread waiting for it never holds the GIL), after setting the thread
   // count (threads > 0; 0 leaves it).
@@ -236,6 +244,8 @@ NB_MODULE(_core, m) {
       .def(nb::init<const std::string &>(), nb::arg("path"),
            "Opens a compiled module (miras_library_open).")
       .def("metadata_json", &Library::metadataJson, "The metadata as `miras info` prints it.")
+      .def_prop_rw("check_finite", &Library::checkFinite, &Library::setCheckFinite,
+                   "Whether calls fail on the first NaN or infinity of an input or output.")
       .def_prop_ro("has_cuda", &Library::hasCuda)
       .def_prop_ro("has_backward", &Library::hasBackward)
       .def_prop_ro("has_cuda_backward", [](const Library &l) { return l.hasCudaBackward(); })

@@ -286,6 +286,25 @@ def test_check_finite_from_the_environment():
     assert "non-finite value | " in out and "input tensor 'k' holds nan at [0, 2, 1, 5]" in out
 
 
+def test_check_finite_per_module(gdn):
+    m = miras.load(gdn.path)  # a handle of its own: the shared fixture stays unchecked
+    assert m.check_finite is False
+    x = random_inputs(m, 1, 3, 2)
+    eta = x["eta"].detach().clone()
+    eta[0, 1, 0] = float("inf")
+    o, _ = m(x["q"], x["k"], x["v"], eta=eta, alpha=x["alpha"])  # unchecked: runs
+    assert not torch.isfinite(o).all()
+    m.check_finite = True
+    with pytest.raises(miras.MirasError, match=r"input tensor 'eta' holds inf at \[0, 1, 0\]") as err:
+        m(x["q"], x["k"], x["v"], eta=eta, alpha=x["alpha"])
+    assert err.value.status == "non-finite value"
+    # The backward checks too: a NaN adjoint of o.
+    q = x["q"].detach().clone().requires_grad_()
+    o, _ = m(q, x["k"], x["v"], eta=x["eta"], alpha=x["alpha"])
+    with pytest.raises(miras.MirasError, match="adjoint tensor 'o' holds nan"):
+        o.backward(torch.full_like(o, float("nan")))
+
+
 def test_a_loss_on_the_final_state_alone(gdn):
     # Only the state reaches the loss: o's adjoint is zero.
     import eager
