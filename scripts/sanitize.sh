@@ -7,7 +7,8 @@
 #       (the interpreter and PyTorch are not instrumented).
 #   scripts/sanitize.sh fuzz [BUILD] [SECONDS]  (make fuzz-smoke): the front end's
 #       libFuzzer target (test/fuzz) for SECONDS (60), seeded with examples/ and the lit
-#       inputs; crashes and invariant violations are saved in BUILD/fuzz-artifacts.
+#       inputs, with a fixed random seed (-seed=1: the same mutations on every run);
+#       crashes and invariant violations are saved in BUILD/fuzz-artifacts.
 set -uo pipefail
 MODE=${1:?usage: scripts/sanitize.sh test|fuzz [BUILD] [SECONDS]}
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
@@ -38,11 +39,13 @@ export LSAN_OPTIONS="suppressions=$ROOT/test/fuzz/lsan.supp"
 if [[ $MODE == test ]]; then
   /usr/lib/llvm-22/bin/lit "$BUILD/test/lit" -j "$(nproc)" -q
   lit_rc=$?
+  # install.prefix is left out: host programs built against the instrumented libraries
+  # would need the ASan runtime themselves.
   ctest --test-dir "$BUILD" -j "$(nproc)" --output-on-failure -E '^install\.' > "$BUILD/ctest.log"
   ctest_rc=$?
-  tail -3 "$BUILD/ctest.log"
+  [[ $ctest_rc -eq 0 ]] || grep -E "Failed|\*\*\*" "$BUILD/ctest.log" | head -20
   reports=$(find "$LOGS" -type f | wc -l)
-  echo "sanitizers: $reports report file(s) in $LOGS"
+  echo "test-sanitize: lit exit $lit_rc, ctest exit $ctest_rc ($BUILD/ctest.log), $reports sanitizer report file(s) in $LOGS"
   for f in $(find "$LOGS" -type f | head -5); do echo "--- $f"; head -30 "$f"; done
   [[ $lit_rc -eq 0 && $ctest_rc -eq 0 && $reports -eq 0 ]]
   exit $?
@@ -53,7 +56,7 @@ elif [[ $MODE == fuzz ]]; then
   cp examples/*.miras "$CORPUS/"
   find test/lit -name '*.miras' -exec sh -c 'cp "$1" "$2/lit-$(echo "$1" | tr / _)"' _ {} "$CORPUS" \;
   "$BUILD/bin/miras_frontend_fuzzer" "$CORPUS" -max_total_time="$SECONDS_TO_RUN" \
-    -max_len=8192 -timeout=10 -rss_limit_mb=4096 -artifact_prefix="$ARTIFACTS/" \
+    -seed=1 -max_len=8192 -timeout=10 -rss_limit_mb=4096 -artifact_prefix="$ARTIFACTS/" \
     -print_final_stats=1 2> "$BUILD/fuzz.log"
   rc=$?
   grep -E "^#[0-9]+.*(DONE|pulse)|stat::number_of_executed_units|stat::peak_rss" "$BUILD/fuzz.log" | tail -4
