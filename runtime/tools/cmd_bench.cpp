@@ -154,9 +154,6 @@ BenchOptions parseOptions(const Args &args) {
 // ---------------------------------------------------------------------------------------
 // Random inputs
 
-// Throws Error(MIRAS_ERR_SHAPE) when the count overflows (an impossible --length).
-int64_t product(const std::vector<int64_t> &shape) { return Tensor::numelOf(shape); }
-
 struct Inputs {
   std::vector<float> q, k, v, o;
   std::vector<std::vector<float>> gates, initialStates, finalStates;
@@ -171,7 +168,7 @@ Inputs makeInputs(const Library &lib, const BenchOptions &opts) {
   // q and k: unit vectors along their last axis (per head, per step), as fla normalises.
   auto unitVectors = [&](const std::string &name) {
     std::vector<int64_t> shape = lib.shapeOf(name, B, T, H);
-    std::vector<float> x = allocateFloats(product(shape), "input '" + name + "'");
+    std::vector<float> x = allocateFloats(Tensor::numelOf(shape), "input '" + name + "'");
     const int64_t width = shape.back();
     for (size_t row = 0; row < x.size(); row += width) {
       double norm = 0.0;
@@ -187,10 +184,10 @@ Inputs makeInputs(const Library &lib, const BenchOptions &opts) {
   };
   in.q = unitVectors("q");
   in.k = unitVectors("k");
-  in.v = allocateFloats(product(lib.shapeOf("v", B, T, H)), "input 'v'");
+  in.v = allocateFloats(Tensor::numelOf(lib.shapeOf("v", B, T, H)), "input 'v'");
   for (float &x : in.v)
     x = normal(rng);
-  in.o = allocateFloats(product(lib.shapeOf("o", B, T, H)), "output 'o'");
+  in.o = allocateFloats(Tensor::numelOf(lib.shapeOf("o", B, T, H)), "output 'o'");
   // Gates: uniform in the interval their declared range gives (gate_sampling.hpp); a
   // draw on an open end is drawn again.
   for (int32_t g = 0; g < m.num_gates; ++g) {
@@ -202,7 +199,7 @@ Inputs makeInputs(const Library &lib, const BenchOptions &opts) {
     SampleInterval interval = sampleInterval(m.gates[g]);
     std::uniform_real_distribution<float> uniform(static_cast<float>(interval.lo),
                                                   static_cast<float>(interval.hi));
-    std::vector<float> x = allocateFloats(product(lib.shapeOf(gate.name, B, T, H)),
+    std::vector<float> x = allocateFloats(Tensor::numelOf(lib.shapeOf(gate.name, B, T, H)),
                                           "gate '" + std::string(gate.name) + "'");
     for (float &value : x)
       do
@@ -214,7 +211,7 @@ Inputs makeInputs(const Library &lib, const BenchOptions &opts) {
   // weights or duals for MLP memories, zero momentum S.
   for (int32_t s = 0; s < m.num_states; ++s) {
     const miras_state_info &info = m.states[s];
-    std::vector<float> x = allocateFloats(product(lib.shapeOf(info.name, B, T, H)),
+    std::vector<float> x = allocateFloats(Tensor::numelOf(lib.shapeOf(info.name, B, T, H)),
                                           "state '" + std::string(info.name) + "'");
     const std::string name = info.name;
     float scale = 0.0f;

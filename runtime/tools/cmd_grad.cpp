@@ -112,11 +112,7 @@ int runGrad(const Args &args) {
   auto start = std::chrono::steady_clock::now();
   TensorMap grads = lib.backward(inputs, adjoints);
   std::chrono::duration<double, std::milli> ms = std::chrono::steady_clock::now() - start;
-  warnNonFinite(grads, "d");
-  std::vector<std::pair<std::string, const Tensor *>> files; // all or nothing
-  for (const auto &[name, tensor] : grads)
-    files.emplace_back("d" + name + ".npy", &tensor);
-  writeNpyFiles(opts.outputs, files);
+  writeOutputs(grads, opts.outputs, "d");
   const std::vector<int64_t> &q = inputs.at("q").shape(); // validated by backward
   std::printf("%s: B=%lld T=%lld H=%lld backward %.3f ms (%d thread%s, segment %lld), "
               "wrote %zu tensors to %s\n",

@@ -93,14 +93,6 @@ TensorMap readInputs(const Library &lib, const std::string &dir) {
   return inputs;
 }
 
-// All or nothing (writeNpyFiles): a failed run leaves the directory as it was.
-void writeOutputs(const TensorMap &outputs, const std::string &dir) {
-  std::vector<std::pair<std::string, const Tensor *>> files;
-  for (const auto &[name, tensor] : outputs)
-    files.emplace_back(name + ".npy", &tensor);
-  writeNpyFiles(dir, files);
-}
-
 } // namespace
 
 int runRun(const Args &args) {
@@ -129,7 +121,6 @@ int runRun(const Args &args) {
       lib.forward(inputs, cuda ? MIRAS_DEVICE_CUDA : MIRAS_DEVICE_CPU,
                   opts.inputDtype == "bf16" ? MIRAS_DTYPE_BF16 : MIRAS_DTYPE_F32);
   std::chrono::duration<double, std::milli> ms = std::chrono::steady_clock::now() - start;
-  warnNonFinite(outputs);
   writeOutputs(outputs, opts.outputs);
   const std::vector<int64_t> &q = inputs.at("q").shape(); // validated by forward
   std::string where = cuda ? "cuda, " + opts.inputDtype + " inputs"

@@ -15,6 +15,7 @@
 #include <utility>
 #include <vector>
 
+#include "miras/npy.hpp"
 #include "miras/runtime.hpp"
 
 namespace miras::cli {
@@ -107,9 +108,8 @@ inline bool hasTarget(const char *targets, const std::string &target) {
 
 /// Warns on stderr, one line per tensor, about every output that holds NaN or infinity:
 /// how many, and the first by index ("miras: warning: output 'o' has 3 non-finite
-/// values, the first nan at [0, 1, 0, 0]"). Returns how many tensors had some.
-inline int warnNonFinite(const TensorMap &outputs, const std::string &prefix = "") {
-  int tensors = 0;
+/// values, the first nan at [0, 1, 0, 0]").
+inline void warnNonFinite(const TensorMap &outputs, const std::string &prefix) {
   for (const auto &[name, tensor] : outputs) {
     int64_t count = 0, first = -1;
     float firstValue = 0;
@@ -124,7 +124,6 @@ inline int warnNonFinite(const TensorMap &outputs, const std::string &prefix = "
     }
     if (count == 0)
       continue;
-    ++tensors;
     std::vector<int64_t> index(tensor.shape().size()); // C order: the last axis fastest
     for (size_t d = index.size(); d-- > 0; first /= tensor.shape()[d])
       index[d] = first % tensor.shape()[d];
@@ -135,7 +134,18 @@ inline int warnNonFinite(const TensorMap &outputs, const std::string &prefix = "
                  std::isnan(firstValue) ? "nan" : firstValue > 0 ? "inf" : "-inf",
                  formatShape(index).c_str());
   }
-  return tensors;
+}
+
+/// The outputs of `miras run` and `miras grad`, <prefix><name>.npy in `dir`: a warning
+/// for each that is not finite, then all written as a unit (writeNpyFiles: a failure
+/// leaves the directory as it was).
+inline void writeOutputs(const TensorMap &outputs, const std::string &dir,
+                         const std::string &prefix = "") {
+  warnNonFinite(outputs, prefix);
+  std::vector<std::pair<std::string, const Tensor *>> files;
+  for (const auto &[name, tensor] : outputs)
+    files.emplace_back(prefix + name + ".npy", &tensor);
+  writeNpyFiles(dir, files);
 }
 
 extern const char kInfoHelp[];

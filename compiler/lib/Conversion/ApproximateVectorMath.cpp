@@ -43,9 +43,8 @@ struct MirasApproximateVectorMath
     // Only ops on vectors: a scalar call costs one call, as before.
     SmallVector<Operation *> ops;
     getOperation().walk([&](Operation *op) {
-      if (op->getDialect() && isa<math::MathDialect>(op->getDialect()) &&
-          op->getNumResults() == 1 && isa<VectorType>(op->getResult(0).getType()) &&
-          approximated(op->getName().getStringRef()))
+      if (isa_and_nonnull<math::MathDialect>(op->getDialect()) && op->getNumResults() == 1 &&
+          isa<VectorType>(op->getResult(0).getType()))
         ops.push_back(op);
     });
     if (ops.empty())
