@@ -83,6 +83,45 @@ static miras_status check_gate(const char *path, const miras_image *im,
   return MIRAS_OK;
 }
 
+/* Role and init of state `index` (ABI 8): an anchor names a carried state before it
+ * and has its shape; a chunk position is one float; init is a known kind. */
+static miras_status check_state_role(const char *path, const miras_module_metadata *m,
+                                     int32_t index) {
+  const miras_state_info *s = &m->states[index];
+  char msg[256];
+  if (s->role == MIRAS_STATE_CARRIED || s->role == MIRAS_STATE_CHUNK_POSITION) {
+    if (s->anchor_of != -1) {
+      snprintf(msg, sizeof msg, "state '%s' is not an anchor but has anchor_of %d", s->name,
+               (int)s->anchor_of);
+      return bad_metadata(path, msg);
+    }
+    if (s->role == MIRAS_STATE_CHUNK_POSITION && (s->rank != 1 || s->shape[0] != 1 ||
+                                                  m->chunk <= 1)) {
+      snprintf(msg, sizeof msg, "state '%s' is a chunk position but not one float of a "
+               "chunked module", s->name);
+      return bad_metadata(path, msg);
+    }
+  } else if (s->role == MIRAS_STATE_ANCHOR) {
+    const miras_state_info *w = s->anchor_of >= 0 && s->anchor_of < index
+                                    ? &m->states[s->anchor_of] : NULL;
+    int same = w != NULL && w->role == MIRAS_STATE_CARRIED && w->rank == s->rank;
+    for (int32_t i = 0; same && i < s->rank; ++i) same = w->shape[i] == s->shape[i];
+    if (!same || m->chunk <= 1) {
+      snprintf(msg, sizeof msg, "state '%s' is an anchor (of state %d) but not shaped like a "
+               "carried state before it of a chunked module", s->name, (int)s->anchor_of);
+      return bad_metadata(path, msg);
+    }
+  } else {
+    snprintf(msg, sizeof msg, "state '%s' has an unknown role %d", s->name, (int)s->role);
+    return bad_metadata(path, msg);
+  }
+  if (s->init < MIRAS_INIT_ZEROS || s->init > MIRAS_INIT_NORMAL || !(s->init_scale == s->init_scale)) {
+    snprintf(msg, sizeof msg, "state '%s' has an unknown init %d", s->name, (int)s->init);
+    return bad_metadata(path, msg);
+  }
+  return MIRAS_OK;
+}
+
 static miras_status check_state(const char *path, const miras_image *im,
                                 const miras_state_info *s) {
   char msg[256];
@@ -250,6 +289,7 @@ static miras_status check_metadata(const char *path, const miras_image *im,
   }
   for (int32_t i = 0; i < m->num_states; ++i) {
     miras_status st = check_state(path, im, &m->states[i]);
+    if (st == MIRAS_OK) st = check_state_role(path, m, i);
     if (st != MIRAS_OK) return st;
   }
   miras_status st = check_cuda(path, im, m);

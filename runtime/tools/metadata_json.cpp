@@ -99,7 +99,18 @@ std::string state(const miras_state_info &s) {
   std::string dims;
   for (int32_t i = 0; i < s.rank; ++i)
     dims += (i ? ", " : "") + std::to_string(s.shape[i]);
-  return "{\"name\": " + quote(s.name) + ", \"shape\": [" + dims + "]}";
+  static const char *const roles[] = {"carried", "anchor", "chunk_position"};
+  static const char *const inits[] = {"zeros", "identity", "uniform", "normal"};
+  std::string json = "{\"name\": " + quote(s.name) + ", \"shape\": [" + dims +
+                     "], \"role\": \"" + roles[s.role] + "\"";
+  if (s.role == MIRAS_STATE_ANCHOR)
+    json += ", \"anchor_of\": " + std::to_string(s.anchor_of);
+  json += ", \"init\": \"" + std::string(inits[s.init]) + "\"";
+  if (s.init != MIRAS_INIT_ZEROS)
+    json += ", \"init_scale\": " + number(s.init_scale, false);
+  if (s.init == MIRAS_INIT_NORMAL)
+    json += ", \"init_seed\": " + std::to_string(s.init_seed);
+  return json + "}";
 }
 
 // "cpu,cuda" -> ["cpu", "cuda"]

@@ -798,8 +798,14 @@ std::string generateGlue(const KernelInterface &iface) {
   });
   table("miras_state_info", "miras_states", iface.states.size(), [&](size_t i) {
     const auto &st = iface.states[i];
+    static const char *const roles[] = {"MIRAS_STATE_CARRIED", "MIRAS_STATE_ANCHOR",
+                                        "MIRAS_STATE_CHUNK_POSITION"};
+    static const char *const inits[] = {"MIRAS_INIT_ZEROS", "MIRAS_INIT_IDENTITY",
+                                        "MIRAS_INIT_UNIFORM", "MIRAS_INIT_NORMAL"};
     os << "{" << cString(st.name) << ", " << st.shape.size() << ", {"
-       << joinInts(st.shape) << "}}";
+       << joinInts(st.shape) << "}, " << roles[static_cast<int>(st.role)] << ", "
+       << st.anchorOf << ", " << inits[static_cast<int>(st.init)] << ", "
+       << cDouble(st.initScale) << ", " << st.initSeed << "ull}";
   });
   auto tableRef = [](bool present, StringRef var) {
     return present ? var.str() : std::string("NULL");

@@ -26,6 +26,9 @@ extern "C" {
 
 /* Version history (a loader accepts exactly its own version; the runtime reports a
  * mismatch as MIRAS_ERR_ABI_VERSION with both numbers, before touching anything else):
+ *   8  miras_state_info carries the state's role (carried, anchor, chunk position:
+ *      the exact continuation of chunked modules) and its declared initial value
+ *      (init, init_scale, init_seed): libraries built for 7 must be recompiled.
  *   7  miras_module_metadata ends with cuda_backward, the backward's CUDA kernel
  *      (--backward with a cuda target): libraries built for 6 must be recompiled.
  *   6  the backward pass: miras_module_metadata ends with backward_segment,
@@ -34,7 +37,7 @@ extern "C" {
  *   5  miras_gate_info carries the gate's declared range (has_range, range_lo, range_hi,
  *      range_lo_closed, range_hi_closed): libraries built for 4 must be recompiled.
  *   4  the CUDA table (miras_cuda_binary). */
-#define MIRAS_ABI_VERSION 7u
+#define MIRAS_ABI_VERSION 8u
 
 /* Status codes returned by every entry point (0 is success). */
 typedef enum miras_status {
@@ -97,10 +100,49 @@ typedef struct miras_gate_info {
 
 #define MIRAS_MAX_STATE_RANK 4
 
+/*
+ * What a state tensor is (ABI 8). A module with chunk C > 1 evaluates every gradient at
+ * its chunk's anchor (SPEC section 7), so to continue a sequence exactly a call must
+ * also carry the anchor and the position in the chunk: such a module lists, after its
+ * carried states, one MIRAS_STATE_ANCHOR per memory weight (named "<weight>_anchor",
+ * shaped like it) and one MIRAS_STATE_CHUNK_POSITION ("chunk_position", shape {1}).
+ * They are states like the others (state_in / state_out, in place allowed), and
+ * optional on input: a NULL chunk_position is position 0, where the next token starts
+ * a chunk and the anchors are not read, which is how a call starts a sequence.
+ */
+typedef enum miras_state_role {
+  MIRAS_STATE_CARRIED = 0,        /* a weight of the memory, its dual, or an optimizer
+                                     state (momentum): what the update rule carries */
+  MIRAS_STATE_ANCHOR = 1,         /* the anchor of states[anchor_of]: its value at the
+                                     start of the chunk that holds the next token (on
+                                     output, the final state when chunk_position is 0) */
+  MIRAS_STATE_CHUNK_POSITION = 2  /* tokens of that chunk already consumed: an integer
+                                     0 <= p < chunk stored as a float (anything else is
+                                     MIRAS_ERR_INVALID_ARGUMENT); no adjoint (zeros) */
+} miras_state_role;
+
+/* How a state starts when no initial state is given (the DSL's `init`; ABI 8). The
+ * module's own entry points read a NULL state_in as zeros; the runtime (and with it the
+ * CLI and the Python API) fills a NULL state_in with the declared value instead
+ * (runtime.h: miras_library_initial_state). */
+typedef enum miras_state_init {
+  MIRAS_INIT_ZEROS = 0,    /* every entry 0 */
+  MIRAS_INIT_IDENTITY = 1, /* init_scale on the diagonal of the last two axes, 0 elsewhere */
+  MIRAS_INIT_UNIFORM = 2,  /* every entry init_scale (1/n: uniform on the simplex) */
+  MIRAS_INIT_NORMAL = 3    /* independent N(0, init_scale^2) entries drawn from init_seed
+                              (runtime.h gives the generator) */
+} miras_state_init;
+
 typedef struct miras_state_info {
   const char *name;                     /* "W", "A", "S", "W1", ... */
   int32_t rank;                         /* rank of the per-(batch, head) shape */
   int64_t shape[MIRAS_MAX_STATE_RANK];  /* per-(batch, head) shape, e.g. {Dv, Dk} */
+  int32_t role;                         /* miras_state_role (ABI 8) */
+  int32_t anchor_of;                    /* MIRAS_STATE_ANCHOR: index of the state it
+                                           anchors; else -1 */
+  int32_t init;                         /* miras_state_init (ABI 8) */
+  double init_scale;                    /* the value, diagonal or deviation of init */
+  uint64_t init_seed;                   /* MIRAS_INIT_NORMAL's seed; else 0 */
 } miras_state_info;
 
 /*

@@ -58,7 +58,8 @@ static const miras_gate_info gates[] = {
     {"alpha", MIRAS_GATE_SCALAR, MIRAS_AXIS_NONE, 1, 0, 1, FAKE_ALPHA_LO, FAKE_ALPHA_HI, 0, 1},
     {"beta", MIRAS_GATE_CHANNEL, MIRAS_AXIS_VALUE, DV, 0, 0, 0.0, 0.0, 0, 0},
 };
-static const miras_state_info states[] = {{"W", 2, {DV, DK, 0, 0}}};
+static const miras_state_info states[] = {
+    {"W", 2, {DV, DK, 0, 0}, MIRAS_STATE_CARRIED, -1, MIRAS_INIT_ZEROS, 0.0, 0}};
 
 #ifndef FAKE_BAD_CUDA
 #define FAKE_BAD_CUDA 0

@@ -49,8 +49,18 @@ struct KernelInterface {
     std::optional<Range> range;
   };
   struct State {
+    /// miras_state_role: what the rule carries, or what a chunked module's
+    /// continuation needs (an anchor of a weight, the position in the chunk).
+    enum class Role { Carried, Anchor, ChunkPosition };
+    /// miras_state_init: the declared start when no initial state is given.
+    enum class Init { Zeros, Identity, Uniform, Normal };
     std::string name;            // "W"
     std::vector<int64_t> shape;  // per (batch, head), e.g. {dv, dk}
+    Role role = Role::Carried;
+    int anchorOf = -1;           // Role::Anchor: the index of its weight
+    Init init = Init::Zeros;
+    double initScale = 0.0;
+    uint64_t initSeed = 0;
   };
 
   std::string moduleName;  // C identifier; prefixes every exported symbol
