@@ -15,7 +15,7 @@ moduleDecl : 'module' ID '{' item* '}' ;
 
 item
   : paramDecl | gateDecl | memoryDecl | biasDecl
-  | retentionDecl | optimizerDecl | readDecl | chunkDecl
+  | retentionDecl | optimizerDecl | readDecl | chunkDecl | initDecl
   ;
 
 paramDecl     : 'param' ID '=' expr ';' ;
@@ -30,6 +30,9 @@ retentionDecl : 'retention' component ';' ;
 optimizerDecl : 'optimizer' component ';' ;
 readDecl      : 'read' ID ';' ;
 chunkDecl     : 'chunk' expr ';' ;
+// `init W = uniform;`, `init W1 = normal(0.02, seed = 7);`: how a carried state
+// starts when the host passes none. The kind is a plain identifier (Sema checks it).
+initDecl      : 'init' state=ID '=' component ';' ;
 
 component : ID ( '(' ( arg ( ',' arg )* )? ')' )? ;
 // `name = value`, a positional `value`, or a function argument `map(A) = expr`.

@@ -64,14 +64,15 @@ std::string describeExpected(const antlr4::misc::IntervalSet &set,
               hasLiteral("'-'");
   if (item)
     parts.push_back("a module item (param, gate, memory, bias, retention, "
-                    "optimizer, read, chunk)");
+                    "optimizer, read, chunk, init)");
   if (expr)
     parts.push_back("an expression");
   for (ssize_t t : types) {
     std::string lit = t > 0 ? vocab.getLiteralName(t) : "";
     if (item && (lit == "'param'" || lit == "'gate'" || lit == "'memory'" ||
                  lit == "'bias'" || lit == "'retention'" ||
-                 lit == "'optimizer'" || lit == "'read'" || lit == "'chunk'"))
+                 lit == "'optimizer'" || lit == "'read'" || lit == "'chunk'" ||
+                 lit == "'init'"))
       continue;
     if (expr && (t == MirasParser::NUMBER || t == MirasParser::ID ||
                  lit == "'-'" || lit == "'('"))
@@ -374,6 +375,10 @@ private:
         m.read = d->ID()->getText();
         m.readLoc = here;
       }
+    } else if (auto *d = item->initDecl()) {
+      // Duplicates are Sema's: it reports them with the first one's place.
+      m.inits.push_back({d->state->getText(), buildComponent(d->component()),
+                         loc(d->state)});
     } else if (auto *d = item->chunkDecl()) {
       ast::SourceLoc here = loc(d->getStart());
       if (m.chunk) {

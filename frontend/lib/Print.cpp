@@ -137,6 +137,9 @@ std::string frontend::dumpAST(const ast::Module &m) {
     os << "  read " << *m.read << locSuffix(m.readLoc) << "\n";
   if (m.chunk)
     os << "  chunk " << printExpr(*m.chunk) << locSuffix(m.chunkLoc) << "\n";
+  for (const ast::InitDecl &init : m.inits)
+    os << "  init " << init.state << " = " << printComponent(init.value)
+       << locSuffix(init.loc) << "\n";
   return os.str();
 }
 

@@ -12,6 +12,7 @@
 
 #include "miras/Dialect/Miras/Choices/Choice.h"
 
+#include <algorithm>
 #include <cmath>
 #include <functional>
 #include <set>
@@ -156,6 +157,7 @@ public:
     }
     if (chunkOverride)
       r.chunk = *chunkOverride;
+    resolveInits();
     if (memory && biasOk && retention && optimizer)
       checkCombinations(chunkOverride.has_value());
     if (diags.errors != before)
@@ -449,6 +451,111 @@ private:
                                      "' is declared here");
       }
     }
+  }
+
+  //--- inits ------------------------------------------------------------------
+
+  /// `init S = kind(args);`: each state once, a known kind, its arguments
+  /// (zeros: none; identity, uniform: an optional non-zero `scale`; normal: a
+  /// positive `scale` and an integer `seed`, both required). Whether S is a
+  /// state of the module is the dialect's check: it owns the state names.
+  void resolveInits() {
+    for (const ast::InitDecl &d : m.inits) {
+      if (const ast::ResolvedInit *first = findInit(d.state)) {
+        diags.error(d.loc, "state '" + d.state + "' is initialised twice");
+        diags.note(first->loc, "first init of '" + d.state + "' is here");
+        continue;
+      }
+      if (auto init = resolveInit(d))
+        r.inits.push_back(*init);
+    }
+  }
+
+  const ast::ResolvedInit *findInit(const std::string &state) const {
+    for (const ast::ResolvedInit &i : r.inits)
+      if (i.state == state)
+        return &i;
+    return nullptr;
+  }
+
+  std::optional<ast::ResolvedInit> resolveInit(const ast::InitDecl &d) {
+    const ast::Component &c = d.value;
+    std::optional<StateInit::Kind> kind = StateInit::parse(c.name);
+    if (!kind) {
+      diags.error(c.loc, "unknown init '" + c.name + "' for state '" + d.state +
+                             "': expected 'zeros', 'identity', 'uniform' or 'normal'");
+      return std::nullopt;
+    }
+    const bool normal = *kind == StateInit::Kind::Normal;
+    std::vector<std::string> names;
+    if (*kind != StateInit::Kind::Zeros)
+      names.push_back("scale");
+    if (normal)
+      names.push_back("seed");
+    const std::string title = "init '" + c.name + "'";
+    int before = diags.errors;
+    std::map<std::string, const ast::Arg *> bound;
+    size_t positional = 0;
+    for (const ast::Arg &a : c.args) {
+      std::string name = a.name;
+      if (!a.boundName.empty()) {
+        diags.error(a.loc, "argument '" + a.name + "' of " + title +
+                               " is not a function: write '" + a.name + " = value'");
+        continue;
+      }
+      if (name.empty()) {
+        if (positional >= names.size()) {
+          diags.error(a.loc, title + " takes " +
+                                 (names.empty() ? std::string("no arguments")
+                                                : "at most " + std::to_string(names.size()) +
+                                                      " (" + quotedList(names) + ")"));
+          continue;
+        }
+        name = names[positional++];
+      } else if (std::find(names.begin(), names.end(), name) == names.end()) {
+        diags.error(a.loc, title + " has no argument '" + name + "'" +
+                               (names.empty() ? " (it takes none)"
+                                              : "; expected " + quotedList(names)));
+        continue;
+      }
+      if (!bound.emplace(name, &a).second)
+        diags.error(a.loc, "argument '" + name + "' of " + title + " is given twice");
+    }
+    ast::ResolvedInit out{d.state, c.name, std::nullopt, std::nullopt, d.loc};
+    if (auto it = bound.find("scale"); it != bound.end()) {
+      const ast::Arg &a = *it->second;
+      if (auto v = evalConstant(*a.value, "the scale of " + title)) {
+        if (normal && v->first <= 0)
+          diags.error(a.loc, "the scale of " + title + " is a standard deviation and "
+                             "must be > 0, got " + formatNumber(v->first));
+        else if (v->first == 0)
+          diags.error(a.loc, "a scale of 0 makes " + title + " all zeros: write 'init " +
+                                 d.state + " = zeros;'");
+        else
+          out.scale = v->first;
+      }
+    } else if (normal) {
+      diags.error(c.loc, title + " requires its standard deviation 'scale' (e.g. 'init " +
+                             d.state + " = normal(0.02, seed = 1);')");
+    }
+    if (auto it = bound.find("seed"); it != bound.end()) {
+      const ast::Arg &a = *it->second;
+      // Seeds are exact integers: a double holds every one up to 2^53.
+      constexpr double kMaxSeed = 9007199254740992.0;
+      if (auto v = evalConstant(*a.value, "the seed of " + title)) {
+        if (!v->second || v->first < 0 || v->first > kMaxSeed)
+          diags.error(a.loc, "the seed of " + title + " must be an integer in [0, 2^53], "
+                             "got " + showNumber(v->first, v->second));
+        else
+          out.seed = static_cast<int64_t>(v->first);
+      }
+    } else if (normal) {
+      diags.error(c.loc, title + " requires a 'seed' (an integer; the runtime draws the "
+                             "same values from it every time)");
+    }
+    if (diags.errors != before)
+      return std::nullopt;
+    return out;
   }
 
   //--- constants ------------------------------------------------------------

@@ -60,7 +60,8 @@ class Module:
     Call it as ``o, state = m(q, k, v, state=None, **gates)``: q, k [B, T, H, Dk]
     (with steps > 1: k [B, T, H, steps, Dk]), v [B, T, H, (steps,) Dv], each gate by its
     DSL name ([B, T, H], [B, T, H, Dk|Dv] or [B, T, H, steps]), ``state`` a dict from
-    state name to [B, H, *shape] (missing names and None: zeros). Returns o [B, T, H, Dv]
+    state name to [B, H, *shape] (missing names and None: the declared start,
+    ``initial_state``; zeros unless the module declares an ``init``). Returns o [B, T, H, Dv]
     in q's dtype and the dict of final states (float32). Both are differentiable with
     respect to q, k, v, every gate and every initial state when the library was built
     with a backward pass (miras.compile does that by default).
@@ -209,8 +210,33 @@ class Module:
                              f"torch.get_num_threads()), got {threads!r}")
         return threads
 
+    def initial_state(self, batch: int, heads: int, device=None) -> "dict[str, torch.Tensor]":
+        """Every state's declared start for `batch` sequences of `heads` heads, by name:
+        float32 tensors [batch, heads, ...] holding what a call uses for a state it is not
+        given (the module's `init`, e.g. `init W = uniform;`; zeros without one). The
+        values come from the runtime (miras_library_initial_state: a normal init is the
+        same on every machine and for every batch index)."""
+        for what, n in (("batch", batch), ("heads", heads)):
+            if isinstance(n, bool) or not isinstance(n, int) or n < 1:
+                raise ValueError(f"{self.name}: {what} must be a positive integer, got {n!r}")
+        return {name: self._declared_start(i, batch, heads, device)
+                for i, name in enumerate(self.state_names)}
+
+    def _declared_start(self, index, B, H, device):
+        info = self.metadata["states"][index]
+        shape = (B, H, *self.state_shapes[info["name"]])
+        if info.get("init", "zeros") == "zeros" or info.get("role", "carried") != "carried":
+            return torch.zeros(shape, device=device)
+        start = torch.empty(shape, dtype=torch.float32)
+        try:
+            self._lib.initial_state(index, B, H, start.data_ptr())
+        except _core.RuntimeCallError as err:
+            raise translate(err) from None
+        return start if device is None else start.to(device)
+
     def _initial_states(self, state, B, H, device):
-        """The initial states in metadata order: given ones as they are, zeros else."""
+        """The initial states in metadata order: given ones as they are, else the
+        declared start (initial_state; zeros without an init)."""
         given = {} if state is None else state
         if any(name not in self.state_shapes for name in given):
             unknown = sorted(set(given) - set(self.state_names))
@@ -220,7 +246,7 @@ class Module:
         for name in self.state_names:
             tensor = given.get(name)
             if tensor is None:
-                tensor = torch.zeros((B, H, *self.state_shapes[name]), device=device)
+                tensor = self._declared_start(self.state_names.index(name), B, H, device)
             elif not isinstance(tensor, torch.Tensor):
                 raise TypeError(f"{self.name}: state '{name}' must be a torch.Tensor, "
                                 f"not {type(tensor).__name__}")

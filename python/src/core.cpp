@@ -89,6 +89,14 @@ public:
     return {shape, shape + rank};
   }
 
+  // The declared initial value of state `index` for B x H pairs
+  // (miras_library_initial_state), written to the float32 buffer at `address` of
+  // B * H * prod(shape) floats (a contiguous CPU tensor the Python layer allocated).
+  void initialState(int32_t index, int64_t batch, int64_t heads, std::uintptr_t address) const {
+    check(miras_library_initial_state(lib_, index, batch, heads,
+                                      reinterpret_cast<float *>(address)));
+  }
+
   void forward(const std::vector<TensorSpec> &inputs, const std::vector<TensorSpec> &outputs,
                int32_t threads) {
     std::vector<miras_tensor> in = views(inputs, "input"), out = views(outputs, "output");
@@ -251,6 +259,9 @@ NB_MODULE(_core, m) {
       .def_prop_ro("has_cuda_backward", [](const Library &l) { return l.hasCudaBackward(); })
       .def("tensor_shape", &Library::tensorShape, nb::arg("name"), nb::arg("batch"),
            nb::arg("length"), nb::arg("heads"))
+      .def("initial_state", &Library::initialState, nb::arg("index"), nb::arg("batch"),
+           nb::arg("heads"), nb::arg("address"),
+           "Writes state `index`'s declared init for B x H into the float32 buffer at address.")
       .def("forward", &Library::forward, nb::arg("inputs"), nb::arg("outputs"),
            nb::arg("threads"))
       .def("backward", &Library::backward, nb::arg("inputs"), nb::arg("adjoints"),

@@ -591,12 +591,20 @@ static miras_status enqueue_backward_with(miras_library *lib, struct miras_libra
   const miras_module_metadata *m = lib->meta;
   const miras_cuda_binary *bin = m->cuda_backward;
   const miras_cuda_driver *drv = c->gpu.driver;
-  const int64_t S = m->backward_segment, checkpoints = (a->length + S - 1) / S;
+  /* A carried state keeps the checkpoints of the chunk-aligned time (the chunk position
+   * shifts it by up to C - 1 tokens) and a segment; an anchor or the chunk position one
+   * slot, its initial value, and no segment (miras_abi.h). */
+  const int64_t S = m->backward_segment;
+  const int64_t carried_checkpoints = (a->length - 1 + m->chunk - 1) / S + 1;
   int64_t total = 0;
   for (int32_t i = 0; i < m->num_states; ++i) {
+    const int carried = m->states[i].role == MIRAS_STATE_CARRIED;
+    const int64_t checkpoints = carried ? carried_checkpoints : 1;
     int64_t ck = miras_mul_checked(miras_mul_checked(pairs, checkpoints),
                                    state_floats(&m->states[i]));
-    int64_t seg = miras_mul_checked(miras_mul_checked(pairs, S), slot_floats(&m->states[i]));
+    int64_t seg = carried ? miras_mul_checked(miras_mul_checked(pairs, S),
+                                              slot_floats(&m->states[i]))
+                          : 0;
     if (ck < 0 || seg < 0 || ck > INT64_MAX / 8 - total || seg > INT64_MAX / 8 - total - ck)
       return miras_fail(MIRAS_ERR_SHAPE, "cuda backward: the checkpoints of state '%s' overflow",
                         m->states[i].name);
@@ -612,6 +620,8 @@ static miras_status enqueue_backward_with(miras_library *lib, struct miras_libra
   const char *failed = NULL;
   for (int32_t i = 0; i < m->num_states && rc == MIRAS_CU_SUCCESS; ++i) {
     const int64_t n = state_floats(&m->states[i]);
+    const int64_t checkpoints =
+        m->states[i].role == MIRAS_STATE_CARRIED ? carried_checkpoints : 1;
     miras_cu_deviceptr ck = c->backward_buffer + (miras_cu_deviceptr)(offsets[2 * i] * 4);
     /* Slot 0 of every pair's checkpoints first: d_state_in may be state_in. With one
      * checkpoint per pair the checkpoints are laid out like the state: one copy. */
@@ -649,7 +659,7 @@ static miras_status enqueue_backward_with(miras_library *lib, struct miras_libra
     return st;
 
   /* int64 B, T, H, first_pair; q, k, v, gates, d_o, d_states, d_q, d_k, d_v, d_gates,
-   * checkpoints, segments, workspace: each by address. */
+   * checkpoints, segments (carried states only), workspace: each by address. */
   int64_t dims[4] = {a->batch, a->length, a->heads, 0};
   const int32_t G = m->num_gates, N = m->num_states;
   int32_t num_ptrs = 3 + G + 1 + N + 3 + G + 2 * N + 1;
@@ -673,9 +683,10 @@ static miras_status enqueue_backward_with(miras_library *lib, struct miras_libra
   for (int32_t i = 0; i < N; ++i)
     ptrs[k++] = c->backward_buffer + (miras_cu_deviceptr)(offsets[2 * i] * 4);
   for (int32_t i = 0; i < N; ++i)
-    ptrs[k++] = c->backward_buffer + (miras_cu_deviceptr)(offsets[2 * i + 1] * 4);
+    if (m->states[i].role == MIRAS_STATE_CARRIED)
+      ptrs[k++] = c->backward_buffer + (miras_cu_deviceptr)(offsets[2 * i + 1] * 4);
   ptrs[k++] = workspace;
-  st = launch(c, c->backward_kernel, bin->kernel_f32, bin, pairs, dims, 4, ptrs, num_ptrs,
+  st = launch(c, c->backward_kernel, bin->kernel_f32, bin, pairs, dims, 4, ptrs, k,
               stream, "cuda backward");
   free(ptrs);
   return st;

@@ -391,11 +391,18 @@ static miras_status bind_and_run(miras_library *lib, int32_t device,
                                  &args, &input_dtype, &slots);
   if (st == MIRAS_OK && lib->check_finite)
     st = check_finite(inputs, num_inputs, "input", "");
+  /* An absent state starts from its declared init (the module itself reads NULL as
+   * zeros); args.state_in points into slots, so the filled buffers reach it. */
+  float **initial = NULL;
+  if (st == MIRAS_OK)
+    st = miras_fill_absent_states(lib, args.batch, args.heads,
+                                  slots + NUM_FIXED_INPUTS + lib->meta->num_gates, &initial);
   if (st == MIRAS_OK)
     st = device == MIRAS_DEVICE_CPU ? call_module(lib, &args)
                                     : miras_cuda_forward_host(lib, &args, input_dtype);
   if (st == MIRAS_OK && lib->check_finite)
     st = check_finite(outputs, num_outputs, "output", " after the forward (its inputs are finite)");
+  miras_free_absent_states(lib, initial);
   free(slots);
   return st;
 }
@@ -559,11 +566,17 @@ miras_status miras_library_backward(miras_library *lib, const miras_tensor *inpu
       if (st == MIRAS_OK)
         st = check_finite(adjoints, num_adjoints, "adjoint", "");
     }
+    /* The forward being differentiated started from the declared init too. */
+    float **initial = NULL;
+    if (st == MIRAS_OK)
+      st = miras_fill_absent_states(lib, bth[0], bth[2], in + NUM_FIXED_INPUTS + m->num_gates,
+                                    &initial);
     if (st == MIRAS_OK)
       st = call_module_pass(lib, NULL, &args);
     if (st == MIRAS_OK && lib->check_finite)
       st = check_finite(outputs, num_outputs, "output",
                         " after the backward (its inputs and adjoints are finite)");
+    miras_free_absent_states(lib, initial);
   }
   free(all);
   return st;

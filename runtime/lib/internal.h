@@ -98,6 +98,15 @@ miras_status miras_check_forward_args(const miras_library *lib, const miras_forw
 miras_status miras_check_backward_args(const miras_library *lib, const miras_backward_args *args,
                                        const char *who);
 
+/* init.c: the named calls (miras_library_forward, _forward_on, _backward) give every
+ * state the caller left out (NULL in state_slots, num_states entries) whose declared
+ * init is not zeros, carried states only, a buffer holding that init (runtime.h:
+ * miras_library_initial_state). *owned (NULL when nothing was filled) keeps those
+ * buffers; miras_free_absent_states frees it, also after a failure. */
+miras_status miras_fill_absent_states(const miras_library *lib, int64_t batch, int64_t heads,
+                                      void **state_slots, float ***owned);
+void miras_free_absent_states(const miras_library *lib, float **owned);
+
 /* The CUDA half of miras_library_forward_on (cuda.c): args hold validated host pointers
  * (inputs of input_dtype); copies them to the GPU, runs, copies o and the states back.
  * On failure nothing behind args is written. */

@@ -161,6 +161,19 @@ Tensor Library::zeroState(const std::string &name, int64_t batch, int64_t heads)
               "module '" + std::string(m.name) + "' has no state named '" + name + "'");
 }
 
+Tensor Library::initialState(const std::string &name, int64_t batch, int64_t heads) const {
+  const miras_module_metadata &m = metadata();
+  for (int32_t i = 0; i < m.num_states; ++i) {
+    if (name != m.states[i].name)
+      continue;
+    Tensor state = Tensor::zeros(shapeOf(name, batch, 1, heads), "state '" + name + "'");
+    check(miras_library_initial_state(lib_, i, batch, heads, state.data()));
+    return state;
+  }
+  throw Error(MIRAS_ERR_INVALID_ARGUMENT,
+              "module '" + std::string(m.name) + "' has no state named '" + name + "'");
+}
+
 /// q's shape when it is [B, T, H, Dk] with B, T, H positive (what the outputs are
 /// sized from), else null: the C API then reports what is wrong with it.
 static const std::vector<int64_t> *validQueryShape(const TensorMap &inputs) {

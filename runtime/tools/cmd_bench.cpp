@@ -215,7 +215,9 @@ Inputs makeInputs(const Library &lib, const BenchOptions &opts) {
                                           "state '" + std::string(info.name) + "'");
     const std::string name = info.name;
     float scale = 0.0f;
-    if (name == "W" || name == "A")
+    if (info.role != MIRAS_STATE_CARRIED)
+      scale = 0.0f; // an anchor and the chunk position: a sequence's start
+    else if (name == "W" || name == "A")
       scale = 0.05f;
     else if (name[0] == 'W' || name[0] == 'A')
       scale = 1.0f / std::sqrt(static_cast<float>(info.shape[info.rank - 1]));
@@ -825,11 +827,13 @@ BackwardFigures benchBackward(Library &lib, const BenchOptions &opts, Inputs &in
   BackwardFigures bw;
   bw.segment = m.backward_segment;
   const int64_t T = opts.length, pairs = opts.batch * opts.heads;
-  bw.statesPerPair = (T - 1) / bw.segment + 1 + bw.segment;
+  // The checkpoints of the chunk-aligned time (miras_abi.h backward_segment).
+  bw.statesPerPair = (T - 1 + m.chunk - 1) / bw.segment + 1 + bw.segment;
   bw.allStatesPerPair = T;
-  double stateBytes = 0.0; // of one pair, every state
-  for (const std::vector<float> &s : in.initialStates)
-    stateBytes += double(bytesOf(s)) / double(pairs);
+  double stateBytes = 0.0; // of one pair, every carried state
+  for (int32_t s = 0; s < m.num_states; ++s)
+    if (m.states[s].role == MIRAS_STATE_CARRIED)
+      stateBytes += double(bytesOf(in.initialStates[s])) / double(pairs);
   const int64_t inFlight = std::min<int64_t>(opts.threads, pairs);
   bw.savedBytes = double(inFlight) * double(bw.statesPerPair) * stateBytes;
 

@@ -6,6 +6,7 @@
 #include <string>
 
 #include "commands.hpp"
+#include "metadata_json.hpp"
 #include "miras/npy.hpp"
 #include "miras/runtime.hpp"
 
@@ -17,11 +18,11 @@ const char kGradHelp[] =
     "\n"
     "The backward pass of a module built with mirasc --backward: the adjoints of a loss\n"
     "L with respect to every input of the forward. Reads the forward's inputs from\n"
-    "--inputs as 'miras run' does (q, k, v, every gate; <state>.npy when present, else a\n"
-    "zero initial state), o.npy (dL/do, required) and <state>.npy (dL/d final state,\n"
-    "optional: zero) from --adjoints, and writes dq.npy, dk.npy, dv.npy, d<gate>.npy and\n"
-    "d<state>.npy (the initial state's adjoint) to --outputs (created if missing), all\n"
-    "or, on any failure, none (as miras run).\n"
+    "--inputs as 'miras run' does (q, k, v, every gate; <state>.npy when present, else\n"
+    "the state's declared init, zeros without one), o.npy (dL/do, required) and\n"
+    "<state>.npy (dL/d final state, optional: zero) from --adjoints, and writes dq.npy,\n"
+    "dk.npy, dv.npy, d<gate>.npy and d<state>.npy (the initial state's adjoint) to\n"
+    "--outputs (created if missing), all or, on any failure, none (as miras run).\n"
     "\n"
     "options:\n"
     "  --inputs DIR    directory of the forward's input .npy files\n"
@@ -68,9 +69,11 @@ std::string npyPath(const std::string &dir, const std::string &name) {
   return (fs::path(dir) / (name + ".npy")).string();
 }
 
-/// `required` names must exist; the states are read when present.
+/// `required` names must exist; the states are read when present. An absent initial
+/// state (`initial`) is the runtime's declared init, an absent adjoint zero.
 TensorMap readNamed(const Library &lib, const std::string &dir,
-                    const std::vector<std::string> &required, const char *stateRole) {
+                    const std::vector<std::string> &required, const char *stateRole,
+                    bool initial) {
   const miras_module_metadata &m = lib.metadata();
   TensorMap tensors;
   for (const std::string &name : required)
@@ -81,8 +84,9 @@ TensorMap readNamed(const Library &lib, const std::string &dir,
     if (fs::exists(path, ec))
       tensors[m.states[i].name] = readNpy(path);
     else
-      std::fprintf(stderr, "miras: note: %s not found; %s '%s' is zero\n", path.c_str(),
-                   stateRole, m.states[i].name);
+      std::fprintf(stderr, "miras: note: %s not found; %s '%s' is %s\n", path.c_str(),
+                   stateRole, m.states[i].name,
+                   initial ? initialStateText(m.states[i]).c_str() : "zero");
   }
   return tensors;
 }
@@ -107,8 +111,8 @@ int runGrad(const Args &args) {
   std::vector<std::string> inputNames{"q", "k", "v"};
   for (int32_t i = 0; i < m.num_gates; ++i)
     inputNames.push_back(m.gates[i].name);
-  TensorMap inputs = readNamed(lib, opts.inputs, inputNames, "initial state");
-  TensorMap adjoints = readNamed(lib, opts.adjoints, {"o"}, "the adjoint of final state");
+  TensorMap inputs = readNamed(lib, opts.inputs, inputNames, "initial state", true);
+  TensorMap adjoints = readNamed(lib, opts.adjoints, {"o"}, "the adjoint of final state", false);
   auto start = std::chrono::steady_clock::now();
   TensorMap grads = lib.backward(inputs, adjoints);
   std::chrono::duration<double, std::milli> ms = std::chrono::steady_clock::now() - start;

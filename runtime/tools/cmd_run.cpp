@@ -5,6 +5,7 @@
 #include <string>
 
 #include "commands.hpp"
+#include "metadata_json.hpp"
 #include "miras/npy.hpp"
 #include "miras/runtime.hpp"
 
@@ -15,7 +16,8 @@ const char kRunHelp[] =
     "                 [--device cpu|cuda] [--input-dtype f32|bf16] [--check-finite]\n"
     "\n"
     "Read q.npy, k.npy, v.npy and <gate>.npy for every gate from --inputs, plus\n"
-    "<state>.npy for every state when present (a missing state starts from zeros).\n"
+    "<state>.npy for every state when present (a missing state starts from the\n"
+    "module's declared init, `init` in the .miras file; zeros without one).\n"
     "Run the module and write o.npy and the final <state>.npy files to --outputs\n"
     "(created if missing) as one unit: all are replaced or, on any failure, none,\n"
     "and concurrent runs into one directory take turns. Arrays are float32 (float64\n"
@@ -73,7 +75,8 @@ std::string npyPath(const std::string &dir, const std::string &name) {
   return (fs::path(dir) / (name + ".npy")).string();
 }
 
-// q, k, v and gates are required; a state file is optional (zeros otherwise).
+// q, k, v and gates are required; a state file is optional: the runtime starts an
+// absent state from its declared init (zeros without one).
 TensorMap readInputs(const Library &lib, const std::string &dir) {
   const miras_module_metadata &m = lib.metadata();
   TensorMap inputs;
@@ -87,8 +90,8 @@ TensorMap readInputs(const Library &lib, const std::string &dir) {
     if (fs::exists(path, ec))
       inputs[m.states[i].name] = readNpy(path);
     else
-      std::fprintf(stderr, "miras: note: %s not found; state '%s' starts from zeros\n",
-                   path.c_str(), m.states[i].name);
+      std::fprintf(stderr, "miras: note: %s not found; state '%s' starts from %s\n",
+                   path.c_str(), m.states[i].name, initialStateText(m.states[i]).c_str());
   }
   return inputs;
 }

@@ -95,6 +95,16 @@ std::string gate(const miras_gate_info &g) {
          "\", \"range\": " + range(g) + ", \"sample\": " + sample(g) + "}";
 }
 
+std::string initText(const miras_state_info &s) {
+  static const char *const inits[] = {"zeros", "identity", "uniform", "normal"};
+  std::string text = inits[s.init];
+  if (s.init == MIRAS_INIT_NORMAL)
+    text += "(" + number(s.init_scale, false) + ", seed = " + std::to_string(s.init_seed) + ")";
+  else if (s.init != MIRAS_INIT_ZEROS)
+    text += "(" + number(s.init_scale, false) + ")";
+  return text;
+}
+
 std::string state(const miras_state_info &s) {
   std::string dims;
   for (int32_t i = 0; i < s.rank; ++i)
@@ -153,6 +163,12 @@ std::string array(const T *items, int32_t n, F format) {
 }
 
 } // namespace
+
+std::string initialStateText(const miras_state_info &s) {
+  if (s.role != MIRAS_STATE_CARRIED || s.init == MIRAS_INIT_ZEROS)
+    return "zeros";
+  return "its declared init " + initText(s);
+}
 
 std::string metadataJson(const miras_module_metadata &m) {
   std::string json = "{\n";

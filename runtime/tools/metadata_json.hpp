@@ -13,6 +13,11 @@ namespace miras::cli {
 // gates with their declared range and sample interval (gate_sampling.hpp).
 std::string metadataJson(const miras_module_metadata &m);
 
+// How state `s` starts when no initial state is given, for messages: "zeros", or
+// "its declared init uniform(0.25)" (the runtime fills it: miras_library_initial_state).
+// An anchor or the chunk position starts a sequence (miras_abi.h): "zeros".
+std::string initialStateText(const miras_state_info &s);
+
 } // namespace miras::cli
 
 #endif // MIRAS_TOOLS_METADATA_JSON_HPP

@@ -50,9 +50,29 @@ def ptr(a):
 
 
 def ptrs(arrays):
+    """A C array of float pointers; None entries are NULL."""
     if not arrays:
         return None
-    return (F32P * len(arrays))(*[ptr(a) for a in arrays])
+    return (F32P * len(arrays))(*[ptr(a) if a is not None else None for a in arrays])
+
+
+class Metadata(ctypes.Structure):
+    """The leading fields of miras_module_metadata (miras_abi.h), up to the states."""
+    _fields_ = [('abi_version', ctypes.c_uint32), ('name', ctypes.c_char_p),
+                ('source', ctypes.c_char_p), ('compiler', ctypes.c_char_p),
+                ('dk', ctypes.c_int64), ('dv', ctypes.c_int64), ('chunk', ctypes.c_int64),
+                ('steps', ctypes.c_int64), ('read_after_write', ctypes.c_int32),
+                ('num_params', ctypes.c_int32), ('params', ctypes.c_void_p),
+                ('num_gates', ctypes.c_int32), ('gates', ctypes.c_void_p),
+                ('num_states', ctypes.c_int32), ('states', ctypes.c_void_p)]
+
+
+class StateInfo(ctypes.Structure):
+    """miras_state_info (miras_abi.h, ABI 8): all of it, as arrays of it are indexed."""
+    _fields_ = [('name', ctypes.c_char_p), ('rank', ctypes.c_int32),
+                ('shape', ctypes.c_int64 * 4), ('role', ctypes.c_int32),
+                ('anchor_of', ctypes.c_int32), ('init', ctypes.c_int32),
+                ('init_scale', ctypes.c_double), ('init_seed', ctypes.c_uint64)]
 
 
 class Module:
@@ -79,18 +99,35 @@ class Module:
 
 
 class Library:
+    """The forward and backward of a compiled module on its carried states. A chunked
+    module's further states (its anchors and chunk position, miras_abi.h
+    miras_state_role) are passed as NULL, a call that starts a sequence, and their
+    outputs dropped."""
+
     def __init__(self, path, name):
         self.lib = ctypes.CDLL(path)
         self.forward_fn = getattr(self.lib, name + '_forward')
         self.backward_fn = getattr(self.lib, name + '_backward')
+        metadata = getattr(self.lib, name + '_metadata')
+        metadata.restype = ctypes.POINTER(Metadata)
+        m = metadata().contents
+        infos = ctypes.cast(m.states, ctypes.POINTER(StateInfo))
+        self.extra = [tuple(infos[i].shape[:infos[i].rank]) for i in range(m.num_states)
+                      if infos[i].role != 0]
+
+    def _extra_outputs(self, B, H, fill):
+        return [np.full((B, H) + shape, fill, np.float32) for shape in self.extra]
 
     def forward(self, B, T, H, dv, inputs, states_in):
         """(o, final states) of the compiled forward, float32."""
         o = np.zeros((B, T, H, dv), np.float32)
         outs = [np.zeros_like(s) for s in states_in]
         q, k, v, *gates = inputs
-        args = ForwardArgs(B, T, H, ptr(q), ptr(k), ptr(v), ptrs(gates), ptrs(states_in),
-                           ptrs(outs), ptr(o))
+        # Named, so that the arrays live until the call returns.
+        all_outs = outs + self._extra_outputs(B, H, 0.0)
+        args = ForwardArgs(B, T, H, ptr(q), ptr(k), ptr(v), ptrs(gates),
+                           ptrs(list(states_in) + [None] * len(self.extra)),
+                           ptrs(all_outs), ptr(o))
         rc = self.forward_fn(ctypes.byref(args))
         if rc != 0:
             raise SystemExit('forward returned %d' % rc)
@@ -101,9 +138,13 @@ class Library:
         d_inputs = [np.full_like(x, np.nan) for x in inputs]
         d_states = [np.full_like(s, np.nan) for s in states_in]
         dq, dk, dv, *dgates = d_inputs
-        args = BackwardArgs(B, T, H, ptr(q), ptr(k), ptr(v), ptrs(gates), ptrs(states_in),
-                            ptr(d_o), ptrs(d_states_out), ptr(dq), ptr(dk), ptr(dv),
-                            ptrs(dgates), ptrs(d_states))
+        none = [None] * len(self.extra)
+        all_d_states = d_states + self._extra_outputs(B, H, np.nan)  # alive until return
+        args = BackwardArgs(B, T, H, ptr(q), ptr(k), ptr(v), ptrs(gates),
+                            ptrs(list(states_in) + none), ptr(d_o),
+                            ptrs(list(d_states_out) + none) if d_states_out is not None
+                            else None, ptr(dq), ptr(dk), ptr(dv), ptrs(dgates),
+                            ptrs(all_d_states))
         rc = self.backward_fn(ctypes.byref(args))
         if rc != 0:
             raise SystemExit('backward returned %d' % rc)

@@ -158,7 +158,11 @@ def parse_info(info, defaults):
             dim = dk if axis == "dk" else dv
         gates.append((g["name"], kind, axis if kind == "channel" else None,
                       int(dim) if dim else 1))
-    states = [(s["name"], tuple(int(x) for x in s["shape"])) for s in info.get("states", [])]
+    # The carried states: what the references model. A chunked module's anchors and
+    # chunk position (role "anchor", "chunk_position") are what continuing a sequence
+    # needs; a single call starts from none (check_continuation.py checks them).
+    states = [(s["name"], tuple(int(x) for x in s["shape"])) for s in info.get("states", [])
+              if s.get("role", "carried") == "carried"]
     params = {}
     ps = info.get("params", {})
     if isinstance(ps, dict):

@@ -10,7 +10,9 @@ import eager
 
 
 def random_inputs(m, B, T, H, seed=0, dtype=torch.float64, normalise_keys=True):
-    """q, k, v, every gate and every initial state, as leaf tensors of `dtype`."""
+    """q, k, v, every gate and every carried initial state, as leaf tensors of `dtype`
+    (a chunked module's anchors and chunk position are left out: a call that starts a
+    sequence)."""
     g = torch.Generator().manual_seed(seed)
     x = {}
     for name in ("q", "k", "v"):
@@ -24,6 +26,8 @@ def random_inputs(m, B, T, H, seed=0, dtype=torch.float64, normalise_keys=True):
         shape = m._lib.tensor_shape(gate["name"], B, T, H)
         x[gate["name"]] = lo + (hi - lo) * torch.rand(shape, dtype=torch.float64, generator=g)
     for state in m.metadata["states"]:
+        if state["role"] != "carried":
+            continue
         shape = (B, H, *state["shape"])
         x[state["name"]] = eager.initial_state(m.name, shape, g)
     return {name: t.to(dtype).requires_grad_() for name, t in x.items()}
@@ -32,7 +36,7 @@ def random_inputs(m, B, T, H, seed=0, dtype=torch.float64, normalise_keys=True):
 def call(m, x, **kwargs):
     """m(q, k, v, state=..., **gates) over an inputs dict."""
     gates = {g: x[g] for g in m.gate_names}
-    state = {s: x[s] for s in m.state_names}
+    state = {s: x[s] for s in m.state_names if s in x}
     return m(x["q"], x["k"], x["v"], state=state, **gates, **kwargs)
 
 

@@ -109,10 +109,17 @@ LogicalResult KernelLowering::runBackward(func::FuncOp backward,
   SmallVector<Type> argTypes{indexType, indexType};
   llvm::append_range(argTypes, tokenInputTypes());
   argTypes.push_back(sequenceType(ctx, 3, {dv}));
-  for (auto &shape : stateShapes)
+  // Every state's shape: the carried states', the anchors' (their weights'),
+  // the chunk position's.
+  SmallVector<SmallVector<int64_t>> allShapes(stateShapes);
+  for (unsigned i = 0; i < numAnchors; ++i)
+    allShapes.push_back(stateShapes[i]);
+  if (numAnchors)
+    allShapes.push_back({1});
+  for (auto &shape : allShapes)
     argTypes.push_back(sequenceType(ctx, 2, shape));
   llvm::append_range(argTypes, tokenInputTypes()); // their adjoints
-  for (auto &shape : stateShapes) // checkpoints
+  for (auto &shape : allShapes) // checkpoints
     argTypes.push_back(sequenceType(ctx, 2, shape));
   for (auto &shape : stateShapes) { // segments: [P, S, slot shape]
     SmallVector<int64_t> slots{segment};
@@ -128,6 +135,8 @@ LogicalResult KernelLowering::runBackward(func::FuncOp backward,
   kernel->setAttr("llvm.emit_c_interface", b.getUnitAttr());
   kernel->setAttr(kBackwardSegmentAttr, b.getI64IntegerAttr(segment));
   kernel->setAttr(kBackwardStatesAttr, b.getI64IntegerAttr(numStates));
+  kernel->setAttr(kBackwardAnchorsAttr, b.getI64IntegerAttr(numAnchors));
+  kernel->setAttr(kBackwardChunkAttr, b.getI64IntegerAttr(chunk));
   Block *entry = kernel.addEntryBlock();
   b.setInsertionPointToEnd(entry);
   auto arg = [&](unsigned i) { return entry->getArgument(i); };
@@ -149,7 +158,6 @@ LogicalResult KernelLowering::runBackward(func::FuncOp backward,
   entryBuilder = &eb;
   Value length = memref::DimOp::create(b, loc, arg(BackwardKernelLayout::query), 1);
   Value heads = memref::DimOp::create(b, loc, arg(BackwardKernelLayout::query), 2);
-  Value segments = arith::CeilDivUIOp::create(b, loc, length, segmentSize);
 
   auto pairLoop = scf::ForOp::create(b, loc, arg(BackwardKernelLayout::pairBegin),
                                      arg(BackwardKernelLayout::pairEnd), c1);
@@ -171,13 +179,41 @@ LogicalResult KernelLowering::runBackward(func::FuncOp backward,
     for (unsigned i = 0; i < numStates; ++i)
       memref::CopyOp::create(ob, loc, from(i), to(i));
   };
+  // The call may start inside a chunk (chunk position p; 0 without anchors):
+  // the kernel walks the chunk-aligned time u = p + t, whose segment c holds
+  // the tokens with c * S <= u < (c + 1) * S, so that every chunk lies in one
+  // segment. The head's tokens (u < C when p > 0) read the anchors given.
+  Value position = c0;
+  SmallVector<Value> givenAnchors, anchorAdjoints;
+  if (numAnchors) {
+    Value given = slice(b, loc, arg(layout.checkpoint(layout.numAllStates() - 1)),
+                        {local, c0}, {1});
+    position = arith::IndexCastOp::create(
+        b, loc, indexType,
+        arith::FPToUIOp::create(b, loc, b.getI64Type(),
+                                memref::LoadOp::create(b, loc, given, ValueRange{c0})));
+    for (unsigned i = 0; i < numAnchors; ++i) {
+      givenAnchors.push_back(
+          slice(b, loc, arg(layout.checkpoint(numStates + i)), {local, c0}, stateShapes[i]));
+      anchorAdjoints.push_back(
+          slice(b, loc, arg(layout.stateAdjoint(numStates + i)), {bi, hi}, stateShapes[i]));
+    }
+  }
+  Value total = arith::AddIOp::create(b, loc, position, length);
+  Value segments = arith::CeilDivUIOp::create(b, loc, total, segmentSize);
+  // t = u - p.
+  auto tokenAt = [&](OpBuilder &ob, Value u) {
+    return arith::SubIOp::create(ob, loc, u, position);
+  };
 
   // (a) The state before every segment, from checkpoint 0 (the initial state)
   // on, run in segment slot 0 (with the anchors copied at each chunk start,
   // as the forward kernel does).
   SmallVector<Value> forwardAnchors;
-  for (unsigned i = 0; i < numAnchors; ++i)
+  for (unsigned i = 0; i < numAnchors; ++i) {
     forwardAnchors.push_back(heapScratch(stateType(i)));
+    memref::CopyOp::create(b, loc, givenAnchors[i], forwardAnchors[i]);
+  }
   SmallVector<Value> running;
   for (unsigned i = 0; i < numStates; ++i)
     running.push_back(segmentState(b, i, c0));
@@ -188,21 +224,22 @@ LogicalResult KernelLowering::runBackward(func::FuncOp backward,
     OpBuilder cb = OpBuilder::atBlockBegin(cLoop.getBody());
     Value c = cLoop.getInductionVar();
     Value end = arith::MulIOp::create(cb, loc, c, segmentSize);
-    Value start = arith::SubIOp::create(cb, loc, end, segmentSize);
-    auto tLoop = scf::ForOp::create(cb, loc, start, end, c1);
-    OpBuilder tb = OpBuilder::atBlockBegin(tLoop.getBody());
+    Value start = arith::MaxUIOp::create(
+        cb, loc, arith::SubIOp::create(cb, loc, end, segmentSize), position);
+    auto uLoop = scf::ForOp::create(cb, loc, start, end, c1);
+    OpBuilder tb = OpBuilder::atBlockBegin(uLoop.getBody());
+    Value u = uLoop.getInductionVar();
     if (numAnchors) {
-      auto ifOp = scf::IfOp::create(tb, loc, startsChunk(tb, tLoop.getInductionVar()),
-                                    /*withElseRegion=*/false);
+      auto ifOp = scf::IfOp::create(tb, loc, startsChunk(tb, u), /*withElseRegion=*/false);
       OpBuilder ib = ifOp.getThenBodyBuilder();
       for (unsigned i = 0; i < numAnchors; ++i)
         memref::CopyOp::create(ib, loc, running[i], forwardAnchors[i]);
     }
     beginBody(forward);
-    if (failed(lowerStateStep(tb, loc, entry, bi, tLoop.getInductionVar(), hi,
+    if (failed(lowerStateStep(tb, loc, entry, bi, tokenAt(tb, u), hi,
                               running, running, forwardAnchors)))
       return failure();
-    cb.setInsertionPointAfter(tLoop);
+    cb.setInsertionPointAfter(uLoop);
     copyStates(cb, [&](unsigned i) { return running[i]; },
                [&](unsigned i) { return checkpoint(cb, i, c); });
   }
@@ -223,7 +260,6 @@ LogicalResult KernelLowering::runBackward(func::FuncOp backward,
   for (unsigned i = 0; i < numAnchors; ++i) {
     anchorSums.push_back(heapScratch(stateType(i)));
     anchorStep.push_back(heapScratch(stateType(i)));
-    linalg::FillOp::create(b, loc, ValueRange{zero}, ValueRange{anchorSums[i]});
   }
   // dest += src, element-wise.
   auto accumulate = [&](OpBuilder &ob, Value src, Value dest) {
@@ -242,19 +278,49 @@ LogicalResult KernelLowering::runBackward(func::FuncOp backward,
     return arith::SubIOp::create(ob, loc, j,
                                  arith::RemUIOp::create(ob, loc, j, chunkSize));
   };
+  // The final anchor is the state before the last chunk's first token, or
+  // at a chunk start the final state (miras_abi.h): its adjoint joins the
+  // anchor adjoints summed over that chunk, or the final state's.
+  if (numAnchors) {
+    Value atStart = startsChunk(b, total);
+    auto ifOp = scf::IfOp::create(b, loc, atStart, /*withElseRegion=*/true);
+    OpBuilder tb = ifOp.getThenBodyBuilder();
+    for (unsigned i = 0; i < numAnchors; ++i) {
+      accumulate(tb, anchorAdjoints[i], adjoints[i]);
+      linalg::FillOp::create(tb, loc, ValueRange{zero}, ValueRange{anchorSums[i]});
+    }
+    OpBuilder fb = ifOp.getElseBodyBuilder();
+    for (unsigned i = 0; i < numAnchors; ++i)
+      memref::CopyOp::create(fb, loc, anchorAdjoints[i], anchorSums[i]);
+  }
   auto rLoop = scf::ForOp::create(b, loc, c0, segments, c1);
   OpBuilder rb = OpBuilder::atBlockBegin(rLoop.getBody());
   Value last = arith::SubIOp::create(rb, loc, segments, c1);
   Value c = arith::SubIOp::create(rb, loc, last, rLoop.getInductionVar());
   Value start = arith::MulIOp::create(rb, loc, c, segmentSize);
-  Value count = arith::MinUIOp::create(
-      rb, loc, segmentSize, arith::SubIOp::create(rb, loc, length, start));
+  // Slots [first, end) of the segment hold its tokens' states: slot j the
+  // state before u = start + j. In the head's segment (first > 0) slot 0
+  // holds the anchors given, the head's anchor slot.
+  Value first = arith::SubIOp::create(
+      rb, loc, arith::MaxUIOp::create(rb, loc, start, position), start);
+  Value end = arith::SubIOp::create(
+      rb, loc,
+      arith::MinUIOp::create(rb, loc, arith::AddIOp::create(rb, loc, start, segmentSize),
+                             total),
+      start);
   copyStates(rb, [&](unsigned i) { return checkpoint(rb, i, c); },
-             [&](unsigned i) { return segmentState(rb, i, c0); });
+             [&](unsigned i) { return segmentState(rb, i, first); });
+  if (numAnchors) {
+    Value inHead = arith::CmpIOp::create(rb, loc, arith::CmpIPredicate::ugt, first, c0);
+    auto ifOp = scf::IfOp::create(rb, loc, inHead, /*withElseRegion=*/false);
+    OpBuilder ib = ifOp.getThenBodyBuilder();
+    for (unsigned i = 0; i < numAnchors; ++i)
+      memref::CopyOp::create(ib, loc, givenAnchors[i], segmentState(ib, i, c0));
+  }
   {
-    // Slot j holds the state before token start + j: token start + j - 1
-    // steps from slot j - 1 into slot j.
-    auto jLoop = scf::ForOp::create(rb, loc, c1, count, c1);
+    // Token u = start + j - 1 steps from slot j - 1 into slot j.
+    auto jLoop = scf::ForOp::create(
+        rb, loc, arith::AddIOp::create(rb, loc, first, c1), end, c1);
     OpBuilder jb = OpBuilder::atBlockBegin(jLoop.getBody());
     Value j = jLoop.getInductionVar();
     Value previous = arith::SubIOp::create(jb, loc, j, c1);
@@ -263,7 +329,7 @@ LogicalResult KernelLowering::runBackward(func::FuncOp backward,
       from.push_back(segmentState(jb, i, previous));
       to.push_back(segmentState(jb, i, j));
     }
-    Value ti = arith::AddIOp::create(jb, loc, start, previous);
+    Value ti = tokenAt(jb, arith::AddIOp::create(jb, loc, start, previous));
     SmallVector<Value> anchors;
     Value first = anchorSlot(jb, previous);
     for (unsigned i = 0; i < numAnchors; ++i)
@@ -272,12 +338,14 @@ LogicalResult KernelLowering::runBackward(func::FuncOp backward,
     if (failed(lowerStateStep(jb, loc, entry, bi, ti, hi, from, to, anchors)))
       return failure();
   }
-  auto backLoop = scf::ForOp::create(rb, loc, c0, count, c1);
+  auto backLoop = scf::ForOp::create(rb, loc, first, end, c1);
   OpBuilder bb = OpBuilder::atBlockBegin(backLoop.getBody());
+  // From the last slot: j = end - 1 - (iteration - first).
   Value j = arith::SubIOp::create(
-      bb, loc, arith::SubIOp::create(bb, loc, count, c1),
+      bb, loc, arith::AddIOp::create(bb, loc, first, arith::SubIOp::create(bb, loc, end, c1)),
       backLoop.getInductionVar());
-  Value ti = arith::AddIOp::create(bb, loc, start, j);
+  Value u = arith::AddIOp::create(bb, loc, start, j);
+  Value ti = tokenAt(bb, u);
   beginBody(backward);
   Block &body = backward.getBody().front();
   auto ret = cast<func::ReturnOp>(body.getTerminator());
@@ -334,7 +402,7 @@ LogicalResult KernelLowering::runBackward(func::FuncOp backward,
   if (numAnchors) {
     for (unsigned i = 0; i < numAnchors; ++i)
       accumulate(bb, anchorStep[i], anchorSums[i]);
-    auto ifOp = scf::IfOp::create(bb, loc, startsChunk(bb, ti),
+    auto ifOp = scf::IfOp::create(bb, loc, startsChunk(bb, u),
                                   /*withElseRegion=*/false);
     OpBuilder ib = ifOp.getThenBodyBuilder();
     for (unsigned i = 0; i < numAnchors; ++i) {
@@ -351,6 +419,16 @@ LogicalResult KernelLowering::runBackward(func::FuncOp backward,
   OpBuilder ob = oddIf.getThenBodyBuilder();
   for (unsigned i = 0; i < numStates; ++i)
     memref::CopyOp::create(ob, loc, spares[i], adjoints[i]);
+  // What is left of the anchor adjoints belongs to the anchors given (the
+  // head's; zero when the call starts at a chunk start); the chunk position
+  // has none.
+  for (unsigned i = 0; i < numAnchors; ++i)
+    memref::CopyOp::create(b, loc, anchorSums[i], anchorAdjoints[i]);
+  if (numAnchors)
+    linalg::FillOp::create(
+        b, loc, ValueRange{zero},
+        ValueRange{slice(b, loc, arg(layout.stateAdjoint(layout.numAllStates() - 1)),
+                         {bi, hi}, {1})});
 
   closeKernel(b, loc, pairLoop);
   return success();

@@ -312,7 +312,7 @@ public:
         signature(StepSignature::of(kernel.module)),
         numStates(signature.numStates()), numAnchors(signature.numAnchors()) {}
 
-  LogicalResult build(Value length);
+  LogicalResult build(Value from, Value to);
 
 private:
   using IteratorType = utils::IteratorType;
@@ -891,7 +891,7 @@ void ChunkedForm::emitStateUpdates() {
   }
 }
 
-LogicalResult ChunkedForm::build(Value length) {
+LogicalResult ChunkedForm::build(Value from, Value to) {
   assignStages();
   findCarried();
   // What each stage's token loop stores, and the rows it scales after.
@@ -937,12 +937,14 @@ LogicalResult ChunkedForm::build(Value length) {
       return failure();
 
   Value cC = constantIndex(chunk);
-  auto chunkLoop = scf::ForOp::create(b, loc, constantIndex(0), length, cC);
+  auto chunkLoop = scf::ForOp::create(b, loc, from, to, cC);
   OpBuilder::InsertionGuard guard(b);
   b.setInsertionPointToStart(chunkLoop.getBody());
   start = chunkLoop.getInductionVar();
-  size = arith::MinUIOp::create(b, loc, arith::SubIOp::create(b, loc, length, start), cC);
-  // A short last chunk: zero rows add nothing, unit decays change nothing.
+  size = arith::MinUIOp::create(b, loc, arith::SubIOp::create(b, loc, to, start), cC);
+  // The kernel gives whole chunks only (a call's head and tail run token by
+  // token); were one short, zero rows would add nothing, unit decays change
+  // nothing.
   Value zero = constantF32(0.0), one = constantF32(1.0);
   for (const StateBuffers &buffers : stateBuffers)
     for (Value rows : {buffers.U, buffers.Wk})
@@ -1073,8 +1075,8 @@ LogicalResult ChunkedForm::build(Value length) {
 LogicalResult KernelLowering::buildChunked(OpBuilder &b, Location loc,
                                            Block *entry,
                                            const ParallelForm &form, Value bi,
-                                           Value hi, Value length) {
-  return ChunkedForm(*this, form, b, loc, entry, bi, hi).build(length);
+                                           Value hi, Value from, Value to) {
+  return ChunkedForm(*this, form, b, loc, entry, bi, hi).build(from, to);
 }
 
 } // namespace miras::lowering

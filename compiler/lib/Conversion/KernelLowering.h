@@ -160,10 +160,22 @@ private:
   /// Prefetches the q, k, v rows of token ti + 1.
   void prefetchNextToken(OpBuilder &b, Location loc, Block *entry, Value bi,
                          Value ti, Value hi);
-  /// The chunked parallel form for one (batch, head) pair (ChunkedForm.cpp).
+  /// The chunked parallel form for one (batch, head) pair (ChunkedForm.cpp):
+  /// the whole chunks of tokens [from, to) (to - from a multiple of C), each
+  /// starting with the states as its anchor.
   LogicalResult buildChunked(OpBuilder &b, Location loc, Block *entry,
                              const ParallelForm &form, Value bi, Value hi,
-                             Value length);
+                             Value from, Value to);
+  /// The sequential algorithm for tokens [from, to) of one pair: the step
+  /// token by token, o written. With `anchors` (chunk > 1), a token whose
+  /// chunk position (position + t) mod C is 0 first copies the states into
+  /// them.
+  LogicalResult buildTokens(OpBuilder &b, Location loc, Block *entry, Value bi,
+                            Value hi, Value from, Value to, Value position,
+                            ArrayRef<Value> anchors);
+  /// Binds the step's state arguments to the pair's state slices (after
+  /// beginBody: each token loop lowers the step afresh).
+  void bindStates(ArrayRef<Value> slices);
   /// Stores a lowered vector (any kind) into `row`.
   LogicalResult storeRow(OpBuilder &b, Location loc, Value tensor, Value row);
 

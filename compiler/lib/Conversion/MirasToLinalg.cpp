@@ -614,6 +614,52 @@ void KernelLowering::closeKernel(OpBuilder &b, Location loc, Operation *pairLoop
   func::ReturnOp::create(b, loc);
 }
 
+void KernelLowering::bindStates(ArrayRef<Value> slices) {
+  Block &body = step.getBody().front();
+  auto ret = cast<func::ReturnOp>(body.getTerminator());
+  StepSignature signature = StepSignature::of(module);
+  for (auto [i, slice] : llvm::enumerate(slices)) {
+    Value old = body.getArgument(signature.stateArg(i));
+    states.push_back({old, ret.getOperand(signature.stateResult(i)), slice});
+    lowered[old] = {Lowered::Kind::Buffer, slice};
+  }
+}
+
+LogicalResult KernelLowering::buildTokens(OpBuilder &b, Location loc, Block *entry,
+                                          Value bi, Value hi, Value from, Value to,
+                                          Value position, ArrayRef<Value> anchors) {
+  Block &body = step.getBody().front();
+  auto ret = cast<func::ReturnOp>(body.getTerminator());
+  StepSignature signature = StepSignature::of(module);
+  OpBuilder::InsertionGuard guard(b);
+  Value c0 = arith::ConstantIndexOp::create(b, loc, 0);
+  Value c1 = arith::ConstantIndexOp::create(b, loc, 1);
+  auto tLoop = scf::ForOp::create(b, loc, from, to, c1);
+  b.setInsertionPointToStart(tLoop.getBody());
+  Value ti = tLoop.getInductionVar();
+  if (!anchors.empty()) {
+    Value chunkSize = arith::ConstantIndexOp::create(b, loc, module.getChunk());
+    Value offset = arith::RemUIOp::create(
+        b, loc, arith::AddIOp::create(b, loc, position, ti), chunkSize);
+    Value starts = arith::CmpIOp::create(b, loc, arith::CmpIPredicate::eq, offset, c0);
+    auto ifOp = scf::IfOp::create(b, loc, starts, /*withElseRegion=*/false);
+    OpBuilder tb = ifOp.getThenBodyBuilder();
+    for (auto [i, anchor] : llvm::enumerate(anchors))
+      memref::CopyOp::create(tb, loc, states[i].slice, anchor);
+  }
+  for (auto [i, anchor] : llvm::enumerate(anchors))
+    lowered[body.getArgument(signature.anchorArg(i))] = {Lowered::Kind::Buffer, anchor};
+  bindToken(b, loc, entry, bi, ti, hi, signature.queryArg());
+  prefetchNextToken(b, loc, entry, bi, ti, hi);
+  Value out = entry->getArgument(entry->getNumArguments() - 1);
+  outputSlice = slice(b, loc, out, {bi, ti, hi}, {module.getDv()});
+  outputValue = ret.getOperands().back();
+  for (Operation &op : body)
+    if (failed(lowerOp(b, op)))
+      return failure();
+  return success();
+}
+
 LogicalResult KernelLowering::run() {
   Location loc = module.getLoc();
   int64_t dk = module.getDk(), dv = module.getDv(), chunk = module.getChunk();
@@ -640,7 +686,12 @@ LogicalResult KernelLowering::run() {
   llvm::append_range(argTypes, tokenInputTypes());
   for (unsigned i = 0; i < numStates; ++i)
     argTypes.push_back(sequenceType(ctx, 2, shapeOf(body.getArgument(i))));
+  for (unsigned i = 0; i < numAnchors; ++i)
+    argTypes.push_back(sequenceType(ctx, 2, shapeOf(body.getArgument(i))));
+  if (numAnchors)
+    argTypes.push_back(sequenceType(ctx, 2, {1})); // the chunk position
   argTypes.push_back(sequenceType(ctx, 3, {dv}));
+  assert(argTypes.size() == layout.size());
 
   OpBuilder b(module);
   auto kernel = func::FuncOp::create(
@@ -656,7 +707,6 @@ LogicalResult KernelLowering::run() {
   Value rangeBegin = entry->getArgument(KernelLayout::pairBegin),
         rangeEnd = entry->getArgument(KernelLayout::pairEnd);
   Value q = entry->getArgument(KernelLayout::query);
-  Value out = entry->getArgument(layout.output());
   Value c0 = arith::ConstantIndexOp::create(b, loc, 0);
   Value c1 = arith::ConstantIndexOp::create(b, loc, 1);
   // Scratch buffers go first in the entry block, outside every loop.
@@ -665,56 +715,88 @@ LogicalResult KernelLowering::run() {
   entryBuilder = &eb;
   Value length = memref::DimOp::create(b, loc, q, 1);
   Value heads = memref::DimOp::create(b, loc, q, 2);
-  // Anchors (SPEC section 7) can be large: heap, not stack. The chunked form
-  // reads the state itself, unchanged until its chunk ends.
-  SmallVector<Value> anchors;
-  if (!form)
-    for (unsigned i = 0; i < numAnchors; ++i)
-      anchors.push_back(heapScratch(cast<RankedTensorType>(body.getArgument(i).getType())));
 
   auto pairLoop = scf::ForOp::create(b, loc, rangeBegin, rangeEnd, c1);
   b.setInsertionPointToStart(pairLoop.getBody());
   Value pair = pairLoop.getInductionVar();
   Value bi = arith::DivUIOp::create(b, loc, pair, heads);
   Value hi = arith::RemUIOp::create(b, loc, pair, heads);
-  for (unsigned i = 0; i < numStates; ++i) {
-    Value buffer = entry->getArgument(layout.state(i));
-    Value old = body.getArgument(i);
-    states.push_back(
-        {old, ret.getOperand(i), slice(b, loc, buffer, {bi, hi}, shapeOf(old))});
-    lowered[old] = {Lowered::Kind::Buffer, states.back().slice};
+  SmallVector<Value> stateSlices, anchors;
+  for (unsigned i = 0; i < numStates; ++i)
+    stateSlices.push_back(slice(b, loc, entry->getArgument(layout.state(i)), {bi, hi},
+                                shapeOf(body.getArgument(i))));
+  for (unsigned i = 0; i < numAnchors; ++i)
+    anchors.push_back(slice(b, loc, entry->getArgument(layout.anchor(i)), {bi, hi},
+                            shapeOf(body.getArgument(i))));
+
+  // Without anchors (chunk 1) the chunked forms do not apply (planForm).
+  if (!numAnchors) {
+    beginBody(step);
+    bindStates(stateSlices);
+    if (failed(buildTokens(b, loc, entry, bi, hi, c0, length, Value(), {})))
+      return failure();
+    closeKernel(b, loc, pairLoop);
+    return success();
   }
 
-  if (form) {
-    if (failed(buildChunked(b, loc, entry, *form, bi, hi, length)))
+  // With chunk C > 1 the call may start inside a chunk (SPEC section 7,
+  // miras_abi.h miras_state_role): the chunk position p says how many of its
+  // tokens earlier calls consumed, and the anchors hold that chunk's anchor.
+  // Token t then has chunk position (p + t) mod C; at 0 it starts a chunk and
+  // the anchors become the states. The chunked form runs whole chunks only:
+  // the head up to the first chunk start and a short tail go token by token,
+  // so that a decode step (T = 1) costs one token, not a chunk.
+  Value positionSlot =
+      slice(b, loc, entry->getArgument(layout.chunkPosition()), {bi, hi}, {1});
+  Value position = arith::IndexCastOp::create(
+      b, loc, indexType,
+      arith::FPToUIOp::create(b, loc, b.getI64Type(),
+                              memref::LoadOp::create(b, loc, positionSlot, ValueRange{c0})));
+  Value chunkSize = arith::ConstantIndexOp::create(b, loc, chunk);
+  if (!form) {
+    beginBody(step);
+    bindStates(stateSlices);
+    if (failed(buildTokens(b, loc, entry, bi, hi, c0, length, position, anchors)))
       return failure();
   } else {
-    auto tLoop = scf::ForOp::create(b, loc, c0, length, c1);
-    b.setInsertionPointToStart(tLoop.getBody());
-    Value ti = tLoop.getInductionVar();
-
-    if (!anchors.empty()) {
-      Value chunkSize = arith::ConstantIndexOp::create(b, loc, chunk);
-      Value offset = arith::RemUIOp::create(b, loc, ti, chunkSize);
-      Value starts =
-          arith::CmpIOp::create(b, loc, arith::CmpIPredicate::eq, offset, c0);
-      auto ifOp = scf::IfOp::create(b, loc, starts, /*withElseRegion=*/false);
-      OpBuilder tb = ifOp.getThenBodyBuilder();
-      for (auto [i, anchor] : llvm::enumerate(anchors))
-        memref::CopyOp::create(tb, loc, states[i].slice, anchor);
-    }
-    for (auto [i, anchor] : llvm::enumerate(anchors))
-      lowered[body.getArgument(signature.anchorArg(i))] = {Lowered::Kind::Buffer, anchor};
-    bindToken(b, loc, entry, bi, ti, hi, signature.queryArg());
-    prefetchNextToken(b, loc, entry, bi, ti, hi);
-    outputSlice = slice(b, loc, out, {bi, ti, hi}, {dv});
-    outputValue = ret.getOperands().back();
-
-    for (Operation &op : body)
-      if (failed(lowerOp(b, op)))
-        return failure();
+    // head = min((C - p) mod C, T); then whole chunks; then the tail.
+    Value head = arith::MinUIOp::create(
+        b, loc,
+        arith::RemUIOp::create(b, loc, arith::SubIOp::create(b, loc, chunkSize, position),
+                               chunkSize),
+        length);
+    Value rest = arith::SubIOp::create(b, loc, length, head);
+    Value tailStart = arith::AddIOp::create(
+        b, loc, head,
+        arith::MulIOp::create(b, loc, arith::DivUIOp::create(b, loc, rest, chunkSize),
+                              chunkSize));
+    beginBody(step);
+    bindStates(stateSlices);
+    if (failed(buildTokens(b, loc, entry, bi, hi, c0, head, position, anchors)))
+      return failure();
+    beginBody(step);
+    bindStates(stateSlices);
+    if (failed(buildChunked(b, loc, entry, *form, bi, hi, head, tailStart)))
+      return failure();
+    beginBody(step);
+    bindStates(stateSlices);
+    if (failed(buildTokens(b, loc, entry, bi, hi, tailStart, length, position, anchors)))
+      return failure();
   }
-
+  // The position after the call; at a chunk start the next token's anchor is
+  // the final state (what miras_abi.h promises the anchors hold on output).
+  Value final = arith::RemUIOp::create(
+      b, loc, arith::AddIOp::create(b, loc, position, length), chunkSize);
+  Value atStart = arith::CmpIOp::create(b, loc, arith::CmpIPredicate::eq, final, c0);
+  auto ifOp = scf::IfOp::create(b, loc, atStart, /*withElseRegion=*/false);
+  OpBuilder tb = ifOp.getThenBodyBuilder();
+  for (unsigned i = 0; i < numAnchors; ++i)
+    memref::CopyOp::create(tb, loc, stateSlices[i], anchors[i]);
+  memref::StoreOp::create(
+      b, loc,
+      arith::UIToFPOp::create(b, loc, b.getF32Type(),
+                              arith::IndexCastOp::create(b, loc, b.getI64Type(), final)),
+      positionSlot, ValueRange{c0});
   closeKernel(b, loc, pairLoop);
   return success();
 }

@@ -26,8 +26,11 @@ inline constexpr llvm::StringLiteral kPromotedStateAttr = "miras.promoted_state"
 /// backward's (BackwardKernelLayout's parameters, f32 inputs only).
 inline constexpr llvm::StringLiteral kBackwardSegmentAttr = "miras.backward_segment";
 inline constexpr llvm::StringLiteral kBackwardModuleAttr = "miras.backward";
-/// On a backward kernel: how many state tensors it has (BackwardKernelLayout).
+/// On a backward kernel: how many carried states and anchors it has and its
+/// chunk C (BackwardKernelLayout, whose checkpoint count depends on C).
 inline constexpr llvm::StringLiteral kBackwardStatesAttr = "miras.backward_states";
+inline constexpr llvm::StringLiteral kBackwardAnchorsAttr = "miras.backward_anchors";
+inline constexpr llvm::StringLiteral kBackwardChunkAttr = "miras.backward_chunk";
 
 /// The `scf.for` over (batch, head) pairs from the kernel's first two
 /// arguments, or null.

@@ -236,15 +236,23 @@ struct SimtToGPUPass : public miras::impl::MirasSimtToGPUBase<SimtToGPUPass> {
     // pair of its first block: its checkpoints and segments are indexed by
     // pair - first_pair (0 for a launch over all pairs).
     std::optional<BackwardKernelLayout> backward;
-    int64_t segment = 0;
+    int64_t segment = 0, chunk = 1;
     if (auto attr = kernel->getAttrOfType<IntegerAttr>(kBackwardSegmentAttr)) {
       segment = attr.getInt();
       auto states = kernel->getAttrOfType<IntegerAttr>(kBackwardStatesAttr);
-      if (!states)
-        return kernel.emitOpError("a backward kernel needs ") << kBackwardStatesAttr;
+      auto anchors = kernel->getAttrOfType<IntegerAttr>(kBackwardAnchorsAttr);
+      auto chunkAttr = kernel->getAttrOfType<IntegerAttr>(kBackwardChunkAttr);
+      if (!states || !anchors || !chunkAttr)
+        return kernel.emitOpError("a backward kernel needs ")
+               << kBackwardStatesAttr << ", " << kBackwardAnchorsAttr << " and "
+               << kBackwardChunkAttr;
+      chunk = chunkAttr.getInt();
       BackwardKernelLayout layout;
       layout.numStates = states.getInt();
-      layout.numGates = (kernel.getNumArguments() - BackwardKernelLayout{0, layout.numStates}.size()) / 2;
+      layout.numAnchors = anchors.getInt();
+      layout.numGates =
+          (kernel.getNumArguments() -
+           BackwardKernelLayout{0, layout.numStates, layout.numAnchors}.size()) / 2;
       if (layout.size() != kernel.getNumArguments())
         return kernel.emitOpError("does not have BackwardKernelLayout's arguments");
       backward = layout;
@@ -290,14 +298,22 @@ struct SimtToGPUPass : public miras::impl::MirasSimtToGPUBase<SimtToGPUPass> {
             backward ? toIndex(entry.getArgument(3)) : zero);
     map.map(kernel.getArgument(KernelLayout::pairEnd), zero);
     // The dynamic sizes of each tensor: [B, T, H, ...] or [B, H, ...]; a
-    // backward's checkpoints [B * H, ceil(T / S), ...] and segments
+    // backward's checkpoints [B * H, N, ...] (N: numCheckpoints for a carried
+    // state, 1 for an anchor or the chunk position) and segments
     // [B * H, S, ...].
     auto dynamicSizes = [&](unsigned argIndex, MemRefType type) -> SmallVector<Value> {
       if (backward) {
         Value pairs = arith::MulIOp::create(b, loc, B, H);
+        if (argIndex >= backward->checkpoint(backward->numStates) &&
+            argIndex < backward->segment(0))
+          return {pairs, arith::ConstantIndexOp::create(b, loc, 1)};
         if (argIndex >= backward->checkpoint(0) && argIndex < backward->segment(0))
-          return {pairs, arith::CeilDivUIOp::create(
-                             b, loc, T, arith::ConstantIndexOp::create(b, loc, segment))};
+          return {pairs,
+                  arith::CeilDivUIOp::create(
+                      b, loc,
+                      arith::AddIOp::create(b, loc, T,
+                                            arith::ConstantIndexOp::create(b, loc, chunk - 1)),
+                      arith::ConstantIndexOp::create(b, loc, segment))};
         if (argIndex >= backward->segment(0))
           return {pairs};
         if (argIndex >= backward->stateAdjoint(0) && argIndex < backward->queryAdjoint())

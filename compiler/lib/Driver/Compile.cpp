@@ -142,8 +142,32 @@ KernelInterface describe(MemoryModuleOp module, func::FuncOp step,
   StepSignature signature = StepSignature::of(module);
   for (const StepSignature::Tensor &state : signature.getStates()) {
     auto type = cast<RankedTensorType>(state.type);
-    iface.states.push_back(
-        {state.name, std::vector<int64_t>(type.getShape().begin(), type.getShape().end())});
+    KernelInterface::State &out = iface.states.emplace_back();
+    out.name = state.name;
+    out.shape.assign(type.getShape().begin(), type.getShape().end());
+    // The declared start (miras.init; zeros without one), its defaults resolved
+    // for this shape, so the runtime needs no rule of its own.
+    choices::StateInit init = module.getStateInit(state.name);
+    static_assert(int(choices::StateInit::Kind::Normal) ==
+                  int(KernelInterface::State::Init::Normal));
+    out.init = static_cast<KernelInterface::State::Init>(init.kind);
+    out.initScale = init.scaleFor(type.getShape());
+    out.initSeed = init.kind == choices::StateInit::Kind::Normal ? init.seed : 0;
+  }
+  // What continuing a chunked module needs (KernelLayout, miras_abi.h
+  // miras_state_role): the anchor of each weight, then the chunk position.
+  for (auto [i, anchor] : llvm::enumerate(signature.getAnchors())) {
+    KernelInterface::State &out = iface.states.emplace_back();
+    out.name = anchor.name;
+    out.shape = iface.states[i].shape;
+    out.role = KernelInterface::State::Role::Anchor;
+    out.anchorOf = static_cast<int>(i);
+  }
+  if (signature.numAnchors()) {
+    KernelInterface::State &out = iface.states.emplace_back();
+    out.name = "chunk_position";
+    out.shape = {1};
+    out.role = KernelInterface::State::Role::ChunkPosition;
   }
   iface.rule = printUpdateRule(step);
   iface.flopsPerToken = countStepFlops(step);

@@ -446,6 +446,30 @@ static void emitSeedRange(raw_ostream &os, size_t i, StringRef from, StringRef t
         "memmove(dst, src + (size_t)" << first << " * per_pair, bytes);\n  }\n";
 }
 
+/// The index of the chunk position among the states, or -1 (chunk 1).
+static int chunkPositionIndex(const KernelInterface &iface) {
+  for (auto [i, st] : enumerate(iface.states))
+    if (st.role == KernelInterface::State::Role::ChunkPosition)
+      return static_cast<int>(i);
+  return -1;
+}
+
+/// A given chunk position (state `index` of `array`) must hold, for every pair
+/// in [begin, end), an integer 0 <= p < C (miras_abi.h miras_state_role):
+/// checked before anything is written.
+static void emitChunkPositionCheck(raw_ostream &os, const KernelInterface &iface,
+                                   StringRef array) {
+  int index = chunkPositionIndex(iface);
+  if (index < 0)
+    return;
+  os << "  if (args->" << array << " && args->" << array << "[" << index << "]) {\n"
+     << "    const float *p = args->" << array << "[" << index << "];\n"
+     << "    for (int64_t i = begin; i < end; ++i)\n"
+     << "      if (!(p[i] >= 0.0f && p[i] < " << iface.chunk
+     << ".0f) || p[i] != (float)(int64_t)p[i])\n"
+     << "        return MIRAS_ERR_INVALID_ARGUMENT;\n  }\n";
+}
+
 /// The kernels run with subnormal floats flushed to zero (FTZ and DAZ on
 /// x86, FZ on AArch64), the caller's mode restored after: a decaying state
 /// (a retention gate below 1, thousands of tokens) reaches the subnormal
@@ -515,12 +539,32 @@ static void emitForward(raw_ostream &os, const KernelInterface &iface,
          "args->state_out[" + std::to_string(i) + "]", c);
   }
   desc("d_o", l.o, "args->o");
+  emitChunkPositionCheck(os, iface, "state_in");
   // The kernel updates the state in place, so the initial state of each pair
   // in range goes into state_out first (states are [B, H, ...], so a range of
   // pairs is one contiguous block). memmove: the caller may pass overlapping
   // buffers.
-  for (size_t i = 0; i < l.statesOut.size(); ++i)
-    emitSeedRange(os, i, "state_in", "state_out", "begin", "(end - begin)");
+  // An anchor is seeded only for the pairs that start inside a chunk: at
+  // chunk position 0 the kernel sets it at the first token (a decode step
+  // then moves no anchor it would overwrite).
+  const int position = chunkPositionIndex(iface);
+  for (size_t i = 0; i < l.statesOut.size(); ++i) {
+    if (iface.states[i].role != KernelInterface::State::Role::Anchor) {
+      emitSeedRange(os, i, "state_in", "state_out", "begin", "(end - begin)");
+      continue;
+    }
+    std::string idx = std::to_string(i);
+    os << "  if (args->state_in && args->state_in[" << position << "]) {\n"
+       << "    const size_t per_pair = (size_t)(n_s" << idx << " / pairs);\n"
+       << "    const float *src = args->state_in[" << idx << "];\n"
+       << "    for (int64_t pair = begin; pair < end; ++pair) {\n"
+       << "      if (args->state_in[" << position << "][pair] == 0.0f) continue;\n"
+       << "      float *dst = args->state_out[" << idx << "] + (size_t)pair * per_pair;\n"
+       << "      if (src == NULL) memset(dst, 0, per_pair * sizeof(float));\n"
+       << "      else if (src + (size_t)pair * per_pair != dst)\n"
+       << "        memmove(dst, src + (size_t)pair * per_pair, per_pair * sizeof(float));\n"
+       << "    }\n  }\n";
+  }
   // The kernel's arguments in KernelLayout's order (StepSignature.h).
   os << "  miras_float_mode mode = miras_float_mode_enter();\n"
      << "  _mlir_ciface_" << n << "_kernel(begin, end, &d_q, &d_k, &d_v";
@@ -589,8 +633,9 @@ static void emitKernelPrototype(raw_ostream &os, const std::string &n,
 
 /// The descriptor ranks and the prototype of the backward kernel, in
 /// BackwardKernelLayout's order (StepSignature.h).
-static void emitBackwardPrototype(raw_ostream &os, const std::string &n,
+static void emitBackwardPrototype(raw_ostream &os, const KernelInterface &iface,
                                   const Layout &l) {
+  const std::string &n = iface.moduleName;
   // Checkpoints [1, N, shape] and the segment [1, S, shape] (one pair at a
   // time) have the rank of their state [B, H, shape]: the forward's
   // descriptor types.
@@ -603,9 +648,11 @@ static void emitBackwardPrototype(raw_ostream &os, const std::string &n,
   args.insert(args.end(), {l.q.sizes.size(), l.k.sizes.size(), l.v.sizes.size()});
   for (const auto &g : l.gates)
     args.push_back(g.sizes.size());
-  for (int copies = 0; copies < 2; ++copies) // checkpoints, segments
-    for (const auto &t : l.statesIn)
-      args.push_back(t.sizes.size());
+  for (const auto &t : l.statesIn) // checkpoints
+    args.push_back(t.sizes.size());
+  for (size_t i = 0; i < l.statesIn.size(); ++i) // segments: carried states
+    if (iface.states[i].role == KernelInterface::State::Role::Carried)
+      args.push_back(l.statesIn[i].sizes.size());
   os << "extern void _mlir_ciface_" << n << "_backward_kernel(int64_t, int64_t";
   for (size_t r : args)
     os << ", miras_memref" << r << " *";
@@ -655,24 +702,35 @@ static void emitBackward(raw_ostream &os, const KernelInterface &iface,
   for (size_t i = 0; i < l.gates.size(); ++i)
     desc("m_dg" + std::to_string(i), l.gates[i],
          "args->d_gates[" + std::to_string(i) + "]");
-  // Workspace: per state, ceil(T / S) checkpoints and S segment states, reused
-  // by the pairs of the range one after the other; sizes checked for overflow
-  // like every shape.
+  // Workspace, reused by the pairs of the range one after the other: per
+  // carried state its checkpoints (BackwardKernelLayout::numCheckpoints) and S
+  // segment states, per anchor and chunk position one slot for its initial
+  // value; sizes checked for overflow like every shape. work[i] is state i's
+  // checkpoints, work[numStates + i] carried state i's segment.
+  const size_t carried = static_cast<size_t>(llvm::count_if(iface.states, [](const auto &st) {
+    return st.role == KernelInterface::State::Role::Carried;
+  }));
+  const size_t numWork = numStates + carried;
+  emitChunkPositionCheck(os, iface, "state_in");
   os << "  const int64_t S = " << iface.backwardSegment << ";\n"
-     << "  const int64_t N = (T - 1) / S + 1;\n";
+     << "  const int64_t N = (T - 1 + " << iface.chunk - 1 << ") / S + 1;\n";
   for (size_t i = 0; i < numStates; ++i) {
     std::string idx = std::to_string(i);
     const Tensor &t = l.statesIn[i];
-    std::vector<std::string> ckptSizes{"1", "N"}, segSizes{"1", "S"};
+    std::vector<std::string> ckptSizes{"1", i < carried ? "N" : "1"};
     ckptSizes.insert(ckptSizes.end(), t.sizes.begin() + 2, t.sizes.end());
-    for (int64_t d : BackwardKernelLayout::segmentSlotShape(iface.states[i].shape))
-      segSizes.push_back(std::to_string(d));
-    os << "  int64_t n_c" << idx << ", n_w" << idx << ";\n"
+    os << "  int64_t n_c" << idx << ";\n"
        << "  miras_memref" << ckptSizes.size() << " m_c" << idx
        << " = {NULL, NULL, 0, {" << join(ckptSizes, ", ") << "}, {0}};\n"
        << "  if (!miras_contiguous(" << ckptSizes.size() << ", m_c" << idx
        << ".sizes, m_c" << idx << ".strides, &n_c" << idx
-       << ")) return MIRAS_ERR_SHAPE;\n"
+       << ")) return MIRAS_ERR_SHAPE;\n";
+    if (i >= carried)
+      continue;
+    std::vector<std::string> segSizes{"1", "S"};
+    for (int64_t d : BackwardKernelLayout::segmentSlotShape(iface.states[i].shape))
+      segSizes.push_back(std::to_string(d));
+    os << "  int64_t n_w" << idx << ";\n"
        << "  miras_memref" << segSizes.size() << " m_w" << idx
        << " = {NULL, NULL, 0, {" << join(segSizes, ", ") << "}, {0}};\n"
        << "  if (!miras_contiguous(" << segSizes.size() << ", m_w" << idx
@@ -680,22 +738,21 @@ static void emitBackward(raw_ostream &os, const KernelInterface &iface,
        << ")) return MIRAS_ERR_SHAPE;\n";
   }
   if (numStates) {
-    os << "  float *work[" << 2 * numStates << "] = {NULL};\n"
+    os << "  float *work[" << numWork << "] = {NULL};\n"
        << "  int failed = 0;\n";
+    auto allocate = [&](size_t slot, StringRef var, StringRef count) {
+      os << "  work[" << slot << "] = (float *)malloc((size_t)" << count
+         << " * sizeof(float));\n"
+         << "  failed |= work[" << slot << "] == NULL;\n"
+         << "  " << var << ".allocated = " << var << ".aligned = work[" << slot << "];\n";
+    };
     for (size_t i = 0; i < numStates; ++i) {
       std::string idx = std::to_string(i);
-      os << "  work[" << 2 * i << "] = (float *)malloc((size_t)n_c" << idx
-         << " * sizeof(float));\n"
-         << "  work[" << 2 * i + 1 << "] = (float *)malloc((size_t)n_w" << idx
-         << " * sizeof(float));\n"
-         << "  failed |= work[" << 2 * i << "] == NULL || work[" << 2 * i + 1
-         << "] == NULL;\n"
-         << "  m_c" << idx << ".allocated = m_c" << idx << ".aligned = work["
-         << 2 * i << "];\n"
-         << "  m_w" << idx << ".allocated = m_w" << idx << ".aligned = work["
-         << 2 * i + 1 << "];\n";
+      allocate(i, "m_c" + idx, "n_c" + idx);
+      if (i < carried)
+        allocate(numStates + i, "m_w" + idx, "n_w" + idx);
     }
-    os << "  if (failed) {\n    for (int i = 0; i < " << 2 * numStates
+    os << "  if (failed) {\n    for (int i = 0; i < " << numWork
        << "; ++i) free(work[i]);\n    return MIRAS_ERR_ALLOC;\n  }\n";
   }
   // Pair by pair: checkpoint 0 is the pair's initial state, read before its
@@ -710,9 +767,9 @@ static void emitBackward(raw_ostream &os, const KernelInterface &iface,
     os << "  {\n    const size_t per_pair = (size_t)(n_s" << idx << " / pairs);\n"
        << "    const float *init = args->state_in ? args->state_in[" << idx
        << "] : NULL;\n"
-       << "    if (init == NULL) memset(work[" << 2 * i
+       << "    if (init == NULL) memset(work[" << i
        << "], 0, per_pair * sizeof(float));\n"
-       << "    else memcpy(work[" << 2 * i
+       << "    else memcpy(work[" << i
        << "], init + (size_t)pair * per_pair, per_pair * sizeof(float));\n  }\n";
     emitSeedRange(os, i, "d_state_out", "d_state_in", "pair", "1");
   }
@@ -728,11 +785,11 @@ static void emitBackward(raw_ostream &os, const KernelInterface &iface,
     os << ", &m_dg" << i;
   for (size_t i = 0; i < numStates; ++i)
     os << ", &m_c" << i;
-  for (size_t i = 0; i < numStates; ++i)
+  for (size_t i = 0; i < carried; ++i)
     os << ", &m_w" << i;
   os << ");\n  }\n  miras_float_mode_leave(mode);\n";
   if (numStates)
-    os << "  for (int i = 0; i < " << 2 * numStates << "; ++i) free(work[i]);\n";
+    os << "  for (int i = 0; i < " << numWork << "; ++i) free(work[i]);\n";
   os << "  return MIRAS_OK;\n}\n\n";
 
   os << "MIRAS_EXPORT int32_t " << n
@@ -764,7 +821,7 @@ std::string generateGlue(const KernelInterface &iface) {
     emitKernelPrototype(os, n, l);
   }
   if (backward)
-    emitBackwardPrototype(os, n, l);
+    emitBackwardPrototype(os, iface, l);
 
   // Metadata tables. C forbids empty arrays, so absent tables are NULL.
   auto table = [&](StringRef type, StringRef var, size_t count, auto &&emitRow) {

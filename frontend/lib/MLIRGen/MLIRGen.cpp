@@ -262,6 +262,10 @@ OwningOpRef<ModuleOp> Generator::run() {
       b, loc(module.optimizer.loc),
       OptimizerAttr::get(&ctx, registry.findOptimizer(module.optimizer.name),
                          argsAttr(module.optimizer.args)));
+  for (const ast::ResolvedInit &init : module.inits)
+    InitOp::create(b, loc(init.loc), b.getStringAttr(init.state), b.getStringAttr(init.kind),
+                   init.scale ? b.getF64FloatAttr(*init.scale) : FloatAttr(),
+                   init.seed ? b.getI64IntegerAttr(*init.seed) : IntegerAttr());
   if (failedToEmit || failed(verify(*top)))
     return nullptr;
   return top;

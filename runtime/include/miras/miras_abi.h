@@ -166,12 +166,13 @@ typedef struct miras_state_info {
  *   int64 B, int64 T, int64 H, int64 first_pair,
  *   q, k, v, gates[0 .. num_gates), d_o, d_states[0 .. num_states),
  *   d_q, d_k, d_v, d_gates[0 .. num_gates),
- *   checkpoints[0 .. num_states), segments[0 .. num_states), workspace
+ *   checkpoints[0 .. num_states), segments[of each MIRAS_STATE_CARRIED state], workspace
  * Block b runs pair first_pair + b. d_states[i] holds the adjoint of the final state
  * (the caller copies d_state_out there, or zero-fills it) and is overwritten with the
- * initial state's. checkpoints[i] is [pairs, ceil(T / S), shape] floats (S =
- * backward_segment; pairs = the launch's grid), and the caller stores each pair's initial
- * state (state_in, or zeros) in its slot 0; segments[i] is [pairs, S, slot shape] floats
+ * initial state's. checkpoints[i] of a carried state is [pairs, N, shape] floats with
+ * N = ceil((T + chunk - 1) / S) (S = backward_segment; pairs = the launch's grid), of an
+ * anchor or the chunk position [pairs, 1, shape]; the caller stores each pair's initial
+ * state (state_in, or zeros) in slot 0. segments[i] is [pairs, S, slot shape] floats
  * of scratch, a slot being the state's shape with its first extent grown by
  * ceil(16 / row) rows (row = the product of the other extents; a scalar state: one
  * float). Checkpoints and segments are indexed by pair - first_pair, the workspace
@@ -221,8 +222,8 @@ typedef struct miras_module_metadata {
   const miras_cuda_binary *cuda; /* NULL unless targets names "cuda" */
   int64_t backward_segment;  /* 0: built without --backward (no backward entry points);
                                 else the backward's segment S: it recomputes the states S
-                                tokens at a time, keeping ceil(T / S) + S states per
-                                (batch, head) pair (ABI 6) */
+                                tokens at a time, keeping ceil((T + chunk - 1) / S) + S
+                                of each carried state per (batch, head) pair (ABI 6) */
   const miras_cuda_binary *cuda_backward; /* NULL unless built with --backward for a cuda
                                 target: the backward's kernel (launch above; ABI 7) */
 } miras_module_metadata;
@@ -299,8 +300,8 @@ typedef struct miras_module_entry {
   /* NULL unless metadata->backward_segment > 0 (ABI 6). backward_range, like
    * forward_range, runs only the pairs [begin, end) (allocating its own workspace, so
    * disjoint ranges may run concurrently; the pairs of a range run one after the other);
-   * MIRAS_ERR_ALLOC when the workspace of ceil(T / S) + S states per state tensor
-   * cannot be allocated. */
+   * MIRAS_ERR_ALLOC when the workspace of ceil((T + chunk - 1) / S) + S states per
+   * carried state tensor cannot be allocated. */
   int32_t (*backward)(const miras_backward_args *args);
   int32_t (*backward_range)(const miras_backward_args *args, int64_t begin, int64_t end);
 } miras_module_entry;

@@ -85,6 +85,42 @@ MIRAS_RUNTIME_API int64_t miras_state_numel(const miras_module_metadata *meta,
                                             int32_t state_index, int64_t batch,
                                             int64_t heads);
 
+/* The declared initial value of state `state_index` (metadata->states[i].init, the DSL's
+ * `init`) for B = batch and H = heads, written to out[B * H * prod(shape)] in the state's
+ * layout [B, H, shape...]. This is what miras_library_forward, miras_library_forward_on
+ * and miras_library_backward use for a carried state the caller leaves out (and so the
+ * `miras` tool and the Python package); the module's own entry points, and the
+ * pass-through calls below (miras_library_forward_args, the _cuda calls on device
+ * memory), read a NULL state as zeros. Anchors and the chunk position always start from
+ * zeros. With e the row-major index of an entry inside one (batch, head) pair's state
+ * and s = init_scale:
+ *   MIRAS_INIT_ZEROS     0.
+ *   MIRAS_INIT_IDENTITY  s where the entry's last two indices are equal, else 0 (a
+ *                        state of rank 0 or 1 is its own diagonal: s everywhere).
+ *   MIRAS_INIT_UNIFORM   s (mirasc resolves the DSL's default, 1/n with n the state's
+ *                        last axis, into init_scale).
+ *   MIRAS_INIT_NORMAL    an N(0, s^2) draw that depends on (init_seed, head h, e) only,
+ *                        not on the batch index (every sequence of a batch starts from
+ *                        the same state). With all arithmetic on uint64_t modulo 2^64:
+ *                          splitmix64(x): z = x + 0x9E3779B97F4A7C15;
+ *                                         z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9;
+ *                                         z = (z ^ (z >> 27)) * 0x94D049BB133111EB;
+ *                                         return z ^ (z >> 31)
+ *                          key = splitmix64(splitmix64(init_seed) + h)
+ *                          r1 = splitmix64(key + 2 e), r2 = splitmix64(key + 2 e + 1)
+ *                          u1 = ((r1 >> 11) + 1) * 2^-53     in (0, 1]
+ *                          u2 = (r2 >> 11) * 2^-53           in [0, 1)
+ *                          entry = (float)(s * sqrt(-2 ln u1) * cos(2 pi u2))
+ *                        in double precision (Box-Muller), rounded once to float.
+ *                        States that share a seed and a shape share their values:
+ *                        give each its own seed.
+ * Nothing is written on failure.
+ * Errors: MIRAS_ERR_NULL_POINTER (lib or out), MIRAS_ERR_INVALID_ARGUMENT (no such state),
+ * MIRAS_ERR_SHAPE (B or H not positive, or the element count overflows). */
+MIRAS_RUNTIME_API miras_status miras_library_initial_state(const miras_library *lib,
+                                                           int32_t state_index, int64_t batch,
+                                                           int64_t heads, float *out);
+
 /* Number of elements of gate `gate_index` (B * T * H * dim; B * T * H * steps for a
  * per-step gate); -1 as above. */
 MIRAS_RUNTIME_API int64_t miras_gate_numel(const miras_module_metadata *meta,
@@ -134,7 +170,8 @@ MIRAS_RUNTIME_API int32_t miras_library_check_finite(const miras_library *lib);
  * caller's promise and is not checked here: values outside it run, with whatever numbers
  * the recurrence gives.
  *   inputs:  q, k, v and every gate (required); every state (optional: an absent state
- *            starts from zeros). B, T, H are taken from q.
+ *            starts from its declared init, miras_library_initial_state; zeros unless
+ *            the module declares one). B, T, H are taken from q.
  *   outputs: o and every state (the final state); all required.
  * Every tensor is checked (name, null data, dtype, rank, each dimension) before the
  * module runs; an input state and its output may share memory (in-place continuation).
@@ -151,7 +188,7 @@ MIRAS_RUNTIME_API miras_status miras_library_forward(miras_library *lib,
  * backward_segment > 0): the adjoints of a loss L with respect to every input of the
  * forward over the same tensors, given dL/do and dL/d(final states).
  *   inputs:   as miras_library_forward's (q, k, v, every gate; states optional, absent:
- *             zeros). B, T, H are taken from q.
+ *             the declared init, as in the forward). B, T, H are taken from q.
  *   adjoints: "o" (dL/do, required, shaped like o) and any state (dL/d final state,
  *             shaped like it; absent: zero).
  *   outputs:  the adjoint of every input, named and shaped like it: q, k, v, every gate
@@ -225,9 +262,9 @@ MIRAS_RUNTIME_API miras_status miras_library_forward_cuda(miras_library *lib,
  * (metadata cuda_backward): every pointer in args a CUdeviceptr of GPU 0's primary
  * context, float32; state_in[i] and d_state_out[i] may be NULL (zeros); d_state_in[i] may
  * be d_state_out[i] or state_in[i]. Enqueued on stream (NULL: the default stream); the
- * call returns without waiting. The checkpoints and segments of every pair, per state
- * tensor B * H * ceil(T / S) states and B * H * S slots (a state and at least 16 floats
- * more), live in a device buffer the library keeps
+ * call returns without waiting. The checkpoints and segments of every pair, per carried
+ * state tensor B * H * ceil((T + chunk - 1) / S) states and B * H * S slots (a state and
+ * at least 16 floats more), live in a device buffer the library keeps
  * (grown on demand, freed at close), so, as for the forward, the calls of one library
  * must not overlap on different streams. Only null pointers, B, T, H > 0 and the
  * presence of the kernel are checked.

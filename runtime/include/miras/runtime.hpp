@@ -108,6 +108,11 @@ public:
   // A zero state tensor [B, H, ...] for the named state.
   Tensor zeroState(const std::string &name, int64_t batch, int64_t heads) const;
 
+  // The named state's declared initial value [B, H, ...] (miras_library_initial_state:
+  // what forward and backward use when the state is not given). Throws Error for an
+  // unknown name or B, H not positive.
+  Tensor initialState(const std::string &name, int64_t batch, int64_t heads) const;
+
   // Runs the module. `inputs` holds q, k, v, every gate and optionally initial states;
   // the result holds o and every final state. Throws Error on any invalid tensor.
   TensorMap forward(const TensorMap &inputs) const { return forward(inputs, MIRAS_DEVICE_CPU); }

@@ -137,7 +137,12 @@ bool matchRule(const miras_module_metadata &meta, const std::string &pattern,
 std::optional<ReferenceModel> findReference(const miras_module_metadata &meta,
                                             std::string *whyNot) {
   const std::string name = meta.name;
-  if (meta.steps != 1 || meta.num_states != 1 || std::strcmp(meta.states[0].name, "W") != 0 ||
+  // A chunked module also lists W's anchor and the chunk position (miras_abi.h
+  // miras_state_role): the reference runs a call from a sequence's start, as the bench.
+  int32_t carried = 0;
+  for (int32_t s = 0; s < meta.num_states; ++s)
+    carried += meta.states[s].role == MIRAS_STATE_CARRIED;
+  if (meta.steps != 1 || carried != 1 || std::strcmp(meta.states[0].name, "W") != 0 ||
       meta.states[0].rank != 2 || meta.states[0].shape[0] != meta.dv ||
       meta.states[0].shape[1] != meta.dk) {
     *whyNot = "module '" + name + "' does not carry the single state W [dv, dk] of a linear "

@@ -1,19 +1,36 @@
-// With chunk > 1 the sequential algorithm's gradient reads an anchor copy of
-// the state, refreshed at the first token of every chunk (SPEC section 7); the
-// anchor lives on the heap.
+// With chunk > 1 the sequential algorithm's gradient reads the anchor, a
+// kernel argument like the state (miras_abi.h miras_state_role): the call may
+// start inside a chunk, at the chunk position the next argument holds. The
+// anchor is refreshed at every token whose position (p + t) mod C is 0 (SPEC
+// section 7); after the tokens the position (p + T) mod C is stored, and at a
+// chunk start the anchor becomes the final state.
 // RUN: miras-opt %s --pass-pipeline='builtin.module(miras-derive,miras-to-linalg{algorithm=sequential})' | FileCheck %s
 
 // CHECK-LABEL: func.func @chunked_kernel
-// CHECK: %[[ANCHOR:.*]] = memref.alloc() : memref<4x4xf32>
+// CHECK-SAME: %[[WARG:arg[0-9]+]]: memref<?x?x4x4xf32>, %[[AARG:arg[0-9]+]]: memref<?x?x4x4xf32>, %[[PARG:arg[0-9]+]]: memref<?x?x1xf32>, %{{.*}}: memref<?x?x?x4xf32>)
 // CHECK: scf.for
-// CHECK: %[[WBH:.*]] = memref.subview
+// CHECK: %[[WBH:.*]] = memref.subview %[[WARG]]
+// CHECK: %[[ANCHOR:.*]] = memref.subview %[[AARG]]
+// CHECK: %[[PBH:.*]] = memref.subview %[[PARG]]
+// CHECK: %[[PF:.*]] = memref.load %[[PBH]]
+// CHECK: %[[PI:.*]] = arith.fptoui %[[PF]]
+// CHECK: %[[P:.*]] = arith.index_cast %[[PI]]
 // CHECK: scf.for %[[T:.*]] =
-// CHECK: %[[R:.*]] = arith.remui %[[T]], %c3
+// CHECK: %[[U:.*]] = arith.addi %[[P]], %[[T]]
+// CHECK: %[[R:.*]] = arith.remui %[[U]], %c3
 // CHECK: %[[START:.*]] = arith.cmpi eq, %[[R]]
 // CHECK: scf.if %[[START]] {
 // CHECK-NEXT: memref.copy %[[WBH]], %[[ANCHOR]]
 // CHECK: linalg.generic {{.*}} ins(%[[ANCHOR]]
-// CHECK: memref.dealloc %[[ANCHOR]]
+// CHECK: %[[END:.*]] = arith.addi %[[P]], %{{.*}}
+// CHECK: %[[FINAL:.*]] = arith.remui %[[END]], %c3
+// CHECK: %[[ATSTART:.*]] = arith.cmpi eq, %[[FINAL]]
+// CHECK: scf.if %[[ATSTART]] {
+// CHECK-NEXT: memref.copy %[[WBH]], %[[ANCHOR]]
+// CHECK: %[[FI:.*]] = arith.index_cast %[[FINAL]]
+// CHECK: %[[FF:.*]] = arith.uitofp %[[FI]]
+// CHECK: memref.store %[[FF]], %[[PBH]]
+// CHECK-NOT: memref.alloc(
 miras.module @chunked attributes {chunk = 3 : i64, dk = 4 : i64, dv = 4 : i64, read_after_write = true} {
   miras.memory "linear" {dk = 4 : i64, dv = 4 : i64}
   miras.bias "l2" loss {

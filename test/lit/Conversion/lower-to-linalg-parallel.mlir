@@ -10,8 +10,11 @@
 // CHECK-DAG: %[[C3:.*]] = arith.constant 3 : index
 // CHECK: scf.for %[[PAIR:.*]] =
 // CHECK: %[[W:.*]] = memref.subview
-// CHECK: scf.for %[[START:.*]] = %{{.*}} to %{{.*}} step %[[C3]]
-// A short last chunk runs fewer tokens.
+// A call may start inside a chunk (its chunk position): the head, the tokens
+// up to the first chunk start, runs token by token; then whole chunks.
+// CHECK: %[[HEAD:.*]] = arith.minui %{{.*}}, %{{.*}}
+// CHECK: scf.for %{{.*}} = %c0 to %[[HEAD]]
+// CHECK: scf.for %[[START:.*]] = %[[HEAD]] to %[[TAIL:.*]] step %[[C3]]
 // CHECK: %[[LEFT:.*]] = arith.subi %{{.*}}, %[[START]]
 // CHECK: %[[SIZE:.*]] = arith.minui %[[LEFT]], %[[C3]]
 // Stage 0: the chunk's keys (and queries) into [3, 4] rows.
@@ -32,7 +35,11 @@
 // The state at the chunk's end, in place: W = g W, then W -= U^T diag(r) Wk.
 // CHECK: outs(%[[W]] :
 // CHECK: iterator_types = ["parallel", "reduction", "parallel"]{{.*}} outs(%[[W]] :
+// No per-token branch in the chunk; the tail (a last partial chunk) runs token
+// by token too (a decode step costs a token, not a chunk), then the position.
 // CHECK-NOT: scf.if
+// CHECK: scf.for %{{.*}} = %[[TAIL]] to
+// CHECK: memref.store {{.*}} : memref<1xf32
 
 // auto takes the dual form only for states of 128 x 128 entries or more (it
 // was slower than the sequential kernel below that): this 4 x 4 one stays

@@ -54,6 +54,12 @@ MODES = {
                     "as two kernel calls chained by the state; chunk 1, then chunk 3 over "
                     "T = 8 where the module takes a chunk, and the rule read from the "
                     "module (dsl) where the reference mode checks that too",
+    "continuation": "any split of a sequence into calls, each given every state the one "
+                    "before returned (the weights; with a chunk the anchors and the chunk "
+                    "position too), gives one call's numbers: splits at, inside and across "
+                    "chunk boundaries and T = 1 decode steps, forward and backward, both "
+                    "algorithms, the glue's refusal of a bad chunk position, and two `miras "
+                    "run` calls chained through their output files (check_continuation.py)",
 }
 GPU_FORMS = {"simt": ["--mirasc-arg=--simt-on-cpu", "--mirasc-arg=--gpu-threads=40"],
              "cuda-on-cpu": ["--mirasc-arg=--cuda-on-cpu", "--mirasc-arg=--gpu-threads=40"]}
@@ -68,6 +74,8 @@ def applies(entry, mode):
         return entry.get("step_backward", True)
     if mode == "seq-backward":
         return entry.get("seq_backward", True)
+    if mode == "continuation":  # every module, at its chunked size (or with chunk 1)
+        return entry.get("continuation", True)
     return mode in entry.get("modes", manifest.ALL)
 
 
@@ -193,6 +201,23 @@ def _device(e):
             _state_checks(e, "CHECK-NEXT"))
 
 
+def _continuation(e):
+    """One run at the entry's chunk (its -D flags), D = 4 for the speed of T = 1 steps;
+    chunk 1 for a module that takes none."""
+    size = e.get("chunked", {}).get("size") or e.get("unchunked") or e.get("size", "")
+    defines = [t for t in size.split() if t.startswith("-D") and not t.startswith("-DD=")]
+    chunk = e["chunked"]["chunk"] if "chunked" in e else 1
+    args = " ".join(["-DD=4"] + defines + ["--chunk %d" % chunk, "--cli"])
+    return ["# RUN: rm -rf %t",
+            "# RUN: %%python %%numeric/check_continuation.py --mirasc mirasc --miras miras "
+            "--module %s %s --workdir %%t | FileCheck %%s --implicit-check-not=FAIL" % (
+                e["module"], args),
+            "# CHECK: sequential forward, split T = 1 steps",
+            "# CHECK: sequential backward, split T = 1 steps",
+            "# CHECK: miras run twice",
+            "# CHECK: continuation: OK"]
+
+
 def script(mode, name):
     """The text of test Examples/<mode>/<name>.test."""
     e = entries()[name]
@@ -208,6 +233,8 @@ def script(mode, name):
         body = _step_backward(e)
     elif mode == "seq-backward":
         body = _seq_backward(e)
+    elif mode == "continuation":
+        body = _continuation(e)
     else:
         raise ValueError("unknown mode '%s'" % mode)
     header = ["# Generated from test/lit/Examples/manifest.py (entry %s, mode %s): do not "

@@ -105,6 +105,9 @@ def main():
     p.add_argument("--gated", action="store_true", help="product: with a decay alpha")
     p.add_argument("--no-decay", action="store_true",
                    help="ftrl/bregman: the module has no decay gate (alpha = 1)")
+    p.add_argument("--uniform-start", action="store_true",
+                   help="fdiv: pass no W.npy; the module declares `init W = uniform;`, so "
+                        "the runtime starts from 1/D everywhere, and so does the reference")
     a = p.parse_args()
     B, T, H, D = 2, 32, 2, a.D
     rng = np.random.default_rng(7)
@@ -137,6 +140,13 @@ def main():
         inp["alpha"] = rng.uniform(0.9, 1.0, (B, T, H, D))
         inp["W"] = 0.3 * rng.standard_normal((B, H, D))
 
+    start = {}  # initial states the reference uses but miras run is not given
+    if a.uniform_start:
+        if a.rule != "fdiv":
+            p.error("--uniform-start is for --rule fdiv")
+        start["W"] = np.full((B, H, D, D), 1.0 / D)  # uniform's default: 1/n, n = dk
+        del inp["W"]
+
     indir, outdir = os.path.join(a.workdir, "in"), os.path.join(a.workdir, "out")
     os.makedirs(indir, exist_ok=True)
     for name, x in inp.items():
@@ -157,9 +167,15 @@ def main():
         if not inside.all():
             print("gate %s: drawn values outside its declared range %s" % (g["name"], r["text"]))
             return 1
-    subprocess.run([a.miras, "run", lib, "--inputs", indir, "--outputs", outdir],
-                   check=True, stdout=subprocess.DEVNULL)
+    run = subprocess.run([a.miras, "run", lib, "--inputs", indir, "--outputs", outdir],
+                         stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    sys.stderr.write(run.stderr)
+    run.check_returncode()
+    for name in start:  # the tool says where an absent state starts
+        print("%s: %s" % (name, "declared init" if "starts from its declared init" in run.stderr
+                          else "NOT the declared init"))
     f32 = {n: x.astype(np.float32).astype(np.float64) for n, x in inp.items()}
+    f32.update(start)
     ref_o, ref_state = reference(a.rule, f32, params)
     state_name = "A" if a.rule in ("ftrl", "bregman") else "W"
     ok = True

@@ -140,6 +140,25 @@ TEST_F(Cli, RunWithoutStateStartsFromZeros) {
   expectNear(miras::readNpy(dir_.file("out/o.npy")), reference(in)["o"]);
 }
 
+// A module that declares its starts (fake_module.c, FAKE_INITS: W uniform 0.25): the
+// tool passes no W, the runtime starts it from 0.25, and the note says so per state.
+TEST_F(Cli, RunWithoutStateStartsFromTheDeclaredInit) {
+  TensorMap in = fakeInputs(1, 3, 2, false, 5);
+  std::filesystem::create_directory(dir_.file("in"));
+  for (const auto &[name, t] : in)
+    miras::writeNpy(dir_.file("in/" + name + ".npy"), t);
+  Result r = tool(std::string("run ") + MIRAS_FAKE_INITS + " --inputs " + dir_.file("in") +
+                  " --outputs " + dir_.file("out"));
+  ASSERT_EQ(r.code, 0) << r.err;
+  EXPECT_NE(r.err.find("state 'W' starts from its declared init uniform(0.25)"),
+            std::string::npos) << r.err;
+  EXPECT_NE(r.err.find("state 'N' starts from its declared init normal(0.5, seed = 42)"),
+            std::string::npos) << r.err;
+  EXPECT_NE(r.err.find("state 'Z' starts from zeros"), std::string::npos) << r.err;
+  in["W"] = miras::Tensor({1, 2, kDv, kDk}, std::vector<float>(2 * kDv * kDk, 0.25f));
+  expectNear(miras::readNpy(dir_.file("out/o.npy")), reference(in)["o"]);
+}
+
 TEST_F(Cli, RunReportsMissingAndInvalidInputs) {
   std::filesystem::create_directory(dir_.file("in"));
   std::string cmd = std::string("run ") + MIRAS_FAKE_MODULE + " --inputs " + dir_.file("in") +

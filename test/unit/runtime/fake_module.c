@@ -17,6 +17,7 @@
  *   FAKE_CUDA          targets "cpu,cuda" with a cuda table (fake PTX and sm_90 cubin:
  *                      only the fake driver of cuda_test.cpp can "run" them)
  *   FAKE_CUDA_ONLY     with FAKE_CUDA: targets "cuda", NULL forward and forward_range
+ *   FAKE_INITS         four states, each with a declared init (see states below)
  *   FAKE_SHARED_BYTES=n  the table's shared_bytes (default 4096)
  *   FAKE_BAD_CUDA=n    with FAKE_CUDA: one malformed cuda field (see below)
  *   FAKE_CUDA with FAKE_BACKWARD: also the backward's cuda table (ABI 7), whose kernel
@@ -58,8 +59,20 @@ static const miras_gate_info gates[] = {
     {"alpha", MIRAS_GATE_SCALAR, MIRAS_AXIS_NONE, 1, 0, 1, FAKE_ALPHA_LO, FAKE_ALPHA_HI, 0, 1},
     {"beta", MIRAS_GATE_CHANNEL, MIRAS_AXIS_VALUE, DV, 0, 0, 0.0, 0.0, 0, 0},
 };
+#ifdef FAKE_INITS
+/* A declared start for each kind (init_test.cpp): W uniform 0.25 (the one the forward
+ * and backward read), I an identity of 1.5 on the last two axes of a rank-3 state, N a
+ * normal of deviation 0.5 from seed 42, and Z zeros. The fake's entry points write only
+ * W's final state and initial-state adjoint. */
+static const miras_state_info states[] = {
+    {"W", 2, {DV, DK, 0, 0}, MIRAS_STATE_CARRIED, -1, MIRAS_INIT_UNIFORM, 0.25, 0},
+    {"I", 3, {2, 3, 4, 0}, MIRAS_STATE_CARRIED, -1, MIRAS_INIT_IDENTITY, 1.5, 0},
+    {"N", 2, {16, 32, 0, 0}, MIRAS_STATE_CARRIED, -1, MIRAS_INIT_NORMAL, 0.5, 42},
+    {"Z", 1, {5, 0, 0, 0}, MIRAS_STATE_CARRIED, -1, MIRAS_INIT_ZEROS, 0.0, 0}};
+#else
 static const miras_state_info states[] = {
     {"W", 2, {DV, DK, 0, 0}, MIRAS_STATE_CARRIED, -1, MIRAS_INIT_ZEROS, 0.0, 0}};
+#endif
 
 #ifndef FAKE_BAD_CUDA
 #define FAKE_BAD_CUDA 0
@@ -136,7 +149,7 @@ static const miras_module_metadata metadata = {
     .params = params,
     .num_gates = 2,
     .gates = gates,
-    .num_states = 1,
+    .num_states = sizeof states / sizeof states[0],
     .states = states,
     .targets = FAKE_TARGETS,
     .rule = "W = alpha * W + (beta * v) k^T",

@@ -84,7 +84,11 @@ public:
            "a residual. The MIRAS memory is `mlp(dim = D, expansion = 4,\n"
            "act = gelu, residual, layernorm)`: `f(z) = z + LN(W2 gelu(W1 z))`,\n"
            "`W1 : [E*D, D]`, `W2 : [D, E*D]`. Its gradient is derived by reverse\n"
-           "mode through every layer. `dk = dv = dim`; scalar gates only.";
+           "mode through every layer. `dk = dv = dim`; scalar gates only. From\n"
+           "zeros every weight's gradient is zero and the memory never learns:\n"
+           "declare a start, `init W1 = normal(0.02, seed = 1); init W2 =\n"
+           "normal(0.02, seed = 2);` (the runtime draws the same values on every\n"
+           "machine), or pass initial weights.";
   }
   std::vector<ArgSpec> args() const override {
     return {{"dim", kPosInt},

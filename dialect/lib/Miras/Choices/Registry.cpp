@@ -140,6 +140,101 @@ std::unique_ptr<RetentionStep> RetentionChoice::beginStep(StepContext &ctx) cons
   return std::make_unique<RetentionStep>(ctx);
 }
 
+/// The user map (if any) at the values the start takes: a retention whose map
+/// is element-wise needs it defined at each of them. A built-in map is defined
+/// everywhere (or, like lq's at 0, defined there on purpose).
+std::string RetentionChoice::initProblem(const InitialWeight &weight) const {
+  if (!weight.userMap)
+    return "";
+  for (double x : weight.init.representativeValues(weight.shape)) {
+    double w = weight.userMap(x);
+    if (std::isfinite(w))
+      continue;
+    std::ostringstream os;
+    os << "the map of retention '" << name() << "' is not defined at "
+       << weight.name << " = " << x << " (it gives "
+       << (std::isnan(w) ? "NaN" : w > 0 ? "inf" : "-inf")
+       << "), a value of the start of state '" << weight.name << "' ("
+       << weight.init.str() << ")";
+    // Suggest a start where the map is defined, if a simple one is.
+    for (double s : {1.0, 0.5, 2.0})
+      if (std::isfinite(weight.userMap(s))) {
+        os << ": declare one where it is, e.g. 'init " << weight.name
+           << " = uniform(" << s << ");'";
+        return os.str();
+      }
+    os << ": declare an init whose values the map is defined at";
+    return os.str();
+  }
+  return "";
+}
+
+const char *StateInit::spelling(Kind kind) {
+  switch (kind) {
+  case Kind::Zeros:
+    return "zeros";
+  case Kind::Identity:
+    return "identity";
+  case Kind::Uniform:
+    return "uniform";
+  case Kind::Normal:
+    return "normal";
+  }
+  return "zeros";
+}
+
+std::optional<StateInit::Kind> StateInit::parse(const std::string &spelling) {
+  for (Kind kind : {Kind::Zeros, Kind::Identity, Kind::Uniform, Kind::Normal})
+    if (spelling == StateInit::spelling(kind))
+      return kind;
+  return std::nullopt;
+}
+
+double StateInit::scaleFor(llvm::ArrayRef<int64_t> shape) const {
+  if (scale)
+    return *scale;
+  switch (kind) {
+  case Kind::Zeros:
+    return 0.0;
+  case Kind::Identity:
+    return 1.0;
+  case Kind::Uniform:
+    return shape.empty() ? 1.0 : 1.0 / static_cast<double>(shape.back());
+  case Kind::Normal:
+    return 0.0; // required; the verifier rejects a normal init without one
+  }
+  return 0.0;
+}
+
+std::vector<double> StateInit::representativeValues(llvm::ArrayRef<int64_t> shape) const {
+  double s = scaleFor(shape);
+  switch (kind) {
+  case Kind::Zeros:
+    return {0.0};
+  case Kind::Identity: {
+    int64_t entries = 1;
+    for (int64_t d : shape)
+      entries *= d;
+    return entries == 1 ? std::vector<double>{s} : std::vector<double>{0.0, s};
+  }
+  case Kind::Uniform:
+    return {s};
+  case Kind::Normal:
+    return {-s, 0.0, s};
+  }
+  return {0.0};
+}
+
+std::string StateInit::str() const {
+  std::ostringstream os;
+  os << spelling(kind);
+  if (kind == Kind::Normal)
+    os << "(" << scale.value_or(0.0) << ", seed = " << seed << ")";
+  else if (scale && kind != Kind::Zeros)
+    os << "(" << *scale << ")";
+  return os.str();
+}
+
 mlir::Value RetentionStep::beforeGradient(mlir::Value state) { return state; }
 
 mlir::Value RetentionStep::retain(mlir::Value, mlir::Value kept) { return kept; }

@@ -291,7 +291,10 @@ public:
     return "The dual `A_t = decay_t A_{t-1} - lr_t g_t` is carried and read through\n"
            "an element-wise inverse map: `sigmoid` (phi the negative binary\n"
            "entropy), `exp` (negative entropy), `tanh`, or a user map written\n"
-           "`map(A) = <element-wise expression of A>`.";
+           "`map(A) = <element-wise expression of A>`. A user map must be finite at\n"
+           "the values the declared start takes (zeros: 0; identity: 0 and its\n"
+           "scale; uniform: its value; normal: 0 and one deviation either side):\n"
+           "`map(A) = log(A)` needs, e.g., `init A = uniform(1);`.";
   }
   std::vector<ArgSpec> args() const override {
     return {{"map", kKeyword | kFunction, nullptr, choices::Range::Any,
@@ -355,8 +358,10 @@ public:
            "normalising each row to sum 1. Only `g = exp` has a closed-form\n"
            "`zeta` (`W_t` row `i` proportional to `W_{t-1,i} exp(-lr g_i)`);\n"
            "`chi2` and `hellinger` need a root search and are rejected. One gd\n"
-           "step; needs matrix weights. Start from a state on the simplex (rows\n"
-           "summing to 1): from zeros every row is 0/0.";
+           "step; needs matrix weights. The start must have entries >= 0 and no\n"
+           "zero row (from zeros every row is 0/0): declare `init W = uniform;`\n"
+           "(each entry 1/dk, every row on the simplex); a module that starts\n"
+           "elsewhere is rejected, even when the host passes its own W.";
   }
   std::vector<ArgSpec> args() const override {
     return {{"g", kKeyword, "exp", choices::Range::Any, {"exp", "chi2", "hellinger"}}};
@@ -391,6 +396,31 @@ public:
     return std::make_unique<Step>(ctx);
   }
 
+  /// Each row is divided by its sum: the start needs entries >= 0 (on the
+  /// simplex up to scale) and no zero row.
+  std::string initProblem(const InitialWeight &weight) const override {
+    const StateInit &init = weight.init;
+    double s = init.scaleFor(weight.shape);
+    std::string why;
+    if (init.kind == StateInit::Kind::Zeros)
+      why = "from zeros every row sums to 0 and its step is 0/0";
+    else if (init.kind == StateInit::Kind::Normal)
+      why = "a normal start has negative entries, so a row can sum to 0 or "
+            "leave the simplex";
+    else if (s <= 0)
+      why = "a start of " + init.str() + " has entries <= 0, off the simplex";
+    else if (init.kind == StateInit::Kind::Identity && weight.shape.size() == 2 &&
+             weight.shape[0] > weight.shape[1])
+      why = "an identity start of a " + std::to_string(weight.shape[0]) + " x " +
+            std::to_string(weight.shape[1]) + " state leaves rows " +
+            std::to_string(weight.shape[1]) + " to " +
+            std::to_string(weight.shape[0] - 1) + " zero (0/0)";
+    if (why.empty())
+      return "";
+    return "retention 'f_div' divides each row of '" + weight.name +
+           "' by its sum, but " + why + ": declare 'init " + weight.name +
+           " = uniform;' (every row 1/n, on the simplex)";
+  }
 };
 
 /// Proximal elastic net: W' = S_gamma(lambda W - zeta g).

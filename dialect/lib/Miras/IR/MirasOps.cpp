@@ -1,6 +1,9 @@
 //===- MirasOps.cpp - miras dialect operations ----------------------------===//
 #include "miras/Dialect/Miras/IR/MirasOps.h"
+#include "miras/Dialect/Miras/IR/StepSignature.h"
 
+#include "mlir/Dialect/Arith/IR/Arith.h"
+#include "mlir/Dialect/Math/IR/Math.h"
 #include "mlir/IR/Builders.h"
 #include "mlir/IR/OpImplementation.h"
 #include "llvm/ADT/STLExtras.h"
@@ -23,6 +26,13 @@ SmallVector<GateOp> MemoryModuleOp::getGates() {
     if (auto gate = dyn_cast<GateOp>(op))
       gates.push_back(gate);
   return gates;
+}
+
+choices::StateInit MemoryModuleOp::getStateInit(StringRef state) {
+  for (Operation &op : getBody().front())
+    if (auto init = dyn_cast<InitOp>(op); init && init.getState() == state)
+      return init.getStateInit();
+  return {};
 }
 
 namespace {
@@ -125,6 +135,124 @@ LogicalResult verifyArgs(Operation *component, const choices::Choice &definition
     if (!spec.defaultValue && !args.get(spec.name) &&
         !llvm::is_contained(implicit, spec.name))
       return component->emitOpError("requires argument '") << spec.name << "'";
+  return success();
+}
+
+/// A user-written mirror map (the scalar region of miras.mirror_map) at one
+/// value, in double precision and rounded to f32 as the kernel's result would
+/// be; NaN or an infinity where the map is undefined. nullopt when the region
+/// holds an op this evaluator does not know (the check is then skipped).
+std::optional<double> evaluateMirrorMap(MirrorMapOp map, double x) {
+  Block &body = map.getBody().front();
+  llvm::DenseMap<Value, double> values;
+  values[body.getArgument(0)] = x;
+  auto in = [&](Operation &op, unsigned i) { return values.lookup(op.getOperand(i)); };
+  for (Operation &op : body.without_terminator()) {
+    std::optional<double> r;
+    if (auto c = dyn_cast<arith::ConstantOp>(op)) {
+      if (auto f = dyn_cast<FloatAttr>(c.getValue()))
+        r = f.getValueAsDouble();
+    } else if (isa<arith::CmpFOp>(op)) {
+      double a = in(op, 0), b = in(op, 1);
+      switch (cast<arith::CmpFOp>(op).getPredicate()) {
+      case arith::CmpFPredicate::OLT: r = a < b; break;
+      case arith::CmpFPredicate::OLE: r = a <= b; break;
+      case arith::CmpFPredicate::OGT: r = a > b; break;
+      case arith::CmpFPredicate::OGE: r = a >= b; break;
+      default: break;
+      }
+    } else if (isa<arith::SelectOp>(op)) {
+      r = in(op, 0) != 0 ? in(op, 1) : in(op, 2);
+    } else if (op.getNumOperands() == 1) {
+      double a = in(op, 0);
+      if (isa<arith::NegFOp>(op)) r = -a;
+      else if (isa<math::AbsFOp>(op)) r = std::fabs(a);
+      else if (isa<math::ExpOp>(op)) r = std::exp(a);
+      else if (isa<math::LogOp>(op)) r = std::log(a);
+      else if (isa<math::SqrtOp>(op)) r = std::sqrt(a);
+      else if (isa<math::TanhOp>(op)) r = std::tanh(a);
+      else if (isa<math::CoshOp>(op)) r = std::cosh(a);
+      else if (isa<SignOp>(op)) r = double((a > 0) - (a < 0));
+    } else if (op.getNumOperands() == 2) {
+      double a = in(op, 0), b = in(op, 1);
+      if (isa<arith::AddFOp>(op)) r = a + b;
+      else if (isa<arith::SubFOp>(op)) r = a - b;
+      else if (isa<arith::MulFOp>(op)) r = a * b;
+      else if (isa<arith::DivFOp>(op)) r = a / b;
+      else if (isa<math::PowFOp>(op)) r = std::pow(a, b);
+      else if (isa<arith::MinimumFOp>(op)) r = std::isnan(a) || std::isnan(b) ? NAN : std::min(a, b);
+      else if (isa<arith::MaximumFOp>(op)) r = std::isnan(a) || std::isnan(b) ? NAN : std::max(a, b);
+    }
+    if (!r || op.getNumResults() != 1)
+      return std::nullopt;
+    values[op.getResult(0)] = *r;
+  }
+  return static_cast<double>(static_cast<float>(
+      values.lookup(cast<YieldOp>(body.getTerminator()).getValue())));
+}
+
+/// Every miras.init names a state the module carries, once; then the
+/// retention is asked whether its first step is defined from each weight's
+/// start (a declared one, or zeros), the error located at the miras.init, or
+/// at the retention when the start is the default.
+LogicalResult verifyInits(MemoryModuleOp module, RetentionOp retention,
+                          const choices::ArgLookup &retentionArgs) {
+  StepSignature signature = StepSignature::of(module);
+  const std::vector<StepSignature::Tensor> &states = signature.getStates();
+  llvm::StringMap<InitOp> declared;
+  for (Operation &op : module.getBody().front()) {
+    auto init = dyn_cast<InitOp>(op);
+    if (!init)
+      continue;
+    bool carried = llvm::any_of(
+        states, [&](const StepSignature::Tensor &t) { return t.name == init.getState(); });
+    StringRef name = init.getState();
+    bool continuation =
+        llvm::any_of(signature.getAnchors(),
+                     [&](const StepSignature::Tensor &t) { return t.name == name; }) ||
+        (signature.numAnchors() && name == "chunk_position");
+    if (continuation)
+      return init.emitError("state '")
+             << name << "' is not initialisable: a chunk's anchors and position "
+             << "start every sequence from the weights (position 0); init the weight itself";
+    if (!carried) {
+      std::vector<std::string> names;
+      for (const StepSignature::Tensor &t : states)
+        names.push_back(t.name);
+      return init.emitError("module '")
+             << module.getSymName() << "' has no state '" << init.getState()
+             << "' to initialise: its states are " << choices::quotedList(names);
+    }
+    auto [it, inserted] = declared.try_emplace(init.getState(), init);
+    if (!inserted)
+      return init.emitError("state '")
+                 .append(init.getState(), "' is initialised twice")
+                 .attachNote(it->second.getLoc())
+             << "first init of '" << init.getState() << "' is here";
+  }
+  MirrorMapOp map = module.getComponent<MirrorMapOp>();
+  std::function<double(double)> userMap;
+  if (map && evaluateMirrorMap(map, 0.0))
+    userMap = [map](double x) { return *evaluateMirrorMap(map, x); };
+  for (unsigned i = 0; i < signature.numWeights(); ++i) {
+    const StepSignature::Tensor &state = states[i];
+    auto type = cast<RankedTensorType>(state.type);
+    InitOp init = declared.lookup(state.name);
+    choices::StateInit start = init ? init.getStateInit() : choices::StateInit{};
+    std::string problem = retention.getDefinition().initProblem(
+        {state.name, type.getShape(), start, retentionArgs, userMap});
+    if (problem.empty())
+      continue;
+    Operation *at = init ? init.getOperation() : retention.getOperation();
+    InFlightDiagnostic diag = at->emitError(problem);
+    if (!init)
+      diag.attachNote(module.getLoc())
+          << "state '" << state.name << "' has no init declaration, so it starts from zeros";
+    else
+      diag.attachNote(retention.getLoc())
+          << "retention '" << retention.getDefinition().name() << "' is declared here";
+    return failure();
+  }
   return success();
 }
 
@@ -259,7 +387,49 @@ LogicalResult MemoryModuleOp::verify() {
                              static_cast<int64_t>(getChunk())},
                             reporter);
   pending.reset();
-  return failure(failedRule);
+  if (failedRule)
+    return failure();
+  return verifyInits(*this, retention, retentionArgs);
+}
+
+//===----------------------------------------------------------------------===//
+// InitOp
+//===----------------------------------------------------------------------===//
+
+choices::StateInit InitOp::getStateInit() {
+  choices::StateInit init;
+  init.kind = choices::StateInit::parse(getKind().str()).value_or(init.kind);
+  if (getScale())
+    init.scale = getScale()->convertToDouble();
+  if (getSeed())
+    init.seed = static_cast<uint64_t>(getSeedAttr().getInt());
+  return init;
+}
+
+/// The kind is known; zeros takes nothing, identity and uniform an optional
+/// non-zero scale, normal a positive scale and a seed.
+LogicalResult InitOp::verify() {
+  std::optional<choices::StateInit::Kind> kind = choices::StateInit::parse(getKind().str());
+  if (!kind)
+    return emitOpError("unknown init '")
+           << getKind() << "': expected \"zeros\", \"identity\", \"uniform\" or \"normal\"";
+  using Kind = choices::StateInit::Kind;
+  std::optional<double> scale;
+  if (getScale())
+    scale = getScale()->convertToDouble();
+  if (*kind == Kind::Zeros && (scale || getSeed()))
+    return emitOpError("a zeros init takes no scale or seed");
+  if (*kind != Kind::Normal && getSeed())
+    return emitOpError("only a normal init takes a seed");
+  if (*kind == Kind::Normal && (!scale || !getSeed()))
+    return emitOpError("a normal init needs a scale and a seed");
+  if (scale && (!std::isfinite(*scale) || *scale == 0 || (*kind == Kind::Normal && *scale < 0)))
+    return emitOpError("init scale must be ")
+           << (*kind == Kind::Normal ? "positive" : "finite and non-zero") << ", got "
+           << *scale;
+  if (getSeed() && getSeedAttr().getInt() < 0)
+    return emitOpError("init seed must be non-negative");
+  return success();
 }
 
 //===----------------------------------------------------------------------===//

@@ -118,6 +118,15 @@ struct BiasDecl {
   SourceLoc loc;
 };
 
+/// `init W = uniform;`: how the named state starts when the host gives none.
+/// The value is written like a component: `zeros`, `identity(0.5)`,
+/// `normal(0.02, seed = 7)`.
+struct InitDecl {
+  std::string state;
+  Component value;
+  SourceLoc loc; // the state's name
+};
+
 struct Module {
   std::string name;
   SourceLoc loc;
@@ -131,6 +140,7 @@ struct Module {
   SourceLoc readLoc;
   ExprPtr chunk;
   SourceLoc chunkLoc;
+  std::vector<InitDecl> inits; // declaration order
 };
 
 //===----------------------------------------------------------------------===//
@@ -205,6 +215,18 @@ struct ResolvedBias {
   SourceLoc loc;
 };
 
+/// A checked `init`: kind "zeros" | "identity" | "uniform" | "normal" (the
+/// spellings of choices::StateInit); the scale when written (else the kind's
+/// default), the seed of a normal init. Whether `state` is one the module
+/// carries is the dialect's check (it owns the state names).
+struct ResolvedInit {
+  std::string state;
+  std::string kind;
+  std::optional<double> scale;
+  std::optional<int64_t> seed;
+  SourceLoc loc;
+};
+
 struct ResolvedModule {
   std::string name;
   SourceLoc loc;
@@ -219,6 +241,7 @@ struct ResolvedModule {
   int64_t chunk = 1;
   int64_t steps = 1; // (k, v) pairs per token; n for optimizer multistep(n)
   SourceLoc chunkLoc;
+  std::vector<ResolvedInit> inits; // declaration order, one per state at most
 
   const ResolvedGate *findGate(const std::string &gateName) const {
     for (const ResolvedGate &g : gates)

@@ -35,6 +35,7 @@
 #include <cstdint>
 #include <functional>
 #include <memory>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -227,6 +228,43 @@ public:
   virtual bool isHalfSquaredError() const { return false; }
 };
 
+/// How a carried state starts when the host gives no initial state: the DSL's
+/// `init W = ...;`, miras_state_init of the ABI (the runtime fills it in).
+struct StateInit {
+  enum class Kind { Zeros, Identity, Uniform, Normal };
+  Kind kind = Kind::Zeros;
+  /// Identity: the diagonal (default 1); uniform: every entry (default 1/n,
+  /// n the length of the state's last axis: the rows f_div and kl normalise,
+  /// so each row is uniform on the simplex); normal: the standard deviation
+  /// (required). Unset: the default.
+  std::optional<double> scale;
+  uint64_t seed = 0; // normal only
+
+  /// "zeros", "identity", "uniform", "normal" (the DSL's spelling).
+  static const char *spelling(Kind kind);
+  static std::optional<Kind> parse(const std::string &spelling);
+  /// The scale for a state of per-(batch, head) `shape` (defaults applied).
+  double scaleFor(llvm::ArrayRef<int64_t> shape) const;
+  /// The values every entry of such a state is drawn from, for checking a
+  /// map at them: zeros {0}, identity {0, s} ({s} for a 1 x 1 state), uniform
+  /// {s}, normal {-s, 0, s} (one deviation either side, and the mean).
+  std::vector<double> representativeValues(llvm::ArrayRef<int64_t> shape) const;
+  /// `uniform(0.125)`, `normal(0.02, seed = 7)`: as it would be declared.
+  std::string str() const;
+};
+
+/// What a retention's start is checked against (RetentionChoice::initProblem).
+struct InitialWeight {
+  std::string name;                // the carried state, "W", "A1", ...
+  llvm::ArrayRef<int64_t> shape;   // per (batch, head)
+  const StateInit &init;
+  const ArgLookup &retentionArgs;
+  /// A user-written element-wise map (`bregman(map(A) = ...)`) at one value;
+  /// NaN where it is undefined. Null when the module has none, or when it
+  /// cannot be evaluated at compile time.
+  std::function<double(double)> userMap;
+};
+
 /// How the old state is kept (SPEC section 5): a decay, a coupled or
 /// proximal step, or a mirror map with a dual state.
 class RetentionChoice : public Choice {
@@ -241,6 +279,12 @@ public:
   virtual mlir::Value buildMirrorMap(StepContext &, mlir::Value dual) const;
   /// Starts this retention's part of one step (reads its arguments).
   virtual std::unique_ptr<RetentionStep> beginStep(StepContext &ctx) const;
+  /// Why the first step is undefined from this initial weight (its map or
+  /// its normaliser is 0/0, a log of a non-positive number, ...), and what to
+  /// declare instead; empty when it is defined. Asked for each memory weight
+  /// (W, or its dual A), not for optimizer states. The mirror retentions ask
+  /// their user map at the init's representative values.
+  virtual std::string initProblem(const InitialWeight &weight) const;
 };
 
 /// What a retention does inside one derived step. The optimizer drives:

@@ -22,7 +22,8 @@ def Miras_MemoryModuleOp : Miras_Op<"module", [
   let summary = "A memory module: the four MIRAS choices and their inputs";
   let description = [{
     Holds one `miras.memory`, `miras.bias`, `miras.retention` and
-    `miras.optimizer`, any number of `miras.param` and `miras.gate`, and (after
+    `miras.optimizer`, any number of `miras.param`, `miras.gate` and
+    `miras.init` (one per state at most), and (after
     `miras-derive-update`) the derived `func.func @step`. `dk` and `dv` are the
     key and value widths, `chunk` the chunk size of SPEC section 7,
     `read_after_write` selects `o_t = f(W_t; q_t)` over `o_t = f(W_{t-1}; q_t)`,
@@ -66,6 +67,8 @@ def Miras_MemoryModuleOp : Miras_Op<"module", [
     }
     /// The gate declarations in declaration (= ABI) order.
     llvm::SmallVector<class GateOp> getGates();
+    /// How state `state` starts: its miras.init, or zeros without one.
+    ::miras::choices::StateInit getStateInit(llvm::StringRef state);
   }];
 }
 
@@ -115,6 +118,39 @@ def Miras_GateOp : Miras_Op<"gate", [Symbol, HasParent<"MemoryModuleOp">]> {
   let extraClassDeclaration = [{
     /// The type of one token's value: f32 or tensor<dim x f32>.
     mlir::Type getValueType();
+  }];
+}
+
+def Miras_InitOp : Miras_Op<"init", [HasParent<"MemoryModuleOp">]> {
+  let summary = "How a carried state starts when the host gives none";
+  let description = [{
+    The DSL's `init W = uniform;`: the value the runtime fills a state with
+    when a call passes no initial state for it (miras_state_init in the
+    library's metadata; the module's own entry points still read a missing
+    state as zeros). `state` names one of the states the module carries (the
+    step signature's W / A / W1.. / S..; not an anchor or the chunk
+    position), at most once. `kind` is `zeros`, `identity` (`scale` on the
+    diagonal of the last two axes, default 1), `uniform` (every entry `scale`,
+    default 1/n with n the state's last axis: each row on the simplex) or
+    `normal` (N(0, scale^2) entries from `seed`, runtime.h's generator; both
+    required). A state without a miras.init starts from zeros. The module's
+    verifier asks the retention whether its first step is defined from this
+    start (f_div needs rows on the simplex; a user map must be finite at the
+    start's values).
+
+    ```mlir
+    miras.init "W" = "uniform"
+    miras.init "A" = "identity" {scale = 5.000000e-01 : f64}
+    miras.init "W1" = "normal" {scale = 2.000000e-02 : f64, seed = 7 : i64}
+    ```
+  }];
+  let arguments = (ins StrAttr:$state, StrAttr:$kind, OptionalAttr<F64Attr>:$scale,
+                       OptionalAttr<I64Attr>:$seed);
+  let assemblyFormat = "$state `=` $kind attr-dict";
+  let hasVerifier = 1;
+  let extraClassDeclaration = [{
+    /// The declaration as the choice definitions read it (kind, scale, seed).
+    ::miras::choices::StateInit getStateInit();
   }];
 }
 

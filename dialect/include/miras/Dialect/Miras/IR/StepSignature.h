@@ -67,6 +67,7 @@ public:
 
   const std::vector<Tensor> &getStates() const { return states; }
   const std::vector<Tensor> &getGates() const { return gates; }
+  const std::vector<Tensor> &getAnchors() const { return anchors; }
 
   /// The step's function type, and its arguments and results named
   /// (`miras.name`) as the metadata names them.
@@ -101,54 +102,92 @@ private:
 };
 
 /// The kernel's arguments (the ABI of KernelInterface.h), for a module with
-/// `numGates` gates and `numStates` states.
+/// `numGates` gates, `numStates` carried states and, when chunk > 1,
+/// `numAnchors` anchors: after the carried states, what continuing a sequence
+/// needs (miras_abi.h miras_state_role), each [B, H, shape] and updated in
+/// place like a state:
+///
+///   kernel(pair_begin, pair_end, q, k, v, gates..., states...,
+///          anchors..., chunk_position, o)
+///
+/// anchors[i] is the anchor of state i (its shape); chunk_position [B, H, 1]
+/// the tokens of the current chunk already consumed (a float holding an
+/// integer in [0, C)). Without anchors there is neither.
 struct KernelLayout {
-  unsigned numGates = 0, numStates = 0;
+  unsigned numGates = 0, numStates = 0, numAnchors = 0;
 
   static constexpr unsigned pairBegin = 0, pairEnd = 1, query = 2, key = 3,
                             value = 4;
   unsigned gate(unsigned i) const { return 5 + i; }
   unsigned state(unsigned i) const { return 5 + numGates + i; }
-  unsigned output() const { return 5 + numGates + numStates; }
+  unsigned anchor(unsigned i) const { return state(numStates) + i; }
+  /// Only with anchors.
+  unsigned chunkPosition() const { return anchor(numAnchors); }
+  /// Every [B, H, ...] argument: carried states, anchors, chunk position.
+  unsigned numAllStates() const {
+    return numStates + numAnchors + (numAnchors ? 1 : 0);
+  }
+  unsigned output() const { return 5 + numGates + numAllStates(); }
   unsigned size() const { return output() + 1; }
 
   static KernelLayout of(const StepSignature &signature) {
-    return {signature.numGates(), signature.numStates()};
+    return {signature.numGates(), signature.numStates(), signature.numAnchors()};
   }
 };
 
 /// The backward kernel's arguments (KernelInterface.h), for a module with
-/// `numGates` gates and `numStates` states:
+/// `numGates` gates, `numStates` carried states and `numAnchors` anchors (the
+/// forward's KernelLayout; "every state" below is all of its [B, H, ...]
+/// arguments, carried states, anchors and chunk position, in that order):
 ///
 ///   backward_kernel(pair_begin, pair_end, q, k, v, gates...,   as the kernel
 ///                   do,                  [B, T, H, Dv]
-///                   dstates...,          [B, H, shape]: in, the adjoint of
-///                                        the final state; out, of the initial
+///                   dstates...,          every state, [B, H, shape]: in, the
+///                                        adjoint of the final state; out, of
+///                                        the initial (the chunk position's:
+///                                        zeros)
 ///                   dq, dk, dv, dgates...  per token, shaped like q, k, ...
-///                   checkpoints...,      [P, N, shape]: N = ceil(T / S)
-///                                        states per pair of the range (P of
-///                                        them); in, slot 0 holds the initial
-///                                        state; the rest is workspace
-///                   segment...)          [P, S, slot shape]: workspace per
-///                                        pair (segmentSlotShape)
+///                   checkpoints...,      every state, [P, N, shape]: slot 0
+///                                        holds its initial value; a carried
+///                                        state has N = ceil((T + C - 1) / S)
+///                                        slots, the rest workspace; an anchor
+///                                        or the chunk position N = 1
+///                   segment...)          carried states only, [P, S, slot
+///                                        shape]: workspace per pair
+///                                        (segmentSlotShape)
 ///
 /// A pair's checkpoints and segment are at index pair - pair_begin: the CPU
 /// glue runs one pair per call (P = 1); a GPU launch has every pair at once.
+/// The checkpoints count segments of the chunk-aligned time: with the chunk
+/// position p, segment c holds the tokens t with c * S <= p + t < (c + 1) * S.
 struct BackwardKernelLayout {
-  unsigned numGates = 0, numStates = 0;
+  unsigned numGates = 0, numStates = 0, numAnchors = 0;
 
   static constexpr unsigned pairBegin = 0, pairEnd = 1, query = 2, key = 3,
                             value = 4;
+  unsigned numAllStates() const {
+    return numStates + numAnchors + (numAnchors ? 1 : 0);
+  }
   unsigned gate(unsigned i) const { return 5 + i; }
   unsigned outputAdjoint() const { return 5 + numGates; }
+  /// Of every state (i < numAllStates()).
   unsigned stateAdjoint(unsigned i) const { return 6 + numGates + i; }
-  unsigned queryAdjoint() const { return 6 + numGates + numStates; }
+  unsigned queryAdjoint() const { return 6 + numGates + numAllStates(); }
   unsigned keyAdjoint() const { return queryAdjoint() + 1; }
   unsigned valueAdjoint() const { return queryAdjoint() + 2; }
   unsigned gateAdjoint(unsigned i) const { return queryAdjoint() + 3 + i; }
+  /// Of every state (i < numAllStates()).
   unsigned checkpoint(unsigned i) const { return gateAdjoint(numGates) + i; }
-  unsigned segment(unsigned i) const { return checkpoint(numStates) + i; }
+  /// Of the carried states (i < numStates).
+  unsigned segment(unsigned i) const { return checkpoint(numAllStates()) + i; }
   unsigned size() const { return segment(numStates); }
+
+  /// Checkpoints of a carried state for a sequence of `length` tokens with
+  /// chunk `chunk` and segment `segment`: the chunk position shifts the
+  /// segments by up to chunk - 1 tokens.
+  static int64_t numCheckpoints(int64_t length, int64_t chunk, int64_t segment) {
+    return (length + chunk - 1 + segment - 1) / segment;
+  }
 
   /// A segment slot holds a state of `shape` and spare rows along its first
   /// dimension, at least 16 floats (64 bytes, so a slot keeps the vector
@@ -169,7 +208,7 @@ struct BackwardKernelLayout {
   }
 
   static BackwardKernelLayout of(const StepSignature &signature) {
-    return {signature.numGates(), signature.numStates()};
+    return {signature.numGates(), signature.numStates(), signature.numAnchors()};
   }
 };
 
