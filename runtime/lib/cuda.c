@@ -850,7 +850,10 @@ static miras_status run_on_device(miras_library *lib, struct miras_library_cuda 
 miras_status miras_cuda_forward_host(miras_library *lib, const miras_forward_args *a,
                                      int32_t input_dtype) {
   host_plan p;
-  miras_status st = make_plan(lib, a, input_dtype, &p);
+  miras_status st = miras_check_chunk_position(lib, a->state_in, a->batch, a->heads);
+  if (st != MIRAS_OK)
+    return st;
+  st = make_plan(lib, a, input_dtype, &p);
   /* The results land in staging first and reach the caller's buffers only once every
    * step has succeeded. */
   int64_t out_bytes = 0;

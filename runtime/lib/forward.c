@@ -262,8 +262,36 @@ static int32_t run_parallel(miras_library *lib, const miras_forward_args *args,
 }
 
 /* Calls the module; a failing module cannot set our message, so we do. */
+miras_status miras_check_chunk_position(const miras_library *lib, const float *const *state_in,
+                                        int64_t batch, int64_t heads) {
+  const miras_module_metadata *m = lib->meta;
+  for (int32_t i = 0; i < m->num_states && state_in != NULL; ++i) {
+    if (m->states[i].role != MIRAS_STATE_CHUNK_POSITION || state_in[i] == NULL)
+      continue;
+    for (int64_t pair = 0; pair < batch * heads; ++pair) {
+      float p = state_in[i][pair];
+      if (p >= 0.0f && p < (float)m->chunk && p == (float)(int64_t)p)
+        continue;
+      return miras_fail(MIRAS_ERR_INVALID_ARGUMENT,
+                        "input tensor '%s' holds %g at [%lld, %lld, 0]: a chunk position is "
+                        "the number of tokens of the current chunk already consumed, an "
+                        "integer 0 <= p < %lld (chunk); pass the '%s' a previous call "
+                        "returned, or none to start a sequence",
+                        m->states[i].name, (double)p, (long long)(pair / heads),
+                        (long long)(pair % heads), (long long)m->chunk, m->states[i].name);
+    }
+  }
+  return MIRAS_OK;
+}
+
 static miras_status call_module_pass(miras_library *lib, const miras_forward_args *args,
                                      const miras_backward_args *backward_args) {
+  miras_status checked =
+      backward_args ? miras_check_chunk_position(lib, backward_args->state_in,
+                                                 backward_args->batch, backward_args->heads)
+                    : miras_check_chunk_position(lib, args->state_in, args->batch, args->heads);
+  if (checked != MIRAS_OK)
+    return checked;
   int32_t rc = run_parallel(lib, args, backward_args);
   if (rc == MIRAS_OK)
     return MIRAS_OK;

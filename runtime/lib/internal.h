@@ -93,6 +93,12 @@ struct miras_library {
 miras_status miras_check_forward_args(const miras_library *lib, const miras_forward_args *args,
                                       const char *who);
 
+/* A given chunk position (host memory) must hold integers 0 <= p < chunk for all B * H
+ * pairs (miras_abi.h miras_state_role): the named message before a module runs. On the
+ * device (miras_library_forward_cuda) it is not read back; the kernels take it mod C. */
+miras_status miras_check_chunk_position(const miras_library *lib, const float *const *state_in,
+                                        int64_t batch, int64_t heads);
+
 /* The same for miras_backward_args (miras_library_backward_cuda): also
  * MIRAS_ERR_UNSUPPORTED for a library without a backward. */
 miras_status miras_check_backward_args(const miras_library *lib, const miras_backward_args *args,

@@ -115,8 +115,16 @@ static miras_status check_state_role(const char *path, const miras_module_metada
     snprintf(msg, sizeof msg, "state '%s' has an unknown role %d", s->name, (int)s->role);
     return bad_metadata(path, msg);
   }
-  if (s->init < MIRAS_INIT_ZEROS || s->init > MIRAS_INIT_NORMAL || !(s->init_scale == s->init_scale)) {
+  if (s->init < MIRAS_INIT_ZEROS || s->init > MIRAS_INIT_NORMAL) {
     snprintf(msg, sizeof msg, "state '%s' has an unknown init %d", s->name, (int)s->init);
+    return bad_metadata(path, msg);
+  }
+  /* A finite scale (a positive one for a deviation); anchors and the chunk position
+   * start every sequence from zeros (position 0: the anchors are not read). */
+  if (!isfinite(s->init_scale) || (s->init == MIRAS_INIT_NORMAL && !(s->init_scale > 0.0)) ||
+      (s->role != MIRAS_STATE_CARRIED && s->init != MIRAS_INIT_ZEROS)) {
+    snprintf(msg, sizeof msg, "state '%s' has an init (%d) with scale %g that it cannot take",
+             s->name, (int)s->init, s->init_scale);
     return bad_metadata(path, msg);
   }
   return MIRAS_OK;

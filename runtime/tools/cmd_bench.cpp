@@ -61,8 +61,9 @@ const char kBenchHelp[] =
     "\n"
     "With --backward, after the forward: the median of R timed backwards (random dL/do\n"
     "and dL/d(final states), N(0, 1)) through miras_library_backward on the same threads;\n"
-    "the backward/forward time ratio; the states its recompute keeps, ceil(T/S) + S per\n"
-    "(batch, head) pair in flight for segment S (against T to keep them all) and their\n"
+    "the backward/forward time ratio; the states its recompute keeps, ceil((T+C-1)/S) + S\n"
+    "per (batch, head) pair in flight for segment S and chunk C (against T to keep them\n"
+    "all) and their\n"
     "bytes in this call (one pair in flight per thread; the segment slots' spare rows and\n"
     "the kernel's few scratch states not counted); and for a module with a scalar\n"
     "reference, a hand-written scalar reverse sweep (same segment) timed on the same\n"
@@ -597,8 +598,12 @@ struct BackwardProblem {
       names.push_back(m.states[s].name), values.push_back(&in.initialStates[s]);
     std::mt19937_64 rng(opts.seed + 1);
     dO = randomLike(in.o, rng);
-    for (const std::vector<float> &s : in.initialStates)
-      dFinal.push_back(randomLike(s, rng));
+    // The carried states' adjoints; a chunked module's final anchors and chunk position
+    // get zeros (a loss of o and the weights, as the scalar reference computes it).
+    for (int32_t s = 0; s < m.num_states; ++s)
+      dFinal.push_back(m.states[s].role == MIRAS_STATE_CARRIED
+                           ? randomLike(in.initialStates[s], rng)
+                           : std::vector<float>(in.initialStates[s].size(), 0.0f));
   }
 
   /// Zeroed buffers for the adjoint of every input.

@@ -748,11 +748,17 @@ LogicalResult KernelLowering::run() {
   // so that a decode step (T = 1) costs one token, not a chunk.
   Value positionSlot =
       slice(b, loc, entry->getArgument(layout.chunkPosition()), {bi, hi}, {1});
-  Value position = arith::IndexCastOp::create(
-      b, loc, indexType,
-      arith::FPToUIOp::create(b, loc, b.getI64Type(),
-                              memref::LoadOp::create(b, loc, positionSlot, ValueRange{c0})));
+  // The glue and the runtime refuse a position outside [0, C); on the
+  // device nobody reads it back, so it is taken mod C here: never an index
+  // out of bounds.
   Value chunkSize = arith::ConstantIndexOp::create(b, loc, chunk);
+  Value position = arith::RemUIOp::create(
+      b, loc,
+      arith::IndexCastOp::create(
+          b, loc, indexType,
+          arith::FPToUIOp::create(b, loc, b.getI64Type(),
+                                  memref::LoadOp::create(b, loc, positionSlot, ValueRange{c0}))),
+      chunkSize);
   if (!form) {
     beginBody(step);
     bindStates(stateSlices);

@@ -232,7 +232,10 @@ typedef struct miras_module_metadata {
  * Arguments of one forward call over a whole sequence (T = 1 is a decode step).
  * gates[i] follows metadata->gates[i]; state_in[i] / state_out[i] follow
  * metadata->states[i]. state_in[i] may equal state_out[i] (in-place continuation);
- * a NULL state_in[i] means a zero initial state.
+ * a NULL state_in[i] means a zero initial state (for a chunked module's anchors and
+ * chunk position: a call that starts a sequence). Every state_out together is what the
+ * next call over the same sequence needs as its state_in: any split of a sequence into
+ * calls, T = 1 steps included, gives one call's numbers.
  */
 typedef struct miras_forward_args {
   int64_t batch;  /* B */

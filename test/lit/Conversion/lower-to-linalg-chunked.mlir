@@ -14,7 +14,8 @@
 // CHECK: %[[PBH:.*]] = memref.subview %[[PARG]]
 // CHECK: %[[PF:.*]] = memref.load %[[PBH]]
 // CHECK: %[[PI:.*]] = arith.fptoui %[[PF]]
-// CHECK: %[[P:.*]] = arith.index_cast %[[PI]]
+// CHECK: %[[PX:.*]] = arith.index_cast %[[PI]]
+// CHECK: %[[P:.*]] = arith.remui %[[PX]], %c3
 // CHECK: scf.for %[[T:.*]] =
 // CHECK: %[[U:.*]] = arith.addi %[[P]], %[[T]]
 // CHECK: %[[R:.*]] = arith.remui %[[U]], %c3
