@@ -14,8 +14,15 @@
 //       end as the adjoint of the initial state) and spare ones; dq, dk, dv
 //       and the gate adjoints are written per token.
 //
-// Saved memory per pair in flight: ceil(T / S) checkpoints plus S segment
-// states, both indexed by the pair's place in the range; the
+// With chunk C > 1 the call may start inside a chunk (chunk position p, the
+// anchors given): segments are counted in the chunk-aligned time u = p + t,
+// so that each chunk lies in one segment and its anchor is one of the
+// segment's states (the head's, the anchors given, in slot 0). The final
+// anchors' adjoints join the last chunk's anchor adjoints; what is left of
+// them at the start is the adjoint of the anchors given.
+//
+// Saved memory per pair in flight: ceil((T + C - 1) / S) checkpoints plus S
+// segment states, both indexed by the pair's place in the range; the
 // work is two forward steps and one reverse step per token.
 //
 // Each step body is lowered by KernelLowering's op lowering (lowerOp) as in
