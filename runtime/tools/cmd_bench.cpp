@@ -28,6 +28,7 @@ const char kBenchHelp[] =
     "usage: miras bench <lib.so> [--batch B] [--length T] [--heads H] [--threads N]\n"
     "                   [--repeat R] [--warmup W] [--seed S] [--json] [--no-reference]\n"
     "                   [--device cpu|cuda] [--input-dtype f32|bf16] [--backward]\n"
+    "                   [--decode]\n"
     "\n"
     "Time a compiled module on random inputs (q, k unit vectors per head, v ~ N(0, 1),\n"
     "gates uniform in their declared ranges (see 'miras info': sample), a small random\n"
@@ -58,6 +59,7 @@ const char kBenchHelp[] =
     "                   (cuda only)\n"
     "  --backward       also time the backward pass (a module built with mirasc --backward,\n"
     "                   cpu): see below\n"
+    "  --decode         also run the sequence as T one-token calls (cpu): see below\n"
     "\n"
     "With --backward, after the forward: the median of R timed backwards (random dL/do\n"
     "and dL/d(final states), N(0, 1)) through miras_library_backward on the same threads;\n"
@@ -69,6 +71,12 @@ const char kBenchHelp[] =
     "reference, a hand-written scalar reverse sweep (same segment) timed on the same\n"
     "threads, and the largest |d - d_ref| / max |d_ref| over the adjoints of q, k, v, the\n"
     "gates and the initial state (worst one named).\n"
+    "\n"
+    "With --decode, after the forward: the same sequence as T successive calls of one token\n"
+    "each (a decode loop: every state carried in place, a chunked module's anchors and chunk\n"
+    "position included), timed as a whole (median of R loops); ms per token, its ratio to a\n"
+    "token of the whole-sequence call, and max |o - o_whole| / max |o_whole| (exact\n"
+    "continuation gives the whole call's numbers).\n"
     "\n"
     "With --device cuda (a module built with --target=cuda or cpu,cuda, a CUDA driver and\n"
     "a GPU), the inputs are uploaded once and the device-pointer forward is timed (each\n"
@@ -87,7 +95,7 @@ struct BenchOptions {
   int64_t batch = 2, length = 1024, heads = 8;
   int64_t threads = 0, repeat = 5, warmup = 1;
   uint64_t seed = 0;
-  bool json = false, reference = true, backward = false;
+  bool json = false, reference = true, backward = false, decode = false;
   std::string device = "cpu";
   std::string inputDtype = "f32";
 };
@@ -114,6 +122,10 @@ BenchOptions parseOptions(const Args &args) {
     }
     if (args[i] == "--backward") {
       opts.backward = true;
+      continue;
+    }
+    if (args[i] == "--decode") {
+      opts.decode = true;
       continue;
     }
     auto [arg, value] = nextOption(args, i);
@@ -147,6 +159,8 @@ BenchOptions parseOptions(const Args &args) {
   checkDeviceOptions(opts.device, opts.inputDtype);
   if (opts.backward && opts.inputDtype != "f32")
     throw UsageError("--backward takes f32 inputs: the backward kernels read float32");
+  if (opts.decode && opts.device != "cpu")
+    throw UsageError("--decode runs on the cpu");
   if (opts.threads > 4096)
     throw UsageError("--threads " + std::to_string(opts.threads) + " is more than 4096");
   return opts;
@@ -363,8 +377,17 @@ struct BackwardFigures {
   std::optional<std::string> worstOutput, referenceNote;
 };
 
+/// --decode: the sequence as T one-token calls.
+struct DecodeFigures {
+  Timing timing;            // of the whole loop of T calls
+  double msPerToken = 0.0;  // timing.medianMs / T
+  double overWhole = 0.0;   // msPerToken over a token of the whole-sequence call
+  double maxRelDiff = 0.0;  // max |o - o_whole| / max |o_whole|
+};
+
 struct Result : RunFigures {
   std::optional<BackwardFigures> backward;
+  std::optional<DecodeFigures> decode;
   std::string peakIsa;
   double peakGflops = 0.0;
   Number fractionOfPeak;
@@ -391,6 +414,11 @@ void printJson(const Result &r) {
   j.add("baseline_isa", jsonText(r.baselineIsa));
   j.add("baseline_max_abs_diff_vs_reference", jsonNumber(r.baselineMaxAbsDiffVsReference));
   j.add("baseline_note", jsonText(r.baselineNote));
+  if (const std::optional<DecodeFigures> &d = r.decode) {
+    j.add("decode_ms_per_token", jsonNumber(d->msPerToken));
+    j.add("decode_over_whole", jsonNumber(d->overWhole));
+    j.add("decode_max_rel_diff_vs_whole", jsonNumber(d->maxRelDiff));
+  }
   if (const std::optional<BackwardFigures> &bw = r.backward) {
     j.add("backward_ms", jsonNumber(bw->timing.medianMs));
     j.add("backward_ms_best", jsonNumber(bw->timing.bestMs));
@@ -458,6 +486,10 @@ void printText(const Result &r) {
   } else {
     std::printf("  baseline   none: %s\n", r.baselineNote ? r.baselineNote->c_str() : "");
   }
+  if (const std::optional<DecodeFigures> &d = r.decode)
+    std::printf("  decode     %10.4f ms per token as %lld one-token calls (states in place): "
+                "%.2fx a token of the whole call; max |o - o_whole| / max |o_whole| = %s\n",
+                d->msPerToken, (long long)r.length, d->overWhole, sci(d->maxRelDiff).c_str());
   if (const std::optional<BackwardFigures> &bw = r.backward) {
     std::printf("  backward   %10.3f ms  (best %.3f)   %.2fx the forward; segment %lld keeps "
                 "%lld states per pair (T = %lld to keep all), %.3g MB in this call\n",
@@ -884,6 +916,56 @@ BackwardFigures benchBackward(Library &lib, const BenchOptions &opts, Inputs &in
 
 } // namespace
 
+/// The sequence of `in` as T calls of one token, every state carried in place (a
+/// decode loop); in.o holds the whole call's o.
+DecodeFigures benchDecode(Library &lib, const BenchOptions &opts, const Inputs &in,
+                          double wholeMs) {
+  const int64_t B = opts.batch, T = opts.length, H = opts.heads;
+  // Token t of every batch row, contiguous: [T][B, 1, H, ...].
+  auto byToken = [&](const std::vector<float> &x) {
+    const size_t row = x.size() / size_t(B * T); // one token of one sequence: H * ...
+    std::vector<float> y(x.size());
+    for (int64_t t = 0; t < T; ++t)
+      for (int64_t b = 0; b < B; ++b)
+        std::copy_n(x.begin() + ptrdiff_t((b * T + t) * row), row,
+                    y.begin() + ptrdiff_t((t * B + b) * row));
+    return y;
+  };
+  std::vector<float> q = byToken(in.q), k = byToken(in.k), v = byToken(in.v);
+  std::vector<std::vector<float>> gates;
+  for (const std::vector<float> &g : in.gates)
+    gates.push_back(byToken(g));
+  std::vector<std::vector<float>> states = in.initialStates;
+  std::vector<float> o(in.o.size());
+  const size_t qRow = q.size() / size_t(T), kRow = k.size() / size_t(T),
+               vRow = v.size() / size_t(T), oRow = o.size() / size_t(T);
+  std::vector<const float *> gatePtrs(gates.size()), stateIn(states.size());
+  std::vector<float *> stateOut(states.size());
+  DecodeFigures d;
+  d.timing = timeRuns(opts.warmup, opts.repeat, [&] {
+    for (size_t s = 0; s < states.size(); ++s) {
+      states[s] = in.initialStates[s];
+      stateIn[s] = stateOut[s] = states[s].data();
+    }
+    for (int64_t t = 0; t < T; ++t) {
+      for (size_t g = 0; g < gates.size(); ++g)
+        gatePtrs[g] = gates[g].data() + size_t(t) * (gates[g].size() / size_t(T));
+      miras_forward_args args{B, 1, H,
+                              q.data() + size_t(t) * qRow, k.data() + size_t(t) * kRow,
+                              v.data() + size_t(t) * vRow, gatePtrs.data(), stateIn.data(),
+                              stateOut.data(), o.data() + size_t(t) * oRow};
+      miras_status status = miras_library_forward_args(lib.handle(), &args);
+      if (status != MIRAS_OK)
+        throw Error(status, miras_last_error());
+    }
+  });
+  d.msPerToken = d.timing.medianMs / double(T);
+  d.overWhole = d.msPerToken / (wholeMs / double(T));
+  std::vector<float> wholeByToken = byToken(in.o);
+  d.maxRelDiff = maxAbsDiff(o, wholeByToken) / std::max(maxAbs(wholeByToken), 1e-30);
+  return d;
+}
+
 int runBench(const Args &args) {
   BenchOptions opts = parseOptions(args);
   Library lib = Library::open(opts.library);
@@ -995,6 +1077,8 @@ int runBench(const Args &args) {
                        std::to_string(m.chunk) + ": outputs not compared";
   }
 
+  if (opts.decode)
+    r.decode = benchDecode(lib, opts, in, r.timing.medianMs);
   if (opts.backward)
     r.backward = benchBackward(lib, opts, in, r.timing.medianMs, reference, problem);
 

@@ -183,8 +183,13 @@ LogicalResult KernelLowering::runBackward(func::FuncOp backward,
   };
   auto copyStates = [&](OpBuilder &ob, function_ref<Value(unsigned)> from,
                         function_ref<Value(unsigned)> to) {
-    for (unsigned i = 0; i < numStates; ++i)
-      memref::CopyOp::create(ob, loc, from(i), to(i));
+    for (unsigned i = 0; i < numStates; ++i) {
+      // One builder call per statement: the IR must not depend on the host
+      // compiler's argument order.
+      Value source = from(i);
+      Value dest = to(i);
+      memref::CopyOp::create(ob, loc, source, dest);
+    }
   };
   // The call may start inside a chunk (chunk position p; 0 without anchors):
   // the kernel walks the chunk-aligned time u = p + t, whose segment c holds

@@ -718,11 +718,12 @@ void ChunkedForm::momentumCoefficients(const ChunkUpdate &update, Value K,
     OpBuilder::InsertionGuard inner(b);
     b.setInsertionPointToStart(columns.getBody());
     Value j = columns.getInductionVar();
-    Value kNext = arith::AddFOp::create(
-        b, loc,
-        arith::MulFOp::create(b, loc, a,
-                              memref::LoadOp::create(b, loc, previous, ValueRange{j})),
-        memref::LoadOp::create(b, loc, ratios, ValueRange{j}));
+    // One builder call per statement: the IR must not depend on the host
+    // compiler's argument order.
+    Value before = memref::LoadOp::create(b, loc, previous, ValueRange{j});
+    Value scaled = arith::MulFOp::create(b, loc, a, before);
+    Value ratio = memref::LoadOp::create(b, loc, ratios, ValueRange{j});
+    Value kNext = arith::AddFOp::create(b, loc, scaled, ratio);
     memref::StoreOp::create(b, loc, kNext, previous, ValueRange{j});
     auto store = scf::IfOp::create(b, loc, valid, /*withElseRegion=*/false);
     b.setInsertionPointToStart(store.thenBlock());
@@ -861,7 +862,8 @@ void ChunkedForm::emitStateUpdates() {
       scaledWk = buffer({chunk, cols});
       linalg::FillOp::create(b, loc, ValueRange{constantF32(1.0)}, ValueRange{rho});
       forEachRowDownward([&](Value j) {
-        multiplyRows(rowOf(buffers.Wk, j), rho, rowOf(scaledWk, j));
+        Value keys = rowOf(buffers.Wk, j); // one builder call per statement
+        multiplyRows(keys, rho, rowOf(scaledWk, j));
         multiplyRows(rho, rowOf(buffers.decays, j), rho);
       });
       linalg::GenericOp::create(
@@ -1065,8 +1067,8 @@ LogicalResult ChunkedForm::build(Value from, Value to) {
     Value t = copy.getInductionVar();
     Value ti = arith::AddIOp::create(b, loc, start, t);
     Value o = entry->getArgument(entry->getNumArguments() - 1);
-    memref::CopyOp::create(b, loc, rowOf(outputs, t),
-                           slice(b, loc, o, {bi, ti, hi}, {dv}));
+    Value row = rowOf(outputs, t); // one builder call per statement (argument order)
+    memref::CopyOp::create(b, loc, row, slice(b, loc, o, {bi, ti, hi}, {dv}));
   }
   emitStateUpdates();
   return success();

@@ -652,7 +652,7 @@ LogicalResult KernelLowering::buildTokens(OpBuilder &b, Location loc, Block *ent
   bindToken(b, loc, entry, bi, ti, hi, signature.queryArg());
   prefetchNextToken(b, loc, entry, bi, ti, hi);
   Value out = entry->getArgument(entry->getNumArguments() - 1);
-  outputSlice = slice(b, loc, out, {bi, ti, hi}, {module.getDv()});
+  outputSlice = slice(b, loc, out, {bi, ti, hi}, {static_cast<int64_t>(module.getDv())});
   outputValue = ret.getOperands().back();
   for (Operation &op : body)
     if (failed(lowerOp(b, op)))

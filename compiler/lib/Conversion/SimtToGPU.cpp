@@ -307,13 +307,14 @@ struct SimtToGPUPass : public miras::impl::MirasSimtToGPUBase<SimtToGPUPass> {
         if (argIndex >= backward->checkpoint(backward->numStates) &&
             argIndex < backward->segment(0))
           return {pairs, arith::ConstantIndexOp::create(b, loc, 1)};
-        if (argIndex >= backward->checkpoint(0) && argIndex < backward->segment(0))
-          return {pairs,
-                  arith::CeilDivUIOp::create(
-                      b, loc,
-                      arith::AddIOp::create(b, loc, T,
-                                            arith::ConstantIndexOp::create(b, loc, chunk - 1)),
-                      arith::ConstantIndexOp::create(b, loc, segment))};
+        if (argIndex >= backward->checkpoint(0) && argIndex < backward->segment(0)) {
+          // One builder call per statement: the IR must not depend on the host
+          // compiler's argument order.
+          Value spare = arith::ConstantIndexOp::create(b, loc, chunk - 1);
+          Value shifted = arith::AddIOp::create(b, loc, T, spare);
+          Value size = arith::ConstantIndexOp::create(b, loc, segment);
+          return {pairs, arith::CeilDivUIOp::create(b, loc, shifted, size)};
+        }
         if (argIndex >= backward->segment(0))
           return {pairs};
         if (argIndex >= backward->stateAdjoint(0) && argIndex < backward->queryAdjoint())

@@ -15,8 +15,9 @@ error. With --backward (check_backward): every model with a scalar reference, wi
 chunk 1 and 4, and a module reading before its write, compiled with mirasc --backward:
 the compiled adjoints of q, k, v, the gates and the initial state against the tool's
 hand-written scalar reverse sweep (relative 1e-4), the recompute's state count
-ceil(T/S) + S, and the errors for a library without a backward pass, for bf16 inputs
-and for a cpu-only library on cuda.
+ceil((T + C - 1)/S) + S, and the errors for a library without a backward pass, for bf16
+inputs and for a cpu-only library on cuda. With --decode (check_decode): a chunked Gated
+DeltaNet, both algorithms, run as one-token calls gives the whole call's o (1e-5).
 No timing assertions.
 Standard library only (no numpy).
 """
@@ -187,9 +188,11 @@ def check_backward(args, before_write):
         check(isinstance(diff, (int, float)) and diff < 1e-4,
               "%s: backward_max_rel_diff_vs_reference = %r (worst %r), want < 1e-4"
               % (tag, diff, report.get("backward_worst_output")))
-        segment = report.get("backward_segment")
-        if isinstance(segment, int) and segment > 0:
-            check(report.get("backward_states_per_pair") == (length - 1) // segment + 1 + segment,
+        segment, chunk = report.get("backward_segment"), report.get("chunk")
+        if isinstance(segment, int) and segment > 0 and isinstance(chunk, int):
+            # The checkpoints of the chunk-aligned time (miras_abi.h backward_segment).
+            want = (length - 1 + chunk - 1) // segment + 1 + segment
+            check(report.get("backward_states_per_pair") == want,
                   "%s: backward_states_per_pair %r for T = %d, S = %d"
                   % (tag, report.get("backward_states_per_pair"), length, segment))
         check(report.get("backward_output_finite") is True, "%s: non-finite adjoints" % tag)
@@ -210,6 +213,38 @@ def check_backward(args, before_write):
     r = run([args.miras, "bench", lib, "--backward", "--device", "cuda"])
     check(r.returncode == 1 and "cuda" in r.stderr and r.stdout == "",
           "--backward --device cuda on a cpu library: want exit 1 naming cuda, got %d: %r"
+          % (r.returncode, r.stderr))
+
+
+def check_decode(args):
+    """--decode: the sequence as one-token calls, every state carried (a chunked module's
+    anchors and chunk position too), gives the whole call's o, for both algorithms."""
+    for algorithm in ("sequential", "chunked"):
+        lib = os.path.join(args.workdir, "decode", "lib_%s.so" % algorithm)
+        os.makedirs(os.path.dirname(lib), exist_ok=True)
+        r = run([args.mirasc, os.path.join(args.examples, "gated_deltanet.miras"), "-DD=8",
+                 "--chunk=4", "--algorithm=" + algorithm, "-o", lib])
+        if r.returncode != 0:
+            check(False, "mirasc --algorithm=%s failed: %s" % (algorithm, r.stderr.strip()))
+            continue
+        r = run([args.miras, "bench", lib, "--json", "--decode", "--length", "37",
+                 "--batch", "2", "--heads", "2", "--threads", "1", "--repeat", "1",
+                 "--no-reference"])
+        if r.returncode != 0:
+            check(False, "miras bench --decode (%s) exited %d: %s" % (
+                algorithm, r.returncode, r.stderr.strip()))
+            continue
+        report = json.loads(r.stdout)
+        for key in ("decode_ms_per_token", "decode_over_whole"):
+            value = report.get(key)
+            check(isinstance(value, (int, float)) and value > 0,
+                  "decode (%s): %s = %r is not a positive number" % (algorithm, key, value))
+        diff = report.get("decode_max_rel_diff_vs_whole")
+        check(isinstance(diff, (int, float)) and 0 <= diff < 1e-5,
+              "decode (%s): max_rel_diff_vs_whole = %r, want < 1e-5" % (algorithm, diff))
+    r = run([args.miras, "bench", lib, "--decode", "--device", "cuda"])
+    check(r.returncode == 2 and "cpu" in r.stderr,
+          "--decode --device cuda: want a usage error naming cpu, got %d: %r"
           % (r.returncode, r.stderr))
 
 
@@ -284,6 +319,7 @@ def main():
 
     check_structure(args)
     check_backward(args, args.before_write)
+    check_decode(args)
 
     if failures:
         print("bench test: %d failure(s)" % len(failures))
