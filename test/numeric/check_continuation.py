@@ -34,30 +34,7 @@ import tempfile
 
 import numpy as np
 
-F32P = ctypes.POINTER(ctypes.c_float)
-F32PP = ctypes.POINTER(F32P)
-
-
-class ForwardArgs(ctypes.Structure):
-    _fields_ = [('batch', ctypes.c_int64), ('length', ctypes.c_int64),
-                ('heads', ctypes.c_int64), ('q', F32P), ('k', F32P), ('v', F32P),
-                ('gates', F32PP), ('state_in', F32PP), ('state_out', F32PP), ('o', F32P)]
-
-
-class BackwardArgs(ctypes.Structure):
-    _fields_ = [('batch', ctypes.c_int64), ('length', ctypes.c_int64),
-                ('heads', ctypes.c_int64), ('q', F32P), ('k', F32P), ('v', F32P),
-                ('gates', F32PP), ('state_in', F32PP), ('d_o', F32P),
-                ('d_state_out', F32PP), ('d_q', F32P), ('d_k', F32P), ('d_v', F32P),
-                ('d_gates', F32PP), ('d_state_in', F32PP)]
-
-
-def ptrs(arrays):
-    """A C array of float pointers; None entries are NULL."""
-    if not arrays:
-        return None
-    return (F32P * len(arrays))(*[a.ctypes.data_as(F32P) if a is not None else None
-                                  for a in arrays])
+from check_backward_kernel import BackwardArgs, ForwardArgs, ptr, ptrs
 
 
 class Library:
@@ -74,9 +51,8 @@ class Library:
         o = np.zeros((B, T, H, self.dv), np.float32)
         outs = states_out or [np.zeros((B, H) + tuple(s['shape']), np.float32)
                               for s in self.states]
-        args = ForwardArgs(B, T, H, q.ctypes.data_as(F32P), k.ctypes.data_as(F32P),
-                           v.ctypes.data_as(F32P), ptrs(gates), ptrs(states_in),
-                           ptrs(outs), o.ctypes.data_as(F32P))
+        args = ForwardArgs(B, T, H, ptr(q), ptr(k), ptr(v), ptrs(gates), ptrs(states_in),
+                           ptrs(outs), ptr(o))
         rc = getattr(self.lib, self.name + '_forward')(ctypes.byref(args))
         if status:
             return rc
@@ -91,11 +67,9 @@ class Library:
         d_states = [np.full((B, H) + tuple(s['shape']), np.nan, np.float32)
                     for s in self.states]
         dq, dk, dv, *dgates = d_inputs
-        args = BackwardArgs(B, T, H, q.ctypes.data_as(F32P), k.ctypes.data_as(F32P),
-                            v.ctypes.data_as(F32P), ptrs(gates), ptrs(states_in),
-                            d_o.ctypes.data_as(F32P), ptrs(d_states_out),
-                            dq.ctypes.data_as(F32P), dk.ctypes.data_as(F32P),
-                            dv.ctypes.data_as(F32P), ptrs(dgates), ptrs(d_states))
+        args = BackwardArgs(B, T, H, ptr(q), ptr(k), ptr(v), ptrs(gates), ptrs(states_in),
+                            ptr(d_o), ptrs(d_states_out), ptr(dq), ptr(dk), ptr(dv),
+                            ptrs(dgates), ptrs(d_states))
         rc = getattr(self.lib, self.name + '_backward')(ctypes.byref(args))
         if rc != 0:
             raise SystemExit('%s_backward returned %d' % (self.name, rc))
@@ -248,9 +222,9 @@ def main():
     expected = ['carried'] * roles.count('carried')
     if C > 1:
         expected += ['anchor'] * (len(roles) - len(expected) - 1) + ['chunk_position']
-    report_roles = roles == expected and (C == 1 or roles.count('anchor') >= 1)
-    print('states %s: roles %s %s' % (names, roles, 'OK' if report_roles else 'FAIL'))
-    failed += not report_roles
+    roles_ok = roles == expected and (C == 1 or roles.count('anchor') >= 1)
+    print('states %s: roles %s %s' % (names, roles, 'OK' if roles_ok else 'FAIL'))
+    failed += not roles_ok
 
     rng = np.random.default_rng(a.seed)
     B, H = a.B, a.H

@@ -200,14 +200,8 @@ LogicalResult KernelLowering::runBackward(func::FuncOp backward,
   if (numAnchors) {
     Value given = slice(b, loc, arg(layout.checkpoint(layout.numAllStates() - 1)),
                         {local, c0}, {1});
-    // Mod C, as the forward kernel: the checkpoints hold ceil((T + C - 1) / S).
-    position = arith::RemUIOp::create(
-        b, loc,
-        arith::IndexCastOp::create(
-            b, loc, indexType,
-            arith::FPToUIOp::create(b, loc, b.getI64Type(),
-                                    memref::LoadOp::create(b, loc, given, ValueRange{c0}))),
-        chunkSize);
+    // Mod C: the checkpoints hold ceil((T + C - 1) / S).
+    position = loadChunkPosition(b, loc, given);
     for (unsigned i = 0; i < numAnchors; ++i) {
       givenAnchors.push_back(
           slice(b, loc, arg(layout.checkpoint(numStates + i)), {local, c0}, stateShapes[i]));

@@ -176,6 +176,10 @@ private:
   /// Binds the step's state arguments to the pair's state slices (after
   /// beginBody: each token loop lowers the step afresh).
   void bindStates(ArrayRef<Value> slices);
+  /// The chunk position held in `slot` (a [1] f32 slice) as an index, taken
+  /// mod C: the glue and the runtime refuse one outside [0, C), but on the
+  /// device nobody reads it back, so it is never an index out of bounds.
+  Value loadChunkPosition(OpBuilder &b, Location loc, Value slot);
   /// Stores a lowered vector (any kind) into `row`.
   LogicalResult storeRow(OpBuilder &b, Location loc, Value tensor, Value row);
 

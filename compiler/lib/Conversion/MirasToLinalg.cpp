@@ -625,6 +625,15 @@ void KernelLowering::bindStates(ArrayRef<Value> slices) {
   }
 }
 
+Value KernelLowering::loadChunkPosition(OpBuilder &b, Location loc, Value slot) {
+  Value c0 = arith::ConstantIndexOp::create(b, loc, 0);
+  Value stored = memref::LoadOp::create(b, loc, slot, ValueRange{c0});
+  Value count = arith::FPToUIOp::create(b, loc, b.getI64Type(), stored);
+  Value index = arith::IndexCastOp::create(b, loc, b.getIndexType(), count);
+  Value chunkSize = arith::ConstantIndexOp::create(b, loc, module.getChunk());
+  return arith::RemUIOp::create(b, loc, index, chunkSize);
+}
+
 LogicalResult KernelLowering::buildTokens(OpBuilder &b, Location loc, Block *entry,
                                           Value bi, Value hi, Value from, Value to,
                                           Value position, ArrayRef<Value> anchors) {
@@ -748,17 +757,8 @@ LogicalResult KernelLowering::run() {
   // so that a decode step (T = 1) costs one token, not a chunk.
   Value positionSlot =
       slice(b, loc, entry->getArgument(layout.chunkPosition()), {bi, hi}, {1});
-  // The glue and the runtime refuse a position outside [0, C); on the
-  // device nobody reads it back, so it is taken mod C here: never an index
-  // out of bounds.
+  Value position = loadChunkPosition(b, loc, positionSlot);
   Value chunkSize = arith::ConstantIndexOp::create(b, loc, chunk);
-  Value position = arith::RemUIOp::create(
-      b, loc,
-      arith::IndexCastOp::create(
-          b, loc, indexType,
-          arith::FPToUIOp::create(b, loc, b.getI64Type(),
-                                  memref::LoadOp::create(b, loc, positionSlot, ValueRange{c0}))),
-      chunkSize);
   if (!form) {
     beginBody(step);
     bindStates(stateSlices);
