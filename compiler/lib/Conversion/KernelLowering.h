@@ -291,6 +291,10 @@ private:
   /// the kernel's state buffer for the current (batch, head).
   struct State {
     Value old, next, slice;
+    /// Whether `slice` also holds `old`, which writing `next` overwrites
+    /// (the forward's states); false when the old value stays readable in
+    /// a buffer of its own.
+    bool inPlace = true;
   };
 
   static Value emitScalarOp(OpBuilder &b, Operation *op, ValueRange operands);
@@ -308,10 +312,6 @@ private:
   /// Further per-token results and their slices (the backward kernel's dq,
   /// dk, dv and gate adjoints), written at the return before the states.
   SmallVector<std::pair<Value, Value>> extraOutputs;
-  /// Whether each state's new value overwrites the old one's buffer (the
-  /// forward); false when the slices are distinct buffers and the old value
-  /// stays readable (the reverse step's state adjoints).
-  bool statesInPlace = true;
   StringRef algorithm; // the pass option: auto | sequential | chunked
 };
 

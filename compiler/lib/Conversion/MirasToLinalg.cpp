@@ -201,7 +201,7 @@ LogicalResult KernelLowering::writeState(OpBuilder &b, unsigned index) {
   else if (failed(materialize(b, state.next, state.slice)))
     return failure();
   lowered[state.next] = {Lowered::Kind::Buffer, state.slice};
-  if (state.old != state.next && statesInPlace)
+  if (state.old != state.next && state.inPlace)
     lowered[state.old] = {Lowered::Kind::Clobbered, Value()};
   return success();
 }

@@ -259,14 +259,29 @@ public:
     hoistInvariantReads();
     SmallVector<unsigned> outer;
     if (p.innerReduction) {
+      SmallVector<utils::IteratorType> iters = op.getIteratorTypesArray();
+      SmallVector<unsigned> rows; // outer reduction dims: sum(A * B) over a matrix
       for (unsigned d = 0; d < op.getNumLoops(); ++d)
         if (d != p.vdim)
-          outer.push_back(d);
-      // One horizontal reduction per row. Tried and measured slower on
-      // znver4 (gated_deltanet D=64: 0.312 vs 0.288 ms, D=128 equal): rows
-      // in blocks of 16 with a transposing shuffle tree giving 16 row sums
-      // in one vector.
-      nest(outer, [&] { emitReductionRow(); });
+          (iters[d] == utils::IteratorType::reduction ? rows : outer).push_back(d);
+      // One horizontal reduction per output element: when the outer dims
+      // reduce too, one vector accumulator is carried across them (if vdim
+      // is whole tiles). One horizontal reduction per row, with its result
+      // chained into the next row's, took a tenth of Gated DeltaNet's
+      // backward (dalpha = sum(dW * W)).
+      bool carryAcross = !rows.empty() && p.ranges[p.vdim] % p.tile == 0;
+      if (!carryAcross)
+        llvm::append_range(outer, rows);
+      // Rows of a matvec, one horizontal reduction each. Tried and measured
+      // slower on znver4 (gated_deltanet D=64: 0.312 vs 0.288 ms, D=128
+      // equal): rows in blocks of 16 with a transposing shuffle tree giving
+      // 16 row sums in one vector.
+      nest(outer, [&] {
+        if (carryAcross)
+          emitReductionAcross(rows);
+        else
+          emitReductionRow();
+      });
     } else {
       SmallVector<utils::IteratorType> iters = op.getIteratorTypesArray();
       for (unsigned d = 0; d < op.getNumLoops(); ++d)
@@ -515,6 +530,51 @@ private:
       x = arith::SelectOp::create(b, loc, mask, x, neutral);
     }
     return x;
+  }
+
+  /// The accumulator after the tiles of vdim at every point of the reduction
+  /// dims `dims` (scf.for loops carrying it), starting from `acc`.
+  Value accumulateTiles(ArrayRef<unsigned> dims, Value acc) {
+    if (!dims.empty()) {
+      unsigned d = dims.front();
+      auto loop = scf::ForOp::create(b, loc, index(0), index(p.ranges[d]),
+                                     index(1), ValueRange{acc});
+      OpBuilder::InsertionGuard guard(b);
+      b.setInsertionPointToStart(loop.getBody());
+      ivs[d] = loop.getInductionVar();
+      scf::YieldOp::create(
+          b, loc, accumulateTiles(dims.drop_front(), loop.getRegionIterArgs()[0]));
+      return loop.getResult(0);
+    }
+    int64_t n = p.ranges[p.vdim];
+    if (n == p.tile) {
+      ivs[p.vdim] = index(0);
+      return combine(acc, term(p.tile, Value()));
+    }
+    auto loop = scf::ForOp::create(b, loc, index(0), index(n), index(p.tile),
+                                   ValueRange{acc});
+    OpBuilder::InsertionGuard guard(b);
+    b.setInsertionPointToStart(loop.getBody());
+    ivs[p.vdim] = loop.getInductionVar();
+    scf::YieldOp::create(b, loc,
+                         combine(loop.getRegionIterArgs()[0], term(p.tile, Value())));
+    return loop.getResult(0);
+  }
+
+  /// One output element reduced over the outer dims `rows` and vdim (whole
+  /// tiles): one vector accumulator, one horizontal reduction at the end.
+  void emitReductionAcross(ArrayRef<unsigned> rows) {
+    auto floatType = cast<FloatType>(p.elementType);
+    auto accType = VectorType::get({p.tile}, floatType);
+    Value zero = arith::ConstantOp::create(
+        b, loc, accType,
+        DenseElementsAttr::get(accType, neutralElement(p.kind, floatType)));
+    OpOperand *init = p.op.getDpsInitOperand(0);
+    SmallVector<Value> idx = indicesOf(p.op.getMatchingIndexingMap(init));
+    Value total = memref::LoadOp::create(b, loc, init->get(), idx);
+    Value acc = accumulateTiles(rows, zero);
+    total = vector::ReductionOp::create(b, loc, p.kind, acc, total, combinerFastMath());
+    memref::StoreOp::create(b, loc, total, init->get(), idx);
   }
 
   /// One output element of a generic whose vdim is a reduction: a vector

@@ -140,6 +140,54 @@ func.func @ordered_sum(%x: memref<64xf32>, %s: memref<f32>) {
 // -----
 
 #mat = affine_map<(d0, d1) -> (d0, d1)>
+#all = affine_map<(d0, d1) -> ()>
+
+// sum(A * B) over a matrix (a decay gate's adjoint): one vector accumulator
+// carried across the rows and the tiles, one horizontal reduction at the end
+// with the old sum as its accumulator.
+// CHECK-LABEL: func.func @matrix_sum(
+// CHECK: %[[S0:.*]] = memref.load %{{.*}}[] : memref<f32>
+// CHECK: %[[ACC:.*]] = scf.for %{{.*}} = %c0 to %c64 step %c1 iter_args(%[[A:.*]] = %{{.*}}) -> (vector<64xf32>)
+// CHECK-NOT: vector.reduction
+// CHECK: arith.addf %[[A]], %{{.*}} fastmath<reassoc,contract> : vector<64xf32>
+// CHECK: scf.yield
+// CHECK: %[[R:.*]] = vector.reduction <add>, %[[ACC]], %[[S0]] fastmath<reassoc,contract> : vector<64xf32> into f32
+// CHECK: memref.store %[[R]], %{{.*}}[] : memref<f32>
+func.func @matrix_sum(%a: memref<64x64xf32>, %b: memref<64x64xf32>, %s: memref<f32>) {
+  linalg.generic {indexing_maps = [#mat, #mat, #all], iterator_types = ["reduction", "reduction"]}
+      ins(%a, %b : memref<64x64xf32>, memref<64x64xf32>) outs(%s : memref<f32>) {
+  ^bb0(%x: f32, %y: f32, %acc: f32):
+    %m = arith.mulf %x, %y fastmath<reassoc,contract> : f32
+    %r = arith.addf %acc, %m fastmath<reassoc,contract> : f32
+    linalg.yield %r : f32
+  }
+  return
+}
+
+// -----
+
+#mat = affine_map<(d0, d1) -> (d0, d1)>
+#all = affine_map<(d0, d1) -> ()>
+
+// Rows of 20 (a tile of 16 and a masked tail): one horizontal reduction per
+// row, as for a matvec.
+// CHECK-LABEL: func.func @matrix_sum_tail(
+// CHECK: scf.for %{{.*}} = %c0 to %c8 step %c1 {
+// CHECK: vector.reduction <add>, %{{.*}} : vector<16xf32> into f32
+// CHECK: vector.reduction <add>, %{{.*}} : vector<16xf32> into f32
+func.func @matrix_sum_tail(%a: memref<8x20xf32>, %s: memref<f32>) {
+  linalg.generic {indexing_maps = [#mat, #all], iterator_types = ["reduction", "reduction"]}
+      ins(%a : memref<8x20xf32>) outs(%s : memref<f32>) {
+  ^bb0(%x: f32, %acc: f32):
+    %r = arith.addf %acc, %x fastmath<reassoc,contract> : f32
+    linalg.yield %r : f32
+  }
+  return
+}
+
+// -----
+
+#mat = affine_map<(d0, d1) -> (d0, d1)>
 #tr = affine_map<(d0, d1) -> (d1, d0)>
 
 // The innermost loop walks a column of %x (stride 64): left alone, as are
