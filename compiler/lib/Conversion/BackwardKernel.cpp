@@ -296,10 +296,11 @@ LogicalResult KernelLowering::runBackward(func::FuncOp backward,
 
   // (b) Segment by segment from the last.
   SmallVector<bool> inPlace = adjointsInPlace(backward, signature);
-  SmallVector<Value> adjoints, spares;
+  SmallVector<Value> callerAdjoints, adjoints, spares, copied;
   for (unsigned i = 0; i < numStates; ++i) {
-    adjoints.push_back(
+    callerAdjoints.push_back(
         slice(b, loc, arg(layout.stateAdjoint(i)), {bi, hi}, stateShapes[i]));
+    adjoints.push_back(stageState(b, loc, callerAdjoints[i], copied.emplace_back()));
     spares.push_back(inPlace[i] ? adjoints[i]
                                 : memref::CastOp::create(b, loc, adjoints[i].getType(),
                                                          heapScratch(stateType(i))));
@@ -473,6 +474,8 @@ LogicalResult KernelLowering::runBackward(func::FuncOp backward,
   for (unsigned i = 0; i < numStates; ++i)
     if (!inPlace[i])
       memref::CopyOp::create(ob, loc, spares[i], adjoints[i]);
+  for (unsigned i = 0; i < numStates; ++i)
+    unstageState(b, loc, adjoints[i], callerAdjoints[i], copied[i]);
   // What is left of the anchor adjoints belongs to the anchors given (the
   // head's; zero when the call starts at a chunk start); the chunk position
   // has none.

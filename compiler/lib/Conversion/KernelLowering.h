@@ -257,6 +257,13 @@ private:
   /// A scratch buffer for a vector result, allocated once at kernel entry.
   Value scratch(RankedTensorType type);
   Value heapScratch(RankedTensorType type);
+  /// A buffer for the token loops to sweep in place of `slice`, a state's
+  /// slice of a caller's buffer: `slice` itself when it starts on a cache
+  /// line, else an aligned scratch copy of it (`copied` then holds true;
+  /// unstageState copies it back).
+  Value stageState(OpBuilder &b, Location loc, Value slice, Value &copied);
+  void unstageState(OpBuilder &b, Location loc, Value buffer, Value slice,
+                    Value copied);
 
   /// Whether evaluating the lazy value `v` involves transcendental math or a
   /// division (anything worth computing once rather than per consumer).

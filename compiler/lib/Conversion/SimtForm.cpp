@@ -37,6 +37,7 @@
 
 namespace miras {
 #define GEN_PASS_DEF_MIRASDISTRIBUTETHREADS
+#define GEN_PASS_DEF_MIRASUNSTAGESTATES
 #include "miras/Compiler/Passes.h.inc"
 } // namespace miras
 
@@ -599,6 +600,11 @@ void promoteStates(func::FuncOp kernel, scf::ForOp pairLoop, int64_t budget) {
   }
 }
 
+struct UnstageStatesPass
+    : public miras::impl::MirasUnstageStatesBase<UnstageStatesPass> {
+  void runOnOperation() override { unstageStates(getOperation()); }
+};
+
 struct DistributeThreadsPass
     : public miras::impl::MirasDistributeThreadsBase<DistributeThreadsPass> {
   using MirasDistributeThreadsBase::MirasDistributeThreadsBase;
@@ -633,6 +639,55 @@ struct DistributeThreadsPass
 };
 
 } // namespace
+
+void miras::unstageStates(func::FuncOp kernel) {
+  SmallVector<Operation *> staged;
+  kernel.walk([&](Operation *op) {
+    if (op->hasAttr(kStagedAttr))
+      staged.push_back(op);
+  });
+  SmallVector<Value> copies, conditions;
+  for (Operation *op : staged) {
+    if (auto select = dyn_cast<arith::SelectOp>(op)) {
+      copies.push_back(select.getTrueValue());
+      conditions.push_back(select.getCondition());
+      select.replaceAllUsesWith(select.getFalseValue());
+    }
+    op->erase();
+  }
+  // The alignment test, down to the slice's metadata, is dead now: it must
+  // go too, or the slice would have users promoteStates does not expect.
+  SmallVector<Operation *> dead;
+  for (Value condition : conditions)
+    if (Operation *def = condition.getDefiningOp())
+      dead.push_back(def);
+  llvm::SmallPtrSet<Operation *, 16> erased;
+  while (!dead.empty()) {
+    Operation *op = dead.pop_back_val();
+    if (erased.contains(op) || !op->use_empty() || !isPure(op))
+      continue;
+    erased.insert(op);
+    for (Value operand : op->getOperands())
+      if (Operation *def = operand.getDefiningOp())
+        dead.push_back(def);
+    op->erase();
+  }
+  // The copies: a memref.cast of an alloc, freed at the kernel's end.
+  for (Value copy : copies) {
+    auto cast = copy.getDefiningOp<memref::CastOp>();
+    if (!cast || !cast->use_empty())
+      continue;
+    Value alloc = cast.getSource();
+    cast.erase();
+    if (auto allocOp = alloc.getDefiningOp<memref::AllocOp>()) {
+      for (Operation *user : llvm::make_early_inc_range(allocOp->getUsers()))
+        if (isa<memref::DeallocOp>(user))
+          user->erase();
+      if (allocOp->use_empty())
+        allocOp.erase();
+    }
+  }
+}
 
 bool miras::isStateType(MemRefType type) {
   // [B, H, shape...]: exactly two leading dynamic dims, the rest static

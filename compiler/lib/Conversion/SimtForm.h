@@ -21,6 +21,10 @@ inline constexpr llvm::StringLiteral kSimtThreadsAttr = "miras.simt_threads";
 /// Unit attribute of the alloca holding a promoted state slice (placed in
 /// shared memory first).
 inline constexpr llvm::StringLiteral kPromotedStateAttr = "miras.promoted_state";
+/// Unit attribute of the ops of a CPU kernel's aligned copy of a state slice
+/// (KernelLowering::stageState: the arith.select of the buffer, the scf.if
+/// copies in and out); miras-unstage-states removes them.
+inline constexpr llvm::StringLiteral kStagedAttr = "miras.staged";
 /// On a backward kernel (BackwardKernel.cpp): its segment length S. On the
 /// gpu.module miras-simt-to-gpu builds from it: unit, the module is a
 /// backward's (BackwardKernelLayout's parameters, f32 inputs only).
@@ -35,6 +39,11 @@ inline constexpr llvm::StringLiteral kBackwardChunkAttr = "miras.backward_chunk"
 /// The `scf.for` over (batch, head) pairs from the kernel's first two
 /// arguments, or null.
 mlir::scf::ForOp findPairLoop(mlir::func::FuncOp kernel);
+
+/// Removes a CPU kernel's aligned copies of state slices (kStagedAttr): a
+/// device buffer starts on 256 bytes, and the states move to block buffers
+/// (miras-unstage-states).
+void unstageStates(mlir::func::FuncOp kernel);
 
 /// True for a threads region.
 bool isThreadsRegion(mlir::Operation *op);

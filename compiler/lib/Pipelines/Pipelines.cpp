@@ -92,6 +92,7 @@ void miras::buildLinalgToLLVMPipeline(OpPassManager &pm,
 
 void miras::buildLinalgToSimtPipeline(OpPassManager &pm,
                                       const SimtOptions &options) {
+  pm.addNestedPass<func::FuncOp>(createMirasUnstageStates());
   pm.addNestedPass<func::FuncOp>(createConvertLinalgToParallelLoopsPass());
   pm.addPass(memref::createFoldMemRefAliasOpsPass());
   pm.addPass(createCanonicalizerPass());

@@ -667,6 +667,12 @@ static void emitBackward(raw_ostream &os, const KernelInterface &iface,
                          const Layout &l) {
   const std::string &n = iface.moduleName;
   const size_t numStates = l.statesIn.size();
+  // The workspace starts on a cache line, as the kernel's own scratch
+  // (MirasToLinalg.cpp): malloc's 16-byte alignment splits every vector
+  // load and store of a checkpoint or a segment slot across two lines.
+  os << "static float *miras_alloc_floats(int64_t n) {\n"
+        "  size_t bytes = ((size_t)n * sizeof(float) + 63) & ~(size_t)63;\n"
+        "  return (float *)aligned_alloc(64, bytes ? bytes : 64);\n}\n\n";
   os << "MIRAS_EXPORT int32_t " << n
      << "_backward_range(const miras_backward_args *args, int64_t begin, "
         "int64_t end) {\n";
@@ -741,8 +747,7 @@ static void emitBackward(raw_ostream &os, const KernelInterface &iface,
     os << "  float *work[" << numWork << "] = {NULL};\n"
        << "  int failed = 0;\n";
     auto allocate = [&](size_t slot, StringRef var, StringRef count) {
-      os << "  work[" << slot << "] = (float *)malloc((size_t)" << count
-         << " * sizeof(float));\n"
+      os << "  work[" << slot << "] = miras_alloc_floats(" << count << ");\n"
          << "  failed |= work[" << slot << "] == NULL;\n"
          << "  " << var << ".allocated = " << var << ".aligned = work[" << slot << "];\n";
     };

@@ -9,8 +9,11 @@
 // CHECK-LABEL: func.func @chunked_kernel
 // CHECK-SAME: %[[WARG:arg[0-9]+]]: memref<?x?x4x4xf32>, %[[AARG:arg[0-9]+]]: memref<?x?x4x4xf32>, %[[PARG:arg[0-9]+]]: memref<?x?x1xf32>, %{{.*}}: memref<?x?x?x4xf32>)
 // CHECK: scf.for
-// CHECK: %[[WBH:.*]] = memref.subview %[[WARG]]
-// CHECK: %[[ANCHOR:.*]] = memref.subview %[[AARG]]
+// The state and the anchor are swept in their slices, or in aligned copies.
+// CHECK: %[[WSLICE:.*]] = memref.subview %[[WARG]]
+// CHECK: %[[WBH:.*]] = arith.select %{{.*}}, %{{.*}}, %[[WSLICE]] {miras.staged}
+// CHECK: %[[ASLICE:.*]] = memref.subview %[[AARG]]
+// CHECK: %[[ANCHOR:.*]] = arith.select %{{.*}}, %{{.*}}, %[[ASLICE]] {miras.staged}
 // CHECK: %[[PBH:.*]] = memref.subview %[[PARG]]
 // CHECK: %[[PF:.*]] = memref.load %[[PBH]]
 // CHECK: %[[PI:.*]] = arith.fptoui %[[PF]]
@@ -31,6 +34,10 @@
 // CHECK: %[[FI:.*]] = arith.index_cast %[[FINAL]]
 // CHECK: %[[FF:.*]] = arith.uitofp %[[FI]]
 // CHECK: memref.store %[[FF]], %[[PBH]]
+// CHECK: memref.copy %[[WBH]], %[[WSLICE]]
+// CHECK: } {miras.staged}
+// CHECK: memref.copy %[[ANCHOR]], %[[ASLICE]]
+// CHECK: } {miras.staged}
 // CHECK-NOT: memref.alloc(
 miras.module @chunked attributes {chunk = 3 : i64, dk = 4 : i64, dv = 4 : i64, read_after_write = true} {
   miras.memory "linear" {dk = 4 : i64, dv = 4 : i64}

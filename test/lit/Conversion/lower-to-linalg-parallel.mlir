@@ -9,7 +9,8 @@
 // CHECK-SAME: miras.algorithm = "chunked"
 // CHECK-DAG: %[[C3:.*]] = arith.constant 3 : index
 // CHECK: scf.for %[[PAIR:.*]] =
-// CHECK: %[[W:.*]] = memref.subview
+// CHECK: %[[SLICE:.*]] = memref.subview
+// CHECK: %[[W:.*]] = arith.select %{{.*}}, %{{.*}}, %[[SLICE]] {miras.staged}
 // A call may start inside a chunk (its chunk position): the head, the tokens
 // up to the first chunk start, runs token by token; then whole chunks.
 // CHECK: %[[HEAD:.*]] = arith.minui %{{.*}}, %{{.*}}

@@ -9,13 +9,23 @@
 // CHECK-LABEL: func.func @gdn_kernel(
 // CHECK-SAME: %[[BEGIN:.*]]: index, %[[END:.*]]: index, %[[Q:.*]]: memref<?x?x?x4xf32>, %[[K:.*]]: memref<?x?x?x4xf32>, %[[V:.*]]: memref<?x?x?x4xf32>, %[[ETA:.*]]: memref<?x?x?xf32>, %[[ALPHA:.*]]: memref<?x?x?xf32>, %[[W:.*]]: memref<?x?x4x4xf32>, %[[O:.*]]: memref<?x?x?x4xf32>)
 // CHECK-SAME: attributes {llvm.emit_c_interface, miras.algorithm = "sequential"}
+// The one heap buffer: the aligned copy of the state slice, for a slice that
+// does not start on a cache line (no D x D temporary).
+// CHECK: %[[COPY:.*]] = memref.alloc() {alignment = 64 : i64} : memref<4x4xf32>
 // CHECK-NOT: memref.alloc()
 // The flattened (batch, head) pairs of this call's range.
 // CHECK: %[[HEADS:.*]] = memref.dim %[[Q]], %c2
 // CHECK: scf.for %[[PAIR:.*]] = %[[BEGIN]] to %[[END]]
 // CHECK-DAG: %[[B:.*]] = arith.divui %[[PAIR]], %[[HEADS]]
 // CHECK-DAG: %[[H:.*]] = arith.remui %[[PAIR]], %[[HEADS]]
-// CHECK: %[[WBH:.*]] = memref.subview %[[W]][%[[B]], %[[H]], 0, 0] [1, 1, 4, 4]
+// CHECK: %[[SLICE:.*]] = memref.subview %[[W]][%[[B]], %[[H]], 0, 0] [1, 1, 4, 4]
+// CHECK: %[[PTR:.*]] = memref.extract_aligned_pointer_as_index %[[SLICE]]
+// CHECK: %[[MISALIGNED:.*]] = arith.cmpi ne
+// CHECK: %[[CAST:.*]] = memref.cast %[[COPY]]
+// CHECK: scf.if %[[MISALIGNED]] {
+// CHECK-NEXT: memref.copy %[[SLICE]], %[[CAST]]
+// CHECK: } {miras.staged}
+// CHECK: %[[WBH:.*]] = arith.select %[[MISALIGNED]], %[[CAST]], %[[SLICE]] {miras.staged}
 // CHECK: scf.for %[[T:.*]] =
 // CHECK-DAG: %[[A:.*]] = memref.load %[[ALPHA]][%[[B]], %[[T]], %[[H]]]
 // CHECK-DAG: %[[KT:.*]] = memref.subview %[[K]][%[[B]], %[[T]], %[[H]], 0]
@@ -36,6 +46,10 @@
 // CHECK: linalg.generic {indexing_maps = [#[[MAT]], #[[ROW]], #[[COL]], #[[MAT]]], iterator_types = ["parallel", "parallel"]} ins(%[[WBH]], %{{.*}}, %[[KT]] : {{.*}}) outs(%[[WBH]] :
 // o = W' q, written straight into the output slice
 // CHECK: linalg.generic {{.*}} outs(%[[OT]]
+// After the token loop, the copy goes back to the caller's slice.
+// CHECK: scf.if %[[MISALIGNED]] {
+// CHECK-NEXT: memref.copy %[[WBH]], %[[SLICE]]
+// CHECK: } {miras.staged}
 miras.module @gdn attributes {chunk = 1 : i64, dk = 4 : i64, dv = 4 : i64, read_after_write = true} {
   miras.gate @eta : scalar
   miras.gate @alpha : scalar

@@ -238,6 +238,29 @@ def MirasApproximateVectorMath
                            "::mlir::vector::VectorDialect"];
 }
 
+def MirasUnstageStates : Pass<"miras-unstage-states", "::mlir::func::FuncOp"> {
+  let summary = "Removes a CPU kernel's aligned copies of its state slices (before the SIMT form)";
+  let description = [{
+    `miras-to-linalg` and `miras-lower-backward-kernel` sweep each state slice
+    of a caller's buffer in place when it starts on a cache line, and else in
+    an aligned copy (a vector that spans two lines splits every load and
+    store). On the GPU the buffers start on 256 bytes and
+    `miras-distribute-threads` moves the states to block buffers itself, so
+    the first step of the CUDA lowering takes the slice again and drops the
+    copy: the ops marked `miras.staged` and the alignment test.
+
+    ```mlir
+    // Before:
+    %ok = arith.cmpi ne, %misaligned_bytes, %c0 : index
+    scf.if %ok { memref.copy %slice, %cast : ... } {miras.staged}
+    %buffer = arith.select %ok, %cast, %slice {miras.staged} : memref<64x64xf32, strided<[64, 1], offset: ?>>
+    ... token loops on %buffer ...
+    scf.if %ok { memref.copy %buffer, %slice : ... } {miras.staged}
+    // After: the token loops on %slice, the copy's alloc gone.
+    ```
+  }];
+}
+
 def MirasDistributeThreads : Pass<"miras-distribute-threads", "::mlir::func::FuncOp"> {
   let summary = "Distributes a kernel's parallel loops over the threads of one block (SIMT form)";
   let description = [{
