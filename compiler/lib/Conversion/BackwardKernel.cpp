@@ -300,7 +300,8 @@ LogicalResult KernelLowering::runBackward(func::FuncOp backward,
   for (unsigned i = 0; i < numStates; ++i) {
     callerAdjoints.push_back(
         slice(b, loc, arg(layout.stateAdjoint(i)), {bi, hi}, stateShapes[i]));
-    adjoints.push_back(stageState(b, loc, callerAdjoints[i], copied.emplace_back()));
+    adjoints.push_back(
+        stageState(b, loc, callerAdjoints[i], length, copied.emplace_back()));
     spares.push_back(inPlace[i] ? adjoints[i]
                                 : memref::CastOp::create(b, loc, adjoints[i].getType(),
                                                          heapScratch(stateType(i))));

@@ -259,9 +259,11 @@ private:
   Value heapScratch(RankedTensorType type);
   /// A buffer for the token loops to sweep in place of `slice`, a state's
   /// slice of a caller's buffer: `slice` itself when it starts on a cache
-  /// line, else an aligned scratch copy of it (`copied` then holds true;
-  /// unstageState copies it back).
-  Value stageState(OpBuilder &b, Location loc, Value slice, Value &copied);
+  /// line or the call is shorter than kMinStagedTokens (`length`), else an
+  /// aligned scratch copy of it (`copied` then holds true; unstageState
+  /// copies it back).
+  Value stageState(OpBuilder &b, Location loc, Value slice, Value length,
+                   Value &copied);
   void unstageState(OpBuilder &b, Location loc, Value buffer, Value slice,
                     Value copied);
 

@@ -156,7 +156,9 @@ def MirasVectorize : Pass<"miras-vectorize", "::mlir::func::FuncOp"> {
       registers (same summation order as the sequential loops).
     * Innermost dimension a reduction (matvec `y[i] += W[i,j] k[j]`, dot
       products): a vector accumulator is carried across the tiles and reduced
-      horizontally once per output element with `vector.reduction`. Only when
+      horizontally once per output element with `vector.reduction`; when the
+      outer dims reduce too (`sum(A * B)` over a matrix) and the rows are
+      whole tiles, one accumulator is carried across them as well. Only when
       the combiner is `arith.addf`/`mulf` with `fastmath<reassoc>`, or
       `maximumf`/`minimumf`; otherwise the generic is left alone.
 
@@ -242,16 +244,16 @@ def MirasUnstageStates : Pass<"miras-unstage-states", "::mlir::func::FuncOp"> {
   let summary = "Removes a CPU kernel's aligned copies of its state slices (before the SIMT form)";
   let description = [{
     `miras-to-linalg` and `miras-lower-backward-kernel` sweep each state slice
-    of a caller's buffer in place when it starts on a cache line, and else in
-    an aligned copy (a vector that spans two lines splits every load and
-    store). On the GPU the buffers start on 256 bytes and
+    of a caller's buffer in place when it starts on a cache line (or the call
+    is shorter than 8 tokens), and else in an aligned copy (a vector that
+    spans two lines splits every load and store). On the GPU the buffers start on 256 bytes and
     `miras-distribute-threads` moves the states to block buffers itself, so
     the first step of the CUDA lowering takes the slice again and drops the
     copy: the ops marked `miras.staged` and the alignment test.
 
     ```mlir
     // Before:
-    %ok = arith.cmpi ne, %misaligned_bytes, %c0 : index
+    %ok = arith.andi %misaligned, %long_call : i1
     scf.if %ok { memref.copy %slice, %cast : ... } {miras.staged}
     %buffer = arith.select %ok, %cast, %slice {miras.staged} : memref<64x64xf32, strided<[64, 1], offset: ?>>
     ... token loops on %buffer ...
