@@ -246,10 +246,11 @@ def MirasUnstageStates : Pass<"miras-unstage-states", "::mlir::func::FuncOp"> {
     `miras-to-linalg` and `miras-lower-backward-kernel` sweep each state slice
     of a caller's buffer in place when it starts on a cache line (or the call
     is shorter than 8 tokens), and else in an aligned copy (a vector that
-    spans two lines splits every load and store). On the GPU the buffers start on 256 bytes and
-    `miras-distribute-threads` moves the states to block buffers itself, so
-    the first step of the CUDA lowering takes the slice again and drops the
-    copy: the ops marked `miras.staged` and the alignment test.
+    spans two lines splits every load and store). On the GPU the buffers
+    start on 256 bytes and `miras-distribute-threads` moves the states to
+    block buffers itself, so the first step of the CUDA lowering takes the
+    slice again and drops the copy: the ops marked `miras.staged` and the
+    alignment test.
 
     ```mlir
     // Before:
