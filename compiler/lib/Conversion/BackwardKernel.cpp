@@ -50,9 +50,7 @@ static bool lazyTreeReads(Value value, Value leaf) {
   if (value == leaf)
     return true;
   Operation *op = value.getDefiningOp();
-  if (!op || !(isa<BroadcastOp, OuterOp, SignOp>(op) ||
-               (op->getNumRegions() == 0 &&
-                OpTrait::hasElementwiseMappableTraits(op))))
+  if (!op || !(isElementwise(op) || isa<BroadcastOp, OuterOp>(op)))
     return false;
   return llvm::any_of(op->getOperands(),
                       [&](Value operand) { return lazyTreeReads(operand, leaf); });

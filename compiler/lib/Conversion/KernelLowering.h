@@ -80,6 +80,10 @@ inline Value slice(OpBuilder &b, Location loc, Value source, ValueRange prefix,
 /// All-parallel iterator types of rank n.
 SmallVector<utils::IteratorType> parallel(unsigned n);
 
+/// Element-wise ops of the step level that lower by re-creating them on
+/// scalars (with broadcasts and outer products, what a lazy value is made of).
+bool isElementwise(Operation *op);
+
 /// out (+)= sign * product(ins) over an iteration space given by `maps` (one
 /// per input, then the output's) and `iterators`.
 void emitContraction(OpBuilder &b, Location loc, ValueRange ins,

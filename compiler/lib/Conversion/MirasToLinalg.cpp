@@ -123,8 +123,7 @@ Value KernelLowering::emitScalarOp(OpBuilder &b, Operation *op,
   return b.create(state)->getResult(0);
 }
 
-/// Element-wise ops of the step level that lower by re-creating them on scalars.
-static bool isElementwise(Operation *op) {
+bool isElementwise(Operation *op) {
   return isa<SignOp>(op) ||
          (op->getNumResults() == 1 && op->getNumRegions() == 0 &&
           OpTrait::hasElementwiseMappableTraits(op) &&

@@ -248,7 +248,7 @@ public:
       return;
     }
     if (p.innerReduction)
-      emitReductionRow();
+      emitReduction({});
     else
       forEachTile([&](int64_t lanes, Value mask) { emitParallelTile(lanes, mask); });
   }
@@ -276,12 +276,7 @@ public:
       // slower on znver4 (gated_deltanet D=64: 0.312 vs 0.288 ms, D=128
       // equal): rows in blocks of 16 with a transposing shuffle tree giving
       // 16 row sums in one vector.
-      nest(outer, [&] {
-        if (carryAcross)
-          emitReductionAcross(rows);
-        else
-          emitReductionRow();
-      });
+      nest(outer, [&] { emitReduction(carryAcross ? rows : ArrayRef<unsigned>()); });
     } else {
       SmallVector<utils::IteratorType> iters = op.getIteratorTypesArray();
       for (unsigned d = 0; d < op.getNumLoops(); ++d)
@@ -478,21 +473,26 @@ private:
   }
 
   Value reduceOver(ArrayRef<unsigned> dims, Value acc, int64_t lanes, Value mask) {
-    if (dims.empty()) {
-      IRMapping map = body(lanes, mask, acc);
+    return carryOver(dims, acc, [&](Value inner) {
+      IRMapping map = body(lanes, mask, inner);
       return broadcastIfScalar(yielded(map), lanes);
-    }
+    });
+  }
+
+  /// `step(acc)` at every point of `dims` (nested scf.for loops, ivs set),
+  /// the accumulator carried from one point to the next.
+  Value carryOver(ArrayRef<unsigned> dims, Value acc,
+                  llvm::function_ref<Value(Value)> step) {
+    if (dims.empty())
+      return step(acc);
     unsigned d = dims.front();
     auto loop = scf::ForOp::create(b, loc, index(0), index(p.ranges[d]),
                                    index(1), ValueRange{acc});
-    {
-      OpBuilder::InsertionGuard guard(b);
-      b.setInsertionPointToStart(loop.getBody());
-      ivs[d] = loop.getInductionVar();
-      Value next = reduceOver(dims.drop_front(), loop.getRegionIterArgs()[0],
-                              lanes, mask);
-      scf::YieldOp::create(b, loc, next);
-    }
+    OpBuilder::InsertionGuard guard(b);
+    b.setInsertionPointToStart(loop.getBody());
+    ivs[d] = loop.getInductionVar();
+    scf::YieldOp::create(
+        b, loc, carryOver(dims.drop_front(), loop.getRegionIterArgs()[0], step));
     return loop.getResult(0);
   }
 
@@ -532,81 +532,39 @@ private:
     return x;
   }
 
-  /// The accumulator after the tiles of vdim at every point of the reduction
-  /// dims `dims` (scf.for loops carrying it), starting from `acc`.
-  Value accumulateTiles(ArrayRef<unsigned> dims, Value acc) {
-    if (!dims.empty()) {
-      unsigned d = dims.front();
-      auto loop = scf::ForOp::create(b, loc, index(0), index(p.ranges[d]),
-                                     index(1), ValueRange{acc});
-      OpBuilder::InsertionGuard guard(b);
-      b.setInsertionPointToStart(loop.getBody());
-      ivs[d] = loop.getInductionVar();
-      scf::YieldOp::create(
-          b, loc, accumulateTiles(dims.drop_front(), loop.getRegionIterArgs()[0]));
-      return loop.getResult(0);
-    }
-    int64_t n = p.ranges[p.vdim];
-    if (n == p.tile) {
-      ivs[p.vdim] = index(0);
-      return combine(acc, term(p.tile, Value()));
-    }
-    auto loop = scf::ForOp::create(b, loc, index(0), index(n), index(p.tile),
-                                   ValueRange{acc});
-    OpBuilder::InsertionGuard guard(b);
-    b.setInsertionPointToStart(loop.getBody());
-    ivs[p.vdim] = loop.getInductionVar();
-    scf::YieldOp::create(b, loc,
-                         combine(loop.getRegionIterArgs()[0], term(p.tile, Value())));
-    return loop.getResult(0);
-  }
-
-  /// One output element reduced over the outer dims `rows` and vdim (whole
-  /// tiles): one vector accumulator, one horizontal reduction at the end.
-  void emitReductionAcross(ArrayRef<unsigned> rows) {
-    auto floatType = cast<FloatType>(p.elementType);
-    auto accType = VectorType::get({p.tile}, floatType);
-    Value zero = arith::ConstantOp::create(
-        b, loc, accType,
-        DenseElementsAttr::get(accType, neutralElement(p.kind, floatType)));
-    OpOperand *init = p.op.getDpsInitOperand(0);
-    SmallVector<Value> idx = indicesOf(p.op.getMatchingIndexingMap(init));
-    Value total = memref::LoadOp::create(b, loc, init->get(), idx);
-    Value acc = accumulateTiles(rows, zero);
-    total = vector::ReductionOp::create(b, loc, p.kind, acc, total, combinerFastMath());
-    memref::StoreOp::create(b, loc, total, init->get(), idx);
-  }
-
   /// One output element of a generic whose vdim is a reduction: a vector
-  /// accumulator across the tiles, one horizontal reduction at the end.
-  void emitReductionRow() {
+  /// accumulator across the full tiles of vdim, and across the outer dims
+  /// `rows` that reduce too (only when vdim is whole tiles), one horizontal
+  /// reduction at the end, then the masked tail.
+  void emitReduction(ArrayRef<unsigned> rows) {
     auto floatType = cast<FloatType>(p.elementType);
     auto accType = VectorType::get({p.tile}, floatType);
     Value zero = arith::ConstantOp::create(
         b, loc, accType,
         DenseElementsAttr::get(accType, neutralElement(p.kind, floatType)));
     int64_t n = p.ranges[p.vdim], full = n / p.tile * p.tile;
+    assert((rows.empty() || full == n) && "rows reduce only over whole tiles");
     arith::FastMathFlags fm = combinerFastMath();
     // The output element is the reductions' accumulator operand: one
-    // `llvm.vector.reduce.*` per row, no separate scalar combine.
+    // `llvm.vector.reduce.*` per output element, no separate scalar combine.
     OpOperand *init = p.op.getDpsInitOperand(0);
     SmallVector<Value> idx = indicesOf(p.op.getMatchingIndexingMap(init));
     Value total = memref::LoadOp::create(b, loc, init->get(), idx);
     if (full > 0) {
-      Value acc;
-      if (full == p.tile) {
-        ivs[p.vdim] = index(0);
-        acc = combine(zero, term(p.tile, Value()));
-      } else {
+      Value acc = carryOver(rows, zero, [&](Value rowAcc) -> Value {
+        if (full == p.tile) {
+          ivs[p.vdim] = index(0);
+          return combine(rowAcc, term(p.tile, Value()));
+        }
         auto loop = scf::ForOp::create(b, loc, index(0), index(full),
-                                       index(p.tile), ValueRange{zero});
+                                       index(p.tile), ValueRange{rowAcc});
         OpBuilder::InsertionGuard guard(b);
         b.setInsertionPointToStart(loop.getBody());
         ivs[p.vdim] = loop.getInductionVar();
         Value next = combine(loop.getRegionIterArgs()[0], term(p.tile, Value()));
         scf::YieldOp::create(b, loc, next);
-        acc = loop.getResult(0);
-      }
+        return loop.getResult(0);
+      });
       total = vector::ReductionOp::create(b, loc, p.kind, acc, total, fm);
     }
     if (int64_t rem = n - full) {
