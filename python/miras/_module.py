@@ -81,6 +81,12 @@ class Module:
         self.state_shapes = {s["name"]: tuple(s["shape"]) for s in self.metadata["states"]}
         self._input_names = ("q", "k", "v", *self.gate_names, *self.state_names)
         self._output_names = ("o", *self.state_names)
+        # What a forward saves for the backward (runtime.h MIRAS_CHECKPOINTS_SUFFIX): the
+        # carried states' checkpoints, with a CPU backward.
+        self._checkpoint_states = [s["name"] for s in self.metadata["states"]
+                                   if s.get("role", "carried") == "carried"]
+        self._checkpoint_names = tuple(n + _core.CHECKPOINTS_SUFFIX
+                                       for n in self._checkpoint_states)
         self._output_shapes = {}
         #: Kernel threads; None: torch.get_num_threads() at each call.
         self.threads = None
@@ -180,9 +186,13 @@ class Module:
             outputs = self._forward_prepared(self._threads(threads) or torch.get_num_threads(),
                                              ordered)  # e.g. float64 inputs, no gradient
         else:
-            outputs = _ops.forward(self.handle, self._threads(threads), ordered)
+            # A CPU forward autograd will differentiate saves the checkpoints its
+            # backward would otherwise recompute (they come after the final states).
+            save = (device.type == "cpu" and self.has_backward and torch.is_grad_enabled()
+                    and any(t.requires_grad for t in ordered))
+            outputs = _ops.forward(self.handle, self._threads(threads), ordered, save)
         o = outputs[0] if q.dtype == torch.float32 else outputs[0].to(q.dtype)
-        return o, dict(zip(self.state_names, outputs[1:]))
+        return o, dict(zip(self.state_names, outputs[1:1 + len(self.state_names)]))
 
     def _refuse(self, name, tensor, device):
         if tensor.device != device:
@@ -272,22 +282,38 @@ class Module:
         return shapes
 
 
-    def run_forward(self, threads: int, inputs):
-        inputs = [_as_kernel_input(t, torch.float32) for t in inputs]  # as a compiler may pass them
-        return self._forward_prepared(threads or torch.get_num_threads(), inputs)
+    def checkpoint_shapes(self, q: torch.Tensor):
+        """The shapes of the checkpoints a forward saves for q's B, T, H: [B, H, N,
+        shape] per carried state, N = ceil((T + chunk - 1) / backward_segment) (miras_abi.h
+        MIRAS_CHECKPOINTS); none without a backward."""
+        if not self.has_backward:
+            return []
+        B, T, H = q.shape[0], q.shape[1], q.shape[2]
+        S, C = self.metadata["backward_segment"], self.metadata["chunk"]
+        n = (T + C - 1 + S - 1) // S
+        return [(B, H, n, *self.state_shapes[name]) for name in self._checkpoint_states]
 
-    def _forward_prepared(self, threads: int, inputs):
-        """The CPU forward on float32 contiguous inputs in metadata order."""
+    def run_forward(self, threads: int, inputs, save: bool = False):
+        inputs = [_as_kernel_input(t, torch.float32) for t in inputs]  # as a compiler may pass them
+        return self._forward_prepared(threads or torch.get_num_threads(), inputs, save)
+
+    def _forward_prepared(self, threads: int, inputs, save: bool = False):
+        """The CPU forward on float32 contiguous inputs in metadata order: o, the final
+        states and, with `save` (a library with a backward), the checkpoints."""
         q = inputs[0]
         outputs = [torch.empty(shape, dtype=torch.float32) for shape in self.output_shapes(q)]
+        names = self._output_names
+        if save:
+            outputs += [torch.empty(shape, dtype=torch.float32)
+                        for shape in self.checkpoint_shapes(q)]
+            names += self._checkpoint_names
         try:
-            self._lib.forward(specs(self._input_names, inputs),
-                              specs(self._output_names, outputs), threads)
+            self._lib.forward(specs(self._input_names, inputs), specs(names, outputs), threads)
         except _core.RuntimeCallError as err:
             raise translate(err) from None
         return outputs
 
-    def run_backward(self, threads: int, inputs, adjoints):
+    def run_backward(self, threads: int, inputs, adjoints, checkpoints=None):
         if not self.has_backward:
             raise MirasError(f"{self.name}: {self.path} was built without a backward pass "
                              "(compile with backward=True, or mirasc --backward)", "unsupported")
@@ -296,8 +322,12 @@ class Module:
         adjoints = [_as_kernel_input(t, torch.float32) for t in adjoints]
         names = self.input_names()
         grads = [torch.empty_like(t) for t in inputs]
+        given = specs(names, inputs)
+        if checkpoints:  # saved by the forward: the backward skips its first pass
+            given += specs(self._checkpoint_names,
+                           [_as_kernel_input(t, torch.float32) for t in checkpoints])
         try:
-            self._lib.backward(specs(names, inputs), specs(self._output_names, adjoints),
+            self._lib.backward(given, specs(self._output_names, adjoints),
                                specs(names, grads), threads)
         except _core.RuntimeCallError as err:
             raise translate(err) from None

@@ -225,6 +225,7 @@ NB_MODULE(_core, m) {
   // module's teardown at exit; that is not a leak worth a warning on every exit.
   nb::set_leak_warnings(false);
   m.attr("ABI_VERSION") = MIRAS_ABI_VERSION;
+  m.attr("CHECKPOINTS_SUFFIX") = MIRAS_CHECKPOINTS_SUFFIX;
   m.attr("DTYPE_F32") = static_cast<int>(MIRAS_DTYPE_F32);
   m.attr("DTYPE_BF16") = static_cast<int>(MIRAS_DTYPE_BF16);
 

@@ -521,6 +521,10 @@ miras_status miras_library_forward_cuda(miras_library *lib, const miras_forward_
   miras_status st = miras_check_forward_args(lib, args, "miras_library_forward_cuda");
   if (st != MIRAS_OK)
     return st;
+  if (args->checkpoints != NULL)
+    return miras_fail(MIRAS_ERR_UNSUPPORTED,
+                      "miras_library_forward_cuda: checkpoints are saved by the cpu forward "
+                      "only (set args->checkpoints to NULL; the cuda backward computes its own)");
   if (input_dtype != MIRAS_DTYPE_F32 && input_dtype != MIRAS_DTYPE_BF16)
     return miras_fail(MIRAS_ERR_DTYPE,
                       "miras_library_forward_cuda: input dtype %d is neither float32 (%d) nor "
@@ -697,6 +701,10 @@ miras_status miras_library_backward_cuda(miras_library *lib, const miras_backwar
   miras_status st = miras_check_backward_args(lib, args, "miras_library_backward_cuda");
   if (st != MIRAS_OK)
     return st;
+  if (args->checkpoints != NULL)
+    return miras_fail(MIRAS_ERR_UNSUPPORTED,
+                      "miras_library_backward_cuda: the cuda backward computes its checkpoints "
+                      "itself (set args->checkpoints to NULL)");
   if (lib->meta->cuda_backward == NULL)
     return miras_fail(lib->meta->backward_segment > 0 ? MIRAS_ERR_DEVICE : MIRAS_ERR_UNSUPPORTED,
                       "'%s' has no cuda backward kernel: rebuild module '%s' with mirasc "

@@ -161,14 +161,17 @@ static miras_status check_dtype(const miras_module_metadata *m, const miras_tens
 /* The lists of the slots: the forward's inputs (q, k, v, gates, states) or its outputs
  * (o, states), under the caller's role name; with optional_states a state may be absent
  * (zeros). */
+/* With checkpoints, the list may also hold checkpoints (bind_checkpoints' business). */
 static miras_status bind_tensors(const miras_library *lib, const miras_tensor *ts, int32_t n,
                                  int is_output, const char *role, int optional_states,
-                                 const int64_t bth[3], int32_t device,
+                                 int checkpoints, const int64_t bth[3], int32_t device,
                                  int32_t *input_dtype, void **slots) {
   const miras_module_metadata *m = lib->meta;
   const char *first_input = NULL;
   for (int32_t i = 0; i < n; ++i) {
     const miras_tensor *t = &ts[i];
+    if (checkpoints && miras_checkpoints_state(m, t->name) != -1)
+      continue;
     int32_t slot = find_slot(m, is_output, t->name);
     if (slot < 0) {
       char names[512];
@@ -191,6 +194,49 @@ static miras_status bind_tensors(const miras_library *lib, const miras_tensor *t
     if (slots[i] == NULL && !(optional_states && slot_is_state(m, is_output, i)))
       return miras_fail(MIRAS_ERR_INVALID_ARGUMENT, "missing %s tensor '%s'", role,
                         slot_name(m, is_output, i));
+  return MIRAS_OK;
+}
+
+/* The checkpoints in a list ("W.checkpoints", runtime.h MIRAS_CHECKPOINTS_SUFFIX), each
+ * checked like any tensor, into ckpts[state index]: every carried state's or none
+ * (*given then 0). */
+static miras_status bind_checkpoints(const miras_library *lib, const miras_tensor *ts,
+                                     int32_t n, const char *role, const int64_t bth[3],
+                                     void **ckpts, int *given) {
+  const miras_module_metadata *m = lib->meta;
+  int32_t count = 0, carried = 0;
+  for (int32_t i = 0; i < m->num_states; ++i)
+    carried += m->states[i].role == MIRAS_STATE_CARRIED;
+  for (int32_t i = 0; i < n; ++i) {
+    const miras_tensor *t = &ts[i];
+    int32_t state = miras_checkpoints_state(m, t->name);
+    if (state == -1)
+      continue;
+    if (state == -2)
+      return miras_fail(MIRAS_ERR_UNSUPPORTED,
+                        "%s tensor '%s': '%s' has no backward pass to save checkpoints for "
+                        "(rebuild module '%s' with mirasc --backward)",
+                        role, t->name, lib->path, m->name);
+    if (ckpts[state] != NULL)
+      return miras_fail(MIRAS_ERR_INVALID_ARGUMENT, "%s tensor '%s' is given twice", role,
+                        t->name);
+    if (t->dtype != MIRAS_DTYPE_F32)
+      return miras_fail(MIRAS_ERR_DTYPE, "%s tensor '%s' is %s; checkpoints are float32", role,
+                        t->name, dtype_name(t->dtype));
+    miras_status st = check_shape(lib, t, role, bth);
+    if (st != MIRAS_OK)
+      return st;
+    ckpts[state] = t->data;
+    ++count;
+  }
+  *given = count > 0;
+  for (int32_t i = 0; count > 0 && i < m->num_states; ++i)
+    if (m->states[i].role == MIRAS_STATE_CARRIED && ckpts[i] == NULL)
+      return miras_fail(MIRAS_ERR_INVALID_ARGUMENT,
+                        "%s tensor '%s%s' is missing: checkpoints come for every carried state "
+                        "(%d of %d given) or none",
+                        role, m->states[i].name, MIRAS_CHECKPOINTS_SUFFIX, (int)count,
+                        (int)carried);
   return MIRAS_OK;
 }
 
@@ -349,15 +395,23 @@ static miras_status bind_forward(const miras_library *lib, int32_t device,
 
   const miras_module_metadata *m = lib->meta;
   int32_t n_in = slot_count(m, 0), n_out = slot_count(m, 1);
-  void **all = calloc((size_t)(n_in + n_out), sizeof *all);
+  /* After the inputs and outputs, the checkpoints' slots (one per state). */
+  void **all = calloc((size_t)(n_in + n_out + m->num_states), sizeof *all);
   if (all == NULL)
-    return miras_fail(MIRAS_ERR_INVALID_ARGUMENT, "forward: out of memory");
+    return miras_fail(MIRAS_ERR_ALLOC, "forward: out of memory");
   *slots = all;
-  void **in = all, **out = all + n_in;
-  st = bind_tensors(lib, inputs, num_inputs, 0, "input", 1, bth, device, input_dtype, in);
+  void **in = all, **out = all + n_in, **ckpts = all + n_in + n_out;
+  int given = 0;
+  st = bind_tensors(lib, inputs, num_inputs, 0, "input", 1, 0, bth, device, input_dtype, in);
   if (st == MIRAS_OK)
-    st = bind_tensors(lib, outputs, num_outputs, 1, "output", 0, bth, device, input_dtype,
+    st = bind_tensors(lib, outputs, num_outputs, 1, "output", 0, 1, bth, device, input_dtype,
                       out);
+  if (st == MIRAS_OK)
+    st = bind_checkpoints(lib, outputs, num_outputs, "output", bth, ckpts, &given);
+  if (st == MIRAS_OK && given && device != MIRAS_DEVICE_CPU)
+    st = miras_fail(MIRAS_ERR_UNSUPPORTED,
+                    "checkpoints are saved by the cpu forward only; the cuda backward "
+                    "computes its own");
   if (st != MIRAS_OK)
     return st;
   /* The slots hold void * so that bfloat16 inputs pass through; miras_forward_args types
@@ -369,6 +423,7 @@ static miras_status bind_forward(const miras_library *lib, int32_t device,
       .state_in = (const float *const *)(in + NUM_FIXED_INPUTS + m->num_gates),
       .state_out = (float *const *)(out + 1),
       .o = out[0],
+      .checkpoints = given ? (float *const *)ckpts : NULL,
   };
   return MIRAS_OK;
 }
@@ -564,18 +619,22 @@ miras_status miras_library_backward(miras_library *lib, const miras_tensor *inpu
   /* Inputs and outputs use the forward's input slots (q, k, v, gates, states), the
    * adjoints its output slots (o, states). */
   int32_t n_in = slot_count(m, 0), n_adj = slot_count(m, 1);
-  void **all = calloc((size_t)(2 * n_in + n_adj), sizeof *all);
+  void **all = calloc((size_t)(2 * n_in + n_adj + m->num_states), sizeof *all);
   if (all == NULL)
     return miras_fail(MIRAS_ERR_ALLOC, "backward: out of memory");
   void **in = all, **adj = all + n_in, **out = all + n_in + n_adj;
+  void **ckpts = all + 2 * n_in + n_adj;
+  int given = 0;
   int32_t input_dtype = -1;
-  st = bind_tensors(lib, inputs, num_inputs, 0, "input", 1, bth, MIRAS_DEVICE_CPU,
+  st = bind_tensors(lib, inputs, num_inputs, 0, "input", 1, 1, bth, MIRAS_DEVICE_CPU,
                     &input_dtype, in);
   if (st == MIRAS_OK)
-    st = bind_tensors(lib, adjoints, num_adjoints, 1, "adjoint", 1, bth, MIRAS_DEVICE_CPU,
+    st = bind_checkpoints(lib, inputs, num_inputs, "input", bth, ckpts, &given);
+  if (st == MIRAS_OK)
+    st = bind_tensors(lib, adjoints, num_adjoints, 1, "adjoint", 1, 0, bth, MIRAS_DEVICE_CPU,
                       &input_dtype, adj);
   if (st == MIRAS_OK)
-    st = bind_tensors(lib, outputs, num_outputs, 0, "output", 0, bth, MIRAS_DEVICE_CPU,
+    st = bind_tensors(lib, outputs, num_outputs, 0, "output", 0, 0, bth, MIRAS_DEVICE_CPU,
                       &input_dtype, out);
   if (st == MIRAS_OK) {
     miras_backward_args args = {
@@ -588,6 +647,7 @@ miras_status miras_library_backward(miras_library *lib, const miras_tensor *inpu
         .d_q = out[0], .d_k = out[1], .d_v = out[2],
         .d_gates = (float *const *)(out + NUM_FIXED_INPUTS),
         .d_state_in = (float *const *)(out + NUM_FIXED_INPUTS + m->num_gates),
+        .checkpoints = given ? (const float *const *)ckpts : NULL,
     };
     if (lib->check_finite) {
       st = check_finite(inputs, num_inputs, "input", "");

@@ -93,6 +93,11 @@ struct miras_library {
 miras_status miras_check_forward_args(const miras_library *lib, const miras_forward_args *args,
                                       const char *who);
 
+/* The index of the carried state whose checkpoints `name` ("W.checkpoints",
+ * MIRAS_CHECKPOINTS_SUFFIX) names; -1 when it names none, -2 when it would but the
+ * library has no backward. */
+int32_t miras_checkpoints_state(const miras_module_metadata *m, const char *name);
+
 /* A given chunk position (host memory) must hold integers 0 <= p < chunk for all B * H
  * pairs (miras_abi.h miras_state_role): the named message before a module runs. On the
  * device (miras_library_forward_cuda) it is not read back; the kernels take it mod C. */

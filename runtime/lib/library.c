@@ -518,6 +518,18 @@ static void set_shape(int32_t *rank, int64_t *shape, int32_t n, const int64_t *d
   memcpy(shape, dims, (size_t)n * sizeof *dims);
 }
 
+int32_t miras_checkpoints_state(const miras_module_metadata *m, const char *name) {
+  static const char suffix[] = MIRAS_CHECKPOINTS_SUFFIX;
+  size_t len = strlen(name), n = sizeof suffix - 1;
+  if (len <= n || strcmp(name + len - n, suffix) != 0)
+    return -1;
+  for (int32_t i = 0; i < m->num_states; ++i)
+    if (m->states[i].role == MIRAS_STATE_CARRIED && strlen(m->states[i].name) == len - n &&
+        strncmp(m->states[i].name, name, len - n) == 0)
+      return m->backward_segment > 0 ? i : -2;
+  return -1;
+}
+
 miras_status miras_library_tensor_shape(const miras_library *lib, const char *name,
                                         int64_t batch, int64_t length, int64_t heads,
                                         int32_t *rank, int64_t shape[MIRAS_TENSOR_MAX_RANK]) {
@@ -552,13 +564,22 @@ miras_status miras_library_tensor_shape(const miras_library *lib, const char *na
                 (const int64_t[]){batch, length, heads, g->dim});
     return MIRAS_OK;
   }
+  int32_t checkpoints = miras_checkpoints_state(m, name);
+  if (checkpoints == -2)
+    return miras_fail(MIRAS_ERR_INVALID_ARGUMENT,
+                      "module '%s' has no tensor named '%s': only a library built with "
+                      "--backward saves checkpoints",
+                      m->name, name);
   for (int32_t i = 0; i < m->num_states; ++i) {
     const miras_state_info *s = &m->states[i];
-    if (strcmp(name, s->name) != 0)
+    if (i != checkpoints && strcmp(name, s->name) != 0)
       continue;
     set_shape(rank, shape, 2, (const int64_t[]){batch, heads});
-    memcpy(shape + 2, s->shape, (size_t)s->rank * sizeof *shape);
-    *rank = 2 + s->rank;
+    *rank = 2;
+    if (i == checkpoints) /* [B, H, N, shape] */
+      shape[(*rank)++] = MIRAS_CHECKPOINTS(length, m->chunk, m->backward_segment);
+    memcpy(shape + *rank, s->shape, (size_t)s->rank * sizeof *shape);
+    *rank += s->rank;
     return MIRAS_OK;
   }
   return miras_fail(MIRAS_ERR_INVALID_ARGUMENT, "module '%s' has no tensor named '%s'",

@@ -375,6 +375,13 @@ struct BackwardFigures {
   bool finite = true;
   Number referenceMs, speedupVsReference, maxRelDiffVsReference;
   std::optional<std::string> worstOutput, referenceNote;
+  // The training step's pair (miras_abi.h MIRAS_CHECKPOINTS): the forward saving the
+  // checkpoints, the backward reading them instead of its first pass.
+  Timing savingForward, fromCheckpoints;
+  double savingOverForward = 0.0, fromCheckpointsOverForward = 0.0;
+  double checkpointBytes = 0.0;   // what the forward saves for the whole call
+  double maxRelDiffFromCheckpoints = 0.0; // its adjoints against the recomputing backward's
+  std::string worstFromCheckpoints;
 };
 
 /// --decode: the sequence as T one-token calls.
@@ -428,6 +435,12 @@ void printJson(const Result &r) {
     j.add("backward_all_states_per_pair", std::to_string(bw->allStatesPerPair));
     j.add("backward_saved_bytes", jsonNumber(bw->savedBytes));
     j.add("backward_output_finite", bw->finite ? "true" : "false");
+    j.add("saving_forward_ms", jsonNumber(bw->savingForward.medianMs));
+    j.add("saving_forward_over_forward", jsonNumber(bw->savingOverForward));
+    j.add("backward_from_checkpoints_ms", jsonNumber(bw->fromCheckpoints.medianMs));
+    j.add("backward_from_checkpoints_over_forward", jsonNumber(bw->fromCheckpointsOverForward));
+    j.add("checkpoint_bytes", jsonNumber(bw->checkpointBytes));
+    j.add("backward_from_checkpoints_max_rel_diff", jsonNumber(bw->maxRelDiffFromCheckpoints));
     j.add("reference_backward_ms", jsonNumber(bw->referenceMs));
     j.add("backward_speedup_vs_reference", jsonNumber(bw->speedupVsReference));
     j.add("backward_max_rel_diff_vs_reference", jsonNumber(bw->maxRelDiffVsReference));
@@ -496,6 +509,12 @@ void printText(const Result &r) {
                 bw->timing.medianMs, bw->timing.bestMs, bw->overForward,
                 (long long)bw->segment, (long long)bw->statesPerPair,
                 (long long)bw->allStatesPerPair, bw->savedBytes * 1e-6);
+    std::printf("  saved      forward %.3f ms (%.2fx the forward) saving %.3g MB of checkpoints, "
+                "then backward %.3f ms (%.2fx the forward); max |d - d_recomputed| / "
+                "max |d_recomputed| = %s (worst: %s)\n",
+                bw->savingForward.medianMs, bw->savingOverForward, bw->checkpointBytes * 1e-6,
+                bw->fromCheckpoints.medianMs, bw->fromCheckpointsOverForward,
+                sci(bw->maxRelDiffFromCheckpoints).c_str(), bw->worstFromCheckpoints.c_str());
     if (!bw->finite)
       std::printf("  warning: the backward's adjoints have NaN or infinite values\n");
     if (bw->referenceMs)
@@ -647,16 +666,51 @@ struct BackwardProblem {
   }
 };
 
+/// One buffer per carried state for the checkpoints a forward saves ("W.checkpoints",
+/// runtime.h), and the pointer array of miras_forward_args.checkpoints over them.
+struct CheckpointBuffers {
+  std::vector<std::string> names;
+  std::vector<std::vector<float>> buffers;
+  std::vector<float *> pointers;
+
+  CheckpointBuffers(const Library &lib, const BenchOptions &opts) {
+    const miras_module_metadata &m = lib.metadata();
+    for (int32_t s = 0; s < m.num_states; ++s) {
+      if (m.states[s].role != MIRAS_STATE_CARRIED)
+        continue;
+      names.push_back(std::string(m.states[s].name) + MIRAS_CHECKPOINTS_SUFFIX);
+      buffers.push_back(allocateFloats(
+          Tensor::numelOf(lib.shapeOf(names.back(), opts.batch, opts.length, opts.heads)),
+          "checkpoints '" + names.back() + "'"));
+    }
+    for (std::vector<float> &b : buffers)
+      pointers.push_back(b.data());
+  }
+
+  double bytes() const {
+    double total = 0.0;
+    for (const std::vector<float> &b : buffers)
+      total += double(bytesOf(b));
+    return total;
+  }
+};
+
 /// miras_library_backward over a BackwardProblem's named tensors, writing `grads`.
 struct CpuBackwardCall {
   std::vector<miras_tensor> inputs, adjoints, outputs;
 
+  /// With `checkpoints` (CheckpointBuffers), the backward reads them.
   CpuBackwardCall(const Library &lib, const BenchOptions &opts, BackwardProblem &p,
-                  std::vector<std::vector<float>> &grads) {
+                  std::vector<std::vector<float>> &grads,
+                  CheckpointBuffers *checkpoints = nullptr) {
     for (size_t i = 0; i < p.names.size(); ++i) {
       inputs.push_back(tensorOf(lib, p.names[i].c_str(), *p.values[i], opts));
       outputs.push_back(tensorOf(lib, p.names[i].c_str(), grads[i], opts));
     }
+    if (checkpoints)
+      for (size_t i = 0; i < checkpoints->names.size(); ++i)
+        inputs.push_back(
+            tensorOf(lib, checkpoints->names[i].c_str(), checkpoints->buffers[i], opts));
     adjoints.push_back(tensorOf(lib, "o", p.dO, opts));
     const miras_module_metadata &m = lib.metadata();
     for (int32_t s = 0; s < m.num_states; ++s)
@@ -853,7 +907,7 @@ int runBenchCuda(BenchOptions &opts, Library &lib) {
 /// `--backward`: times miras_library_backward on the forward's inputs, and the scalar
 /// reverse sweep when the module has a reference.
 BackwardFigures benchBackward(Library &lib, const BenchOptions &opts, Inputs &in,
-                              double forwardMs,
+                              const miras_forward_args &forwardArgs, double forwardMs,
                               const std::optional<bench::ReferenceModel> &reference,
                               const bench::Problem &problem) {
   const miras_module_metadata &m = lib.metadata();
@@ -881,6 +935,25 @@ BackwardFigures benchBackward(Library &lib, const BenchOptions &opts, Inputs &in
   bw.overForward = bw.timing.medianMs / forwardMs;
   for (const std::vector<float> &g : grads)
     bw.finite = bw.finite && allFinite(g);
+
+  // The training step's pair, on the same inputs: the forward saves the checkpoints
+  // (its outputs are the plain forward's), the backward reads them.
+  CheckpointBuffers checkpoints(lib, opts);
+  miras_forward_args saving = forwardArgs;
+  saving.checkpoints = checkpoints.pointers.data();
+  bw.savingForward = timeRuns(opts.warmup, opts.repeat, [&] {
+    miras_status status = miras_library_forward_args(lib.handle(), &saving);
+    if (status != MIRAS_OK)
+      throw Error(status, miras_last_error());
+  });
+  bw.savingOverForward = bw.savingForward.medianMs / forwardMs;
+  bw.checkpointBytes = checkpoints.bytes();
+  std::vector<std::vector<float>> givenGrads = p.zeroGrads();
+  CpuBackwardCall fromCheckpoints(lib, opts, p, givenGrads, &checkpoints);
+  bw.fromCheckpoints = timeRuns(opts.warmup, opts.repeat, [&] { fromCheckpoints.run(lib); });
+  bw.fromCheckpointsOverForward = bw.fromCheckpoints.medianMs / forwardMs;
+  std::tie(bw.maxRelDiffFromCheckpoints, bw.worstFromCheckpoints) =
+      worstRelativeDiff(p.names, givenGrads, grads);
 
   if (!opts.reference) {
     bw.referenceNote = "skipped (--no-reference)";
@@ -1080,7 +1153,8 @@ int runBench(const Args &args) {
   if (opts.decode)
     r.decode = benchDecode(lib, opts, in, r.timing.medianMs);
   if (opts.backward)
-    r.backward = benchBackward(lib, opts, in, r.timing.medianMs, reference, problem);
+    r.backward =
+        benchBackward(lib, opts, in, forwardArgs, r.timing.medianMs, reference, problem);
 
   if (opts.json)
     printJson(r);

@@ -34,7 +34,8 @@ F32PP = ctypes.POINTER(F32P)
 class ForwardArgs(ctypes.Structure):
     _fields_ = [('batch', ctypes.c_int64), ('length', ctypes.c_int64),
                 ('heads', ctypes.c_int64), ('q', F32P), ('k', F32P), ('v', F32P),
-                ('gates', F32PP), ('state_in', F32PP), ('state_out', F32PP), ('o', F32P)]
+                ('gates', F32PP), ('state_in', F32PP), ('state_out', F32PP), ('o', F32P),
+                ('checkpoints', F32PP)]
 
 
 class BackwardArgs(ctypes.Structure):
@@ -42,7 +43,7 @@ class BackwardArgs(ctypes.Structure):
                 ('heads', ctypes.c_int64), ('q', F32P), ('k', F32P), ('v', F32P),
                 ('gates', F32PP), ('state_in', F32PP), ('d_o', F32P),
                 ('d_state_out', F32PP), ('d_q', F32P), ('d_k', F32P), ('d_v', F32P),
-                ('d_gates', F32PP), ('d_state_in', F32PP)]
+                ('d_gates', F32PP), ('d_state_in', F32PP), ('checkpoints', F32PP)]
 
 
 def ptr(a):
@@ -114,12 +115,21 @@ class Library:
         infos = ctypes.cast(m.states, ctypes.POINTER(StateInfo))
         self.extra = [tuple(infos[i].shape[:infos[i].rank]) for i in range(m.num_states)
                       if infos[i].role != 0]
+        self.chunk = m.chunk
+
+    def checkpoint_buffers(self, T, segment, states_in):
+        """NaN-filled [B, H, N, shape] buffers (miras_abi.h MIRAS_CHECKPOINTS), one per
+        carried state."""
+        n = (T + self.chunk - 1 + segment - 1) // segment
+        return [np.full(s.shape[:2] + (n,) + s.shape[2:], np.nan, np.float32)
+                for s in states_in]
 
     def _extra_outputs(self, B, H, fill):
         return [np.full((B, H) + shape, fill, np.float32) for shape in self.extra]
 
-    def forward(self, B, T, H, dv, inputs, states_in):
-        """(o, final states) of the compiled forward, float32."""
+    def forward(self, B, T, H, dv, inputs, states_in, checkpoints=None):
+        """(o, final states) of the compiled forward, float32; with `checkpoints`
+        (checkpoint_buffers) it saves them there."""
         o = np.zeros((B, T, H, dv), np.float32)
         outs = [np.zeros_like(s) for s in states_in]
         q, k, v, *gates = inputs
@@ -127,13 +137,13 @@ class Library:
         all_outs = outs + self._extra_outputs(B, H, 0.0)
         args = ForwardArgs(B, T, H, ptr(q), ptr(k), ptr(v), ptrs(gates),
                            ptrs(list(states_in) + [None] * len(self.extra)),
-                           ptrs(all_outs), ptr(o))
+                           ptrs(all_outs), ptr(o), ptrs(checkpoints))
         rc = self.forward_fn(ctypes.byref(args))
         if rc != 0:
             raise SystemExit('forward returned %d' % rc)
         return o, outs
 
-    def backward(self, B, T, H, inputs, states_in, d_o, d_states_out):
+    def backward(self, B, T, H, inputs, states_in, d_o, d_states_out, checkpoints=None):
         q, k, v, *gates = inputs
         d_inputs = [np.full_like(x, np.nan) for x in inputs]
         d_states = [np.full_like(s, np.nan) for s in states_in]
@@ -144,7 +154,7 @@ class Library:
                             ptrs(list(states_in) + none), ptr(d_o),
                             ptrs(list(d_states_out) + none) if d_states_out is not None
                             else None, ptr(dq), ptr(dk), ptr(dv), ptrs(dgates),
-                            ptrs(all_d_states))
+                            ptrs(all_d_states), ptrs(checkpoints))
         rc = self.backward_fn(ctypes.byref(args))
         if rc != 0:
             raise SystemExit('backward returned %d' % rc)
@@ -152,7 +162,7 @@ class Library:
 
 
 class Entry(ctypes.Structure):
-    """miras_module_entry (miras_abi.h, ABI 8)."""
+    """miras_module_entry (miras_abi.h, ABI 9)."""
     _fields_ = [('abi_version', ctypes.c_uint32), ('metadata', ctypes.c_void_p),
                 ('forward', ctypes.c_void_p), ('forward_range', ctypes.c_void_p),
                 ('backward', ctypes.c_void_p), ('backward_range', ctypes.c_void_p)]
@@ -163,7 +173,7 @@ def check_glue(report_status, lib, plain, B, T, H, inputs, states_in, d_o, d_sta
     tables of a library with and without --backward."""
     entry = Entry.in_dll(lib.lib, 'miras_module_v1')
     report_status('entry table has backward and backward_range',
-                  entry.abi_version == 8 and bool(entry.backward) and bool(entry.backward_range))
+                  entry.abi_version == 9 and bool(entry.backward) and bool(entry.backward_range))
     plain_entry = Entry.in_dll(plain, 'miras_module_v1')
     report_status('without --backward: NULL backward entries',
                   not plain_entry.backward and not plain_entry.backward_range)
@@ -201,6 +211,22 @@ def check_glue(report_status, lib, plain, B, T, H, inputs, states_in, d_o, d_sta
     report_status('range past B * H -> MIRAS_ERR_INVALID_ARGUMENT',
                   call(begin=0, end=B * H + 1) == 8)
     report_status('empty range -> MIRAS_OK', call(begin=1, end=1) == 0)
+    if states_in:
+        # Checkpoints: a NULL entry is refused before anything is written, and a
+        # library without a backward has none to save.
+        null_entry = (F32P * len(states_in))()
+        report_status('NULL checkpoints entry -> MIRAS_ERR_NULL_POINTER',
+                      call({'checkpoints': null_entry}) == 1)
+        o = np.zeros(d_o.shape, np.float32)
+        outs = [np.zeros_like(s) for s in states_in]
+        forward_args = ForwardArgs(B, T, H, ptr(q), ptr(k), ptr(v), ptrs(gates),
+                                   ptrs(states_in), ptrs(outs), ptr(o), null_entry)
+        report_status('forward: NULL checkpoints entry -> MIRAS_ERR_NULL_POINTER',
+                      lib.forward_fn(ctypes.byref(forward_args)) == 1)
+        buffers = lib.checkpoint_buffers(T, 1, states_in)
+        forward_args.checkpoints = ptrs(buffers)
+        report_status('forward without --backward: checkpoints -> MIRAS_ERR_UNSUPPORTED',
+                      getattr(plain, lib.forward_fn.__name__)(ctypes.byref(forward_args)) == 10)
     # d_state_in in the place of state_in, and of d_state_out (miras_abi.h).
     want = lib.backward(B, T, H, inputs, states_in, d_o, d_states_out)
     if states_in:
@@ -338,6 +364,44 @@ def main():
     for n, a, b, c in zip(names, got[0], got[1], want):
         report('vs float64 sweep (S=%d)' % effective[0], n, rel(a, c), args.tol)
         report('S=%d vs S=%d' % tuple(effective), n, rel(a, b), args.segment_tol)
+
+    # Checkpoints saved by the forward (miras_abi.h MIRAS_CHECKPOINTS): the forward's
+    # numbers unchanged, checkpoint c the state after c * S tokens, and the backward
+    # reading them gives the recomputing backward's adjoints (bit for bit when the
+    # forward is the sequential algorithm, whose states the first pass recomputes).
+    o_plain, final_plain = libs[0].forward(B, T, H, dv, inputs, states_in)
+    for lib, segment in zip(libs, effective):
+        buffers = lib.checkpoint_buffers(T, segment, states_in)
+        o_saving, final_saving = lib.forward(B, T, H, dv, inputs, states_in, buffers)
+        same = np.array_equal(o_saving, o_plain) and all(
+            np.array_equal(a, b) for a, b in zip(final_saving, final_plain))
+        failed += not same
+        print('S=%d: forward saving checkpoints gives the same o and states %s'
+              % (segment, 'OK' if same else 'FAIL'))
+        for c in range(-(-T // segment)):
+            want_states = states_in if c == 0 else lib.forward(
+                B, c * segment, H, dv, [np.ascontiguousarray(x[:, :c * segment]) for x in inputs],
+                states_in)[1]
+            for n, buf, w in zip([m.names[i] for i in m.states()], buffers, want_states):
+                err = rel(buf[:, :, c], w)
+                report('checkpoint %d (S=%d) vs forward over %d tokens'
+                       % (c, segment, c * segment), n, err, args.segment_tol)
+        from_saved = sum(lib.backward(B, T, H, inputs, states_in, d_o, d_states_out,
+                                      buffers), [])
+        recomputed = got[0] if segment == effective[0] else got[1]
+        for n, a, b in zip(names, from_saved, recomputed):
+            report('from saved checkpoints vs recomputed (S=%d)' % segment, n, rel(a, b),
+                   args.segment_tol)
+        if T > segment:
+            # The backward reads them (and skips its own pass): a moved checkpoint
+            # moves the adjoints.
+            buffers[0][:, :, 1] += 0.25
+            moved = sum(lib.backward(B, T, H, inputs, states_in, d_o, d_states_out,
+                                     buffers), [])
+            changed = any(not np.array_equal(a, b) for a, b in zip(moved, from_saved))
+            failed += not changed
+            print('S=%d: a moved checkpoint moves the adjoints %s'
+                  % (segment, 'OK' if changed else 'FAIL'))
 
     # Finite differences of the compiled forward, one random direction per tensor.
     def loss(ins, sts):

@@ -45,14 +45,22 @@ class Library:
         self.dv = info['dv']
         self.states = info['states']
 
-    def forward(self, inputs, states_in, status=False, states_out=None):
+    def checkpoint_buffers(self, B, T, H):
+        """NaN-filled checkpoint buffers of the carried states (miras_abi.h
+        MIRAS_CHECKPOINTS)."""
+        S, C = self.info['backward_segment'], self.info['chunk']
+        n = (T + C - 1 + S - 1) // S
+        return [np.full((B, H, n) + tuple(s['shape']), np.nan, np.float32)
+                for s in self.states if s['role'] == 'carried']
+
+    def forward(self, inputs, states_in, status=False, states_out=None, checkpoints=None):
         q, k, v, *gates = inputs
         B, T, H = q.shape[:3]
         o = np.zeros((B, T, H, self.dv), np.float32)
         outs = states_out or [np.zeros((B, H) + tuple(s['shape']), np.float32)
                               for s in self.states]
         args = ForwardArgs(B, T, H, ptr(q), ptr(k), ptr(v), ptrs(gates), ptrs(states_in),
-                           ptrs(outs), ptr(o))
+                           ptrs(outs), ptr(o), ptrs(checkpoints))
         rc = getattr(self.lib, self.name + '_forward')(ctypes.byref(args))
         if status:
             return rc
@@ -60,7 +68,7 @@ class Library:
             raise SystemExit('%s_forward returned %d' % (self.name, rc))
         return o, outs
 
-    def backward(self, inputs, states_in, d_o, d_states_out, d_states=None):
+    def backward(self, inputs, states_in, d_o, d_states_out, d_states=None, checkpoints=None):
         q, k, v, *gates = inputs
         B, T, H = q.shape[:3]
         d_inputs = [np.full_like(x, np.nan) for x in inputs]
@@ -69,7 +77,7 @@ class Library:
         dq, dk, dv, *dgates = d_inputs
         args = BackwardArgs(B, T, H, ptr(q), ptr(k), ptr(v), ptrs(gates), ptrs(states_in),
                             ptr(d_o), ptrs(d_states_out), ptr(dq), ptr(dk), ptr(dv),
-                            ptrs(dgates), ptrs(d_states))
+                            ptrs(dgates), ptrs(d_states), ptrs(checkpoints))
         rc = getattr(self.lib, self.name + '_backward')(ctypes.byref(args))
         if rc != 0:
             raise SystemExit('%s_backward returned %d' % (self.name, rc))
@@ -135,19 +143,25 @@ def chained_forward(lib, inputs, states, cuts):
     return np.concatenate(os_, axis=1), cur
 
 
-def chained_backward(lib, inputs, states, cuts, d_o, d_final):
+def chained_backward(lib, inputs, states, cuts, d_o, d_final, saved=False):
     """The backward of the split calls, last first, each given the state adjoints the
     one after it returned; (input adjoints concatenated over time, initial-state
-    adjoints)."""
+    adjoints). With `saved`, each call's forward saves its checkpoints, and its
+    backward reads them."""
     T = inputs[0].shape[1]
     bounds = [0] + list(cuts) + [T]
-    starts = [states]
-    for a, b in zip(bounds[:-2], bounds[1:-1]):
-        starts.append(lib.forward(token_slice(inputs, a, b), starts[-1])[1])
+    starts, saves = [states], []
+    for a, b in zip(bounds[:-1], bounds[1:]):
+        piece = token_slice(inputs, a, b)
+        saves.append(lib.checkpoint_buffers(piece[0].shape[0], b - a, piece[0].shape[2])
+                     if saved else None)
+        starts.append(lib.forward(piece, starts[-1], checkpoints=saves[-1])[1])
     pieces, d_states = [], d_final
-    for (a, b), start in reversed(list(zip(zip(bounds, bounds[1:]), starts))):
+    for (a, b), start, saved_here in reversed(list(zip(zip(bounds, bounds[1:]), starts,
+                                                       saves))):
         d_in, d_states = lib.backward(token_slice(inputs, a, b), start,
-                                      np.ascontiguousarray(d_o[:, a:b]), d_states)
+                                      np.ascontiguousarray(d_o[:, a:b]), d_states,
+                                      checkpoints=saved_here)
         pieces.insert(0, d_in)
     d_inputs = [np.concatenate([p[i] for p in pieces], axis=1)
                 for i in range(len(inputs))]
@@ -276,6 +290,14 @@ def main():
                       [rel(x, y) for x, y in zip(d_st_s, d_st)])
             report('%s backward, split %s: d%s, d%s' % (
                 algorithm, split, ', d'.join(input_names), ', d'.join(names)), err, tol)
+            # Each call's forward saving its checkpoints (calls that start inside a
+            # chunk count them in chunk-aligned time), its backward reading them.
+            d_in_c, d_st_c = chained_backward(lib, inputs, states, cuts, d_o, d_final,
+                                              saved=True)
+            err = max([rel(x, y) for x, y in zip(d_in_c, d_in_s)] +
+                      [rel(x, y) for x, y in zip(d_st_c, d_st_s)])
+            report('%s backward from saved checkpoints, split %s' % (algorithm, split),
+                   err, tol)
 
     # The kernels sweep a state that does not start on a cache line in an
     # aligned copy (in calls of 8 tokens or more): every alignment of the

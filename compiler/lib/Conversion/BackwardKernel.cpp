@@ -171,6 +171,7 @@ LogicalResult KernelLowering::runBackward(func::FuncOp backward,
     llvm::append_range(slots, BackwardKernelLayout::segmentSlotShape(shape));
     argTypes.push_back(sequenceType(ctx, 1, slots));
   }
+  argTypes.push_back(indexType); // checkpoints_given
   assert(argTypes.size() == layout.size());
 
   OpBuilder b(module);
@@ -256,40 +257,47 @@ LogicalResult KernelLowering::runBackward(func::FuncOp backward,
 
   // (a) The state before every segment, from checkpoint 0 (the initial state)
   // on, run in segment slot 0 (with the anchors copied at each chunk start,
-  // as the forward kernel does).
-  SmallVector<Value> forwardAnchors;
-  for (unsigned i = 0; i < numAnchors; ++i) {
-    forwardAnchors.push_back(heapScratch(stateType(i)));
-    memref::CopyOp::create(b, loc, givenAnchors[i], forwardAnchors[i]);
-  }
-  SmallVector<Value> running;
-  for (unsigned i = 0; i < numStates; ++i)
-    running.push_back(segmentState(b, i, c0));
-  copyStates(b, [&](unsigned i) { return checkpoint(b, i, c0); },
-             [&](unsigned i) { return running[i]; });
+  // as the forward kernel does), unless a forward saved them.
   {
-    auto cLoop = scf::ForOp::create(b, loc, c1, segments, c1);
-    OpBuilder cb = OpBuilder::atBlockBegin(cLoop.getBody());
-    Value c = cLoop.getInductionVar();
-    Value end = arith::MulIOp::create(cb, loc, c, segmentSize);
-    Value start = arith::MaxUIOp::create(
-        cb, loc, arith::SubIOp::create(cb, loc, end, segmentSize), position);
-    auto uLoop = scf::ForOp::create(cb, loc, start, end, c1);
-    OpBuilder tb = OpBuilder::atBlockBegin(uLoop.getBody());
-    Value u = uLoop.getInductionVar();
-    if (numAnchors) {
-      auto ifOp = scf::IfOp::create(tb, loc, startsChunk(tb, u), /*withElseRegion=*/false);
-      OpBuilder ib = ifOp.getThenBodyBuilder();
-      for (unsigned i = 0; i < numAnchors; ++i)
-        memref::CopyOp::create(ib, loc, running[i], forwardAnchors[i]);
+    Value given = arg(layout.checkpointsGiven());
+    Value compute = arith::CmpIOp::create(b, loc, arith::CmpIPredicate::eq, given, c0);
+    auto computeIf = scf::IfOp::create(b, loc, compute, /*withElseRegion=*/false);
+    OpBuilder::InsertionGuard guard(b);
+    b.setInsertionPoint(computeIf.thenBlock()->getTerminator());
+    SmallVector<Value> forwardAnchors;
+    for (unsigned i = 0; i < numAnchors; ++i) {
+      forwardAnchors.push_back(heapScratch(stateType(i)));
+      memref::CopyOp::create(b, loc, givenAnchors[i], forwardAnchors[i]);
     }
-    beginBody(forward);
-    if (failed(lowerStateStep(tb, loc, entry, bi, tokenAt(tb, u), hi,
-                              running, running, forwardAnchors)))
-      return failure();
-    cb.setInsertionPointAfter(uLoop);
-    copyStates(cb, [&](unsigned i) { return running[i]; },
-               [&](unsigned i) { return checkpoint(cb, i, c); });
+    SmallVector<Value> running;
+    for (unsigned i = 0; i < numStates; ++i)
+      running.push_back(segmentState(b, i, c0));
+    copyStates(b, [&](unsigned i) { return checkpoint(b, i, c0); },
+               [&](unsigned i) { return running[i]; });
+    {
+      auto cLoop = scf::ForOp::create(b, loc, c1, segments, c1);
+      OpBuilder cb = OpBuilder::atBlockBegin(cLoop.getBody());
+      Value c = cLoop.getInductionVar();
+      Value end = arith::MulIOp::create(cb, loc, c, segmentSize);
+      Value start = arith::MaxUIOp::create(
+          cb, loc, arith::SubIOp::create(cb, loc, end, segmentSize), position);
+      auto uLoop = scf::ForOp::create(cb, loc, start, end, c1);
+      OpBuilder tb = OpBuilder::atBlockBegin(uLoop.getBody());
+      Value u = uLoop.getInductionVar();
+      if (numAnchors) {
+        auto ifOp = scf::IfOp::create(tb, loc, startsChunk(tb, u), /*withElseRegion=*/false);
+        OpBuilder ib = ifOp.getThenBodyBuilder();
+        for (unsigned i = 0; i < numAnchors; ++i)
+          memref::CopyOp::create(ib, loc, running[i], forwardAnchors[i]);
+      }
+      beginBody(forward);
+      if (failed(lowerStateStep(tb, loc, entry, bi, tokenAt(tb, u), hi,
+                                running, running, forwardAnchors)))
+        return failure();
+      cb.setInsertionPointAfter(uLoop);
+      copyStates(cb, [&](unsigned i) { return running[i]; },
+                 [&](unsigned i) { return checkpoint(cb, i, c); });
+    }
   }
 
   // (b) Segment by segment from the last.

@@ -226,8 +226,12 @@ struct SimtToGPUPass : public miras::impl::MirasSimtToGPUBase<SimtToGPUPass> {
     Location loc = kernel.getLoc();
     OpBuilder b = OpBuilder::atBlockEnd(gpuModule.getBody());
     Type i64 = b.getI64Type();
-    // q, k, v and gates come before the states and o (KernelLayout).
-    auto tensorArgs = kernel.getArguments().drop_front(KernelLayout::query);
+    // q, k, v and gates come before the states and o (KernelLayout); a
+    // backward kernel ends with checkpoints_given, which is not a tensor.
+    bool isBackward = kernel->hasAttr(kBackwardSegmentAttr);
+    auto tensorArgs = kernel.getArguments()
+                          .drop_front(KernelLayout::query)
+                          .drop_back(isBackward ? 1 : 0);
     unsigned numStates = llvm::count_if(tensorArgs, [](BlockArgument a) {
       return isStateType(cast<MemRefType>(a.getType()));
     });
@@ -297,6 +301,10 @@ struct SimtToGPUPass : public miras::impl::MirasSimtToGPUBase<SimtToGPUPass> {
     map.map(kernel.getArgument(KernelLayout::pairBegin),
             backward ? toIndex(entry.getArgument(3)) : zero);
     map.map(kernel.getArgument(KernelLayout::pairEnd), zero);
+    // The CUDA backward computes its checkpoints itself (the CUDA forward
+    // does not save them).
+    if (backward)
+      map.map(kernel.getArgument(backward->checkpointsGiven()), zero);
     // The dynamic sizes of each tensor: [B, T, H, ...] or [B, H, ...]; a
     // backward's checkpoints [B * H, N, ...] (N: numCheckpoints for a carried
     // state, 1 for an anchor or the chunk position) and segments

@@ -446,6 +446,14 @@ static void emitSeedRange(raw_ostream &os, size_t i, StringRef from, StringRef t
         "memmove(dst, src + (size_t)" << first << " * per_pair, bytes);\n  }\n";
 }
 
+/// The number of MIRAS_STATE_CARRIED states: they come first, and only they
+/// have checkpoints and segments.
+static size_t numCarried(const KernelInterface &iface) {
+  return static_cast<size_t>(llvm::count_if(iface.states, [](const auto &st) {
+    return st.role == KernelInterface::State::Role::Carried;
+  }));
+}
+
 /// The index of the chunk position among the states, or -1 (chunk 1).
 static int chunkPositionIndex(const KernelInterface &iface) {
   for (auto [i, st] : enumerate(iface.states))
@@ -502,6 +510,94 @@ static void emitFloatMode(raw_ostream &os) {
         "#endif\n\n";
 }
 
+/// The forward with checkpoints (miras_forward_args.checkpoints, a library
+/// with a backward): validates them and allocates, before anything is
+/// written, the pair's states in `scratch` (64-byte aligned, so the kernel
+/// sweeps them where they are).
+static void emitCheckpointScratch(raw_ostream &os, const KernelInterface &iface,
+                                  const Layout &l) {
+  const size_t numStates = l.statesOut.size();
+  os << "  float *scratch[" << std::max<size_t>(numStates, 1) << "] = {NULL};\n"
+     << "  if (args->checkpoints != NULL) {\n";
+  for (size_t i = 0; i < numCarried(iface); ++i)
+    os << "    if (args->checkpoints[" << i << "] == NULL) return MIRAS_ERR_NULL_POINTER;\n";
+  os << "    int failed = 0;\n";
+  for (size_t i = 0; i < numStates; ++i)
+    os << "    failed |= (scratch[" << i << "] = miras_alloc_floats(n_s" << i
+       << " / pairs)) == NULL;\n";
+  os << "    if (failed) {\n      for (int i = 0; i < " << numStates
+     << "; ++i) free(scratch[i]);\n      return MIRAS_ERR_ALLOC;\n    }\n  }\n";
+}
+
+/// Runs the pairs [begin, end) with `state_out` seeded, saving checkpoints:
+/// pair by pair, its states in `scratch`, the sequence as calls of the kernel
+/// that end where a segment does (u = p + t a multiple of S; exact
+/// continuation: the same numbers as one call), each over a view of the
+/// pair's tokens (B = H = 1, the caller's strides), the carried states
+/// copied out between calls.
+static void emitCheckpointedForward(raw_ostream &os, const KernelInterface &iface,
+                                    const Layout &l) {
+  const std::string &n = iface.moduleName;
+  const size_t numStates = l.statesOut.size();
+  const int position = chunkPositionIndex(iface);
+  os << "    const int64_t S = " << iface.backwardSegment << ";\n"
+     << "    const int64_t N = MIRAS_CHECKPOINTS(T, " << iface.chunk << ", S);\n"
+     << "    for (int64_t pair = begin; pair < end; ++pair) {\n"
+     << "      const int64_t bi = pair / H, hi = pair % H;\n";
+  for (size_t i = 0; i < numStates; ++i)
+    os << "      const size_t n" << i << " = (size_t)(n_s" << i << " / pairs);\n"
+       << "      memcpy(scratch[" << i << "], args->state_out[" << i
+       << "] + (size_t)pair * n" << i << ", n" << i << " * sizeof(float));\n";
+  auto saveCheckpoint = [&](StringRef slot) {
+    for (size_t i = 0; i < numCarried(iface); ++i)
+      os << "        memcpy(args->checkpoints[" << i << "] + ((size_t)pair * (size_t)N + (size_t)("
+         << slot << ")) * n" << i << ", scratch[" << i << "], n" << i
+         << " * sizeof(float));\n";
+  };
+  os << "      int64_t t = 0, u = "
+     << (position < 0 ? std::string("0")
+                      : "(int64_t)scratch[" + std::to_string(position) + "][0] % " +
+                            std::to_string(iface.chunk))
+     << ";\n      {\n";
+  saveCheckpoint("0");
+  os << "      }\n      while (t < T) {\n"
+     << "        const int64_t len = S - u % S < T - t ? S - u % S : T - t;\n";
+  // One pair's tokens [t, t + len) of a [B, T, H, ...] tensor.
+  std::vector<std::pair<std::string, size_t>> tokens = {
+      {"q", l.q.sizes.size()}, {"k", l.k.sizes.size()}, {"v", l.v.sizes.size()}};
+  for (size_t i = 0; i < l.gates.size(); ++i)
+    tokens.push_back({"g" + std::to_string(i), l.gates[i].sizes.size()});
+  tokens.push_back({"o", l.o.sizes.size()});
+  for (auto &[name, rank] : tokens)
+    os << "        miras_memref" << rank << " v_" << name << " = d_" << name << ";\n"
+       << "        v_" << name << ".aligned = d_" << name << ".aligned + bi * d_" << name
+       << ".strides[0] + t * d_" << name << ".strides[1] + hi * d_" << name
+       << ".strides[2];\n"
+       << "        v_" << name << ".allocated = v_" << name << ".aligned;\n"
+       << "        v_" << name << ".sizes[0] = 1; v_" << name << ".sizes[1] = len; v_"
+       << name << ".sizes[2] = 1;\n";
+  for (size_t i = 0; i < numStates; ++i) {
+    size_t rank = l.statesOut[i].sizes.size();
+    os << "        miras_memref" << rank << " v_s" << i << " = d_s" << i << ";\n"
+       << "        v_s" << i << ".allocated = v_s" << i << ".aligned = scratch[" << i
+       << "];\n        v_s" << i << ".sizes[0] = v_s" << i << ".sizes[1] = 1;\n"
+       << "        v_s" << i << ".strides[0] = v_s" << i << ".strides[1] = (int64_t)n" << i
+       << ";\n";
+  }
+  os << "        _mlir_ciface_" << n << "_kernel(0, 1, &v_q, &v_k, &v_v";
+  for (size_t i = 0; i < l.gates.size(); ++i)
+    os << ", &v_g" << i;
+  for (size_t i = 0; i < numStates; ++i)
+    os << ", &v_s" << i;
+  os << ", &v_o);\n        t += len;\n        u += len;\n        if (t < T) {\n";
+  saveCheckpoint("u / S");
+  os << "        }\n      }\n";
+  for (size_t i = 0; i < numStates; ++i)
+    os << "      memcpy(args->state_out[" << i << "] + (size_t)pair * n" << i
+       << ", scratch[" << i << "], n" << i << " * sizeof(float));\n";
+  os << "    }\n    for (int i = 0; i < " << numStates << "; ++i) free(scratch[i]);\n";
+}
+
 static void emitForward(raw_ostream &os, const KernelInterface &iface,
                         const Layout &l) {
   const std::string &n = iface.moduleName;
@@ -540,6 +636,12 @@ static void emitForward(raw_ostream &os, const KernelInterface &iface,
   }
   desc("d_o", l.o, "args->o");
   emitChunkPositionCheck(os, iface, "state_in");
+  const bool saves = iface.backwardSegment > 0;
+  if (!saves)
+    os << "  /* Built without --backward: no checkpoints to save. */\n"
+       << "  if (args->checkpoints != NULL) return MIRAS_ERR_UNSUPPORTED;\n";
+  else
+    emitCheckpointScratch(os, iface, l);
   // The kernel updates the state in place, so the initial state of each pair
   // in range goes into state_out first (states are [B, H, ...], so a range of
   // pairs is one contiguous block). memmove: the caller may pass overlapping
@@ -566,8 +668,13 @@ static void emitForward(raw_ostream &os, const KernelInterface &iface,
        << "    }\n  }\n";
   }
   // The kernel's arguments in KernelLayout's order (StepSignature.h).
-  os << "  miras_float_mode mode = miras_float_mode_enter();\n"
-     << "  _mlir_ciface_" << n << "_kernel(begin, end, &d_q, &d_k, &d_v";
+  os << "  miras_float_mode mode = miras_float_mode_enter();\n";
+  if (saves) {
+    os << "  if (args->checkpoints != NULL) {\n";
+    emitCheckpointedForward(os, iface, l);
+    os << "    miras_float_mode_leave(mode);\n    return MIRAS_OK;\n  }\n";
+  }
+  os << "  _mlir_ciface_" << n << "_kernel(begin, end, &d_q, &d_k, &d_v";
   for (size_t i = 0; i < l.gates.size(); ++i)
     os << ", &d_g" << i;
   for (size_t i = 0; i < l.statesOut.size(); ++i)
@@ -602,7 +709,8 @@ static void emitForward(raw_ostream &os, const KernelInterface &iface,
      << "  miras_a.gates = " << gatesVar << ";\n"
      << "  miras_a.state_in = " << inVar << ";\n"
      << "  miras_a.state_out = " << outVar << ";\n"
-     << "  miras_a.o = o;\n  return " << n << "_forward(&miras_a);\n}\n\n";
+     << "  miras_a.o = o;\n  miras_a.checkpoints = NULL;\n"
+     << "  return " << n << "_forward(&miras_a);\n}\n\n";
 }
 
 /// The memref descriptor types and the kernel's prototype (CPU target).
@@ -656,7 +764,7 @@ static void emitBackwardPrototype(raw_ostream &os, const KernelInterface &iface,
   os << "extern void _mlir_ciface_" << n << "_backward_kernel(int64_t, int64_t";
   for (size_t r : args)
     os << ", miras_memref" << r << " *";
-  os << ");\n\n";
+  os << ", int64_t);\n\n";
 }
 
 /// <name>_backward_range and <name>_backward (CPU target, --backward): the
@@ -667,12 +775,6 @@ static void emitBackward(raw_ostream &os, const KernelInterface &iface,
                          const Layout &l) {
   const std::string &n = iface.moduleName;
   const size_t numStates = l.statesIn.size();
-  // The workspace starts on a cache line, as the kernel's own scratch
-  // (MirasToLinalg.cpp): malloc's 16-byte alignment splits every vector
-  // load and store of a checkpoint or a segment slot across two lines.
-  os << "static float *miras_alloc_floats(int64_t n) {\n"
-        "  size_t bytes = ((size_t)n * sizeof(float) + 63) & ~(size_t)63;\n"
-        "  return (float *)aligned_alloc(64, bytes ? bytes : 64);\n}\n\n";
   os << "MIRAS_EXPORT int32_t " << n
      << "_backward_range(const miras_backward_args *args, int64_t begin, "
         "int64_t end) {\n";
@@ -689,6 +791,11 @@ static void emitBackward(raw_ostream &os, const KernelInterface &iface,
          << "] == NULL) return MIRAS_ERR_NULL_POINTER;\n";
   }
   emitNonNullArray(os, "d_state_in", numStates);
+  // Checkpoints a forward saved (miras_abi.h MIRAS_CHECKPOINTS): the carried
+  // states' are read there, not computed and kept in the workspace.
+  os << "  const int given = args->checkpoints != NULL;\n";
+  for (size_t i = 0; i < numCarried(iface); ++i)
+    os << "  if (given && args->checkpoints[" << i << "] == NULL) return MIRAS_ERR_NULL_POINTER;\n";
   os << "  int64_t count;\n";
   auto desc = [&](StringRef var, const Tensor &t, StringRef ptr,
                   StringRef countVar = "count") {
@@ -713,9 +820,7 @@ static void emitBackward(raw_ostream &os, const KernelInterface &iface,
   // segment states, per anchor and chunk position one slot for its initial
   // value; sizes checked for overflow like every shape. work[i] is state i's
   // checkpoints, work[numStates + i] carried state i's segment.
-  const size_t carried = static_cast<size_t>(llvm::count_if(iface.states, [](const auto &st) {
-    return st.role == KernelInterface::State::Role::Carried;
-  }));
+  const size_t carried = numCarried(iface);
   const size_t numWork = numStates + carried;
   emitChunkPositionCheck(os, iface, "state_in");
   os << "  const int64_t S = " << iface.backwardSegment << ";\n"
@@ -753,9 +858,13 @@ static void emitBackward(raw_ostream &os, const KernelInterface &iface,
     };
     for (size_t i = 0; i < numStates; ++i) {
       std::string idx = std::to_string(i);
-      allocate(i, "m_c" + idx, "n_c" + idx);
       if (i < carried)
+        os << "  if (!given) {\n";
+      allocate(i, "m_c" + idx, "n_c" + idx);
+      if (i < carried) {
+        os << "  }\n";
         allocate(numStates + i, "m_w" + idx, "n_w" + idx);
+      }
     }
     os << "  if (failed) {\n    for (int i = 0; i < " << numWork
        << "; ++i) free(work[i]);\n    return MIRAS_ERR_ALLOC;\n  }\n";
@@ -769,6 +878,10 @@ static void emitBackward(raw_ostream &os, const KernelInterface &iface,
      << "  for (int64_t pair = begin; pair < end; ++pair) {\n";
   for (size_t i = 0; i < numStates; ++i) {
     std::string idx = std::to_string(i);
+    if (i < carried)
+      os << "  if (given) {\n    m_c" << idx << ".allocated = m_c" << idx
+         << ".aligned = (float *)args->checkpoints[" << idx << "] + (size_t)pair * (size_t)n_c"
+         << idx << ";\n  } else\n";
     os << "  {\n    const size_t per_pair = (size_t)(n_s" << idx << " / pairs);\n"
        << "    const float *init = args->state_in ? args->state_in[" << idx
        << "] : NULL;\n"
@@ -792,7 +905,7 @@ static void emitBackward(raw_ostream &os, const KernelInterface &iface,
     os << ", &m_c" << i;
   for (size_t i = 0; i < carried; ++i)
     os << ", &m_w" << i;
-  os << ");\n  }\n  miras_float_mode_leave(mode);\n";
+  os << ", (int64_t)given);\n  }\n  miras_float_mode_leave(mode);\n";
   if (numStates)
     os << "  for (int i = 0; i < " << numWork << "; ++i) free(work[i]);\n";
   os << "  return MIRAS_OK;\n}\n\n";
@@ -825,8 +938,15 @@ std::string generateGlue(const KernelInterface &iface) {
     emitFloatMode(os);
     emitKernelPrototype(os, n, l);
   }
-  if (backward)
+  if (backward) {
     emitBackwardPrototype(os, iface, l);
+    // Scratch starts on a cache line, as the kernel's own (MirasToLinalg.cpp):
+    // malloc's 16-byte alignment splits every vector load and store of a
+    // state, a checkpoint or a segment slot across two lines.
+    os << "static float *miras_alloc_floats(int64_t n) {\n"
+          "  size_t bytes = ((size_t)n * sizeof(float) + 63) & ~(size_t)63;\n"
+          "  return (float *)aligned_alloc(64, bytes ? bytes : 64);\n}\n\n";
+  }
 
   // Metadata tables. C forbids empty arrays, so absent tables are NULL.
   auto table = [&](StringRef type, StringRef var, size_t count, auto &&emitRow) {

@@ -26,6 +26,9 @@ extern "C" {
 
 /* Version history (a loader accepts exactly its own version; the runtime reports a
  * mismatch as MIRAS_ERR_ABI_VERSION with both numbers, before touching anything else):
+ *   9  miras_forward_args and miras_backward_args end with checkpoints: the forward
+ *      can save the states the backward would otherwise recompute in a first pass
+ *      (MIRAS_CHECKPOINTS below): libraries built for 8 must be recompiled.
  *   8  miras_state_info carries the state's role (carried, anchor, chunk position:
  *      the exact continuation of chunked modules) and its declared initial value
  *      (init, init_scale, init_seed): libraries built for 7 must be recompiled.
@@ -37,7 +40,7 @@ extern "C" {
  *   5  miras_gate_info carries the gate's declared range (has_range, range_lo, range_hi,
  *      range_lo_closed, range_hi_closed): libraries built for 4 must be recompiled.
  *   4  the CUDA table (miras_cuda_binary). */
-#define MIRAS_ABI_VERSION 8u
+#define MIRAS_ABI_VERSION 9u
 
 /* Status codes returned by every entry point (0 is success). */
 typedef enum miras_status {
@@ -248,6 +251,12 @@ typedef struct miras_forward_args {
   const float *const *state_in;
   float *const *state_out;
   float *o;
+  /* NULL: nothing saved. Else (a library built with --backward only, otherwise
+   * MIRAS_ERR_UNSUPPORTED) one buffer per MIRAS_STATE_CARRIED state, in metadata order,
+   * each of MIRAS_CHECKPOINTS(T, chunk, backward_segment) states per (batch, head)
+   * pair, [B, H, N, shape]: the forward also stores there what the backward's first pass
+   * would compute (below), at the cost of one state copy every S tokens (ABI 9). */
+  float *const *checkpoints;
 } miras_forward_args;
 
 /*
@@ -278,6 +287,12 @@ typedef struct miras_backward_args {
   float *d_v;
   float *const *d_gates;
   float *const *d_state_in;
+  /* NULL: the backward computes its checkpoints in a first pass over the sequence (about
+   * two thirds of a forward). Else the checkpoints a forward over the same inputs saved
+   * (miras_forward_args.checkpoints), which the backward only reads; a forward of the
+   * chunked algorithm saves the chunked form's states, a few ulps from the sequential
+   * pass's (ABI 9). */
+  const float *const *checkpoints;
 } miras_backward_args;
 
 /* Every compiled module exports, next to its named entry points, this table under the
@@ -310,6 +325,17 @@ typedef struct miras_module_entry {
 } miras_module_entry;
 
 #define MIRAS_MODULE_ENTRY_SYMBOL "miras_module_v1"
+
+/*
+ * Checkpoints (ABI 9): the backward's recompute starts every S tokens (S =
+ * backward_segment) from the state there. Counted in the chunk-aligned time u = p + t
+ * (p the chunk position the call starts at, 0 without one), checkpoint 0 is the state
+ * before the call's first token and checkpoint c >= 1 the state before the token with
+ * u = c * S; a call of T tokens uses ceil((p + T) / S) of them, at most
+ * MIRAS_CHECKPOINTS(T, chunk, S). The rest of the buffer is not read.
+ */
+#define MIRAS_CHECKPOINTS(length, chunk, segment) \
+  (((length) + (chunk) - 1 + (segment) - 1) / (segment))
 
 #ifdef __cplusplus
 }

@@ -127,7 +127,8 @@ MIRAS_RUNTIME_API int64_t miras_gate_numel(const miras_module_metadata *meta,
                                            int32_t gate_index, int64_t batch,
                                            int64_t length, int64_t heads);
 
-/* Expected shape of the named tensor ("q", "k", "v", "o", a gate or a state) for the
+/* Expected shape of the named tensor ("q", "k", "v", "o", a gate, a state or a carried
+ * state's checkpoints, "W.checkpoints") for the
  * given B, T, H; SPEC.md section 8 is the single source of truth for these shapes.
  * Errors: MIRAS_ERR_NULL_POINTER, MIRAS_ERR_SHAPE (B, T or H not positive),
  * MIRAS_ERR_INVALID_ARGUMENT (unknown name). */
@@ -166,13 +167,26 @@ MIRAS_RUNTIME_API miras_status miras_library_set_check_finite(miras_library *lib
 /* 1 when the check is on, 0 when off or for a NULL library. */
 MIRAS_RUNTIME_API int32_t miras_library_check_finite(const miras_library *lib);
 
+/* Checkpoints (ABI 9; miras_abi.h MIRAS_CHECKPOINTS): a library built with --backward
+ * recomputes, in its backward, the state every S tokens unless the forward saved them.
+ * Over named tensors they are "<state>" MIRAS_CHECKPOINTS_SUFFIX ("W.checkpoints"), one
+ * per MIRAS_STATE_CARRIED state, float32 [B, H, N, shape] with
+ * N = MIRAS_CHECKPOINTS(T, chunk, backward_segment) (miras_library_tensor_shape gives
+ * it): optional outputs of miras_library_forward, optional inputs of
+ * miras_library_backward, every carried state's or none. */
+#define MIRAS_CHECKPOINTS_SUFFIX ".checkpoints"
+
 /* Runs the module over named tensors. A gate's declared range (miras_gate_info) is the
  * caller's promise and is not checked here: values outside it run, with whatever numbers
  * the recurrence gives.
  *   inputs:  q, k, v and every gate (required); every state (optional: an absent state
  *            starts from its declared init, miras_library_initial_state; zeros unless
  *            the module declares one). B, T, H are taken from q.
- *   outputs: o and every state (the final state); all required.
+ *   outputs: o and every state (the final state); all required. Optionally the
+ *            checkpoints of every carried state ("W.checkpoints", above), which the
+ *            forward then fills for miras_library_backward (MIRAS_ERR_UNSUPPORTED on a
+ *            library without a backward, MIRAS_ERR_INVALID_ARGUMENT when only some are
+ *            given).
  * Every tensor is checked (name, null data, dtype, rank, each dimension) before the
  * module runs; an input state and its output may share memory (in-place continuation).
  * Errors: MIRAS_ERR_NULL_POINTER, MIRAS_ERR_SHAPE, MIRAS_ERR_DTYPE,
@@ -189,6 +203,9 @@ MIRAS_RUNTIME_API miras_status miras_library_forward(miras_library *lib,
  * forward over the same tensors, given dL/do and dL/d(final states).
  *   inputs:   as miras_library_forward's (q, k, v, every gate; states optional, absent:
  *             the declared init, as in the forward). B, T, H are taken from q.
+ *             Optionally the checkpoints a forward over the same inputs saved
+ *             ("W.checkpoints" for every carried state, or none): the backward then
+ *             skips its first pass (about two thirds of a forward's time).
  *   adjoints: "o" (dL/do, required, shaped like o) and any state (dL/d final state,
  *             shaped like it; absent: zero).
  *   outputs:  the adjoint of every input, named and shaped like it: q, k, v, every gate

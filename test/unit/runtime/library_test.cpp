@@ -62,14 +62,14 @@ TEST(Library, EntryAbiMismatchNamesBothVersions) {
   EXPECT_NE(msg.find("expects " + std::to_string(MIRAS_ABI_VERSION)), std::string::npos) << msg;
 }
 
-// ABI 8 added the role and init fields to miras_state_info (7 cuda_backward to the
-// metadata): a library built for 7 has the old struct layout and must be refused by its
-// version, naming both and what to do.
+// ABI 9 added the checkpoints to miras_forward_args and miras_backward_args (8 the role
+// and init fields to miras_state_info): a library built for 8 reads other argument
+// structs and must be refused by its version, naming both and what to do.
 TEST(Library, PreviousAbiVersionIsRefused) {
-  static_assert(MIRAS_ABI_VERSION == 8, "update this test with the version history");
+  static_assert(MIRAS_ABI_VERSION == 9, "update this test with the version history");
   std::string msg = openFails(MIRAS_FAKE_OLD_ABI, MIRAS_ERR_ABI_VERSION);
-  EXPECT_NE(msg.find("ABI version 7"), std::string::npos) << msg;
-  EXPECT_NE(msg.find("expects 8"), std::string::npos) << msg;
+  EXPECT_NE(msg.find("ABI version 8"), std::string::npos) << msg;
+  EXPECT_NE(msg.find("expects 9"), std::string::npos) << msg;
   EXPECT_NE(msg.find("recompile"), std::string::npos) << msg;
 }
 

@@ -152,9 +152,14 @@ struct KernelLayout {
 ///                                        state has N = ceil((T + C - 1) / S)
 ///                                        slots, the rest workspace; an anchor
 ///                                        or the chunk position N = 1
-///                   segment...)          carried states only, [P, S, slot
+///                   segment...,          carried states only, [P, S, slot
 ///                                        shape]: workspace per pair
 ///                                        (segmentSlotShape)
+///                   checkpoints_given)   index: 1 when a forward saved the
+///                                        carried states' checkpoints (slots
+///                                        0 .. ceil((p + T) / S) - 1), which
+///                                        the kernel then reads instead of
+///                                        computing them in its first pass
 ///
 /// A pair's checkpoints and segment are at index pair - pair_begin: the CPU
 /// glue runs one pair per call (P = 1); a GPU launch has every pair at once.
@@ -180,7 +185,8 @@ struct BackwardKernelLayout {
   unsigned checkpoint(unsigned i) const { return gateAdjoint(numGates) + i; }
   /// Of the carried states (i < numStates).
   unsigned segment(unsigned i) const { return checkpoint(numAllStates()) + i; }
-  unsigned size() const { return segment(numStates); }
+  unsigned checkpointsGiven() const { return segment(numStates); }
+  unsigned size() const { return checkpointsGiven() + 1; }
 
   /// Checkpoints of a carried state for a sequence of `length` tokens with
   /// chunk `chunk` and segment `segment`: the chunk position shifts the
