@@ -87,6 +87,8 @@ class Module:
                                    if s.get("role", "carried") == "carried"]
         self._checkpoint_names = tuple(n + _core.CHECKPOINTS_SUFFIX
                                        for n in self._checkpoint_states)
+        # A plain bool: torch.compile traces _call_op, not the library's properties.
+        self._saves_checkpoints = bool(self._lib.has_backward)
         self._output_shapes = {}
         #: Kernel threads; None: torch.get_num_threads() at each call.
         self.threads = None
@@ -188,7 +190,7 @@ class Module:
         else:
             # A CPU forward autograd will differentiate saves the checkpoints its
             # backward would otherwise recompute (they come after the final states).
-            save = (device.type == "cpu" and self.has_backward and torch.is_grad_enabled()
+            save = (device.type == "cpu" and self._saves_checkpoints and torch.is_grad_enabled()
                     and any(t.requires_grad for t in ordered))
             outputs = _ops.forward(self.handle, self._threads(threads), ordered, save)
         o = outputs[0] if q.dtype == torch.float32 else outputs[0].to(q.dtype)
@@ -286,7 +288,7 @@ class Module:
         """The shapes of the checkpoints a forward saves for q's B, T, H: [B, H, N,
         shape] per carried state, N = ceil((T + chunk - 1) / backward_segment) (miras_abi.h
         MIRAS_CHECKPOINTS); none without a backward."""
-        if not self.has_backward:
+        if not self._saves_checkpoints:
             return []
         B, T, H = q.shape[0], q.shape[1], q.shape[2]
         S, C = self.metadata["backward_segment"], self.metadata["chunk"]

@@ -36,7 +36,7 @@ def _forward_cuda(handle: int, threads: int, inputs: list[torch.Tensor],
 
 
 def _saves(module, q, save):
-    return save and q.device.type == "cpu" and module.has_backward
+    return save and q.device.type == "cpu" and module._saves_checkpoints
 
 
 @forward.register_fake

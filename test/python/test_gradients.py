@@ -71,3 +71,58 @@ def test_sequential_and_chunked_libraries_give_the_same_gradients(name):
         results.append([o, *states.values(), *torch.autograd.grad(loss, list(x.values()))])
     for i, (a, b) in enumerate(zip(*results)):
         assert relative_error(a, b) < 1e-5, (name, i, relative_error(a, b))
+
+
+@pytest.mark.parametrize("name", ["gated_deltanet", "titans"])
+def test_autograd_backward_reads_the_checkpoints_its_forward_saved(name):
+    # A CPU forward autograd will differentiate saves the checkpoints (miras::forward with
+    # save=True, Module.checkpoint_shapes); its backward reads them and gives the
+    # recomputing backward's adjoints (the same sequential states: bit for bit).
+    m = miras.compile(EXAMPLES / f"{name}.miras", D=D, chunk=1, backward_segment=3)
+    x = {n: t.float().detach() for n, t in random_inputs(m, B, T, H, seed=3).items()}
+    inputs = list(x.values())
+    plain = torch.ops.miras.forward(m.handle, 1, inputs)
+    saving = torch.ops.miras.forward(m.handle, 1, inputs, True)
+    shapes = m.checkpoint_shapes(inputs[0])
+    assert [tuple(c.shape) for c in saving[len(plain):]] == shapes
+    assert shapes[0][2] == -(-T // 3)  # ceil(T / S) checkpoints per pair
+    for a, b in zip(saving, plain):
+        assert torch.equal(a, b)
+    first = len(inputs) - len(m.state_names)
+    assert torch.equal(saving[len(plain)][:, :, 0], inputs[first])  # the initial state
+    adjoints = [torch.randn(t.shape, generator=torch.Generator().manual_seed(4)) for t in plain]
+    recomputed = torch.ops.miras.backward(m.handle, 1, inputs, adjoints)
+    from_saved = torch.ops.miras.backward(m.handle, 1, inputs, adjoints, saving[len(plain):])
+    for a, b in zip(from_saved, recomputed):
+        assert torch.equal(a, b)
+    moved = [c.clone() for c in saving[len(plain):]]
+    moved[0][:, :, 1] += 0.25  # read, not recomputed: a moved checkpoint moves the adjoints
+    assert not torch.equal(torch.ops.miras.backward(m.handle, 1, inputs, adjoints, moved)[0],
+                           recomputed[0])
+    # Through autograd (the checkpoints travel from the forward to the backward).
+    leaves = [t.clone().requires_grad_() for t in inputs]
+    outputs = torch.ops.miras.forward(m.handle, 1, leaves, True)
+    loss = sum((o * a).sum() for o, a in zip(outputs, adjoints))
+    grads = torch.autograd.grad(loss, leaves)
+    for a, b in zip(grads, recomputed):
+        assert torch.equal(a, b)
+
+
+def test_module_call_under_autograd_passes_the_saved_checkpoints(monkeypatch):
+    # Module.__call__ on CPU tensors that require grad saves the checkpoints and hands
+    # them to the backward (not None: the backward then skips its first pass).
+    m = miras.compile(EXAMPLES / "gated_deltanet.miras", D=D, backward_segment=3)
+    seen = []
+    run_backward = m.run_backward
+
+    def recording(threads, inputs, adjoints, checkpoints=None):
+        seen.append(checkpoints)
+        return run_backward(threads, inputs, adjoints, checkpoints)
+
+    monkeypatch.setattr(m, "run_backward", recording)
+    x = {n: t.float().detach().requires_grad_() for n, t in
+         random_inputs(m, B, T, H, seed=5).items()}
+    o, states = call(m, x)
+    (o.sum() + sum(s.sum() for s in states.values())).backward()
+    assert len(seen) == 1 and seen[0] is not None
+    assert [tuple(c.shape) for c in seen[0]] == m.checkpoint_shapes(x["q"])

@@ -135,4 +135,75 @@ TEST_F(Backward, NullDataIsRefused) {
   expectError(MIRAS_ERR_NULL_POINTER, {"output tensor 'k' has NULL data"});
 }
 
+// Checkpoints a forward saved ("W.checkpoints", runtime.h): [B, H, N, shape] with
+// N = ceil((T + chunk - 1) / S) = ceil(5 / 4); accepted as an input of the backward,
+// checked like any tensor; an output of the forward only with a backward to read them.
+TEST_F(Backward, CheckpointsAreNamedAndShapeChecked) {
+  int32_t rank = 0;
+  int64_t shape[MIRAS_TENSOR_MAX_RANK];
+  ASSERT_EQ(miras_library_tensor_shape(lib_.handle(), "W.checkpoints", B, T, H, &rank, shape),
+            MIRAS_OK)
+      << miras_last_error();
+  EXPECT_EQ(std::vector<int64_t>(shape, shape + rank),
+            (std::vector<int64_t>{B, H, 2, kDv, kDk}));
+  Tensor checkpoints({B, H, 2, kDv, kDk});
+  inputs.push_back(view("W.checkpoints", checkpoints));
+  EXPECT_EQ(run(), MIRAS_OK) << miras_last_error();
+  inputs.back().shape[2] = 3;
+  expectError(MIRAS_ERR_SHAPE, {"input tensor 'W.checkpoints': expected shape [2, 3, 2, 4, 3]"});
+  inputs.back().shape[2] = 2;
+  inputs.push_back(view("W.checkpoints", checkpoints));
+  expectError(MIRAS_ERR_INVALID_ARGUMENT, {"input tensor 'W.checkpoints' is given twice"});
+  inputs.pop_back();
+  inputs.back().name = "V.checkpoints"; // no state V
+  expectError(MIRAS_ERR_INVALID_ARGUMENT, {"unknown input tensor 'V.checkpoints'"});
+  inputs.back().name = "W.checkpoints";
+  adjoints.push_back(view("W.checkpoints", checkpoints)); // not an adjoint
+  expectError(MIRAS_ERR_INVALID_ARGUMENT, {"unknown adjoint tensor 'W.checkpoints'"});
+}
+
+// A library without a backward has no checkpoints to save.
+TEST(Checkpoints, ForwardWithoutBackwardRefusesThem) {
+  miras::Library lib = miras::Library::open(MIRAS_FAKE_MODULE);
+  TensorMap in = fakeInputs(B, T, H, true);
+  std::vector<miras_tensor> inputs, outputs;
+  for (auto &[name, t] : in)
+    inputs.push_back(view(name.c_str(), t));
+  Tensor o({B, T, H, kDv}), w({B, H, kDv, kDk}), checkpoints({B, H, 2, kDv, kDk});
+  outputs = {view("o", o), view("W", w), view("W.checkpoints", checkpoints)};
+  EXPECT_EQ(miras_library_forward(lib.handle(), inputs.data(), int32_t(inputs.size()),
+                                  outputs.data(), int32_t(outputs.size())),
+            MIRAS_ERR_UNSUPPORTED);
+  EXPECT_NE(std::string(miras_last_error()).find("no backward pass to save checkpoints"),
+            std::string::npos)
+      << miras_last_error();
+}
+
+// Every carried state's checkpoints or none: a partial set is named.
+TEST(Checkpoints, PartialSetIsRefused) {
+  miras::Library lib = miras::Library::open(MIRAS_FAKE_INITS);
+  TensorMap in = fakeInputs(B, T, H, false);
+  std::vector<miras_tensor> inputs, outputs;
+  for (auto &[name, t] : in)
+    inputs.push_back(view(name.c_str(), t));
+  Tensor o({B, T, H, kDv}), w({B, H, kDv, kDk}), checkpoints({B, H, 2, kDv, kDk});
+  std::vector<Tensor> states;
+  const miras_module_metadata &m = lib.metadata();
+  outputs = {view("o", o)};
+  states.reserve(size_t(m.num_states));
+  for (int32_t s = 0; s < m.num_states; ++s) {
+    std::vector<int64_t> shape{B, H};
+    shape.insert(shape.end(), m.states[s].shape, m.states[s].shape + m.states[s].rank);
+    states.emplace_back(shape);
+    outputs.push_back(view(m.states[s].name, states.back()));
+  }
+  outputs.push_back(view("W.checkpoints", checkpoints));
+  EXPECT_EQ(miras_library_forward(lib.handle(), inputs.data(), int32_t(inputs.size()),
+                                  outputs.data(), int32_t(outputs.size())),
+            MIRAS_ERR_INVALID_ARGUMENT);
+  EXPECT_NE(std::string(miras_last_error()).find("output tensor 'I.checkpoints' is missing"),
+            std::string::npos)
+      << miras_last_error();
+}
+
 } // namespace
