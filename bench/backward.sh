@@ -86,15 +86,19 @@ for path in sorted(glob.glob(os.path.join(work, "json", "*.json"))):
         except OSError:
             why = ""
         rows.append((module, int(D), r.get("threads", 0),
-                     "| %s | %s | %s | %s failed: %s | | | | | | | |" % (
+                     "| %s | %s | %s | %s failed: %s | | | | | | | | | | |" % (
                          module, D, r.get("threads", "-"), r["error"].split()[0], why)))
         continue
     segment_set.add(r["backward_segment"])
     mlp = r["reference_model"] is None
     target = 4.0 if mlp else 3.0
     ratio = r["backward_over_forward"]
+    saved_ratio = r.get("backward_from_checkpoints_over_forward")
     cells = [r["module"], str(r["dk"]), str(r["threads"]), fmt(r["ms"], 2),
-             fmt(r["backward_ms"], 2), "%.2f (target %.0f)" % (ratio, target),
+             fmt(r["backward_ms"], 2), "%.2f" % ratio,
+             fmt(r.get("saving_forward_over_forward"), 3),
+             fmt(r.get("backward_from_checkpoints_ms"), 2),
+             "-" if saved_ratio is None else "%.2f (target %.0f)" % (saved_ratio, target),
              "%d / %d" % (r["backward_states_per_pair"], r["backward_all_states_per_pair"]),
              "%.2f" % (r["backward_saved_bytes"] / 1e6),
              fmt(r["reference_backward_ms"], 1),
@@ -118,18 +122,22 @@ lines = ["## CPU backward", "",
                                      ", the runs not kept from before" if "RESUME" in command
                                      else "", run, segments, source, load0, load1),
          "",
-         "Columns: forward and backward ms (medians; the backward recomputes the forward "
+         "Columns: forward and backward ms (medians; this backward recomputes the forward "
          "itself: a checkpointing pass, then per segment a recompute and the reverse steps); "
-         "bwd/fwd = their ratio, with the issue's target (3 for linear memories, 4 for MLP "
-         "memories); states kept = ceil(T/S) + S per (batch, head) pair in flight against T "
+         "bwd/fwd = their ratio; saving fwd = the forward that also saves the checkpoints "
+         "(miras_forward_args.checkpoints), over the plain forward; bwd from ckpt = the "
+         "backward that reads them instead of its checkpointing pass (a training step's "
+         "pair), and its ratio to the plain forward, with the issue's target (3 for linear "
+         "memories, 4 for MLP memories); states kept = ceil(T/S) + S per (batch, head) pair in flight against T "
          "to keep them all; saved MB = those states for the pairs in flight (one per thread); "
          "reference = the hand-written scalar reverse sweep of `miras bench` (same segment, "
          "same threads; linear memories only), x = its time over the module's; max rel diff = "
          "max |d - d_ref| / max |d_ref| over the adjoints of q, k, v, the gates and W_0.",
          "",
-         "| module | D | threads | forward ms | backward ms | bwd/fwd | states kept / T "
+         "| module | D | threads | forward ms | backward ms | bwd/fwd | saving fwd / fwd "
+         "| bwd from ckpt ms | bwd from ckpt / fwd | states kept / T "
          "| saved MB | reference ms | x vs reference | max rel diff |",
-         "|---|---|---|---|---|---|---|---|---|---|---|"]
+         "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
 lines += [r[-1] for r in rows]
 section = "\n".join(lines) + "\n"
 

@@ -127,9 +127,9 @@ class Library:
     def _extra_outputs(self, B, H, fill):
         return [np.full((B, H) + shape, fill, np.float32) for shape in self.extra]
 
-    def forward(self, B, T, H, dv, inputs, states_in, checkpoints=None):
+    def forward(self, B, T, H, dv, inputs, states_in, checkpoints=None, status=False):
         """(o, final states) of the compiled forward, float32; with `checkpoints`
-        (checkpoint_buffers) it saves them there."""
+        (checkpoint_buffers) it saves them there; with `status`, its status only."""
         o = np.zeros((B, T, H, dv), np.float32)
         outs = [np.zeros_like(s) for s in states_in]
         q, k, v, *gates = inputs
@@ -139,6 +139,8 @@ class Library:
                            ptrs(list(states_in) + [None] * len(self.extra)),
                            ptrs(all_outs), ptr(o), ptrs(checkpoints))
         rc = self.forward_fn(ctypes.byref(args))
+        if status:
+            return rc
         if rc != 0:
             raise SystemExit('forward returned %d' % rc)
         return o, outs
@@ -370,7 +372,17 @@ def main():
     # reading them gives the recomputing backward's adjoints (bit for bit when the
     # forward is the sequential algorithm, whose states the first pass recomputes).
     o_plain, final_plain = libs[0].forward(B, T, H, dv, inputs, states_in)
-    for lib, segment in zip(libs, effective):
+    # The CUDA kernel run on the CPU reads flat buffers, not the per-pair views the
+    # saving forward calls it on: such a library refuses to save (the CUDA backward
+    # computes its own checkpoints).
+    flat_kernel = '--cuda-on-cpu' in args.mirasc_arg
+    if flat_kernel:
+        buffers = libs[0].checkpoint_buffers(T, effective[0], states_in)
+        rc = libs[0].forward(B, T, H, dv, inputs, states_in, buffers, status=True)
+        failed += rc != 10
+        print('--cuda-on-cpu: forward saving checkpoints -> MIRAS_ERR_UNSUPPORTED %s'
+              % ('OK' if rc == 10 else 'FAIL (%d)' % rc))
+    for lib, segment in zip([] if flat_kernel else libs, effective):
         buffers = lib.checkpoint_buffers(T, segment, states_in)
         o_saving, final_saving = lib.forward(B, T, H, dv, inputs, states_in, buffers)
         same = np.array_equal(o_saving, o_plain) and all(

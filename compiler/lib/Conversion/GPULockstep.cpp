@@ -219,8 +219,11 @@ struct GPULockstepPass
     if (backward)
       map.map(entry.getArgument(3), toI64(host.getArgument(KernelLayout::pairBegin)));
     const unsigned firstTensor = backward ? 4 : 3;
-    // Flat pointers: the kernel reinterprets them with their shapes again.
-    for (unsigned i = KernelLayout::query; i < host.getNumArguments(); ++i) {
+    // Flat pointers: the kernel reinterprets them with their shapes again. A
+    // backward's checkpoints_given is not one: the CUDA kernel computes its
+    // checkpoints whatever the host says (SimtToGPU).
+    const unsigned numTensors = host.getNumArguments() - (backward ? 1 : 0);
+    for (unsigned i = KernelLayout::query; i < numTensors; ++i) {
       BlockArgument param = entry.getArgument(firstTensor + i - KernelLayout::query);
       Value flat = memref::ReinterpretCastOp::create(
           b, loc, cast<MemRefType>(param.getType()), host.getArgument(i),

@@ -255,6 +255,7 @@ llvm::Expected<CompileResult> miras::compileModule(llvm::StringRef sourceText,
     // Segments start at chunk starts: S rounded up to a multiple of the chunk.
     int64_t chunk = memoryModule.getChunk();
     iface.backwardSegment = (options.backwardSegment + chunk - 1) / chunk * chunk;
+    iface.forwardTakesViews = options.gpuCheck != GpuCheck::CudaOnCpu;
     toLinalg.backwardSegment = iface.backwardSegment;
   }
   FailureOr<std::string> built = plannedAlgorithm(memoryModule, toLinalg.algorithm);

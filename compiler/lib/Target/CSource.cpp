@@ -636,9 +636,11 @@ static void emitForward(raw_ostream &os, const KernelInterface &iface,
   }
   desc("d_o", l.o, "args->o");
   emitChunkPositionCheck(os, iface, "state_in");
-  const bool saves = iface.backwardSegment > 0;
+  const bool saves = iface.backwardSegment > 0 && iface.forwardTakesViews;
   if (!saves)
-    os << "  /* Built without --backward: no checkpoints to save. */\n"
+    os << "  /* " << (iface.backwardSegment > 0 ? "A kernel that reads flat buffers"
+                                                 : "Built without --backward")
+       << ": no checkpoints to save. */\n"
        << "  if (args->checkpoints != NULL) return MIRAS_ERR_UNSUPPORTED;\n";
   else
     emitCheckpointScratch(os, iface, l);
@@ -792,7 +794,7 @@ static void emitBackward(raw_ostream &os, const KernelInterface &iface,
   }
   emitNonNullArray(os, "d_state_in", numStates);
   // Checkpoints a forward saved (miras_abi.h MIRAS_CHECKPOINTS): the carried
-  // states' are read there, not computed and kept in the workspace.
+  // states' are taken from there, not computed.
   os << "  const int given = args->checkpoints != NULL;\n";
   for (size_t i = 0; i < numCarried(iface); ++i)
     os << "  if (given && args->checkpoints[" << i << "] == NULL) return MIRAS_ERR_NULL_POINTER;\n";
@@ -858,13 +860,9 @@ static void emitBackward(raw_ostream &os, const KernelInterface &iface,
     };
     for (size_t i = 0; i < numStates; ++i) {
       std::string idx = std::to_string(i);
-      if (i < carried)
-        os << "  if (!given) {\n";
       allocate(i, "m_c" + idx, "n_c" + idx);
-      if (i < carried) {
-        os << "  }\n";
+      if (i < carried)
         allocate(numStates + i, "m_w" + idx, "n_w" + idx);
-      }
     }
     os << "  if (failed) {\n    for (int i = 0; i < " << numWork
        << "; ++i) free(work[i]);\n    return MIRAS_ERR_ALLOC;\n  }\n";
@@ -878,10 +876,13 @@ static void emitBackward(raw_ostream &os, const KernelInterface &iface,
      << "  for (int64_t pair = begin; pair < end; ++pair) {\n";
   for (size_t i = 0; i < numStates; ++i) {
     std::string idx = std::to_string(i);
+    // Saved checkpoints are copied into the workspace (N states, a small part of
+    // the pass they replace): the caller's buffers stay read-only whatever the
+    // kernel does with its own (a CUDA kernel run on the CPU recomputes them).
     if (i < carried)
-      os << "  if (given) {\n    m_c" << idx << ".allocated = m_c" << idx
-         << ".aligned = (float *)args->checkpoints[" << idx << "] + (size_t)pair * (size_t)n_c"
-         << idx << ";\n  } else\n";
+      os << "  if (given) {\n    memcpy(work[" << i << "], args->checkpoints[" << idx
+         << "] + (size_t)pair * (size_t)n_c" << idx << ", (size_t)n_c" << idx
+         << " * sizeof(float));\n  } else\n";
     os << "  {\n    const size_t per_pair = (size_t)(n_s" << idx << " / pairs);\n"
        << "    const float *init = args->state_in ? args->state_in[" << idx
        << "] : NULL;\n"

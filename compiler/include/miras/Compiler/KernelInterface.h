@@ -80,6 +80,12 @@ struct KernelInterface {
   /// BackwardKernelLayout of StepSignature.h; the glue allocates its
   /// checkpoints and segment workspace).
   int64_t backwardSegment = 0;
+  /// Whether the CPU forward kernel reads a pair's tokens through strided
+  /// views (B = H = 1 over the caller's buffers), which the glue's forward
+  /// needs to save checkpoints (miras_forward_args.checkpoints) as calls that
+  /// end at segment ends. Not the CUDA kernel run on the CPU (--cuda-on-cpu):
+  /// it reads flat, contiguous buffers, so such a library refuses to save.
+  bool forwardTakesViews = true;
 
   /// The CUDA kernels (miras_cuda_binary of miras_abi.h), when targets
   /// names "cuda".
