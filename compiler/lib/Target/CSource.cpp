@@ -510,6 +510,20 @@ static void emitFloatMode(raw_ostream &os) {
         "#endif\n\n";
 }
 
+/// The forward kernel's call over pairs `range` ("begin, end") on the
+/// descriptors `<prefix>q`, `<prefix>k`, ..., in KernelLayout's order
+/// (StepSignature.h).
+static void emitKernelCall(raw_ostream &os, const std::string &n, const Layout &l,
+                           StringRef range, StringRef prefix) {
+  os << "_mlir_ciface_" << n << "_kernel(" << range << ", &" << prefix << "q, &" << prefix
+     << "k, &" << prefix << "v";
+  for (size_t i = 0; i < l.gates.size(); ++i)
+    os << ", &" << prefix << "g" << i;
+  for (size_t i = 0; i < l.statesOut.size(); ++i)
+    os << ", &" << prefix << "s" << i;
+  os << ", &" << prefix << "o);\n";
+}
+
 /// The forward with checkpoints (miras_forward_args.checkpoints, a library
 /// with a backward): validates them and allocates, before anything is
 /// written, the pair's states in `scratch` (64-byte aligned, so the kernel
@@ -584,12 +598,9 @@ static void emitCheckpointedForward(raw_ostream &os, const KernelInterface &ifac
        << "        v_s" << i << ".strides[0] = v_s" << i << ".strides[1] = (int64_t)n" << i
        << ";\n";
   }
-  os << "        _mlir_ciface_" << n << "_kernel(0, 1, &v_q, &v_k, &v_v";
-  for (size_t i = 0; i < l.gates.size(); ++i)
-    os << ", &v_g" << i;
-  for (size_t i = 0; i < numStates; ++i)
-    os << ", &v_s" << i;
-  os << ", &v_o);\n        t += len;\n        u += len;\n        if (t < T) {\n";
+  os << "        ";
+  emitKernelCall(os, n, l, "0, 1", "v_");
+  os << "        t += len;\n        u += len;\n        if (t < T) {\n";
   saveCheckpoint("u / S");
   os << "        }\n      }\n";
   for (size_t i = 0; i < numStates; ++i)
@@ -676,12 +687,9 @@ static void emitForward(raw_ostream &os, const KernelInterface &iface,
     emitCheckpointedForward(os, iface, l);
     os << "    miras_float_mode_leave(mode);\n    return MIRAS_OK;\n  }\n";
   }
-  os << "  _mlir_ciface_" << n << "_kernel(begin, end, &d_q, &d_k, &d_v";
-  for (size_t i = 0; i < l.gates.size(); ++i)
-    os << ", &d_g" << i;
-  for (size_t i = 0; i < l.statesOut.size(); ++i)
-    os << ", &d_s" << i;
-  os << ", &d_o);\n  miras_float_mode_leave(mode);\n  return MIRAS_OK;\n}\n\n";
+  os << "  ";
+  emitKernelCall(os, n, l, "begin, end", "d_");
+  os << "  miras_float_mode_leave(mode);\n  return MIRAS_OK;\n}\n\n";
 
   os << "MIRAS_EXPORT int32_t " << n
      << "_forward(const miras_forward_args *args) {\n"

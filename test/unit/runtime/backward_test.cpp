@@ -162,48 +162,45 @@ TEST_F(Backward, CheckpointsAreNamedAndShapeChecked) {
   expectError(MIRAS_ERR_INVALID_ARGUMENT, {"unknown adjoint tensor 'W.checkpoints'"});
 }
 
+// miras_library_forward over `inputs` and `outputs` must fail with `status`, its message
+// holding `fragment`.
+void expectForwardFails(miras::Library &lib, TensorMap &inputs,
+                        std::vector<miras_tensor> outputs, miras_status status,
+                        const std::string &fragment) {
+  std::vector<miras_tensor> in = views(inputs);
+  EXPECT_EQ(miras_library_forward(lib.handle(), in.data(), int32_t(in.size()), outputs.data(),
+                                  int32_t(outputs.size())),
+            status);
+  EXPECT_NE(std::string(miras_last_error()).find(fragment), std::string::npos)
+      << miras_last_error();
+}
+
 // A library without a backward has no checkpoints to save.
 TEST(Checkpoints, ForwardWithoutBackwardRefusesThem) {
   miras::Library lib = miras::Library::open(MIRAS_FAKE_MODULE);
   TensorMap in = fakeInputs(B, T, H, true);
-  std::vector<miras_tensor> inputs, outputs;
-  for (auto &[name, t] : in)
-    inputs.push_back(view(name.c_str(), t));
   Tensor o({B, T, H, kDv}), w({B, H, kDv, kDk}), checkpoints({B, H, 2, kDv, kDk});
-  outputs = {view("o", o), view("W", w), view("W.checkpoints", checkpoints)};
-  EXPECT_EQ(miras_library_forward(lib.handle(), inputs.data(), int32_t(inputs.size()),
-                                  outputs.data(), int32_t(outputs.size())),
-            MIRAS_ERR_UNSUPPORTED);
-  EXPECT_NE(std::string(miras_last_error()).find("no backward pass to save checkpoints"),
-            std::string::npos)
-      << miras_last_error();
+  expectForwardFails(lib, in, {view("o", o), view("W", w), view("W.checkpoints", checkpoints)},
+                     MIRAS_ERR_UNSUPPORTED, "no backward pass to save checkpoints");
 }
 
 // Every carried state's checkpoints or none: a partial set is named.
 TEST(Checkpoints, PartialSetIsRefused) {
   miras::Library lib = miras::Library::open(MIRAS_FAKE_INITS);
   TensorMap in = fakeInputs(B, T, H, false);
-  std::vector<miras_tensor> inputs, outputs;
-  for (auto &[name, t] : in)
-    inputs.push_back(view(name.c_str(), t));
-  Tensor o({B, T, H, kDv}), w({B, H, kDv, kDk}), checkpoints({B, H, 2, kDv, kDk});
-  std::vector<Tensor> states;
   const miras_module_metadata &m = lib.metadata();
-  outputs = {view("o", o)};
-  states.reserve(size_t(m.num_states));
+  TensorMap states;
   for (int32_t s = 0; s < m.num_states; ++s) {
     std::vector<int64_t> shape{B, H};
     shape.insert(shape.end(), m.states[s].shape, m.states[s].shape + m.states[s].rank);
-    states.emplace_back(shape);
-    outputs.push_back(view(m.states[s].name, states.back()));
+    states.emplace(m.states[s].name, Tensor(shape));
   }
+  Tensor o({B, T, H, kDv}), checkpoints({B, H, 2, kDv, kDk});
+  std::vector<miras_tensor> outputs = views(states);
+  outputs.push_back(view("o", o));
   outputs.push_back(view("W.checkpoints", checkpoints));
-  EXPECT_EQ(miras_library_forward(lib.handle(), inputs.data(), int32_t(inputs.size()),
-                                  outputs.data(), int32_t(outputs.size())),
-            MIRAS_ERR_INVALID_ARGUMENT);
-  EXPECT_NE(std::string(miras_last_error()).find("output tensor 'I.checkpoints' is missing"),
-            std::string::npos)
-      << miras_last_error();
+  expectForwardFails(lib, in, outputs, MIRAS_ERR_INVALID_ARGUMENT,
+                     "output tensor 'I.checkpoints' is missing");
 }
 
 } // namespace

@@ -48,6 +48,14 @@ inline miras_tensor view(const char *name, Tensor &t) {
   return v;
 }
 
+/// A view of every tensor of `tensors`, named by its key.
+inline std::vector<miras_tensor> views(miras::TensorMap &tensors) {
+  std::vector<miras_tensor> out;
+  for (auto &[name, t] : tensors)
+    out.push_back(view(name.c_str(), t));
+  return out;
+}
+
 inline Tensor randomTensor(std::vector<int64_t> shape, unsigned seed, float lo = -1,
                            float hi = 1) {
   Tensor t(std::move(shape));
