@@ -291,8 +291,10 @@ LogicalResult KernelLowering::runBackward(func::FuncOp backward,
           memref::CopyOp::create(ib, loc, running[i], forwardAnchors[i]);
       }
       beginBody(forward);
-      if (failed(lowerStateStep(tb, loc, entry, bi, tokenAt(tb, u), hi,
-                                running, running, forwardAnchors)))
+      Value ti = tokenAt(tb, u);
+      prefetchToken(tb, loc, entry, bi, ti, hi, /*ahead=*/1);
+      if (failed(lowerStateStep(tb, loc, entry, bi, ti, hi, running, running,
+                                forwardAnchors)))
         return failure();
       cb.setInsertionPointAfter(uLoop);
       copyStates(cb, [&](unsigned i) { return running[i]; },
@@ -395,6 +397,7 @@ LogicalResult KernelLowering::runBackward(func::FuncOp backward,
     for (unsigned i = 0; i < numAnchors; ++i)
       anchors.push_back(segmentState(jb, i, first));
     beginBody(forward);
+    prefetchToken(jb, loc, entry, bi, ti, hi, /*ahead=*/1);
     if (failed(lowerStateStep(jb, loc, entry, bi, ti, hi, from, to, anchors)))
       return failure();
   }
@@ -419,6 +422,11 @@ LogicalResult KernelLowering::runBackward(func::FuncOp backward,
     extraOutputs.push_back({ret.getOperand(signature.anchorArg(i)), anchorStep[i]});
   }
   bindToken(bb, loc, entry, bi, ti, hi, signature.queryArg());
+  // The reverse steps walk the tokens backwards: the next is ti - 1.
+  prefetchToken(bb, loc, entry, bi, ti, hi, /*ahead=*/-1,
+                {arg(layout.outputAdjoint())},
+                {arg(layout.queryAdjoint()), arg(layout.keyAdjoint()),
+                 arg(layout.valueAdjoint())});
   // A running adjoint that cannot be written in place (adjointsInPlace)
   // alternates between the caller's buffer and a spare one, token by token
   // (a reverse step may read an old adjoint after computing a new one:

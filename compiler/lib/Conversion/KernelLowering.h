@@ -161,9 +161,12 @@ private:
                  Value hi, unsigned first);
   /// After the pair loop: frees the heap scratch buffers and returns.
   void closeKernel(OpBuilder &b, Location loc, Operation *pairLoop);
-  /// Prefetches the q, k, v rows of token ti + 1.
-  void prefetchNextToken(OpBuilder &b, Location loc, Block *entry, Value bi,
-                         Value ti, Value hi);
+  /// Prefetches the q, k, v rows of token ti + ahead (the token the loop
+  /// goes to next), and the rows of `reads` and, for writing, of `writes`
+  /// ([B, T, H, ...] kernel arguments).
+  void prefetchToken(OpBuilder &b, Location loc, Block *entry, Value bi,
+                     Value ti, Value hi, int64_t ahead,
+                     ArrayRef<Value> reads = {}, ArrayRef<Value> writes = {});
   /// The chunked parallel form for one (batch, head) pair (ChunkedForm.cpp):
   /// the whole chunks of tokens [from, to) (to - from a multiple of C), each
   /// starting with the states as its anchor.

@@ -41,6 +41,7 @@
 #include "mlir/Dialect/Vector/IR/VectorOps.h"
 #include "mlir/IR/IRMapping.h"
 #include "mlir/IR/OpDefinition.h"
+#include "mlir/Transforms/RegionUtils.h"
 
 #include "llvm/ADT/StringMap.h"
 #include "llvm/MC/MCSubtargetInfo.h"
@@ -232,6 +233,47 @@ public:
       hoistInvariantReads();
   }
 
+  /// Row fusion of an elementwise 1-D generic: its `rows` elements from
+  /// `start` as one vector (a block of rows is contiguous in a [rows]
+  /// buffer), so that its math stays vectorised (exp as a polynomial, not
+  /// a libm call per row).
+  void emitBlock(Value start, int64_t rows) {
+    ivs[0] = start;
+    if (!p.innerReduction)
+      return emitParallelTile(rows, Value());
+    // A sum over the rows: one horizontal reduction per block.
+    OpOperand *init = p.op.getDpsInitOperand(0);
+    SmallVector<Value> idx = indicesOf(p.op.getMatchingIndexingMap(init));
+    Value total = memref::LoadOp::create(b, loc, init->get(), idx);
+    total = vector::ReductionOp::create(b, loc, p.kind, term(rows, Value()),
+                                        total, combinerFastMath());
+    memref::StoreOp::create(b, loc, total, init->get(), idx);
+  }
+
+  /// Row fusion of a 2-D generic whose rows reduce (`dq[j] += W[i, j] u[i]`,
+  /// `sum(W * G)`): the rows from `start` with the accumulator in registers,
+  /// one read and one write of the output per block (per row, each row's
+  /// update would wait for the previous row's store).
+  void emitReducingBlock(Value start, int64_t rows) {
+    blockStart = start;
+    blockRows = rows;
+    if (!p.innerReduction) {
+      reductionDims.assign({0});
+      forEachTile([&](int64_t lanes, Value mask) { emitParallelTile(lanes, mask); });
+    } else if (p.ranges[p.vdim] % p.tile == 0) {
+      emitReduction({0});
+    } else { // the tail tile is reduced per row
+      auto loop = scf::ForOp::create(
+          b, loc, start, arith::AddIOp::create(b, loc, start, index(rows)), index(1));
+      OpBuilder::InsertionGuard guard(b);
+      b.setInsertionPoint(loop.getBody()->getTerminator());
+      ivs[0] = loop.getInductionVar();
+      emitReduction({});
+    }
+    blockStart = Value();
+    reductionDims.clear();
+  }
+
   /// Row fusion: the part of the generic for row `i` of loop dim 0, at the
   /// builder's insertion point (inside the fused row loop).
   void emitRow(Value i) {
@@ -300,6 +342,8 @@ private:
   SmallVector<unsigned> reductionDims;
   llvm::DenseMap<OpOperand *, Value> hoisted; // reads done before the loops
   bool scalar; // row fusion of a 1-D generic: one element per row, no vectors
+  Value blockStart;      // row fusion: the first row of the block, or null
+  int64_t blockRows = 0; // and its rows
 
   /// Reads inputs that are the same at every point of the loop nest once,
   /// before it: scalars indexed by no loop, and vectors indexed by vdim
@@ -486,8 +530,12 @@ private:
     if (dims.empty())
       return step(acc);
     unsigned d = dims.front();
-    auto loop = scf::ForOp::create(b, loc, index(0), index(p.ranges[d]),
-                                   index(1), ValueRange{acc});
+    Value lo = index(0), hi = index(p.ranges[d]);
+    if (d == 0 && blockStart) { // row fusion: this block's rows only
+      lo = blockStart;
+      hi = arith::AddIOp::create(b, loc, lo, index(blockRows));
+    }
+    auto loop = scf::ForOp::create(b, loc, lo, hi, index(1), ValueRange{acc});
     OpBuilder::InsertionGuard guard(b);
     b.setInsertionPointToStart(loop.getBody());
     ivs[d] = loop.getInductionVar();
@@ -577,20 +625,27 @@ private:
   }
 };
 
-/// One access of a row-fused op to a buffer.
+/// One access of an op to a buffer: for a row-fused op, whether the first
+/// index is the row (else the row does not index the buffer).
 struct Access {
   Value buffer;
-  bool rowIndexed; // first index is the row; else the row is not used
+  bool rowIndexed;
   bool written;
 };
 
 /// An op of a fused row loop: a linalg.fill of a [rows] buffer, a 1-D
-/// generic over [rows] (scalar per row), or a 2-D generic whose dim 0 is the
-/// (parallel) row and dim 1 the vectorised one.
+/// generic over [rows] (one vector per block of rows; if not vectorisable,
+/// one scalar per row), or a 2-D generic whose dim 0 is the
+/// row and dim 1 the vectorised one. The row may be a reduction dim when the
+/// output is not indexed by it: `dq[j] += W[i, j] u[i]` (columns accumulated
+/// over the rows) and `sum(A * B)`.
 struct RowMember {
   Operation *op = nullptr;
   std::unique_ptr<Plan> plan; // generics
-  bool scalar = false;
+  bool matrix = false;   // 2-D
+  bool rowsReduce = false; // the rows are a reduction dim
+  bool perBlock = false; // 1-D, vectorised over each block
+  bool scalar = false;   // 1-D, one scalar per row
   int64_t rows = 0;
   SmallVector<Access> accesses;
 };
@@ -611,13 +666,14 @@ std::optional<RowMember> rowMember(Operation *op, int64_t width,
   auto generic = dyn_cast<linalg::GenericOp>(op);
   if (!generic || !generic.hasPureBufferSemantics() ||
       generic.getNumDpsInits() != 1 ||
-      (generic.getNumLoops() != 1 && generic.getNumLoops() != 2) ||
-      generic.getIteratorTypesArray()[0] != utils::IteratorType::parallel)
+      (generic.getNumLoops() != 1 && generic.getNumLoops() != 2))
     return std::nullopt;
   SmallVector<int64_t> ranges = generic.getStaticLoopRanges();
   if (llvm::any_of(ranges, ShapedType::isDynamic))
     return std::nullopt;
   m.rows = ranges[0];
+  bool rowReduces =
+      generic.getIteratorTypesArray()[0] == utils::IteratorType::reduction;
   OpOperand *init = generic.getDpsInitOperand(0);
   for (OpOperand &operand : generic->getOpOperands()) {
     if (!isa<MemRefType>(operand.get().getType()))
@@ -627,7 +683,7 @@ std::optional<RowMember> rowMember(Operation *op, int64_t width,
                map.getResult(0) == getAffineDimExpr(0, op->getContext());
     if (!row && map.isFunctionOfDim(0))
       return std::nullopt; // the row indexes a later dimension
-    if (&operand == init && !row)
+    if (&operand == init && row == rowReduces)
       return std::nullopt;
     m.accesses.push_back({operand.get(), row, &operand == init});
   }
@@ -636,6 +692,14 @@ std::optional<RowMember> rowMember(Operation *op, int64_t width,
     if (failed(plan) || plan->vdim != 1)
       return std::nullopt;
     m.plan = std::make_unique<Plan>(*plan);
+    m.matrix = true;
+    m.rowsReduce = rowReduces;
+    return m;
+  }
+  if (FailureOr<Plan> plan = analyse(generic, width, maxUnroll);
+      succeeded(plan)) {
+    m.plan = std::make_unique<Plan>(*plan);
+    m.perBlock = true;
     return m;
   }
   // 1-D: one scalar per row; any elementwise body.
@@ -663,8 +727,11 @@ std::optional<RowMember> rowMember(Operation *op, int64_t width,
   return m;
 }
 
-/// Row-local: every buffer written in the group is accessed by its row only,
-/// and through no other view of the same memory.
+/// Row-local: running the group row by row (each op over a block of rows
+/// before the next) gives what running the ops one after the other gives.
+/// A buffer written by the row is accessed by its row only, and through no
+/// other view of the same memory; a buffer written across the rows (columns
+/// accumulated, a sum) is accessed by its writer alone.
 bool rowLocal(ArrayRef<RowMember> group) {
   for (const RowMember &w : group)
     for (const Access &a : w.accesses) {
@@ -672,11 +739,71 @@ bool rowLocal(ArrayRef<RowMember> group) {
         continue;
       for (const RowMember &m : group)
         for (const Access &b : m.accesses) {
-          if (b.buffer == a.buffer ? !b.rowIndexed : miras::mayAlias(b.buffer, a.buffer))
+          if (&b == &a)
+            continue;
+          if (!a.rowIndexed ? miras::mayAlias(b.buffer, a.buffer)
+                            : b.buffer == a.buffer
+                                  ? !b.rowIndexed
+                                  : miras::mayAlias(b.buffer, a.buffer))
             return false;
         }
     }
   return true;
+}
+
+/// The buffers `op` reads and writes, or nothing when they are not all known
+/// (an op with regions, or with effects on no particular buffer).
+std::optional<SmallVector<Access>> bufferAccesses(Operation *op) {
+  SmallVector<Access> accesses;
+  if (auto linalgOp = dyn_cast<linalg::LinalgOp>(op)) {
+    if (!linalgOp.hasPureBufferSemantics())
+      return std::nullopt;
+    for (OpOperand &operand : op->getOpOperands())
+      if (isa<MemRefType>(operand.get().getType()))
+        accesses.push_back({operand.get(), false, linalgOp.isDpsInit(&operand)});
+    return accesses;
+  }
+  if (op->getNumRegions() != 0)
+    return std::nullopt;
+  auto effecting = dyn_cast<MemoryEffectOpInterface>(op);
+  if (!effecting)
+    return isMemoryEffectFree(op) ? std::optional(accesses) : std::nullopt;
+  SmallVector<MemoryEffects::EffectInstance> effects;
+  effecting.getEffects(effects);
+  for (const MemoryEffects::EffectInstance &effect : effects) {
+    Value buffer = effect.getValue();
+    if (!buffer || !isa<MemRefType>(buffer.getType()))
+      return std::nullopt;
+    accesses.push_back({buffer, false,
+                        !isa<MemoryEffects::Read>(effect.getEffect())});
+  }
+  return accesses;
+}
+
+/// An op the fused loop moves across (before or after it).
+struct Moved {
+  Operation *op;
+  SmallVector<Access> accesses;
+};
+
+/// Whether `op` (with `accesses`) must keep its order relative to one of
+/// `ops`: it uses one's result, or they touch the same memory and one of
+/// them writes.
+template <typename Range>
+bool dependsOn(Operation *op, ArrayRef<Access> accesses, const Range &ops) {
+  // Its operands and what its body captures (a generic's scalars).
+  llvm::SetVector<Value> used(op->operand_begin(), op->operand_end());
+  getUsedValuesDefinedAbove(op->getRegions(), used);
+  for (const auto &other : ops) {
+    for (Value value : used)
+      if (value.getDefiningOp() == other.op)
+        return true;
+    for (const Access &a : accesses)
+      for (const Access &b : other.accesses)
+        if ((a.written || b.written) && miras::mayAlias(a.buffer, b.buffer))
+          return true;
+  }
+  return false;
 }
 
 struct MirasVectorize
@@ -697,6 +824,7 @@ struct MirasVectorize
       getOperation().walk([&](Block *block) { blocks.push_back(block); });
       for (Block *block : blocks)
         fuseRowsIn(*block, b);
+      getOperation().walk([](Operation *op) { op->removeAttr(kFusedAttr); });
     }
     SmallVector<linalg::GenericOp> generics;
     getOperation().walk([&](linalg::GenericOp op) { generics.push_back(op); });
@@ -708,66 +836,95 @@ struct MirasVectorize
     }
   }
 
-  /// Runs of fills and generics over the same rows, with only memory-effect
-  /// free ops between them, whose writes are row-local, become one loop over
-  /// the rows (when the run holds a 2-D generic): each row of the state is
-  /// read once and stays in registers from the matvec that reads it through
-  /// the update that writes it to the matvec that reads the new value.
+  /// Fuses the ops over the same rows of one block into loops over the
+  /// rows, one group at a time until none is left: each row of a matrix is
+  /// read once while it is in L1 by every op that reads it (the matvecs of
+  /// the state, its in-place update, the reverse step's column
+  /// accumulations and sums).
   void fuseRowsIn(Block &block, OpBuilder &b) {
-    SmallVector<Operation *> ops;
-    for (Operation &op : block)
-      ops.push_back(&op);
-    std::vector<RowMember> group;
-    SmallVector<Operation *> pure, groupPure;
-    auto flush = [&] {
-      bool has2D = llvm::any_of(group, [](const RowMember &m) {
-        return m.plan && !m.scalar;
-      });
-      if (group.size() >= 2 && has2D)
-        emitFused(group, groupPure, b);
-      group.clear();
-      groupPure.clear();
-      pure.clear();
-    };
-    for (Operation *op : ops) {
-      if (std::optional<RowMember> m = rowMember(op, vectorWidth, maxUnroll)) {
-        if (!group.empty() && m->rows == group.front().rows) {
-          group.push_back(std::move(*m));
-          if (rowLocal(group)) {
-            groupPure.append(pure);
-            pure.clear();
-            continue;
-          }
-          RowMember last = std::move(group.back());
-          group.pop_back();
-          flush();
-          group.push_back(std::move(last));
-          continue;
-        }
-        flush();
-        group.push_back(std::move(*m));
-        continue;
-      }
-      if (!group.empty() && isMemoryEffectFree(op) && op->getNumRegions() == 0) {
-        pure.push_back(op);
-        continue;
-      }
-      flush();
+    while (fuseOneGroup(block, b)) {
     }
-    flush();
   }
 
-  void emitFused(std::vector<RowMember> &group, ArrayRef<Operation *> pure,
-                 OpBuilder &b) {
-    Operation *first = group.front().op;
-    for (Operation *op : pure)
-      op->moveBefore(first);
-    Location loc = first->getLoc();
-    b.setInsertionPoint(first);
+  /// Scans `block` from its first 2-D generic over rows that is not already
+  /// fused, up to the next op whose memory effects are unknown (an op with
+  /// regions: a fused loop, control flow), sorting each op into
+  ///   * the group: it joins the loop over the rows (it must be row-local
+  ///     with the group and independent of the ops deferred);
+  ///   * before: independent of the group and of the ops deferred, it stays
+  ///     where it is, before the loop (fills and 1-D generics prefer this:
+  ///     they stay vectorised);
+  ///   * after: it depends on the group across rows (it reads columns the
+  ///     group accumulates, or a sum), so it moves after the loop, and so
+  ///     does whatever depends on it.
+  /// Returns whether a group was fused.
+  bool fuseOneGroup(Block &block, OpBuilder &b) {
+    std::vector<RowMember> group;
+    std::vector<Moved> after;
+    Operation *end = nullptr;
+    auto canJoin = [&](RowMember &m) {
+      if (m.rows != group.front().rows ||
+          dependsOn(m.op, m.accesses, after))
+        return false;
+      group.push_back(std::move(m));
+      if (rowLocal(group))
+        return true;
+      m = std::move(group.back());
+      group.pop_back();
+      return false;
+    };
+    for (Operation &opRef : block) {
+      Operation *op = &opRef;
+      std::optional<RowMember> m = rowMember(op, vectorWidth, maxUnroll);
+      bool matrix = m && m->matrix;
+      if (group.empty()) {
+        if (matrix && !op->hasAttr(kFusedAttr))
+          group.push_back(std::move(*m));
+        continue;
+      }
+      std::optional<SmallVector<Access>> accesses = bufferAccesses(op);
+      if (!accesses || op->hasTrait<OpTrait::IsTerminator>()) {
+        end = op;
+        break;
+      }
+      if (matrix && canJoin(*m))
+        continue;
+      if (!dependsOn(op, *accesses, group) && !dependsOn(op, *accesses, after))
+        continue; // stays before the loop
+      if (m && !matrix && canJoin(*m))
+        continue;
+      after.push_back({op, std::move(*accesses)});
+    }
+    if (group.empty())
+      return false;
+    // Not worth a loop of its own: the first matrix op stays as it is, and
+    // the scan starts again after it.
+    if (group.size() < 2 || !end) {
+      group.front().op->setAttr(kFusedAttr, b.getUnitAttr());
+      return true;
+    }
+    // The loop goes after every op that stays before it (a later member may
+    // depend on one: the fill of the sum it accumulates), then the deferred
+    // ops in their order.
+    emitFused(group, end, b);
+    for (Moved &moved : after)
+      moved.op->moveBefore(end);
+    return true;
+  }
+
+  /// Marks a matrix op that a group cannot start at (the next scan skips it);
+  /// removed when the pass is done.
+  static constexpr llvm::StringLiteral kFusedAttr = "miras.row_fusion_tried";
+
+  /// One loop over blocks of rows before `at` in place of the group's ops.
+  void emitFused(std::vector<RowMember> &group, Operation *at, OpBuilder &b) {
+    Location loc = group.front().op->getLoc();
+    b.setInsertionPoint(at);
     std::vector<std::unique_ptr<Emitter>> emitters;
     for (RowMember &m : group) {
       emitters.emplace_back(m.plan ? new Emitter(*m.plan, b, m.scalar) : nullptr);
-      if (emitters.back())
+      // A 1-D op's inputs are indexed by the rows: nothing to hoist.
+      if (m.matrix)
         emitters.back()->prepareRows();
     }
     // Blocks of `block` rows: each op runs over the block's rows before the
@@ -783,6 +940,14 @@ struct MirasVectorize
       b.setInsertionPoint(loop.getBody()->getTerminator());
       Value start = loop.getInductionVar();
       for (auto [m, e] : llvm::zip(group, emitters)) {
+        if (m.perBlock) {
+          e->emitBlock(start, block);
+          continue;
+        }
+        if (m.rowsReduce) {
+          e->emitReducingBlock(start, block);
+          continue;
+        }
         auto inner = scf::ForOp::create(
             b, loc, start, arith::AddIOp::create(b, loc, start, idx(block)),
             idx(1));

@@ -365,6 +365,7 @@ llvm::Expected<CompileResult> miras::compileModule(llvm::StringRef sourceText,
 
   LinalgToLLVMOptions toLLVM;
   toLLVM.vectorWidth = vectorWidthForCPU(options.cpu);
+  toLLVM.fuseRows = options.fuseRows;
   if (!runStage(context, *module, [&](OpPassManager &pm) {
         buildLinalgToLLVMPipeline(pm, toLLVM);
       }, cl))

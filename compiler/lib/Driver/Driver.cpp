@@ -111,6 +111,13 @@ cl::opt<int64_t> backwardSegment(
              "(memory: ceil(T/S) + S states per batch and head; rounded up to a "
              "multiple of the chunk)"),
     cl::init(64), cl::cat(category));
+cl::opt<bool> fuseRows(
+    "fuse-rows",
+    cl::desc("CPU kernels: one loop over the rows of a matrix for the ops that "
+             "read or write it row by row (each row read once while in L1). "
+             "Off by default: it pays for some modules' forward and costs "
+             "others' (docs/TRAINING.md, Speed)"),
+    cl::init(false), cl::cat(category));
 cl::opt<bool> keepTemps("keep-temps",
                         cl::desc("Keep the generated glue and object files"),
                         cl::cat(category));
@@ -162,6 +169,7 @@ llvm::Expected<CompileOptions> readOptions() {
                      : cudaOnCpu ? GpuCheck::CudaOnCpu
                                  : GpuCheck::None;
   options.keepTemps = keepTemps;
+  options.fuseRows = fuseRows;
   if (backwardFlag && emit < Stage::Rule)
     return llvm::createStringError("--backward goes with --emit=rule, linalg, llvm, "
                                    "obj or lib (--emit=backward prints the reverse "

@@ -64,6 +64,7 @@ void miras::buildLinalgToLLVMPipeline(OpPassManager &pm,
   if (options.vectorWidth != 0) {
     MirasVectorizeOptions vectorize;
     vectorize.vectorWidth = options.vectorWidth;
+    vectorize.fuseRows = options.fuseRows;
     pm.addNestedPass<func::FuncOp>(createMirasVectorize(vectorize));
     pm.addPass(createCanonicalizerPass());
   }

@@ -33,11 +33,12 @@
 // CHECK-DAG: %[[A:.*]] = memref.load %[[ALPHA]][%[[B]], %[[T]], %[[H]]]
 // CHECK-DAG: %[[KT:.*]] = memref.subview %[[K]][%[[B]], %[[T]], %[[H]], 0]
 // CHECK-DAG: %[[OT:.*]] = memref.subview %[[O]][%[[B]], %[[T]], %[[H]], 0]
-// The next token's inputs are prefetched.
+// The next token's inputs are prefetched, and its output row for writing.
 // CHECK-DAG: %[[NEXT:.*]] = arith.addi %[[T]], %{{.*}} : index
 // CHECK-DAG: memref.prefetch %[[Q]][%[[B]], %[[NEXT]], %[[H]], %{{.*}}], read, locality<3>, data
 // CHECK-DAG: memref.prefetch %[[K]][%[[B]], %[[NEXT]], %[[H]], %{{.*}}], read, locality<3>, data
 // CHECK-DAG: memref.prefetch %[[V]][%[[B]], %[[NEXT]], %[[H]], %{{.*}}], read, locality<3>, data
+// CHECK-DAG: memref.prefetch %[[O]][%[[B]], %[[NEXT]], %[[H]], %{{.*}}], write, locality<3>, data
 // y = (alpha W) k as alpha (W k): the matvec reads W itself, the decay scales
 // its 4 results instead of the 16 entries of W.
 // CHECK: linalg.generic {indexing_maps = [#[[MAT]], #[[COL]], #[[ROW]]], iterator_types = ["parallel", "reduction"]} ins(%[[WBH]], %[[KT]] : {{.*}}) outs(%[[Y:.*]] :

@@ -167,13 +167,25 @@ def MirasVectorize : Pass<"miras-vectorize", "::mlir::func::FuncOp"> {
     unchanged for `convert-linalg-to-loops`. `vector-width=0` turns the pass
     off.
 
-    `fuse-rows` (off by default) also fuses runs of fills and generics over
-    the same rows whose writes are row-local (a matvec reading W, elementwise
-    ops on [Dv] vectors, the in-place update of W, the matvec reading the new
-    W) into one loop over blocks of `row-block` rows: one pass over the state
-    per token. Measured on znver4 it did not pay (gated_deltanet, tokens in
-    cache: D=64 0.32 vs 0.29 ms unfused, D=128 equal; one row at a time it
-    was 2.4x slower, each row's reductions chaining into the next op).
+    `fuse-rows` (off by default; `mirasc --fuse-rows`) fuses the ops over
+    the same rows of a matrix into one loop over blocks of `row-block` rows,
+    each op an inner loop over the block (1-D ops one vector per block;
+    columns accumulated and sums carried in registers across the block): a
+    row is read by every op while it is in L1. Members: matvecs
+    (`y[i] += W[i, j] k[j]`), updates of W in place, column accumulations
+    over the rows (`dq[j] += W[i, j] u[i]`), sums (`sum(W * G)`), fills and
+    1-D generics over [rows]. A group must be row-local: what one op writes
+    by rows, the others touch by the same row only; what it accumulates
+    across the rows, no other op touches. Between its first and last member,
+    an op independent of the group stays before the loop; one that depends
+    on it across the rows (`dk = -dq` reads the accumulated columns, a load
+    of the sum) moves after the loop, with whatever depends on it. Ops whose
+    memory effects are unknown (control flow, loops already fused) end a
+    group. Measured on znver4 (one thread, B*H = 16, medians of 3, rounds
+    interleaved): forward Titans 115-118 against 126-127 ms, GLA D=64 35-39
+    against 40-41, Gated DeltaNet D=64 44-45 against 42-43, TTT-MLP 88-97
+    against 80-93; the backward within noise, TTT-MLP's 5-10% slower. Not
+    a default.
 
     ```mlir
     // y[i] = sum_j W[i, j] * k[j], W: memref<64x64xf32>, vector-width=16
@@ -205,8 +217,8 @@ def MirasVectorize : Pass<"miras-vectorize", "::mlir::func::FuncOp"> {
     Option<"maxUnroll", "max-unroll", "int64_t", /*default=*/"4",
            "Most vector registers per tile along the contiguous dimension">,
     Option<"fuseRows", "fuse-rows", "bool", /*default=*/"false",
-           "Fuse runs of fills and generics over the same rows (row-local "
-           "writes only) into one loop over blocks of rows">,
+           "Fuse the row-local ops over the same rows of a matrix into one "
+           "loop over blocks of rows">,
     Option<"rowBlock", "row-block", "int64_t", /*default=*/"16",
            "Rows per block of a fused row loop">,
   ];

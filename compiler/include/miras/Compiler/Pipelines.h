@@ -56,6 +56,12 @@ struct LinalgToLLVMOptions : mlir::PassPipelineOptions<LinalgToLLVMOptions> {
                      "portable; 0 leaves the loops to LLVM's auto-vectoriser "
                      "(mirasc: vectorWidthForCPU of --mcpu)"),
       llvm::cl::init(16)};
+  Option<bool> fuseRows{
+      *this, "fuse-rows",
+      llvm::cl::desc("miras-vectorize fuse-rows: one loop over the rows of a "
+                     "matrix for the ops that read or write it row by row "
+                     "(mirasc --fuse-rows)"),
+      llvm::cl::init(false)};
 };
 
 /// `miras-linalg-to-llvm`: kernel -> vector code (miras-vectorize) -> LLVM
