@@ -592,9 +592,11 @@ void KernelLowering::prefetchToken(OpBuilder &b, Location loc, Block *entry,
                                    ArrayRef<Value> writes) {
   // The next token's rows lie H * D floats away, which the hardware
   // prefetcher misses: fetch them while this token's step runs (outside
-  // the sequence a prefetch is harmless: it does not fault). Measured:
-  // gated_deltanet D=64 33 -> 25 ms, D=128 ~5 % (T=2048, B*H=16, 1
-  // thread); its backward, which walks the tokens backwards, 190 -> ? ms.
+  // the sequence a prefetch is harmless: it does not fault). Measured
+  // (gated_deltanet, B*H=16, 1 thread): the q, k, v prefetch D=64 33 -> 25
+  // ms, D=128 ~5 % (T=2048); every line of the rows instead of the first,
+  // the output row for writing, and the backward's loops too (T=4096,
+  // D=64): forward 47-51 -> 35-37 ms, backward 231-240 -> 168-178 ms.
   Value c0 = arith::ConstantIndexOp::create(*entryBuilder, loc, 0);
   Value next = arith::AddIOp::create(
       b, loc, ti, arith::ConstantIndexOp::create(*entryBuilder, loc, ahead));
