@@ -602,16 +602,18 @@ void KernelLowering::prefetchToken(OpBuilder &b, Location loc, Block *entry,
       b, loc, ti, arith::ConstantIndexOp::create(*entryBuilder, loc, ahead));
   // Every cache line of the row: one prefetch brings one line, and a row
   // of D = 64 floats spans four.
+  constexpr int64_t kCacheLineBits = 64 * 8;
   auto prefetch = [&](Value source, bool isWrite) {
     auto type = cast<MemRefType>(source.getType());
     SmallVector<Value> indices{bi, next, hi};
     indices.resize(type.getRank(), c0);
-    int64_t row = type.getRank() > 3 ? type.getShape().back() : 1;
-    int64_t perLine = std::max<int64_t>(1, 64 * 8 / type.getElementTypeBitWidth());
-    if (ShapedType::isDynamic(row))
-      row = 1;
+    // [B, T, H] (a scalar gate) has no row to walk; [B, T, H, ..., D] walks D.
+    bool hasRow = type.getRank() > 3 && !type.isDynamicDim(type.getRank() - 1);
+    int64_t row = hasRow ? type.getShape().back() : 1;
+    int64_t perLine =
+        std::max<int64_t>(1, kCacheLineBits / type.getElementTypeBitWidth());
     for (int64_t at = 0; at < row; at += perLine) {
-      if (type.getRank() > 3)
+      if (hasRow)
         indices.back() = arith::ConstantIndexOp::create(*entryBuilder, loc, at);
       memref::PrefetchOp::create(b, loc, source, indices, isWrite,
                                  /*localityHint=*/3, /*isDataCache=*/true);

@@ -824,7 +824,7 @@ struct MirasVectorize
       getOperation().walk([&](Block *block) { blocks.push_back(block); });
       for (Block *block : blocks)
         fuseRowsIn(*block, b);
-      getOperation().walk([](Operation *op) { op->removeAttr(kFusedAttr); });
+      getOperation().walk([](Operation *op) { op->removeAttr(kRowFusionTried); });
     }
     SmallVector<linalg::GenericOp> generics;
     getOperation().walk([&](linalg::GenericOp op) { generics.push_back(op); });
@@ -846,8 +846,8 @@ struct MirasVectorize
     }
   }
 
-  /// Scans `block` from its first 2-D generic over rows that is not already
-  /// fused, up to the next op whose memory effects are unknown (an op with
+  /// Scans `block` from its first 2-D generic over rows that no group has
+  /// started at yet, up to the next op whose memory effects are unknown (an op with
   /// regions: a fused loop, control flow), sorting each op into
   ///   * the group: it joins the loop over the rows (it must be row-local
   ///     with the group and independent of the ops deferred);
@@ -878,7 +878,7 @@ struct MirasVectorize
       std::optional<RowMember> m = rowMember(op, vectorWidth, maxUnroll);
       bool matrix = m && m->matrix;
       if (group.empty()) {
-        if (matrix && !op->hasAttr(kFusedAttr))
+        if (matrix && !op->hasAttr(kRowFusionTried))
           group.push_back(std::move(*m));
         continue;
       }
@@ -900,7 +900,7 @@ struct MirasVectorize
     // Not worth a loop of its own: the first matrix op stays as it is, and
     // the scan starts again after it.
     if (group.size() < 2 || !end) {
-      group.front().op->setAttr(kFusedAttr, b.getUnitAttr());
+      group.front().op->setAttr(kRowFusionTried, b.getUnitAttr());
       return true;
     }
     // The loop goes after every op that stays before it (a later member may
@@ -914,7 +914,7 @@ struct MirasVectorize
 
   /// Marks a matrix op that a group cannot start at (the next scan skips it);
   /// removed when the pass is done.
-  static constexpr llvm::StringLiteral kFusedAttr = "miras.row_fusion_tried";
+  static constexpr llvm::StringLiteral kRowFusionTried = "miras.row_fusion_tried";
 
   /// One loop over blocks of rows before `at` in place of the group's ops.
   void emitFused(std::vector<RowMember> &group, Operation *at, OpBuilder &b) {
