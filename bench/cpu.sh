@@ -151,7 +151,7 @@ lines = ["## CPU", "",
          "reference of `miras bench`, run on the same threads; x vs baseline = speed-up over "
          "the hand-fused ggml-style Gated DeltaNet (AVX-512 via target_clones, same threads); "
          "max diff = max |o - o_ref| against that reference (same chunk semantics). "
-         "`-` = not applicable (no reference for MLP memories, baseline for gated_deltanet "
+         "`-` = not applicable (references for the linear memories, Titans and TTT-MLP; the baseline for gated_deltanet "
          "only)." % (", ".join("%d thread%s: %.0f-%.0f GFLOP/s %s" % (
              t, "" if t == 1 else "s", min(g), max(g), isa)
              for (t, isa), g in sorted(peaks.items()))

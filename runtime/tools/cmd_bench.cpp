@@ -966,11 +966,13 @@ BackwardFigures benchBackward(Library &lib, const BenchOptions &opts, Inputs &in
   std::vector<std::vector<float>> refGrads = p.zeroGrads();
   bench::ReferenceAdjoints d;
   d.o = p.dO.data();
-  d.finalState = p.dFinal[0].data();
   d.dq = refGrads[0].data(), d.dk = refGrads[1].data(), d.dv = refGrads[2].data();
   for (int32_t g = 0; g < m.num_gates; ++g)
     d.gates.push_back(refGrads[3 + g].data());
-  d.initialState = refGrads[3 + m.num_gates].data();
+  for (int32_t s = 0; s < m.num_states; ++s) {
+    d.finalStates.push_back(p.dFinal[s].data());
+    d.initialStates.push_back(refGrads[3 + m.num_gates + s].data());
+  }
   const int threads = static_cast<int>(opts.threads);
   Timing t = timeRuns(0, 1, [&] {
     bench::forEachPairRange(pairs, threads, [&](int64_t begin, int64_t end) {
@@ -1093,13 +1095,13 @@ int runBench(const Args &args) {
     r.fractionOfPeak = *r.gflops / r.peakGflops;
   }
 
-  // The reference and the baseline see the same tensors (the linear state W is state 0).
+  // The reference and the baseline see the same tensors (a linear state W is state 0).
   bench::Problem problem;
   problem.batch = opts.batch, problem.length = opts.length, problem.heads = opts.heads;
   problem.dk = m.dk, problem.dv = m.dv;
   problem.q = in.q.data(), problem.k = in.k.data(), problem.v = in.v.data();
   problem.gates = gatePtrs;
-  problem.initialState = stateIn.empty() ? nullptr : stateIn[0];
+  problem.initialStates = stateIn;
   const int64_t pairs = opts.batch * opts.heads;
 
   std::string why;
@@ -1111,10 +1113,15 @@ int runBench(const Args &args) {
     r.referenceNote = why;
   else {
     referenceO.assign(in.o.size(), 0.0f);
-    std::vector<float> referenceState(in.finalStates[0].size());
+    std::vector<std::vector<float>> referenceStates;
+    std::vector<float *> referenceStatePtrs;
+    for (const std::vector<float> &state : in.finalStates)
+      referenceStates.emplace_back(state.size());
+    for (std::vector<float> &state : referenceStates)
+      referenceStatePtrs.push_back(state.data());
     Timing t = timeRuns(0, 1, [&] {
       bench::forEachPairRange(pairs, threads, [&](int64_t begin, int64_t end) {
-        bench::runReference(*reference, problem, referenceO.data(), referenceState.data(), begin,
+        bench::runReference(*reference, problem, referenceO.data(), referenceStatePtrs, begin,
                             end);
       });
     });

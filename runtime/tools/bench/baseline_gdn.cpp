@@ -116,8 +116,9 @@ void runGatedDeltaNetBaseline(const Problem &p, GatedDeltaNetGates gates, float 
   float kvStack[1024];
   std::vector<float> kvHeap(p.dv > 1024 ? p.dv : 0);
   float *kv = p.dv > 1024 ? kvHeap.data() : kvStack;
-  gatedDeltaNetPairs(p.q, p.k, p.v, p.gates[gates.eta], p.gates[gates.alpha], p.initialState, o,
-                     finalState, kv, p.length, p.heads, p.dk, p.dv, pairBegin, pairEnd);
+  gatedDeltaNetPairs(p.q, p.k, p.v, p.gates[gates.eta], p.gates[gates.alpha],
+                     p.initialStates[0], o, finalState, kv, p.length, p.heads, p.dk, p.dv,
+                     pairBegin, pairEnd);
 }
 
 const char *baselineIsa() {

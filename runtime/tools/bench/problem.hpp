@@ -12,12 +12,12 @@ namespace miras::bench {
 
 // Tensors in the layout of SPEC section 8 (C-contiguous float32):
 //   q, k [B, T, H, dk]; v, o [B, T, H, dv]; scalar gate [B, T, H];
-//   channel gate [B, T, H, dim]; linear state W [B, H, dv, dk].
+//   channel gate [B, T, H, dim]; state [B, H, shape] (linear W: [B, H, dv, dk]).
 struct Problem {
   int64_t batch = 0, length = 0, heads = 0, dk = 0, dv = 0;
   const float *q = nullptr, *k = nullptr, *v = nullptr;
   std::vector<const float *> gates;     // metadata->gates order
-  const float *initialState = nullptr;  // W of a linear memory (the references' only state)
+  std::vector<const float *> initialStates; // metadata->states order
 };
 
 // Runs body(begin, end) over the flattened B * H (batch, head) pairs split into

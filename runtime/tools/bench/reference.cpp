@@ -1,6 +1,7 @@
 // reference.cpp: scalar reference implementations of the linear-memory models of SPEC
 // section 6 (linear attention, RetNet, Mamba2, GLA, DeltaNet, Gated DeltaNet, TTT-Linear),
-// and the recognition of a module as one of them by its derived update rule.
+// and the recognition of a module as one of them, or as one of the MLP memories of
+// reference_mlp.cpp, by its derived update rule.
 //
 // The loops are the recurrences of the SPEC table typed in literally, one token at a
 // time, W stored as in SPEC section 8 ([dv, dk], f(W; k) = W k), with the chunk rule of
@@ -13,6 +14,7 @@
 // -fno-tree-vectorize for GCC, -fno-vectorize -fno-slp-vectorize for Clang), so its
 // timing is that of genuinely scalar code: it is the "x vs reference" of `miras bench`.
 #include "reference.hpp"
+#include "reference_mlp.hpp"
 
 #include <cctype>
 #include <cstdio>
@@ -32,9 +34,11 @@ namespace {
 // a role, so the module's name and its gates' names do not matter.
 //
 // Placeholders: {decay} a scalar gate, {decay_keys} a key-axis channel gate (both the
-// decay, alphaGate), {lr} a scalar gate (etaGate), {const} a number (the rule prints
-// constants with %g; a param printing the same supplies the exact value), {Wa} the state
-// the gradient reads: W, or W_anchor with chunks (SPEC section 7).
+// decay, alphaGate), {lr} a scalar gate (etaGate), {beta} a scalar gate (momentumGate),
+// {const} a number (the rule prints constants with %g; a param printing the same
+// supplies the exact value), {eps} the LayerNorm's epsilon, {dim} the number dv (a
+// mean's divisor), {Wa} the state the gradient reads: W, or W_anchor with chunks (SPEC
+// section 7).
 
 struct RulePattern {
   ReferenceKind kind;
@@ -100,7 +104,7 @@ bool matchRule(const miras_module_metadata &meta, const std::string &pattern,
         return false;
       continue;
     }
-    if (hole == "const") {
+    if (hole == "const" || hole == "eps" || hole == "dim") {
       size_t end = r;
       while (end < rule.size() && (std::isdigit(static_cast<unsigned char>(rule[end])) ||
                                    rule[end] == '.' || rule[end] == 'e' ||
@@ -109,7 +113,14 @@ bool matchRule(const miras_module_metadata &meta, const std::string &pattern,
         ++end;
       if (end == r)
         return false;
-      model.constant = static_cast<float>(exactConstant(meta, rule.substr(r, end - r)));
+      const std::string number = rule.substr(r, end - r);
+      if (hole == "dim" && number != std::to_string(meta.dv))
+        return false;
+      const float value = static_cast<float>(exactConstant(meta, number));
+      if (hole == "const")
+        model.constant = value;
+      else if (hole == "eps")
+        model.mlp.epsilon = value;
       r = end;
       continue;
     }
@@ -122,7 +133,9 @@ bool matchRule(const miras_module_metadata &meta, const std::string &pattern,
       return false;
     const miras_gate_info &gate = meta.gates[index];
     const bool keys = gate.kind == MIRAS_GATE_CHANNEL && gate.axis == MIRAS_AXIS_KEY;
-    int *slot = hole == "lr" ? &model.etaGate : &model.alphaGate;
+    int *slot = hole == "lr"     ? &model.etaGate
+                : hole == "beta" ? &model.momentumGate
+                                 : &model.alphaGate;
     const bool kindOk = hole == "decay_keys" ? keys : gate.kind == MIRAS_GATE_SCALAR;
     if (!kindOk || (*slot >= 0 && *slot != index))
       return false;
@@ -132,11 +145,107 @@ bool matchRule(const miras_module_metadata &meta, const std::string &pattern,
   return r == rule.size();
 }
 
+// The MLP memories: the whole rule (every state's update, the read, the shared terms),
+// read after the write, with the gates and the LayerNorm's epsilon as placeholders.
+struct MlpPattern {
+  ReferenceKind kind;
+  const char *name;
+  MlpActivation activation;
+  bool residual, layerNorm, momentum;
+  const char *rule;
+};
+
+const MlpPattern kMlpPatterns[] = {
+    {ReferenceKind::Titans, "titans", MlpActivation::Silu, false, false, true,
+     "W1' = {decay} * W1 + S1'\n"
+     "W2' = {decay} * W2 + S2'\n"
+     "S1' = {beta} * S1 - {lr} * (t1 / (exp(-(W1 k)) + 1) + t1 * W1 k / (exp(-(W1 k)) + 1) "
+     "/ (exp(-(W1 k)) + 1) * exp(-(W1 k))) k^T\n"
+     "S2' = {beta} * S2 - {lr} * (W2 (W1 k / (exp(-(W1 k)) + 1)) - v) "
+     "(W1 k / (exp(-(W1 k)) + 1))^T\n"
+     "o = W2' (W1' q / (exp(-(W1' q)) + 1))\n"
+     "where\n"
+     "  t1 = W2^T (W2 (W1 k / (exp(-(W1 k)) + 1)) - v)"},
+    {ReferenceKind::TttMlp, "ttt_mlp", MlpActivation::GeluTanh, true, true, false,
+     "W1' = W1 - ({lr} * (W2^T (t4 - sum(t4) / {dim}) * t1 * 0.5 + t5 * 0.398942 + "
+     "t5 * W1 k * W1 k * 0.0535161)) k^T\n"
+     "W2' = W2 - ({lr} * (t4 - sum(t4) / {dim})) (W1 k * t1 * 0.5)^T\n"
+     "o = q + (t6 - sum(t6) / {dim}) / sqrt(sum((t6 - sum(t6) / {dim}) * (t6 - sum(t6) / "
+     "{dim})) / {dim} + {eps})\n"
+     "where\n"
+     "  t1 = tanh((W1 k + W1 k * W1 k * W1 k * 0.044715) * 0.797885) + 1\n"
+     "  t2 = W2 (W1 k * t1 * 0.5) - sum(W2 (W1 k * t1 * 0.5)) / {dim}\n"
+     "  t3 = k + t2 / sqrt(sum(t2 * t2) / {dim} + {eps}) - v\n"
+     "  t4 = t3 / sqrt(sum(t2 * t2) / {dim} + {eps}) + select(sqrt(sum(t2 * t2) / {dim} + "
+     "{eps}) ogt 0, sum(t3 * t2 / sqrt(sum(t2 * t2) / {dim} + {eps}) / sqrt(sum(t2 * t2) / "
+     "{dim} + {eps})) / sqrt(sum(t2 * t2) / {dim} + {eps}) * -0.5, 0) / {dim} * t2 * 2\n"
+     "  t5 = W2^T (t4 - sum(t4) / {dim}) * W1 k * (1 - tanh((W1 k + W1 k * W1 k * W1 k * "
+     "0.044715) * 0.797885) * tanh((W1 k + W1 k * W1 k * W1 k * 0.044715) * 0.797885))\n"
+     "  t6 = W2' (W1' q * (tanh((W1' q + W1' q * W1' q * W1' q * 0.044715) * 0.797885) + 1) "
+     "* 0.5)"},
+};
+
+int stateIndex(const miras_module_metadata &meta, const char *name) {
+  for (int32_t s = 0; s < meta.num_states; ++s)
+    if (std::strcmp(meta.states[s].name, name) == 0)
+      return s;
+  return -1;
+}
+
+bool hasShape(const miras_state_info &state, int64_t rows, int64_t cols) {
+  return state.role == MIRAS_STATE_CARRIED && state.rank == 2 && state.shape[0] == rows &&
+         state.shape[1] == cols;
+}
+
+// A two-layer MLP memory (states W1 [hidden, dk], W2 [dv, hidden], and S1, S2 shaped
+// alike with momentum) whose whole rule is one of kMlpPatterns.
+std::optional<ReferenceModel> findMlpReference(const miras_module_metadata &meta,
+                                               std::string *whyNot) {
+  const std::string name = meta.name;
+  const int w1 = stateIndex(meta, "W1"), w2 = stateIndex(meta, "W2");
+  const int s1 = stateIndex(meta, "S1"), s2 = stateIndex(meta, "S2");
+  const int64_t hidden = meta.states[w1].shape[0];
+  const bool momentum = s1 >= 0 && s2 >= 0;
+  const int32_t expectedStates = momentum ? 4 : 2;
+  if (w2 < 0 || meta.num_states != expectedStates || !hasShape(meta.states[w1], hidden, meta.dk) ||
+      !hasShape(meta.states[w2], meta.dv, hidden) ||
+      (momentum && (!hasShape(meta.states[s1], hidden, meta.dk) ||
+                    !hasShape(meta.states[s2], meta.dv, hidden)))) {
+    *whyNot = "module '" + name + "' does not carry the states of a two-layer MLP memory "
+              "(W1 [hidden, dk], W2 [dv, hidden], and momentum S1, S2 alike)";
+    return std::nullopt;
+  }
+  if (meta.steps != 1 || meta.chunk != 1 || !meta.read_after_write) {
+    *whyNot = "the MLP references run one (k, v) pair per token, chunk 1, read after the "
+              "write; module '" + name + "' differs";
+    return std::nullopt;
+  }
+  std::string rule = meta.rule;
+  while (!rule.empty() && (rule.back() == '\n' || rule.back() == ' '))
+    rule.pop_back();
+  for (const MlpPattern &pattern : kMlpPatterns) {
+    if (pattern.momentum != momentum)
+      continue;
+    ReferenceModel model;
+    model.kind = pattern.kind;
+    model.name = pattern.name;
+    model.mlp = {hidden, pattern.activation, pattern.residual, pattern.layerNorm, 0.0f,
+                 pattern.momentum, w1, w2, s1, s2};
+    if (matchRule(meta, pattern.rule, rule, model) && model.etaGate >= 0)
+      return model;
+  }
+  *whyNot = "no scalar reference for the update rule of module '" + name +
+            "': the MLP references are Titans' and TTT-MLP's rules";
+  return std::nullopt;
+}
+
 } // namespace
 
 std::optional<ReferenceModel> findReference(const miras_module_metadata &meta,
                                             std::string *whyNot) {
   const std::string name = meta.name;
+  if (stateIndex(meta, "W1") >= 0)
+    return findMlpReference(meta, whyNot);
   // A chunked module also lists W's anchor and the chunk position (miras_abi.h
   // miras_state_role): the reference runs a call from a sequence's start, as the bench.
   int32_t carried = 0;
@@ -283,39 +392,53 @@ void addOuter(const Problem &p, const float *x, const float *y, float *G) {
       G[i * p.dk + j] += x[i] * y[j];
 }
 
+// The initial state W of one pair (Problem::initialStates[0]; NULL: zeros).
+void loadInitialState(const Problem &p, int64_t pair, float *W) {
+  const int64_t size = p.dv * p.dk;
+  if (p.initialStates[0])
+    std::memcpy(W, p.initialStates[0] + pair * size, sizeof(float) * size);
+  else
+    std::memset(W, 0, sizeof(float) * size);
+}
+
 } // namespace
 
-void runReference(const ReferenceModel &model, const Problem &p, float *o, float *finalState,
-                  int64_t pairBegin, int64_t pairEnd) {
+void runReference(const ReferenceModel &model, const Problem &p, float *o,
+                  const std::vector<float *> &finalStates, int64_t pairBegin, int64_t pairEnd) {
+  if (model.mlp.hidden > 0)
+    return runMlpReference(model, p, o, finalStates, pairBegin, pairEnd);
   const int64_t T = p.length, H = p.heads, dk = p.dk, dv = p.dv;
-  std::vector<float> anchor(dv * dk), prediction(dv), u(dv);
+  std::vector<float> W(dv * dk), anchor(dv * dk), prediction(dv), u(dv);
   for (int64_t pair = pairBegin; pair < pairEnd; ++pair) {
     const int64_t b = pair / H, h = pair % H;
-    float *W = finalState + pair * dv * dk;
-    std::memcpy(W, p.initialState + pair * dv * dk, sizeof(float) * dv * dk);
+    loadInitialState(p, pair, W.data());
     for (int64_t t = 0; t < T; ++t) {
       const Token tok = tokenAt(model, p, b, t, h);
       float *out = o + tok.index * dv;
       if (!model.readAfterWrite) // o_t = W_{t-1} q_t
-        matvec(p, W, tok.q, out);
+        matvec(p, W.data(), tok.q, out);
       // W_a: the state at the start of this token's chunk (the previous one when C = 1).
-      const float *Wa = W;
+      const float *Wa = W.data();
       if (model.chunk > 1) {
         if (t % model.chunk == 0)
-          std::memcpy(anchor.data(), W, sizeof(float) * dv * dk);
+          anchor = W;
         Wa = anchor.data();
       }
       updateVector(model, p, tok, Wa, prediction.data(), u.data());
-      advance(model, p, tok, W, u.data(), W);
+      advance(model, p, tok, W.data(), u.data(), W.data());
       if (model.readAfterWrite) // o_t = W_t q_t
-        matvec(p, W, tok.q, out);
+        matvec(p, W.data(), tok.q, out);
     }
+    if (finalStates[0])
+      std::memcpy(finalStates[0] + pair * dv * dk, W.data(), sizeof(float) * dv * dk);
   }
 }
 
 void runReferenceBackward(const ReferenceModel &model, const Problem &p,
                           const ReferenceAdjoints &d, int64_t segment, int64_t pairBegin,
                           int64_t pairEnd) {
+  if (model.mlp.hidden > 0)
+    return runMlpReferenceBackward(model, p, d, segment, pairBegin, pairEnd);
   const int64_t T = p.length, H = p.heads, dk = p.dk, dv = p.dv, size = dv * dk;
   const int64_t C = model.chunk, S = segment, N = (T - 1) / S + 1;
   std::vector<float> checkpoints(N * size), states((S + 1) * size), G(size), anchorAdjoint(size);
@@ -324,10 +447,7 @@ void runReferenceBackward(const ReferenceModel &model, const Problem &p,
     const int64_t b = pair / H, h = pair % H;
     // The state before every segment, from the initial one.
     float *W = states.data();
-    if (p.initialState)
-      std::memcpy(W, p.initialState + pair * size, sizeof(float) * size);
-    else
-      std::memset(W, 0, sizeof(float) * size);
+    loadInitialState(p, pair, W);
     float *anchor = states.data() + size; // scratch until the sweep
     for (int64_t t = 0; t < T; ++t) {
       if (t % S == 0)
@@ -339,8 +459,9 @@ void runReferenceBackward(const ReferenceModel &model, const Problem &p,
       advance(model, p, tok, W, u.data(), W);
     }
     // The running adjoint of the state after token t, from the final state's.
-    if (d.finalState)
-      std::memcpy(G.data(), d.finalState + pair * size, sizeof(float) * size);
+    const float *finalAdjoint = d.finalStates.empty() ? nullptr : d.finalStates[0];
+    if (finalAdjoint)
+      std::memcpy(G.data(), finalAdjoint + pair * size, sizeof(float) * size);
     else
       std::fill(G.begin(), G.end(), 0.0f);
     std::fill(anchorAdjoint.begin(), anchorAdjoint.end(), 0.0f);
@@ -436,7 +557,7 @@ void runReferenceBackward(const ReferenceModel &model, const Problem &p,
         }
       }
     }
-    std::memcpy(d.initialState + pair * size, G.data(), sizeof(float) * size);
+    std::memcpy(d.initialStates[0] + pair * size, G.data(), sizeof(float) * size);
   }
 }
 

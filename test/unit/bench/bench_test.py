@@ -8,12 +8,14 @@ scalar reference (max |o - o_ref| < 1e-3): a wrong module or a wrong reference f
 Also checks that the reference and the Gated DeltaNet baseline follow the module's
 structure, not its name: a module named gated_deltanet that computes Mamba2 gets the
 Mamba2 reference and no baseline, one with a decoupled decay gets neither, and a Gated
-DeltaNet named otherwise (gates renamed) gets both. Also checks that `--device cuda` fails with a one-line reason naming cuda when it cannot
+DeltaNet named otherwise (gates renamed) gets both; likewise a module named titans with
+a relu MLP gets no reference, and a renamed Titans the Titans one. Also checks that `--device cuda` fails with a one-line reason naming cuda when it cannot
 run (these modules are built for the cpu target; without a GPU even a cuda build fails
 for lack of a driver), and that `--input-dtype bf16` without `--device cuda` is a usage
-error. With --backward (check_backward): every model with a scalar reference, with
-chunk 1 and 4, and a module reading before its write, compiled with mirasc --backward:
-the compiled adjoints of q, k, v, the gates and the initial state against the tool's
+error. With --backward (check_backward): every model with a scalar reference (the linear
+ones with chunk 1 and 4, Titans and TTT-MLP), and a module reading before its write,
+compiled with mirasc --backward: the forward's o against the reference's (relative
+1e-4), the compiled adjoints of q, k, v, the gates and the initial state against the tool's
 hand-written scalar reverse sweep (relative 1e-4), the recompute's state count
 ceil((T + C - 1)/S) + S, and the errors for a library without a backward pass, for bf16
 inputs and for a cpu-only library on cuda. With --decode (check_decode): a chunked Gated
@@ -106,6 +108,31 @@ module my_memory {
 }
 """
 
+# Titans' structure (W1, W2, S1, S2) with another activation: no reference computes it.
+TITANS_RELU = """// named titans, but its MLP uses relu
+module titans {
+  gate theta : scalar in [0.01, 0.05];
+  gate mu    : scalar in [0.5, 0.9];
+  gate alpha : scalar in [0.97, 1];
+  memory    mlp(dim = 8, depth = 2, expansion = 4, act = relu);
+  bias      l2;
+  retention l2(decay = alpha);
+  optimizer momentum(lr = theta, beta = mu);
+}
+"""
+# Titans with its gates renamed and declared in another order: the Titans reference.
+TITANS_RENAMED = """// Titans under another name
+module surprise_memory {
+  gate forget   : scalar in [0.97, 1];
+  gate momentum : scalar in [0.5, 0.9];
+  gate rate     : scalar in [0.01, 0.05];
+  memory    mlp(dim = 8, depth = 2, expansion = 4, act = silu);
+  bias      l2;
+  retention l2(decay = forget);
+  optimizer momentum(lr = rate, beta = momentum);
+}
+"""
+
 
 def bench_source(args, tag, source):
     path = os.path.join(args.workdir, tag + ".miras")
@@ -144,6 +171,21 @@ def check_structure(args):
             value = report.get(key)
             check(isinstance(value, (int, float)) and 0 <= value < 1e-3,
                   "renamed Gated DeltaNet: %s = %r (want < 1e-3)" % (key, value))
+    report = bench_source(args, "titans_relu", TITANS_RELU)
+    if report is not None:
+        check(report.get("reference_model") is None and report.get("reference_ms") is None,
+              "titans with relu got a reference (%r): none computes it"
+              % report.get("reference_model"))
+        check("no scalar reference" in str(report.get("reference_note")),
+              "titans with relu: reference_note %r does not say why"
+              % report.get("reference_note"))
+    report = bench_source(args, "titans_renamed", TITANS_RENAMED)
+    if report is not None:
+        check(report.get("reference_model") == "titans",
+              "renamed Titans: reference_model %r" % report.get("reference_model"))
+        diff = report.get("max_rel_diff_vs_reference")
+        check(isinstance(diff, (int, float)) and 0 <= diff < 1e-4,
+              "renamed Titans: max_rel_diff_vs_reference = %r (want < 1e-4)" % diff)
 
 
 BACKWARD_KEYS = ["backward_ms", "backward_over_forward", "backward_segment",
@@ -157,6 +199,10 @@ BACKWARD_CASES = [(name, name, [], name) for name in (
      "gated_deltanet"),
     ("gla_c4", "gla", ["--chunk=4", "--backward-segment=8"], "gla"),
     ("ttt_linear_c4", "ttt_linear", ["--chunk=4", "--backward-segment=12"], "ttt_linear"),
+    # The MLP memories (reference_mlp.cpp), one with several segments.
+    ("titans", "titans", [], "titans"),
+    ("titans_s8", "titans", ["--backward-segment=8"], "titans"),
+    ("ttt_mlp", "ttt_mlp", ["--backward-segment=16"], "ttt_mlp"),
 ]
 
 
@@ -184,6 +230,9 @@ def check_backward(args, before_write):
                   "%s: %s = %r is not a positive number" % (tag, key, value))
         check(report.get("reference_model") == model,
               "%s: reference_model %r, want %r" % (tag, report.get("reference_model"), model))
+        diff = report.get("max_rel_diff_vs_reference")
+        check(isinstance(diff, (int, float)) and diff < 1e-4,
+              "%s: forward max_rel_diff_vs_reference = %r, want < 1e-4" % (tag, diff))
         diff = report.get("backward_max_rel_diff_vs_reference")
         check(isinstance(diff, (int, float)) and diff < 1e-4,
               "%s: backward_max_rel_diff_vs_reference = %r (worst %r), want < 1e-4"
