@@ -111,17 +111,36 @@ LogicalResult KernelLowering::lowerStateStep(OpBuilder &b, Location loc,
                                                          anchor};
   bindToken(b, loc, entry, bi, ti, hi, signature.queryArg());
   // Only the ops the new states depend on: the sweep never reads o.
+  llvm::SmallPtrSet<Operation *, 32> needed = stateStepOps();
+  for (Operation &op : body)
+    if ((needed.contains(&op) || &op == ret) && failed(lowerOp(b, op)))
+      return failure();
+  return success();
+}
+
+llvm::SmallPtrSet<Operation *, 32> KernelLowering::stateStepOps() {
+  auto ret = cast<func::ReturnOp>(step.getBody().front().getTerminator());
   llvm::SmallPtrSet<Operation *, 32> needed;
-  SmallVector<Value> work(ret.getOperands().take_front(signature.numStates()));
+  SmallVector<Value> work(
+      ret.getOperands().take_front(StepSignature::of(module).numStates()));
   while (!work.empty()) {
     Operation *def = work.pop_back_val().getDefiningOp();
     if (def && needed.insert(def).second)
       llvm::append_range(work, def->getOperands());
   }
-  for (Operation &op : body)
-    if ((needed.contains(&op) || &op == ret) && failed(lowerOp(b, op)))
-      return failure();
-  return success();
+  return needed;
+}
+
+SmallVector<Value> KernelLowering::stateStepInputs(Block *entry) {
+  Block &body = step.getBody().front();
+  unsigned first = StepSignature::of(module).queryArg();
+  llvm::SmallPtrSet<Operation *, 32> needed = stateStepOps();
+  SmallVector<Value> inputs;
+  for (auto [i, input] : llvm::enumerate(tokenInputs(entry)))
+    if (llvm::any_of(body.getArgument(first + i).getUsers(),
+                     [&](Operation *user) { return needed.contains(user); }))
+      inputs.push_back(input);
+  return inputs;
 }
 
 LogicalResult KernelLowering::runBackward(func::FuncOp backward,
@@ -292,7 +311,8 @@ LogicalResult KernelLowering::runBackward(func::FuncOp backward,
       }
       beginBody(forward);
       Value ti = tokenAt(tb, u);
-      prefetchToken(tb, loc, entry, bi, ti, hi, /*ahead=*/1);
+      prefetchToken(tb, loc, entry, bi, ti, hi, /*ahead=*/1,
+                    stateStepInputs(entry));
       if (failed(lowerStateStep(tb, loc, entry, bi, ti, hi, running, running,
                                 forwardAnchors)))
         return failure();
@@ -397,7 +417,7 @@ LogicalResult KernelLowering::runBackward(func::FuncOp backward,
     for (unsigned i = 0; i < numAnchors; ++i)
       anchors.push_back(segmentState(jb, i, first));
     beginBody(forward);
-    prefetchToken(jb, loc, entry, bi, ti, hi, /*ahead=*/1);
+    prefetchToken(jb, loc, entry, bi, ti, hi, /*ahead=*/1, stateStepInputs(entry));
     if (failed(lowerStateStep(jb, loc, entry, bi, ti, hi, from, to, anchors)))
       return failure();
   }
@@ -423,8 +443,9 @@ LogicalResult KernelLowering::runBackward(func::FuncOp backward,
   }
   bindToken(bb, loc, entry, bi, ti, hi, signature.queryArg());
   // The reverse steps walk the tokens backwards: the next is ti - 1.
-  prefetchToken(bb, loc, entry, bi, ti, hi, /*ahead=*/-1,
-                {arg(layout.outputAdjoint())},
+  SmallVector<Value> reverseReads = tokenInputs(entry);
+  reverseReads.push_back(arg(layout.outputAdjoint()));
+  prefetchToken(bb, loc, entry, bi, ti, hi, /*ahead=*/-1, reverseReads,
                 {arg(layout.queryAdjoint()), arg(layout.keyAdjoint()),
                  arg(layout.valueAdjoint())});
   // A running adjoint that cannot be written in place (adjointsInPlace)

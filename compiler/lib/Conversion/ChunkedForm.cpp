@@ -596,7 +596,7 @@ LogicalResult ChunkedForm::tokenLoop(Value upTo,
   // Token inputs, and the anchors of the first states: the states themselves
   // until the chunk ends.
   k.bindToken(b, loc, entry, bi, ti, hi, numStates + numAnchors);
-  k.prefetchToken(b, loc, entry, bi, ti, hi, /*ahead=*/1);
+  k.prefetchToken(b, loc, entry, bi, ti, hi, /*ahead=*/1, k.tokenInputs(entry));
   for (unsigned i = 0; i < numAnchors; ++i)
     k.lowered[body.getArgument(signature.anchorArg(i))] = {Lowered::Kind::Buffer,
                                                   k.states[i].slice};

@@ -161,12 +161,16 @@ private:
                  Value hi, unsigned first);
   /// After the pair loop: frees the heap scratch buffers and returns.
   void closeKernel(OpBuilder &b, Location loc, Operation *pairLoop);
-  /// Prefetches the q, k, v rows of token ti + ahead (the token the loop
-  /// goes to next), and the rows of `reads` and, for writing, of `writes`
-  /// ([B, T, H, ...] kernel arguments).
+  /// The kernel's q, k, v arguments ([B, T, H, ...]).
+  static SmallVector<Value> tokenInputs(Block *entry) {
+    return {entry->getArgument(2), entry->getArgument(3), entry->getArgument(4)};
+  }
+  /// Prefetches the rows of token ti + ahead (the token the loop goes to
+  /// next) of `reads` and, for writing, of `writes` ([B, T, H, ...] kernel
+  /// arguments).
   void prefetchToken(OpBuilder &b, Location loc, Block *entry, Value bi,
-                     Value ti, Value hi, int64_t ahead,
-                     ArrayRef<Value> reads = {}, ArrayRef<Value> writes = {});
+                     Value ti, Value hi, int64_t ahead, ArrayRef<Value> reads,
+                     ArrayRef<Value> writes = {});
   /// The chunked parallel form for one (batch, head) pair (ChunkedForm.cpp):
   /// the whole chunks of tokens [from, to) (to - from a multiple of C), each
   /// starting with the states as its anchor.
@@ -229,6 +233,12 @@ private:
   LogicalResult lowerStateStep(OpBuilder &b, Location loc, Block *entry,
                                Value bi, Value ti, Value hi, ArrayRef<Value> from,
                                ArrayRef<Value> to, ArrayRef<Value> anchors);
+  /// The ops of the step the new states depend on (what lowerStateStep
+  /// lowers).
+  llvm::SmallPtrSet<Operation *, 32> stateStepOps();
+  /// Those of q, k, v (tokenInputs) the state step reads: what its loops
+  /// prefetch (the update of most modules never reads q).
+  SmallVector<Value> stateStepInputs(Block *entry);
 
   /// Per-token shape of k or v ([width], one row per step of a multistep
   /// module: [steps, width]).

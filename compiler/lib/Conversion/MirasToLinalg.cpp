@@ -619,8 +619,6 @@ void KernelLowering::prefetchToken(OpBuilder &b, Location loc, Block *entry,
                                  /*localityHint=*/3, /*isDataCache=*/true);
     }
   };
-  for (unsigned input = 2; input < 5; ++input)
-    prefetch(entry->getArgument(input), /*isWrite=*/false);
   for (Value source : reads)
     prefetch(source, /*isWrite=*/false);
   for (Value source : writes)
@@ -735,7 +733,7 @@ LogicalResult KernelLowering::buildTokens(OpBuilder &b, Location loc, Block *ent
     lowered[body.getArgument(signature.anchorArg(i))] = {Lowered::Kind::Buffer, anchor};
   bindToken(b, loc, entry, bi, ti, hi, signature.queryArg());
   Value out = entry->getArgument(entry->getNumArguments() - 1);
-  prefetchToken(b, loc, entry, bi, ti, hi, /*ahead=*/1, /*reads=*/{}, {out});
+  prefetchToken(b, loc, entry, bi, ti, hi, /*ahead=*/1, tokenInputs(entry), {out});
   outputSlice = slice(b, loc, out, {bi, ti, hi}, {static_cast<int64_t>(module.getDv())});
   outputValue = ret.getOperands().back();
   for (Operation &op : body)
