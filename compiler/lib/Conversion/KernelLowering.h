@@ -331,6 +331,9 @@ private:
   DenseMap<Value, Lowered> lowered;
   OpBuilder *entryBuilder = nullptr;
   SmallVector<State> states;
+  /// The order in which the return writes `states` that are still to be
+  /// written (empty: index order).
+  SmallVector<unsigned> stateWriteOrder;
   llvm::SmallDenseSet<unsigned> writing; // states being or already written
   SmallVector<Value> heapBuffers;        // anchors and scratch matrices
   DenseMap<Value, bool> expensive;       // isExpensive's memo

@@ -542,7 +542,10 @@ LogicalResult KernelLowering::lowerReturn(OpBuilder &b, func::ReturnOp ret) {
   for (auto [value, dest] : extraOutputs)
     if (failed(storeResult(b, ret.getLoc(), value, dest)))
       return failure();
-  for (unsigned index = 0; index < states.size(); ++index)
+  SmallVector<unsigned> order = stateWriteOrder;
+  if (order.empty())
+    llvm::append_range(order, llvm::seq<unsigned>(0, states.size()));
+  for (unsigned index : order)
     if (!writing.contains(index) && failed(writeState(b, index)))
       return failure();
   if (!outputValue)
