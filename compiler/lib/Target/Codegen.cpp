@@ -80,6 +80,12 @@ createTargetMachine(const Triple &triple, const CodegenOptions &options) {
                           : options.optLevel == 2 ? CodeGenOptLevel::Default
                                                   : CodeGenOptLevel::Aggressive;
   TargetOptions targetOptions;
+  // a * b + c as one FMA wherever the instruction selector finds one, as CUDA
+  // compilers do by default: the kernels' element-wise bodies recompute outer
+  // products lazily (dW' + do q^T, ...), a multiply feeding an add per element.
+  // Measured (B*H = 16, one thread, interleaved rounds): the backward 4-7%
+  // faster (Gated DeltaNet D = 64, GLA, TTT-MLP), the forward unchanged.
+  targetOptions.AllowFPOpFusion = FPOpFusion::Fast;
   std::unique_ptr<TargetMachine> tm(target->createTargetMachine(
       triple, cpu, features, targetOptions, Reloc::PIC_, std::nullopt, level));
   if (!tm)
