@@ -170,16 +170,46 @@ void innerGradient(const MlpReference &m, const MlpShape &n, const float *W1, co
     g.da[j] = g.e2[j] * activateDerivative(m.activation, g.eval.a[j]);
 }
 
-// The four carried tensors of one (batch, head) pair at one time; S1, S2 only with
-// momentum. One flat buffer: W1, W2, S1, S2.
+// The carried tensors of one (batch, head) pair at one time in one flat buffer: W1,
+// W2, then S1, S2 with momentum.
 struct StateLayout {
   int64_t w1 = 0, w2 = 0, s1 = 0, s2 = 0, size = 0;
+  // Each tensor's place in the buffer and its index in metadata order.
+  struct Part {
+    int64_t offset, size;
+    int index;
+  };
+  std::vector<Part> parts;
+
   StateLayout(const MlpReference &m, const MlpShape &n) {
     const int64_t layer1 = n.hidden * n.dk, layer2 = n.dv * n.hidden;
     w2 = layer1;
     s1 = w2 + layer2;
     s2 = s1 + layer1;
     size = m.momentum ? s2 + layer2 : s1;
+    parts = {{w1, layer1, m.w1}, {w2, layer2, m.w2}};
+    if (m.momentum)
+      parts.insert(parts.end(), {{s1, layer1, m.s1}, {s2, layer2, m.s2}});
+  }
+
+  // One pair's tensors from per-state [B, H, ...] buffers (metadata order; a NULL or
+  // missing entry: zeros).
+  void gather(const std::vector<const float *> &from, int64_t pair, float *state) const {
+    for (const Part &part : parts) {
+      const float *source = size_t(part.index) < from.size() ? from[part.index] : nullptr;
+      if (source)
+        std::memcpy(state + part.offset, source + pair * part.size, sizeof(float) * part.size);
+      else
+        std::memset(state + part.offset, 0, sizeof(float) * part.size);
+    }
+  }
+
+  // The inverse: one pair's part of the per-state buffers `to` (NULL entries skipped).
+  void scatter(const float *state, int64_t pair, const std::vector<float *> &to) const {
+    for (const Part &part : parts)
+      if (to[part.index])
+        std::memcpy(to[part.index] + pair * part.size, state + part.offset,
+                    sizeof(float) * part.size);
   }
 };
 
@@ -225,52 +255,6 @@ void advance(const MlpReference &m, const MlpShape &n, const StateLayout &L, con
     }
 }
 
-// The state of one pair from Problem::initialStates (NULL: zeros).
-void loadInitial(const ReferenceModel &model, const Problem &p, const StateLayout &L,
-                 int64_t pair, float *state) {
-  const MlpReference &m = model.mlp;
-  const int64_t offsets[4] = {L.w1, L.w2, L.s1, L.s2};
-  const int indices[4] = {m.w1, m.w2, m.s1, m.s2};
-  for (int s = 0; s < (m.momentum ? 4 : 2); ++s) {
-    const int64_t size = (s % 2 == 0 ? L.w2 - L.w1 : L.s1 - L.w2);
-    const float *init = p.initialStates[indices[s]];
-    if (init)
-      std::memcpy(state + offsets[s], init + pair * size, sizeof(float) * size);
-    else
-      std::memset(state + offsets[s], 0, sizeof(float) * size);
-  }
-}
-
-// The inverse of loadInitial: one pair's part of the per-state tensors `out`
-// (metadata order); NULL entries are skipped.
-void storeState(const ReferenceModel &model, const StateLayout &L, int64_t pair,
-                const float *state, const std::vector<float *> &out) {
-  const MlpReference &m = model.mlp;
-  const int64_t offsets[4] = {L.w1, L.w2, L.s1, L.s2};
-  const int indices[4] = {m.w1, m.w2, m.s1, m.s2};
-  for (int s = 0; s < (m.momentum ? 4 : 2); ++s) {
-    const int64_t size = (s % 2 == 0 ? L.w2 - L.w1 : L.s1 - L.w2);
-    if (out[indices[s]])
-      std::memcpy(out[indices[s]] + pair * size, state + offsets[s], sizeof(float) * size);
-  }
-}
-
-// The per-state adjoints of the final state (NULL vector entry: zero) into one buffer.
-void loadAdjoint(const ReferenceModel &model, const StateLayout &L, int64_t pair,
-                 const std::vector<const float *> &in, float *state) {
-  const MlpReference &m = model.mlp;
-  const int64_t offsets[4] = {L.w1, L.w2, L.s1, L.s2};
-  const int indices[4] = {m.w1, m.w2, m.s1, m.s2};
-  for (int s = 0; s < (m.momentum ? 4 : 2); ++s) {
-    const int64_t size = (s % 2 == 0 ? L.w2 - L.w1 : L.s1 - L.w2);
-    const float *adjoint = size_t(indices[s]) < in.size() ? in[indices[s]] : nullptr;
-    if (adjoint)
-      std::memcpy(state + offsets[s], adjoint + pair * size, sizeof(float) * size);
-    else
-      std::memset(state + offsets[s], 0, sizeof(float) * size);
-  }
-}
-
 } // namespace
 
 void runMlpReference(const ReferenceModel &model, const Problem &p, float *o,
@@ -284,7 +268,7 @@ void runMlpReference(const ReferenceModel &model, const Problem &p, float *o,
   MlpEval read(n);
   for (int64_t pair = pairBegin; pair < pairEnd; ++pair) {
     const int64_t b = pair / p.heads, h = pair % p.heads;
-    loadInitial(model, p, L, pair, state.data());
+    L.gather(p.initialStates, pair, state.data());
     for (int64_t t = 0; t < p.length; ++t) {
       const TokenGates tg = gatesAt(model, p, b, t, h);
       const float *q = p.q + tg.index * p.dk, *k = p.k + tg.index * p.dk;
@@ -295,7 +279,7 @@ void runMlpReference(const ReferenceModel &model, const Problem &p, float *o,
       evaluate(m, n, state.data() + L.w1, state.data() + L.w2, q, read); // after the write
       std::copy(read.f.begin(), read.f.end(), o + tg.index * p.dv);
     }
-    storeState(model, L, pair, state.data(), finalStates);
+    L.scatter(state.data(), pair, finalStates);
   }
 }
 
@@ -319,7 +303,7 @@ void runMlpReferenceBackward(const ReferenceModel &model, const Problem &p,
     const int64_t b = pair / p.heads, h = pair % p.heads;
     // The state before every segment, from the initial one.
     float *W = states.data(), *scratch = states.data() + L.size;
-    loadInitial(model, p, L, pair, W);
+    L.gather(p.initialStates, pair, W);
     for (int64_t t = 0; t < T; ++t) {
       if (t % S == 0)
         std::memcpy(checkpoints.data() + t / S * L.size, W, sizeof(float) * L.size);
@@ -329,9 +313,11 @@ void runMlpReferenceBackward(const ReferenceModel &model, const Problem &p,
       advance(m, n, L, tg, g, k, W, scratch);
       std::memcpy(W, scratch, sizeof(float) * L.size);
     }
-    loadAdjoint(model, L, pair, d.finalStates, G.data());
+    L.gather(d.finalStates, pair, G.data());
     float *GW1 = G.data() + L.w1, *GW2 = G.data() + L.w2;
-    float *GS1 = G.data() + L.s1, *GS2 = G.data() + L.s2;
+    // The momentum's adjoints (Titans); no such tensors without momentum.
+    float *GS1 = m.momentum ? G.data() + L.s1 : nullptr;
+    float *GS2 = m.momentum ? G.data() + L.s2 : nullptr;
     for (int64_t c = N - 1; c >= 0; --c) {
       const int64_t start = c * S, count = std::min(S, T - start);
       // Slot j: the state before token start + j (slot count: after the segment).
@@ -399,9 +385,10 @@ void runMlpReferenceBackward(const ReferenceModel &model, const Problem &p,
               }
             }
         };
-        updateBack(GW1, GS1, W1, prev + L.s1, g.da.data(), k, n.hidden, n.dk, Gg1.data());
-        updateBack(GW2, GS2, W2, prev + L.s2, g.dy.data(), g.eval.h.data(), n.dv, n.hidden,
-                   Gg2.data());
+        const float *S1 = m.momentum ? prev + L.s1 : nullptr;
+        const float *S2 = m.momentum ? prev + L.s2 : nullptr;
+        updateBack(GW1, GS1, W1, S1, g.da.data(), k, n.hidden, n.dk, Gg1.data());
+        updateBack(GW2, GS2, W2, S2, g.dy.data(), g.eval.h.data(), n.dv, n.hidden, Gg2.data());
 
         // The reverse of the inner gradient (its Hessian-vector products), from Gg1, Gg2.
         // g_W1 = da k^T:
@@ -492,7 +479,7 @@ void runMlpReferenceBackward(const ReferenceModel &model, const Problem &p,
           d.gates[model.alphaGate][tg.index] = dDecay;
       }
     }
-    storeState(model, L, pair, G.data(), d.initialStates);
+    L.scatter(G.data(), pair, d.initialStates);
   }
 }
 
