@@ -99,7 +99,8 @@ struct AdjointWrites {
 /// L1 (Gated DeltaNet, D = 64: 32 KiB instead of 48; linear attention's
 /// backward from checkpoints, D = 64, one thread: 94-97 -> 87-90 ms).
 static AdjointWrites planAdjointWrites(func::FuncOp backward,
-                                      const StepSignature &signature) {
+                                      const StepSignature &signature,
+                                      bool allowInPlace) {
   Block &body = backward.getBody().front();
   auto ret = cast<func::ReturnOp>(body.getTerminator());
   unsigned numStates = signature.numStates();
@@ -114,6 +115,11 @@ static AdjointWrites planAdjointWrites(func::FuncOp backward,
     if (onlyElementwiseWayTo(result(i), next(i)))
       writes.inPlace[i] = true;
     left.push_back(i);
+  }
+  if (!allowInPlace) {
+    writes.inPlace.assign(numStates, false);
+    writes.order = left;
+    return writes;
   }
   auto readByOneLeft = [&](unsigned i) {
     return llvm::any_of(left, [&](unsigned j) {
@@ -197,7 +203,8 @@ SmallVector<Value> KernelLowering::stateStepInputs(Block *entry) {
 }
 
 LogicalResult KernelLowering::runBackward(func::FuncOp backward,
-                                          int64_t segment) {
+                                          int64_t segment,
+                                          bool adjointsInPlace) {
   Location loc = module.getLoc();
   StepSignature signature = StepSignature::of(module);
   int64_t chunk = module.getChunk();
@@ -376,7 +383,7 @@ LogicalResult KernelLowering::runBackward(func::FuncOp backward,
   }
 
   // (b) Segment by segment from the last.
-  AdjointWrites adjointWrites = planAdjointWrites(backward, signature);
+  AdjointWrites adjointWrites = planAdjointWrites(backward, signature, adjointsInPlace);
   const SmallVector<bool> &inPlace = adjointWrites.inPlace;
   SmallVector<Value> callerAdjoints, adjoints, spares, copied;
   for (unsigned i = 0; i < numStates; ++i) {
@@ -604,7 +611,7 @@ struct LowerBackwardKernelPass
         return signalPassFailure();
       }
       if (failed(miras::lowering::KernelLowering(module, step, "sequential")
-                     .runBackward(backward, segment)))
+                     .runBackward(backward, segment, adjointsInPlace)))
         return signalPassFailure();
       // The forward lowering needs @step only.
       backward.erase();

@@ -151,8 +151,11 @@ public:
   LogicalResult run();
   /// Builds `@<name>_backward_kernel` before the miras.module from the step
   /// and its reverse `backward` (BackwardKernel.cpp): the adjoints of a whole
-  /// sequence, recomputing the states segment by segment of `segment` tokens.
-  LogicalResult runBackward(func::FuncOp backward, int64_t segment);
+  /// sequence, recomputing the states segment by segment of `segment` tokens;
+  /// `adjointsInPlace` false writes every new state adjoint into a second
+  /// buffer.
+  LogicalResult runBackward(func::FuncOp backward, int64_t segment,
+                            bool adjointsInPlace = true);
 
 private:
   /// Binds q, k, v and the gates of token `ti` of pair (bi, hi) to the step's

@@ -257,6 +257,7 @@ llvm::Expected<CompileResult> miras::compileModule(llvm::StringRef sourceText,
     iface.backwardSegment = (options.backwardSegment + chunk - 1) / chunk * chunk;
     iface.forwardTakesViews = options.gpuCheck != GpuCheck::CudaOnCpu;
     toLinalg.backwardSegment = iface.backwardSegment;
+    toLinalg.backwardAdjointsInPlace = options.backwardAdjointsInPlace;
   }
   FailureOr<std::string> built = plannedAlgorithm(memoryModule, toLinalg.algorithm);
   if (failed(built))

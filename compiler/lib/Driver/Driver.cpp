@@ -111,6 +111,12 @@ cl::opt<int64_t> backwardSegment(
              "(memory: ceil(T/S) + S states per batch and head; rounded up to a "
              "multiple of the chunk)"),
     cl::init(64), cl::cat(category));
+cl::opt<bool> backwardAdjointsInPlace(
+    "backward-adjoints-in-place",
+    cl::desc("With --backward: write each new state adjoint over the old one "
+             "where that is safe (default); =false: into a second buffer, as "
+             "for a module where it is not (tests and debugging)"),
+    cl::init(true), cl::Hidden, cl::cat(category));
 cl::opt<bool> fuseRows(
     "fuse-rows",
     cl::desc("CPU kernels: one loop over the rows of a matrix for the ops that "
@@ -170,6 +176,7 @@ llvm::Expected<CompileOptions> readOptions() {
                                  : GpuCheck::None;
   options.keepTemps = keepTemps;
   options.fuseRows = fuseRows;
+  options.backwardAdjointsInPlace = backwardAdjointsInPlace;
   if (backwardFlag && emit < Stage::Rule)
     return llvm::createStringError("--backward goes with --emit=rule, linalg, llvm, "
                                    "obj or lib (--emit=backward prints the reverse "

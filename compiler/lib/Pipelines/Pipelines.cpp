@@ -49,6 +49,7 @@ void miras::buildToLinalgPipeline(OpPassManager &pm,
   if (options.backwardSegment > 0) {
     MirasLowerBackwardKernelOptions backward;
     backward.segment = options.backwardSegment;
+    backward.adjointsInPlace = options.backwardAdjointsInPlace;
     pm.addPass(createMirasLowerBackwardKernel(backward));
   }
   MirasLowerToLinalgOptions lowering;

@@ -90,6 +90,9 @@ struct CompileOptions {
   bool backward = false;
   /// Tokens per recomputed segment of the backward kernel (S >= 1).
   int64_t backwardSegment = 64;
+  /// false: the backward kernel writes every new state adjoint into a second
+  /// buffer (the path of a module whose adjoints cannot be written in place).
+  bool backwardAdjointsInPlace = true;
   /// Fuse the CPU kernel's ops over the rows of a matrix into one loop
   /// (miras-vectorize fuse-rows; docs/TRAINING.md has what it measured).
   bool fuseRows = false;

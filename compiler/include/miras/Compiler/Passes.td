@@ -90,8 +90,9 @@ def MirasLowerBackwardKernel
     the state before every segment of `segment` = S tokens, then walks the
     segments from the last: restores the segment's checkpoint, recomputes its
     states into the workspace and applies the reverse step token by token
-    backwards, the new state adjoints written to scratch and copied over the
-    running ones. Each body is lowered with the forward kernel's op lowering; a
+    backwards, each new state adjoint written over the running one where
+    that is safe (`planAdjointWrites`), else into a second buffer that
+    alternates with it token by token. Each body is lowered with the forward kernel's op lowering; a
     recomputing step skips what only `o` needs.
 
     With chunk C > 1 this is the reverse of the sequential algorithm with
@@ -129,7 +130,11 @@ def MirasLowerBackwardKernel
   let options = [
     Option<"segment", "segment", "int64_t", /*default=*/"64",
            "Tokens per recomputed segment S (a multiple of the chunk): "
-           "memory ceil(T/S) + S states per pair">
+           "memory ceil(T/S) + S states per pair">,
+    Option<"adjointsInPlace", "adjoints-in-place", "bool", /*default=*/"true",
+           "Write each new state adjoint over the old one where that is "
+           "safe; false: every state's into a second buffer, token by token "
+           "(the fallback's path, for tests and debugging)">
   ];
   let dependentDialects = ["::mlir::linalg::LinalgDialect",
                            "::mlir::memref::MemRefDialect",

@@ -37,6 +37,10 @@ struct ToLinalgOptions : mlir::PassPipelineOptions<ToLinalgOptions> {
                      "@<name>_backward_kernel (miras-lower-backward-kernel) "
                      "recomputing S tokens at a time; needs @step_backward"),
       llvm::cl::init(0)};
+  Option<bool> backwardAdjointsInPlace{
+      *this, "backward-adjoints-in-place",
+      llvm::cl::desc("miras-lower-backward-kernel adjoints-in-place"),
+      llvm::cl::init(true)};
 };
 
 /// The kernel form miras-to-linalg builds for `algorithm` (auto, sequential
