@@ -183,6 +183,8 @@ llvm::Expected<CompileOptions> readOptions() {
                                    "step's IR)");
   if (backwardSegment.getNumOccurrences() && !backwardFlag)
     return llvm::createStringError("--backward-segment goes with --backward");
+  if (backwardAdjointsInPlace.getNumOccurrences() && !backwardFlag)
+    return llvm::createStringError("--backward-adjoints-in-place goes with --backward");
   options.backwardRule = backwardFlag && emit == Stage::Rule;
   options.backward = backwardFlag && emit != Stage::Rule;
   options.backwardSegment = backwardSegment;
