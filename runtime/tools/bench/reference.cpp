@@ -38,7 +38,7 @@ namespace {
 // {const} a number (the rule prints constants with %g; a param printing the same
 // supplies the exact value), {eps} the LayerNorm's epsilon, {dim} the number dv (a
 // mean's divisor), {Wa} the state the gradient reads: W, or W_anchor with chunks (SPEC
-// section 7).
+// section 7); {W1a}, {W2a} likewise for an MLP's weights.
 
 struct RulePattern {
   ReferenceKind kind;
@@ -95,11 +95,18 @@ bool matchRule(const miras_module_metadata &meta, const std::string &pattern,
     const size_t close = pattern.find('}', p);
     const std::string hole = pattern.substr(p + 1, close - p - 1);
     p = close + 1;
-    if (hole == "Wa") {
-      if (rule.compare(r, 8, "W_anchor") == 0 && (r + 8 == rule.size() || !isIdentChar(rule[r + 8])))
-        r += 8;
-      else if (rule.compare(r, 1, "W") == 0 && (r + 1 == rule.size() || !isIdentChar(rule[r + 1])))
-        r += 1;
+    if (hole == "Wa" || hole == "W1a" || hole == "W2a") {
+      // The weight, or its anchor: {W1a} is W1 or W1_anchor.
+      const std::string weight = hole.substr(0, hole.size() - 1);
+      const std::string anchor = weight + "_anchor";
+      auto matchesWord = [&](const std::string &word) {
+        return rule.compare(r, word.size(), word) == 0 &&
+               (r + word.size() == rule.size() || !isIdentChar(rule[r + word.size()]));
+      };
+      if (matchesWord(anchor))
+        r += anchor.size();
+      else if (matchesWord(weight))
+        r += weight.size();
       else
         return false;
       continue;
@@ -146,7 +153,8 @@ bool matchRule(const miras_module_metadata &meta, const std::string &pattern,
 }
 
 // The MLP memories: the whole rule (every state's update, the read, the shared terms),
-// read after the write, with the gates and the LayerNorm's epsilon as placeholders.
+// read after the write, with the gates, the LayerNorm's epsilon and the weights the
+// gradient reads ({W1a}: W1, or W1_anchor with chunks) as placeholders.
 struct MlpPattern {
   ReferenceKind kind;
   const char *name;
@@ -167,22 +175,34 @@ const MlpPattern kMlpPatterns[] = {
      "where\n"
      "  t1 = W2^T (W2 (W1 k / (exp(-(W1 k)) + 1)) - v)"},
     {ReferenceKind::TttMlp, "ttt_mlp", MlpActivation::GeluTanh, true, true, false,
-     "W1' = W1 - ({lr} * (W2^T (t4 - sum(t4) / {dim}) * t1 * 0.5 + t5 * 0.398942 + "
-     "t5 * W1 k * W1 k * 0.0535161)) k^T\n"
-     "W2' = W2 - ({lr} * (t4 - sum(t4) / {dim})) (W1 k * t1 * 0.5)^T\n"
+     "W1' = W1 - ({lr} * ({W2a}^T (t4 - sum(t4) / {dim}) * t1 * 0.5 + t5 * 0.398942 + "
+     "t5 * {W1a} k * {W1a} k * 0.0535161)) k^T\n"
+     "W2' = W2 - ({lr} * (t4 - sum(t4) / {dim})) ({W1a} k * t1 * 0.5)^T\n"
      "o = q + (t6 - sum(t6) / {dim}) / sqrt(sum((t6 - sum(t6) / {dim}) * (t6 - sum(t6) / "
      "{dim})) / {dim} + {eps})\n"
      "where\n"
-     "  t1 = tanh((W1 k + W1 k * W1 k * W1 k * 0.044715) * 0.797885) + 1\n"
-     "  t2 = W2 (W1 k * t1 * 0.5) - sum(W2 (W1 k * t1 * 0.5)) / {dim}\n"
+     "  t1 = tanh(({W1a} k + {W1a} k * {W1a} k * {W1a} k * 0.044715) * 0.797885) + 1\n"
+     "  t2 = {W2a} ({W1a} k * t1 * 0.5) - sum({W2a} ({W1a} k * t1 * 0.5)) / {dim}\n"
      "  t3 = k + t2 / sqrt(sum(t2 * t2) / {dim} + {eps}) - v\n"
      "  t4 = t3 / sqrt(sum(t2 * t2) / {dim} + {eps}) + select(sqrt(sum(t2 * t2) / {dim} + "
      "{eps}) ogt 0, sum(t3 * t2 / sqrt(sum(t2 * t2) / {dim} + {eps}) / sqrt(sum(t2 * t2) / "
      "{dim} + {eps})) / sqrt(sum(t2 * t2) / {dim} + {eps}) * -0.5, 0) / {dim} * t2 * 2\n"
-     "  t5 = W2^T (t4 - sum(t4) / {dim}) * W1 k * (1 - tanh((W1 k + W1 k * W1 k * W1 k * "
-     "0.044715) * 0.797885) * tanh((W1 k + W1 k * W1 k * W1 k * 0.044715) * 0.797885))\n"
+     "  t5 = {W2a}^T (t4 - sum(t4) / {dim}) * {W1a} k * (1 - tanh(({W1a} k + {W1a} k * "
+     "{W1a} k * {W1a} k * 0.044715) * 0.797885) * tanh(({W1a} k + {W1a} k * {W1a} k * "
+     "{W1a} k * 0.044715) * 0.797885))\n"
      "  t6 = W2' (W1' q * (tanh((W1' q + W1' q * W1' q * W1' q * 0.044715) * 0.797885) + 1) "
      "* 0.5)"},
+    // Titans with chunks (SPEC section 7): the rule prints the residual as its own term.
+    {ReferenceKind::Titans, "titans", MlpActivation::Silu, false, false, true,
+     "W1' = {decay} * W1 + S1'\n"
+     "W2' = {decay} * W2 + S2'\n"
+     "S1' = {beta} * S1 - {lr} * (W2_anchor^T t1 / (exp(-(W1_anchor k)) + 1) + W2_anchor^T t1 "
+     "* W1_anchor k / (exp(-(W1_anchor k)) + 1) / (exp(-(W1_anchor k)) + 1) * "
+     "exp(-(W1_anchor k))) k^T\n"
+     "S2' = {beta} * S2 - {lr} * t1 (W1_anchor k / (exp(-(W1_anchor k)) + 1))^T\n"
+     "o = W2' (W1' q / (exp(-(W1' q)) + 1))\n"
+     "where\n"
+     "  t1 = W2_anchor (W1_anchor k / (exp(-(W1_anchor k)) + 1)) - v"},
 };
 
 int stateIndex(const miras_module_metadata &meta, const char *name) {
@@ -206,8 +226,12 @@ std::optional<ReferenceModel> findMlpReference(const miras_module_metadata &meta
   const int s1 = stateIndex(meta, "S1"), s2 = stateIndex(meta, "S2");
   const int64_t hidden = meta.states[w1].shape[0];
   const bool momentum = s1 >= 0 && s2 >= 0;
-  const int32_t expectedStates = momentum ? 4 : 2;
-  if (w2 < 0 || meta.num_states != expectedStates || !hasShape(meta.states[w1], hidden, meta.dk) ||
+  // A chunked module also lists the weights' anchors and the chunk position (not
+  // carried): the reference runs a call from a sequence's start, as the bench.
+  int32_t carried = 0;
+  for (int32_t s = 0; s < meta.num_states; ++s)
+    carried += meta.states[s].role == MIRAS_STATE_CARRIED;
+  if (w2 < 0 || carried != (momentum ? 4 : 2) || !hasShape(meta.states[w1], hidden, meta.dk) ||
       !hasShape(meta.states[w2], meta.dv, hidden) ||
       (momentum && (!hasShape(meta.states[s1], hidden, meta.dk) ||
                     !hasShape(meta.states[s2], meta.dv, hidden)))) {
@@ -215,9 +239,9 @@ std::optional<ReferenceModel> findMlpReference(const miras_module_metadata &meta
               "(W1 [hidden, dk], W2 [dv, hidden], and momentum S1, S2 alike)";
     return std::nullopt;
   }
-  if (meta.steps != 1 || meta.chunk != 1 || !meta.read_after_write) {
-    *whyNot = "the MLP references run one (k, v) pair per token, chunk 1, read after the "
-              "write; module '" + name + "' differs";
+  if (meta.steps != 1 || meta.chunk < 1 || !meta.read_after_write) {
+    *whyNot = "the MLP references run one (k, v) pair per token, read after the write; "
+              "module '" + name + "' differs";
     return std::nullopt;
   }
   std::string rule = meta.rule;
@@ -229,6 +253,7 @@ std::optional<ReferenceModel> findMlpReference(const miras_module_metadata &meta
     ReferenceModel model;
     model.kind = pattern.kind;
     model.name = pattern.name;
+    model.chunk = meta.chunk;
     model.mlp = {hidden, pattern.activation, pattern.residual, pattern.layerNorm, 0.0f,
                  pattern.momentum, w1, w2, s1, s2};
     if (matchRule(meta, pattern.rule, rule, model) && model.etaGate >= 0)

@@ -7,6 +7,8 @@
 //   Titans:  S_t = mu_t S_{t-1} - theta_t g_t,  W_t = alpha_t W_{t-1} + S_t (per weight)
 //   TTT-MLP: W_t = W_{t-1} - eta_t g_t
 //   o_t = f(W_t; q_t)
+// With chunk C > 1 (SPEC section 7) g_t is taken at the weights W1, W2 of the start of
+// token t's chunk (its anchor), whose adjoint the reverse sweep sums over the chunk.
 //
 // The inner gradient and its reverse (the Hessian-vector products the outer backward
 // needs) are written out by hand below, one line per step of the chain rule, from the
@@ -174,6 +176,7 @@ void innerGradient(const MlpReference &m, const MlpShape &n, const float *W1, co
 // W2, then S1, S2 with momentum.
 struct StateLayout {
   int64_t w1 = 0, w2 = 0, s1 = 0, s2 = 0, size = 0;
+  int64_t weights = 0; // W1 and W2: what an anchor holds
   // Each tensor's place in the buffer and its index in metadata order.
   struct Part {
     int64_t offset, size;
@@ -187,6 +190,7 @@ struct StateLayout {
     s1 = w2 + layer2;
     s2 = s1 + layer1;
     size = m.momentum ? s2 + layer2 : s1;
+    weights = layer1 + layer2;
     parts = {{w1, layer1, m.w1}, {w2, layer2, m.w2}};
     if (m.momentum)
       parts.insert(parts.end(), {{s1, layer1, m.s1}, {s2, layer2, m.s2}});
@@ -263,7 +267,7 @@ void runMlpReference(const ReferenceModel &model, const Problem &p, float *o,
   const MlpReference &m = model.mlp;
   const MlpShape n{p.dk, p.dv, m.hidden};
   const StateLayout L(m, n);
-  std::vector<float> state(L.size), next(L.size);
+  std::vector<float> state(L.size), next(L.size), anchor(L.weights);
   InnerGradient g(n);
   MlpEval read(n);
   for (int64_t pair = pairBegin; pair < pairEnd; ++pair) {
@@ -273,7 +277,14 @@ void runMlpReference(const ReferenceModel &model, const Problem &p, float *o,
       const TokenGates tg = gatesAt(model, p, b, t, h);
       const float *q = p.q + tg.index * p.dk, *k = p.k + tg.index * p.dk;
       const float *v = p.v + tg.index * p.dv;
-      innerGradient(m, n, state.data() + L.w1, state.data() + L.w2, k, v, g);
+      // The weights the gradient reads: W_{t-1}, or the chunk's anchor.
+      const float *Wg = state.data();
+      if (model.chunk > 1) {
+        if (t % model.chunk == 0)
+          std::copy_n(state.begin(), L.weights, anchor.begin());
+        Wg = anchor.data();
+      }
+      innerGradient(m, n, Wg + L.w1, Wg + L.w2, k, v, g);
       advance(m, n, L, tg, g, k, state.data(), next.data());
       std::swap(state, next);
       evaluate(m, n, state.data() + L.w1, state.data() + L.w2, q, read); // after the write
@@ -289,10 +300,12 @@ void runMlpReferenceBackward(const ReferenceModel &model, const Problem &p,
   const MlpReference &m = model.mlp;
   const MlpShape n{p.dk, p.dv, m.hidden};
   const StateLayout L(m, n);
-  const int64_t T = p.length, S = segment, N = (T - 1) / S + 1;
+  const int64_t T = p.length, S = segment, N = (T - 1) / S + 1, C = model.chunk;
   const int64_t layer1 = n.hidden * n.dk, layer2 = n.dv * n.hidden;
   std::vector<float> checkpoints(N * L.size), states((S + 1) * L.size);
   std::vector<float> G(L.size);                // adjoint of the state after the token
+  std::vector<float> anchor(L.weights);        // the checkpointing pass's anchor
+  std::vector<float> anchorAdjoint(L.weights); // summed over the chunk (C > 1)
   std::vector<float> Gg1(layer1), Gg2(layer2); // adjoint of the inner gradient g_W1, g_W2
   std::vector<float> dy(n.dv), dh(n.hidden), da(n.hidden);
   std::vector<float> Gda(n.hidden), Ge2(n.hidden), Ga(n.hidden), Gh(n.hidden);
@@ -309,11 +322,18 @@ void runMlpReferenceBackward(const ReferenceModel &model, const Problem &p,
         std::memcpy(checkpoints.data() + t / S * L.size, W, sizeof(float) * L.size);
       const TokenGates tg = gatesAt(model, p, b, t, h);
       const float *k = p.k + tg.index * p.dk, *v = p.v + tg.index * p.dv;
-      innerGradient(m, n, W + L.w1, W + L.w2, k, v, g);
+      const float *Wg = W;
+      if (C > 1) {
+        if (t % C == 0)
+          std::copy_n(W, L.weights, anchor.begin());
+        Wg = anchor.data();
+      }
+      innerGradient(m, n, Wg + L.w1, Wg + L.w2, k, v, g);
       advance(m, n, L, tg, g, k, W, scratch);
       std::memcpy(W, scratch, sizeof(float) * L.size);
     }
     L.gather(d.finalStates, pair, G.data());
+    std::fill(anchorAdjoint.begin(), anchorAdjoint.end(), 0.0f);
     float *GW1 = G.data() + L.w1, *GW2 = G.data() + L.w2;
     // The momentum's adjoints (Titans); no such tensors without momentum.
     float *GS1 = m.momentum ? G.data() + L.s1 : nullptr;
@@ -326,7 +346,9 @@ void runMlpReferenceBackward(const ReferenceModel &model, const Problem &p,
         const TokenGates tg = gatesAt(model, p, b, start + j, h);
         const float *k = p.k + tg.index * p.dk, *v = p.v + tg.index * p.dv;
         const float *prev = states.data() + j * L.size;
-        innerGradient(m, n, prev + L.w1, prev + L.w2, k, v, g);
+        // Segments start at chunk starts: the anchor is slot j - j % C.
+        const float *Wg = C > 1 ? states.data() + (j - j % C) * L.size : prev;
+        innerGradient(m, n, Wg + L.w1, Wg + L.w2, k, v, g);
         advance(m, n, L, tg, g, k, prev, states.data() + (j + 1) * L.size);
       }
       for (int64_t j = count - 1; j >= 0; --j) {
@@ -337,6 +359,12 @@ void runMlpReferenceBackward(const ReferenceModel &model, const Problem &p,
         float *dv = d.dv + tg.index * p.dv;
         const float *prev = states.data() + j * L.size, *next = prev + L.size;
         const float *W1 = prev + L.w1, *W2 = prev + L.w2;
+        // The weights the inner gradient read (W_{t-1} or the anchor) and where the
+        // adjoint of that read goes (G, or the anchor's sum over the chunk).
+        const float *Wg = C > 1 ? states.data() + (j - j % C) * L.size : prev;
+        const float *Wg1 = Wg + L.w1, *Wg2 = Wg + L.w2;
+        float *Hg1 = C > 1 ? anchorAdjoint.data() + L.w1 : GW1;
+        float *Hg2 = C > 1 ? anchorAdjoint.data() + L.w2 : GW2;
 
         // The read, o = f(W_t; q): into G (of W_t) and dq.
         evaluate(m, n, next + L.w1, next + L.w2, q, read);
@@ -360,7 +388,7 @@ void runMlpReferenceBackward(const ReferenceModel &model, const Problem &p,
 
         // The update. G becomes the adjoint of the state before the token, except the
         // inner gradient's reads of W1, W2 (added below); Gg1, Gg2 take g's adjoint.
-        innerGradient(m, n, W1, W2, k, v, g);
+        innerGradient(m, n, Wg1, Wg2, k, v, g);
         float dLr = 0.0f, dBeta = 0.0f, dDecay = 0.0f;
         // One layer: g = left right^T (g_W1 = da k^T, g_W2 = dy h^T).
         auto updateBack = [&](float *GW, float *GS, const float *Wp, const float *Sp,
@@ -413,8 +441,8 @@ void runMlpReferenceBackward(const ReferenceModel &model, const Problem &p,
           float sum = 0.0f;
           for (int64_t jj = 0; jj < n.hidden; ++jj) {
             const int64_t e = i * n.hidden + jj;
-            GW2[e] += g.dy[i] * Ge2[jj];
-            sum += W2[e] * Ge2[jj] + Gg2[e] * g.eval.h[jj];
+            Hg2[e] += g.dy[i] * Ge2[jj];
+            sum += Wg2[e] * Ge2[jj] + Gg2[e] * g.eval.h[jj];
             Gh[jj] += Gg2[e] * g.dy[i];
           }
           Gdy[i] = sum;
@@ -461,15 +489,15 @@ void runMlpReferenceBackward(const ReferenceModel &model, const Problem &p,
         for (int64_t i = 0; i < n.dv; ++i)
           for (int64_t jj = 0; jj < n.hidden; ++jj) {
             const int64_t e = i * n.hidden + jj;
-            GW2[e] += Gy[i] * g.eval.h[jj];
-            Gh[jj] += W2[e] * Gy[i];
+            Hg2[e] += Gy[i] * g.eval.h[jj];
+            Gh[jj] += Wg2[e] * Gy[i];
           }
         for (int64_t i = 0; i < n.hidden; ++i)
           Ga[i] += Gh[i] * activateDerivative(m.activation, g.eval.a[i]);
         for (int64_t i = 0; i < n.hidden; ++i)
           for (int64_t jj = 0; jj < n.dk; ++jj) {
-            GW1[i * n.dk + jj] += Ga[i] * k[jj];
-            dk[jj] += W1[i * n.dk + jj] * Ga[i];
+            Hg1[i * n.dk + jj] += Ga[i] * k[jj];
+            dk[jj] += Wg1[i * n.dk + jj] * Ga[i];
           }
 
         d.gates[model.etaGate][tg.index] = dLr;
@@ -477,6 +505,11 @@ void runMlpReferenceBackward(const ReferenceModel &model, const Problem &p,
           d.gates[model.momentumGate][tg.index] = dBeta;
         if (model.alphaGate >= 0)
           d.gates[model.alphaGate][tg.index] = dDecay;
+        if (C > 1 && (start + j) % C == 0) { // the anchor is the state before this token
+          for (int64_t e = 0; e < L.weights; ++e)
+            G[L.w1 + e] += anchorAdjoint[e];
+          std::fill(anchorAdjoint.begin(), anchorAdjoint.end(), 0.0f);
+        }
       }
     }
     L.scatter(G.data(), pair, d.initialStates);

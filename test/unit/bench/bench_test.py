@@ -13,7 +13,7 @@ a relu MLP gets no reference, and a renamed Titans the Titans one. Also checks t
 run (these modules are built for the cpu target; without a GPU even a cuda build fails
 for lack of a driver), and that `--input-dtype bf16` without `--device cuda` is a usage
 error. With --backward (check_backward): every model with a scalar reference (the linear
-ones with chunk 1 and 4, Titans and TTT-MLP), and a module reading before its write,
+ones, Titans and TTT-MLP, with chunk 1 and 4), and a module reading before its write,
 compiled with mirasc --backward: the forward's o against the reference's (relative
 1e-4), the compiled adjoints of q, k, v, the gates and the initial state against the tool's
 hand-written scalar reverse sweep (relative 1e-4), the recompute's state count
@@ -203,6 +203,8 @@ BACKWARD_CASES = [(name, name, [], name) for name in (
     ("titans", "titans", [], "titans"),
     ("titans_s8", "titans", ["--backward-segment=8"], "titans"),
     ("ttt_mlp", "ttt_mlp", ["--backward-segment=16"], "ttt_mlp"),
+    ("titans_c4", "titans", ["--chunk=4", "--backward-segment=8"], "titans"),
+    ("ttt_mlp_c4", "ttt_mlp", ["--chunk=4", "--backward-segment=8"], "ttt_mlp"),
 ]
 
 
