@@ -110,17 +110,13 @@ static AdjointWrites planAdjointWrites(func::FuncOp backward,
   auto result = [&](unsigned i) { return ret.getOperand(signature.stateArg(i)); };
   AdjointWrites writes;
   writes.inPlace.assign(numStates, false);
-  SmallVector<unsigned> left;
-  for (unsigned i = 0; i < numStates; ++i) {
-    if (onlyElementwiseWayTo(result(i), next(i)))
-      writes.inPlace[i] = true;
-    left.push_back(i);
-  }
+  SmallVector<unsigned> left = llvm::to_vector(llvm::seq<unsigned>(0, numStates));
   if (!allowInPlace) {
-    writes.inPlace.assign(numStates, false);
     writes.order = left;
     return writes;
   }
+  for (unsigned i : left)
+    writes.inPlace[i] = onlyElementwiseWayTo(result(i), next(i));
   auto readByOneLeft = [&](unsigned i) {
     return llvm::any_of(left, [&](unsigned j) {
       return j != i && lazyTreeReads(result(j), next(i));

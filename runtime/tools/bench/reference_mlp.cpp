@@ -217,6 +217,18 @@ struct StateLayout {
   }
 };
 
+// The weights the inner gradient reads at token t of a walk from a sequence's start:
+// those of `state` (W_{t-1}), or with chunks (C > 1) the chunk's anchor, which `anchor`
+// takes from `state` at the chunk's first token.
+const float *gradientWeights(int64_t t, int64_t C, const StateLayout &L, const float *state,
+                             float *anchor) {
+  if (C <= 1)
+    return state;
+  if (t % C == 0)
+    std::copy_n(state, L.weights, anchor);
+  return anchor;
+}
+
 struct TokenGates {
   int64_t index; // (b * T + t) * H + h
   float lr, beta, decay;
@@ -277,13 +289,7 @@ void runMlpReference(const ReferenceModel &model, const Problem &p, float *o,
       const TokenGates tg = gatesAt(model, p, b, t, h);
       const float *q = p.q + tg.index * p.dk, *k = p.k + tg.index * p.dk;
       const float *v = p.v + tg.index * p.dv;
-      // The weights the gradient reads: W_{t-1}, or the chunk's anchor.
-      const float *Wg = state.data();
-      if (model.chunk > 1) {
-        if (t % model.chunk == 0)
-          std::copy_n(state.begin(), L.weights, anchor.begin());
-        Wg = anchor.data();
-      }
+      const float *Wg = gradientWeights(t, model.chunk, L, state.data(), anchor.data());
       innerGradient(m, n, Wg + L.w1, Wg + L.w2, k, v, g);
       advance(m, n, L, tg, g, k, state.data(), next.data());
       std::swap(state, next);
@@ -322,12 +328,7 @@ void runMlpReferenceBackward(const ReferenceModel &model, const Problem &p,
         std::memcpy(checkpoints.data() + t / S * L.size, W, sizeof(float) * L.size);
       const TokenGates tg = gatesAt(model, p, b, t, h);
       const float *k = p.k + tg.index * p.dk, *v = p.v + tg.index * p.dv;
-      const float *Wg = W;
-      if (C > 1) {
-        if (t % C == 0)
-          std::copy_n(W, L.weights, anchor.begin());
-        Wg = anchor.data();
-      }
+      const float *Wg = gradientWeights(t, C, L, W, anchor.data());
       innerGradient(m, n, Wg + L.w1, Wg + L.w2, k, v, g);
       advance(m, n, L, tg, g, k, W, scratch);
       std::memcpy(W, scratch, sizeof(float) * L.size);
@@ -338,6 +339,11 @@ void runMlpReferenceBackward(const ReferenceModel &model, const Problem &p,
     // The momentum's adjoints (Titans); no such tensors without momentum.
     float *GS1 = m.momentum ? G.data() + L.s1 : nullptr;
     float *GS2 = m.momentum ? G.data() + L.s2 : nullptr;
+    // Slot j's gradient weights: its own, or (segments start at chunk starts) those of
+    // slot j - j % C, the chunk's anchor.
+    auto slotGradientWeights = [&](int64_t j) {
+      return states.data() + (C > 1 ? j - j % C : j) * L.size;
+    };
     for (int64_t c = N - 1; c >= 0; --c) {
       const int64_t start = c * S, count = std::min(S, T - start);
       // Slot j: the state before token start + j (slot count: after the segment).
@@ -346,8 +352,7 @@ void runMlpReferenceBackward(const ReferenceModel &model, const Problem &p,
         const TokenGates tg = gatesAt(model, p, b, start + j, h);
         const float *k = p.k + tg.index * p.dk, *v = p.v + tg.index * p.dv;
         const float *prev = states.data() + j * L.size;
-        // Segments start at chunk starts: the anchor is slot j - j % C.
-        const float *Wg = C > 1 ? states.data() + (j - j % C) * L.size : prev;
+        const float *Wg = slotGradientWeights(j);
         innerGradient(m, n, Wg + L.w1, Wg + L.w2, k, v, g);
         advance(m, n, L, tg, g, k, prev, states.data() + (j + 1) * L.size);
       }
@@ -361,8 +366,7 @@ void runMlpReferenceBackward(const ReferenceModel &model, const Problem &p,
         const float *W1 = prev + L.w1, *W2 = prev + L.w2;
         // The weights the inner gradient read (W_{t-1} or the anchor) and where the
         // adjoint of that read goes (G, or the anchor's sum over the chunk).
-        const float *Wg = C > 1 ? states.data() + (j - j % C) * L.size : prev;
-        const float *Wg1 = Wg + L.w1, *Wg2 = Wg + L.w2;
+        const float *Wg1 = slotGradientWeights(j) + L.w1, *Wg2 = slotGradientWeights(j) + L.w2;
         float *Hg1 = C > 1 ? anchorAdjoint.data() + L.w1 : GW1;
         float *Hg2 = C > 1 ? anchorAdjoint.data() + L.w2 : GW2;
 
