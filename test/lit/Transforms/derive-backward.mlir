@@ -3,7 +3,10 @@
 // W' = W - eta (W k - v) k^T, o = W' q. With G = dW' + do q^T:
 //   dW = G - eta (G k) k^T,  dv = eta G k,  deta = -<G k, W k - v>,
 //   dq = W'^T do,  dk = -G^T (eta e) - W^T (eta G k).
-// RUN: miras-opt %s --miras-derive --miras-backward | FileCheck %s
+// The derivation alone (miras-derive-backward): the matrices as reverse mode
+// builds them; miras-distribute-products (distribute-products.mlir) rewrites
+// the products after it in the miras-backward pipeline.
+// RUN: miras-opt %s --miras-derive --miras-derive-backward | FileCheck %s
 
 // CHECK-LABEL: func.func private @step_backward(
 // CHECK-SAME: %[[W:.*]]: tensor<4x4xf32> {miras.name = "W"}, %[[Q:.*]]: tensor<4xf32> {miras.name = "q"}, %[[K:.*]]: tensor<4xf32> {miras.name = "k"}, %[[V:.*]]: tensor<4xf32> {miras.name = "v"}, %[[ETA:.*]]: f32 {miras.name = "eta"}, %[[DWN:.*]]: tensor<4x4xf32> {miras.name = "dW_next"}, %[[DO:.*]]: tensor<4xf32> {miras.name = "do"})

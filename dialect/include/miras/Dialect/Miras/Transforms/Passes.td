@@ -83,4 +83,43 @@ def MirasDeriveBackward : Pass<"miras-derive-backward", "::mlir::ModuleOp"> {
                            "::mlir::math::MathDialect"];
 }
 
+def MirasDistributeProducts : Pass<"miras-distribute-products", "::mlir::ModuleOp"> {
+  let summary = "Writes the reverse step's matrix products over the terms of their matrices";
+  let description = [{
+    Reverse mode builds the matrices the reverse step multiplies as sums: the
+    read's adjoint joins the next state's (G = dW' + do q^T), the recomputed
+    state is W' = a W - u k^T. A product with such a matrix costs its whole
+    expression per element. This pass rewrites every product in
+    `@step_backward` over the terms of its matrix operand, so that each term
+    costs what it needs: a rank-one term x y^T works on vectors, scalar
+    factors move out, and matrices that are not sums stay in one product:
+
+      matvec(c s M + x y^T, z) = c s (M z) + x (y . z)
+      vecmat(z, c s M + x y^T) = c s (z^T M) + (z . x) y
+      sum((M + x y^T) o B)     = sum(M o B) + (x^T B) . y
+
+    The last only where x^T B (or B y) is already computed by the step, which
+    the first two make likely: for Gated DeltaNet d alpha = <G - s k^T, W>
+    reads W^T do and W^T s, which dq and dk compute.
+
+    ```mlir
+    // Before: G k with G = dW' + do q^T, two multiply-adds per element.
+    %dq = miras.outer %do, %q : tensor<4xf32>, tensor<4xf32> -> tensor<4x4xf32>
+    %G = arith.addf %dWn, %dq : tensor<4x4xf32>
+    %Gk = miras.matvec %G, %k : tensor<4x4xf32>, tensor<4xf32> -> tensor<4xf32>
+    // After: dW' k + do (q . k), one.
+    %m = miras.matvec %dWn, %k : tensor<4x4xf32>, tensor<4xf32> -> tensor<4xf32>
+    %qk = arith.mulf %q, %k : tensor<4xf32>
+    %s = miras.sum %qk : tensor<4xf32>
+    %sb = miras.broadcast %s [] : f32 -> tensor<4xf32>
+    %t = arith.mulf %do, %sb : tensor<4xf32>
+    %Gk = arith.addf %m, %t : tensor<4xf32>
+    ```
+
+    Exact in real numbers; in float32 the rounding differs from the
+    undistributed form.
+  }];
+  let dependentDialects = ["::mlir::arith::ArithDialect"];
+}
+
 #endif
