@@ -23,7 +23,9 @@ class MemoryModuleOp;
 void buildDerivePipeline(mlir::OpPassManager &pm);
 
 /// `miras-backward`: adds the reverse step `@step_backward` of every derived
-/// module (miras-derive-backward, cse, canonicalize).
+/// module (miras-derive-backward), then writes its matrix products over the
+/// terms of their matrices (miras-distribute-products); each pass followed by
+/// canonicalize and cse.
 void buildBackwardPipeline(mlir::OpPassManager &pm);
 
 struct ToLinalgOptions : mlir::PassPipelineOptions<ToLinalgOptions> {

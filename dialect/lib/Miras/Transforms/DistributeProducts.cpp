@@ -314,9 +314,43 @@ private:
     return my ? mb.mul(x, my) : Value();
   }
 
+  /// A product with `z` (Rows, Columns) over the terms of `matrix`.
+  Value apply(Reduction kind, Value matrix, Value z) {
+    if (Value v = product(kind, matrix, z))
+      return v;
+    return reduce(kind, matrix, z);
+  }
+
+  /// A reduction of A o (x y^T), one factor a rank-one matrix: a product of
+  /// A alone, x^T A y (All), y o ((z o x)^T A) (Columns), x o (A (y o z))
+  /// (Rows); per element one multiply-add on A where the Hadamard form also
+  /// rebuilt x y^T.
+  Value hadamardWithRankOne(Reduction kind, arith::MulFOp hadamard, Value z) {
+    for (auto [a, other] : {std::pair{hadamard.getLhs(), hadamard.getRhs()},
+                            std::pair{hadamard.getRhs(), hadamard.getLhs()}}) {
+      SmallVector<MatrixTerm> terms;
+      if (!expand(other, MatrixTerm(), terms) || terms.size() != 1 ||
+          !terms[0].rankOne())
+        continue;
+      const MatrixTerm &term = terms.front();
+      Value x = times(term.rows, term.lhs), y = times(term.columns, term.rhs);
+      switch (kind) {
+      case Reduction::All:
+        return scaled(term, dot(apply(Reduction::Columns, a, x), y));
+      case Reduction::Columns:
+        return scaled(term, mb.mul(y, apply(Reduction::Columns, a, mb.mul(z, x))));
+      case Reduction::Rows:
+        return scaled(term, mb.mul(x, apply(Reduction::Rows, a, mb.mul(y, z))));
+      }
+    }
+    return {};
+  }
+
   /// A reduction of A o B: the rank-one terms of A whose reduction reads a
   /// product of B the step computes already leave the element loop.
   Value hadamardProduct(Reduction kind, arith::MulFOp hadamard, Value z) {
+    if (Value v = hadamardWithRankOne(kind, hadamard, z))
+      return v;
     for (auto [a, other] : {std::pair{hadamard.getLhs(), hadamard.getRhs()},
                             std::pair{hadamard.getRhs(), hadamard.getLhs()}}) {
       std::optional<SmallVector<MatrixTerm>> terms = termsOf(a);
