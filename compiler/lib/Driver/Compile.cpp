@@ -76,9 +76,9 @@ llvm::Error CompileOptions::validate() const {
   if (gpuThreads < 0 || gpuThreads > 1024)
     return llvm::createStringError("--gpu-threads expects 0 (automatic) to 1024, got " +
                                    llvm::Twine(gpuThreads));
-  if (backward && backwardSegment < 1)
+  if (backward && backwardSegment && *backwardSegment < 1)
     return llvm::createStringError("--backward-segment expects at least 1 token, got " +
-                                   llvm::Twine(backwardSegment));
+                                   llvm::Twine(*backwardSegment));
   if (backward && targets.cuda && !targets.cpu)
     return llvm::createStringError("--backward with --target=cuda: the backward's "
                                    "entry points need the CPU glue too; use "
@@ -87,6 +87,23 @@ llvm::Error CompileOptions::validate() const {
     return llvm::createStringError("--emit=llvm and --emit=obj show the CPU "
                                    "kernel; add cpu to --target");
   return llvm::Error::success();
+}
+
+/// The backward's segment S when --backward-segment is not given. The states
+/// kept, ceil(T / S) checkpoints + S recomputed, are fewest near S = sqrt(T):
+/// 64 at T = 4096. But the reverse sweep reads the S recomputed states back
+/// while they are still in cache only when they fit: Titans' (W1, W2, S1, S2,
+/// 256 KiB at D = 64) take 16 MiB at S = 64, and its backward was 16-24%
+/// faster at S = 32 (T = 4096, one and two threads; docs/TRAINING.md). So 32
+/// when 64 states take more than 8 MiB, which at most doubles the checkpoints.
+static int64_t defaultBackwardSegment(const StepSignature &signature) {
+  constexpr int64_t kSegmentBytes = int64_t(8) << 20;
+  int64_t stateBytes = 0;
+  for (const StepSignature::Tensor &state : signature.getStates()) {
+    auto shaped = dyn_cast<ShapedType>(state.type);
+    stateBytes += (shaped ? shaped.getNumElements() : 1) * int64_t(sizeof(float));
+  }
+  return 64 * stateBytes > kSegmentBytes ? 32 : 64;
 }
 
 namespace {
@@ -254,7 +271,9 @@ llvm::Expected<CompileResult> miras::compileModule(llvm::StringRef sourceText,
       return diagnosed();
     // Segments start at chunk starts: S rounded up to a multiple of the chunk.
     int64_t chunk = memoryModule.getChunk();
-    iface.backwardSegment = (options.backwardSegment + chunk - 1) / chunk * chunk;
+    int64_t segment = options.backwardSegment.value_or(
+        defaultBackwardSegment(StepSignature::of(memoryModule)));
+    iface.backwardSegment = (segment + chunk - 1) / chunk * chunk;
     iface.forwardTakesViews = options.gpuCheck != GpuCheck::CudaOnCpu;
     toLinalg.backwardSegment = iface.backwardSegment;
     toLinalg.backwardAdjointsInPlace = options.backwardAdjointsInPlace;

@@ -109,8 +109,9 @@ cl::opt<int64_t> backwardSegment(
     "backward-segment",
     cl::desc("With --backward: tokens the backward kernel recomputes at a time "
              "(memory: ceil(T/S) + S states per batch and head; rounded up to a "
-             "multiple of the chunk)"),
-    cl::init(64), cl::cat(category));
+             "multiple of the chunk). Default: 64, or 32 when 64 of the module's "
+             "states take more than 8 MiB (Titans)"),
+    cl::cat(category));
 cl::opt<bool> backwardAdjointsInPlace(
     "backward-adjoints-in-place",
     cl::desc("With --backward: write each new state adjoint over the old one "
@@ -187,7 +188,8 @@ llvm::Expected<CompileOptions> readOptions() {
     return llvm::createStringError("--backward-adjoints-in-place goes with --backward");
   options.backwardRule = backwardFlag && emit == Stage::Rule;
   options.backward = backwardFlag && emit != Stage::Rule;
-  options.backwardSegment = backwardSegment;
+  if (backwardSegment.getNumOccurrences())
+    options.backwardSegment = backwardSegment;
   options.passManagerCommandLine = true;
   if (emit == Stage::Obj || emit == Stage::Lib)
     options.outputPath = outputFile;

@@ -88,8 +88,9 @@ struct CompileOptions {
   /// From linalg on: also build the backward kernel (miras-lower-backward-
   /// kernel) and, in the library, <name>_backward (CPU target only).
   bool backward = false;
-  /// Tokens per recomputed segment of the backward kernel (S >= 1).
-  int64_t backwardSegment = 64;
+  /// Tokens per recomputed segment of the backward kernel (S >= 1); unset:
+  /// defaultBackwardSegment (64, or 32 for a module with large states).
+  std::optional<int64_t> backwardSegment;
   /// false: the backward kernel writes every new state adjoint into a second
   /// buffer (the path of a module whose adjoints cannot be written in place).
   bool backwardAdjointsInPlace = true;
