@@ -91,11 +91,12 @@ llvm::Error CompileOptions::validate() const {
 
 /// The backward's segment S when --backward-segment is not given. The states
 /// kept, ceil(T / S) checkpoints + S recomputed, are fewest near S = sqrt(T):
-/// 64 at T = 4096. But the reverse sweep reads the S recomputed states back
-/// while they are still in cache only when they fit: Titans' (W1, W2, S1, S2,
-/// 256 KiB at D = 64) take 16 MiB at S = 64, and its backward was 16-24%
-/// faster at S = 32 (T = 4096, one and two threads; docs/TRAINING.md). So 32
-/// when 64 states take more than 8 MiB, which at most doubles the checkpoints.
+/// 64 at T = 4096. But the reverse sweep reads the S recomputed states back,
+/// from cache only while they fit: Titans' (W1, W2, S1, S2: 256 KiB at D = 64)
+/// take 16 MiB at S = 64, and its backward was 16-24% faster at S = 32
+/// (T = 4096, one and two threads), TTT-MLP's (8 MiB) 3-8%, Gated DeltaNet's
+/// at D = 128 (4 MiB) no faster (docs/TRAINING.md). So 32 when 64 states take
+/// 8 MiB or more, which at most doubles the checkpoints.
 static int64_t defaultBackwardSegment(const StepSignature &signature) {
   constexpr int64_t kSegmentBytes = int64_t(8) << 20;
   int64_t stateBytes = 0;
@@ -103,7 +104,7 @@ static int64_t defaultBackwardSegment(const StepSignature &signature) {
     auto shaped = dyn_cast<ShapedType>(state.type);
     stateBytes += (shaped ? shaped.getNumElements() : 1) * int64_t(sizeof(float));
   }
-  return 64 * stateBytes > kSegmentBytes ? 32 : 64;
+  return 64 * stateBytes >= kSegmentBytes ? 32 : 64;
 }
 
 namespace {

@@ -110,7 +110,7 @@ cl::opt<int64_t> backwardSegment(
     cl::desc("With --backward: tokens the backward kernel recomputes at a time "
              "(memory: ceil(T/S) + S states per batch and head; rounded up to a "
              "multiple of the chunk). Default: 64, or 32 when 64 of the module's "
-             "states take more than 8 MiB (Titans)"),
+             "states take 8 MiB or more (Titans, TTT-MLP at D = 64)"),
     cl::cat(category));
 cl::opt<bool> backwardAdjointsInPlace(
     "backward-adjoints-in-place",
