@@ -278,7 +278,8 @@ private:
     return common;
   }
 
-  /// An op before the insertion point computing x^T M (Rows false) or M y.
+  /// A product before the insertion point: x^T M (for a given x) or M y (for a
+  /// given y), or null.
   Value existing(Value x, Value matrix, Value y) {
     Block *block = b.getInsertionBlock();
     for (Operation &op : llvm::make_range(block->begin(), b.getInsertionPoint())) {
