@@ -14,7 +14,10 @@
 //                                                          is already computed)
 //
 // where c is a constant, s a product of scalar values and M any matrix that is
-// not itself a sum, a scaled matrix or a rank-one product. Scalars move out of
+// not itself a sum, a scaled matrix or a rank-one product. Several such
+// matrices stay in one product (one sweep), with the factors they all have
+// taken out; a product of a sum of matrices with no rank-one term and no
+// common factor is left alone. Scalars move out of
 // the product, so that z^T (a W) and z^T W are one value, which is what lets
 // the third rule reuse products the first two made: for Gated DeltaNet,
 // d alpha = <G - s k^T, W> reads W^T do and W^T s, which dq and dk already
@@ -23,8 +26,12 @@
 // M (c o z), and the column (row) sums of a Hadamard product take rank-one
 // terms out like the full sum: 1^T ((x y^T) o B) = y o (x^T B), GLA's
 // d alpha. A reduction of a Hadamard product takes a rank-one term out only
-// when its product is there already; otherwise the term stays inside the
-// element loop, which costs no more than a new sweep over the matrix would.
+// when its product is computed earlier in the step; otherwise the term stays
+// inside the element loop, which costs no more than a new sweep over the
+// matrix would. A Hadamard product with a rank-one matrix, A o x y^T, is
+// reduced through a product of A alone (x^T A y). Ops are rewritten in order,
+// each after the ones before it, so a later op can reuse an earlier one's
+// products.
 //
 // The rewrite is exact in real numbers; in float32 it rounds differently (the
 // reverse step is checked against finite differences, not bit for bit).
@@ -37,6 +44,8 @@
 #include "mlir/Dialect/Func/IR/FuncOps.h"
 #include "mlir/IR/SymbolTable.h"
 #include "mlir/Transforms/RegionUtils.h"
+
+#include <cmath>
 
 namespace miras {
 #define GEN_PASS_DEF_MIRASDISTRIBUTEPRODUCTS
@@ -234,46 +243,74 @@ private:
     std::optional<SmallVector<MatrixTerm>> terms = termsOf(matrix);
     if (!terms)
       return {};
+    SmallVector<MatrixTerm> rankOnes, matrices;
+    for (const MatrixTerm &term : *terms)
+      (term.rankOne() ? rankOnes : matrices).push_back(term);
     // Matrices stay together: M1 z + M2 z would sweep twice where (M1 + M2) z
-    // sweeps once. Only a lone matrix gives up its factors.
-    SmallVector<MatrixTerm> matrices;
+    // sweeps once. Only the factors they all have move out; without a
+    // rank-one term and without such a factor there is nothing to gain.
+    std::optional<MatrixTerm> combined;
+    if (matrices.size() == 1)
+      combined = matrices.front();
+    else if (!matrices.empty()) {
+      if (rankOnes.empty() && !hasCommonFactor(matrices))
+        return {};
+      combined = combine(matrices);
+    }
     Value total;
     auto accumulate = [&](Value v) { total = total ? mb.add(total, v) : v; };
-    for (const MatrixTerm &term : *terms) {
-      if (term.rankOne())
-        accumulate(termProduct(kind, term, z));
-      else
-        matrices.push_back(term);
-    }
-    if (matrices.size() == 1)
-      accumulate(termProduct(kind, matrices.front(), z));
-    else if (!matrices.empty()) {
-      MatrixTerm common = takeCommonFactors(matrices);
-      accumulate(scaled(common, reduce(kind, matrixOf(matrices), z)));
-    }
+    for (const MatrixTerm &term : rankOnes)
+      accumulate(termProduct(kind, term, z));
+    if (combined)
+      accumulate(termProduct(kind, *combined, z));
     return total;
   }
 
-  /// Removes the scalar factors (and the constant) every term of `terms` has
-  /// and returns them as a term: s A + s B is summed as s (A + B), one
-  /// multiply per element fewer.
+  /// Whether every term of `terms` has a scalar, row or column factor in
+  /// common, or a constant of one magnitude other than 1.
+  static bool hasCommonFactor(ArrayRef<MatrixTerm> terms) {
+    SmallVector<MatrixTerm> copy(terms);
+    MatrixTerm common = takeCommonFactors(copy);
+    return !common.scalars.empty() || !common.rows.empty() ||
+           !common.columns.empty() || common.coefficient != 1.0;
+  }
+
+  /// The sum of `terms` as one matrix term: the factors they all have
+  /// outside, the rest added element-wise inside.
+  MatrixTerm combine(SmallVector<MatrixTerm> terms) {
+    MatrixTerm common = takeCommonFactors(terms);
+    common.matrix = matrixOf(terms);
+    return common;
+  }
+
+  /// Removes the factors every term of `terms` has (scalars, rows, columns,
+  /// the magnitude of the constant) and returns them as a term: s A + s B is
+  /// summed as s (A + B), one multiply per element fewer.
   static MatrixTerm takeCommonFactors(MutableArrayRef<MatrixTerm> terms) {
     MatrixTerm common;
-    for (Value s : SmallVector<Value, 2>(terms.front().scalars)) {
-      bool everywhere = llvm::all_of(terms.drop_front(), [&](const MatrixTerm &t) {
-        return llvm::is_contained(t.scalars, s);
-      });
-      if (!everywhere)
-        continue;
-      common.scalars.push_back(s);
+    auto takeCommon = [&](auto member, SmallVector<Value, 2> &out) {
+      for (Value f : SmallVector<Value, 2>(terms.front().*member)) {
+        bool everywhere =
+            llvm::all_of(terms.drop_front(), [&](const MatrixTerm &t) {
+              return llvm::is_contained(t.*member, f);
+            });
+        if (!everywhere)
+          continue;
+        out.push_back(f);
+        for (MatrixTerm &t : terms)
+          (t.*member).erase(llvm::find(t.*member, f));
+      }
+    };
+    takeCommon(&MatrixTerm::scalars, common.scalars);
+    takeCommon(&MatrixTerm::rows, common.rows);
+    takeCommon(&MatrixTerm::columns, common.columns);
+    double magnitude = std::abs(terms.front().coefficient);
+    if (magnitude != 0.0 && llvm::all_of(terms, [&](const MatrixTerm &t) {
+          return std::abs(t.coefficient) == magnitude;
+        })) {
+      common.coefficient = magnitude;
       for (MatrixTerm &t : terms)
-        t.scalars.erase(llvm::find(t.scalars, s));
-    }
-    double c = terms.front().coefficient;
-    if (llvm::all_of(terms, [&](const MatrixTerm &t) { return t.coefficient == c; })) {
-      common.coefficient = c;
-      for (MatrixTerm &t : terms)
-        t.coefficient = 1.0;
+        t.coefficient = t.coefficient < 0 ? -1.0 : 1.0;
     }
     return common;
   }
@@ -383,7 +420,16 @@ private:
       taken = scaled(bTerm, taken);
       if (kept.empty())
         return taken;
-      return mb.add(reduce(kind, mb.mul(matrixOf(kept), other), z), taken);
+      // What stays in the element loop: the kept terms' common scalars and
+      // constant scale the reduction, their common rows and columns the
+      // matrix once.
+      MatrixTerm inner = combine(kept);
+      MatrixTerm outside;
+      std::swap(outside.scalars, inner.scalars);
+      std::swap(outside.coefficient, inner.coefficient);
+      Value keptMatrix = matrixOf(inner);
+      return mb.add(scaled(outside, reduce(kind, mb.mul(keptMatrix, other), z)),
+                    taken);
     }
     return {};
   }
@@ -395,6 +441,8 @@ private:
 void distributeProducts(func::FuncOp func) {
   OpBuilder b(func.getContext());
   Distributor distributor(b, func.getLoc());
+  if (func.isExternal())
+    return;
   Block &body = func.getBody().front();
   for (Operation &op : llvm::make_early_inc_range(body.without_terminator())) {
     Value replacement = distributor.rewrite(&op);
