@@ -17,9 +17,9 @@
 // not itself a sum, a scaled matrix or a rank-one product. Several such
 // matrices stay in one product (one sweep), with the factors they all have
 // taken out; a product of a sum of matrices with no rank-one term and no
-// common factor is left alone. Scalars move out of
-// the product, so that z^T (a W) and z^T W are one value, which is what lets
-// the third rule reuse products the first two made: for Gated DeltaNet,
+// common factor is left alone. Scalars move out of the product, so that
+// z^T (a W) and z^T W are one value, which is what lets the third rule reuse
+// products the first two made: for Gated DeltaNet,
 // d alpha = <G - s k^T, W> reads W^T do and W^T s, which dq and dk already
 // compute. Row and column scalings (a vector broadcast across the matrix, as
 // GLA's alpha[j] * W) move to the vectors the same way, (M o 1 c^T) z =
