@@ -38,6 +38,8 @@ for module in $MODULES; do
     fi
     mkdir -p "$libdir"
     echo "backward.sh: $tag" >&2
+    # Which tree and when, per module: a resumed table mixes runs.
+    echo "$SOURCE $(date -u '+%Y-%m-%d %H:%M UTC')" > "$WORK/json/$tag.source"
     if ! "$MIRASC" "$ROOT/examples/$module.miras" -DD="$D" --backward -o "$libdir/lib$module.so" \
         2> "$libdir/mirasc.err"; then
       printf '{"error": "mirasc failed", "tag": "%s"}\n' "$tag" > "$WORK/json/$tag.compile-error.json"
@@ -68,7 +70,11 @@ work, results, command, run, elapsed, load0, load1, source = sys.argv[1:9]
 def fmt(x, digits):
     return "-" if x is None else "%.*f" % (digits, x)
 
-rows, segment_set = [], set()
+rows, segment_set, provenance = [], set(), {}
+for path in sorted(glob.glob(os.path.join(work, "json", "*.source"))):
+    with open(path) as f:
+        provenance.setdefault(f.read().strip(), []).append(
+            os.path.basename(path)[:-len(".source")])
 for path in sorted(glob.glob(os.path.join(work, "json", "*.json"))):
     with open(path) as f:
         text = f.read().strip()
@@ -114,13 +120,20 @@ order = {m: i for i, m in enumerate(["gated_deltanet", "deltanet", "mamba2", "gl
 rows.sort(key=lambda x: (order.get(x[0], 99), x[1], -int(x[2] or 0)))
 now = datetime.datetime.now().astimezone().strftime("%Y-%m-%d %H:%M %Z")
 segments = ", ".join(str(s) for s in sorted(segment_set)) or "-"
+if len(provenance) > 1:  # a resumed table: say which rows come from which run
+    built = "; ".join("`%s` at %s: %s" % (when.split(" ", 1)[0], when.split(" ", 1)[1],
+                                          ", ".join(tags))
+                      for when, tags in sorted(provenance.items(),
+                                               key=lambda kv: kv[0].split(" ", 1)[1]))
+else:
+    built = "`%s`" % source
 lines = ["## CPU backward", "",
          "Measured %s on %s, %d logical CPUs. Command: `%s` (took %s s%s); each row is `%s`, "
-         "B*H = 16 pairs, chunk 1, segment S = %s. Built from `%s`. Load average "
+         "B*H = 16 pairs, chunk 1, segment S = %s. Built from %s. Load average "
          "before/after: %s / %s." % (now, platform.node() or "this machine", os.cpu_count() or 0,
                                      command, elapsed,
                                      ", the runs not kept from before" if "RESUME" in command
-                                     else "", run, segments, source, load0, load1),
+                                     else "", run, segments, built, load0, load1),
          "",
          "Columns: forward and backward ms (medians; this backward recomputes the forward "
          "itself: a checkpointing pass, then per segment a recompute and the reverse steps); "
