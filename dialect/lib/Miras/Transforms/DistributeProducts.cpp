@@ -68,10 +68,11 @@ struct MatrixTerm {
   Value lhs, rhs;
 
   bool rankOne() const { return !matrix; }
-  bool plain() const {
-    return !rankOne() && coefficient == 1.0 && scalars.empty() && rows.empty() &&
-           columns.empty();
+  bool hasFactors() const {
+    return coefficient != 1.0 || !scalars.empty() || !rows.empty() ||
+           !columns.empty();
   }
+  bool plain() const { return !rankOne() && !hasFactors(); }
 };
 
 /// Beyond this many terms a matrix is left as it is: the expansion follows
@@ -253,9 +254,11 @@ private:
     if (matrices.size() == 1)
       combined = matrices.front();
     else if (!matrices.empty()) {
-      if (rankOnes.empty() && !hasCommonFactor(matrices))
+      MatrixTerm common = takeCommonFactors(matrices);
+      if (rankOnes.empty() && !common.hasFactors())
         return {};
-      combined = combine(matrices);
+      common.matrix = matrixOf(matrices);
+      combined = common;
     }
     Value total;
     auto accumulate = [&](Value v) { total = total ? mb.add(total, v) : v; };
@@ -264,15 +267,6 @@ private:
     if (combined)
       accumulate(termProduct(kind, *combined, z));
     return total;
-  }
-
-  /// Whether every term of `terms` has a scalar, row or column factor in
-  /// common, or a constant of one magnitude other than 1.
-  static bool hasCommonFactor(ArrayRef<MatrixTerm> terms) {
-    SmallVector<MatrixTerm> copy(terms);
-    MatrixTerm common = takeCommonFactors(copy);
-    return !common.scalars.empty() || !common.rows.empty() ||
-           !common.columns.empty() || common.coefficient != 1.0;
   }
 
   /// The sum of `terms` as one matrix term: the factors they all have
