@@ -92,7 +92,7 @@ for path in sorted(glob.glob(os.path.join(work, "json", "*.json"))):
         except OSError:
             why = ""
         rows.append((module, int(D), r.get("threads", 0),
-                     "| %s | %s | %s | %s failed: %s | | | | | | | | | | |" % (
+                     "| %s | %s | %s | %s failed: %s | | | | | | | | | | | | |" % (
                          module, D, r.get("threads", "-"), r["error"].split()[0], why)))
         continue
     segment_set.add(r["backward_segment"])
@@ -105,6 +105,10 @@ for path in sorted(glob.glob(os.path.join(work, "json", "*.json"))):
              fmt(r.get("saving_forward_over_forward"), 3),
              fmt(r.get("backward_from_checkpoints_ms"), 2),
              "-" if saved_ratio is None else "%.2f (target %.0f)" % (saved_ratio, target),
+             fmt(r.get("backward_work_over_forward"), 2),
+             "%s / %s" % (fmt(100 * r["fraction_of_peak"] if r.get("fraction_of_peak") else None, 1),
+                          fmt(100 * r["backward_from_checkpoints_fraction_of_peak"]
+                              if r.get("backward_from_checkpoints_fraction_of_peak") else None, 1)),
              "%d / %d" % (r["backward_states_per_pair"], r["backward_all_states_per_pair"]),
              "%.2f" % (r["backward_saved_bytes"] / 1e6),
              fmt(r["reference_backward_ms"], 1),
@@ -141,7 +145,12 @@ lines = ["## CPU backward", "",
          "(miras_forward_args.checkpoints), over the plain forward; bwd from ckpt = the "
          "backward that reads them instead of its checkpointing pass (a training step's "
          "pair), and its ratio to the plain forward, with the issue's target (3 for linear "
-         "memories, 4 for MLP memories); states kept = ceil(T/S) + S per (batch, head) pair in flight against T "
+         "memories, 4 for MLP memories); work / fwd = the backward from checkpoints' work "
+         "over the forward's (metadata backward_flops_per_token over flops_per_token: the "
+         "derived reverse step plus one recompute of the state update, against one update "
+         "and one read), the time ratio it would have at the forward's GFLOP/s; % of peak = "
+         "the forward's and that backward's GFLOP/s over the fp32 FMA peak measured in the "
+         "same run; states kept = ceil(T/S) + S per (batch, head) pair in flight against T "
          "to keep them all; saved MB = those states for the pairs in flight (one per thread); "
          "reference = the hand-written scalar reverse sweep of `miras bench` (same segment, "
          "same threads; the MLP memories' written out through their inner gradient, "
@@ -150,9 +159,9 @@ lines = ["## CPU backward", "",
          "initial states.",
          "",
          "| module | D | threads | forward ms | backward ms | bwd/fwd | saving fwd / fwd "
-         "| bwd from ckpt ms | bwd from ckpt / fwd | states kept / T "
-         "| saved MB | reference ms | x vs reference | max rel diff |",
-         "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+         "| bwd from ckpt ms | bwd from ckpt / fwd | work / fwd | % of peak fwd / bwd "
+         "| states kept / T | saved MB | reference ms | x vs reference | max rel diff |",
+         "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
 lines += [r[-1] for r in rows]
 section = "\n".join(lines) + "\n"
 

@@ -278,6 +278,10 @@ static miras_status check_metadata(const char *path, const miras_image *im,
                                 "strings in the library");
   if (!(m->flops_per_token >= 0))
     return bad_metadata(path, "flops_per_token must be a non-negative number");
+  if (!(m->backward_flops_per_token >= 0) ||
+      (m->backward_segment == 0 && m->backward_flops_per_token != 0))
+    return bad_metadata(path, "backward_flops_per_token must be a non-negative number, "
+                              "0 without a backward (backward_segment 0)");
   if (m->dk <= 0 || m->dv <= 0 || m->chunk <= 0 || m->steps <= 0)
     return bad_metadata(path, "dk, dv, chunk and steps must be positive");
   if (m->dk > kMaxWidth || m->dv > kMaxWidth || m->chunk > kMaxChunk || m->steps > kMaxChunk)

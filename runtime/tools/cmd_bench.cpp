@@ -67,7 +67,11 @@ const char kBenchHelp[] =
     "per (batch, head) pair in flight for segment S and chunk C (against T to keep them\n"
     "all) and their\n"
     "bytes in this call (one pair in flight per thread; the segment slots' spare rows and\n"
-    "the kernel's few scratch states not counted); and for a module with a scalar\n"
+    "the kernel's few scratch states not counted); the forward that saves the checkpoints\n"
+    "and the backward that reads them (a training step's pair), that backward's GFLOP/s\n"
+    "(metadata backward_flops_per_token: the reverse step plus one recompute of the state\n"
+    "update) and its work over the forward's, the time ratio it would have at the\n"
+    "forward's GFLOP/s; and for a module with a scalar\n"
     "reference, a hand-written scalar reverse sweep (same segment) timed on the same\n"
     "threads, and the largest |d - d_ref| / max |d_ref| over the adjoints of q, k, v, the\n"
     "gates and the initial state (worst one named).\n"
@@ -382,6 +386,10 @@ struct BackwardFigures {
   double checkpointBytes = 0.0;   // what the forward saves for the whole call
   double maxRelDiffFromCheckpoints = 0.0; // its adjoints against the recomputing backward's
   std::string worstFromCheckpoints;
+  // The backward from checkpoints' work (metadata backward_flops_per_token): its
+  // GFLOP/s, and its work over the forward's, the time ratio it would have at the
+  // forward's GFLOP/s.
+  Number flopsPerToken, gflops, workOverForward;
 };
 
 /// --decode: the sequence as T one-token calls.
@@ -441,6 +449,11 @@ void printJson(const Result &r) {
     j.add("backward_from_checkpoints_over_forward", jsonNumber(bw->fromCheckpointsOverForward));
     j.add("checkpoint_bytes", jsonNumber(bw->checkpointBytes));
     j.add("backward_from_checkpoints_max_rel_diff", jsonNumber(bw->maxRelDiffFromCheckpoints));
+    j.add("backward_flops_per_token", jsonNumber(bw->flopsPerToken));
+    j.add("backward_from_checkpoints_gflops", jsonNumber(bw->gflops));
+    j.add("backward_from_checkpoints_fraction_of_peak",
+          jsonNumber(bw->gflops ? Number(*bw->gflops / r.peakGflops) : Number()));
+    j.add("backward_work_over_forward", jsonNumber(bw->workOverForward));
     j.add("reference_backward_ms", jsonNumber(bw->referenceMs));
     j.add("backward_speedup_vs_reference", jsonNumber(bw->speedupVsReference));
     j.add("backward_max_rel_diff_vs_reference", jsonNumber(bw->maxRelDiffVsReference));
@@ -515,6 +528,13 @@ void printText(const Result &r) {
                 bw->savingForward.medianMs, bw->savingOverForward, bw->checkpointBytes * 1e-6,
                 bw->fromCheckpoints.medianMs, bw->fromCheckpointsOverForward,
                 sci(bw->maxRelDiffFromCheckpoints).c_str(), bw->worstFromCheckpoints.c_str());
+    if (bw->gflops)
+      std::printf("  work       backward from checkpoints %s GFLOP/s = %s%% of peak; its work is "
+                  "%.2fx the forward's (%.0f against %.0f flops per token and head)\n",
+                  fixed(*bw->gflops, 1).c_str(), fixed(100.0 * *bw->gflops / r.peakGflops, 1).c_str(),
+                  *bw->workOverForward, *bw->flopsPerToken, *r.flopsPerToken);
+    else
+      std::printf("  work       unavailable (the module reports no backward_flops_per_token)\n");
     if (!bw->finite)
       std::printf("  warning: the backward's adjoints have NaN or infinite values\n");
     if (bw->referenceMs)
@@ -952,6 +972,12 @@ BackwardFigures benchBackward(Library &lib, const BenchOptions &opts, Inputs &in
   CpuBackwardCall fromCheckpoints(lib, opts, p, givenGrads, &checkpoints);
   bw.fromCheckpoints = timeRuns(opts.warmup, opts.repeat, [&] { fromCheckpoints.run(lib); });
   bw.fromCheckpointsOverForward = bw.fromCheckpoints.medianMs / forwardMs;
+  if (m.backward_flops_per_token > 0 && m.flops_per_token > 0) {
+    bw.flopsPerToken = m.backward_flops_per_token;
+    bw.gflops = m.backward_flops_per_token * double(pairs) * double(T) /
+                (bw.fromCheckpoints.medianMs * 1e-3) * 1e-9;
+    bw.workOverForward = m.backward_flops_per_token / m.flops_per_token;
+  }
   std::tie(bw.maxRelDiffFromCheckpoints, bw.worstFromCheckpoints) =
       worstRelativeDiff(p.names, givenGrads, grads);
 

@@ -13,6 +13,8 @@ const char kInfoHelp[] =
     "Print the metadata of a compiled module as JSON on stdout: name, source, compiler,\n"
     "abi_version, dk, dv, chunk, steps, algorithm, flops_per_token, read, params, gates, states, targets,\n"
     "backward_segment (0: built without --backward; else the backward's segment length),\n"
+    "backward_flops_per_token (0 without a backward; else the work of its reverse step plus\n"
+    "one recompute of the state update per token and head, counted as flops_per_token),\n"
     "cuda and rule. cuda is null unless the module was built with --target=cuda or cpu,cuda;\n"
     "then it holds the kernels' architecture (arch), whether a cubin is embedded and its\n"
     "size (cubin, cubin_bytes), the PTX size (ptx_bytes), the entry names for float32 and\n"

@@ -189,6 +189,10 @@ std::string metadataJson(const miras_module_metadata &m) {
   json += "  \"states\": " + array(m.states, m.num_states, state) + ",\n";
   json += "  \"targets\": " + targets(m.targets) + ",\n";
   json += "  \"backward_segment\": " + std::to_string(m.backward_segment) + ",\n";
+  json += "  \"backward_flops_per_token\": " +
+          number(m.backward_flops_per_token,
+                 std::floor(m.backward_flops_per_token) == m.backward_flops_per_token) +
+          ",\n";
   json += "  \"cuda\": " + cuda(m.cuda) + ",\n";
   json += "  \"cuda_backward\": " + cuda(m.cuda_backward) + ",\n";
   json += "  \"rule\": " + quote(m.rule) + "\n}\n";

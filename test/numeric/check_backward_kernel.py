@@ -164,7 +164,7 @@ class Library:
 
 
 class Entry(ctypes.Structure):
-    """miras_module_entry (miras_abi.h, ABI 9)."""
+    """miras_module_entry (miras_abi.h, ABI 10)."""
     _fields_ = [('abi_version', ctypes.c_uint32), ('metadata', ctypes.c_void_p),
                 ('forward', ctypes.c_void_p), ('forward_range', ctypes.c_void_p),
                 ('backward', ctypes.c_void_p), ('backward_range', ctypes.c_void_p)]
@@ -175,7 +175,7 @@ def check_glue(report_status, lib, plain, B, T, H, inputs, states_in, d_o, d_sta
     tables of a library with and without --backward."""
     entry = Entry.in_dll(lib.lib, 'miras_module_v1')
     report_status('entry table has backward and backward_range',
-                  entry.abi_version == 9 and bool(entry.backward) and bool(entry.backward_range))
+                  entry.abi_version == 10 and bool(entry.backward) and bool(entry.backward_range))
     plain_entry = Entry.in_dll(plain, 'miras_module_v1')
     report_status('without --backward: NULL backward entries',
                   not plain_entry.backward and not plain_entry.backward_range)

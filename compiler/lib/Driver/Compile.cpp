@@ -275,6 +275,8 @@ llvm::Expected<CompileResult> miras::compileModule(llvm::StringRef sourceText,
     int64_t segment = options.backwardSegment.value_or(
         defaultBackwardSegment(StepSignature::of(memoryModule)));
     iface.backwardSegment = (segment + chunk - 1) / chunk * chunk;
+    iface.backwardFlopsPerToken = countBackwardFlops(
+        step, cast<func::FuncOp>(SymbolTable::lookupSymbolIn(memoryModule, "step_backward")));
     iface.forwardTakesViews = options.gpuCheck != GpuCheck::CudaOnCpu;
     toLinalg.backwardSegment = iface.backwardSegment;
     toLinalg.backwardAdjointsInPlace = options.backwardAdjointsInPlace;

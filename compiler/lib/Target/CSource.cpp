@@ -1019,7 +1019,8 @@ std::string generateGlue(const KernelInterface &iface) {
      << ",\n  " << cDouble(iface.flopsPerToken) << ", " << cString(iface.algorithm)
      << ", " << (iface.cuda ? "&miras_cuda_table" : "NULL") << ",\n  "
      << (backward ? iface.backwardSegment : 0) << ", "
-     << (backward && iface.cudaBackward ? "&miras_cuda_backward_table" : "NULL") << "};\n\n"
+     << (backward && iface.cudaBackward ? "&miras_cuda_backward_table" : "NULL") << ", "
+     << cDouble(backward ? iface.backwardFlopsPerToken : 0.0) << "};\n\n"
      << "MIRAS_EXPORT const miras_module_metadata *" << n << "_metadata(void) {\n"
      << "  return &miras_metadata_table;\n}\n\n";
 

@@ -26,6 +26,8 @@ extern "C" {
 
 /* Version history (a loader accepts exactly its own version; the runtime reports a
  * mismatch as MIRAS_ERR_ABI_VERSION with both numbers, before touching anything else):
+ *   10 miras_module_metadata ends with backward_flops_per_token, the backward's work
+ *      per token (miras bench: its GFLOP/s): libraries built for 9 must be recompiled.
  *   9  miras_forward_args and miras_backward_args end with checkpoints: the forward
  *      can save the states the backward would otherwise recompute in a first pass
  *      (MIRAS_CHECKPOINTS below): libraries built for 8 must be recompiled.
@@ -40,7 +42,7 @@ extern "C" {
  *   5  miras_gate_info carries the gate's declared range (has_range, range_lo, range_hi,
  *      range_lo_closed, range_hi_closed): libraries built for 4 must be recompiled.
  *   4  the CUDA table (miras_cuda_binary). */
-#define MIRAS_ABI_VERSION 9u
+#define MIRAS_ABI_VERSION 10u
 
 /* Status codes returned by every entry point (0 is success). */
 typedef enum miras_status {
@@ -229,6 +231,10 @@ typedef struct miras_module_metadata {
                                 of each carried state per (batch, head) pair (ABI 6) */
   const miras_cuda_binary *cuda_backward; /* NULL unless built with --backward for a cuda
                                 target: the backward's kernel (launch above; ABI 7) */
+  double backward_flops_per_token; /* 0 without a backward; else its work per token and
+                                head, as flops_per_token counts: the derived reverse step
+                                plus one recompute of the state update (a backward from
+                                saved checkpoints; ABI 10) */
 } miras_module_metadata;
 
 /*

@@ -190,7 +190,16 @@ def check_structure(args):
 
 BACKWARD_KEYS = ["backward_ms", "backward_over_forward", "backward_segment",
                  "backward_states_per_pair", "backward_saved_bytes", "reference_backward_ms",
-                 "backward_speedup_vs_reference", "backward_max_rel_diff_vs_reference"]
+                 "backward_speedup_vs_reference", "backward_max_rel_diff_vs_reference",
+                 "backward_flops_per_token", "backward_from_checkpoints_gflops",
+                 "backward_from_checkpoints_fraction_of_peak", "backward_work_over_forward"]
+# Linear attention's work by hand from its derived reverse step (mirasc --emit=rule
+# --backward) at D = 8, by flops_per_token's conventions: dW = dW_next + do q^T (2 D^2),
+# dq = sum(do * v) * k + W^T do (2 D^2 + 4 D), dk = sum(do * v) * q + dW_next^T v
+# (2 D^2 + 2 D, the sum shared), dv = do * sum(q * k) + dW_next k (2 D^2 + 4 D), and the
+# recompute's W + v k^T (2 D^2); the forward adds W' q (4 D^2 in all).
+LINEAR_ATTENTION_WORK = {"flops_per_token": 4 * 8 * 8,
+                         "backward_flops_per_token": 10 * 8 * 8 + 10 * 8}
 # (tag, source, extra mirasc arguments, expected reference model)
 BACKWARD_CASES = [(name, name, [], name) for name in (
     "linear_attention", "retnet", "mamba2", "gla", "deltanet", "gated_deltanet",
@@ -235,6 +244,22 @@ def check_backward(args, before_write):
         diff = report.get("max_rel_diff_vs_reference")
         check(isinstance(diff, (int, float)) and diff < 1e-4,
               "%s: forward max_rel_diff_vs_reference = %r, want < 1e-4" % (tag, diff))
+        work, flops = report.get("backward_flops_per_token"), report.get("flops_per_token")
+        if isinstance(work, (int, float)) and isinstance(flops, (int, float)) and flops > 0:
+            ratio = report.get("backward_work_over_forward")
+            check(isinstance(ratio, (int, float)) and abs(ratio - work / flops) <= 1e-5 * ratio,
+                  "%s: backward_work_over_forward %r, want %r / %r" % (tag, ratio, work, flops))
+            # The report's numbers have 6 significant digits.
+            ms = report.get("backward_from_checkpoints_ms")
+            want = work * 2 * length * 2 / (ms * 1e-3) * 1e-9 if ms else None
+            got = report.get("backward_from_checkpoints_gflops")
+            check(want is not None and isinstance(got, (int, float))
+                  and abs(got - want) <= 1e-4 * want,
+                  "%s: backward_from_checkpoints_gflops %r, want %r" % (tag, got, want))
+        if tag == "linear_attention":
+            for key, want in LINEAR_ATTENTION_WORK.items():
+                check(report.get(key) == want,
+                      "linear_attention: %s = %r, want %r (by hand)" % (key, report.get(key), want))
         diff = report.get("backward_max_rel_diff_vs_reference")
         check(isinstance(diff, (int, float)) and diff < 1e-4,
               "%s: backward_max_rel_diff_vs_reference = %r (worst %r), want < 1e-4"

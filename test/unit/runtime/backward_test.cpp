@@ -68,6 +68,7 @@ TEST_F(Backward, NonFiniteAdjointIsNamed) {
 
 TEST_F(Backward, MetadataAndEntryTableSayThereIsOne) {
   EXPECT_EQ(lib_.metadata().backward_segment, 4);
+  EXPECT_EQ(lib_.metadata().backward_flops_per_token, 120.0);
 }
 
 // Every input's adjoint at a few coordinates against central differences of the loss (it

@@ -81,7 +81,7 @@ TEST_F(Cli, InfoPrintsJson) {
   Result r = tool(std::string("info ") + MIRAS_FAKE_MODULE);
   ASSERT_EQ(r.code, 0) << r.err;
   for (const char *fragment :
-       {"\"name\": \"fake_linear\"", "\"abi_version\": 9", "\"backward_segment\": 0", "\"algorithm\": \"sequential\"", "\"flops_per_token\": 52", "\"dk\": 3", "\"dv\": 4",
+       {"\"name\": \"fake_linear\"", "\"abi_version\": 10", "\"backward_segment\": 0", "\"backward_flops_per_token\": 0", "\"algorithm\": \"sequential\"", "\"flops_per_token\": 52", "\"dk\": 3", "\"dv\": 4",
         "\"read\": \"after_write\"", "{\"name\": \"steps\", \"value\": 2, \"integer\": true}",
         "{\"name\": \"eta\", \"value\": 0.5, \"integer\": false}",
         "{\"name\": \"alpha\", \"kind\": \"scalar\", \"axis\": null, \"dim\": 1, \"per_step\": false, \"shape\": "

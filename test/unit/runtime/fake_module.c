@@ -9,6 +9,7 @@
  *   FAKE_ENTRY_ABI=n   entry table claims ABI version n
  *   FAKE_META_ABI=n    metadata claims ABI version n
  *   FAKE_BAD_DK        metadata has dk = 0
+ *   FAKE_BAD_BACKWARD_FLOPS  backward_flops_per_token without a backward
  *   FAKE_BAD_RANGE     gate alpha's range is (1, 0] (empty)
  *   FAKE_FORWARD_FAILS forward returns MIRAS_ERR_DEVICE
  *   FAKE_BACKWARD      has the backward entry points (backward_segment 4): the exact
@@ -158,6 +159,9 @@ static const miras_module_metadata metadata = {
     .cuda = FAKE_CUDA_TABLE,
 #ifdef FAKE_BACKWARD
     .backward_segment = 4,
+    .backward_flops_per_token = 10.0 * DV * DK,
+#elif defined(FAKE_BAD_BACKWARD_FLOPS)
+    .backward_flops_per_token = 1.0,
 #endif
     .cuda_backward = FAKE_CUDA_BACKWARD_TABLE,
 };

@@ -62,14 +62,14 @@ TEST(Library, EntryAbiMismatchNamesBothVersions) {
   EXPECT_NE(msg.find("expects " + std::to_string(MIRAS_ABI_VERSION)), std::string::npos) << msg;
 }
 
-// ABI 9 added the checkpoints to miras_forward_args and miras_backward_args (8 the role
-// and init fields to miras_state_info): a library built for 8 reads other argument
-// structs and must be refused by its version, naming both and what to do.
+// ABI 10 added backward_flops_per_token to the metadata (9 the checkpoints to
+// miras_forward_args and miras_backward_args): a library built for 9 has a shorter
+// metadata struct and must be refused by its version, naming both and what to do.
 TEST(Library, PreviousAbiVersionIsRefused) {
-  static_assert(MIRAS_ABI_VERSION == 9, "update this test with the version history");
+  static_assert(MIRAS_ABI_VERSION == 10, "update this test with the version history");
   std::string msg = openFails(MIRAS_FAKE_OLD_ABI, MIRAS_ERR_ABI_VERSION);
-  EXPECT_NE(msg.find("ABI version 8"), std::string::npos) << msg;
-  EXPECT_NE(msg.find("expects 9"), std::string::npos) << msg;
+  EXPECT_NE(msg.find("ABI version 9"), std::string::npos) << msg;
+  EXPECT_NE(msg.find("expects 10"), std::string::npos) << msg;
   EXPECT_NE(msg.find("recompile"), std::string::npos) << msg;
 }
 
@@ -102,6 +102,12 @@ TEST(Library, MalformedMetadataIsRejected) {
   std::string msg = openFails(MIRAS_FAKE_BAD_DK, MIRAS_ERR_LOAD);
   EXPECT_NE(msg.find("malformed module metadata"), std::string::npos) << msg;
   EXPECT_NE(msg.find("dk"), std::string::npos) << msg;
+}
+
+TEST(Library, BackwardWorkWithoutBackwardIsRejected) {
+  std::string msg = openFails(MIRAS_FAKE_BAD_BACKWARD_FLOPS, MIRAS_ERR_LOAD);
+  EXPECT_NE(msg.find("malformed module metadata"), std::string::npos) << msg;
+  EXPECT_NE(msg.find("backward_flops_per_token"), std::string::npos) << msg;
 }
 
 TEST(Library, NullArguments) {

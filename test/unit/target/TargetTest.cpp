@@ -186,7 +186,7 @@ TEST_F(TargetTest, HeaderCompilesAsCAndCxxAndSpellsOutShapes) {
   ASSERT_FALSE(llvm::errorToBool(validateInterface(iface)));
   std::string h = generateHeader(iface);
   EXPECT_NE(h.find("#ifndef MIRAS_MODULE_TOY_H"), std::string::npos);
-  EXPECT_NE(h.find("#define MIRAS_ABI_VERSION 9u"), std::string::npos);
+  EXPECT_NE(h.find("#define MIRAS_ABI_VERSION 10u"), std::string::npos);
   EXPECT_NE(h.find("[B, T, H, 2]"), std::string::npos);
   EXPECT_NE(h.find("[B, T, H]"), std::string::npos);
   EXPECT_NE(h.find("[B, H, 2, 2]"), std::string::npos);

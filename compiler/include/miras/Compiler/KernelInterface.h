@@ -80,6 +80,9 @@ struct KernelInterface {
   /// BackwardKernelLayout of StepSignature.h; the glue allocates its
   /// checkpoints and segment workspace).
   int64_t backwardSegment = 0;
+  /// countBackwardFlops: the reverse step plus one recompute of the state
+  /// update, per token and head (0 without a backward).
+  double backwardFlopsPerToken = 0;
   /// Whether the CPU forward kernel reads a pair's tokens through strided
   /// views (B = H = 1 over the caller's buffers), which the glue's forward
   /// needs to save checkpoints (miras_forward_args.checkpoints) as calls that

@@ -2,6 +2,7 @@
 #include "miras/Dialect/Miras/Transforms/StepCost.h"
 
 #include "miras/Dialect/Miras/IR/MirasOps.h"
+#include "miras/Dialect/Miras/IR/StepSignature.h"
 #include "mlir/Dialect/Arith/IR/Arith.h"
 #include "mlir/Dialect/Math/IR/Math.h"
 
@@ -17,26 +18,48 @@ static double elementsOf(Type type) {
   return 1.0;
 }
 
+/// The flops of `op` alone (0 for what is free).
+static double opFlops(Operation *op) {
+  if (op->getNumResults() != 1 || op->getNumOperands() == 0)
+    return 0;
+  double out = elementsOf(op->getResult(0).getType());
+  if (isa<MatVecOp, VecMatOp>(op)) {
+    // One multiply-add per matrix entry; the matrix is the larger operand.
+    double matrix = 0;
+    for (Value operand : op->getOperands())
+      matrix = std::max(matrix, elementsOf(operand.getType()));
+    return 2 * matrix;
+  }
+  if (isa<OuterOp>(op))
+    return out;
+  if (isa<SumOp, NormOp, RowSumOp, RowMaxOp>(op))
+    return elementsOf(op->getOperand(0).getType());
+  if (isa<arith::ArithDialect, math::MathDialect>(op->getDialect()) &&
+      isa<FloatType>(getElementTypeOrSelf(op->getResult(0).getType())))
+    return out;
+  return 0;
+}
+
 double countStepFlops(func::FuncOp step) {
   double flops = 0;
-  step.walk([&](Operation *op) {
-    if (op->getNumResults() != 1 || op->getNumOperands() == 0)
-      return;
-    double out = elementsOf(op->getResult(0).getType());
-    if (isa<MatVecOp, VecMatOp>(op)) {
-      // One multiply-add per matrix entry; the matrix is the larger operand.
-      double matrix = 0;
-      for (Value operand : op->getOperands())
-        matrix = std::max(matrix, elementsOf(operand.getType()));
-      flops += 2 * matrix;
-    } else if (isa<OuterOp>(op))
-      flops += out;
-    else if (isa<SumOp, NormOp, RowSumOp, RowMaxOp>(op))
-      flops += elementsOf(op->getOperand(0).getType());
-    else if (isa<arith::ArithDialect, math::MathDialect>(op->getDialect()) &&
-             isa<FloatType>(getElementTypeOrSelf(op->getResult(0).getType())))
-      flops += out;
-  });
+  step.walk([&](Operation *op) { flops += opFlops(op); });
+  return flops;
+}
+
+double countBackwardFlops(func::FuncOp step, func::FuncOp stepBackward) {
+  double flops = countStepFlops(stepBackward);
+  // The recompute: what the new states depend on.
+  auto ret = cast<func::ReturnOp>(step.getBody().front().getTerminator());
+  SmallVector<Value> work(ret.getOperands().take_front(
+      StepSignature::of(step->getParentOfType<MemoryModuleOp>()).numStates()));
+  llvm::SmallPtrSet<Operation *, 32> needed;
+  while (!work.empty()) {
+    Operation *def = work.pop_back_val().getDefiningOp();
+    if (def && needed.insert(def).second) {
+      flops += opFlops(def);
+      llvm::append_range(work, def->getOperands());
+    }
+  }
   return flops;
 }
 

@@ -14,6 +14,14 @@ namespace miras {
 /// broadcasts, extracts and constants are free.
 double countStepFlops(mlir::func::FuncOp step);
 
+/// The work of a backward per token and head, by the same conventions: the
+/// reverse step (`@step_backward`) plus one recompute of the state update
+/// (the ops of `@step` its new states depend on, without the read). This is
+/// a backward from saved checkpoints; one that recomputes them runs the
+/// state update once more per token.
+double countBackwardFlops(mlir::func::FuncOp step,
+                          mlir::func::FuncOp stepBackward);
+
 } // namespace miras
 
 #endif
