@@ -253,20 +253,23 @@ def reference_backward(m, B, T, H, inputs, states_in, d_o, d_states_out):
             S = [states_in[i][b, h].astype(float) for i in range(ns)]
             history = []
             tokens = []
+            taped = []  # the step's products the reverse step takes (ir_eval.taped)
             for t in range(T):
                 x = [inp[b, t, h].astype(float) if inp[b, t, h].ndim else float(inp[b, t, h])
                      for inp in inputs]
                 history.append(S)
                 tokens.append(x)
                 anchors = history[t - t % C][:na]
-                S = ir_eval.run(m.step, dict(zip(m.step_args, S + anchors + x)))[:ns]
+                env = dict(zip(m.step_args, S + anchors + x))
+                S = ir_eval.run(m.step, env)[:ns]
+                taped.append(ir_eval.taped(m.step, env))
             dS = [d[b, h].astype(float) for d in d_states_out]
             d_anchors = [0.0] * na
             for t in reversed(range(T)):
                 seeds = dS + [d_o[b, t, h].astype(float)]
                 anchors = history[t - t % C][:na]
-                adj = ir_eval.run(m.back, dict(zip(m.back_args,
-                                                   history[t] + anchors + tokens[t] + seeds)))
+                adj = ir_eval.run(m.back, dict(zip(m.back_args, history[t] + anchors +
+                                                   tokens[t] + seeds + taped[t])))
                 dS = list(adj[:ns])
                 d_anchors = [a + d for a, d in zip(d_anchors, adj[ns:ns + na])]
                 if t % C == 0:  # the anchor is the state before this token

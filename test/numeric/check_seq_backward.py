@@ -106,7 +106,8 @@ def _token(x, t):
 
 def forward_pair(ir, chunk, states0, seq):
     """@step over one (b, h) pair's call. states0 {state: array}; seq {input: [T, ...]}.
-    Returns (each token's step arguments, o [T, Dv], final states)."""
+    Returns (each token's step arguments and taped products, o [T, Dv], final
+    states)."""
     T = seq["q"].shape[0]
     S = dict(states0)
     saved, o = [], []
@@ -116,8 +117,9 @@ def forward_pair(ir, chunk, states0, seq):
             anchor = S
         x = ([S[n] for n in ir.states] + [anchor[n] for n in ir.anchors] +
              [_token(seq[n], t) for n in ir.inputs])
-        res = ir_eval.run(ir.step, dict(zip(ir.args, x)))
-        saved.append(x)
+        env = dict(zip(ir.args, x))
+        res = ir_eval.run(ir.step, env)
+        saved.append((x, ir_eval.taped(ir.step, env)))
         S = dict(zip(ir.states, res[:len(ir.states)]))
         o.append(res[len(ir.states)])
     return saved, np.array(o), S
@@ -133,7 +135,8 @@ def backward_pair(ir, chunk, saved, dS_final, do):
     d_seq = {n: [None] * T for n in ir.inputs}
     ns, na = len(ir.states), len(ir.anchors)
     for t in range(T - 1, -1, -1):
-        env = dict(zip(ir.back_args, saved[t] + [dS[n] for n in ir.states] + [do[t]]))
+        x, taped = saved[t]
+        env = dict(zip(ir.back_args, x + [dS[n] for n in ir.states] + [do[t]] + taped))
         adj = ir_eval.run(ir.back, env)
         dS = dict(zip(ir.states, adj[:ns]))
         for n, d in zip(ir.anchors, adj[ns:ns + na]):

@@ -75,10 +75,11 @@ def main():
     worst = [0.0] * n
     for _ in range(args.points):
         x = [draw(rng, name, shp, ranges) for name, shp in zip(step_names, shapes)]
-        results = ir_eval.run(step, dict(zip(step_args, x)))
+        env = dict(zip(step_args, x))
+        results = ir_eval.run(step, env)
         seeds = [rng.standard_normal(np.shape(r)) if np.ndim(r) else float(rng.standard_normal())
                  for r in results]
-        adjoints = ir_eval.run(back, dict(zip(back_args, x + seeds)))
+        adjoints = ir_eval.run(back, dict(zip(back_args, x + seeds + ir_eval.taped(step, env))))
 
         def loss(point):
             out = ir_eval.run(step, dict(zip(step_args, point)))

@@ -99,6 +99,21 @@ def run(lines, env):
     raise SystemExit('ir_eval: no terminator')
 
 
+TAPE = re.compile(r'\{[^{}]*miras\.tape = (\d+)')
+
+
+def taped(lines, env):
+    """After run(step lines, env): the values of the step's products marked
+    `miras.tape = i`, in order of i: the reverse step's last arguments, which the
+    backward kernel takes from its recompute (miras-tape-recomputed-products)."""
+    values = {}
+    for line in lines:
+        m, t = OP.match(line), TAPE.search(line)
+        if m and t and m.group(1):
+            values[int(t.group(1))] = env[m.group(1)]
+    return [values[i] for i in range(len(values))]
+
+
 def function(text, sym):
     """(argument names, argument types, argument miras.names, op lines) of func.func @sym
     in generic form."""

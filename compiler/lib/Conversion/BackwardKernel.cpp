@@ -173,6 +173,35 @@ LogicalResult KernelLowering::lowerStateStep(OpBuilder &b, Location loc,
   return success();
 }
 
+LogicalResult KernelLowering::lowerTapedProducts(OpBuilder &b, Location loc,
+                                                 Block *entry, Value bi, Value ti,
+                                                 Value hi, ArrayRef<Value> from,
+                                                 ArrayRef<Value> anchors) {
+  Block &body = step.getBody().front();
+  StepSignature signature = StepSignature::of(module);
+  for (auto [i, source] : llvm::enumerate(from))
+    lowered[body.getArgument(signature.stateArg(i))] = {Lowered::Kind::Buffer, source};
+  for (auto [i, anchor] : llvm::enumerate(anchors))
+    lowered[body.getArgument(signature.anchorArg(i))] = {Lowered::Kind::Buffer,
+                                                         anchor};
+  bindToken(b, loc, entry, bi, ti, hi, signature.queryArg());
+  llvm::SmallPtrSet<Operation *, 32> needed;
+  SmallVector<Value> work;
+  for (auto [product, dest] : extraOutputs)
+    work.push_back(product);
+  while (!work.empty()) {
+    Operation *def = work.pop_back_val().getDefiningOp();
+    if (def && needed.insert(def).second)
+      llvm::append_range(work, def->getOperands());
+  }
+  // Each product lands in its extraOutputs slot (destinationFor); no state
+  // is written.
+  for (Operation &op : body.without_terminator())
+    if (needed.contains(&op) && failed(lowerOp(b, op)))
+      return failure();
+  return success();
+}
+
 llvm::SmallPtrSet<Operation *, 32> KernelLowering::stateStepOps() {
   auto ret = cast<func::ReturnOp>(step.getBody().front().getTerminator());
   llvm::SmallPtrSet<Operation *, 32> needed;
@@ -277,6 +306,36 @@ LogicalResult KernelLowering::runBackward(func::FuncOp backward,
   OpBuilder eb(ctx);
   eb.setInsertionPoint(c0.getDefiningOp());
   entryBuilder = &eb;
+  // The reverse step's arguments that the recompute fills
+  // (miras-tape-recomputed-products): the step's product with the same
+  // `miras.tape`, kept for every slot of the segment.
+  struct Tape {
+    BlockArgument arg;
+    Value product;
+    Value buffer; // [S, shape]
+    ArrayRef<int64_t> shape;
+  };
+  SmallVector<Tape> tapes;
+  for (BlockArgument arg : backward.getArguments()) {
+    auto index = backward.getArgAttrOfType<IntegerAttr>(arg.getArgNumber(), "miras.tape");
+    if (!index)
+      continue;
+    Value product;
+    forward.walk([&](Operation *op) {
+      if (op->getAttr("miras.tape") == index)
+        product = op->getResult(0);
+    });
+    auto type = dyn_cast<RankedTensorType>(arg.getType());
+    if (!product || !type || product.getType() != type)
+      return backward.emitError("reverse step argument ")
+             << arg.getArgNumber() << " (miras.tape = " << index.getInt()
+             << ") has no product of @step of its type to take it from";
+    SmallVector<int64_t> slots{segment};
+    llvm::append_range(slots, type.getShape());
+    tapes.push_back({arg, product,
+                     heapScratch(RankedTensorType::get(slots, type.getElementType())),
+                     type.getShape()});
+  }
   Value length = memref::DimOp::create(b, loc, arg(BackwardKernelLayout::query), 1);
   Value heads = memref::DimOp::create(b, loc, arg(BackwardKernelLayout::query), 2);
 
@@ -474,8 +533,28 @@ LogicalResult KernelLowering::runBackward(func::FuncOp backward,
     for (unsigned i = 0; i < numAnchors; ++i)
       anchors.push_back(segmentState(jb, i, first));
     beginBody(forward);
+    for (Tape &tape : tapes)
+      extraOutputs.push_back(
+          {tape.product, slice(jb, loc, tape.buffer, {previous}, tape.shape)});
     prefetchToken(jb, loc, entry, bi, ti, hi, /*ahead=*/1, stateStepInputs(entry));
     if (failed(lowerStateStep(jb, loc, entry, bi, ti, hi, from, to, anchors)))
+      return failure();
+  }
+  if (!tapes.empty()) {
+    // The segment's last token has no state to step into, only products.
+    Value lastSlot = arith::SubIOp::create(rb, loc, end, c1);
+    Value ti = tokenAt(rb, arith::AddIOp::create(rb, loc, start, lastSlot));
+    SmallVector<Value> from, anchors;
+    for (unsigned i = 0; i < numStates; ++i)
+      from.push_back(segmentState(rb, i, lastSlot));
+    Value first = anchorSlot(rb, lastSlot);
+    for (unsigned i = 0; i < numAnchors; ++i)
+      anchors.push_back(segmentState(rb, i, first));
+    beginBody(forward);
+    for (Tape &tape : tapes)
+      extraOutputs.push_back(
+          {tape.product, slice(rb, loc, tape.buffer, {lastSlot}, tape.shape)});
+    if (failed(lowerTapedProducts(rb, loc, entry, bi, ti, hi, from, anchors)))
       return failure();
   }
   auto backLoop = scf::ForOp::create(rb, loc, first, end, c1);
@@ -489,6 +568,9 @@ LogicalResult KernelLowering::runBackward(func::FuncOp backward,
   beginBody(backward);
   Block &body = backward.getBody().front();
   auto ret = cast<func::ReturnOp>(body.getTerminator());
+  for (Tape &tape : tapes)
+    lowered[tape.arg] = {Lowered::Kind::Buffer,
+                         slice(bb, loc, tape.buffer, {j}, tape.shape)};
   for (unsigned i = 0; i < numStates; ++i)
     lowered[body.getArgument(signature.stateArg(i))] = {
         Lowered::Kind::Buffer, segmentState(bb, i, j)};

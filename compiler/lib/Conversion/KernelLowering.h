@@ -236,6 +236,12 @@ private:
   LogicalResult lowerStateStep(OpBuilder &b, Location loc, Block *entry,
                                Value bi, Value ti, Value hi, ArrayRef<Value> from,
                                ArrayRef<Value> to, ArrayRef<Value> anchors);
+  /// The step's products registered in `extraOutputs` (the reverse step's
+  /// taped arguments) of token `ti`, from the states in `from`; nothing else
+  /// of the step, no state written.
+  LogicalResult lowerTapedProducts(OpBuilder &b, Location loc, Block *entry,
+                                   Value bi, Value ti, Value hi,
+                                   ArrayRef<Value> from, ArrayRef<Value> anchors);
   /// The ops of the step the new states depend on (what lowerStateStep
   /// lowers).
   llvm::SmallPtrSet<Operation *, 32> stateStepOps();

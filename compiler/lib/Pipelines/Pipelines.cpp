@@ -42,6 +42,7 @@ void miras::buildDerivePipeline(OpPassManager &pm) {
 
 void miras::buildBackwardPipeline(OpPassManager &pm) {
   addThenTidy(pm, createMirasDeriveBackward());
+  addThenTidy(pm, createMirasTapeRecomputedProducts());
   addThenTidy(pm, createMirasDistributeProducts());
 }
 

@@ -7,9 +7,10 @@
 // da reuses W^T do and W k, which the step computes already:
 //   dq = a W^T do - (do . u) k,     G k = dW' k + do (q . k),
 //   G^T u = dW'^T u + (do . u) q,   da = <dW', W> + (W^T do) . q - s . (W k).
-// RUN: miras-opt %s --miras-derive --miras-backward | FileCheck %s --check-prefixes=CHECK,GLA
-// The pass alone, after miras-derive-backward, gives the same rule.
 // RUN: miras-opt %s --miras-derive --miras-derive-backward --miras-distribute-products --canonicalize --cse | FileCheck %s --check-prefixes=CHECK,GLA
+// In the miras-backward pipeline, miras-tape-recomputed-products first takes
+// a W k, the step's own product, as the argument p1: the rest is the same.
+// RUN: miras-opt %s --miras-derive --miras-backward | FileCheck %s --check-prefixes=TAPED,GLA
 
 // CHECK-LABEL: func.func private @step_backward(
 // CHECK-SAME: %[[W:[^:]*]]: tensor<4x4xf32> {miras.name = "W"}, %[[Q:[^:]*]]: tensor<4xf32> {miras.name = "q"}, %[[K:[^:]*]]: tensor<4xf32> {miras.name = "k"}, %[[V:[^:]*]]: tensor<4xf32> {miras.name = "v"}, %[[ETA:[^:]*]]: f32 {miras.name = "eta"}, %[[A:[^:]*]]: f32 {miras.name = "alpha"}, %[[DWN:[^:]*]]: tensor<4x4xf32> {miras.name = "dW_next"}, %[[DO:[^:]*]]: tensor<4xf32> {miras.name = "do"})
@@ -27,10 +28,23 @@
 // CHECK: return
 
 // ... and those are all of them: two matvecs, three vecmats, one matrix sum
-// (the DAG lines above match distinct ops).
+// (the DAG lines above match distinct ops); one matvec less in the pipeline.
+
+// TAPED: miras.matvec %{{.*}}, %{{.*}} {miras.tape = 0 : i64}
+// TAPED-LABEL: func.func private @step_backward(
+// TAPED-SAME: %[[W:[^:]*]]: tensor<4x4xf32> {miras.name = "W"}, %[[Q:[^:]*]]: tensor<4xf32> {miras.name = "q"}, %[[K:[^:]*]]: tensor<4xf32> {miras.name = "k"}, %[[V:[^:]*]]: tensor<4xf32> {miras.name = "v"}, %[[ETA:[^:]*]]: f32 {miras.name = "eta"}, %[[A:[^:]*]]: f32 {miras.name = "alpha"}, %[[DWN:[^:]*]]: tensor<4x4xf32> {miras.name = "dW_next"}, %[[DO:[^:]*]]: tensor<4xf32> {miras.name = "do"}, %[[P:[^:]*]]: tensor<4xf32> {miras.name = "p1", miras.tape = 0 : i64})
+// TAPED-DAG: arith.subf %[[P]], %[[V]] : tensor<4xf32>
+// TAPED-DAG: %[[WTDO:.*]] = miras.vecmat %[[DO]], %[[W]]
+// TAPED-DAG: miras.matvec %[[DWN]], %[[K]]
+// TAPED-DAG: miras.vecmat %{{.*}}, %[[DWN]]
+// TAPED-DAG: miras.vecmat %{{.*}}, %[[W]]
+// TAPED-DAG: %[[GW:.*]] = arith.mulf %[[DWN]], %[[W]] : tensor<4x4xf32>
+// TAPED-DAG: miras.sum %[[GW]] : tensor<4x4xf32>
+// TAPED-DAG: arith.mulf %[[WTDO]], %[[Q]] : tensor<4xf32>
+// TAPED: return
 // RUN: miras-opt %s --miras-derive --miras-backward | FileCheck %s --check-prefix=COUNT
 // COUNT-LABEL: func.func private @step_backward(
-// COUNT-COUNT-2: miras.matvec
+// COUNT-COUNT-1: miras.matvec
 // COUNT-NOT: miras.matvec
 // COUNT-LABEL: miras.module @gla
 // RUN: miras-opt %s --miras-derive --miras-backward | FileCheck %s --check-prefix=VECMAT

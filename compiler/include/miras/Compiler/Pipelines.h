@@ -23,9 +23,10 @@ class MemoryModuleOp;
 void buildDerivePipeline(mlir::OpPassManager &pm);
 
 /// `miras-backward`: adds the reverse step `@step_backward` of every derived
-/// module (miras-derive-backward), then writes its matrix products over the
-/// terms of their matrices (miras-distribute-products); each pass followed by
-/// canonicalize and cse.
+/// module (miras-derive-backward), takes the products the backward's
+/// recompute computes as arguments (miras-tape-recomputed-products), then
+/// writes its matrix products over the terms of their matrices
+/// (miras-distribute-products); each pass followed by canonicalize and cse.
 void buildBackwardPipeline(mlir::OpPassManager &pm);
 
 struct ToLinalgOptions : mlir::PassPipelineOptions<ToLinalgOptions> {

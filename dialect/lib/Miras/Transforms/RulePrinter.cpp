@@ -3,6 +3,7 @@
 #include "miras/Dialect/Miras/IR/MirasOps.h"
 #include "miras/Dialect/Miras/Transforms/MathBuilder.h"
 
+#include "mlir/IR/SymbolTable.h"
 #include "llvm/ADT/TypeSwitch.h"
 #include "llvm/Support/Format.h"
 #include "llvm/Support/raw_ostream.h"
@@ -30,7 +31,9 @@ static std::string number(double x) {
 
 class RulePrinter {
 public:
-  RulePrinter(func::FuncOp step, bool primeStates) {
+  /// Named subexpressions are `<tempPrefix>1`, `<tempPrefix>2`, ...
+  RulePrinter(func::FuncOp step, bool primeStates, std::string tempPrefix = "t")
+      : tempPrefix(std::move(tempPrefix)) {
     for (unsigned i = 0; i < step.getNumArguments(); ++i)
       if (auto name = step.getArgAttrOfType<StringAttr>(i, "miras.name"))
         names[step.getArgument(i)] = {name.str(), Atom};
@@ -56,6 +59,7 @@ private:
 
   llvm::DenseMap<Value, Rendered> names;
   llvm::DenseMap<Value, std::string> primed;
+  std::string tempPrefix;
   unsigned nextTemp = 1;
 };
 
@@ -70,7 +74,7 @@ Rendered RulePrinter::render(Value v, bool top) {
   constexpr size_t kInlineLimit = 40;
   if (!top && r.prec != Atom && r.text.size() > kInlineLimit &&
       !v.hasOneUse()) {
-    std::string name = "t" + std::to_string(nextTemp++);
+    std::string name = tempPrefix + std::to_string(nextTemp++);
     definitions += "  " + name + " = " + r.text + "\n";
     r = {name, Atom};
   }
@@ -186,5 +190,28 @@ std::string miras::printUpdateRule(func::FuncOp step) {
 }
 
 std::string miras::printReverseRule(func::FuncOp backward) {
-  return printRule(backward, /*primeStates=*/false);
+  std::string rule = printRule(backward, /*primeStates=*/false);
+  // The arguments miras-tape-recomputed-products made of the step's products:
+  // what they are, in the step's terms.
+  auto step = dyn_cast_or_null<func::FuncOp>(SymbolTable::lookupNearestSymbolFrom(
+      backward, StringAttr::get(backward.getContext(), "step")));
+  if (!step)
+    return rule;
+  RulePrinter printer(step, /*primeStates=*/true, /*tempPrefix=*/"s");
+  std::string taped;
+  for (unsigned i = 0; i < backward.getNumArguments(); ++i) {
+    auto index = backward.getArgAttrOfType<IntegerAttr>(i, "miras.tape");
+    auto name = backward.getArgAttrOfType<StringAttr>(i, "miras.name");
+    if (!index || !name)
+      continue;
+    step.walk([&](Operation *op) {
+      if (op->getAttr("miras.tape") == index)
+        taped += "  " + name.str() + " = " +
+                 printer.render(op->getResult(0), /*top=*/true).text + "\n";
+    });
+  }
+  if (taped.empty())
+    return rule;
+  rule += "from the recompute (the step's products, not computed again)\n" + taped;
+  return printer.definitions.empty() ? rule : rule + "where\n" + printer.definitions;
 }

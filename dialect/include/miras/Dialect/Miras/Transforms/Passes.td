@@ -83,6 +83,35 @@ def MirasDeriveBackward : Pass<"miras-derive-backward", "::mlir::ModuleOp"> {
                            "::mlir::math::MathDialect"];
 }
 
+def MirasTapeRecomputedProducts : Pass<"miras-tape-recomputed-products", "::mlir::ModuleOp"> {
+  let summary = "Takes the reverse step's forward products from the backward's recompute";
+  let description = [{
+    The backward kernel recomputes each token's state update, then runs the
+    reverse step from the same state; the reverse step clones the step's
+    forward values, so it would compute every product of the update again,
+    each a sweep over a state matrix (Gated DeltaNet's (alpha W) k, an MLP
+    memory's W1 k, W2 h and W2^T e). This pass replaces each matrix-vector
+    product of `@step_backward` that reads no adjoint and is the same
+    expression as a product of `@step` that the new states depend on by a new
+    argument of the reverse step (after `do`, named p1, p2, ...). Argument i
+    and the step's product both carry `miras.tape = i`: the backward kernel
+    keeps the product of every recomputed token of the segment and passes it
+    to that token's reverse step.
+
+    ```mlir
+    // @step: the error's prediction, which the update needs.
+    %p = miras.matvec %aW, %k {miras.tape = 0 : i64}
+        : tensor<4x4xf32>, tensor<4xf32> -> tensor<4xf32>
+    // @step_backward: reads it instead of computing it again.
+    func.func private @step_backward(%W: tensor<4x4xf32>, ...,
+        %do: tensor<4xf32>, %p1: tensor<4xf32> {miras.tape = 0 : i64})
+    ```
+
+    Runs before miras-distribute-products, while the reverse step's forward
+    values are still the step's own ops.
+  }];
+}
+
 def MirasDistributeProducts : Pass<"miras-distribute-products", "::mlir::ModuleOp"> {
   let summary = "Writes the reverse step's matrix products over the terms of their matrices";
   let description = [{

@@ -1,0 +1,191 @@
+//===- TapeRecomputedProducts.cpp - The recompute's products, kept --------===//
+//
+// The backward kernel runs, per token, a recompute of the state update and
+// then the reverse step; both start from the same state. The reverse step
+// clones the step's forward values, so it computes again every product the
+// update computed: Gated DeltaNet's (alpha W) k, an MLP memory's
+// pre-activations W1 k and W2 h and the back-propagated error W2^T e. Each is
+// a sweep over a state matrix, in the reverse step where the matrix is read
+// from the segment, for a vector the recompute had in hand.
+//
+// This pass turns each such product of `@step_backward` into an argument the
+// kernel fills from the recompute: a matrix-vector product (matvec, vecmat)
+// whose operands reach only the step's own arguments (no adjoint), and which
+// is the same expression as a product of `@step` that the new states depend
+// on (so the recompute computes it). The reverse step gets one argument per
+// such product after `do`, named p1, p2, ... with `miras.tape = i`; the
+// product in `@step` gets the attribute `miras.tape = i` too, which says where
+// the kernel takes argument i from.
+//
+// It runs before miras-distribute-products, while the reverse step's forward
+// values are still the step's own ops (that pass moves scalars out of
+// products: the reverse step's (alpha W) k would become alpha (W k), which
+// the step does not compute).
+//
+//===----------------------------------------------------------------------===//
+#include "miras/Dialect/Miras/IR/MirasOps.h"
+#include "miras/Dialect/Miras/IR/StepSignature.h"
+#include "miras/Dialect/Miras/Transforms/Passes.h"
+
+#include "mlir/Dialect/Func/IR/FuncOps.h"
+#include "mlir/IR/Builders.h"
+#include "mlir/IR/SymbolTable.h"
+#include "mlir/Transforms/RegionUtils.h"
+
+namespace miras {
+#define GEN_PASS_DEF_MIRASTAPERECOMPUTEDPRODUCTS
+#include "miras/Dialect/Miras/Transforms/Passes.h.inc"
+} // namespace miras
+
+using namespace mlir;
+using namespace miras;
+
+namespace {
+
+/// Structural equality of a reverse-step value and a step value: the same ops
+/// with the same attributes over the same step arguments.
+class Matcher {
+public:
+  Matcher(Block &backward, Block &step, unsigned numArgs)
+      : backward(backward), step(step), numArgs(numArgs) {}
+
+  bool same(Value b, Value s) {
+    auto key = std::make_pair(b, s);
+    if (auto it = memo.find(key); it != memo.end())
+      return it->second;
+    bool result = compare(b, s);
+    memo[key] = result;
+    return result;
+  }
+
+  /// Whether `v` depends on the step's arguments only (no adjoint).
+  bool forwardOnly(Value v) {
+    if (auto it = forward.find(v); it != forward.end())
+      return it->second;
+    bool result;
+    if (auto arg = dyn_cast<BlockArgument>(v))
+      result = arg.getOwner() == &backward && arg.getArgNumber() < numArgs;
+    else
+      result = llvm::all_of(v.getDefiningOp()->getOperands(),
+                            [&](Value operand) { return forwardOnly(operand); });
+    forward[v] = result;
+    return result;
+  }
+
+private:
+  bool compare(Value b, Value s) {
+    if (b.getType() != s.getType())
+      return false;
+    auto bArg = dyn_cast<BlockArgument>(b);
+    auto sArg = dyn_cast<BlockArgument>(s);
+    if (bArg || sArg)
+      return bArg && sArg && bArg.getOwner() == &backward &&
+             sArg.getOwner() == &step && bArg.getArgNumber() < numArgs &&
+             bArg.getArgNumber() == sArg.getArgNumber();
+    Operation *bOp = b.getDefiningOp(), *sOp = s.getDefiningOp();
+    if (bOp->getName() != sOp->getName() ||
+        cast<OpResult>(b).getResultNumber() != cast<OpResult>(s).getResultNumber() ||
+        bOp->getNumOperands() != sOp->getNumOperands() ||
+        bOp->getNumRegions() || sOp->getNumRegions() ||
+        bOp->getPropertiesAsAttribute() != sOp->getPropertiesAsAttribute() ||
+        withoutTape(bOp) != withoutTape(sOp))
+      return false;
+    for (auto [x, y] : llvm::zip(bOp->getOperands(), sOp->getOperands()))
+      if (!same(x, y))
+        return false;
+    return true;
+  }
+
+  static DictionaryAttr withoutTape(Operation *op) {
+    NamedAttrList attrs(op->getDiscardableAttrDictionary());
+    attrs.erase(kTapeAttr);
+    return attrs.getDictionary(op->getContext());
+  }
+
+public:
+  static constexpr llvm::StringLiteral kTapeAttr = "miras.tape";
+
+private:
+  Block &backward, &step;
+  unsigned numArgs;
+  DenseMap<std::pair<Value, Value>, bool> memo;
+  DenseMap<Value, bool> forward;
+};
+
+/// The ops of `step` its new states depend on: what the backward kernel's
+/// recompute lowers.
+llvm::SetVector<Operation *> stateUpdateOps(func::FuncOp step, unsigned numStates) {
+  auto ret = cast<func::ReturnOp>(step.getBody().front().getTerminator());
+  llvm::SetVector<Operation *> needed;
+  SmallVector<Value> work(ret.getOperands().take_front(numStates));
+  while (!work.empty()) {
+    Operation *def = work.pop_back_val().getDefiningOp();
+    if (def && needed.insert(def))
+      llvm::append_range(work, def->getOperands());
+  }
+  return needed;
+}
+
+void tapeProducts(MemoryModuleOp module, func::FuncOp step, func::FuncOp backward) {
+  if (backward.isExternal() || step.isExternal())
+    return;
+  StepSignature signature = StepSignature::of(module);
+  Block &backBody = backward.getBody().front();
+  Block &stepBody = step.getBody().front();
+  Matcher matcher(backBody, stepBody, signature.numArgs());
+  llvm::SetVector<Operation *> update = stateUpdateOps(step, signature.numStates());
+
+  // Every match first, on the reverse step as derived: a taped product inside
+  // another (an MLP's W1 k inside W2 silu(W1 k)) must not hide the outer one.
+  SmallVector<std::pair<Value, Operation *>> matches;
+  for (Operation &op : backBody.without_terminator()) {
+    if (!isa<MatVecOp, VecMatOp>(op) || !matcher.forwardOnly(op.getResult(0)))
+      continue;
+    for (Operation *candidate : update)
+      if (candidate->getName() == op.getName() &&
+          matcher.same(op.getResult(0), candidate->getResult(0))) {
+        matches.push_back({op.getResult(0), candidate});
+        break;
+      }
+  }
+
+  MLIRContext *ctx = module.getContext();
+  llvm::MapVector<Operation *, unsigned> tapes; // step product -> its index
+  for (auto [value, product] : matches) {
+    auto [it, added] = tapes.insert({product, tapes.size()});
+    unsigned index = it->second;
+    BlockArgument arg;
+    if (added) {
+      auto indexAttr = IntegerAttr::get(IntegerType::get(ctx, 64), index);
+      product->setAttr(Matcher::kTapeAttr, indexAttr);
+      NamedAttrList attrs;
+      attrs.set("miras.name", StringAttr::get(ctx, "p" + std::to_string(index + 1)));
+      attrs.set(Matcher::kTapeAttr, indexAttr);
+      unsigned position = backward.getNumArguments();
+      if (failed(backward.insertArgument(position, value.getType(),
+                                         attrs.getDictionary(ctx), value.getLoc())))
+        llvm_unreachable("a func.func takes any argument");
+      arg = backBody.getArgument(position);
+    } else {
+      arg = backBody.getArgument(backward.getNumArguments() - tapes.size() + index);
+    }
+    value.replaceAllUsesWith(arg);
+  }
+  IRRewriter rewriter(ctx);
+  (void)runRegionDCE(rewriter, backward.getBody());
+}
+
+struct TapeRecomputedProductsPass
+    : public miras::impl::MirasTapeRecomputedProductsBase<TapeRecomputedProductsPass> {
+  void runOnOperation() override {
+    for (auto module : getOperation().getOps<MemoryModuleOp>()) {
+      auto step = dyn_cast_or_null<func::FuncOp>(SymbolTable::lookupSymbolIn(module, "step"));
+      auto backward = dyn_cast_or_null<func::FuncOp>(
+          SymbolTable::lookupSymbolIn(module, "step_backward"));
+      if (step && backward)
+        tapeProducts(module, step, backward);
+    }
+  }
+};
+
+} // namespace
