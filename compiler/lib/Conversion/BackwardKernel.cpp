@@ -36,6 +36,8 @@
 #include "miras/Compiler/Passes.h"
 #include "miras/Compiler/Pipelines.h"
 
+#include "mlir/Analysis/SliceAnalysis.h"
+
 namespace miras {
 #define GEN_PASS_DEF_MIRASLOWERBACKWARDKERNEL
 #include "miras/Compiler/Passes.h.inc"
@@ -166,7 +168,7 @@ LogicalResult KernelLowering::lowerStateStep(OpBuilder &b, Location loc,
                                                          anchor};
   bindToken(b, loc, entry, bi, ti, hi, signature.queryArg());
   // Only the ops the new states depend on: the sweep never reads o.
-  llvm::SmallPtrSet<Operation *, 32> needed = stateStepOps();
+  llvm::SetVector<Operation *> needed = stateStepOps();
   for (Operation &op : body)
     if ((needed.contains(&op) || &op == ret) && failed(lowerOp(b, op)))
       return failure();
@@ -185,15 +187,12 @@ LogicalResult KernelLowering::lowerTapedProducts(OpBuilder &b, Location loc,
     lowered[body.getArgument(signature.anchorArg(i))] = {Lowered::Kind::Buffer,
                                                          anchor};
   bindToken(b, loc, entry, bi, ti, hi, signature.queryArg());
-  llvm::SmallPtrSet<Operation *, 32> needed;
-  SmallVector<Value> work;
+  BackwardSliceOptions options;
+  options.inclusive = true;
+  options.omitBlockArguments = true;
+  llvm::SetVector<Operation *> needed;
   for (auto [product, dest] : extraOutputs)
-    work.push_back(product);
-  while (!work.empty()) {
-    Operation *def = work.pop_back_val().getDefiningOp();
-    if (def && needed.insert(def).second)
-      llvm::append_range(work, def->getOperands());
-  }
+    (void)getBackwardSlice(product.getDefiningOp(), &needed, options);
   // Each product lands in its extraOutputs slot (destinationFor); no state
   // is written.
   for (Operation &op : body.without_terminator())
@@ -202,23 +201,14 @@ LogicalResult KernelLowering::lowerTapedProducts(OpBuilder &b, Location loc,
   return success();
 }
 
-llvm::SmallPtrSet<Operation *, 32> KernelLowering::stateStepOps() {
-  auto ret = cast<func::ReturnOp>(step.getBody().front().getTerminator());
-  llvm::SmallPtrSet<Operation *, 32> needed;
-  SmallVector<Value> work(
-      ret.getOperands().take_front(StepSignature::of(module).numStates()));
-  while (!work.empty()) {
-    Operation *def = work.pop_back_val().getDefiningOp();
-    if (def && needed.insert(def).second)
-      llvm::append_range(work, def->getOperands());
-  }
-  return needed;
+llvm::SetVector<Operation *> KernelLowering::stateStepOps() {
+  return StepSignature::of(module).stateUpdateOps(step);
 }
 
 SmallVector<Value> KernelLowering::stateStepInputs(Block *entry) {
   Block &body = step.getBody().front();
   unsigned first = StepSignature::of(module).queryArg();
-  llvm::SmallPtrSet<Operation *, 32> needed = stateStepOps();
+  llvm::SetVector<Operation *> needed = stateStepOps();
   SmallVector<Value> inputs;
   for (auto [i, input] : llvm::enumerate(tokenInputs(entry)))
     if (llvm::any_of(body.getArgument(first + i).getUsers(),

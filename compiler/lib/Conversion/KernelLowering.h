@@ -244,7 +244,7 @@ private:
                                    ArrayRef<Value> from, ArrayRef<Value> anchors);
   /// The ops of the step the new states depend on (what lowerStateStep
   /// lowers).
-  llvm::SmallPtrSet<Operation *, 32> stateStepOps();
+  llvm::SetVector<Operation *> stateStepOps();
   /// Those of q, k, v (tokenInputs) the state step reads: what its loops
   /// prefetch (the update of most modules never reads q).
   SmallVector<Value> stateStepInputs(Block *entry);

@@ -208,6 +208,10 @@ BACKWARD_CASES = [(name, name, [], name) for name in (
      "gated_deltanet"),
     ("gla_c4", "gla", ["--chunk=4", "--backward-segment=8"], "gla"),
     ("ttt_linear_c4", "ttt_linear", ["--chunk=4", "--backward-segment=12"], "ttt_linear"),
+    # Segments of one token: the recompute steps no state, and every token's taped
+    # products (miras-tape-recomputed-products) come from the segment's last token.
+    ("gated_deltanet_s1", "gated_deltanet", ["--backward-segment=1"], "gated_deltanet"),
+    ("titans_s1", "titans", ["--backward-segment=1"], "titans"),
     # The MLP memories (reference_mlp.cpp), one with several segments.
     ("titans", "titans", [], "titans"),
     ("titans_s8", "titans", ["--backward-segment=8"], "titans"),

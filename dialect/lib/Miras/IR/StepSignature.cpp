@@ -2,6 +2,8 @@
 #include "miras/Dialect/Miras/IR/StepSignature.h"
 #include "miras/Dialect/Miras/IR/MirasOps.h"
 
+#include "mlir/Analysis/SliceAnalysis.h"
+
 using namespace mlir;
 using namespace miras;
 
@@ -90,4 +92,16 @@ void StepSignature::nameBackwardArguments(func::FuncOp backward) const {
   for (const Tensor &t : states)
     backward.setArgAttr(arg++, "miras.name", name("d" + t.name + "_next"));
   backward.setArgAttr(arg, "miras.name", name("do"));
+}
+
+llvm::SetVector<Operation *> StepSignature::stateUpdateOps(func::FuncOp step) const {
+  auto ret = cast<func::ReturnOp>(step.getBody().front().getTerminator());
+  BackwardSliceOptions options;
+  options.inclusive = true;
+  options.omitBlockArguments = true;
+  llvm::SetVector<Operation *> ops;
+  for (Value state : ret.getOperands().take_front(numStates()))
+    if (Operation *def = state.getDefiningOp())
+      (void)getBackwardSlice(def, &ops, options);
+  return ops;
 }

@@ -48,18 +48,9 @@ double countStepFlops(func::FuncOp step) {
 
 double countBackwardFlops(func::FuncOp step, func::FuncOp stepBackward) {
   double flops = countStepFlops(stepBackward);
-  // The recompute: what the new states depend on.
-  auto ret = cast<func::ReturnOp>(step.getBody().front().getTerminator());
-  SmallVector<Value> work(ret.getOperands().take_front(
-      StepSignature::of(step->getParentOfType<MemoryModuleOp>()).numStates()));
-  llvm::SmallPtrSet<Operation *, 32> needed;
-  while (!work.empty()) {
-    Operation *def = work.pop_back_val().getDefiningOp();
-    if (def && needed.insert(def).second) {
-      flops += opFlops(def);
-      llvm::append_range(work, def->getOperands());
-    }
-  }
+  StepSignature signature = StepSignature::of(step->getParentOfType<MemoryModuleOp>());
+  for (Operation *op : signature.stateUpdateOps(step)) // the recompute
+    flops += opFlops(op);
   return flops;
 }
 

@@ -112,20 +112,6 @@ private:
   DenseMap<Value, bool> forward;
 };
 
-/// The ops of `step` its new states depend on: what the backward kernel's
-/// recompute lowers.
-llvm::SetVector<Operation *> stateUpdateOps(func::FuncOp step, unsigned numStates) {
-  auto ret = cast<func::ReturnOp>(step.getBody().front().getTerminator());
-  llvm::SetVector<Operation *> needed;
-  SmallVector<Value> work(ret.getOperands().take_front(numStates));
-  while (!work.empty()) {
-    Operation *def = work.pop_back_val().getDefiningOp();
-    if (def && needed.insert(def))
-      llvm::append_range(work, def->getOperands());
-  }
-  return needed;
-}
-
 void tapeProducts(MemoryModuleOp module, func::FuncOp step, func::FuncOp backward) {
   if (backward.isExternal() || step.isExternal())
     return;
@@ -133,7 +119,8 @@ void tapeProducts(MemoryModuleOp module, func::FuncOp step, func::FuncOp backwar
   Block &backBody = backward.getBody().front();
   Block &stepBody = step.getBody().front();
   Matcher matcher(backBody, stepBody, signature.numArgs());
-  llvm::SetVector<Operation *> update = stateUpdateOps(step, signature.numStates());
+  // What the backward kernel's recompute lowers.
+  llvm::SetVector<Operation *> update = signature.stateUpdateOps(step);
 
   // Every match first, on the reverse step as derived: a taped product inside
   // another (an MLP's W1 k inside W2 silu(W1 k)) must not hide the outer one.

@@ -31,6 +31,7 @@
 #include "mlir/Dialect/Func/IR/FuncOps.h"
 #include "mlir/IR/Block.h"
 #include "mlir/IR/BuiltinTypes.h"
+#include "llvm/ADT/SetVector.h"
 
 #include <string>
 
@@ -79,6 +80,11 @@ public:
   /// Result `i` of the reverse step is the adjoint of step argument `i`.
   mlir::FunctionType backwardFunctionType(mlir::MLIRContext *ctx) const;
   void nameBackwardArguments(mlir::func::FuncOp backward) const;
+
+  /// The ops of a step function that its new states depend on, in no
+  /// particular order: the state update without the read (what the backward
+  /// kernel's recompute runs).
+  llvm::SetVector<mlir::Operation *> stateUpdateOps(mlir::func::FuncOp step) const;
 
   // The groups as values of the step function's entry block.
   mlir::ValueRange weightValues(mlir::Block &entry) const {
