@@ -36,8 +36,6 @@
 #include "miras/Compiler/Passes.h"
 #include "miras/Compiler/Pipelines.h"
 
-#include "mlir/Analysis/SliceAnalysis.h"
-
 namespace miras {
 #define GEN_PASS_DEF_MIRASLOWERBACKWARDKERNEL
 #include "miras/Compiler/Passes.h.inc"
@@ -157,46 +155,32 @@ LogicalResult KernelLowering::lowerStateStep(OpBuilder &b, Location loc,
   Block &body = step.getBody().front();
   auto ret = cast<func::ReturnOp>(body.getTerminator());
   StepSignature signature = StepSignature::of(module);
+  bool productsOnly = to.empty();
   for (auto [i, source] : llvm::enumerate(from)) {
     Value old = body.getArgument(signature.stateArg(i));
-    states.push_back({old, ret.getOperand(signature.stateResult(i)), to[i],
-                      /*inPlace=*/source == to[i]});
+    if (!productsOnly)
+      states.push_back({old, ret.getOperand(signature.stateResult(i)), to[i],
+                        /*inPlace=*/source == to[i]});
     lowered[old] = {Lowered::Kind::Buffer, source};
   }
   for (auto [i, anchor] : llvm::enumerate(anchors))
     lowered[body.getArgument(signature.anchorArg(i))] = {Lowered::Kind::Buffer,
                                                          anchor};
   bindToken(b, loc, entry, bi, ti, hi, signature.queryArg());
-  // Only the ops the new states depend on: the sweep never reads o.
-  llvm::SetVector<Operation *> needed = stateStepOps();
-  for (Operation &op : body)
-    if ((needed.contains(&op) || &op == ret) && failed(lowerOp(b, op)))
-      return failure();
-  return success();
-}
-
-LogicalResult KernelLowering::lowerTapedProducts(OpBuilder &b, Location loc,
-                                                 Block *entry, Value bi, Value ti,
-                                                 Value hi, ArrayRef<Value> from,
-                                                 ArrayRef<Value> anchors) {
-  Block &body = step.getBody().front();
-  StepSignature signature = StepSignature::of(module);
-  for (auto [i, source] : llvm::enumerate(from))
-    lowered[body.getArgument(signature.stateArg(i))] = {Lowered::Kind::Buffer, source};
-  for (auto [i, anchor] : llvm::enumerate(anchors))
-    lowered[body.getArgument(signature.anchorArg(i))] = {Lowered::Kind::Buffer,
-                                                         anchor};
-  bindToken(b, loc, entry, bi, ti, hi, signature.queryArg());
-  BackwardSliceOptions options;
-  options.inclusive = true;
-  options.omitBlockArguments = true;
+  // Only the ops the new states depend on (the sweep never reads o), or
+  // those of the products, each landing in its extraOutputs slot.
   llvm::SetVector<Operation *> needed;
-  for (auto [product, dest] : extraOutputs)
-    (void)getBackwardSlice(product.getDefiningOp(), &needed, options);
-  // Each product lands in its extraOutputs slot (destinationFor); no state
-  // is written.
-  for (Operation &op : body.without_terminator())
-    if (needed.contains(&op) && failed(lowerOp(b, op)))
+  if (productsOnly) {
+    SmallVector<Value> products;
+    for (auto [product, slot] : extraOutputs)
+      products.push_back(product);
+    needed = opsComputing(products);
+  } else {
+    needed = stateStepOps();
+  }
+  for (Operation &op : body)
+    if ((needed.contains(&op) || (&op == ret && !productsOnly)) &&
+        failed(lowerOp(b, op)))
       return failure();
   return success();
 }
@@ -306,25 +290,35 @@ LogicalResult KernelLowering::runBackward(func::FuncOp backward,
     ArrayRef<int64_t> shape;
   };
   SmallVector<Tape> tapes;
-  for (BlockArgument arg : backward.getArguments()) {
-    auto index = backward.getArgAttrOfType<IntegerAttr>(arg.getArgNumber(), "miras.tape");
-    if (!index)
-      continue;
-    Value product;
+  {
+    // Each mark once, on an op of the state update: a product the recompute
+    // does not compute would leave its slots unwritten.
+    llvm::SetVector<Operation *> update = stateStepOps();
+    llvm::SmallDenseSet<int64_t> seen;
+    bool misplaced = false;
     forward.walk([&](Operation *op) {
-      if (op->getAttr("miras.tape") == index)
-        product = op->getResult(0);
+      if (auto mark = op->getAttrOfType<IntegerAttr>(kTapeAttrName))
+        misplaced |= !seen.insert(mark.getInt()).second || !update.contains(op);
     });
-    auto type = dyn_cast<RankedTensorType>(arg.getType());
-    if (!product || !type || product.getType() != type)
-      return backward.emitError("reverse step argument ")
-             << arg.getArgNumber() << " (miras.tape = " << index.getInt()
-             << ") has no product of @step of its type to take it from";
-    SmallVector<int64_t> slots{segment};
-    llvm::append_range(slots, type.getShape());
-    tapes.push_back({arg, product,
-                     heapScratch(RankedTensorType::get(slots, type.getElementType())),
-                     type.getShape()});
+    if (misplaced)
+      return forward.emitError("a product marked ")
+             << kTapeAttrName << " twice, or outside the state update";
+    for (BlockArgument arg : backward.getArguments()) {
+      auto index = backward.getArgAttrOfType<IntegerAttr>(arg.getArgNumber(), kTapeAttrName);
+      if (!index)
+        continue;
+      Operation *product = tapedProduct(forward, index.getInt());
+      auto type = dyn_cast<RankedTensorType>(arg.getType());
+      if (!product || !type || product->getResult(0).getType() != type)
+        return backward.emitError("reverse step argument ")
+               << arg.getArgNumber() << " (" << kTapeAttrName << " = " << index.getInt()
+               << ") has no product of @step of its type to take it from";
+      SmallVector<int64_t> slots{segment};
+      llvm::append_range(slots, type.getShape());
+      tapes.push_back({arg, product->getResult(0),
+                       heapScratch(RankedTensorType::get(slots, type.getElementType())),
+                       type.getShape()});
+    }
   }
   Value length = memref::DimOp::create(b, loc, arg(BackwardKernelLayout::query), 1);
   Value heads = memref::DimOp::create(b, loc, arg(BackwardKernelLayout::query), 2);
@@ -531,7 +525,8 @@ LogicalResult KernelLowering::runBackward(func::FuncOp backward,
       return failure();
   }
   if (!tapes.empty()) {
-    // The segment's last token has no state to step into, only products.
+    // The segment's last token has no state to step into, only products
+    // (end > first: the glue refuses calls of no token).
     Value lastSlot = arith::SubIOp::create(rb, loc, end, c1);
     Value ti = tokenAt(rb, arith::AddIOp::create(rb, loc, start, lastSlot));
     SmallVector<Value> from, anchors;
@@ -544,7 +539,7 @@ LogicalResult KernelLowering::runBackward(func::FuncOp backward,
     for (Tape &tape : tapes)
       extraOutputs.push_back(
           {tape.product, slice(rb, loc, tape.buffer, {lastSlot}, tape.shape)});
-    if (failed(lowerTapedProducts(rb, loc, entry, bi, ti, hi, from, anchors)))
+    if (failed(lowerStateStep(rb, loc, entry, bi, ti, hi, from, /*to=*/{}, anchors)))
       return failure();
   }
   auto backLoop = scf::ForOp::create(rb, loc, first, end, c1);

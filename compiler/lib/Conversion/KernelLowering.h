@@ -232,16 +232,12 @@ private:
   void beginBody(func::FuncOp function);
   /// One forward step of token `ti` from the states held in `from` to `to`
   /// (the same buffers: in place), reading the chunk's anchors from
-  /// `anchors`; o is not computed.
+  /// `anchors`; o is not computed. With `to` empty, only the step's
+  /// products registered in `extraOutputs` (the reverse step's taped
+  /// arguments), and no state is written.
   LogicalResult lowerStateStep(OpBuilder &b, Location loc, Block *entry,
                                Value bi, Value ti, Value hi, ArrayRef<Value> from,
                                ArrayRef<Value> to, ArrayRef<Value> anchors);
-  /// The step's products registered in `extraOutputs` (the reverse step's
-  /// taped arguments) of token `ti`, from the states in `from`; nothing else
-  /// of the step, no state written.
-  LogicalResult lowerTapedProducts(OpBuilder &b, Location loc, Block *entry,
-                                   Value bi, Value ti, Value hi,
-                                   ArrayRef<Value> from, ArrayRef<Value> anchors);
   /// The ops of the step the new states depend on (what lowerStateStep
   /// lowers).
   llvm::SetVector<Operation *> stateStepOps();
@@ -347,8 +343,10 @@ private:
   SmallVector<Value> heapBuffers;        // anchors and scratch matrices
   DenseMap<Value, bool> expensive;       // isExpensive's memo
   Value outputSlice, outputValue;
-  /// Further per-token results and their slices (the backward kernel's dq,
-  /// dk, dv and gate adjoints), written at the return before the states.
+  /// Further per-token results and their slices: the backward kernel's dq,
+  /// dk, dv and gate adjoints, written at the return before the states; and
+  /// the step's taped products, which their op writes into the slice
+  /// (destinationFor).
   SmallVector<std::pair<Value, Value>> extraOutputs;
   StringRef algorithm; // the pass option: auto | sequential | chunked
 };

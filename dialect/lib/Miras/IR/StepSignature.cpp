@@ -94,14 +94,31 @@ void StepSignature::nameBackwardArguments(func::FuncOp backward) const {
   backward.setArgAttr(arg, "miras.name", name("do"));
 }
 
-llvm::SetVector<Operation *> StepSignature::stateUpdateOps(func::FuncOp step) const {
-  auto ret = cast<func::ReturnOp>(step.getBody().front().getTerminator());
+llvm::SetVector<Operation *> miras::opsComputing(ValueRange roots) {
   BackwardSliceOptions options;
   options.inclusive = true;
   options.omitBlockArguments = true;
   llvm::SetVector<Operation *> ops;
-  for (Value state : ret.getOperands().take_front(numStates()))
-    if (Operation *def = state.getDefiningOp())
+  for (Value root : roots)
+    if (Operation *def = root.getDefiningOp())
       (void)getBackwardSlice(def, &ops, options);
   return ops;
+}
+
+llvm::SetVector<Operation *> StepSignature::stateUpdateOps(func::FuncOp step) const {
+  auto ret = cast<func::ReturnOp>(step.getBody().front().getTerminator());
+  return opsComputing(ret.getOperands().take_front(numStates()));
+}
+
+Operation *miras::tapedProduct(func::FuncOp step, int64_t index) {
+  Operation *found = nullptr;
+  step.walk([&](Operation *op) {
+    auto mark = op->getAttrOfType<IntegerAttr>(kTapeAttrName);
+    if (mark && mark.getInt() == index) {
+      found = op;
+      return WalkResult::interrupt();
+    }
+    return WalkResult::advance();
+  });
+  return found;
 }

@@ -1,6 +1,7 @@
 //===- RulePrinter.cpp - The derived update rule as math ------------------===//
 #include "miras/Dialect/Miras/Transforms/RulePrinter.h"
 #include "miras/Dialect/Miras/IR/MirasOps.h"
+#include "miras/Dialect/Miras/IR/StepSignature.h"
 #include "miras/Dialect/Miras/Transforms/MathBuilder.h"
 
 #include "mlir/IR/SymbolTable.h"
@@ -200,15 +201,13 @@ std::string miras::printReverseRule(func::FuncOp backward) {
   RulePrinter printer(step, /*primeStates=*/true, /*tempPrefix=*/"s");
   std::string taped;
   for (unsigned i = 0; i < backward.getNumArguments(); ++i) {
-    auto index = backward.getArgAttrOfType<IntegerAttr>(i, "miras.tape");
+    auto index = backward.getArgAttrOfType<IntegerAttr>(i, kTapeAttrName);
     auto name = backward.getArgAttrOfType<StringAttr>(i, "miras.name");
     if (!index || !name)
       continue;
-    step.walk([&](Operation *op) {
-      if (op->getAttr("miras.tape") == index)
-        taped += "  " + name.str() + " = " +
-                 printer.render(op->getResult(0), /*top=*/true).text + "\n";
-    });
+    if (Operation *product = tapedProduct(step, index.getInt()))
+      taped += "  " + name.str() + " = " +
+               printer.render(product->getResult(0), /*top=*/true).text + "\n";
   }
   if (taped.empty())
     return rule;

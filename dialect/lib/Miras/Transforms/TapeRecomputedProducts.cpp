@@ -13,9 +13,9 @@
 // whose operands reach only the step's own arguments (no adjoint), and which
 // is the same expression as a product of `@step` that the new states depend
 // on (so the recompute computes it). The reverse step gets one argument per
-// such product after `do`, named p1, p2, ... with `miras.tape = i`; the
-// product in `@step` gets the attribute `miras.tape = i` too, which says where
-// the kernel takes argument i from.
+// such product after `do`, named p1, p2, ..., p<i+1> with `miras.tape = i`;
+// the product in `@step` gets the attribute `miras.tape = i` too, which says
+// where the kernel takes that argument from (StepSignature.h, tapedProduct).
 //
 // It runs before miras-distribute-products, while the reverse step's forward
 // values are still the step's own ops (that pass moves scalars out of
@@ -98,14 +98,10 @@ private:
 
   static DictionaryAttr withoutTape(Operation *op) {
     NamedAttrList attrs(op->getDiscardableAttrDictionary());
-    attrs.erase(kTapeAttr);
+    attrs.erase(kTapeAttrName);
     return attrs.getDictionary(op->getContext());
   }
 
-public:
-  static constexpr llvm::StringLiteral kTapeAttr = "miras.tape";
-
-private:
   Block &backward, &step;
   unsigned numArgs;
   DenseMap<std::pair<Value, Value>, bool> memo;
@@ -115,6 +111,11 @@ private:
 void tapeProducts(MemoryModuleOp module, func::FuncOp step, func::FuncOp backward) {
   if (backward.isExternal() || step.isExternal())
     return;
+  // Taped already (the pass ran before): the kernel numbers the products
+  // from 0, so a second numbering would be ambiguous.
+  for (unsigned i = 0; i < backward.getNumArguments(); ++i)
+    if (backward.getArgAttr(i, kTapeAttrName))
+      return;
   StepSignature signature = StepSignature::of(module);
   Block &backBody = backward.getBody().front();
   Block &stepBody = step.getBody().front();
@@ -136,30 +137,44 @@ void tapeProducts(MemoryModuleOp module, func::FuncOp step, func::FuncOp backwar
       }
   }
 
+  // One argument per product of the step, however many of the reverse
+  // step's values it stands for.
   MLIRContext *ctx = module.getContext();
-  llvm::MapVector<Operation *, unsigned> tapes; // step product -> its index
+  unsigned first = backward.getNumArguments();
+  llvm::MapVector<Operation *, BlockArgument> arguments;
   for (auto [value, product] : matches) {
-    auto [it, added] = tapes.insert({product, tapes.size()});
-    unsigned index = it->second;
-    BlockArgument arg;
-    if (added) {
-      auto indexAttr = IntegerAttr::get(IntegerType::get(ctx, 64), index);
-      product->setAttr(Matcher::kTapeAttr, indexAttr);
-      NamedAttrList attrs;
-      attrs.set("miras.name", StringAttr::get(ctx, "p" + std::to_string(index + 1)));
-      attrs.set(Matcher::kTapeAttr, indexAttr);
+    auto it = arguments.find(product);
+    if (it == arguments.end()) {
       unsigned position = backward.getNumArguments();
       if (failed(backward.insertArgument(position, value.getType(),
-                                         attrs.getDictionary(ctx), value.getLoc())))
+                                         DictionaryAttr::get(ctx), value.getLoc())))
         llvm_unreachable("a func.func takes any argument");
-      arg = backBody.getArgument(position);
-    } else {
-      arg = backBody.getArgument(backward.getNumArguments() - tapes.size() + index);
+      it = arguments.insert({product, backBody.getArgument(position)}).first;
     }
-    value.replaceAllUsesWith(arg);
+    value.replaceAllUsesWith(it->second);
   }
   IRRewriter rewriter(ctx);
   (void)runRegionDCE(rewriter, backward.getBody());
+
+  // A product that only a taped product read is not needed any more.
+  llvm::BitVector unused(backward.getNumArguments());
+  SmallVector<Operation *> kept;
+  for (auto [product, argument] : arguments) {
+    if (argument.use_empty())
+      unused.set(argument.getArgNumber());
+    else
+      kept.push_back(product);
+  }
+  if (failed(backward.eraseArguments(unused)))
+    llvm_unreachable("a func.func drops any argument");
+  for (auto [index, product] : llvm::enumerate(kept)) {
+    auto mark = IntegerAttr::get(IntegerType::get(ctx, 64), index);
+    product->setAttr(kTapeAttrName, mark);
+    unsigned position = first + index;
+    backward.setArgAttr(position, "miras.name",
+                        StringAttr::get(ctx, "p" + std::to_string(index + 1)));
+    backward.setArgAttr(position, kTapeAttrName, mark);
+  }
 }
 
 struct TapeRecomputedProductsPass

@@ -39,6 +39,17 @@ namespace miras {
 
 class MemoryModuleOp;
 
+/// The ops that compute `roots` in a step-level function, each after the
+/// ops it reads (the function's arguments are not ops).
+llvm::SetVector<mlir::Operation *> opsComputing(mlir::ValueRange roots);
+
+/// A product of `@step` that the reverse step takes as an argument instead
+/// of computing it (miras-tape-recomputed-products): both carry
+/// `miras.tape = i`, argument `p<i+1>` of `@step_backward`.
+inline constexpr llvm::StringLiteral kTapeAttrName = "miras.tape";
+/// The op of `step` marked `miras.tape = index`, or null.
+mlir::Operation *tapedProduct(mlir::func::FuncOp step, int64_t index);
+
 class StepSignature {
 public:
   struct Tensor {
@@ -81,8 +92,8 @@ public:
   mlir::FunctionType backwardFunctionType(mlir::MLIRContext *ctx) const;
   void nameBackwardArguments(mlir::func::FuncOp backward) const;
 
-  /// The ops of a step function that its new states depend on, in no
-  /// particular order: the state update without the read (what the backward
+  /// The ops of a step function that its new states depend on, each after
+  /// the ops it reads: the state update without the read (what the backward
   /// kernel's recompute runs).
   llvm::SetVector<mlir::Operation *> stateUpdateOps(mlir::func::FuncOp step) const;
 

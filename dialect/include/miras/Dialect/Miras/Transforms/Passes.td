@@ -93,10 +93,12 @@ def MirasTapeRecomputedProducts : Pass<"miras-tape-recomputed-products", "::mlir
     memory's W1 k, W2 h and W2^T e). This pass replaces each matrix-vector
     product of `@step_backward` that reads no adjoint and is the same
     expression as a product of `@step` that the new states depend on by a new
-    argument of the reverse step (after `do`, named p1, p2, ...). Argument i
-    and the step's product both carry `miras.tape = i`: the backward kernel
-    keeps the product of every recomputed token of the segment and passes it
-    to that token's reverse step.
+    argument of the reverse step (after `do`, named p1, p2, ...). Argument
+    p<i+1> and the step's product both carry `miras.tape = i`: the backward
+    kernel keeps the product of every recomputed token of the segment and
+    passes it to that token's reverse step. A product that only another
+    taped product reads is not kept; a reverse step taped already is left
+    as it is.
 
     ```mlir
     // @step: the error's prediction, which the update needs.
