@@ -12,7 +12,10 @@
 //       @step_backward token by token backwards. Its state results are the
 //       running state adjoint, alternating between the dstate buffers (which
 //       end as the adjoint of the initial state) and spare ones; dq, dk, dv
-//       and the gate adjoints are written per token.
+//       and the gate adjoints are written per token. The products of the
+//       state update that @step_backward takes as arguments (miras.tape,
+//       miras-tape-recomputed-products) are kept by the recompute, one slot
+//       per token of the segment.
 //
 // With chunk C > 1 the call may start inside a chunk (chunk position p, the
 // anchors given): segments are counted in the chunk-aligned time u = p + t,
@@ -532,9 +535,9 @@ LogicalResult KernelLowering::runBackward(func::FuncOp backward,
     SmallVector<Value> from, anchors;
     for (unsigned i = 0; i < numStates; ++i)
       from.push_back(segmentState(rb, i, lastSlot));
-    Value first = anchorSlot(rb, lastSlot);
+    Value chunkStart = anchorSlot(rb, lastSlot);
     for (unsigned i = 0; i < numAnchors; ++i)
-      anchors.push_back(segmentState(rb, i, first));
+      anchors.push_back(segmentState(rb, i, chunkStart));
     beginBody(forward);
     for (Tape &tape : tapes)
       extraOutputs.push_back(
