@@ -502,6 +502,25 @@ LogicalResult KernelLowering::runBackward(func::FuncOp backward,
     for (unsigned i = 0; i < numAnchors; ++i)
       memref::CopyOp::create(ib, loc, givenAnchors[i], segmentState(ib, i, c0));
   }
+  // Token u = start + slot from its state in `slot`: its step into `to`,
+  // or, with `to` empty, its taped products only. Either way the products
+  // land in the slot's row of each tape.
+  auto recompute = [&](OpBuilder &ob, Value slot, ArrayRef<Value> to) {
+    Value ti = tokenAt(ob, arith::AddIOp::create(ob, loc, start, slot));
+    SmallVector<Value> from, anchors;
+    for (unsigned i = 0; i < numStates; ++i)
+      from.push_back(segmentState(ob, i, slot));
+    Value chunkStart = anchorSlot(ob, slot);
+    for (unsigned i = 0; i < numAnchors; ++i)
+      anchors.push_back(segmentState(ob, i, chunkStart));
+    beginBody(forward);
+    for (Tape &tape : tapes)
+      extraOutputs.push_back(
+          {tape.product, slice(ob, loc, tape.buffer, {slot}, tape.shape)});
+    if (!to.empty())
+      prefetchToken(ob, loc, entry, bi, ti, hi, /*ahead=*/1, stateStepInputs(entry));
+    return lowerStateStep(ob, loc, entry, bi, ti, hi, from, to, anchors);
+  };
   {
     // Token u = start + j - 1 steps from slot j - 1 into slot j.
     auto jLoop = scf::ForOp::create(
@@ -509,42 +528,17 @@ LogicalResult KernelLowering::runBackward(func::FuncOp backward,
     OpBuilder jb = OpBuilder::atBlockBegin(jLoop.getBody());
     Value j = jLoop.getInductionVar();
     Value previous = arith::SubIOp::create(jb, loc, j, c1);
-    SmallVector<Value> from, to;
-    for (unsigned i = 0; i < numStates; ++i) {
-      from.push_back(segmentState(jb, i, previous));
-      to.push_back(segmentState(jb, i, j));
-    }
-    Value ti = tokenAt(jb, arith::AddIOp::create(jb, loc, start, previous));
-    SmallVector<Value> anchors;
-    Value first = anchorSlot(jb, previous);
-    for (unsigned i = 0; i < numAnchors; ++i)
-      anchors.push_back(segmentState(jb, i, first));
-    beginBody(forward);
-    for (Tape &tape : tapes)
-      extraOutputs.push_back(
-          {tape.product, slice(jb, loc, tape.buffer, {previous}, tape.shape)});
-    prefetchToken(jb, loc, entry, bi, ti, hi, /*ahead=*/1, stateStepInputs(entry));
-    if (failed(lowerStateStep(jb, loc, entry, bi, ti, hi, from, to, anchors)))
-      return failure();
-  }
-  if (!tapes.empty()) {
-    // The segment's last token has no state to step into, only products
-    // (end > first: the glue refuses calls of no token).
-    Value lastSlot = arith::SubIOp::create(rb, loc, end, c1);
-    Value ti = tokenAt(rb, arith::AddIOp::create(rb, loc, start, lastSlot));
-    SmallVector<Value> from, anchors;
+    SmallVector<Value> to;
     for (unsigned i = 0; i < numStates; ++i)
-      from.push_back(segmentState(rb, i, lastSlot));
-    Value chunkStart = anchorSlot(rb, lastSlot);
-    for (unsigned i = 0; i < numAnchors; ++i)
-      anchors.push_back(segmentState(rb, i, chunkStart));
-    beginBody(forward);
-    for (Tape &tape : tapes)
-      extraOutputs.push_back(
-          {tape.product, slice(rb, loc, tape.buffer, {lastSlot}, tape.shape)});
-    if (failed(lowerStateStep(rb, loc, entry, bi, ti, hi, from, /*to=*/{}, anchors)))
+      to.push_back(segmentState(jb, i, j));
+    if (failed(recompute(jb, previous, to)))
       return failure();
   }
+  // The segment's last token has no state to step into, only products
+  // (end > first: the glue refuses calls of no token).
+  if (!tapes.empty() &&
+      failed(recompute(rb, arith::SubIOp::create(rb, loc, end, c1), /*to=*/{})))
+    return failure();
   auto backLoop = scf::ForOp::create(rb, loc, first, end, c1);
   OpBuilder bb = OpBuilder::atBlockBegin(backLoop.getBody());
   // From the last slot: j = end - 1 - (iteration - first).
