@@ -100,13 +100,19 @@ for path in sorted(glob.glob(os.path.join(work, "json", "*.json"))):
     target = 4.0 if mlp else 3.0
     ratio = r["backward_over_forward"]
     saved_ratio = r.get("backward_from_checkpoints_over_forward")
-    cells = [r["module"], str(r["dk"]), str(r["threads"]), fmt(r["ms"], 2),
+    # The forward timed in the same rounds as the backwards, the ratios' denominator
+    # (miras bench --backward); its fraction of peak by the same flops.
+    forward_ms = r.get("backward_rounds_forward_ms") or r["ms"]
+    forward_peak = r.get("fraction_of_peak")
+    if forward_peak:
+        forward_peak *= r["ms"] / forward_ms
+    cells = [r["module"], str(r["dk"]), str(r["threads"]), fmt(forward_ms, 2),
              fmt(r["backward_ms"], 2), "%.2f" % ratio,
              fmt(r.get("saving_forward_over_forward"), 3),
              fmt(r.get("backward_from_checkpoints_ms"), 2),
              "-" if saved_ratio is None else "%.2f (target %.0f)" % (saved_ratio, target),
              fmt(r.get("backward_work_over_forward"), 2),
-             "%s / %s" % (fmt(100 * r["fraction_of_peak"] if r.get("fraction_of_peak") else None, 1),
+             "%s / %s" % (fmt(100 * forward_peak if forward_peak else None, 1),
                           fmt(100 * r["backward_from_checkpoints_fraction_of_peak"]
                               if r.get("backward_from_checkpoints_fraction_of_peak") else None, 1)),
              "%d / %d" % (r["backward_states_per_pair"], r["backward_all_states_per_pair"]),
@@ -139,9 +145,11 @@ lines = ["## CPU backward", "",
                                      ", the runs not kept from before" if "RESUME" in command
                                      else "", run, segments, built, load0, load1),
          "",
-         "Columns: forward and backward ms (medians; this backward recomputes the forward "
-         "itself: a checkpointing pass, then per segment a recompute and the reverse steps); "
-         "bwd/fwd = their ratio; saving fwd = the forward that also saves the checkpoints "
+         "Columns: forward and backward ms (medians; `miras bench` times them in rounds, "
+         "each round the forward, the backward, the saving forward and the backward from "
+         "checkpoints once; this backward recomputes the forward itself: a checkpointing "
+         "pass, then per segment a recompute and the reverse steps); bwd/fwd = their ratio, "
+         "the median of the per-round ratios, as are the other ratios to the forward; saving fwd = the forward that also saves the checkpoints "
          "(miras_forward_args.checkpoints), over the plain forward; bwd from ckpt = the "
          "backward that reads them instead of its checkpointing pass (a training step's "
          "pair), and its ratio to the plain forward, with the issue's target (3 for linear "

@@ -7,6 +7,7 @@
 #include <cmath>
 #include <cstdio>
 #include <cstring>
+#include <functional>
 #include <optional>
 #include <random>
 #include <string>
@@ -61,20 +62,21 @@ const char kBenchHelp[] =
     "                   cpu): see below\n"
     "  --decode         also run the sequence as T one-token calls (cpu): see below\n"
     "\n"
-    "With --backward, after the forward: the median of R timed backwards (random dL/do\n"
-    "and dL/d(final states), N(0, 1)) through miras_library_backward on the same threads;\n"
-    "the backward/forward time ratio; the states its recompute keeps, ceil((T+C-1)/S) + S\n"
-    "per (batch, head) pair in flight for segment S and chunk C (against T to keep them\n"
-    "all) and their\n"
-    "bytes in this call (one pair in flight per thread; the segment slots' spare rows and\n"
-    "the kernel's few scratch states not counted); the forward that saves the checkpoints\n"
-    "and the backward that reads them (a training step's pair), that backward's GFLOP/s\n"
-    "(metadata backward_flops_per_token: the reverse step plus one recompute of the state\n"
-    "update) and its work over the forward's, the time ratio it would have at the\n"
-    "forward's GFLOP/s; and for a module with a scalar\n"
-    "reference, a hand-written scalar reverse sweep (same segment) timed on the same\n"
-    "threads, and the largest |d - d_ref| / max |d_ref| over the adjoints of q, k, v, the\n"
-    "gates and the initial state (worst one named).\n"
+    "With --backward, after the forward: R rounds (after W warm-up ones) that each time\n"
+    "the forward, a backward (random dL/do and dL/d(final states), N(0, 1)) through\n"
+    "miras_library_backward on the same threads, the forward that saves the checkpoints\n"
+    "and the backward that reads them (a training step's pair); the median ms of each,\n"
+    "and each one's time over the forward as the median of its per-round ratios (a slow\n"
+    "spell of the machine slows both sides of a round's ratio); the states the recompute\n"
+    "keeps, ceil((T+C-1)/S) + S per (batch, head) pair in flight for segment S and chunk\n"
+    "C (against T to keep them all) and their bytes in this call (one pair in flight per\n"
+    "thread; the segment slots' spare rows and the kernel's few scratch states not\n"
+    "counted); the backward from checkpoints' GFLOP/s (metadata backward_flops_per_token:\n"
+    "the reverse step plus one recompute of the state update) and its work over the\n"
+    "forward's, the time ratio it would have at the forward's GFLOP/s; and for a module\n"
+    "with a scalar reference, a hand-written scalar reverse sweep (same segment) timed on\n"
+    "the same threads, and the largest |d - d_ref| / max |d_ref| over the adjoints of q,\n"
+    "k, v, the gates and the initial state (worst one named).\n"
     "\n"
     "With --decode, after the forward: the same sequence as T successive calls of one token\n"
     "each (a decode loop: every state carried in place, a chunked module's anchors and chunk\n"
@@ -256,20 +258,57 @@ struct Timing {
   double medianMs = 0.0, bestMs = 0.0;
 };
 
+double median(std::vector<double> values) {
+  std::sort(values.begin(), values.end());
+  size_t n = values.size();
+  return n % 2 ? values[n / 2] : 0.5 * (values[n / 2 - 1] + values[n / 2]);
+}
+
+Timing summarize(const std::vector<double> &ms) {
+  return {median(ms), *std::min_element(ms.begin(), ms.end())};
+}
+
+template <typename Run>
+double timeOnce(Run &&run) {
+  auto start = Clock::now();
+  run();
+  return std::chrono::duration<double, std::milli>(Clock::now() - start).count();
+}
+
 template <typename Run>
 Timing timeRuns(int64_t warmup, int64_t repeat, Run run) {
   for (int64_t i = 0; i < warmup; ++i)
     run();
   std::vector<double> ms;
-  for (int64_t i = 0; i < repeat; ++i) {
-    auto start = Clock::now();
-    run();
-    ms.push_back(std::chrono::duration<double, std::milli>(Clock::now() - start).count());
-  }
-  std::sort(ms.begin(), ms.end());
-  size_t n = ms.size();
-  double median = n % 2 ? ms[n / 2] : 0.5 * (ms[n / 2 - 1] + ms[n / 2]);
-  return {median, ms.front()};
+  for (int64_t i = 0; i < repeat; ++i)
+    ms.push_back(timeOnce(run));
+  return summarize(ms);
+}
+
+/// Times several runs in rounds: `warmup` untimed rounds, then `repeat` rounds that
+/// each run every one of `runs` once, in order. Returns the ms of each run per round.
+/// A ratio of two runs is then the median of its per-round ratios (pairedRatio): a slow
+/// spell of a shared machine (its neighbours), which lasts seconds, slows both sides of
+/// one round's ratio alike, where timing each run's repeats as a block would put the
+/// spell into one side only.
+std::vector<std::vector<double>> timeRounds(int64_t warmup, int64_t repeat,
+                                            const std::vector<std::function<void()>> &runs) {
+  for (int64_t i = 0; i < warmup; ++i)
+    for (const std::function<void()> &run : runs)
+      run();
+  std::vector<std::vector<double>> ms(runs.size());
+  for (int64_t i = 0; i < repeat; ++i)
+    for (size_t r = 0; r < runs.size(); ++r)
+      ms[r].push_back(timeOnce(runs[r]));
+  return ms;
+}
+
+/// The median over rounds of numerator[i] / denominator[i] (timeRounds).
+double pairedRatio(const std::vector<double> &numerator, const std::vector<double> &denominator) {
+  std::vector<double> ratios;
+  for (size_t i = 0; i < numerator.size(); ++i)
+    ratios.push_back(numerator[i] / denominator[i]);
+  return median(std::move(ratios));
 }
 
 double maxAbsDiff(const std::vector<float> &a, const std::vector<float> &b) {
@@ -382,6 +421,8 @@ struct BackwardFigures {
   // The training step's pair (miras_abi.h MIRAS_CHECKPOINTS): the forward saving the
   // checkpoints, the backward reading them instead of its first pass.
   Timing savingForward, fromCheckpoints;
+  // The forward timed in the same rounds as these (timeRounds): the ratios' denominator.
+  Timing roundsForward;
   double savingOverForward = 0.0, fromCheckpointsOverForward = 0.0;
   double checkpointBytes = 0.0;   // what the forward saves for the whole call
   double maxRelDiffFromCheckpoints = 0.0; // its adjoints against the recomputing backward's
@@ -438,6 +479,7 @@ void printJson(const Result &r) {
     j.add("backward_ms", jsonNumber(bw->timing.medianMs));
     j.add("backward_ms_best", jsonNumber(bw->timing.bestMs));
     j.add("backward_over_forward", jsonNumber(bw->overForward));
+    j.add("backward_rounds_forward_ms", jsonNumber(bw->roundsForward.medianMs));
     j.add("backward_segment", std::to_string(bw->segment));
     j.add("backward_states_per_pair", std::to_string(bw->statesPerPair));
     j.add("backward_all_states_per_pair", std::to_string(bw->allStatesPerPair));
@@ -517,6 +559,10 @@ void printText(const Result &r) {
                 "%.2fx a token of the whole call; max |o - o_whole| / max |o_whole| = %s\n",
                 d->msPerToken, (long long)r.length, d->overWhole, sci(d->maxRelDiff).c_str());
   if (const std::optional<BackwardFigures> &bw = r.backward) {
+    std::printf("  rounds     %lld of: forward, backward, forward saving checkpoints, backward "
+                "from them; each ratio below is the median of its per-round ratios to that "
+                "round's forward (median %.3f ms)\n",
+                (long long)r.repeat, bw->roundsForward.medianMs);
     std::printf("  backward   %10.3f ms  (best %.3f)   %.2fx the forward; segment %lld keeps "
                 "%lld states per pair (T = %lld to keep all), %.3g MB in this call\n",
                 bw->timing.medianMs, bw->timing.bestMs, bw->overForward,
@@ -927,7 +973,7 @@ int runBenchCuda(BenchOptions &opts, Library &lib) {
 /// `--backward`: times miras_library_backward on the forward's inputs, and the scalar
 /// reverse sweep when the module has a reference.
 BackwardFigures benchBackward(Library &lib, const BenchOptions &opts, Inputs &in,
-                              const miras_forward_args &forwardArgs, double forwardMs,
+                              const miras_forward_args &forwardArgs,
                               const std::optional<bench::ReferenceModel> &reference,
                               const bench::Problem &problem) {
   const miras_module_metadata &m = lib.metadata();
@@ -951,27 +997,34 @@ BackwardFigures benchBackward(Library &lib, const BenchOptions &opts, Inputs &in
   BackwardProblem p(m, opts, in);
   std::vector<std::vector<float>> grads = p.zeroGrads();
   CpuBackwardCall call(lib, opts, p, grads);
-  bw.timing = timeRuns(opts.warmup, opts.repeat, [&] { call.run(lib); });
-  bw.overForward = bw.timing.medianMs / forwardMs;
-  for (const std::vector<float> &g : grads)
-    bw.finite = bw.finite && allFinite(g);
-
   // The training step's pair, on the same inputs: the forward saves the checkpoints
   // (its outputs are the plain forward's), the backward reads them.
   CheckpointBuffers checkpoints(lib, opts);
   miras_forward_args saving = forwardArgs;
   saving.checkpoints = checkpoints.pointers.data();
-  bw.savingForward = timeRuns(opts.warmup, opts.repeat, [&] {
-    miras_status status = miras_library_forward_args(lib.handle(), &saving);
-    if (status != MIRAS_OK)
-      throw Error(status, miras_last_error());
-  });
-  bw.savingOverForward = bw.savingForward.medianMs / forwardMs;
-  bw.checkpointBytes = checkpoints.bytes();
   std::vector<std::vector<float>> givenGrads = p.zeroGrads();
   CpuBackwardCall fromCheckpoints(lib, opts, p, givenGrads, &checkpoints);
-  bw.fromCheckpoints = timeRuns(opts.warmup, opts.repeat, [&] { fromCheckpoints.run(lib); });
-  bw.fromCheckpointsOverForward = bw.fromCheckpoints.medianMs / forwardMs;
+  auto forward = [&lib](const miras_forward_args &args) {
+    miras_status status = miras_library_forward_args(lib.handle(), &args);
+    if (status != MIRAS_OK)
+      throw Error(status, miras_last_error());
+  };
+  // One round: the forward, the backward, the saving forward, the backward from its
+  // checkpoints; every ratio to the forward is taken within a round (timeRounds).
+  std::vector<std::vector<double>> ms = timeRounds(
+      opts.warmup, opts.repeat,
+      {[&] { forward(forwardArgs); }, [&] { call.run(lib); }, [&] { forward(saving); },
+       [&] { fromCheckpoints.run(lib); }});
+  bw.roundsForward = summarize(ms[0]);
+  bw.timing = summarize(ms[1]);
+  bw.overForward = pairedRatio(ms[1], ms[0]);
+  bw.savingForward = summarize(ms[2]);
+  bw.savingOverForward = pairedRatio(ms[2], ms[0]);
+  bw.fromCheckpoints = summarize(ms[3]);
+  bw.fromCheckpointsOverForward = pairedRatio(ms[3], ms[0]);
+  bw.checkpointBytes = checkpoints.bytes();
+  for (const std::vector<float> &g : grads)
+    bw.finite = bw.finite && allFinite(g);
   if (m.backward_flops_per_token > 0 && m.flops_per_token > 0) {
     bw.flopsPerToken = m.backward_flops_per_token;
     bw.gflops = m.backward_flops_per_token * double(pairs) * double(T) /
@@ -1187,7 +1240,7 @@ int runBench(const Args &args) {
     r.decode = benchDecode(lib, opts, in, r.timing.medianMs);
   if (opts.backward)
     r.backward =
-        benchBackward(lib, opts, in, forwardArgs, r.timing.medianMs, reference, problem);
+        benchBackward(lib, opts, in, forwardArgs, reference, problem);
 
   if (opts.json)
     printJson(r);

@@ -192,7 +192,13 @@ BACKWARD_KEYS = ["backward_ms", "backward_over_forward", "backward_segment",
                  "backward_states_per_pair", "backward_saved_bytes", "reference_backward_ms",
                  "backward_speedup_vs_reference", "backward_max_rel_diff_vs_reference",
                  "backward_flops_per_token", "backward_from_checkpoints_gflops",
-                 "backward_from_checkpoints_fraction_of_peak", "backward_work_over_forward"]
+                 "backward_from_checkpoints_fraction_of_peak", "backward_work_over_forward",
+                 "backward_rounds_forward_ms", "saving_forward_ms", "backward_from_checkpoints_ms"]
+# Each ratio to the forward is the median of per-round ratios to the forward timed in the
+# same round (miras bench --backward); with one round, the ratio of the two times.
+ONE_ROUND_RATIOS = [("backward_over_forward", "backward_ms"),
+                    ("saving_forward_over_forward", "saving_forward_ms"),
+                    ("backward_from_checkpoints_over_forward", "backward_from_checkpoints_ms")]
 # Linear attention's work by hand from its derived reverse step (mirasc --emit=rule
 # --backward) at D = 8, by flops_per_token's conventions: dW = dW_next + do q^T (2 D^2),
 # dq = sum(do * v) * k + W^T do (2 D^2 + 4 D), dk = sum(do * v) * q + dW_next^T v
@@ -245,6 +251,14 @@ def check_backward(args, before_write):
                   "%s: %s = %r is not a positive number" % (tag, key, value))
         check(report.get("reference_model") == model,
               "%s: reference_model %r, want %r" % (tag, report.get("reference_model"), model))
+        forward_ms = report.get("backward_rounds_forward_ms")
+        for ratio_key, ms_key in ONE_ROUND_RATIOS:
+            ratio, ms = report.get(ratio_key), report.get(ms_key)
+            if all(isinstance(x, (int, float)) and x > 0 for x in (ratio, ms, forward_ms)):
+                # The report's numbers have 6 significant digits.
+                check(abs(ratio - ms / forward_ms) <= 1e-4 * ratio,
+                      "%s: %s = %r, want %s / backward_rounds_forward_ms = %r"
+                      % (tag, ratio_key, ratio, ms_key, ms / forward_ms))
         diff = report.get("max_rel_diff_vs_reference")
         check(isinstance(diff, (int, float)) and diff < 1e-4,
               "%s: forward max_rel_diff_vs_reference = %r, want < 1e-4" % (tag, diff))
