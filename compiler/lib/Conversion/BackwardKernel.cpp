@@ -206,7 +206,8 @@ SmallVector<Value> KernelLowering::stateStepInputs(Block *entry) {
 
 LogicalResult KernelLowering::runBackward(func::FuncOp backward,
                                           int64_t segment,
-                                          bool adjointsInPlace) {
+                                          bool adjointsInPlace,
+                                          bool fuseRows) {
   Location loc = module.getLoc();
   StepSignature signature = StepSignature::of(module);
   int64_t chunk = module.getChunk();
@@ -264,6 +265,10 @@ LogicalResult KernelLowering::runBackward(func::FuncOp backward,
   kernel->setAttr(kBackwardStatesAttr, b.getI64IntegerAttr(numStates));
   kernel->setAttr(kBackwardAnchorsAttr, b.getI64IntegerAttr(numAnchors));
   kernel->setAttr(kBackwardChunkAttr, b.getI64IntegerAttr(chunk));
+  // The reverse step sweeps dW' and W several times per token; fused over
+  // their rows, each row is loaded once (miras-vectorize chooseRowBlock).
+  if (fuseRows)
+    kernel->setAttr(kRowBlockAttrName, b.getI64IntegerAttr(0));
   Block *entry = kernel.addEntryBlock();
   b.setInsertionPointToEnd(entry);
   auto arg = [&](unsigned i) { return entry->getArgument(i); };
@@ -671,7 +676,7 @@ struct LowerBackwardKernelPass
         return signalPassFailure();
       }
       if (failed(miras::lowering::KernelLowering(module, step, "sequential")
-                     .runBackward(backward, segment, adjointsInPlace)))
+                     .runBackward(backward, segment, adjointsInPlace, fuseRows)))
         return signalPassFailure();
       // The forward lowering needs @step only.
       backward.erase();

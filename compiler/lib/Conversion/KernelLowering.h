@@ -153,9 +153,10 @@ public:
   /// and its reverse `backward` (BackwardKernel.cpp): the adjoints of a whole
   /// sequence, recomputing the states segment by segment of `segment` tokens;
   /// `adjointsInPlace` false writes every new state adjoint into a second
-  /// buffer.
+  /// buffer; `fuseRows` marks the kernel for miras-vectorize to fuse its
+  /// loops over the rows of its matrices (kRowBlockAttrName).
   LogicalResult runBackward(func::FuncOp backward, int64_t segment,
-                            bool adjointsInPlace = true);
+                            bool adjointsInPlace = true, bool fuseRows = true);
 
 private:
   /// Binds q, k, v and the gates of token `ti` of pair (bi, hi) to the step's

@@ -819,7 +819,21 @@ struct MirasVectorize
     if (vectorWidth == 0)
       return; // vectorisation off
     OpBuilder b(&getContext());
-    if (fuseRows) {
+    // A kernel that asks for it (miras.row_block: the backward kernel) has its
+    // rows fused whether or not the option is given.
+    std::optional<int64_t> block;
+    if (auto requested = getOperation()->getAttrOfType<IntegerAttr>(miras::kRowBlockAttrName))
+      block = requested.getInt();
+    else if (fuseRows)
+      block = rowBlock;
+    if (block) {
+      if (*block < 0) {
+        getOperation().emitError("miras-vectorize: a row block must be >= 0 (0: chosen "
+                                 "per loop), got ")
+            << *block;
+        return signalPassFailure();
+      }
+      fusedRowBlock = *block;
       SmallVector<Block *> blocks;
       getOperation().walk([&](Block *block) { blocks.push_back(block); });
       for (Block *block : blocks)
@@ -899,17 +913,43 @@ struct MirasVectorize
       return false;
     // Not worth a loop of its own: the first matrix op stays as it is, and
     // the scan starts again after it.
-    if (group.size() < 2 || !end) {
+    int64_t rowsPerBlock = fusedRowBlock > 0 ? fusedRowBlock : chooseRowBlock(group);
+    if (group.size() < 2 || !end || rowsPerBlock == 0) {
       group.front().op->setAttr(kRowFusionTried, b.getUnitAttr());
       return true;
     }
     // The loop goes after every op that stays before it (a later member may
     // depend on one: the fill of the sum it accumulates), then the deferred
     // ops in their order.
-    emitFused(group, end, b);
+    emitFused(group, end, rowsPerBlock, b);
     for (Moved &moved : after)
       moved.op->moveBefore(end);
     return true;
+  }
+
+  /// Rows per block of the fused loops being built (0: chooseRowBlock).
+  int64_t fusedRowBlock = 0;
+
+  /// The block when none is given (0: leave the group unfused). One row at a
+  /// time, every op of the group reads a row while it is still in registers
+  /// (LLVM keeps one load of it), so the loop's loads fall to one per row and
+  /// matrix: the reverse step's sweeps over dW' and W are load-bound (Gated
+  /// DeltaNet, D = 64: four reads of dW' and three of W per token, one each
+  /// fused). That holds while the vectors the group carries across its rows
+  /// (columns accumulated, sums) fit in half the registers, and while its 1-D
+  /// ops, one scalar per row then, are few. Other groups (the MLP memories'
+  /// W2 rows of 4 D, their activations' derivatives over the rows of W1) were
+  /// no faster fused with any block (docs/TRAINING.md, "Rows of the backward
+  /// fused"), so they stay as they are.
+  int64_t chooseRowBlock(ArrayRef<RowMember> group) const {
+    constexpr int64_t kCarriedRegisters = 16, kRowOps = 8;
+    int64_t carried = 0, rowOps = 0;
+    for (const RowMember &m : group) {
+      if (m.matrix && m.rowsReduce)
+        carried += llvm::divideCeil(m.plan->ranges[1], m.plan->lanes);
+      rowOps += !m.matrix;
+    }
+    return carried <= kCarriedRegisters && rowOps <= kRowOps ? 1 : 0;
   }
 
   /// Marks a matrix op that a group cannot start at (the next scan skips it);
@@ -917,7 +957,8 @@ struct MirasVectorize
   static constexpr llvm::StringLiteral kRowFusionTried = "miras.row_fusion_tried";
 
   /// One loop over blocks of rows before `at` in place of the group's ops.
-  void emitFused(std::vector<RowMember> &group, Operation *at, OpBuilder &b) {
+  void emitFused(std::vector<RowMember> &group, Operation *at, int64_t block,
+                 OpBuilder &b) {
     Location loc = group.front().op->getLoc();
     b.setInsertionPoint(at);
     std::vector<std::unique_ptr<Emitter>> emitters;
@@ -928,9 +969,8 @@ struct MirasVectorize
         emitters.back()->prepareRows();
     }
     // Blocks of `block` rows: each op runs over the block's rows before the
-    // next one starts, so rows are independent inside each inner loop (one
-    // row at a time chains every reduction's latency into the next op).
-    int64_t rows = group.front().rows, block = rowBlock;
+    // next one starts.
+    int64_t rows = group.front().rows;
     while (block > 1 && rows % block != 0)
       block /= 2;
     auto idx = [&](int64_t v) { return arith::ConstantIndexOp::create(b, loc, v); };

@@ -280,6 +280,7 @@ llvm::Expected<CompileResult> miras::compileModule(llvm::StringRef sourceText,
     iface.forwardTakesViews = options.gpuCheck != GpuCheck::CudaOnCpu;
     toLinalg.backwardSegment = iface.backwardSegment;
     toLinalg.backwardAdjointsInPlace = options.backwardAdjointsInPlace;
+    toLinalg.backwardFuseRows = options.backwardFuseRows;
   }
   FailureOr<std::string> built = plannedAlgorithm(memoryModule, toLinalg.algorithm);
   if (failed(built))

@@ -118,6 +118,12 @@ cl::opt<bool> backwardAdjointsInPlace(
              "where that is safe (default); =false: into a second buffer, as "
              "for a module where it is not (tests and debugging)"),
     cl::init(true), cl::Hidden, cl::cat(category));
+cl::opt<bool> backwardFuseRows(
+    "backward-fuse-rows",
+    cl::desc("With --backward: fuse the backward kernel's ops over the rows of "
+             "each matrix into one loop, the rows' block chosen per loop "
+             "(default); =false: leave them unfused (for measuring it)"),
+    cl::init(true), cl::Hidden, cl::cat(category));
 cl::opt<bool> fuseRows(
     "fuse-rows",
     cl::desc("CPU kernels: one loop over the rows of a matrix for the ops that "
@@ -178,6 +184,7 @@ llvm::Expected<CompileOptions> readOptions() {
   options.keepTemps = keepTemps;
   options.fuseRows = fuseRows;
   options.backwardAdjointsInPlace = backwardAdjointsInPlace;
+  options.backwardFuseRows = backwardFuseRows;
   if (backwardFlag && emit < Stage::Rule)
     return llvm::createStringError("--backward goes with --emit=rule, linalg, llvm, "
                                    "obj or lib (--emit=backward prints the reverse "
@@ -186,6 +193,8 @@ llvm::Expected<CompileOptions> readOptions() {
     return llvm::createStringError("--backward-segment goes with --backward");
   if (backwardAdjointsInPlace.getNumOccurrences() && !backwardFlag)
     return llvm::createStringError("--backward-adjoints-in-place goes with --backward");
+  if (backwardFuseRows.getNumOccurrences() && !backwardFlag)
+    return llvm::createStringError("--backward-fuse-rows goes with --backward");
   options.backwardRule = backwardFlag && emit == Stage::Rule;
   options.backward = backwardFlag && emit != Stage::Rule;
   if (backwardSegment.getNumOccurrences())

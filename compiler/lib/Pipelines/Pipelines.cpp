@@ -52,6 +52,7 @@ void miras::buildToLinalgPipeline(OpPassManager &pm,
     MirasLowerBackwardKernelOptions backward;
     backward.segment = options.backwardSegment;
     backward.adjointsInPlace = options.backwardAdjointsInPlace;
+    backward.fuseRows = options.backwardFuseRows;
     pm.addPass(createMirasLowerBackwardKernel(backward));
   }
   MirasLowerToLinalgOptions lowering;

@@ -13,6 +13,12 @@
 
 namespace miras {
 
+/// On a kernel function: miras-vectorize fuses the row-local ops over the rows
+/// of each matrix in it into one loop over blocks of this many rows (0: chosen
+/// per loop), as its fuse-rows option does for every function. The backward
+/// kernel carries it (miras-lower-backward-kernel row-block).
+inline constexpr llvm::StringLiteral kRowBlockAttrName = "miras.row_block";
+
 #define GEN_PASS_DECL
 #include "miras/Compiler/Passes.h.inc"
 

@@ -134,7 +134,11 @@ def MirasLowerBackwardKernel
     Option<"adjointsInPlace", "adjoints-in-place", "bool", /*default=*/"true",
            "Write each new state adjoint over the old one where that is "
            "safe; false: every state's into a second buffer, token by token "
-           "(the fallback's path, for tests and debugging)">
+           "(the fallback's path, for tests and debugging)">,
+    Option<"fuseRows", "fuse-rows", "bool", /*default=*/"true",
+           "Mark the kernel (miras.row_block = 0) for miras-vectorize to fuse "
+           "the row-local ops over each matrix's rows, the block chosen per "
+           "loop; false: leave its loops as they are">
   ];
   let dependentDialects = ["::mlir::linalg::LinalgDialect",
                            "::mlir::memref::MemRefDialect",

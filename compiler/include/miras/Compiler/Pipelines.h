@@ -44,6 +44,10 @@ struct ToLinalgOptions : mlir::PassPipelineOptions<ToLinalgOptions> {
       *this, "backward-adjoints-in-place",
       llvm::cl::desc("miras-lower-backward-kernel adjoints-in-place"),
       llvm::cl::init(true)};
+  Option<bool> backwardFuseRows{
+      *this, "backward-fuse-rows",
+      llvm::cl::desc("miras-lower-backward-kernel fuse-rows"),
+      llvm::cl::init(true)};
 };
 
 /// The kernel form miras-to-linalg builds for `algorithm` (auto, sequential
