@@ -265,10 +265,6 @@ LogicalResult KernelLowering::runBackward(func::FuncOp backward,
   kernel->setAttr(kBackwardStatesAttr, b.getI64IntegerAttr(numStates));
   kernel->setAttr(kBackwardAnchorsAttr, b.getI64IntegerAttr(numAnchors));
   kernel->setAttr(kBackwardChunkAttr, b.getI64IntegerAttr(chunk));
-  // The reverse step sweeps dW' and W several times per token; fused over
-  // their rows, each row is loaded once (miras-vectorize chooseRowBlock).
-  if (fuseRows)
-    kernel->setAttr(kRowBlockAttrName, b.getI64IntegerAttr(0));
   Block *entry = kernel.addEntryBlock();
   b.setInsertionPointToEnd(entry);
   auto arg = [&](unsigned i) { return entry->getArgument(i); };
@@ -545,6 +541,13 @@ LogicalResult KernelLowering::runBackward(func::FuncOp backward,
       failed(recompute(rb, arith::SubIOp::create(rb, loc, end, c1), /*to=*/{})))
     return failure();
   auto backLoop = scf::ForOp::create(rb, loc, first, end, c1);
+  // The reverse step sweeps dW' and W several times per token; fused over
+  // their rows, each row is loaded once (miras-vectorize chooseRowBlock).
+  // Only the reverse steps: the checkpointing pass and the recompute stay
+  // lowered as the forward kernel is, so that they compute its states to the
+  // bit (a backward over a split sequence is then the whole one's).
+  if (fuseRows)
+    backLoop->setAttr(kRowBlockAttrName, rb.getI64IntegerAttr(0));
   OpBuilder bb = OpBuilder::atBlockBegin(backLoop.getBody());
   // From the last slot: j = end - 1 - (iteration - first).
   Value j = arith::SubIOp::create(

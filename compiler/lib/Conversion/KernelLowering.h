@@ -153,8 +153,8 @@ public:
   /// and its reverse `backward` (BackwardKernel.cpp): the adjoints of a whole
   /// sequence, recomputing the states segment by segment of `segment` tokens;
   /// `adjointsInPlace` false writes every new state adjoint into a second
-  /// buffer; `fuseRows` marks the kernel for miras-vectorize to fuse its
-  /// loops over the rows of its matrices (kRowBlockAttrName).
+  /// buffer; `fuseRows` marks the reverse sweep for miras-vectorize to fuse
+  /// its loops over the rows of its matrices (kRowBlockAttrName).
   LogicalResult runBackward(func::FuncOp backward, int64_t segment,
                             bool adjointsInPlace = true, bool fuseRows = true);
 

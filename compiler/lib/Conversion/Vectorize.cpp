@@ -819,27 +819,33 @@ struct MirasVectorize
     if (vectorWidth == 0)
       return; // vectorisation off
     OpBuilder b(&getContext());
-    // A kernel that asks for it (miras.row_block: the backward kernel) has its
-    // rows fused whether or not the option is given.
-    std::optional<int64_t> block;
-    if (auto requested = getOperation()->getAttrOfType<IntegerAttr>(miras::kRowBlockAttrName))
-      block = requested.getInt();
-    else if (fuseRows)
-      block = rowBlock;
-    if (block) {
-      if (*block < 0) {
-        getOperation().emitError("miras-vectorize: a row block must be >= 0 (0: chosen "
-                                 "per loop), got ")
-            << *block;
-        return signalPassFailure();
+    WalkResult valid = getOperation().walk([&](Operation *op) {
+      auto requested = op->getAttrOfType<IntegerAttr>(miras::kRowBlockAttrName);
+      if (requested && requested.getInt() < 0) {
+        op->emitError("miras-vectorize: a row block must be >= 0 (0: chosen "
+                      "per loop), got ")
+            << requested.getInt();
+        return WalkResult::interrupt();
       }
-      fusedRowBlock = *block;
-      SmallVector<Block *> blocks;
-      getOperation().walk([&](Block *block) { blocks.push_back(block); });
-      for (Block *block : blocks)
-        fuseRowsIn(*block, b);
-      getOperation().walk([](Operation *op) { op->removeAttr(kRowFusionTried); });
+      return WalkResult::advance();
+    });
+    if (valid.wasInterrupted())
+      return signalPassFailure();
+    // The blocks inside an op that asks for it (miras.row_block: the backward
+    // kernel's reverse sweep) have their rows fused whether or not the option
+    // is given; with it, every block.
+    SmallVector<Block *> blocks;
+    getOperation().walk([&](Block *block) { blocks.push_back(block); });
+    for (Block *block : blocks) {
+      std::optional<int64_t> rows = requestedRowBlock(block);
+      if (!rows && fuseRows)
+        rows = rowBlock;
+      if (!rows)
+        continue;
+      fusedRowBlock = *rows;
+      fuseRowsIn(*block, b);
     }
+    getOperation().walk([](Operation *op) { op->removeAttr(kRowFusionTried); });
     SmallVector<linalg::GenericOp> generics;
     getOperation().walk([&](linalg::GenericOp op) { generics.push_back(op); });
     for (linalg::GenericOp op : generics) {
@@ -925,6 +931,14 @@ struct MirasVectorize
     for (Moved &moved : after)
       moved.op->moveBefore(end);
     return true;
+  }
+
+  /// The miras.row_block of the nearest op around `block` that has one.
+  static std::optional<int64_t> requestedRowBlock(Block *block) {
+    for (Operation *op = block->getParentOp(); op; op = op->getParentOp())
+      if (auto requested = op->getAttrOfType<IntegerAttr>(miras::kRowBlockAttrName))
+        return requested.getInt();
+    return std::nullopt;
   }
 
   /// Rows per block of the fused loops being built (0: chooseRowBlock).

@@ -13,10 +13,11 @@
 
 namespace miras {
 
-/// On a kernel function: miras-vectorize fuses the row-local ops over the rows
-/// of each matrix in it into one loop over blocks of this many rows (0: chosen
-/// per loop), as its fuse-rows option does for every function. The backward
-/// kernel carries it (miras-lower-backward-kernel row-block).
+/// On an op (a function, a loop): miras-vectorize fuses the row-local ops over
+/// the rows of each matrix inside it into one loop over blocks of this many
+/// rows (0: chosen per loop), as its fuse-rows option does everywhere. The
+/// backward kernel's reverse sweep carries it (miras-lower-backward-kernel
+/// fuse-rows).
 inline constexpr llvm::StringLiteral kRowBlockAttrName = "miras.row_block";
 
 #define GEN_PASS_DECL
