@@ -949,12 +949,14 @@ struct MirasVectorize
   /// (LLVM keeps one load of it), so the loop's loads fall to one per row and
   /// matrix: the reverse step's sweeps over dW' and W are load-bound (Gated
   /// DeltaNet, D = 64: four reads of dW' and three of W per token, one each
-  /// fused). That holds while the vectors the group carries across its rows
-  /// (columns accumulated, sums) fit in half the registers, and while its 1-D
-  /// ops, one scalar per row then, are few. Other groups (the MLP memories'
-  /// W2 rows of 4 D, their activations' derivatives over the rows of W1) were
-  /// no faster fused with any block (docs/TRAINING.md, "Rows of the backward
-  /// fused"), so they stay as they are.
+  /// fused). That holds while the columns the group accumulates across its
+  /// rows (and its sums) take at most 16 vector registers; with more (Titans'
+  /// W2 rows of 4 D), one row at a time spills them, and blocks of 4 rows
+  /// carry them in registers through each op's 4 rows instead. A group with
+  /// more than 8 1-D ops (the MLP memories' activations and their derivatives
+  /// over the rows of W1) is left as it is: fused, each would run on a few
+  /// lanes per block where unfused it is whole vectors. Measured in
+  /// docs/TRAINING.md ("Rows of the reverse sweep fused").
   int64_t chooseRowBlock(ArrayRef<RowMember> group) const {
     constexpr int64_t kCarriedRegisters = 16, kRowOps = 8;
     int64_t carried = 0, rowOps = 0;
@@ -963,7 +965,9 @@ struct MirasVectorize
         carried += llvm::divideCeil(m.plan->ranges[1], m.plan->lanes);
       rowOps += !m.matrix;
     }
-    return carried <= kCarriedRegisters && rowOps <= kRowOps ? 1 : 0;
+    if (rowOps > kRowOps)
+      return 0;
+    return carried <= kCarriedRegisters ? 1 : 4;
   }
 
   /// Marks a matrix op that a group cannot start at (the next scan skips it);

@@ -1,8 +1,8 @@
 // miras.row_block on a kernel function: miras-vectorize fuses its rows without
 // the fuse-rows option (the backward kernel carries it, miras-lower-backward-
 // kernel fuse-rows). 0: the block chosen per loop (chooseRowBlock): one row at
-// a time while the group's carried columns fit in 16 registers and it has at
-// most 8 1-D ops, else the group is left as it is.
+// a time while the columns the group carries fit in 16 registers, blocks of 4
+// rows beyond; a group with more than 8 1-D ops is left as it is.
 // RUN: miras-opt %s --miras-vectorize --split-input-file | FileCheck %s
 
 #mat = affine_map<(d0, d1) -> (d0, d1)>
@@ -230,6 +230,46 @@ func.func @many_row_ops(%W: memref<64x64xf32>, %G: memref<64x64xf32>, %k: memref
   }
   linalg.generic {indexing_maps = [#mat, #row, #col, #mat], iterator_types = ["parallel", "parallel"]}
       ins(%G, %u, %k : memref<64x64xf32>, memref<64xf32>, memref<64xf32>) outs(%G : memref<64x64xf32>) {
+  ^bb0(%g: f32, %ui: f32, %kj: f32, %r: f32):
+    %uk = arith.mulf %ui, %kj : f32
+    %n = arith.subf %g, %uk : f32
+    linalg.yield %n : f32
+  }
+  return
+}
+
+// -----
+
+#mat = affine_map<(d0, d1) -> (d0, d1)>
+#col = affine_map<(d0, d1) -> (d1)>
+#row = affine_map<(d0, d1) -> (d0)>
+
+// Columns of 512 accumulated over the rows (32 registers of 16 lanes): blocks
+// of 4 rows.
+// CHECK-LABEL: func.func @wide(
+// CHECK: scf.for %{{.*}} = %{{.*}} to %c16 step %c4 {
+// CHECK-NOT: linalg.generic
+// CHECK: return
+func.func @wide(%W: memref<16x512xf32>, %G: memref<16x512xf32>, %k: memref<512xf32>, %u: memref<16xf32>, %dq: memref<512xf32>) attributes {miras.row_block = 0 : i64} {
+  %zero = arith.constant 0.0 : f32
+  linalg.fill ins(%zero : f32) outs(%u : memref<16xf32>)
+  linalg.generic {indexing_maps = [#mat, #col, #row], iterator_types = ["parallel", "reduction"]}
+      ins(%G, %k : memref<16x512xf32>, memref<512xf32>) outs(%u : memref<16xf32>) {
+  ^bb0(%g: f32, %x: f32, %acc: f32):
+    %m = arith.mulf %g, %x fastmath<reassoc,contract> : f32
+    %a = arith.addf %acc, %m fastmath<reassoc,contract> : f32
+    linalg.yield %a : f32
+  }
+  linalg.fill ins(%zero : f32) outs(%dq : memref<512xf32>)
+  linalg.generic {indexing_maps = [#mat, #row, #col], iterator_types = ["reduction", "parallel"]}
+      ins(%W, %u : memref<16x512xf32>, memref<16xf32>) outs(%dq : memref<512xf32>) {
+  ^bb0(%w: f32, %ui: f32, %acc: f32):
+    %m = arith.mulf %w, %ui fastmath<reassoc,contract> : f32
+    %a = arith.addf %acc, %m fastmath<reassoc,contract> : f32
+    linalg.yield %a : f32
+  }
+  linalg.generic {indexing_maps = [#mat, #row, #col, #mat], iterator_types = ["parallel", "parallel"]}
+      ins(%G, %u, %k : memref<16x512xf32>, memref<16xf32>, memref<512xf32>) outs(%G : memref<16x512xf32>) {
   ^bb0(%g: f32, %ui: f32, %kj: f32, %r: f32):
     %uk = arith.mulf %ui, %kj : f32
     %n = arith.subf %g, %uk : f32
