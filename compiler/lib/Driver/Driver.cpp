@@ -120,7 +120,7 @@ cl::opt<bool> backwardAdjointsInPlace(
     cl::init(true), cl::Hidden, cl::cat(category));
 cl::opt<bool> backwardFuseRows(
     "backward-fuse-rows",
-    cl::desc("With --backward: fuse the backward kernel's ops over the rows of "
+    cl::desc("With --backward: fuse the reverse sweep's ops over the rows of "
              "each matrix into one loop, the rows' block chosen per loop "
              "(default); =false: leave them unfused (for measuring it)"),
     cl::init(true), cl::Hidden, cl::cat(category));

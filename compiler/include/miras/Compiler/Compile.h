@@ -94,8 +94,9 @@ struct CompileOptions {
   /// false: the backward kernel writes every new state adjoint into a second
   /// buffer (the path of a module whose adjoints cannot be written in place).
   bool backwardAdjointsInPlace = true;
-  /// false: the backward kernel's loops are not fused over the rows of its
-  /// matrices (miras-lower-backward-kernel fuse-rows; for measuring it).
+  /// false: the loops of the backward kernel's reverse sweep are not fused
+  /// over the rows of its matrices (miras-lower-backward-kernel fuse-rows;
+  /// for measuring it).
   bool backwardFuseRows = true;
   /// Fuse the CPU kernel's ops over the rows of a matrix into one loop
   /// (miras-vectorize fuse-rows; docs/TRAINING.md has what it measured).

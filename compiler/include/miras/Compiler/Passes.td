@@ -197,18 +197,19 @@ def MirasVectorize : Pass<"miras-vectorize", "::mlir::func::FuncOp"> {
     a default.
 
     The ops inside an op carrying `miras.row_block = N` (kRowBlockAttrName;
-    a function, a loop) have their rows fused with or without the option, in
-    blocks of N rows, or for N = 0
-    in blocks chosen per group (`chooseRowBlock`): one row at a time, so that
+    a function, a loop) have their rows fused with or without the option
+    (and in its blocks, not the option's): blocks of N rows, or for N = 0
+    blocks chosen per group (`chooseRowBlock`): one row at a time, so that
     every member reads the row while it is in registers and the loop loads
-    each matrix once per row, where the columns the group carries across its
-    rows take at most 16 vector registers and it has at most 8 1-D ops (one
-    scalar per row then); any other group is left as it is.
-    `miras-lower-backward-kernel` marks the backward kernel's reverse sweep
-    with 0 (its checkpointing pass and recompute stay as the forward kernel
-    is lowered, to compute its states to the bit): its reverse step sweeps
-    dW' and W several times per token (Gated DeltaNet,
-    D = 64: 120 -> 101 ms from checkpoints, Mamba2 102 -> 81).
+    each matrix once per row, where the columns the group accumulates across
+    its rows take at most 16 vector registers; blocks of 4 rows where they
+    take more; a group with more than 8 1-D ops (one scalar per row when
+    fused) is left as it is. `miras-lower-backward-kernel` marks the backward
+    kernel's reverse sweep with 0 (its checkpointing pass and recompute stay
+    lowered as the forward kernel is, to compute its states to the bit): its
+    reverse step sweeps dW' and W several times per token (one thread, D =
+    64, backward from checkpoints: Gated DeltaNet 117-121 -> 98-101 ms,
+    Mamba2 101-102 -> 80-83; Titans 2241-2278 -> 1797-1839 ms).
 
     ```mlir
     // y[i] = sum_j W[i, j] * k[j], W: memref<64x64xf32>, vector-width=16
