@@ -268,23 +268,6 @@ Timing summarize(const std::vector<double> &ms) {
   return {median(ms), *std::min_element(ms.begin(), ms.end())};
 }
 
-template <typename Run>
-double timeOnce(Run &&run) {
-  auto start = Clock::now();
-  run();
-  return std::chrono::duration<double, std::milli>(Clock::now() - start).count();
-}
-
-template <typename Run>
-Timing timeRuns(int64_t warmup, int64_t repeat, Run run) {
-  for (int64_t i = 0; i < warmup; ++i)
-    run();
-  std::vector<double> ms;
-  for (int64_t i = 0; i < repeat; ++i)
-    ms.push_back(timeOnce(run));
-  return summarize(ms);
-}
-
 /// Times several runs in rounds: `warmup` untimed rounds, then `repeat` rounds that
 /// each run every one of `runs` once, in order. Returns the ms of each run per round.
 /// A ratio of two runs is then the median of its per-round ratios (pairedRatio): a slow
@@ -298,9 +281,24 @@ std::vector<std::vector<double>> timeRounds(int64_t warmup, int64_t repeat,
       run();
   std::vector<std::vector<double>> ms(runs.size());
   for (int64_t i = 0; i < repeat; ++i)
-    for (size_t r = 0; r < runs.size(); ++r)
-      ms[r].push_back(timeOnce(runs[r]));
+    for (size_t r = 0; r < runs.size(); ++r) {
+      auto start = Clock::now();
+      runs[r]();
+      ms[r].push_back(std::chrono::duration<double, std::milli>(Clock::now() - start).count());
+    }
   return ms;
+}
+
+/// The median and best of `repeat` timed runs after `warmup` untimed ones.
+Timing timeRuns(int64_t warmup, int64_t repeat, const std::function<void()> &run) {
+  return summarize(timeRounds(warmup, repeat, {run})[0]);
+}
+
+/// One CPU forward through the runtime's entry point; throws its error.
+void runForward(Library &lib, const miras_forward_args &args) {
+  miras_status status = miras_library_forward_args(lib.handle(), &args);
+  if (status != MIRAS_OK)
+    throw Error(status, miras_last_error());
 }
 
 /// The median over rounds of numerator[i] / denominator[i] (timeRounds).
@@ -953,9 +951,7 @@ int runBenchCuda(BenchOptions &opts, Library &lib) {
                             in.k.data(),      in.v.data(),   hostGates.data(), hostIn.data(),
                             hostOut.data(),   cpuO.data()};
     lib.setNumThreads(static_cast<int32_t>(opts.threads));
-    miras_status status = miras_library_forward_args(lib.handle(), &host);
-    if (status != MIRAS_OK)
-      throw Error(status, miras_last_error());
+    runForward(lib, host);
     r.maxAbsDiffVsCpu = maxAbsDiff(in.o, cpuO);
     r.maxRelDiffVsCpu = *r.maxAbsDiffVsCpu / std::max(maxAbs(cpuO), 1e-30);
     r.cpuNote = "the module's cpu kernel, " + std::to_string(opts.threads) + " thread" +
@@ -1004,16 +1000,12 @@ BackwardFigures benchBackward(Library &lib, const BenchOptions &opts, Inputs &in
   saving.checkpoints = checkpoints.pointers.data();
   std::vector<std::vector<float>> givenGrads = p.zeroGrads();
   CpuBackwardCall fromCheckpoints(lib, opts, p, givenGrads, &checkpoints);
-  auto forward = [&lib](const miras_forward_args &args) {
-    miras_status status = miras_library_forward_args(lib.handle(), &args);
-    if (status != MIRAS_OK)
-      throw Error(status, miras_last_error());
-  };
   // One round: the forward, the backward, the saving forward, the backward from its
   // checkpoints; every ratio to the forward is taken within a round (timeRounds).
   std::vector<std::vector<double>> ms = timeRounds(
       opts.warmup, opts.repeat,
-      {[&] { forward(forwardArgs); }, [&] { call.run(lib); }, [&] { forward(saving); },
+      {[&] { runForward(lib, forwardArgs); }, [&] { call.run(lib); },
+       [&] { runForward(lib, saving); },
        [&] { fromCheckpoints.run(lib); }});
   bw.roundsForward = summarize(ms[0]);
   bw.timing = summarize(ms[1]);
@@ -1108,9 +1100,7 @@ DecodeFigures benchDecode(Library &lib, const BenchOptions &opts, const Inputs &
                               q.data() + size_t(t) * qRow, k.data() + size_t(t) * kRow,
                               v.data() + size_t(t) * vRow, gatePtrs.data(), stateIn.data(),
                               stateOut.data(), o.data() + size_t(t) * oRow};
-      miras_status status = miras_library_forward_args(lib.handle(), &args);
-      if (status != MIRAS_OK)
-        throw Error(status, miras_last_error());
+      runForward(lib, args);
     }
   });
   d.msPerToken = d.timing.medianMs / double(T);
@@ -1156,11 +1146,7 @@ int runBench(const Args &args) {
   r.dk = m.dk, r.dv = m.dv, r.chunk = m.chunk;
   r.threads = opts.threads, r.repeat = opts.repeat, r.warmup = opts.warmup, r.seed = opts.seed;
 
-  r.timing = timeRuns(opts.warmup, opts.repeat, [&] {
-    miras_status status = miras_library_forward_args(lib.handle(), &forwardArgs);
-    if (status != MIRAS_OK)
-      throw Error(status, miras_last_error());
-  });
+  r.timing = timeRuns(opts.warmup, opts.repeat, [&] { runForward(lib, forwardArgs); });
   r.finite = allFinite(in.o);
   const double tokens = double(opts.batch) * double(opts.length);
   const double seconds = r.timing.medianMs * 1e-3;

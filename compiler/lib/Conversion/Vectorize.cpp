@@ -842,8 +842,7 @@ struct MirasVectorize
         rows = rowBlock;
       if (!rows)
         continue;
-      fusedRowBlock = *rows;
-      fuseRowsIn(*block, b);
+      fuseRowsIn(*block, *rows, b);
     }
     getOperation().walk([](Operation *op) { op->removeAttr(kRowFusionTried); });
     SmallVector<linalg::GenericOp> generics;
@@ -860,9 +859,10 @@ struct MirasVectorize
   /// rows, one group at a time until none is left: each row of a matrix is
   /// read once while it is in L1 by every op that reads it (the matvecs of
   /// the state, its in-place update, the reverse step's column
-  /// accumulations and sums).
-  void fuseRowsIn(Block &block, OpBuilder &b) {
-    while (fuseOneGroup(block, b)) {
+  /// accumulations and sums). `givenBlock` rows per block of each loop, or
+  /// for 0 the block chooseRowBlock picks for its group.
+  void fuseRowsIn(Block &block, int64_t givenBlock, OpBuilder &b) {
+    while (fuseOneGroup(block, givenBlock, b)) {
     }
   }
 
@@ -878,7 +878,7 @@ struct MirasVectorize
   ///     group accumulates, or a sum), so it moves after the loop, and so
   ///     does whatever depends on it.
   /// Returns whether a group was fused.
-  bool fuseOneGroup(Block &block, OpBuilder &b) {
+  bool fuseOneGroup(Block &block, int64_t givenBlock, OpBuilder &b) {
     std::vector<RowMember> group;
     std::vector<Moved> after;
     Operation *end = nullptr;
@@ -919,7 +919,7 @@ struct MirasVectorize
       return false;
     // Not worth a loop of its own: the first matrix op stays as it is, and
     // the scan starts again after it.
-    int64_t rowsPerBlock = fusedRowBlock > 0 ? fusedRowBlock : chooseRowBlock(group);
+    int64_t rowsPerBlock = givenBlock > 0 ? givenBlock : chooseRowBlock(group);
     if (group.size() < 2 || !end || rowsPerBlock == 0) {
       group.front().op->setAttr(kRowFusionTried, b.getUnitAttr());
       return true;
@@ -940,9 +940,6 @@ struct MirasVectorize
         return requested.getInt();
     return std::nullopt;
   }
-
-  /// Rows per block of the fused loops being built (0: chooseRowBlock).
-  int64_t fusedRowBlock = 0;
 
   /// The block when none is given (0: leave the group unfused). One row at a
   /// time, every op of the group reads a row while it is still in registers
