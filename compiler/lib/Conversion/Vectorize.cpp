@@ -274,6 +274,42 @@ public:
     reductionDims.clear();
   }
 
+  /// Row fusion of a sum over a whole matrix (`sum(dW * W)`, the columns
+  /// whole tiles): its vector accumulator is carried by the fused loop from
+  /// block to block (`sumBlock`) and reduced once after it (`storeSum`).
+  /// One horizontal reduction per block of one row was a tenth of Mamba2's
+  /// reverse step (dalpha).
+  bool sumsWholeTiles() const {
+    return p.innerReduction && p.ranges[p.vdim] % p.tile == 0;
+  }
+
+  /// A vector of the full tiles of vdim, every lane the combiner's neutral
+  /// element.
+  Value neutralAccumulator() {
+    auto floatType = cast<FloatType>(p.elementType);
+    auto accType = VectorType::get({p.tile}, floatType);
+    return arith::ConstantOp::create(
+        b, loc, accType,
+        DenseElementsAttr::get(accType, neutralElement(p.kind, floatType)));
+  }
+
+  Value sumBlock(Value start, int64_t rows, Value acc) {
+    blockStart = start;
+    blockRows = rows;
+    Value next = accumulateTiles({0}, acc);
+    blockStart = Value();
+    return next;
+  }
+
+  void storeSum(Value acc) {
+    OpOperand *init = p.op.getDpsInitOperand(0);
+    SmallVector<Value> idx = indicesOf(p.op.getMatchingIndexingMap(init));
+    Value total = memref::LoadOp::create(b, loc, init->get(), idx);
+    total = vector::ReductionOp::create(b, loc, p.kind, acc, total,
+                                        combinerFastMath());
+    memref::StoreOp::create(b, loc, total, init->get(), idx);
+  }
+
   /// Row fusion: the part of the generic for row `i` of loop dim 0, at the
   /// builder's insertion point (inside the fused row loop).
   void emitRow(Value i) {
@@ -580,16 +616,32 @@ private:
     return x;
   }
 
+  /// `acc` combined with the terms of the full tiles of vdim at every point
+  /// of the dims `rows` (nested loops; the current block's rows for dim 0
+  /// under row fusion).
+  Value accumulateTiles(ArrayRef<unsigned> rows, Value acc) {
+    int64_t full = p.ranges[p.vdim] / p.tile * p.tile;
+    return carryOver(rows, acc, [&](Value rowAcc) -> Value {
+      if (full == p.tile) {
+        ivs[p.vdim] = index(0);
+        return combine(rowAcc, term(p.tile, Value()));
+      }
+      auto loop = scf::ForOp::create(b, loc, index(0), index(full),
+                                     index(p.tile), ValueRange{rowAcc});
+      OpBuilder::InsertionGuard guard(b);
+      b.setInsertionPointToStart(loop.getBody());
+      ivs[p.vdim] = loop.getInductionVar();
+      Value next = combine(loop.getRegionIterArgs()[0], term(p.tile, Value()));
+      scf::YieldOp::create(b, loc, next);
+      return loop.getResult(0);
+    });
+  }
+
   /// One output element of a generic whose vdim is a reduction: a vector
   /// accumulator across the full tiles of vdim, and across the outer dims
   /// `rows` that reduce too (only when vdim is whole tiles), one horizontal
   /// reduction at the end, then the masked tail.
   void emitReduction(ArrayRef<unsigned> rows) {
-    auto floatType = cast<FloatType>(p.elementType);
-    auto accType = VectorType::get({p.tile}, floatType);
-    Value zero = arith::ConstantOp::create(
-        b, loc, accType,
-        DenseElementsAttr::get(accType, neutralElement(p.kind, floatType)));
     int64_t n = p.ranges[p.vdim], full = n / p.tile * p.tile;
     assert((rows.empty() || full == n) && "rows reduce only over whole tiles");
     arith::FastMathFlags fm = combinerFastMath();
@@ -598,23 +650,9 @@ private:
     OpOperand *init = p.op.getDpsInitOperand(0);
     SmallVector<Value> idx = indicesOf(p.op.getMatchingIndexingMap(init));
     Value total = memref::LoadOp::create(b, loc, init->get(), idx);
-    if (full > 0) {
-      Value acc = carryOver(rows, zero, [&](Value rowAcc) -> Value {
-        if (full == p.tile) {
-          ivs[p.vdim] = index(0);
-          return combine(rowAcc, term(p.tile, Value()));
-        }
-        auto loop = scf::ForOp::create(b, loc, index(0), index(full),
-                                       index(p.tile), ValueRange{rowAcc});
-        OpBuilder::InsertionGuard guard(b);
-        b.setInsertionPointToStart(loop.getBody());
-        ivs[p.vdim] = loop.getInductionVar();
-        Value next = combine(loop.getRegionIterArgs()[0], term(p.tile, Value()));
-        scf::YieldOp::create(b, loc, next);
-        return loop.getResult(0);
-      });
-      total = vector::ReductionOp::create(b, loc, p.kind, acc, total, fm);
-    }
+    if (full > 0)
+      total = vector::ReductionOp::create(
+          b, loc, p.kind, accumulateTiles(rows, neutralAccumulator()), total, fm);
     if (int64_t rem = n - full) {
       ivs[p.vdim] = index(full);
       int64_t lanes = llvm::alignTo(rem, p.lanes);
@@ -989,14 +1027,31 @@ struct MirasVectorize
     while (block > 1 && rows % block != 0)
       block /= 2;
     auto idx = [&](int64_t v) { return arith::ConstantIndexOp::create(b, loc, v); };
-    auto loop = scf::ForOp::create(b, loc, idx(0), idx(rows), idx(block));
+    // The sums over the whole matrix carry their accumulators in the loop.
+    SmallVector<Emitter *> summing;
+    SmallVector<Value> sums;
+    for (auto [m, e] : llvm::zip(group, emitters))
+      if (m.matrix && m.rowsReduce && e->sumsWholeTiles()) {
+        summing.push_back(e.get());
+        sums.push_back(e->neutralAccumulator());
+      }
+    auto loop = scf::ForOp::create(b, loc, idx(0), idx(rows), idx(block), sums);
     {
       OpBuilder::InsertionGuard guard(b);
-      b.setInsertionPoint(loop.getBody()->getTerminator());
+      // With iter_args the body has no terminator yet.
+      if (sums.empty())
+        b.setInsertionPoint(loop.getBody()->getTerminator());
+      else
+        b.setInsertionPointToEnd(loop.getBody());
       Value start = loop.getInductionVar();
       for (auto [m, e] : llvm::zip(group, emitters)) {
         if (m.perBlock) {
           e->emitBlock(start, block);
+          continue;
+        }
+        if (auto *carried = llvm::find(summing, e.get()); carried != summing.end()) {
+          size_t k = carried - summing.begin();
+          sums[k] = e->sumBlock(start, block, loop.getRegionIterArgs()[k]);
           continue;
         }
         if (m.rowsReduce) {
@@ -1015,7 +1070,11 @@ struct MirasVectorize
         else
           e->emitRow(i);
       }
+      if (!sums.empty())
+        scf::YieldOp::create(b, loc, sums);
     }
+    for (auto [e, sum] : llvm::zip(summing, loop.getResults()))
+      e->storeSum(sum);
     for (RowMember &m : group)
       m.op->erase();
   }

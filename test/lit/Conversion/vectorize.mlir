@@ -290,26 +290,30 @@ func.func @step(%W: memref<64x64xf32>, %k: memref<64xf32>, %v: memref<64xf32>, %
 
 // fuse-rows, the reverse step's shapes: u = G k (rows), dq[j] += W[i, j] u[i]
 // (columns accumulated over the rows), s = sum(W * G), G -= u k^T in place:
-// one loop. dq's columns and the sum are carried in registers across each
-// block (one read and one write per block). dk = -dq reads the columns and
-// the load reads the sum: both move after the loop, in their order.
+// one loop. dq's columns are carried in registers across each block (one
+// read and one write per block); the sum's vector accumulator across the
+// whole loop, one horizontal reduction after it. dk = -dq reads the columns
+// and the load reads the sum: both move after the loop, in their order.
 // FUSED-LABEL: func.func @reverse(
 // FUSED-SAME: %[[W:[^:]*]]: memref<64x64xf32>, %[[G:[^:]*]]: memref<64x64xf32>, %{{[^:]*}}: memref<64xf32>, %[[U:[^:]*]]: memref<64xf32>, %[[DQ:[^:]*]]: memref<64xf32>, %[[DK:[^:]*]]: memref<64xf32>, %[[S:[^:]*]]: memref<f32>
 // FUSED-COUNT-3: linalg.fill
-// FUSED: scf.for %[[B:.*]] = %{{.*}} to %{{.*}} step %c16
+// FUSED: %[[SUM:.*]] = scf.for %[[B:.*]] = %{{.*}} to %{{.*}} step %c16 iter_args(%[[ACC:.*]] = %{{.*}}) -> (vector<64xf32>)
 // FUSED: scf.for %[[I:.*]] = %[[B]] to
 // FUSED: memref.store %{{.*}}, %[[U]][%[[I]]]
 // FUSED: %[[DQ0:.*]] = vector.transfer_read %[[DQ]][%c0
 // FUSED: %[[DQ1:.*]] = scf.for %[[I:.*]] = %[[B]] to {{.*}} iter_args(%{{.*}} = %[[DQ0]])
 // FUSED: vector.transfer_write %[[DQ1]], %[[DQ]][%c0
-// FUSED: %[[S0:.*]] = memref.load %[[S]][]
-// FUSED: %[[SV:.*]] = scf.for %[[I:.*]] = %[[B]] to {{.*}} iter_args(
-// FUSED: vector.reduction <add>, %[[SV]], %[[S0]]
-// FUSED: memref.store %{{.*}}, %[[S]][]
+// FUSED-NOT: vector.reduction
+// FUSED: %[[SV:.*]] = scf.for %[[I:.*]] = %[[B]] to {{.*}} iter_args(%{{.*}} = %[[ACC]])
+// FUSED-NOT: vector.reduction
 // FUSED: scf.for %[[I:.*]] = %[[B]] to
-// FUSED: vector.transfer_write %{{.*}}, %[[G]][%[[I]], %{{.*}}]
-// FUSED: }
+// FUSED: vector.transfer_write %{{.*}}, %[[G]][%[[I]], %{{.*}} : vector<64xf32>, memref<64x64xf32>{{$}}
 // FUSED-NEXT: }
+// FUSED-NEXT: scf.yield %[[SV]]
+// FUSED-NEXT: }
+// FUSED-NEXT: %[[S0:.*]] = memref.load %[[S]][]
+// FUSED-NEXT: vector.reduction <add>, %[[SUM]], %[[S0]]
+// FUSED-NEXT: memref.store %{{.*}}, %[[S]][]
 // FUSED: %[[DQV:.*]] = vector.transfer_read %[[DQ]]
 // FUSED: arith.negf %[[DQV]]
 // FUSED: memref.load %[[S]][]
