@@ -984,25 +984,19 @@ struct MirasVectorize
   /// (LLVM keeps one load of it), so the loop's loads fall to one per row and
   /// matrix: the reverse step's sweeps over dW' and W are load-bound (Gated
   /// DeltaNet, D = 64: four reads of dW' and three of W per token, one each
-  /// fused). That holds while the columns the group accumulates across its
-  /// rows (and its sums) take at most 16 vector registers; with more (Titans'
-  /// W2 rows of 4 D), one row at a time spills them, and blocks of 4 rows
-  /// carry them in registers through each op's 4 rows instead. A group with
-  /// more than 8 1-D ops (the MLP memories' activations and their derivatives
-  /// over the rows of W1) is left as it is: fused, each would run on a few
-  /// lanes per block where unfused it is whole vectors. Measured in
-  /// docs/TRAINING.md ("Rows of the reverse sweep fused").
-  int64_t chooseRowBlock(ArrayRef<RowMember> group) const {
-    constexpr int64_t kCarriedRegisters = 16, kRowOps = 8;
-    int64_t carried = 0, rowOps = 0;
-    for (const RowMember &m : group) {
-      if (m.matrix && m.rowsReduce)
-        carried += llvm::divideCeil(m.plan->ranges[1], m.plan->lanes);
-      rowOps += !m.matrix;
-    }
-    if (rowOps > kRowOps)
-      return 0;
-    return carried <= kCarriedRegisters ? 1 : 4;
+  /// fused). Sums over the whole matrix carry their accumulators across the
+  /// rows (sumBlock); columns accumulated across the rows that do not fit in
+  /// registers (Titans' W2 rows of 4 D) are read and written per row in L1,
+  /// which measured faster than blocks of 4 rows (whose accumulators spill
+  /// too). A group with more than 8 1-D ops (the MLP memories' activations and
+  /// their derivatives over the rows of W1) is left as it is: fused, each
+  /// would run on a few lanes per block where unfused it is whole vectors.
+  /// Measured in docs/TRAINING.md ("Rows of the reverse sweep fused", "Sums
+  /// carried").
+  static int64_t chooseRowBlock(ArrayRef<RowMember> group) {
+    constexpr int64_t kRowOps = 8;
+    int64_t rowOps = llvm::count_if(group, [](const RowMember &m) { return !m.matrix; });
+    return rowOps > kRowOps ? 0 : 1;
   }
 
   /// Marks a matrix op that a group cannot start at (the next scan skips it);

@@ -1,8 +1,8 @@
 // miras.row_block on a kernel function: miras-vectorize fuses its rows without
 // the fuse-rows option (the backward kernel carries it, miras-lower-backward-
 // kernel fuse-rows). 0: the block chosen per loop (chooseRowBlock): one row at
-// a time while the columns the group carries fit in 16 registers, blocks of 4
-// rows beyond; a group with more than 8 1-D ops is left as it is.
+// a time, however wide the columns the group accumulates; a group with more
+// than 8 1-D ops is left as it is.
 // RUN: miras-opt %s --miras-vectorize --split-input-file | FileCheck %s
 
 #mat = affine_map<(d0, d1) -> (d0, d1)>
@@ -244,10 +244,10 @@ func.func @many_row_ops(%W: memref<64x64xf32>, %G: memref<64x64xf32>, %k: memref
 #col = affine_map<(d0, d1) -> (d1)>
 #row = affine_map<(d0, d1) -> (d0)>
 
-// Columns of 512 accumulated over the rows (32 registers of 16 lanes): blocks
-// of 4 rows.
+// Columns of 512 accumulated over the rows (32 registers of 16 lanes): still
+// one row at a time (they are read and written per row in L1).
 // CHECK-LABEL: func.func @wide(
-// CHECK: scf.for %{{.*}} = %{{.*}} to %c16 step %c4 {
+// CHECK: scf.for %{{.*}} = %{{.*}} to %c16 step %c1 {
 // CHECK-NOT: linalg.generic
 // CHECK: return
 func.func @wide(%W: memref<16x512xf32>, %G: memref<16x512xf32>, %k: memref<512xf32>, %u: memref<16xf32>, %dq: memref<512xf32>) attributes {miras.row_block = 0 : i64} {

@@ -201,10 +201,11 @@ def MirasVectorize : Pass<"miras-vectorize", "::mlir::func::FuncOp"> {
     (and in its blocks, not the option's): blocks of N rows, or for N = 0
     blocks chosen per group (`chooseRowBlock`): one row at a time, so that
     every member reads the row while it is in registers and the loop loads
-    each matrix once per row, where the columns the group accumulates across
-    its rows take at most 16 vector registers; blocks of 4 rows where they
-    take more; a group with more than 8 1-D ops (one scalar per row when
-    fused) is left as it is. `miras-lower-backward-kernel` marks the backward
+    each matrix once per row; a group with more than 8 1-D ops (one scalar
+    per row when fused) is left as it is. In a fused loop, a sum over the
+    whole matrix (`sum(dW * W)`, columns whole tiles) carries its vector
+    accumulator from block to block, with one horizontal reduction after
+    the loop. `miras-lower-backward-kernel` marks the backward
     kernel's reverse sweep with 0 (its checkpointing pass and recompute stay
     lowered as the forward kernel is, to compute its states to the bit): its
     reverse step sweeps dW' and W several times per token (one thread, D =
