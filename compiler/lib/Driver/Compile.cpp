@@ -22,6 +22,7 @@
 #include "llvm/Support/MemoryBuffer.h"
 #include "llvm/Support/SourceMgr.h"
 
+#include <algorithm>
 #include <sstream>
 
 using namespace mlir;
@@ -92,19 +93,25 @@ llvm::Error CompileOptions::validate() const {
 /// The backward's segment S when --backward-segment is not given. The states
 /// kept, ceil(T / S) checkpoints + S recomputed, are fewest near S = sqrt(T):
 /// 64 at T = 4096. But the reverse sweep reads the S recomputed states back,
-/// from cache only while they fit: Titans' (W1, W2, S1, S2: 256 KiB at D = 64)
-/// take 16 MiB at S = 64, and its backward was 16-24% faster at S = 32
-/// (T = 4096, one and two threads), TTT-MLP's (8 MiB) 3-8%, Gated DeltaNet's
-/// at D = 128 (4 MiB) no faster (docs/TRAINING.md). So 32 when 64 states take
-/// 8 MiB or more, which at most doubles the checkpoints.
+/// fast only while they stay in cache, so S is the most states (a multiple of
+/// 8, at most 64) that take at most 6 MiB: Titans at D = 64 (W1, W2, S1, S2:
+/// 256 KiB) 24, whose backward from checkpoints was 4-8% faster than at 32
+/// and 16 with two threads (T = 4096), TTT-MLP (128 KiB) 48, as fast as at 32
+/// with fewer states kept; Gated DeltaNet at D = 128 (64 KiB) 64
+/// (docs/TRAINING.md). Where not even 16 states fit, shrinking the segment
+/// only adds checkpoints: 32.
 static int64_t defaultBackwardSegment(const StepSignature &signature) {
-  constexpr int64_t kSegmentBytes = int64_t(8) << 20;
+  constexpr int64_t kSegmentBytes = int64_t(6) << 20;
+  constexpr int64_t kMaxSegment = 64, kMinCached = 16, kUncached = 32;
   int64_t stateBytes = 0;
   for (const StepSignature::Tensor &state : signature.getStates()) {
     auto shaped = dyn_cast<ShapedType>(state.type);
     stateBytes += (shaped ? shaped.getNumElements() : 1) * int64_t(sizeof(float));
   }
-  return 64 * stateBytes >= kSegmentBytes ? 32 : 64;
+  int64_t fitting = kSegmentBytes / std::max<int64_t>(stateBytes, 1) / 8 * 8;
+  if (fitting < kMinCached)
+    return kUncached;
+  return std::min(fitting, kMaxSegment);
 }
 
 namespace {

@@ -109,8 +109,9 @@ cl::opt<int64_t> backwardSegment(
     "backward-segment",
     cl::desc("With --backward: tokens the backward kernel recomputes at a time "
              "(memory: ceil(T/S) + S states per batch and head; rounded up to a "
-             "multiple of the chunk). Default: 64, or 32 when 64 of the module's "
-             "states take 8 MiB or more (Titans, TTT-MLP at D = 64)"),
+             "multiple of the chunk). Default: the most states, a multiple of 8 "
+             "up to 64, that take at most 6 MiB (Titans at D = 64: 24, TTT-MLP: "
+             "48), or 32 where not even 16 do"),
     cl::cat(category));
 cl::opt<bool> backwardAdjointsInPlace(
     "backward-adjoints-in-place",
