@@ -251,17 +251,18 @@ public:
   }
 
   /// Row fusion of a 2-D generic whose rows reduce (`dq[j] += W[i, j] u[i]`,
-  /// `sum(W * G)`): the rows from `start` with the accumulator in registers,
-  /// one read and one write of the output per block (per row, each row's
-  /// update would wait for the previous row's store).
+  /// `sum(W * G)` whose columns end in a partial tile; with whole tiles, the
+  /// fused loop carries the sum: sumBlock): the rows from `start` with the
+  /// accumulator in registers, one read and one write of the output per
+  /// block (per row, each row's update would wait for the previous row's
+  /// store).
   void emitReducingBlock(Value start, int64_t rows) {
+    assert(!sumsWholeTiles() && "the fused loop carries this sum (sumBlock)");
     blockStart = start;
     blockRows = rows;
     if (!p.innerReduction) {
       reductionDims.assign({0});
       forEachTile([&](int64_t lanes, Value mask) { emitParallelTile(lanes, mask); });
-    } else if (p.ranges[p.vdim] % p.tile == 0) {
-      emitReduction({0});
     } else { // the tail tile is reduced per row
       auto loop = scf::ForOp::create(
           b, loc, start, arith::AddIOp::create(b, loc, start, index(rows)), index(1));
@@ -274,15 +275,6 @@ public:
     reductionDims.clear();
   }
 
-  /// Row fusion of a sum over a whole matrix (`sum(dW * W)`, the columns
-  /// whole tiles): its vector accumulator is carried by the fused loop from
-  /// block to block (`sumBlock`) and reduced once after it (`storeSum`).
-  /// One horizontal reduction per block of one row was a tenth of Mamba2's
-  /// reverse step (dalpha).
-  bool sumsWholeTiles() const {
-    return p.innerReduction && p.ranges[p.vdim] % p.tile == 0;
-  }
-
   /// A vector of the full tiles of vdim, every lane the combiner's neutral
   /// element.
   Value neutralAccumulator() {
@@ -291,6 +283,15 @@ public:
     return arith::ConstantOp::create(
         b, loc, accType,
         DenseElementsAttr::get(accType, neutralElement(p.kind, floatType)));
+  }
+
+  /// Row fusion of a sum over a whole matrix (`sum(dW * W)`, the columns
+  /// whole tiles): its vector accumulator is carried by the fused loop from
+  /// block to block (`sumBlock`) and reduced once after it (`storeSum`).
+  /// One horizontal reduction per block of one row was a tenth of Mamba2's
+  /// reverse step (dalpha).
+  bool sumsWholeTiles() const {
+    return p.innerReduction && p.ranges[p.vdim] % p.tile == 0;
   }
 
   Value sumBlock(Value start, int64_t rows, Value acc) {
