@@ -302,14 +302,7 @@ public:
     return next;
   }
 
-  void storeSum(Value acc) {
-    OpOperand *init = p.op.getDpsInitOperand(0);
-    SmallVector<Value> idx = indicesOf(p.op.getMatchingIndexingMap(init));
-    Value total = memref::LoadOp::create(b, loc, init->get(), idx);
-    total = vector::ReductionOp::create(b, loc, p.kind, acc, total,
-                                        combinerFastMath());
-    memref::StoreOp::create(b, loc, total, init->get(), idx);
-  }
+  void storeSum(Value acc) { emitReduction({}, acc); }
 
   /// Row fusion: the part of the generic for row `i` of loop dim 0, at the
   /// builder's insertion point (inside the fused row loop).
@@ -641,8 +634,9 @@ private:
   /// One output element of a generic whose vdim is a reduction: a vector
   /// accumulator across the full tiles of vdim, and across the outer dims
   /// `rows` that reduce too (only when vdim is whole tiles), one horizontal
-  /// reduction at the end, then the masked tail.
-  void emitReduction(ArrayRef<unsigned> rows) {
+  /// reduction at the end, then the masked tail. `carried`: that accumulator
+  /// when the caller has it already (a fused loop carried it: sumBlock).
+  void emitReduction(ArrayRef<unsigned> rows, Value carried = Value()) {
     int64_t n = p.ranges[p.vdim], full = n / p.tile * p.tile;
     assert((rows.empty() || full == n) && "rows reduce only over whole tiles");
     arith::FastMathFlags fm = combinerFastMath();
@@ -653,7 +647,8 @@ private:
     Value total = memref::LoadOp::create(b, loc, init->get(), idx);
     if (full > 0)
       total = vector::ReductionOp::create(
-          b, loc, p.kind, accumulateTiles(rows, neutralAccumulator()), total, fm);
+          b, loc, p.kind,
+          carried ? carried : accumulateTiles(rows, neutralAccumulator()), total, fm);
     if (int64_t rem = n - full) {
       ivs[p.vdim] = index(full);
       int64_t lanes = llvm::alignTo(rem, p.lanes);
@@ -1044,8 +1039,7 @@ struct MirasVectorize
           e->emitBlock(start, block);
           continue;
         }
-        if (auto *carried = llvm::find(summing, e.get()); carried != summing.end()) {
-          size_t k = carried - summing.begin();
+        if (size_t k = llvm::find(summing, e.get()) - summing.begin(); k < summing.size()) {
           sums[k] = e->sumBlock(start, block, loop.getRegionIterArgs()[k]);
           continue;
         }
